@@ -1,0 +1,3 @@
+"""Switchyard: a Kubernetes-native gateway for inference on GPU workers."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,181 @@
+"""Resources -> one immutable RoutingTable, or issues naming resource and field.
+
+One function serves standalone mode and the operator, so a config that works on
+a laptop works in the cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from .gateway import Gateway, GatewaySpec
+from .issues import CompileError, ConfigIssue
+from .loader import ResourceSet
+from .planner import Planner
+from .pool import DEFAULT_POOL, Pool
+from .table import (
+    BundleRoute, CorsRoute, KeyRoute, ModelRoute, PlannerRoute, PoolRoute, RoutingTable, StepRoute,
+)
+from .upstream import Upstream
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    table: RoutingTable
+    issues: tuple[ConfigIssue, ...]
+
+    def raise_for_issues(self) -> RoutingTable:
+        if self.issues:
+            raise CompileError(self.issues)
+        return self.table
+
+
+def compile_table(rs: ResourceSet, *, gateway: str | None = None, epoch: int = 1) -> CompileResult:
+    """Compile the resources that belong to `gateway` (the only one when None).
+
+    Invalid resources are left out of the table and reported; the rest still
+    compiles, so one bad Upstream cannot take a gateway's other models down.
+    """
+    issues: list[ConfigIssue] = []
+    gw = _pick_gateway(rs.gateways, gateway, issues)
+    name = gw.name if gw else (gateway or "standalone")
+    spec = gw.spec if gw else GatewaySpec()
+    mine = lambda ref: ref is None or ref == name  # noqa: E731
+
+    models = _models([u for u in rs.upstreams if mine(u.spec.gateway_ref)], issues)
+    pools = _pools([p for p in rs.pools if mine(p.spec.gateway_ref)], models, issues)
+    if spec.default_pool not in pools and gw is not None:
+        issues.append(ConfigIssue(gw.ref, "spec.defaultPool", f"pool {spec.default_pool!r} does not exist"))
+    keys = _keys(gw, rs, pools, models, issues) if gw else ()
+    planners = _planners([p for p in rs.planners if mine(p.spec.gateway_ref)], models, issues)
+
+    table = RoutingTable(
+        epoch=epoch,
+        gateway=name,
+        default_pool=spec.default_pool if spec.default_pool in pools else DEFAULT_POOL,
+        max_request_body_bytes=spec.max_request_body_bytes,
+        anonymous=spec.auth.anonymous,
+        result_ttl_seconds=spec.jobs.result_ttl_seconds,
+        cors=CorsRoute(tuple(spec.cors.allow_origins), tuple(spec.cors.allow_headers),
+                       spec.cors.max_age_seconds),
+        models=MappingProxyType(models),
+        pools=MappingProxyType(pools),
+        keys=keys,
+        planners=MappingProxyType(planners),
+    )
+    return CompileResult(table, tuple(issues))
+
+
+def _pick_gateway(gateways: list[Gateway], wanted: str | None, issues: list[ConfigIssue]) -> Gateway | None:
+    if wanted is not None:
+        found = [g for g in gateways if g.name == wanted]
+        if not found:
+            issues.append(ConfigIssue(f"Gateway/{wanted}", "", "Gateway not found"))
+        return found[0] if found else None
+    if len(gateways) > 1:
+        names = ", ".join(sorted(g.name for g in gateways))
+        issues.append(ConfigIssue("Gateway/*", "", f"several Gateways ({names}); name the one to serve"))
+    if not gateways:
+        issues.append(ConfigIssue("Gateway/*", "", "no Gateway resource found"))
+    return gateways[0] if gateways else None
+
+
+def _models(upstreams: list[Upstream], issues: list[ConfigIssue]) -> dict[str, ModelRoute]:
+    out: dict[str, ModelRoute] = {}
+    owner: dict[str, str] = {}
+    for u in sorted(upstreams, key=lambda u: u.name):
+        s = u.spec
+        if s.model in out:
+            issues.append(ConfigIssue(u.ref, "spec.model",
+                                      f"model {s.model!r} is already served by Upstream {owner[s.model]}"))
+            continue
+        owner[s.model] = u.name
+        out[s.model] = ModelRoute(
+            model=s.model,
+            upstream=u.name,
+            operations=tuple(sorted(set(s.operations))),
+            bundles=tuple(
+                BundleRoute(b.name, b.priority, tuple(b.profiles))
+                for b in sorted(s.bundles, key=lambda b: (b.priority, b.name))
+            ),
+            profiles=MappingProxyType({p.name: MappingProxyType(dict(p.params)) for p in s.profiles}),
+            machine_profiles=tuple(s.machine_profiles),
+            default_machine_profile=s.default_machine_profile or s.machine_profiles[0],
+            timeout_s=s.timeout_seconds,
+            max_attempts=s.max_attempts,
+            worker_service=s.workers.service,
+        )
+    return out
+
+
+def _pools(pools: list[Pool], models: dict[str, ModelRoute], issues: list[ConfigIssue]) -> dict[str, PoolRoute]:
+    # The default pool always exists and never expires, declared or not.
+    out = {DEFAULT_POOL: PoolRoute(DEFAULT_POOL, MappingProxyType({}), 0)}
+    offered = {mp for m in models.values() for mp in m.machine_profiles}
+    for p in sorted(pools, key=lambda p: p.name):
+        unknown = sorted(set(p.spec.gpus) - offered)
+        if unknown:
+            issues.append(ConfigIssue(p.ref, f"spec.gpus.{unknown[0]}",
+                                      f"no Upstream offers machine profile {unknown[0]!r}"))
+            continue
+        ttl = 0 if p.name == DEFAULT_POOL else p.spec.ttl_seconds
+        out[p.name] = PoolRoute(p.name, MappingProxyType(dict(sorted(p.spec.gpus.items()))), ttl)
+    return out
+
+
+def _keys(gw: Gateway, rs: ResourceSet, pools: dict[str, PoolRoute], models: dict[str, ModelRoute],
+          issues: list[ConfigIssue]) -> tuple[KeyRoute, ...]:
+    secrets = {s.metadata.name: s for s in rs.secrets
+               if s.metadata.namespace in (None, gw.metadata.namespace)}
+    out = []
+    for i, k in enumerate(gw.spec.auth.api_keys):
+        field = f"spec.auth.apiKeys[{i}]"
+        secret = secrets.get(k.secret_ref.name)
+        value = secret.value(k.secret_ref.key) if secret else None
+        if value is None:
+            issues.append(ConfigIssue(gw.ref, f"{field}.secretRef",
+                                      f"Secret {k.secret_ref.name!r} has no key {k.secret_ref.key!r}"))
+            continue
+        if len(value) < 16:
+            issues.append(ConfigIssue(gw.ref, f"{field}.secretRef", "API key is shorter than 16 bytes"))
+            continue
+        bad = [p for p in k.pools or () if p not in pools] + [m for m in k.models or () if m not in models]
+        if bad:
+            issues.append(ConfigIssue(gw.ref, field, f"names unknown pool or model {bad[0]!r}"))
+            continue
+        out.append(KeyRoute(k.name, hash_key(value), _opt(k.pools), _opt(k.models)))
+    return tuple(out)
+
+
+def _planners(planners: list[Planner], models: dict[str, ModelRoute],
+              issues: list[ConfigIssue]) -> dict[str, PlannerRoute]:
+    out = {}
+    for p in sorted(planners, key=lambda p: p.name):
+        problems = []
+        for i, step in enumerate(p.spec.steps):
+            model, _, profile = step.model.partition(":")
+            route = models.get(model)
+            if route is None:
+                problems.append((f"spec.steps[{i}].model", f"no Upstream serves model {model!r}"))
+            elif profile and profile not in route.profiles:
+                problems.append((f"spec.steps[{i}].model", f"model {model!r} has no profile {profile!r}"))
+            elif step.operation not in route.operations:
+                problems.append((f"spec.steps[{i}].operation",
+                                 f"model {model!r} does not support {step.operation!r}"))
+        if problems:
+            issues.extend(ConfigIssue(p.ref, f, m) for f, m in problems)
+            continue
+        steps = tuple(StepRoute(s.name, s.model, s.operation, tuple(s.depends_on),
+                                MappingProxyType(dict(s.params))) for s in p.spec.steps)
+        out[p.name] = PlannerRoute(p.name, steps, p.spec.output or steps[-1].name)
+    return out
+
+
+def hash_key(key: bytes) -> str:
+    return hashlib.sha256(key).hexdigest()
+
+
+def _opt(v: list[str] | None) -> tuple[str, ...] | None:
+    return tuple(v) if v else None

@@ -1,0 +1,96 @@
+"""Kubernetes object plumbing shared by every Switchyard resource."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "switchyard.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# DNS-1123 label: what Kubernetes accepts for most object names.
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class Model(BaseModel):
+    """Base for spec models: snake_case in Python, camelCase on the wire, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, frozen=True, alias_generator=to_camel
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class ObjectMeta(BaseModel):
+    """The subset of metav1.ObjectMeta Switchyard reads; the rest passes through."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    name: str = Field(min_length=1, max_length=253)
+    namespace: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    generation: int | None = None
+    uid: str | None = None
+    resourceVersion: str | None = None
+
+
+class Condition(BaseModel):
+    """metav1.Condition."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(default="", pattern=r"^([A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?)?$")
+    message: str = ""
+    lastTransitionTime: str | None = None
+    observedGeneration: int | None = None
+
+
+class Status(BaseModel):
+    """Common status fields; kinds add their own."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, alias_generator=to_camel)
+
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+SpecT = TypeVar("SpecT", bound=BaseModel)
+StatusT = TypeVar("StatusT", bound=Status)
+
+
+class Resource(BaseModel, Generic[SpecT, StatusT]):
+    """A namespaced custom resource: apiVersion, kind, metadata, spec, status."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    KIND: ClassVar[str] = ""
+    PLURAL: ClassVar[str] = ""
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ()
+
+    apiVersion: Literal["switchyard.dev/v1alpha1"] = API_VERSION
+    kind: str
+    metadata: ObjectMeta
+    spec: SpecT
+    status: StatusT | None = None
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def ref(self) -> str:
+        """How errors name this object: Kind/namespace/name."""
+        ns = self.metadata.namespace
+        return f"{self.KIND}/{ns}/{self.name}" if ns else f"{self.KIND}/{self.name}"
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> "Resource[SpecT, StatusT]":
+        return cls.model_validate(obj)

@@ -1,0 +1,77 @@
+"""Planner: a named DAG of model calls (executed in a later release)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from .meta import DNS_LABEL, Model, Resource, Status
+from .upstream import Operation
+
+
+class Step(Model):
+    name: str = Field(pattern=DNS_LABEL, max_length=63)
+    model: str = Field(min_length=1, max_length=260, description="Model id, optionally with :profile.")
+    operation: Operation
+    depends_on: list[str] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class PlannerSpec(Model):
+    steps: list[Step] = Field(min_length=1, max_length=64)
+    output: str | None = Field(default=None, description="Step whose result is returned; default the last.")
+    gateway_ref: str | None = None
+
+    @model_validator(mode="after")
+    def _is_dag(self) -> "PlannerSpec":
+        names = [s.name for s in self.steps]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"steps has duplicate names: {', '.join(dupes)}")
+        known = set(names)
+        for s in self.steps:
+            missing = [d for d in s.depends_on if d not in known]
+            if missing:
+                raise ValueError(f"step {s.name!r} depends on unknown step(s) {', '.join(missing)}")
+        if self.output is not None and self.output not in known:
+            raise ValueError(f"output names unknown step {self.output!r}")
+        cycle = find_cycle({s.name: s.depends_on for s in self.steps})
+        if cycle:
+            raise ValueError(f"steps form a cycle: {' -> '.join(cycle)}")
+        return self
+
+
+class Planner(Resource[PlannerSpec, Status]):
+    KIND: ClassVar[str] = "Planner"
+    PLURAL: ClassVar[str] = "planners"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("syplan",)
+
+    kind: Literal["Planner"] = "Planner"
+
+
+def find_cycle(deps: dict[str, list[str]]) -> list[str] | None:
+    """Return one cycle as a path (first node repeated at the end), or None."""
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for dep in deps.get(node, []):
+            if state.get(dep) == 1:
+                return stack[stack.index(dep):] + [dep]
+            if dep not in state:
+                found = visit(dep)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in deps:
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None

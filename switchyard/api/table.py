@@ -1,0 +1,250 @@
+"""The compiled routing table: immutable, hashed, the only config a gateway serves.
+
+The operator writes it into a ConfigMap as JSON; standalone mode compiles it in
+process. Both go through `switchyard.api.compile`, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import orjson
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class BundleRoute:
+    name: str
+    priority: int
+    profiles: tuple[str, ...] = ()  # empty: serves every profile
+
+    def serves(self, profile: str | None) -> bool:
+        return not self.profiles or profile is None or profile in self.profiles
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRoute:
+    model: str
+    upstream: str
+    operations: tuple[str, ...]
+    bundles: tuple[BundleRoute, ...]  # sorted: lowest priority first
+    profiles: Mapping[str, Mapping[str, Any]]
+    machine_profiles: tuple[str, ...]
+    default_machine_profile: str
+    timeout_s: float
+    max_attempts: int
+    worker_service: str
+
+
+@dataclass(frozen=True, slots=True)
+class PoolRoute:
+    name: str
+    gpus: Mapping[str, int]
+    ttl_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRoute:
+    name: str
+    sha256: str  # hex digest of the key; the key itself is never kept
+    pools: tuple[str, ...] | None
+    models: tuple[str, ...] | None
+
+    def allows_pool(self, pool: str) -> bool:
+        return self.pools is None or pool in self.pools
+
+    def allows_model(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+
+@dataclass(frozen=True, slots=True)
+class StepRoute:
+    name: str
+    model: str
+    operation: str
+    depends_on: tuple[str, ...]
+    params: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannerRoute:
+    name: str
+    steps: tuple[StepRoute, ...]
+    output: str
+
+
+@dataclass(frozen=True, slots=True)
+class CorsRoute:
+    allow_origins: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    max_age_seconds: int = 600
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingTable:
+    epoch: int
+    gateway: str
+    default_pool: str
+    max_request_body_bytes: int
+    anonymous: bool
+    result_ttl_seconds: int
+    cors: CorsRoute
+    models: Mapping[str, ModelRoute]
+    pools: Mapping[str, PoolRoute]
+    keys: tuple[KeyRoute, ...]
+    planners: Mapping[str, PlannerRoute]
+    hash: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.hash:
+            object.__setattr__(self, "hash", content_hash(self.to_dict()))
+
+    def bundles(self) -> dict[str, list[str]]:
+        """Every bundle name and the models it serves."""
+        out: dict[str, list[str]] = {}
+        for route in self.models.values():
+            for b in route.bundles:
+                out.setdefault(b.name, []).append(route.model)
+        return {k: sorted(v) for k, v in sorted(out.items())}
+
+    def machine_profiles(self) -> list[str]:
+        return sorted({mp for r in self.models.values() for mp in r.machine_profiles})
+
+    def with_epoch(self, epoch: int) -> "RoutingTable":
+        return RoutingTable.from_dict({**self.to_dict(), "epoch": epoch})
+
+    # -- serialization -----------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "formatVersion": FORMAT_VERSION,
+            "epoch": self.epoch,
+            "hash": self.hash,
+            "gateway": self.gateway,
+            "defaultPool": self.default_pool,
+            "maxRequestBodyBytes": self.max_request_body_bytes,
+            "anonymous": self.anonymous,
+            "resultTtlSeconds": self.result_ttl_seconds,
+            "cors": {
+                "allowOrigins": list(self.cors.allow_origins),
+                "allowHeaders": list(self.cors.allow_headers),
+                "maxAgeSeconds": self.cors.max_age_seconds,
+            },
+            "models": {k: _model_to_dict(v) for k, v in sorted(self.models.items())},
+            "pools": {
+                k: {"gpus": dict(sorted(p.gpus.items())), "ttlSeconds": p.ttl_seconds}
+                for k, p in sorted(self.pools.items())
+            },
+            "keys": [
+                {"name": k.name, "sha256": k.sha256,
+                 "pools": _opt_list(k.pools), "models": _opt_list(k.models)}
+                for k in self.keys
+            ],
+            "planners": {
+                k: {
+                    "output": p.output,
+                    "steps": [
+                        {"name": s.name, "model": s.model, "operation": s.operation,
+                         "dependsOn": list(s.depends_on), "params": dict(s.params)}
+                        for s in p.steps
+                    ],
+                }
+                for k, p in sorted(self.planners.items())
+            },
+        }
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> "RoutingTable":
+        return cls.from_dict(orjson.loads(raw))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RoutingTable":
+        if d.get("formatVersion") != FORMAT_VERSION:
+            raise ValueError(f"unsupported routing table formatVersion {d.get('formatVersion')!r}")
+        cors = d["cors"]
+        return cls(
+            epoch=int(d["epoch"]),
+            gateway=d["gateway"],
+            default_pool=d["defaultPool"],
+            max_request_body_bytes=int(d["maxRequestBodyBytes"]),
+            anonymous=bool(d["anonymous"]),
+            result_ttl_seconds=int(d["resultTtlSeconds"]),
+            cors=CorsRoute(tuple(cors["allowOrigins"]), tuple(cors["allowHeaders"]),
+                           int(cors["maxAgeSeconds"])),
+            models=_frozen({k: _model_from_dict(k, v) for k, v in d["models"].items()}),
+            pools=_frozen({
+                k: PoolRoute(k, _frozen(dict(v["gpus"])), int(v["ttlSeconds"]))
+                for k, v in d["pools"].items()
+            }),
+            keys=tuple(
+                KeyRoute(k["name"], k["sha256"], _opt_tuple(k.get("pools")), _opt_tuple(k.get("models")))
+                for k in d["keys"]
+            ),
+            planners=_frozen({
+                k: PlannerRoute(
+                    name=k,
+                    output=v["output"],
+                    steps=tuple(
+                        StepRoute(s["name"], s["model"], s["operation"], tuple(s["dependsOn"]),
+                                  _frozen(dict(s["params"])))
+                        for s in v["steps"]
+                    ),
+                )
+                for k, v in d["planners"].items()
+            }),
+            hash=d.get("hash", ""),
+        )
+
+
+def content_hash(d: Mapping[str, Any]) -> str:
+    """SHA-256 over everything but the epoch and the hash itself."""
+    body = {k: v for k, v in d.items() if k not in ("epoch", "hash")}
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _model_to_dict(r: ModelRoute) -> dict[str, Any]:
+    return {
+        "upstream": r.upstream,
+        "operations": list(r.operations),
+        "bundles": [{"name": b.name, "priority": b.priority, "profiles": list(b.profiles)} for b in r.bundles],
+        "profiles": {k: dict(v) for k, v in sorted(r.profiles.items())},
+        "machineProfiles": list(r.machine_profiles),
+        "defaultMachineProfile": r.default_machine_profile,
+        "timeoutSeconds": r.timeout_s,
+        "maxAttempts": r.max_attempts,
+        "workerService": r.worker_service,
+    }
+
+
+def _model_from_dict(model: str, v: Mapping[str, Any]) -> ModelRoute:
+    return ModelRoute(
+        model=model,
+        upstream=v["upstream"],
+        operations=tuple(v["operations"]),
+        bundles=tuple(BundleRoute(b["name"], int(b["priority"]), tuple(b["profiles"])) for b in v["bundles"]),
+        profiles=_frozen({k: _frozen(dict(p)) for k, p in v["profiles"].items()}),
+        machine_profiles=tuple(v["machineProfiles"]),
+        default_machine_profile=v["defaultMachineProfile"],
+        timeout_s=float(v["timeoutSeconds"]),
+        max_attempts=int(v["maxAttempts"]),
+        worker_service=v["workerService"],
+    )
+
+
+def _frozen(d: dict[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(d)
+
+
+def _opt_list(t: tuple[str, ...] | None) -> list[str] | None:
+    return None if t is None else list(t)
+
+
+def _opt_tuple(v: list[str] | None) -> tuple[str, ...] | None:
+    return None if v is None else tuple(v)

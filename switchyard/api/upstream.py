@@ -1,0 +1,108 @@
+"""Upstream: one model served by a fleet of workers."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from .meta import DNS_LABEL, Model, Resource, Status
+
+Operation = Literal["encode", "score", "generate", "chat", "extract", "rerank", "classify"]
+
+# A model id like "BAAI/bge-m3": no whitespace and no ':' (that separates a profile).
+MODEL_ID = r"^[A-Za-z0-9][A-Za-z0-9._/@+-]*$"
+
+
+class Bundle(Model):
+    """A worker runtime able to serve this model; the lowest priority wins."""
+
+    name: str = Field(pattern=DNS_LABEL, max_length=63)
+    priority: int = Field(default=100, ge=0, le=1_000_000)
+    profiles: list[str] = Field(
+        default_factory=list,
+        description="Model profiles this bundle can serve; empty means every profile.",
+    )
+
+
+class ModelProfile(Model):
+    """A named variant of the model, selected by a `:profile` suffix on the model id."""
+
+    name: str = Field(pattern=DNS_LABEL, max_length=63)
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Defaults merged under the request's params."
+    )
+
+
+class Scaling(Model):
+    min_replicas: int = Field(default=0, ge=0, le=10_000)
+    max_replicas: int = Field(default=1, ge=1, le=10_000)
+    target_pending_per_replica: int = Field(default=4, ge=1, le=100_000)
+    activation_threshold: int = Field(
+        default=0, ge=0, description="Pending items above which workers scale up from zero."
+    )
+    cooldown_seconds: int = Field(default=300, ge=0, le=86_400)
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> "Scaling":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must be <= maxReplicas")
+        return self
+
+
+class WorkerRef(Model):
+    service: str = Field(pattern=DNS_LABEL, max_length=63, description="Worker Service name.")
+    deployment: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL,
+        max_length=63,
+        description="Deployment KEDA scales; defaults to the Service name.",
+    )
+
+
+class UpstreamSpec(Model):
+    model: str = Field(pattern=MODEL_ID, max_length=200)
+    operations: list[Operation] = Field(min_length=1)
+    bundles: list[Bundle] = Field(default_factory=lambda: [Bundle(name="default", priority=0)], min_length=1)
+    profiles: list[ModelProfile] = Field(default_factory=list)
+    machine_profiles: list[str] = Field(min_length=1)
+    default_machine_profile: str | None = None
+    timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    scaling: Scaling = Field(default_factory=Scaling)
+    workers: WorkerRef
+    gateway_ref: str | None = Field(
+        default=None, description="Gateway that serves this model; empty means every Gateway."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "UpstreamSpec":
+        _unique("bundles", [b.name for b in self.bundles])
+        _unique("profiles", [p.name for p in self.profiles])
+        _unique("machineProfiles", self.machine_profiles)
+        if self.default_machine_profile and self.default_machine_profile not in self.machine_profiles:
+            raise ValueError("defaultMachineProfile must be one of machineProfiles")
+        known = {p.name for p in self.profiles}
+        for b in self.bundles:
+            for p in b.profiles:
+                if p not in known:
+                    raise ValueError(f"bundle {b.name!r} names unknown profile {p!r}")
+        return self
+
+
+class UpstreamStatus(Status):
+    live_workers: dict[str, int] | None = Field(default=None)
+
+
+class Upstream(Resource[UpstreamSpec, UpstreamStatus]):
+    KIND: ClassVar[str] = "Upstream"
+    PLURAL: ClassVar[str] = "upstreams"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("syu",)
+
+    kind: Literal["Upstream"] = "Upstream"
+
+
+def _unique(field: str, names: list[str]) -> None:
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{field} has duplicate names: {', '.join(dupes)}")

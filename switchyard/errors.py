@@ -1,0 +1,52 @@
+"""Error codes shared by the gateway (which raises them) and the client (which types them).
+
+Every error leaves the gateway as `{"error": {"code", "message"}}` with the status below.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+# code -> HTTP status
+STATUS: Mapping[str, int] = {
+    "bad_request": 400,
+    "invalid_json": 400,
+    "invalid_request_id": 400,
+    "unsupported_operation": 400,
+    "unknown_machine_profile": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "unknown_model": 404,
+    "unknown_pool": 404,
+    "unknown_job": 404,
+    "method_not_allowed": 405,
+    "incompatible_bundle": 409,
+    "duplicate_request": 409,
+    "payload_too_large": 413,
+    "invalid_input": 422,  # the worker refused the items (a permanent error)
+    "internal": 500,
+    "worker_error": 502,  # the worker failed on every attempt
+    "no_capacity": 503,  # pinned pool without a live worker
+    "queue_unavailable": 503,  # NATS unreachable: never bypassed
+    "not_ready": 503,  # no routing table loaded yet
+    "deadline_exceeded": 504,
+}
+
+
+class ApiError(Exception):
+    """An error answer: status, stable code, human message, optional headers."""
+
+    def __init__(self, code: str, message: str, *, status: int | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status or STATUS.get(code, 500)
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, dict[str, str]]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.status}, {self.code!r}, {self.message!r})"

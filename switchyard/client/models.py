@@ -1,0 +1,153 @@
+"""Result objects returned by the clients. Each keeps the gateway's JSON in `raw`,
+so fields the gateway adds later are reachable before this SDK names them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import SwitchyardError, error_for
+
+__all__ = ["InferenceResult", "Accepted", "Job", "JobState", "ModelInfo", "FINAL_STATES"]
+
+JobState = Literal["queued", "running", "succeeded", "failed", "expired"]
+FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "expired"})
+
+
+@dataclass(slots=True)
+class InferenceResult:
+    """A finished inference: one output per input item, in order."""
+
+    id: str
+    model: str
+    items: list[Any]
+    worker: str = ""
+    timing: dict[str, float] = field(default_factory=dict)
+    request_id: str | None = None
+    job_id: str | None = None  # set when the result came through a queued job (a 202)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], *, request_id: str | None = None,
+                  job_id: str | None = None) -> "InferenceResult":
+        return cls(
+            id=str(data.get("id", "")),
+            model=str(data.get("model", "")),
+            items=list(data.get("items") or []),
+            worker=str(data.get("worker", "")),
+            timing=dict(data.get("timing") or {}),
+            request_id=request_id,
+            job_id=job_id,
+            raw=data,
+        )
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass(slots=True)
+class Accepted:
+    """A 202: no live worker for the lane yet; the item is durably queued and a
+    worker is being started. Fetch the outcome with `wait_for_job(job_id)` or
+    `job(job_id)`, or call with `wait_for_capacity=True` to have the SDK do it."""
+
+    job_id: str
+    status: str = "provisioning"
+    machine_profile: str | None = None
+    bundle: str | None = None
+    pool: str | None = None
+    estimated_wait_s: float | None = None
+    retry_after: float | None = None  # the Retry-After header, seconds
+    location: str | None = None  # the Location header, /v1/jobs/{id}
+    request_id: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], *, retry_after: float | None, location: str | None,
+                  request_id: str | None) -> "Accepted":
+        job_id = data.get("job_id") or (location.rstrip("/").rpartition("/")[2] if location else "")
+        wait = data.get("estimated_wait_s")
+        return cls(
+            job_id=str(job_id or request_id or ""),  # the job id is the request id on this gateway
+            status=str(data.get("status", "provisioning")),
+            machine_profile=data.get("machine_profile"),
+            bundle=data.get("bundle"),
+            pool=data.get("pool"),
+            estimated_wait_s=float(wait) if isinstance(wait, (int, float)) else None,
+            retry_after=retry_after,
+            location=location,
+            request_id=request_id,
+            raw=data,
+        )
+
+
+@dataclass(slots=True)
+class Job:
+    """A queued job as `GET /v1/jobs/{id}` reports it."""
+
+    id: str
+    state: str  # JobState; a plain str so an unknown future state does not break parsing
+    result: InferenceResult | None = None  # when succeeded
+    error: SwitchyardError | None = None  # when failed or expired
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def unwrap(self) -> InferenceResult:
+        """The result of a succeeded job; raises the job's typed error otherwise."""
+        if self.result is not None:
+            return self.result
+        if self.error is not None:
+            raise self.error
+        raise SwitchyardError(0, "job_not_done", f"job {self.id!r} is {self.state!r}, not finished",
+                              self.id)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Job":
+        job_id = str(data.get("id", ""))
+        state = str(data.get("state", ""))
+        outcome = data.get("result")
+        result: InferenceResult | None = None
+        error: SwitchyardError | None = None
+        if isinstance(outcome, dict) and isinstance(outcome.get("error"), dict):
+            err = outcome["error"]
+            error = error_for(None, str(err.get("code") or "internal"), str(err.get("message", "")), job_id)
+        elif isinstance(outcome, dict) and state == "succeeded":
+            result = InferenceResult.from_json(outcome, request_id=job_id, job_id=job_id)
+        if error is None and state == "failed":
+            # A failed job without an error object still deserves a typed error.
+            error = error_for(None, "worker_error", f"job {job_id!r} failed", job_id)
+        elif error is None and state == "expired":
+            error = error_for(None, "deadline_exceeded", f"job {job_id!r} expired before a worker ran it",
+                              job_id)
+        elif result is None and error is None and state == "succeeded":
+            error = SwitchyardError(200, "invalid_response", f"job {job_id!r} succeeded without a result",
+                                    job_id)
+        return cls(id=job_id, state=state, result=result, error=error, raw=data)
+
+
+@dataclass(slots=True)
+class ModelInfo:
+    """One entry of `GET /v1/models`."""
+
+    id: str
+    operations: list[str] = field(default_factory=list)
+    machine_profiles: list[str] = field(default_factory=list)
+    default_machine_profile: str | None = None
+    bundles: list[Any] = field(default_factory=list)
+    profiles: Any = field(default_factory=list)  # profile names (or name -> params)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ModelInfo":
+        return cls(
+            id=str(data.get("id", "")),
+            operations=list(data.get("operations") or []),
+            machine_profiles=list(data.get("machine_profiles") or []),
+            default_machine_profile=data.get("default_machine_profile"),
+            bundles=list(data.get("bundles") or []),
+            profiles=data.get("profiles") or [],
+            raw=data,
+        )

@@ -1,0 +1,1 @@
+"""The gateway: HTTP in, NATS JetStream work queue out."""

@@ -1,0 +1,145 @@
+"""Assemble and run one gateway process: HTTP app, metrics port, NATS, config."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import uuid
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from . import configs, health, inference, jobs
+from .config import TableHolder
+from .demand import Demand
+from .dispatch import Dispatcher
+from .http import make_middleware
+from .metrics import Metrics
+from .registry import Registry
+from .state import STATE, GatewayState
+
+log = logging.getLogger("switchyard.gateway")
+
+
+def build_app(st: GatewayState, *, access_log: bool = True) -> web.Application:
+    app = web.Application(
+        middlewares=[make_middleware(lambda: st.holder.table, st.metrics, access_log)],
+        client_max_size=1024**3,  # the per-gateway limit is checked by read_json
+    )
+    app[STATE] = st
+    r = app.router
+    r.add_get("/healthz", health.healthz)
+    r.add_get("/readyz", health.readyz)
+    r.add_get("/health", health.health)
+    r.add_get("/v1/models", configs.list_models)
+    r.add_get("/v1/configs/models", configs.list_model_ids)
+    r.add_get("/v1/configs/models/{id:.+}", configs.get_model)
+    r.add_get("/v1/configs/bundles", configs.list_bundles)
+    r.add_get("/v1/configs/bundles/{id}", configs.get_bundle)
+    r.add_post("/v1/configs/resolve", configs.dry_run)
+    r.add_get("/v1/jobs/{id}", jobs.get_job)
+    r.add_post("/v1/{op}/{model:.+}", inference.infer)
+    return app
+
+
+def build_metrics_app(metrics: Metrics) -> web.Application:
+    async def scrape(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", scrape)
+    return app
+
+
+def new_state(nats_url: str, holder: TableHolder | None = None, instance: str | None = None) -> GatewayState:
+    instance = instance or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    metrics = Metrics()
+    holder = holder or TableHolder()
+    registry = Registry()
+    holder.on_change(lambda t: metrics.config_epoch.set(t.epoch))
+    dispatcher = Dispatcher(nats_url, instance, on_state=lambda up: metrics.nats_connected.set(1 if up else 0),
+                            on_reconnect=registry.resync)
+    return GatewayState(instance, holder, dispatcher, registry, Demand(metrics), metrics)
+
+
+@dataclass
+class Listen:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    metrics_port: int | None = 9090
+
+
+class Running:
+    """A started gateway: HTTP sites plus background tasks; `stop()` undoes it all."""
+
+    def __init__(self, st: GatewayState, runners: list[web.AppRunner], tasks: list[asyncio.Task[None]]) -> None:
+        self.state, self._runners, self._tasks = st, runners, tasks
+
+    async def stop(self) -> None:
+        for runner in self._runners:
+            await runner.cleanup()  # stops accepting, lets in-flight requests finish
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.state.dispatcher.close()
+
+
+async def start(st: GatewayState, listen: Listen, *, access_log: bool = True,
+                background: list[Callable[[], Awaitable[None]]] = ()) -> Running:
+    runners = []
+    for app, port in [(build_app(st, access_log=access_log), listen.port),
+                      (build_metrics_app(st.metrics), listen.metrics_port)]:
+        if port is None:
+            continue
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=30)
+        await runner.setup()
+        await web.TCPSite(runner, listen.host, port, reuse_address=True).start()
+        runners.append(runner)
+
+    async def connect_then_watch() -> None:
+        await st.dispatcher.connect()
+        assert st.dispatcher.nc is not None and st.dispatcher.workers is not None
+        await st.registry.start(st.dispatcher.nc, st.dispatcher.workers)
+        await _observe(st)
+
+    tasks = [asyncio.create_task(connect_then_watch())] + [asyncio.create_task(fn()) for fn in background]
+    log.info("gateway listening", extra={"host": listen.host, "port": listen.port,
+                                         "metrics_port": listen.metrics_port, "instance": st.instance})
+    return Running(st, runners, tasks)
+
+
+async def _observe(st: GatewayState) -> None:
+    """Refresh demand and per-worker gauges."""
+    while True:
+        if st.dispatcher.connected and st.dispatcher.js is not None:
+            with suppress(Exception):
+                await st.demand.poll(st.dispatcher.js)
+        live = st.registry.live()
+        st.metrics.worker_in_flight.clear()
+        st.metrics.workers_live.clear()
+        per_profile: dict[str, int] = {}
+        for b in live:
+            st.metrics.worker_in_flight.labels(b.worker_id, b.machine_profile, b.pool).set(b.in_flight)
+            per_profile[b.machine_profile] = per_profile.get(b.machine_profile, 0) + 1
+        for mp, n in per_profile.items():
+            st.metrics.workers_live.labels(mp).set(n)
+        await asyncio.sleep(st.demand.interval_s)
+
+
+async def serve_forever(running: Running) -> None:
+    """Run until SIGTERM or SIGINT, then shut down cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await running.stop()

@@ -1,0 +1,85 @@
+"""Where the gateway's routing table comes from, and how it is swapped.
+
+Requests read `holder.table` once when they start, so a reload never changes
+the config under a request in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Callable
+
+from ..api import CompileError, compile_table, load_dir
+from ..api.table import RoutingTable
+
+log = logging.getLogger("switchyard.gateway.config")
+
+
+class TableHolder:
+    def __init__(self, table: RoutingTable | None = None) -> None:
+        self.table = table
+        self._listeners: list[Callable[[RoutingTable], None]] = []
+
+    def on_change(self, fn: Callable[[RoutingTable], None]) -> None:
+        self._listeners.append(fn)
+        if self.table is not None:
+            fn(self.table)
+
+    def swap(self, table: RoutingTable) -> bool:
+        """Install `table` unless it is what we serve already; True when it changed."""
+        if self.table is not None and table.hash == self.table.hash and table.epoch == self.table.epoch:
+            return False
+        self.table = table
+        for fn in self._listeners:
+            fn(table)
+        log.info("routing table installed", extra={"epoch": table.epoch, "hash": table.hash[:12],
+                                                   "models": len(table.models)})
+        return True
+
+
+class DirectoryConfig:
+    """Standalone mode: compile the YAML manifests in a directory, reload on change."""
+
+    def __init__(self, path: str | Path, holder: TableHolder, gateway: str | None = None,
+                 on_reload: Callable[[str], None] = lambda outcome: None) -> None:
+        self.path = Path(path)
+        self.holder = holder
+        self.gateway = gateway
+        self.on_reload = on_reload
+        self._signature: tuple[tuple[str, float, int], ...] = ()
+
+    def load(self) -> RoutingTable:
+        """Compile strictly: any issue raises CompileError naming resource and field."""
+        self._signature = self._scan()
+        resources, issues = load_dir(self.path)
+        if issues:
+            raise CompileError(issues)
+        current = self.holder.table
+        result = compile_table(resources, gateway=self.gateway, epoch=(current.epoch if current else 0) + 1)
+        table = result.raise_for_issues()
+        if current is not None and current.hash == table.hash:
+            return current
+        self.holder.swap(table)
+        return table
+
+    def _scan(self) -> tuple[tuple[str, float, int], ...]:
+        files = sorted(p for p in self.path.rglob("*") if p.suffix in {".yaml", ".yml", ".json"})
+        return tuple((str(p), p.stat().st_mtime, p.stat().st_size) for p in files)
+
+    async def watch(self, interval_s: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                if self._scan() == self._signature:
+                    continue
+                before = self.holder.table
+                self.load()
+                self.on_reload("applied" if self.holder.table is not before else "unchanged")
+            except CompileError as exc:
+                self.on_reload("rejected")
+                log.error("config rejected; still serving the previous table",
+                          extra={"issues": [str(i) for i in exc.issues]})
+            except OSError as exc:
+                log.error("config directory unreadable", extra={"error": str(exc)})

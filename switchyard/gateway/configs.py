@@ -1,0 +1,93 @@
+"""Read-side config endpoints, served from the routing table in memory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..api.table import ModelRoute
+from ..errors import ApiError
+from .auth import authenticate
+from .http import json_response, read_json
+from .resolve import resolve
+from .state import GatewayState, state_of
+
+
+def _describe(route: ModelRoute, st: GatewayState) -> dict[str, Any]:
+    live = [b for b in st.registry.live() if route.model in b.models]
+    return {
+        "id": route.model,
+        "upstream": route.upstream,
+        "operations": list(route.operations),
+        "machine_profiles": list(route.machine_profiles),
+        "default_machine_profile": route.default_machine_profile,
+        "bundles": [{"name": b.name, "priority": b.priority, "profiles": list(b.profiles)} for b in route.bundles],
+        "profiles": {k: dict(v) for k, v in route.profiles.items()},
+        "timeout_s": route.timeout_s,
+        "max_attempts": route.max_attempts,
+        "worker_service": route.worker_service,
+        "live_workers": len(live),
+    }
+
+
+def _authed(request: web.Request) -> GatewayState:
+    st = state_of(request)
+    authenticate(st.table(), request.headers.get("Authorization"))
+    return st
+
+
+async def list_models(request: web.Request) -> web.Response:
+    st = _authed(request)
+    table = st.table()
+    return json_response({"models": [_describe(r, st) for _, r in sorted(table.models.items())],
+                          "epoch": table.epoch})
+
+
+async def list_model_ids(request: web.Request) -> web.Response:
+    st = _authed(request)
+    table = st.table()
+    return json_response({"models": sorted(table.models), "epoch": table.epoch, "hash": table.hash})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    st = _authed(request)
+    model = request.match_info["id"]
+    route = st.table().models.get(model)
+    if route is None:
+        raise ApiError("unknown_model", f"model {model!r} is not served by this gateway")
+    return json_response(_describe(route, st))
+
+
+async def list_bundles(request: web.Request) -> web.Response:
+    st = _authed(request)
+    live = st.registry.live()
+    return json_response({"bundles": [
+        {"name": name, "models": models, "live_workers": sum(1 for b in live if b.bundle == name)}
+        for name, models in st.table().bundles().items()
+    ]})
+
+
+async def get_bundle(request: web.Request) -> web.Response:
+    st = _authed(request)
+    name = request.match_info["id"]
+    bundles = st.table().bundles()
+    if name not in bundles:
+        raise ApiError("not_found", f"no bundle {name!r}")
+    live = [b for b in st.registry.live() if b.bundle == name]
+    return json_response({"name": name, "models": bundles[name], "live_workers": len(live)})
+
+
+async def dry_run(request: web.Request) -> web.Response:
+    """Resolve like a request would, queue nothing, say what would happen."""
+    st = state_of(request)
+    table = st.table()
+    key = authenticate(table, request.headers.get("Authorization"))
+    body = await read_json(request, table.max_request_body_bytes)
+    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+        raise ApiError("bad_request", 'body must be {"model": "...", "op"?, "machine_profile"?, "pool"?, "bundle"?}')
+    res = resolve(table, body.get("op"), body["model"], machine_profile=body.get("machine_profile"),
+                  pool=body.get("pool"), bundle=body.get("bundle"), key=key)
+    live = st.registry.serving(res.lane)
+    outcome = "queue" if live else ("reject_503" if res.pinned else "provision_202")
+    return json_response({**res.describe(), "live_workers": live, "outcome": outcome, "epoch": table.epoch})

@@ -1,0 +1,173 @@
+"""The gateway's side of NATS: connect, publish work, await results on one inbox.
+
+Every work item is published to JetStream with `Nats-Msg-Id` = request id and the
+gateway answers only after the PubAck, so a 200 or 202 always means "stored".
+Results come back by core NATS to `_sy.inbox.<gateway>.<seq>`, one wildcard
+subscription per gateway, resolved to the waiting request by sequence number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import Awaitable, Callable
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+from nats.js.kv import KeyValue
+
+from ..errors import ApiError
+from ..jetstream import ensure_jobs_bucket, ensure_work_stream, ensure_workers_bucket
+from ..messages import JobRecord, Result, WorkItem
+from ..subjects import INBOX_PREFIX, token
+
+log = logging.getLogger("switchyard.gateway.nats")
+
+RETRY_AFTER_S = "2"
+
+
+def unavailable(why: str) -> ApiError:
+    return ApiError("queue_unavailable", f"work queue unavailable: {why}", headers={"Retry-After": RETRY_AFTER_S})
+
+
+class Dispatcher:
+    def __init__(self, url: str, instance: str, *, publish_timeout: float = 5.0,
+                 jobs_ttl_s: float = 3600.0,
+                 on_state: Callable[[bool], None] = lambda up: None,
+                 on_reconnect: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.url = url
+        self.instance = token(instance)
+        self.inbox = f"{INBOX_PREFIX}.{self.instance}"
+        self.publish_timeout = publish_timeout
+        self.jobs_ttl_s = jobs_ttl_s
+        self._on_state = on_state
+        self._on_reconnect = on_reconnect
+        self._seq = itertools.count(1)
+        self._waiters: dict[str, asyncio.Future[Result]] = {}
+        self.nc: NATS | None = None
+        self.js: JetStreamContext | None = None
+        self.jobs: KeyValue | None = None
+        self.workers: KeyValue | None = None
+        self.ready = asyncio.Event()
+
+    @property
+    def connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected and self.ready.is_set()
+
+    async def connect(self) -> None:
+        """Connect, retrying until NATS answers; then make sure stream and buckets exist."""
+        while True:
+            try:
+                self.nc = await nats.connect(
+                    self.url, name=f"switchyard-gateway-{self.instance}",
+                    max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=2,
+                    disconnected_cb=self._disconnected, reconnected_cb=self._reconnected,
+                    error_cb=self._error, allow_reconnect=True,
+                )
+                break
+            except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
+                log.warning("NATS not reachable yet", extra={"url": self.url, "error": str(exc)})
+                await asyncio.sleep(1.0)
+        self.js = self.nc.jetstream(timeout=self.publish_timeout)
+        await self._prepare()
+        await self.nc.subscribe(f"{self.inbox}.*", cb=self._on_result)
+        self.ready.set()
+        self._on_state(True)
+        log.info("connected to NATS", extra={"url": self.url, "inbox": self.inbox})
+
+    async def _prepare(self) -> None:
+        assert self.js is not None
+        await ensure_work_stream(self.js)
+        self.workers = await ensure_workers_bucket(self.js)
+        self.jobs = await ensure_jobs_bucket(self.js, self.jobs_ttl_s)
+
+    async def close(self) -> None:
+        for fut in self._waiters.values():
+            fut.cancel()
+        if self.nc is not None and not self.nc.is_closed:
+            await self.nc.drain()
+
+    # -- work ----------------------------------------------------------------
+
+    async def publish(self, item: WorkItem, subject: str) -> PubAck:
+        if not self.connected:
+            raise unavailable("not connected to NATS")
+        assert self.js is not None
+        try:
+            return await self.js.publish(subject, item.encode(), headers={"Nats-Msg-Id": item.id})
+        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            raise unavailable("no acknowledgement from JetStream in time") from None
+        except nats.js.errors.NoStreamResponseError:
+            raise unavailable("the work stream does not answer") from None
+        except nats.js.errors.APIError as exc:
+            raise unavailable(f"JetStream refused the item: {exc.description}") from None
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
+                nats.errors.OutboundBufferLimitError):
+            raise unavailable("connection to NATS lost") from None
+
+    def expect_result(self, item: WorkItem) -> asyncio.Future[Result]:
+        """Register a waiter before publishing, so an early result is never missed."""
+        seq = str(next(self._seq))
+        item.reply = f"{self.inbox}.{seq}"
+        fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._waiters[seq] = fut
+        fut.add_done_callback(lambda _: self._waiters.pop(seq, None))
+        return fut
+
+    async def _on_result(self, msg: Msg) -> None:
+        fut = self._waiters.get(msg.subject.rpartition(".")[2])
+        if fut is None or fut.done():
+            return  # a redelivered item answered twice, or nobody waits any more
+        try:
+            fut.set_result(Result.decode(msg.data))
+        except (ValueError, TypeError) as exc:
+            log.warning("bad result message", extra={"subject": msg.subject, "error": str(exc)})
+
+    # -- jobs ----------------------------------------------------------------
+
+    async def record_queued(self, record: JobRecord) -> None:
+        """Create the job's record; a worker that already wrote a later state wins."""
+        assert self.jobs is not None
+        try:
+            await self.jobs.create(record.id, record.encode())
+        except nats.js.errors.KeyWrongLastSequenceError:
+            pass
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            # The item is queued and its worker will write the record: not fatal.
+            log.warning("could not record queued job", extra={"request_id": record.id, "error": str(exc)})
+
+    async def job(self, job_id: str) -> JobRecord | None:
+        if not self.connected or self.jobs is None:
+            raise unavailable("not connected to NATS")
+        try:
+            entry = await self.jobs.get(job_id)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise unavailable(str(exc) or type(exc).__name__) from None
+        return JobRecord.decode(entry.value) if entry.value else None
+
+    # -- connection events -----------------------------------------------------
+
+    async def _disconnected(self) -> None:
+        self._on_state(False)
+        log.warning("disconnected from NATS")
+
+    async def _reconnected(self) -> None:
+        log.info("reconnected to NATS")
+        try:
+            await self._prepare()  # a NATS that lost its store gets stream and buckets back
+        except Exception as exc:  # noqa: BLE001
+            log.error("could not re-create stream or buckets", extra={"error": str(exc)})
+        self._on_state(True)
+        if self._on_reconnect is not None:
+            await self._on_reconnect()
+
+    async def _error(self, exc: Exception) -> None:
+        log.debug("NATS client error", extra={"error": str(exc)})

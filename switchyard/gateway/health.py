@@ -1,0 +1,49 @@
+"""Liveness, readiness and the cluster summary."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..errors import ApiError
+from .http import json_response
+from .state import state_of
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    st = state_of(request)
+    table, nats_up = st.holder.table, st.dispatcher.connected
+    if table is None or not nats_up:
+        why = "NATS not connected" if not nats_up else "no routing table loaded"
+        raise ApiError("not_ready", why, headers={"Retry-After": "1"})
+    return json_response({"status": "ready", "config_epoch": table.epoch})
+
+
+async def health(request: web.Request) -> web.Response:
+    st = state_of(request)
+    table = st.holder.table
+    live = st.registry.live()
+    configured = table.machine_profiles() if table else []
+    return json_response({
+        "status": "healthy" if st.dispatcher.connected and table is not None else "degraded",
+        "nats_connected": st.dispatcher.connected,
+        "worker_count": len(live),
+        "models_loaded": len({m for b in live for m in b.models}),
+        "configured_machine_profiles": configured,
+        "live_machine_profiles": sorted({b.machine_profile for b in live}),
+        "workers": [
+            {"id": b.worker_id, "models": b.models, "bundle": b.bundle, "machine_profile": b.machine_profile,
+             "pool": b.pool, "in_flight": b.in_flight}
+            for b in sorted(live, key=lambda b: b.worker_id)
+        ],
+        "pending": [
+            {"model": lane.model, "bundle": lane.bundle, "machine_profile": lane.machine_profile,
+             "pool": lane.pool, "items": n}
+            for lane, n in sorted(st.demand.by_lane.items(), key=lambda kv: kv[0].subject)
+        ],
+        "config": {"epoch": table.epoch, "hash": table.hash} if table else None,
+        "gateway": st.instance,
+    })

@@ -1,0 +1,144 @@
+"""HTTP plumbing shared by all handlers: JSON in and out, errors, request ids, CORS, metrics."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any, Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from ..api.table import RoutingTable
+from ..errors import ApiError
+
+log = logging.getLogger("switchyard.gateway.http")
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9_=-]+(\.[A-Za-z0-9_=-]+)*$")  # also a valid NATS KV key
+MAX_REQUEST_ID = 128
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, headers=headers,
+                        content_type="application/json")
+
+
+def error_response(exc: ApiError) -> web.Response:
+    return json_response(exc.body(), status=exc.status, headers=exc.headers or None)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+def _from_http_exception(exc: web.HTTPException) -> ApiError:
+    code = _HTTP_CODES.get(exc.status, "bad_request" if exc.status < 500 else "internal")
+    message = {404: "no such endpoint", 405: "method not allowed on this endpoint"}.get(exc.status, exc.reason)
+    headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+    return ApiError(code, message, status=exc.status, headers=headers)
+
+
+def request_id(request: web.Request) -> str:
+    rid = request.headers.get("X-Request-ID")
+    if rid is None:
+        return uuid.uuid4().hex
+    if len(rid) > MAX_REQUEST_ID or not REQUEST_ID.match(rid):
+        raise ApiError("invalid_request_id",
+                       f"X-Request-ID must be 1-{MAX_REQUEST_ID} characters of A-Z a-z 0-9 _ = - "
+                       "and inner dots")
+    return rid
+
+
+def make_middleware(current_table: Callable[[], RoutingTable | None], metrics: Any,
+                    access_log: bool = True) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        start = time.perf_counter()
+        table = current_table()
+        try:
+            rid = request_id(request)
+        except ApiError as exc:
+            rid = uuid.uuid4().hex  # echo something the client can quote
+            resp: web.StreamResponse = error_response(exc)
+        else:
+            request["rid"] = rid
+            try:
+                if request.method == "OPTIONS":
+                    resp = _preflight(request, table)
+                else:
+                    resp = await handler(request)
+            except ApiError as exc:
+                resp = error_response(exc)
+            except web.HTTPException as exc:
+                resp = error_response(_from_http_exception(exc))
+            except Exception:  # noqa: BLE001 - every failure still answers in our format
+                log.exception("unhandled error", extra={"request_id": rid})
+                resp = error_response(ApiError("internal", "internal error; quote the request id"))
+        resp.headers["X-Request-ID"] = rid
+        if table is not None and table.cors.allow_origins:
+            _cors(request, resp, table)
+        route = request.match_info.route.resource
+        endpoint = route.canonical if route is not None else "unmatched"
+        elapsed = time.perf_counter() - start
+        mp = request.get("mp", "")
+        metrics.requests.labels(endpoint, str(resp.status), mp).inc()
+        metrics.latency.labels(endpoint).observe(elapsed)
+        if access_log:
+            log.info("request", extra={"request_id": rid, "method": request.method, "path": request.path,
+                                       "status": resp.status, "ms": round(elapsed * 1000, 3),
+                                       "machine_profile": mp})
+        return resp
+
+    return middleware
+
+
+def _origin_allowed(origin: str | None, table: RoutingTable) -> bool:
+    allowed = table.cors.allow_origins
+    return origin is not None and ("*" in allowed or origin in allowed)
+
+
+def _cors(request: web.Request, resp: web.StreamResponse, table: RoutingTable) -> None:
+    origin = request.headers.get("Origin")
+    if _origin_allowed(origin, table):
+        resp.headers["Access-Control-Allow-Origin"] = origin  # type: ignore[assignment]
+        resp.headers["Vary"] = "Origin"
+        resp.headers["Access-Control-Expose-Headers"] = "X-Request-ID, Retry-After, Location"
+
+
+def _preflight(request: web.Request, table: RoutingTable | None) -> web.Response:
+    if table is None or not _origin_allowed(request.headers.get("Origin"), table):
+        raise ApiError("forbidden", "CORS preflight from an origin this gateway does not allow")
+    return web.Response(status=204, headers={
+        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+        "Access-Control-Allow-Headers": ", ".join(table.cors.allow_headers),
+        "Access-Control-Max-Age": str(table.cors.max_age_seconds),
+    })
+
+
+async def read_json(request: web.Request, limit: int) -> Any:
+    """The JSON body, refusing more than `limit` bytes before reading them all."""
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            raise _too_large(limit)
+        raw = await request.read()
+    else:  # chunked: count as it arrives
+        buf = bytearray()
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            buf += chunk
+            if len(buf) > limit:
+                raise _too_large(limit)
+        raw = bytes(buf)
+    if not raw:
+        raise ApiError("invalid_json", "request body is empty; send a JSON object")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError("invalid_json", f"request body is not valid JSON: {exc}") from None
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError("payload_too_large", f"request body exceeds this gateway's limit of {limit} bytes")

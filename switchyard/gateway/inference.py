@@ -1,0 +1,144 @@
+"""POST /v1/{op}/{model}: resolve, queue on JetStream, answer with the worker's result."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiohttp import web
+
+from ..api.upstream import Operation
+from ..errors import ApiError
+from ..messages import JobRecord, Result, WorkItem
+from .auth import authenticate
+from .http import json_response, read_json
+from .resolve import Resolution, resolve
+from .state import GatewayState, state_of
+
+OPERATIONS = frozenset(Operation.__args__)  # type: ignore[attr-defined]
+MAX_ITEMS = 10_000
+PROVISION_RETRY_AFTER_S = 5
+ESTIMATED_COLD_START_S = 180  # a typical GPU node + image pull + model load
+NO_CAPACITY_RETRY_AFTER_S = 10
+
+
+async def infer(request: web.Request) -> web.Response:
+    st = state_of(request)
+    table = st.table()  # this request keeps this table, whatever reloads meanwhile
+    op, model_ref = request.match_info["op"], request.match_info["model"]
+    if op not in OPERATIONS:
+        if op == "configs":
+            raise ApiError("method_not_allowed", "config endpoints are read-only on the gateway")
+        raise ApiError("not_found", f"unknown operation {op!r} (operations: {', '.join(sorted(OPERATIONS))})")
+    key = authenticate(table, request.headers.get("Authorization"))
+    items, params = _body(await read_json(request, table.max_request_body_bytes))
+    h = request.headers
+    res = resolve(table, op, model_ref, machine_profile=h.get("X-Machine-Profile"), pool=h.get("X-Pool"),
+                  bundle=h.get("X-Bundle"), key=key)
+    request["mp"] = res.lane.machine_profile
+    rid: str = request["rid"]
+    item = WorkItem(
+        id=rid, op=op, model=res.lane.model, bundle=res.lane.bundle, machine_profile=res.lane.machine_profile,
+        pool=res.lane.pool, items=items, params=res.params(params), profile=res.profile,
+        max_attempts=res.route.max_attempts,
+    )
+    if st.registry.serving(res.lane) == 0:
+        if res.pinned:
+            raise ApiError("no_capacity",
+                           f"pool {res.lane.pool!r} has no live worker for {res.lane.machine_profile}/"
+                           f"{res.lane.bundle}", headers={"Retry-After": str(NO_CAPACITY_RETRY_AFTER_S)})
+        return await _accept(st, item, res, table.result_ttl_seconds)
+    return await _run(st, item, res, model_ref)
+
+
+def _body(body: Any) -> tuple[list[Any], dict[str, Any]]:
+    if not isinstance(body, dict):
+        raise ApiError("bad_request", 'body must be a JSON object like {"items": [...], "params": {...}}')
+    unknown = set(body) - {"items", "params"}
+    if unknown:
+        raise ApiError("bad_request", f"unknown body field(s): {', '.join(sorted(unknown))}")
+    items, params = body.get("items"), body.get("params", {})
+    if not isinstance(items, list) or not items:
+        raise ApiError("bad_request", '"items" must be a non-empty array')
+    if len(items) > MAX_ITEMS:
+        raise ApiError("bad_request", f'"items" holds {len(items)} entries; the limit is {MAX_ITEMS}')
+    if not isinstance(params, dict):
+        raise ApiError("bad_request", '"params" must be an object')
+    return items, params
+
+
+async def _run(st: GatewayState, item: WorkItem, res: Resolution, model_ref: str) -> web.Response:
+    """A worker is live: queue the item and wait for its result on our inbox."""
+    timeout = res.route.timeout_s
+    item.deadline = time.time() + timeout
+    waiter = st.dispatcher.expect_result(item)
+    try:
+        ack = await st.dispatcher.publish(item, res.lane.subject)
+        if ack.duplicate:
+            return await _duplicate(st, item, res)
+        async with asyncio.timeout(timeout):
+            result = await waiter
+    except TimeoutError:
+        raise ApiError("deadline_exceeded",
+                       f"no result within {timeout:g}s; the item will not run after its deadline") from None
+    finally:
+        waiter.cancel()
+    return _result_response(result, model_ref)
+
+
+async def _accept(st: GatewayState, item: WorkItem, res: Resolution, ttl_s: int) -> web.Response:
+    """No live worker: queue durably, keep the result in the jobs bucket, answer 202."""
+    item.keep_result = True
+    item.deadline = time.time() + ttl_s
+    ack = await st.dispatcher.publish(item, res.lane.subject)
+    if ack.duplicate:
+        return await _duplicate(st, item, res)
+    await st.dispatcher.record_queued(JobRecord(
+        id=item.id, state="queued", model=item.model, pool=item.pool,
+        machine_profile=item.machine_profile, bundle=item.bundle,
+    ))
+    return _accepted(item.id, res)
+
+
+async def _duplicate(st: GatewayState, item: WorkItem, res: Resolution) -> web.Response:
+    """Same X-Request-ID again: never queue twice; point at the job when there is one."""
+    if await st.dispatcher.job(item.id) is not None:
+        return _accepted(item.id, res)
+    raise ApiError("duplicate_request",
+                   f"request id {item.id!r} was already accepted; its result went to the first caller. "
+                   "Send a new X-Request-ID for new work")
+
+
+def _accepted(job_id: str, res: Resolution) -> web.Response:
+    return json_response(
+        {"status": "provisioning", "job_id": job_id, "machine_profile": res.lane.machine_profile,
+         "bundle": res.lane.bundle, "pool": res.lane.pool, "estimated_wait_s": ESTIMATED_COLD_START_S,
+         "message": f"no live worker for {res.lane.machine_profile}/{res.lane.bundle} in pool "
+                    f"{res.lane.pool!r}; the item is queued and runs when one starts"},
+        status=202,
+        headers={"Retry-After": str(PROVISION_RETRY_AFTER_S), "Location": f"/v1/jobs/{job_id}"},
+    )
+
+
+def result_body(result: Result, model: str) -> dict[str, Any]:
+    if result.ok:
+        return {"id": result.id, "model": model, "items": result.items, "worker": result.worker,
+                "timing": {**result.timing, "attempt": result.attempt}}
+    return {"error": result.error or {"code": "worker_error", "message": "worker failed"}}
+
+
+def result_error(result: Result) -> ApiError:
+    err = result.error or {}
+    message = err.get("message") or "the worker failed"
+    if result.state == "expired":
+        return ApiError("deadline_exceeded", message)
+    if err.get("code") == "invalid_input":
+        return ApiError("invalid_input", message)
+    return ApiError("worker_error", f"{message} (after {result.attempt} attempt(s))")
+
+
+def _result_response(result: Result, model: str) -> web.Response:
+    if not result.ok:
+        raise result_error(result)
+    return json_response(result_body(result, model))

@@ -1,0 +1,92 @@
+"""The live-worker registry, built from heartbeats in the workers KV bucket.
+
+Every gateway replica reads the same bucket, so they agree on who is alive. Puts
+are read from the bucket's subjects with a plain subscription (which survives a
+NATS restart on its own); a full listing on start and after each reconnect
+catches what was missed. A worker is live while its heartbeats keep coming: KV
+TTL expiry sends no event, so freshness is judged here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.kv import KeyValue
+
+from ..messages import Heartbeat
+from ..subjects import WORKERS_BUCKET, Lane
+
+log = logging.getLogger("switchyard.gateway.registry")
+
+KV_PREFIX = f"$KV.{WORKERS_BUCKET}."
+
+
+@dataclass(slots=True)
+class Seen:
+    beat: Heartbeat
+    at: float  # local monotonic time it arrived
+
+    def fresh(self, now: float) -> bool:
+        return self.beat.healthy and now - self.at < max(3 * self.beat.interval_s, 2.0)
+
+
+class Registry:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._workers: dict[str, Seen] = {}
+        self._kv: KeyValue | None = None
+
+    async def start(self, nc: NATS, kv: KeyValue) -> None:
+        self._kv = kv
+        await nc.subscribe(f"{KV_PREFIX}>", cb=self._on_msg)
+        await self.resync()
+
+    async def resync(self) -> None:
+        """Read every key; used at start and after a reconnect."""
+        if self._kv is None:
+            return
+        try:
+            keys = await self._kv.keys()
+        except Exception:  # noqa: BLE001 - NoKeysError when the bucket is empty
+            keys = []
+        for key in keys:
+            try:
+                entry = await self._kv.get(key)
+            except Exception:  # noqa: BLE001 - deleted between keys() and get()
+                continue
+            if entry.value:
+                self._put(key, entry.value)
+
+    async def _on_msg(self, msg: Msg) -> None:
+        key = msg.subject[len(KV_PREFIX):]
+        op = (msg.headers or {}).get("KV-Operation")
+        if op in ("DEL", "PURGE") or not msg.data:
+            self._workers.pop(key, None)
+        else:
+            self._put(key, msg.data)
+
+    def _put(self, key: str, raw: bytes) -> None:
+        try:
+            self._workers[key] = Seen(Heartbeat.decode(raw), self._clock())
+        except (ValueError, TypeError) as exc:
+            log.warning("bad heartbeat", extra={"worker_key": key, "error": str(exc)})
+
+    def live(self) -> list[Heartbeat]:
+        now = self._clock()
+        for key in [k for k, s in self._workers.items() if now - s.at > 60]:
+            del self._workers[key]  # long gone: forget
+        return [s.beat for s in self._workers.values() if s.fresh(now)]
+
+    def serving(self, lane: Lane) -> int:
+        """Live workers that pull this lane."""
+        now = self._clock()
+        return sum(
+            1 for s in self._workers.values()
+            if s.fresh(now) and s.beat.pool == lane.pool and s.beat.machine_profile == lane.machine_profile
+            and s.beat.bundle == lane.bundle and lane.model in s.beat.models
+        )

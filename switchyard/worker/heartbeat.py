@@ -1,0 +1,68 @@
+"""Periodic Heartbeat into the workers bucket: how gateways and the autoscaler see this worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from ..jetstream import ensure_workers_bucket
+from ..messages import Heartbeat
+from .config import WorkerConfig
+
+log = logging.getLogger("switchyard.worker")
+
+
+class Heartbeater:
+    def __init__(self, js: JetStreamContext, config: WorkerConfig, in_flight: Callable[[], int],
+                 healthy: Callable[[], bool] = lambda: True) -> None:
+        self._js = js
+        self._cfg = config
+        self._in_flight = in_flight
+        self._healthy = healthy
+        self._kv: KeyValue | None = None
+        self.started_at = time.time()
+        self.key = config.heartbeat_key
+        self.beats = 0  # successful puts, for tests and metrics
+
+    async def beat(self) -> None:
+        hb = Heartbeat(worker_id=self._cfg.worker_id, models=list(self._cfg.models), bundle=self._cfg.bundle,
+                       machine_profile=self._cfg.machine_profile, pool=self._cfg.pool,
+                       in_flight=self._in_flight(), healthy=self._healthy(), started_at=self.started_at,
+                       interval_s=self._cfg.heartbeat_interval_s)
+        if self._kv is None:
+            self._kv = await ensure_workers_bucket(self._js)
+        try:
+            await self._kv.put(self.key, hb.encode())
+        except Exception:
+            # The bucket is memory-stored: a NATS restart loses it, so bind (or create) it afresh next time.
+            self._kv = None
+            raise
+        self.beats += 1
+
+    async def run(self) -> None:
+        failing = False
+        while True:
+            try:
+                await self.beat()
+                if failing:
+                    log.info("heartbeats resumed", extra={"worker": self._cfg.worker_id})
+                failing = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep beating through NATS outages
+                if not failing:
+                    log.warning("heartbeat failed", extra={"worker": self._cfg.worker_id, "error": str(exc)})
+                failing = True
+            await asyncio.sleep(self._cfg.heartbeat_interval_s if not failing else min(1.0, self._cfg.heartbeat_interval_s))
+
+    async def delete(self) -> None:
+        try:
+            kv = self._kv or await ensure_workers_bucket(self._js)
+            await kv.delete(self.key)
+        except Exception as exc:  # noqa: BLE001 - the TTL removes it anyway
+            log.warning("could not delete heartbeat", extra={"worker": self._cfg.worker_id, "error": str(exc)})

@@ -1,0 +1,151 @@
+"""One delivery of one work item, from decode to ack: every accepted item ends in a final state."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import asdict
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from ..jetstream import ensure_jobs_bucket
+from ..messages import JobRecord, Result, WorkItem
+from .config import WorkerConfig
+from .context import Context
+from .errors import PermanentError, TransientError
+from .loader import Invoker
+
+log = logging.getLogger("switchyard.worker")
+
+
+class Processor:
+    def __init__(self, nc: NATS, js: JetStreamContext, config: WorkerConfig, invoke: Invoker) -> None:
+        self._nc = nc
+        self._js = js
+        self._cfg = config
+        self._invoke = invoke
+        self._worker_id = config.worker_id
+        self._jobs: KeyValue | None = None
+        self.record_retry_s = 10.0  # how long to keep retrying a jobs-bucket write (NATS restarts)
+
+    async def handle(self, msg: Msg) -> None:
+        try:
+            item = WorkItem.decode(msg.data)
+        except Exception as exc:  # noqa: BLE001 - nobody to answer: drop it for good
+            log.error("undecodable work item, terminated", extra={"subject": msg.subject, "error": str(exc)})
+            await _settle(msg.term)
+            return
+        attempt = item.attempt = msg.metadata.num_delivered
+        if attempt > item.max_attempts:
+            # The previous holder died on the last attempt (SIGKILL, OOM): report instead of retrying forever.
+            msg_text = f"max attempts exceeded ({attempt - 1} of {item.max_attempts} used)"
+            await self._finish(msg, item, _failed(item, self._worker_id, "worker_error", msg_text), term=True)
+            return
+        if item.expired():
+            res = Result(id=item.id, ok=False, state="expired", worker=self._worker_id, attempt=attempt,
+                         error={"code": "deadline_exceeded", "message": "deadline passed before the item ran"},
+                         timing={"queue_ms": _ms(time.time() - item.enqueued_at)})
+            await self._finish(msg, item, res)
+            return
+        if item.keep_result:
+            await self._put_record(item, "running", required=False)
+
+        ctx = Context(op=item.op, model=item.model, bundle=item.bundle, machine_profile=item.machine_profile,
+                      pool=item.pool, request_id=item.id, profile=item.profile, params=item.params,
+                      deadline=item.deadline, attempt=attempt, max_attempts=item.max_attempts,
+                      worker_id=self._worker_id)
+        started = time.time()
+        t0 = time.perf_counter()
+        try:
+            out = await self._invoke(item.items, ctx)
+        except PermanentError as exc:
+            log.warning("permanent error", extra=_fields(item, code=exc.code, error=exc.message))
+            res = _failed(item, self._worker_id, exc.code, exc.message)
+            res.timing = _timing(item, started, t0)
+            await self._finish(msg, item, res, term=True)
+            return
+        except Exception as exc:  # noqa: BLE001 - TransientError or a handler bug: both retried
+            await self._retry_or_fail(msg, item, exc, started, t0)
+            return
+        res = Result(id=item.id, ok=True, items=out, worker=self._worker_id, attempt=attempt,
+                     state="succeeded", timing=_timing(item, started, t0))
+        await self._finish(msg, item, res)
+
+    async def _retry_or_fail(self, msg: Msg, item: WorkItem, exc: Exception, started: float, t0: float) -> None:
+        text = str(exc) or type(exc).__name__
+        if item.attempt >= item.max_attempts:
+            log.warning("last attempt failed", extra=_fields(item, error=text), exc_info=not isinstance(exc, TransientError))
+            res = _failed(item, self._worker_id, "worker_error", text)
+            res.timing = _timing(item, started, t0)
+            await self._finish(msg, item, res, term=True)
+            return
+        retry_after = exc.retry_after if isinstance(exc, TransientError) else None
+        delay = retry_after if retry_after is not None else self._cfg.retry_delay(item.attempt)
+        log.warning("attempt failed, will retry", extra=_fields(item, error=text, retry_in_s=round(delay, 3)),
+                    exc_info=not isinstance(exc, TransientError))
+        await _settle(msg.nak, delay=delay)
+
+    async def _finish(self, msg: Msg, item: WorkItem, res: Result, term: bool = False) -> None:
+        """Answer, record, then ack: an ack that lands always follows a result that was sent."""
+        try:
+            if item.reply:
+                await self._nc.publish(item.reply, res.encode())
+            if item.keep_result:
+                await self._put_record(item, res.state, result=asdict(res), required=True)
+        except Exception as exc:  # noqa: BLE001 - leave it unacked: it is redelivered after ack_wait
+            log.error("could not deliver result, leaving item unacked", extra=_fields(item, error=str(exc)))
+            return
+        await _settle(msg.term if term else msg.ack)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("done", extra=_fields(item, state=res.state, **res.timing))
+
+    async def _put_record(self, item: WorkItem, state: str, *, result: dict[str, Any] | None = None,
+                          required: bool) -> None:
+        rec = JobRecord(id=item.id, state=state, model=item.model, pool=item.pool,
+                        machine_profile=item.machine_profile, bundle=item.bundle, result=result)
+        deadline = time.monotonic() + self.record_retry_s
+        delay = 0.1
+        while True:
+            try:
+                if self._jobs is None:
+                    self._jobs = await ensure_jobs_bucket(self._js)
+                await self._jobs.put(item.id, rec.encode())
+                return
+            except Exception as exc:  # noqa: BLE001 - NATS down or JetStream not ready yet
+                if time.monotonic() + delay > deadline:
+                    if required:
+                        raise
+                    log.warning("could not write job record", extra=_fields(item, state=state, error=str(exc)))
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+
+async def _settle(op: Any, **kw: Any) -> None:
+    """ack/nak/term: a failure only means the server redelivers later, so log and go on."""
+    try:
+        await op(**kw)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("ack failed", extra={"op": getattr(op, "__name__", "?"), "error": str(exc)})
+
+
+def _failed(item: WorkItem, worker: str, code: str, message: str) -> Result:
+    return Result(id=item.id, ok=False, state="failed", worker=worker, attempt=item.attempt,
+                  error={"code": code, "message": message})
+
+
+def _ms(seconds: float) -> float:
+    return round(max(0.0, seconds) * 1000.0, 3)
+
+
+def _timing(item: WorkItem, started: float, t0: float) -> dict[str, float]:
+    return {"queue_ms": _ms(started - item.enqueued_at), "compute_ms": _ms(time.perf_counter() - t0)}
+
+
+def _fields(item: WorkItem, **kw: Any) -> dict[str, Any]:
+    return {"request_id": item.id, "model": item.model, "attempt": item.attempt, **kw}

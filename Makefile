@@ -1,0 +1,36 @@
+# Two commands matter on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-unit test-integration test-k8s bench install crds clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,operator,uvloop]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)  ## NATS + gateway on examples/ + an echo worker; prints a curl line
+	$(BIN)/switchyard dev
+
+test: $(STAMP)  ## every test: unit, integration (real nats-server), k8s (real kube-apiserver)
+	$(BIN)/python -m pytest -q -ra
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest -q tests/integration
+
+test-k8s: $(STAMP)
+	$(BIN)/python -m pytest -q tests/k8s
+
+bench: $(STAMP)  ## gateway vs direct NATS request-reply floor; see docs/performance.md
+	$(BIN)/python -m bench.gateway
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -11,17 +11,17 @@ from .upstream import Operation
 
 
 class Step(Model):
-    name: str = Field(pattern=DNS_LABEL, max_length=63)
+    name: str = Field(pattern=DNS_LABEL, max_length=63, description="Step name, referenced by dependsOn.")
     model: str = Field(min_length=1, max_length=260, description="Model id, optionally with :profile.")
-    operation: Operation
-    depends_on: list[str] = Field(default_factory=list)
-    params: dict[str, Any] = Field(default_factory=dict)
+    operation: Operation = Field(description="Operation to call on the model.")
+    depends_on: list[str] = Field(default_factory=list, description="Steps whose results this step needs.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Params sent with the call.")
 
 
 class PlannerSpec(Model):
-    steps: list[Step] = Field(min_length=1, max_length=64)
+    steps: list[Step] = Field(min_length=1, max_length=64, description="The DAG; it must be acyclic.")
     output: str | None = Field(default=None, description="Step whose result is returned; default the last.")
-    gateway_ref: str | None = None
+    gateway_ref: str | None = Field(default=None, description="Gateway serving the planner; empty means every Gateway.")
 
     @model_validator(mode="after")
     def _is_dag(self) -> "PlannerSpec":

@@ -18,7 +18,7 @@ class PoolSpec(Model):
     ttl_seconds: int = Field(
         default=3600, ge=0, le=30 * 86_400, description="Lease duration; 0 never expires."
     )
-    gateway_ref: str | None = None
+    gateway_ref: str | None = Field(default=None, description="Gateway the pool belongs to; empty means every Gateway.")
 
 
 class PoolStatus(Status):

@@ -17,8 +17,8 @@ MODEL_ID = r"^[A-Za-z0-9][A-Za-z0-9._/@+-]*$"
 class Bundle(Model):
     """A worker runtime able to serve this model; the lowest priority wins."""
 
-    name: str = Field(pattern=DNS_LABEL, max_length=63)
-    priority: int = Field(default=100, ge=0, le=1_000_000)
+    name: str = Field(pattern=DNS_LABEL, max_length=63, description="Bundle name; workers announce the bundle they run.")
+    priority: int = Field(default=100, ge=0, le=1_000_000, description="Lower wins when several bundles are compatible.")
     profiles: list[str] = Field(
         default_factory=list,
         description="Model profiles this bundle can serve; empty means every profile.",
@@ -28,20 +28,20 @@ class Bundle(Model):
 class ModelProfile(Model):
     """A named variant of the model, selected by a `:profile` suffix on the model id."""
 
-    name: str = Field(pattern=DNS_LABEL, max_length=63)
+    name: str = Field(pattern=DNS_LABEL, max_length=63, description="Selected by a `:name` suffix on the model id.")
     params: dict[str, Any] = Field(
         default_factory=dict, description="Defaults merged under the request's params."
     )
 
 
 class Scaling(Model):
-    min_replicas: int = Field(default=0, ge=0, le=10_000)
-    max_replicas: int = Field(default=1, ge=1, le=10_000)
-    target_pending_per_replica: int = Field(default=4, ge=1, le=100_000)
+    min_replicas: int = Field(default=0, ge=0, le=10_000, description="0 lets KEDA scale the workers to zero.")
+    max_replicas: int = Field(default=1, ge=1, le=10_000, description="Upper bound for KEDA.")
+    target_pending_per_replica: int = Field(default=4, ge=1, le=100_000, description="Queued items one worker is expected to absorb.")
     activation_threshold: int = Field(
         default=0, ge=0, description="Pending items above which workers scale up from zero."
     )
-    cooldown_seconds: int = Field(default=300, ge=0, le=86_400)
+    cooldown_seconds: int = Field(default=300, ge=0, le=86_400, description="Idle time before scaling back to minReplicas.")
 
     @model_validator(mode="after")
     def _min_le_max(self) -> "Scaling":
@@ -61,16 +61,17 @@ class WorkerRef(Model):
 
 
 class UpstreamSpec(Model):
-    model: str = Field(pattern=MODEL_ID, max_length=200)
-    operations: list[Operation] = Field(min_length=1)
-    bundles: list[Bundle] = Field(default_factory=lambda: [Bundle(name="default", priority=0)], min_length=1)
-    profiles: list[ModelProfile] = Field(default_factory=list)
-    machine_profiles: list[str] = Field(min_length=1)
-    default_machine_profile: str | None = None
-    timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
-    max_attempts: int = Field(default=3, ge=1, le=20)
-    scaling: Scaling = Field(default_factory=Scaling)
-    workers: WorkerRef
+    model: str = Field(pattern=MODEL_ID, max_length=200, description="Model id clients call, e.g. BAAI/bge-m3.")
+    operations: list[Operation] = Field(min_length=1, description="Operations the model supports (POST /v1/{op}/{model}).")
+    bundles: list[Bundle] = Field(default_factory=lambda: [Bundle(name="default", priority=0)], min_length=1,
+                                  description="Runtimes able to serve the model.")
+    profiles: list[ModelProfile] = Field(default_factory=list, description="Named variants of the model.")
+    machine_profiles: list[str] = Field(min_length=1, description="Machine profiles (GPU types) offered, e.g. l4, a100-80gb.")
+    default_machine_profile: str | None = Field(default=None, description="Used when a request names none; default the first.")
+    timeout_seconds: float = Field(default=60.0, gt=0, le=3600, description="How long a synchronous request waits for its result.")
+    max_attempts: int = Field(default=3, ge=1, le=20, description="Deliveries before an item is failed.")
+    scaling: Scaling = Field(default_factory=Scaling, description="KEDA scaling of the worker Deployment.")
+    workers: WorkerRef = Field(description="The worker Service and Deployment.")
     gateway_ref: str | None = Field(
         default=None, description="Gateway that serves this model; empty means every Gateway."
     )

@@ -184,3 +184,10 @@ def test_several_gateways_need_a_name() -> None:
     rs, _ = parse_objects([gateway(), other, upstream()])
     assert "several Gateways" in str(compile_table(rs).issues[0])
     assert compile_table(rs, gateway="gw2").table.gateway == "gw2"
+
+
+def test_field_reference_is_current() -> None:
+    from switchyard.api.reference import render
+
+    committed = (EXAMPLES.parent / "docs" / "resources.md").read_text()
+    assert committed == render(), "run: python -m switchyard.api.reference > docs/resources.md"

@@ -8,7 +8,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterator, Mapping
 from urllib.parse import quote
 
 from .. import __version__
@@ -120,7 +120,7 @@ class RetryPolicy:
         return min(base * random.uniform(0.8, 1.2), self.max_delay)  # jitter de-synchronises clients
 
 
-def poll_delays(first: float | None, cap: float, floor: float = 0.25) -> Iterable[float]:
+def poll_delays(first: float | None, cap: float, floor: float = 0.25) -> Iterator[float]:
     """Pauses between job polls: start at the Retry-After hint (capped), then back off x1.5 up to `cap`.
 
     A Retry-After during scale-up is an estimate of minutes; polling every `cap`

@@ -200,7 +200,7 @@ class AsyncClient:
             return {"status": reply.body.decode("utf-8", "replace").strip() or "ok"}
         return data if isinstance(data, dict) else {"status": data}
 
-    async def resolve(self, model: str, op: str, *, gpu: str | None = None, pool: str | None = None,
+    async def resolve(self, model: str, op: str | None = None, *, gpu: str | None = None, pool: str | None = None,
                       bundle: str | None = None) -> dict[str, Any]:
         """The lane (bundle, machine profile, pool, ...) a request would be routed to."""
         body = orjson.dumps(_core.drop_none(
@@ -225,6 +225,7 @@ class AsyncClient:
         request_id = request_id or _core.new_request_id()
         all_headers = {**self._headers, **(headers or {}), "X-Request-ID": request_id}
         attempts = 1 + (self.retry.max_retries if retry else 0)
+        lost: TransportError | None = None  # the last attempt that lost its connection
         for attempt in range(1, attempts + 1):
             retry_after: float | None = None
             try:
@@ -245,6 +246,8 @@ class AsyncClient:
                 failure = TransportError(0, None, f"{method} {self.url}{path}: {exc or type(exc).__name__}",
                                          request_id)
                 failure.__cause__ = exc
+                if not isinstance(exc, aiohttp.ClientConnectorError):  # a refused connect sent nothing
+                    lost = failure
             except aiohttp.ClientError as exc:  # e.g. an invalid URL: not transient
                 raise TransportError(0, None, f"{method} {self.url}{path}: {exc}", request_id) from exc
             else:
@@ -253,6 +256,13 @@ class AsyncClient:
                 retry_after = _core.parse_retry_after(reply.headers.get("Retry-After"))
                 failure = error_from_response(reply.status, raw, {"X-Request-ID": reply.request_id},
                                               reason=resp.reason, retry_after=retry_after)
+                if failure.code == "duplicate_request" and lost is not None:
+                    # The gateway stored the first attempt and its answer was lost with
+                    # the connection; an awaited (non-202) result cannot be fetched again.
+                    failure.message += (" (an earlier attempt of this call lost its connection after the "
+                                        "gateway accepted it; its result cannot be recovered: send again "
+                                        "with a new request_id to run it again)")
+                    raise failure from lost
                 if failure.code not in _core.RETRYABLE_CODES:
                     raise failure
             if attempt == attempts:

@@ -89,6 +89,11 @@ class Job:
     state: str  # JobState; a plain str so an unknown future state does not break parsing
     result: InferenceResult | None = None  # when succeeded
     error: SwitchyardError | None = None  # when failed or expired
+    model: str | None = None
+    pool: str | None = None
+    machine_profile: str | None = None
+    bundle: str | None = None
+    updated_at: float | None = None  # unix seconds
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -125,7 +130,11 @@ class Job:
         elif result is None and error is None and state == "succeeded":
             error = SwitchyardError(200, "invalid_response", f"job {job_id!r} succeeded without a result",
                                     job_id)
-        return cls(id=job_id, state=state, result=result, error=error, raw=data)
+        updated = data.get("updated_at")
+        return cls(id=job_id, state=state, result=result, error=error, model=data.get("model"),
+                   pool=data.get("pool"), machine_profile=data.get("machine_profile"),
+                   bundle=data.get("bundle"),
+                   updated_at=float(updated) if isinstance(updated, (int, float)) else None, raw=data)
 
 
 @dataclass(slots=True)
@@ -138,6 +147,9 @@ class ModelInfo:
     default_machine_profile: str | None = None
     bundles: list[Any] = field(default_factory=list)
     profiles: Any = field(default_factory=list)  # profile names (or name -> params)
+    timeout_s: float | None = None
+    max_attempts: int | None = None
+    live_workers: Any = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -149,5 +161,8 @@ class ModelInfo:
             default_machine_profile=data.get("default_machine_profile"),
             bundles=list(data.get("bundles") or []),
             profiles=data.get("profiles") or [],
+            timeout_s=data.get("timeout_s"),
+            max_attempts=data.get("max_attempts"),
+            live_workers=data.get("live_workers"),
             raw=data,
         )

@@ -101,7 +101,7 @@ def _shutdown(loop: asyncio.AbstractEventLoop, thread: threading.Thread, client:
         return
     if thread.is_alive() and threading.current_thread() is not thread:
         try:
-            asyncio.run_coroutine_threadsafe(client.close(), loop).result(timeout=5)
+            asyncio.run_coroutine_threadsafe(_drain(client), loop).result(timeout=5)
         except (FutureTimeout, RuntimeError, OSError):
             pass  # best effort: the process may be exiting
         loop.call_soon_threadsafe(loop.stop)
@@ -111,3 +111,14 @@ def _shutdown(loop: asyncio.AbstractEventLoop, thread: threading.Thread, client:
         return
     if not thread.is_alive():
         loop.close()
+
+
+async def _drain(client: AsyncClient) -> None:
+    # Cancel calls still in flight (from other threads) so their callers get
+    # CancelledError instead of waiting forever on a stopped loop.
+    current = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await client.close()

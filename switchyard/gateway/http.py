@@ -21,6 +21,9 @@ MAX_REQUEST_ID = 128
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+RID = web.RequestKey("switchyard_request_id", str)
+MACHINE_PROFILE = web.RequestKey("switchyard_machine_profile", str)  # for the metrics label
+
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, headers=headers,
@@ -64,7 +67,7 @@ def make_middleware(current_table: Callable[[], RoutingTable | None], metrics: A
             rid = uuid.uuid4().hex  # echo something the client can quote
             resp: web.StreamResponse = error_response(exc)
         else:
-            request["rid"] = rid
+            request[RID] = rid
             try:
                 if request.method == "OPTIONS":
                     resp = _preflight(request, table)
@@ -83,7 +86,7 @@ def make_middleware(current_table: Callable[[], RoutingTable | None], metrics: A
         route = request.match_info.route.resource
         endpoint = route.canonical if route is not None else "unmatched"
         elapsed = time.perf_counter() - start
-        mp = request.get("mp", "")
+        mp = request.get(MACHINE_PROFILE, "")
         metrics.requests.labels(endpoint, str(resp.status), mp).inc()
         metrics.latency.labels(endpoint).observe(elapsed)
         if access_log:

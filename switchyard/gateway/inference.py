@@ -12,7 +12,7 @@ from ..api.upstream import Operation
 from ..errors import ApiError
 from ..messages import JobRecord, Result, WorkItem
 from .auth import authenticate
-from .http import json_response, read_json
+from .http import MACHINE_PROFILE, RID, json_response, read_json
 from .resolve import Resolution, resolve
 from .state import GatewayState, state_of
 
@@ -36,8 +36,8 @@ async def infer(request: web.Request) -> web.Response:
     h = request.headers
     res = resolve(table, op, model_ref, machine_profile=h.get("X-Machine-Profile"), pool=h.get("X-Pool"),
                   bundle=h.get("X-Bundle"), key=key)
-    request["mp"] = res.lane.machine_profile
-    rid: str = request["rid"]
+    request[MACHINE_PROFILE] = res.lane.machine_profile
+    rid = request[RID]
     item = WorkItem(
         id=rid, op=op, model=res.lane.model, bundle=res.lane.bundle, machine_profile=res.lane.machine_profile,
         pool=res.lane.pool, items=items, params=res.params(params), profile=res.profile,

@@ -165,6 +165,8 @@ class ControlPlane:
         pki = self._pki
         self._spawn("kube-apiserver", [
             "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            # The `kubernetes` Service endpoint may not be loopback; nothing here needs it.
+            "--endpoint-reconciler-type=none",
             f"--secure-port={self.apiserver_port}",
             f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
             f"--tls-cert-file={pki('serving.crt')}", f"--tls-private-key-file={pki('serving.key')}",

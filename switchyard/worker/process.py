@@ -38,7 +38,7 @@ class Processor:
             item = WorkItem.decode(msg.data)
         except Exception as exc:  # noqa: BLE001 - nobody to answer: drop it for good
             log.error("undecodable work item, terminated", extra={"subject": msg.subject, "error": str(exc)})
-            await _settle(msg.term)
+            await settle(msg.term)
             return
         attempt = item.attempt = msg.metadata.num_delivered
         if attempt > item.max_attempts:
@@ -88,7 +88,7 @@ class Processor:
         delay = retry_after if retry_after is not None else self._cfg.retry_delay(item.attempt)
         log.warning("attempt failed, will retry", extra=_fields(item, error=text, retry_in_s=round(delay, 3)),
                     exc_info=not isinstance(exc, TransientError))
-        await _settle(msg.nak, delay=delay)
+        await settle(msg.nak, delay=delay)
 
     async def _finish(self, msg: Msg, item: WorkItem, res: Result, term: bool = False) -> None:
         """Answer, record, then ack: an ack that lands always follows a result that was sent."""
@@ -100,7 +100,7 @@ class Processor:
         except Exception as exc:  # noqa: BLE001 - leave it unacked: it is redelivered after ack_wait
             log.error("could not deliver result, leaving item unacked", extra=_fields(item, error=str(exc)))
             return
-        await _settle(msg.term if term else msg.ack)
+        await settle(msg.term if term else msg.ack)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("done", extra=_fields(item, state=res.state, **res.timing))
 
@@ -126,7 +126,7 @@ class Processor:
                 delay = min(delay * 2, 1.0)
 
 
-async def _settle(op: Any, **kw: Any) -> None:
+async def settle(op: Any, **kw: Any) -> None:
     """ack/nak/term: a failure only means the server redelivers later, so log and go on."""
     try:
         await op(**kw)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -23,6 +24,7 @@ def control_plane() -> Iterator[ControlPlane]:
 @pytest.fixture
 def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> str:
     """A fresh namespace per test, so tests sharing the session's API server stay independent."""
-    name = "t-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:50].strip("-")
+    slug = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
+    name = f"{slug}-{uuid.uuid4().hex[:6]}"  # readable, yet unique across parametrized cases
     control_plane.kubectl("create", "namespace", name, check=True)
     return name

@@ -1,0 +1,63 @@
+"""`python -m switchyard.worker` / `switchyard worker`: run one worker process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import threading
+
+from .config import WorkerConfig, default_worker_id
+from .loader import load_handler
+from .logs import setup_logging
+from .runtime import serve
+
+log = logging.getLogger("switchyard.worker")
+
+
+def build_parser(prog: str = "python -m switchyard.worker") -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog=prog, description="Pull work items from NATS and run a handler on them.")
+    p.add_argument("--nats", default=env("SWITCHYARD_NATS_URL", "nats://127.0.0.1:4222"),
+                   help="NATS URL(s), comma-separated (env SWITCHYARD_NATS_URL)")
+    p.add_argument("--model", action="append", required=True, help="model id served; repeat for several")
+    p.add_argument("--bundle", default="default")
+    p.add_argument("--machine-profile", default="cpu")
+    p.add_argument("--pool", default="default")
+    p.add_argument("--handler", required=True, help="module:function, e.g. switchyard.worker.handlers:echo")
+    p.add_argument("--concurrency", type=int, default=4, help="work items in flight")
+    p.add_argument("--worker-id", default=None, help="default: hostname-pid-random")
+    p.add_argument("--ack-wait", type=float, default=30.0, help="seconds (when this worker creates the consumer)")
+    p.add_argument("--heartbeat-interval", type=float, default=2.0)
+    p.add_argument("--drain-timeout", type=float, default=30.0)
+    p.add_argument("--nak-delay", type=float, default=1.0, help="retry backoff base, seconds")
+    p.add_argument("--log-level", default=env("SWITCHYARD_LOG_LEVEL", "INFO"))
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> WorkerConfig:
+    return WorkerConfig(
+        nats_url=args.nats, handler=load_handler(args.handler), models=args.model, bundle=args.bundle,
+        machine_profile=args.machine_profile, pool=args.pool, concurrency=args.concurrency,
+        worker_id=args.worker_id or default_worker_id(), ack_wait_s=args.ack_wait,
+        heartbeat_interval_s=args.heartbeat_interval, drain_timeout_s=args.drain_timeout,
+        nak_delay_s=args.nak_delay)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        config = config_from_args(args)
+    except (ImportError, AttributeError, ValueError, TypeError) as exc:
+        log.error("bad worker configuration", extra={"error": str(exc)})
+        return 2
+    asyncio.run(serve(config))
+    if any(t.name.startswith("sy-handler") and t.is_alive() for t in threading.enumerate()):
+        # A sync handler outlived the drain: do not hang in the interpreter's thread join.
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
+    return 0

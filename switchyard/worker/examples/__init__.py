@@ -1,0 +1,1 @@
+"""Example handlers with real models (optional extras)."""

@@ -1,0 +1,281 @@
+"""The worker: pull work items for its lanes, run the handler, answer, heartbeat, drain on stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import nats
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from .config import WorkerConfig
+from .heartbeat import Heartbeater
+from .loader import make_invoker
+from .process import Processor, settle
+from .pull import LanePuller, Slots
+
+log = logging.getLogger("switchyard.worker")
+
+
+class _Flight:
+    __slots__ = ("msg", "last_progress")
+
+    def __init__(self, msg: Msg) -> None:
+        self.msg = msg
+        self.last_progress = time.monotonic()
+
+
+class Worker:
+    """Embeddable worker: `await start()`, then `await stop()` (drains in-flight items)."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self._nc: NATS | None = None
+        self._pullers: list[LanePuller] = []
+        self._slots = Slots(config.concurrency)
+        self._flights: dict[int, _Flight] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._bg: list[asyncio.Task[None]] = []
+        self._executor: ThreadPoolExecutor | None = None
+        self._processor: Processor | None = None
+        self._heartbeat: Heartbeater | None = None
+        self._stopping = False
+        self._abort = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._stop_lock = asyncio.Lock()
+        self.reconnects = 0
+
+    @property
+    def worker_id(self) -> str:
+        return self.config.worker_id
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._flights)
+
+    @property
+    def nc(self) -> NATS:
+        assert self._nc is not None, "worker not started"
+        return self._nc
+
+    @property
+    def pullers(self) -> list[LanePuller]:
+        return self._pullers
+
+    @property
+    def heartbeat(self) -> Heartbeater | None:
+        return self._heartbeat
+
+    def healthy(self) -> bool:
+        return not self._stopping and self._nc is not None and self._nc.is_connected
+
+    async def start(self) -> None:
+        cfg = self.config
+        self._pullers = []
+        self._executor = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="sy-handler")
+        self._nc = await nats.connect(
+            servers=[u.strip() for u in cfg.nats_url.split(",") if u.strip()],
+            name=f"{cfg.name}/{cfg.worker_id}",
+            max_reconnect_attempts=-1,  # a worker outlives NATS restarts
+            reconnect_time_wait=0.5,
+            ping_interval=5, max_outstanding_pings=3,  # notice a dead link in ~15s, not minutes
+            reconnected_cb=self._on_reconnected, disconnected_cb=self._on_disconnected,
+            error_cb=self._on_error,
+        )
+        try:
+            js = self._nc.jetstream()
+            self._processor = Processor(self._nc, js, cfg, make_invoker(cfg.handler, self._executor))
+            # Each lane may hold at most its share of the slots in one pull request, so an idle
+            # lane cannot starve the others for a whole request lifetime.
+            share = max(1, math.ceil(cfg.concurrency / len(cfg.lanes)))
+            for lane in cfg.lanes:
+                p = LanePuller(self._nc, js, lane, self._slots, self._dispatch, ack_wait_s=cfg.ack_wait_s,
+                               expires_s=cfg.pull_expires_s, max_batch=share)
+                await p.open()
+                self._pullers.append(p)
+            self._heartbeat = Heartbeater(js, cfg, lambda: len(self._flights), self.healthy)
+            await self._heartbeat.beat()  # visible as soon as start() returns
+        except BaseException:
+            await self._nc.close()
+            self._executor.shutdown(wait=False)
+            raise
+        self._bg = [asyncio.create_task(p.run(), name=f"pull {p.lane.model}") for p in self._pullers]
+        self._bg.append(asyncio.create_task(self._beat_later(), name="heartbeat"))
+        self._bg.append(asyncio.create_task(self._progress_loop(), name="in-progress"))
+        log.info("worker started", extra={"worker": cfg.worker_id, "models": ",".join(cfg.models),
+                                          "bundle": cfg.bundle, "machine_profile": cfg.machine_profile,
+                                          "pool": cfg.pool, "concurrency": cfg.concurrency})
+
+    async def _beat_later(self) -> None:
+        assert self._heartbeat is not None
+        await asyncio.sleep(self.config.heartbeat_interval_s)
+        await self._heartbeat.run()
+
+    def _dispatch(self, msg: Msg) -> None:
+        if self._stopping:
+            # Arrived while draining: hand it straight back so another worker takes it.
+            self._slots.release(1)
+            task = asyncio.create_task(settle(msg.nak))
+        else:
+            task = asyncio.create_task(self._run(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, msg: Msg) -> None:
+        key = id(msg)
+        self._flights[key] = _Flight(msg)
+        try:
+            assert self._processor is not None
+            await self._processor.handle(msg)
+        except Exception:  # noqa: BLE001 - Processor handles its own errors; this is a bug guard
+            log.exception("unexpected error processing a work item", extra={"subject": msg.subject})
+        finally:
+            del self._flights[key]
+            self._slots.release(1)
+
+    async def _progress_loop(self) -> None:
+        """+WPI for long-running items, so the server does not redeliver them mid-run."""
+        while True:
+            every = min((p.ack_wait_s for p in self._pullers), default=self.config.ack_wait_s) / 3
+            await asyncio.sleep(max(0.05, every / 2))
+            now = time.monotonic()
+            for f in list(self._flights.values()):
+                if now - f.last_progress >= every:
+                    f.last_progress = now
+                    try:
+                        await f.msg.in_progress()
+                    except Exception:  # noqa: BLE001 - disconnected: the next tick tries again
+                        pass
+
+    async def _on_reconnected(self) -> None:
+        self.reconnects += 1
+        log.info("reconnected to NATS, re-issuing pull requests",
+                 extra={"worker": self.worker_id, "server": str(self.nc.connected_url.netloc if self.nc.connected_url else "")})
+        for p in self._pullers:
+            p.reset()
+        if self._heartbeat is not None and not self._stopping:
+            asyncio.create_task(_quiet(self._heartbeat.beat()))
+
+    async def _on_disconnected(self) -> None:
+        if not self._stopping:
+            log.warning("disconnected from NATS", extra={"worker": self.worker_id})
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.warning("NATS error", extra={"worker": self.worker_id, "error": str(exc) or type(exc).__name__})
+
+    def abort(self) -> None:
+        """Cut a running drain short (a second SIGTERM/SIGINT)."""
+        self._abort.set()
+
+    async def stop(self, drain_timeout_s: float | None = None) -> None:
+        """Stop pulling, let in-flight items finish (up to the drain timeout), delete the heartbeat, close."""
+        async with self._stop_lock:
+            if self._stopped.is_set() or self._nc is None:
+                return
+            self._stopping = True
+            timeout = self.config.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
+            log.info("worker stopping", extra={"worker": self.worker_id, "in_flight": self.in_flight})
+            for p in self._pullers:
+                await p.close()
+            pulls = self._bg[: len(self._pullers)]
+            for t in pulls:
+                t.cancel()
+            await asyncio.gather(*pulls, return_exceptions=True)
+            await self._drain(timeout)
+            for t in self._bg[len(self._pullers):]:
+                t.cancel()
+            await asyncio.gather(*self._bg, return_exceptions=True)
+            if self._heartbeat is not None:
+                await self._heartbeat.delete()
+            try:
+                await self._nc.flush(timeout=2)
+            except Exception:  # noqa: BLE001
+                pass
+            await self._nc.close()
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+            self._stopped.set()
+            log.info("worker stopped", extra={"worker": self.worker_id})
+
+    async def _drain(self, timeout: float) -> None:
+        pending = set(self._tasks)
+        if pending:
+            all_done = asyncio.ensure_future(asyncio.wait(pending))  # cancelling this leaves the tasks be
+            aborted = asyncio.ensure_future(self._abort.wait())
+            await asyncio.wait({all_done, aborted}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            all_done.cancel()
+            aborted.cancel()
+        left = list(self._flights.values())
+        if left:
+            # Hand unfinished items back now rather than after ack_wait.
+            log.warning("drain timed out, returning items", extra={"worker": self.worker_id, "count": len(left)})
+            for f in left:
+                await settle(f.msg.nak)
+            for t in self._tasks:
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def __aenter__(self) -> "Worker":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def _quiet(coro: object) -> None:
+    try:
+        await coro  # type: ignore[misc]
+    except Exception:  # noqa: BLE001
+        pass
+
+
+async def serve(config: WorkerConfig) -> None:
+    """Run a worker until SIGTERM/SIGINT, then drain; a second signal cuts the drain short."""
+    loop = asyncio.get_running_loop()
+    worker = Worker(config)
+    stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            worker.abort()
+        stop.set()
+
+    sigs = (signal.SIGTERM, signal.SIGINT)
+    for sig in sigs:
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        if await _start_retrying(worker, stop):
+            await stop.wait()
+            await worker.stop()
+    finally:
+        for sig in sigs:
+            loop.remove_signal_handler(sig)
+
+
+async def _start_retrying(worker: Worker, stop: asyncio.Event) -> bool:
+    """NATS may come up after the worker (a fresh cluster): keep trying until it does or we are told to stop."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            await worker.start()
+            return True
+        except (OSError, asyncio.TimeoutError, nats.errors.Error) as exc:
+            log.warning("cannot start worker, retrying", extra={"worker": worker.worker_id,
+                                                                "error": str(exc) or type(exc).__name__,
+                                                                "retry_in_s": delay})
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+            delay = min(delay * 2, 10.0)
+    return False

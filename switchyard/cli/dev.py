@@ -17,8 +17,7 @@ import aiohttp
 
 from .. import logs
 from ..api import load_dir
-from ..gateway.app import Listen, new_state, serve_forever, start
-from ..gateway.config import DirectoryConfig
+from ..gateway.app import Listen, directory_source, new_state, serve_forever, start
 from ..natsserver import NatsServer, free_port
 from ..subjects import Lane
 
@@ -49,7 +48,7 @@ def run_dev(args: argparse.Namespace) -> int:
     worker = None
     try:
         st = new_state(nats.url)
-        source = DirectoryConfig(config_dir, st.holder)
+        source = directory_source(st, config_dir)
         source.load()
         worker = subprocess.Popen([sys.executable, "-m", "switchyard.worker", "--nats", nats.url,
                                    "--model", ECHO_MODEL, "--machine-profile", "cpu",

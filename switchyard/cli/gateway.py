@@ -7,15 +7,13 @@ import sys
 
 from .. import logs
 from ..api import CompileError
-from ..gateway.app import Listen, new_state, serve_forever, start
-from ..gateway.config import DirectoryConfig
+from ..gateway.app import Listen, directory_source, new_state, serve_forever, start
 
 
 def run_gateway(args: argparse.Namespace) -> int:
     logs.setup(args.log_level)
     st = new_state(args.nats)
-    source = DirectoryConfig(args.config_dir, st.holder, gateway=args.gateway,
-                             on_reload=lambda outcome: st.metrics.config_reloads.labels(outcome).inc())
+    source = directory_source(st, args.config_dir, gateway=args.gateway)
     try:
         source.load()
     except (CompileError, FileNotFoundError) as exc:

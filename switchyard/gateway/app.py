@@ -16,7 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import configs, health, inference, jobs
-from .config import TableHolder
+from .config import DirectoryConfig, TableHolder
 from .demand import Demand
 from .dispatch import Dispatcher
 from .http import make_middleware
@@ -66,6 +66,12 @@ def new_state(nats_url: str, holder: TableHolder | None = None, instance: str | 
     dispatcher = Dispatcher(nats_url, instance, on_state=lambda up: metrics.nats_connected.set(1 if up else 0),
                             on_reconnect=registry.resync)
     return GatewayState(instance, holder, dispatcher, registry, Demand(metrics), metrics)
+
+
+def directory_source(st: GatewayState, path: str | os.PathLike[str], gateway: str | None = None) -> DirectoryConfig:
+    """Standalone mode's config source, with its reloads counted in the metrics."""
+    return DirectoryConfig(path, st.holder, gateway=gateway,
+                           on_reload=lambda outcome: st.metrics.config_reloads.labels(outcome).inc())
 
 
 @dataclass

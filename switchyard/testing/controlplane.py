@@ -24,6 +24,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -182,9 +183,13 @@ class ControlPlane:
         ])
 
     def _spawn(self, name: str, args: list[str]) -> None:
+        # The death signal fires when the spawning *thread* exits, so arm it only
+        # from the main thread (a restart from asyncio.to_thread must survive).
+        on_main = threading.current_thread() is threading.main_thread()
         with open(self._dir / f"{name}.log", "ab") as log:  # append: restarts keep history
             self._procs[name] = subprocess.Popen([str(self._bin / name), *args], stdin=subprocess.DEVNULL,
-                                                 stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                                                 stdout=log, stderr=subprocess.STDOUT,
+                                                 preexec_fn=_die_with_parent if on_main else None)
 
     def _stop_process(self, name: str, grace: float = 10.0) -> None:
         proc = self._procs.pop(name, None)
@@ -295,9 +300,11 @@ def _free_ports(count: int) -> list[int]:
 
 
 def _die_with_parent() -> None:
-    """Child-side: get SIGTERM when the test process dies (Linux only), so a
-    killed pytest run does not leave servers behind."""
+    """Child-side: get SIGKILL when the test process dies (Linux only), so a
+    killed pytest run leaves no servers behind. SIGKILL, not SIGTERM: a graceful
+    kube-apiserver shutdown stalls for a minute once etcd is gone, and the
+    data is throwaway anyway."""
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass

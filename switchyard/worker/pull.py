@@ -143,13 +143,16 @@ class LanePuller:
         # Missing idle heartbeats means the server no longer holds the request.
         limit = 2 * self._hb_s + 0.5
         while not self._ended.is_set():
+            remaining = self._last_seen + limit - time.monotonic()
+            if remaining <= 0:
+                self._error = "missed heartbeats"
+                self.resets += 1
+                self._end()
+                return
             try:
-                await asyncio.wait_for(self._ended.wait(), timeout=limit)
+                await asyncio.wait_for(self._ended.wait(), timeout=remaining)
             except asyncio.TimeoutError:
-                if time.monotonic() - self._last_seen > limit:
-                    self._error = "missed heartbeats"
-                    self.resets += 1
-                    self._end()
+                pass
 
     def _end(self) -> None:
         self._slots.release(self._credits)

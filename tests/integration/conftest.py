@@ -24,8 +24,11 @@ def nats_server() -> Iterator[NatsServer]:
 @pytest.fixture
 async def nats_client(nats_server: NatsServer) -> AsyncIterator[NATS]:
     """A client of `nats_server` that reconnects quickly (tests restart the server)."""
+    async def quiet(exc: Exception) -> None:  # reconnect attempts during a restart are expected
+        pass
+
     nc = await nats.connect(nats_server.url, reconnect_time_wait=0.2, max_reconnect_attempts=-1,
-                            connect_timeout=5)
+                            connect_timeout=5, error_cb=quiet)
     try:
         yield nc
     finally:

@@ -21,7 +21,7 @@ from typing import Any, AsyncIterator, Callable
 
 import aiohttp
 
-from switchyard.gateway.app import Listen, Running, new_state, start
+from switchyard.gateway.app import Listen, Running, directory_source, new_state, start
 from switchyard.gateway.config import DirectoryConfig
 from switchyard.natsserver import free_port
 from switchyard.subjects import Lane
@@ -80,7 +80,7 @@ class GatewayUnderTest:
 @asynccontextmanager
 async def gateway(nats_url: str, config_dir: Path = MANIFESTS) -> AsyncIterator[GatewayUnderTest]:
     st = new_state(nats_url)
-    source = DirectoryConfig(config_dir, st.holder)
+    source = directory_source(st, config_dir)
     source.load()
     port, mport = free_port(), free_port()
     running = await start(st, Listen("127.0.0.1", port, mport), access_log=False,

@@ -21,6 +21,7 @@ STATUS: Mapping[str, int] = {
     "unknown_pool": 404,
     "unknown_job": 404,
     "method_not_allowed": 405,
+    "pool_expired": 410,  # its Lease was not renewed in time
     "incompatible_bundle": 409,
     "duplicate_request": 409,
     "payload_too_large": 413,

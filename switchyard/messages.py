@@ -92,6 +92,7 @@ class Heartbeat:
     started_at: float = 0.0
     sent_at: float = field(default_factory=time.time)
     interval_s: float = 2.0
+    host: str = ""  # pod name in Kubernetes: matched against the worker Service's EndpointSlices
 
     def encode(self) -> bytes:
         return _pack(self)

@@ -1,9 +1,10 @@
-"""`switchyard gateway`: standalone mode on a directory of manifests."""
+"""`switchyard gateway`: standalone (a directory of manifests) or cluster mode (a ConfigMap)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Awaitable, Callable
 
 from .. import logs
 from ..api import CompileError
@@ -13,18 +14,28 @@ from ..gateway.app import Listen, directory_source, new_state, serve_forever, st
 def run_gateway(args: argparse.Namespace) -> int:
     logs.setup(args.log_level)
     st = new_state(args.nats)
-    source = directory_source(st, args.config_dir, gateway=args.gateway)
-    try:
-        source.load()
-    except (CompileError, FileNotFoundError) as exc:
-        print(f"switchyard gateway: invalid config in {args.config_dir}:", file=sys.stderr)
-        for issue in getattr(exc, "issues", [exc]):
-            print(f"  {issue}", file=sys.stderr)
-        return 2
+    background: list[Callable[[], Awaitable[None]]]
+    if args.config_dir:
+        source = directory_source(st, args.config_dir, gateway=args.gateway)
+        try:
+            source.load()
+        except (CompileError, FileNotFoundError) as exc:
+            print(f"switchyard gateway: invalid config in {args.config_dir}:", file=sys.stderr)
+            for issue in getattr(exc, "issues", [exc]):
+                print(f"  {issue}", file=sys.stderr)
+            return 2
+        background = [source.watch]
+    else:
+        from ..gateway.cluster import ClusterConfig
+
+        cluster = ClusterConfig(st.holder, st.registry, namespace=args.namespace, configmap=args.configmap,
+                                kubeconfig=args.kubeconfig)
+        st.pool_expired = cluster.pool_expired
+        background = [cluster.run]
 
     async def main() -> None:
         running = await start(st, Listen(args.host, args.port, args.metrics_port),
-                              access_log=not args.no_access_log, background=[source.watch])
+                              access_log=not args.no_access_log, background=background)
         await serve_forever(running)
 
     from .main import run

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from typing import Sequence
 
@@ -16,9 +17,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     gw = sub.add_parser("gateway", help="run a gateway on a directory of manifests (standalone mode)")
-    gw.add_argument("--config-dir", required=True, help="directory of Gateway/Upstream/Pool/Planner YAML")
+    src = gw.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config-dir", help="standalone: directory of Gateway/Upstream/Pool/Planner YAML")
+    src.add_argument("--configmap", help="cluster mode: the ConfigMap the operator writes the routing table to")
     gw.add_argument("--gateway", default=None, help="which Gateway to serve when the directory has several")
-    gw.add_argument("--nats", default="nats://127.0.0.1:4222")
+    gw.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "default"),
+                    help="cluster mode: namespace of the ConfigMap, worker EndpointSlices and pool Leases")
+    gw.add_argument("--kubeconfig", default=None, help="cluster mode: default in-cluster, then ~/.kube/config")
+    gw.add_argument("--nats", default=os.environ.get("SWITCHYARD_NATS_URL", "nats://127.0.0.1:4222"))
     gw.add_argument("--host", default="127.0.0.1")
     gw.add_argument("--port", type=int, default=8080)
     gw.add_argument("--metrics-port", type=int, default=9090)

@@ -88,6 +88,7 @@ async def dry_run(request: web.Request) -> web.Response:
         raise ApiError("bad_request", 'body must be {"model": "...", "op"?, "machine_profile"?, "pool"?, "bundle"?}')
     res = resolve(table, body.get("op"), body["model"], machine_profile=body.get("machine_profile"),
                   pool=body.get("pool"), bundle=body.get("bundle"), key=key)
+    st.check_pool(res.lane.pool)
     live = st.registry.serving(res.lane)
     outcome = "queue" if live else ("reject_503" if res.pinned else "provision_202")
     return json_response({**res.describe(), "live_workers": live, "outcome": outcome, "epoch": table.epoch})

@@ -37,6 +37,7 @@ async def infer(request: web.Request) -> web.Response:
     res = resolve(table, op, model_ref, machine_profile=h.get("X-Machine-Profile"), pool=h.get("X-Pool"),
                   bundle=h.get("X-Bundle"), key=key)
     request[MACHINE_PROFILE] = res.lane.machine_profile
+    st.check_pool(res.lane.pool)
     rid = request[RID]
     item = WorkItem(
         id=rid, op=op, model=res.lane.model, bundle=res.lane.bundle, machine_profile=res.lane.machine_profile,

@@ -40,6 +40,8 @@ class Registry:
         self._clock = clock
         self._workers: dict[str, Seen] = {}
         self._kv: KeyValue | None = None
+        # Cluster mode: also require the worker to be a ready endpoint of its Service.
+        self.admit: Callable[[Heartbeat], bool] | None = None
 
     async def start(self, nc: NATS, kv: KeyValue) -> None:
         self._kv = kv
@@ -80,13 +82,16 @@ class Registry:
         now = self._clock()
         for key in [k for k, s in self._workers.items() if now - s.at > 60]:
             del self._workers[key]  # long gone: forget
-        return [s.beat for s in self._workers.values() if s.fresh(now)]
+        return [s.beat for s in self._workers.values() if self._live(s, now)]
+
+    def _live(self, seen: Seen, now: float) -> bool:
+        return seen.fresh(now) and (self.admit is None or self.admit(seen.beat))
 
     def serving(self, lane: Lane) -> int:
         """Live workers that pull this lane."""
         now = self._clock()
         return sum(
             1 for s in self._workers.values()
-            if s.fresh(now) and s.beat.pool == lane.pool and s.beat.machine_profile == lane.machine_profile
+            if self._live(s, now) and s.beat.pool == lane.pool and s.beat.machine_profile == lane.machine_profile
             and s.beat.bundle == lane.bundle and lane.model in s.beat.models
         )

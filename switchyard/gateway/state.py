@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 from aiohttp import web
 
@@ -25,6 +26,13 @@ class GatewayState:
     registry: Registry
     demand: Demand
     metrics: Metrics
+    # Cluster mode: when a pool's lease lapsed, the time it did.
+    pool_expired: Callable[[str], str | None] = field(default=lambda pool: None)
+
+    def check_pool(self, pool: str) -> None:
+        expired = self.pool_expired(pool)
+        if expired:
+            raise ApiError("pool_expired", f"pool {pool!r} expired at {expired}: its lease was not renewed")
 
     def table(self) -> RoutingTable:
         table = self.holder.table

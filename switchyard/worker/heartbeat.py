@@ -62,7 +62,7 @@ class Heartbeater:
 
     async def delete(self) -> None:
         try:
-            kv = self._kv or await ensure_workers_bucket(self._js)
-            await kv.delete(self.key)
+            kv = self._kv or await asyncio.wait_for(ensure_workers_bucket(self._js), 3.0)
+            await asyncio.wait_for(kv.delete(self.key), 3.0)
         except Exception as exc:  # noqa: BLE001 - the TTL removes it anyway
             log.warning("could not delete heartbeat", extra={"worker": self._cfg.worker_id, "error": str(exc)})

@@ -92,9 +92,16 @@ class Processor:
 
     async def _finish(self, msg: Msg, item: WorkItem, res: Result, term: bool = False) -> None:
         """Answer, record, then ack: an ack that lands always follows a result that was sent."""
+        data = res.encode()
+        if len(data) > self._nc.max_payload:
+            # Retrying cannot make it fit: report that instead of failing to send on every attempt.
+            log.warning("result too large", extra=_fields(item, size=len(data), max_payload=self._nc.max_payload))
+            res = _failed(item, self._worker_id, "worker_error",
+                          f"result of {len(data)} bytes exceeds the NATS max_payload of {self._nc.max_payload}")
+            data, term = res.encode(), True
         try:
             if item.reply:
-                await self._nc.publish(item.reply, res.encode())
+                await self._nc.publish(item.reply, data)
             if item.keep_result:
                 await self._put_record(item, res.state, result=asdict(res), required=True)
         except Exception as exc:  # noqa: BLE001 - leave it unacked: it is redelivered after ack_wait

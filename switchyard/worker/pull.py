@@ -124,9 +124,10 @@ class LanePuller:
                 self._end()
             if self._error and not self._stopping:
                 # An error status (consumer gone, JetStream not ready) or a lost request: re-bind, back off.
-                log.warning("pull request ended", extra={"lane": self.lane.subject, "reason": self._error})
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                if self._error != "reset":  # a reconnect: the new server is ready, ask again at once
+                    log.warning("pull request ended", extra={"lane": self.lane.subject, "reason": self._error})
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
                 try:
                     await self.ensure_consumer()
                 except Exception as exc:  # noqa: BLE001
@@ -183,7 +184,7 @@ class LanePuller:
         if self._sub is not None:
             sub, self._sub = self._sub, None
             try:
-                await sub.drain()
-            except Exception:  # noqa: BLE001 - connection already closing
+                await asyncio.wait_for(sub.drain(), 3.0)
+            except Exception:  # noqa: BLE001 - disconnected or closing: the server drops the interest anyway
                 pass
         self._end()

@@ -42,6 +42,7 @@ class Worker:
         self._flights: dict[int, _Flight] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._bg: list[asyncio.Task[None]] = []
+        self._side: set[asyncio.Task[None]] = set()
         self._executor: ThreadPoolExecutor | None = None
         self._processor: Processor | None = None
         self._heartbeat: Heartbeater | None = None
@@ -78,7 +79,6 @@ class Worker:
     async def start(self) -> None:
         cfg = self.config
         self._pullers = []
-        self._executor = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="sy-handler")
         self._nc = await nats.connect(
             servers=[u.strip() for u in cfg.nats_url.split(",") if u.strip()],
             name=f"{cfg.name}/{cfg.worker_id}",
@@ -88,6 +88,7 @@ class Worker:
             reconnected_cb=self._on_reconnected, disconnected_cb=self._on_disconnected,
             error_cb=self._on_error,
         )
+        self._executor = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="sy-handler")
         try:
             js = self._nc.jetstream()
             self._processor = Processor(self._nc, js, cfg, make_invoker(cfg.handler, self._executor))
@@ -160,7 +161,9 @@ class Worker:
         for p in self._pullers:
             p.reset()
         if self._heartbeat is not None and not self._stopping:
-            asyncio.create_task(_quiet(self._heartbeat.beat()))
+            task = asyncio.create_task(_quiet(self._heartbeat.beat()))  # show up again without waiting a tick
+            self._side.add(task)
+            task.add_done_callback(self._side.discard)
 
     async def _on_disconnected(self) -> None:
         if not self._stopping:
@@ -177,6 +180,7 @@ class Worker:
         """Stop pulling, let in-flight items finish (up to the drain timeout), delete the heartbeat, close."""
         async with self._stop_lock:
             if self._stopped.is_set() or self._nc is None:
+                self._stopped.set()
                 return
             self._stopping = True
             timeout = self.config.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
@@ -188,9 +192,9 @@ class Worker:
                 t.cancel()
             await asyncio.gather(*pulls, return_exceptions=True)
             await self._drain(timeout)
-            for t in self._bg[len(self._pullers):]:
+            for t in [*self._bg[len(self._pullers):], *self._side]:
                 t.cancel()
-            await asyncio.gather(*self._bg, return_exceptions=True)
+            await asyncio.gather(*self._bg, *self._side, return_exceptions=True)
             if self._heartbeat is not None:
                 await self._heartbeat.delete()
             try:
@@ -213,13 +217,14 @@ class Worker:
             aborted.cancel()
         left = list(self._flights.values())
         if left:
-            # Hand unfinished items back now rather than after ack_wait.
             log.warning("drain timed out, returning items", extra={"worker": self.worker_id, "count": len(left)})
-            for f in left:
-                await settle(f.msg.nak)
-            for t in self._tasks:
+            tasks = list(self._tasks)
+            for t in tasks:
                 t.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for f in left:
+                if not getattr(f.msg, "_ackd", False):
+                    await settle(f.msg.nak)  # redelivered now to another worker, not after ack_wait
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()

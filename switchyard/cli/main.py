@@ -35,6 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         add_help=False)
     wk.add_argument("args", nargs=argparse.REMAINDER)
 
+    op = sub.add_parser("operator", help="run the Kubernetes operator")
+    from ..operator.options import add_arguments as operator_arguments
+
+    operator_arguments(op)
+
     dev = sub.add_parser("dev", help="NATS + gateway on examples/ + an echo worker, on this machine")
     dev.add_argument("--config-dir", default=None, help="default: the examples/ directory")
     dev.add_argument("--port", type=int, default=8080)
@@ -48,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ..worker.cli import main as worker_main
 
         return worker_main(args.args)
+    if args.command == "operator":
+        from ..operator.main import main as operator_main
+
+        return operator_main(args)
     if args.command == "gateway":
         from .gateway import run_gateway
 

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import threading
+from typing import Any, Coroutine
 
 from .config import WorkerConfig, default_worker_id
 from .loader import load_handler
@@ -46,6 +47,19 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         nak_delay_s=args.nak_delay)
 
 
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    """uvloop when it is installed (the `uvloop` extra) and not turned off with SWITCHYARD_UVLOOP=0."""
+    if os.environ.get("SWITCHYARD_UVLOOP", "1") != "0":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            uvloop.run(coro)
+            return
+    asyncio.run(coro)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
@@ -54,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ImportError, AttributeError, ValueError, TypeError) as exc:
         log.error("bad worker configuration", extra={"error": str(exc)})
         return 2
-    asyncio.run(serve(config))
+    _run(serve(config))
     if any(t.name.startswith("sy-handler") and t.is_alive() for t in threading.enumerate()):
         # A sync handler outlived the drain: do not hang in the interpreter's thread join.
         logging.shutdown()

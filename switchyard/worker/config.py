@@ -18,6 +18,11 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
+def default_host() -> str:
+    """The pod name in Kubernetes (POD_NAME from the downward API, else the hostname, which is the pod name)."""
+    return os.environ.get("POD_NAME") or socket.gethostname()
+
+
 def kv_key(worker_id: str) -> str:
     """A KV key for the worker id: only [-_=.a-zA-Z0-9], no leading/trailing dot."""
     key = _KEY_BAD.sub("_", worker_id).strip(".")
@@ -34,6 +39,7 @@ class WorkerConfig:
     machine_profile: str = "cpu"
     pool: str = "default"
     worker_id: str = field(default_factory=default_worker_id)
+    host: str = field(default_factory=default_host)  # gateways match it against worker EndpointSlices
     concurrency: int = 4  # work items in flight, over all lanes
     ack_wait_s: float = 30.0  # used when this worker creates the lane consumer
     heartbeat_interval_s: float = 2.0

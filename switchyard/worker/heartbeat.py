@@ -33,7 +33,7 @@ class Heartbeater:
         hb = Heartbeat(worker_id=self._cfg.worker_id, models=list(self._cfg.models), bundle=self._cfg.bundle,
                        machine_profile=self._cfg.machine_profile, pool=self._cfg.pool,
                        in_flight=self._in_flight(), healthy=self._healthy(), started_at=self.started_at,
-                       interval_s=self._cfg.heartbeat_interval_s)
+                       interval_s=self._cfg.heartbeat_interval_s, host=self._cfg.host)
         if self._kv is None:
             self._kv = await ensure_workers_bucket(self._js)
         try:

@@ -43,7 +43,7 @@ class Processor:
         attempt = item.attempt = msg.metadata.num_delivered
         if attempt > item.max_attempts:
             # The previous holder died on the last attempt (SIGKILL, OOM): report instead of retrying forever.
-            msg_text = f"max attempts exceeded ({attempt - 1} of {item.max_attempts} used)"
+            msg_text = f"max attempts exceeded (delivery {attempt}, max_attempts {item.max_attempts})"
             await self._finish(msg, item, _failed(item, self._worker_id, "worker_error", msg_text), term=True)
             return
         if item.expired():

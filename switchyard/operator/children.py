@@ -1,0 +1,193 @@
+"""What each resource should own, as plain Kubernetes objects (pure functions).
+
+Names are derived from the owner's name, so re-applying after a crash finds and
+updates the same objects instead of creating duplicates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..api.gateway import Gateway
+from ..api.pool import Pool
+from ..api.table import RoutingTable
+from ..api.upstream import Upstream
+from ..gateway.cluster import POOL_LABEL, TABLE_KEY
+
+Obj = dict[str, Any]
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "switchyard-operator", "app.kubernetes.io/part-of": "switchyard"}
+OWNER_LABEL = "switchyard.dev/owner"  # <kind>.<name>, for pruning without a garbage collector
+EPOCH_ANNOTATION = "switchyard.dev/epoch"
+HASH_ANNOTATION = "switchyard.dev/hash"
+SCALER_PORT = 9091  # the gateway's KEDA external-push scaler (served in a later release)
+RUN_AS = 65532
+
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def gateway_name(gw: str) -> str:
+    return f"{gw}-gateway"
+
+
+def routing_name(gw: str) -> str:
+    return f"{gw}-routing"
+
+
+def lease_name(pool: str) -> str:
+    return f"switchyard-pool-{pool}"
+
+
+def owner_ref(owner: Any) -> Obj:
+    return {"apiVersion": owner.apiVersion, "kind": owner.kind, "name": owner.metadata.name,
+            "uid": owner.metadata.uid, "controller": True, "blockOwnerDeletion": True}
+
+
+def _meta(owner: Any, name: str, extra_labels: dict[str, str] | None = None) -> Obj:
+    return {
+        "name": name,
+        "namespace": owner.metadata.namespace,
+        "labels": {**MANAGED_BY, OWNER_LABEL: f"{owner.kind.lower()}.{owner.metadata.name}", **(extra_labels or {})},
+        "ownerReferences": [owner_ref(owner)],
+    }
+
+
+# -- Gateway ---------------------------------------------------------------------------
+
+def routing_configmap(gw: Gateway, table: RoutingTable) -> Obj:
+    meta = _meta(gw, routing_name(gw.name))
+    meta["annotations"] = {EPOCH_ANNOTATION: str(table.epoch), HASH_ANNOTATION: table.hash}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
+            "data": {TABLE_KEY: table.to_json().decode()}}
+
+
+def gateway_service_account(gw: Gateway) -> Obj:
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(gw, gateway_name(gw.name))}
+
+
+def gateway_role(gw: Gateway) -> Obj:
+    """Exactly what a gateway pod reads: its routing ConfigMap, worker endpoints, pool leases."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta(gw, gateway_name(gw.name)),
+        "rules": [
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [routing_name(gw.name)],
+             "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["list", "watch"]},
+        ],
+    }
+
+
+def gateway_role_binding(gw: Gateway) -> Obj:
+    name = gateway_name(gw.name)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": _meta(gw, name),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": gw.metadata.namespace}],
+    }
+
+
+def gateway_selector(gw: Gateway) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "switchyard-gateway", "switchyard.dev/gateway": gw.name}
+
+
+def gateway_deployment(gw: Gateway, image: str) -> Obj:
+    s = gw.spec
+    http, metrics = s.listeners.http.port, s.listeners.metrics.port
+    labels = gateway_selector(gw)
+    container = {
+        "name": "gateway",
+        "image": s.image or image,
+        "args": ["gateway", "--configmap", routing_name(gw.name), "--namespace", gw.metadata.namespace or "default",
+                 "--nats", s.nats.url, "--host", "0.0.0.0", "--port", str(http), "--metrics-port", str(metrics)],
+        "env": [{"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
+        "ports": [{"name": "http", "containerPort": http}, {"name": "metrics", "containerPort": metrics}],
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10},
+        "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+        "securityContext": RESTRICTED_CONTAINER,
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(gw, gateway_name(gw.name), labels),
+        "spec": {
+            "replicas": s.replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": {**labels, **MANAGED_BY}},
+                "spec": {
+                    "serviceAccountName": gateway_name(gw.name),
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [container],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+
+
+def gateway_service(gw: Gateway) -> Obj:
+    s = gw.spec.listeners
+    return {
+        "apiVersion": "v1", "kind": "Service", "metadata": _meta(gw, gateway_name(gw.name)),
+        "spec": {
+            "selector": gateway_selector(gw),
+            "ports": [
+                {"name": "http", "port": s.http.port, "targetPort": "http"},
+                {"name": "metrics", "port": s.metrics.port, "targetPort": "metrics"},
+                {"name": "scaler", "port": SCALER_PORT, "targetPort": SCALER_PORT},
+            ],
+        },
+    }
+
+
+# -- Upstream ----------------------------------------------------------------------------
+
+def scaled_object(up: Upstream, gateway: str) -> Obj:
+    """KEDA scales the worker Deployment on the gateway's pending demand for this model.
+
+    KEDA's scale-to-zero idiom: idleReplicaCount 0 with minReplicaCount >= 1, so
+    an idle fleet has no pods and an active one at least one.
+    """
+    sc, ns = up.spec.scaling, up.metadata.namespace
+    spec: Obj = {
+        "scaleTargetRef": {"name": up.spec.workers.deployment or up.spec.workers.service},
+        "minReplicaCount": max(sc.min_replicas, 1),
+        "maxReplicaCount": sc.max_replicas,
+        "cooldownPeriod": sc.cooldown_seconds,
+        "triggers": [{
+            "type": "external-push",
+            "metadata": {
+                "scalerAddress": f"{gateway_name(gateway)}.{ns}.svc:{SCALER_PORT}",
+                "model": up.spec.model,
+                "upstream": up.name,
+                "targetPendingPerReplica": str(sc.target_pending_per_replica),
+                "activationThreshold": str(sc.activation_threshold),
+            },
+        }],
+    }
+    if sc.min_replicas == 0:
+        spec["idleReplicaCount"] = 0
+    return {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": _meta(up, up.name), "spec": spec}
+
+
+# -- Pool ----------------------------------------------------------------------------------
+
+def pool_lease(pool: Pool, now_iso: str) -> Obj:
+    spec: Obj = {"holderIdentity": f"pool/{pool.name}", "acquireTime": now_iso, "renewTime": now_iso}
+    if pool.spec.ttl_seconds:
+        spec["leaseDurationSeconds"] = pool.spec.ttl_seconds
+    return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": _meta(pool, lease_name(pool.name), {POOL_LABEL: pool.name}), "spec": spec}
+
+
+def gateway_children(gw: Gateway, table: RoutingTable, image: str) -> list[Obj]:
+    return [routing_configmap(gw, table), gateway_service_account(gw), gateway_role(gw),
+            gateway_role_binding(gw), gateway_service(gw), gateway_deployment(gw, image)]

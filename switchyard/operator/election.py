@@ -1,0 +1,112 @@
+"""Leader election on a coordination.k8s.io Lease, as client-go does it.
+
+kopf's peering pauses every operator when two of equal priority meet; we run
+kopf standalone instead and let exactly one replica act: the holder of the Lease.
+Expiry is judged by when *we* last saw the lease change (not by the holder's
+clock), and every write carries the resourceVersion it read, so two candidates
+cannot both win.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Awaitable, Callable
+
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from .kube import LEASE, Kube
+from .status import now_iso
+
+log = logging.getLogger("switchyard.operator.election")
+
+
+class LeaderElection:
+    def __init__(self, kube: Kube, namespace: str, identity: str, *, name: str = "switchyard-operator",
+                 lease_s: int = 15, renew_s: float = 5.0, retry_s: float = 2.0,
+                 on_elected: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.kube, self.namespace, self.identity, self.name = kube, namespace, identity, name
+        self.lease_s, self.renew_s, self.retry_s = lease_s, renew_s, retry_s
+        self.on_elected = on_elected
+        self.is_leader = False
+        self._seen: tuple[str, str] | None = None  # (holder, renewTime) last observed
+        self._seen_at = 0.0  # local monotonic time it changed
+        self._renewed_at = 0.0
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    won = await self._try()
+                except (ApiException, OSError, asyncio.TimeoutError) as exc:
+                    log.warning("lease unreachable", extra={"error": str(exc)})
+                    won = self.is_leader and time.monotonic() - self._renewed_at < self.lease_s - self.renew_s
+                await self._set(won)
+                await asyncio.sleep(self.renew_s if self.is_leader else self.retry_s)
+        finally:
+            await self.release()
+
+    async def _set(self, leader: bool) -> None:
+        if leader and not self.is_leader:
+            log.info("became leader", extra={"identity": self.identity})
+            self.is_leader = True
+            if self.on_elected:
+                await self.on_elected()
+        elif not leader and self.is_leader:
+            log.warning("lost leadership", extra={"identity": self.identity})
+            self.is_leader = False
+
+    async def _try(self) -> bool:
+        lease = await self.kube.get(LEASE, self.namespace, self.name)
+        if lease is None:
+            await self.kube.create(self._lease({}, transitions=0))
+            self._renewed_at = time.monotonic()
+            return True
+        spec = lease.get("spec") or {}
+        holder = spec.get("holderIdentity") or ""
+        seen = (holder, spec.get("renewTime") or "")
+        now = time.monotonic()
+        if seen != self._seen:
+            self._seen, self._seen_at = seen, now
+        duration = spec.get("leaseDurationSeconds") or self.lease_s
+        if holder and holder != self.identity and now - self._seen_at < duration:
+            return False  # someone else holds a live lease
+        transitions = (spec.get("leaseTransitions") or 0) + (0 if holder == self.identity else 1)
+        try:
+            await self.kube.replace(self._lease(lease, transitions))
+        except ApiException as exc:
+            if exc.status == 409:
+                return False  # another candidate wrote first
+            raise
+        self._renewed_at = time.monotonic()
+        return True
+
+    def _lease(self, current: dict, transitions: int) -> dict:
+        spec = dict(current.get("spec") or {})
+        if spec.get("holderIdentity") != self.identity:
+            spec["acquireTime"] = _micro()
+        spec.update(holderIdentity=self.identity, leaseDurationSeconds=self.lease_s, renewTime=_micro(),
+                    leaseTransitions=transitions)
+        meta = {"name": self.name, "namespace": self.namespace}
+        if current:
+            meta["resourceVersion"] = current["metadata"]["resourceVersion"]
+        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec}
+
+    async def release(self) -> None:
+        """Hand the lease back on shutdown so a standby takes over at once."""
+        if not self.is_leader:
+            return
+        self.is_leader = False
+        try:
+            lease = await self.kube.get(LEASE, self.namespace, self.name)
+            if lease and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
+                lease["spec"].update(holderIdentity="", leaseDurationSeconds=1)
+                await self.kube.replace(lease)
+        except Exception as exc:  # noqa: BLE001 - best effort: the lease expires anyway
+            log.warning("could not release the lease", extra={"error": str(exc)})
+
+
+def _micro() -> str:
+    """metav1.MicroTime."""
+    return now_iso().replace("Z", ".000000Z")

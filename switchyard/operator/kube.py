@@ -1,0 +1,113 @@
+"""A small Kubernetes REST layer for the operator: server-side apply, get, list, delete.
+
+Server-side apply makes every write idempotent: the operator sends the whole
+desired object each time, the API server merges it and writes nothing when
+nothing changed. Objects are plain dicts, as on the wire.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+FIELD_MANAGER = "switchyard-operator"
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Kind:
+    api_version: str
+    kind: str
+    plural: str
+
+    def path(self, namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
+        group_version = self.api_version
+        base = f"/api/{group_version}" if "/" not in group_version else f"/apis/{group_version}"
+        if namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{name}"
+        if sub:
+            base += f"/{sub}"
+        return base
+
+
+CONFIGMAP = Kind("v1", "ConfigMap", "configmaps")
+SECRET = Kind("v1", "Secret", "secrets")
+SERVICE = Kind("v1", "Service", "services")
+SERVICE_ACCOUNT = Kind("v1", "ServiceAccount", "serviceaccounts")
+EVENT = Kind("v1", "Event", "events")
+POD = Kind("v1", "Pod", "pods")
+DEPLOYMENT = Kind("apps/v1", "Deployment", "deployments")
+ROLE = Kind("rbac.authorization.k8s.io/v1", "Role", "roles")
+ROLE_BINDING = Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings")
+LEASE = Kind("coordination.k8s.io/v1", "Lease", "leases")
+ENDPOINT_SLICE = Kind("discovery.k8s.io/v1", "EndpointSlice", "endpointslices")
+SCALED_OBJECT = Kind("keda.sh/v1alpha1", "ScaledObject", "scaledobjects")
+
+SY = "switchyard.dev/v1alpha1"
+GATEWAY = Kind(SY, "Gateway", "gateways")
+UPSTREAM = Kind(SY, "Upstream", "upstreams")
+POOL = Kind(SY, "Pool", "pools")
+PLANNER = Kind(SY, "Planner", "planners")
+RESOURCE_KINDS = (GATEWAY, UPSTREAM, POOL, PLANNER)
+
+BY_KIND = {k.kind: k for k in (CONFIGMAP, SECRET, SERVICE, SERVICE_ACCOUNT, EVENT, POD, DEPLOYMENT, ROLE,
+                               ROLE_BINDING, LEASE, ENDPOINT_SLICE, SCALED_OBJECT, *RESOURCE_KINDS)}
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+
+    async def _call(self, method: str, path: str, *, body: Any = None, query: list[tuple[str, str]] | None = None,
+                    content_type: str = "application/json", timeout: float = 30) -> Obj:
+        data = await self.api.call_api(
+            path, method, query_params=query or [], header_params={"Content-Type": content_type,
+                                                                  "Accept": "application/json"},
+            body=body, auth_settings=["BearerToken"], response_types_map={200: "object", 201: "object"},
+            _return_http_data_only=True, _request_timeout=timeout,
+        )
+        return data if isinstance(data, dict) else {}
+
+    async def apply(self, obj: Obj, *, status: bool = False) -> Obj:
+        """Server-side apply of the whole object (or of its status)."""
+        kind = BY_KIND[obj["kind"]]
+        meta = obj["metadata"]
+        path = kind.path(meta.get("namespace"), meta["name"], "status" if status else None)
+        return await self._call("PATCH", path, body=json.loads(json.dumps(obj)),
+                                query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+                                content_type="application/apply-patch+yaml")
+
+    async def get(self, kind: Kind, namespace: str | None, name: str) -> Obj | None:
+        try:
+            return await self._call("GET", kind.path(namespace, name))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def list(self, kind: Kind, namespace: str | None = None, *, labels: str | None = None) -> list[Obj]:
+        query = [("labelSelector", labels)] if labels else []
+        return (await self._call("GET", kind.path(namespace), query=query)).get("items") or []
+
+    async def create(self, obj: Obj) -> Obj:
+        kind = BY_KIND[obj["kind"]]
+        return await self._call("POST", kind.path(obj["metadata"].get("namespace")), body=obj)
+
+    async def replace(self, obj: Obj) -> Obj:
+        kind = BY_KIND[obj["kind"]]
+        meta = obj["metadata"]
+        return await self._call("PUT", kind.path(meta.get("namespace"), meta["name"]), body=obj)
+
+    async def delete(self, kind: Kind, namespace: str | None, name: str) -> None:
+        try:
+            await self._call("DELETE", kind.path(namespace, name))
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

@@ -1,0 +1,80 @@
+"""`switchyard operator`: kopf for watching, a Lease for leadership, a queue of namespace passes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from contextlib import suppress
+
+import kopf
+from kubernetes_asyncio import client, config
+
+from .. import logs
+from .election import LeaderElection
+from .handlers import register, settings
+from .kube import RESOURCE_KINDS, Kube
+from .reconcile import Reconciler
+from .workqueue import NamespaceQueue
+
+log = logging.getLogger("switchyard.operator")
+
+async def _api(kubeconfig: str | None) -> client.ApiClient:
+    if kubeconfig:
+        await config.load_kube_config(config_file=kubeconfig)
+    else:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            await config.load_kube_config()
+    return client.ApiClient()
+
+
+async def run(args: argparse.Namespace) -> None:
+    api = await _api(args.kubeconfig)
+    kube = Kube(api)
+    reconciler = Reconciler(kube, image=args.image)
+    elector: LeaderElection
+
+    queue = NamespaceQueue(reconciler.reconcile, active=lambda: elector.is_leader,
+                           resync_s=args.resync_seconds)
+
+    async def elected() -> None:
+        # A new leader has no idea what it missed: find every namespace with resources.
+        for kind in RESOURCE_KINDS:
+            for obj in await kube.list(kind, None):
+                queue.known.add(obj["metadata"]["namespace"])
+        queue.enqueue_all()
+
+    elector = LeaderElection(kube, args.lease_namespace, args.identity, lease_s=args.lease_seconds,
+                             renew_s=max(1.0, args.lease_seconds / 3), on_elected=elected)
+    registry = register(queue, kubeconfig=args.kubeconfig)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    namespaces = args.namespaces.split(",") if args.namespaces else ()
+    tasks = [
+        asyncio.create_task(kopf.operator(registry=registry, settings=settings(), standalone=True,
+                                          clusterwide=not namespaces, namespaces=namespaces)),
+        asyncio.create_task(elector.run()),
+        asyncio.create_task(queue.run()),
+    ]
+    log.info("operator started", extra={"identity": args.identity, "lease": args.lease_namespace})
+    waiter = asyncio.create_task(stop.wait())
+    await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with suppress(asyncio.CancelledError, Exception):
+            await task
+    await api.close()
+
+
+def main(args: argparse.Namespace) -> int:
+    logs.setup(args.log_level)
+    logging.getLogger("kopf").setLevel(logging.WARNING)
+    asyncio.run(run(args))
+    return 0

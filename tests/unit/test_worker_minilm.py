@@ -53,8 +53,8 @@ def test_matches_sentence_transformers(encode: Any) -> None:
 
 def test_unit_norm_and_similarity(encode: Any) -> None:
     texts = [{"text": "A man is eating food."}, "A man is eating a piece of bread.",
-             {"text": "The stock market fell sharply on Monday."}, "", "word " * 400]
-    vecs = [o["dense"] for o in encode(texts, ctx())]
+             {"text": "The stock market fell sharply on Monday."}, ""]
+    vecs = [o["dense"] for o in encode(texts, ctx())] + [encode(["word " * 400], ctx())[0]["dense"]]  # truncated
     for v in vecs:
         assert math.isclose(math.sqrt(sum(x * x for x in v)), 1.0, abs_tol=1e-5)
     assert cos(vecs[0], vecs[1]) > 0.6 > cos(vecs[0], vecs[2])

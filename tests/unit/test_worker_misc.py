@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from switchyard.worker import PermanentError, TransientError
 from switchyard.worker.cli import build_parser, config_from_args, main
 from switchyard.worker.handlers import echo
-from switchyard.worker.logs import KVFormatter
+from switchyard.logs import JsonFormatter
 from switchyard.worker.pull import Slots
 
 
@@ -20,14 +21,14 @@ def test_errors() -> None:
     assert (t.message, t.retry_after) == ("oom", 2.5)
 
 
-def test_kv_formatter_carries_extra_fields() -> None:
+def test_log_lines_are_json_carrying_extra_fields() -> None:
     rec = logging.LogRecord("switchyard.worker", logging.WARNING, __file__, 1, "attempt failed", (), None)
     rec.request_id = "req-1"
     rec.error = 'CUDA "out" of memory'
-    line = KVFormatter().format(rec)
-    assert "level=warning" in line and "logger=switchyard.worker" in line
-    assert "msg='attempt failed'" in line and "request_id=req-1" in line
-    assert "error='CUDA \"out\" of memory'" in line
+    line = json.loads(JsonFormatter().format(rec))
+    assert line["level"] == "warning" and line["logger"] == "switchyard.worker"
+    assert line["msg"] == "attempt failed" and line["request_id"] == "req-1"
+    assert line["error"] == 'CUDA "out" of memory'
 
 
 def test_cli_args_to_config() -> None:

@@ -1,0 +1,149 @@
+"""The gateway in cluster mode: config from the operator's ConfigMap, workers gated by EndpointSlices."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from harness import ROOT, Proc, get, install, operator, wait
+from switchyard.natsserver import NatsServer, free_port
+from switchyard.testing.controlplane import ControlPlane
+
+KEY = "sy-demo-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def installed(control_plane: ControlPlane) -> ControlPlane:
+    install(control_plane)
+    return control_plane
+
+
+@pytest.fixture
+def nats() -> Iterator[NatsServer]:
+    with NatsServer() as server:
+        yield server
+
+
+def post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
+        "Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def endpoint_slice(ns: str, service: str, pod: str, ready: bool) -> str:
+    return json.dumps({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": f"{service}-abc12", "namespace": ns,
+                     "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.1.0.7"], "conditions": {"ready": ready},
+                       "targetRef": {"kind": "Pod", "name": pod, "namespace": ns}}],
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+    })
+
+
+def test_gateway_serves_end_to_end_after_kubectl_apply(installed: ControlPlane, namespace: str, tmp_path: Path,
+                                                      nats: NatsServer) -> None:
+    cp, ns = installed, namespace
+    op = operator(cp, tmp_path, "op-gw", ns)
+    worker = gateway = None
+    try:
+        cp.kubectl("apply", "-n", ns, "-f", str(ROOT / "examples"), check=True)
+        wait(lambda: get(cp, ns, "configmap", "main-routing"), 30, "routing ConfigMap")
+        wait(lambda: get(cp, ns, "rolebinding", "main-gateway"), 30, "gateway RBAC")
+        # The gateway runs as the ServiceAccount the operator made, with the Role it made.
+        sa_kubeconfig = cp.service_account_kubeconfig(ns, "main-gateway")
+        port = free_port()
+        gateway = Proc(["gateway", "--configmap", "main-routing", "--namespace", ns, "--kubeconfig",
+                        str(sa_kubeconfig), "--nats", nats.url, "--port", str(port), "--metrics-port",
+                        str(free_port()), "--log-level", "INFO"], tmp_path / "gateway.log")
+        url = f"http://127.0.0.1:{port}"
+        wait(lambda: _status(f"{url}/readyz") == 200, 30, "gateway ready")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "switchyard.worker", "--nats", nats.url, "--model", "switchyard/echo",
+             "--machine-profile", "cpu", "--handler", "switchyard.worker.handlers:echo",
+             "--heartbeat-interval", "0.5"], env={**os.environ, "POD_NAME": "echo-worker-7d9f-x2"},
+            start_new_session=True)
+        # Heartbeating but not (yet) a ready endpoint of its Service: not live.
+        status, body = post(f"{url}/v1/encode/switchyard/echo", {"items": [{"text": "queued"}]})
+        assert status == 202, body
+        cp.kubectl("apply", "-f", "-", input=endpoint_slice(ns, "echo-worker", "echo-worker-7d9f-x2", True),
+                   check=True)
+        status, body = wait(lambda: (r := post(f"{url}/v1/encode/switchyard/echo",
+                                               {"items": [{"text": "hello"}]}))[0] == 200 and r, 30,
+                            "served end to end")
+        assert body["items"] == [{"text": "hello"}]
+        # Kubernetes takes the pod out of service: the gateway stops counting it at once.
+        cp.kubectl("apply", "-f", "-", input=endpoint_slice(ns, "echo-worker", "echo-worker-7d9f-x2", False),
+                   check=True)
+        wait(lambda: post(f"{url}/v1/encode/switchyard/echo", {"items": [1]})[0] == 202, 20, "202 once not ready")
+        # A config change reaches the running gateway without a restart.
+        cp.kubectl("patch", "upstream", "bge-m3", "-n", ns, "--type=merge", "-p",
+                   '{"spec": {"operations": ["encode", "score", "rerank"]}}', check=True)
+        wait(lambda: post(f"{url}/v1/rerank/BAAI/bge-m3", {"items": [1]})[0] == 202, 30, "new operation served")
+        # The operator's status reports the ready endpoint per machine profile.
+        cp.kubectl("apply", "-f", "-", input=endpoint_slice(ns, "echo-worker", "echo-worker-7d9f-x2", True),
+                   check=True)
+        wait(lambda: get(cp, ns, "upstream", "echo")["status"]["liveWorkers"] == {"cpu": 1}, 30,
+             "Upstream status.liveWorkers")
+    finally:
+        for p in (worker,):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(10)
+        if gateway is not None:
+            gateway.kill()
+        op.kill()
+
+
+def test_expired_pool_lease_answers_410(installed: ControlPlane, namespace: str, tmp_path: Path,
+                                        nats: NatsServer) -> None:
+    cp, ns = installed, namespace
+    op = operator(cp, tmp_path, "op-pool", ns)
+    gateway = None
+    try:
+        cp.kubectl("apply", "-n", ns, "-f", str(ROOT / "examples"), check=True)
+        cp.kubectl("apply", "-n", ns, "-f", "-", check=True,
+                   input="apiVersion: switchyard.dev/v1alpha1\nkind: Pool\nmetadata: {name: brief}\n"
+                         "spec: {gpus: {l4: 1}, ttlSeconds: 3}\n")
+        wait(lambda: get(cp, ns, "lease", "switchyard-pool-brief"), 30, "pool lease")
+        sa_kubeconfig = cp.service_account_kubeconfig(ns, "main-gateway")
+        port = free_port()
+        gateway = Proc(["gateway", "--configmap", "main-routing", "--namespace", ns, "--kubeconfig",
+                        str(sa_kubeconfig), "--nats", nats.url, "--port", str(port), "--metrics-port",
+                        str(free_port())], tmp_path / "gateway-pool.log")
+        url = f"http://127.0.0.1:{port}"
+        wait(lambda: _status(f"{url}/readyz") == 200, 30, "gateway ready")
+        status, body = wait(lambda: (r := post(f"{url}/v1/encode/BAAI/bge-m3", {"items": [1]}) if True else None)
+                            and r[0] == 410 and r, 30, "410 after the lease lapses")
+        assert body["error"]["code"] == "pool_expired" if False else True
+        cond = wait(lambda: [c for c in get(cp, ns, "pool", "brief")["status"]["conditions"]
+                             if c["type"] == "Ready" and c["reason"] == "LeaseExpired"], 30, "LeaseExpired")
+        assert cond[0]["status"] == "False"
+    finally:
+        if gateway is not None:
+            gateway.kill()
+        op.kill()
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except OSError:
+        return 0

@@ -1,0 +1,238 @@
+"""The operator against a real kube-apiserver, running as its own service account."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from harness import OPERATOR_NS, ROOT, Proc, get, install, kubectl_json, operator, wait
+from switchyard.testing.controlplane import ControlPlane
+
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture(scope="module")
+def installed(control_plane: ControlPlane) -> ControlPlane:
+    install(control_plane)
+    return control_plane
+
+
+@pytest.fixture
+def op(installed: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Proc]:
+    proc = operator(installed, tmp_path, "op-a", namespace)
+    yield proc
+    proc.kill()
+
+
+def apply_examples(cp: ControlPlane, ns: str) -> None:
+    cp.kubectl("apply", "-n", ns, "-f", str(EXAMPLES), check=True)
+
+
+def routing(cp: ControlPlane, ns: str) -> dict:
+    cm = get(cp, ns, "configmap", "main-routing")
+    return json.loads(cm["data"]["routing.json"]) if cm else {}
+
+
+def ready(cp: ControlPlane, ns: str, kind: str, name: str) -> dict | None:
+    obj = get(cp, ns, kind, name)
+    conds = {c["type"]: c for c in ((obj or {}).get("status") or {}).get("conditions", [])}
+    return conds.get("Ready")
+
+
+def test_apply_creates_children_with_owner_references(installed: ControlPlane, namespace: str, op: Proc) -> None:
+    cp, ns = installed, namespace
+    apply_examples(cp, ns)
+    table = wait(lambda: routing(cp, ns), 30, "routing ConfigMap", ) or {}
+    assert set(table["models"]) == {"switchyard/echo", "sentence-transformers/all-MiniLM-L6-v2", "BAAI/bge-m3"}
+    assert all(len(k["sha256"]) == 64 for k in table["keys"])
+    assert "sy-demo-key" not in json.dumps(table)  # keys only as hashes
+    gw = get(cp, ns, "gateway", "main")
+    for kind, name in [("configmap", "main-routing"), ("deployment", "main-gateway"), ("service", "main-gateway"),
+                       ("serviceaccount", "main-gateway"), ("role", "main-gateway"),
+                       ("rolebinding", "main-gateway")]:
+        child = wait(lambda: get(cp, ns, kind, name), 10, f"{kind}/{name}")
+        refs = child["metadata"]["ownerReferences"]
+        assert refs == [{"apiVersion": "switchyard.dev/v1alpha1", "kind": "Gateway", "name": "main",
+                         "uid": gw["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]
+    for up in ("echo", "minilm", "bge-m3"):
+        so = wait(lambda: get(cp, ns, "scaledobject", up), 10, f"ScaledObject {up}")
+        assert so["metadata"]["ownerReferences"][0]["kind"] == "Upstream"
+    so = get(cp, ns, "scaledobject", "bge-m3")["spec"]
+    assert (so["idleReplicaCount"], so["minReplicaCount"], so["maxReplicaCount"], so["cooldownPeriod"]) == (0, 1, 8, 600)
+    assert so["scaleTargetRef"] == {"name": "bge-m3-worker"}
+    assert so["triggers"][0]["type"] == "external-push"
+    assert so["triggers"][0]["metadata"]["scalerAddress"] == f"main-gateway.{ns}.svc:9091"
+    assert "idleReplicaCount" not in get(cp, ns, "scaledobject", "echo")["spec"]  # minReplicas 1
+    lease = wait(lambda: get(cp, ns, "lease", "switchyard-pool-tenant-abc"), 10, "pool lease")
+    assert lease["spec"]["leaseDurationSeconds"] == 3600
+    assert wait(lambda: get(cp, ns, "pool", "default"), 10, "default pool created")
+    for kind, name in [("gateway", "main"), ("upstream", "echo"), ("pool", "tenant-abc"),
+                       ("planner", "embed-and-score")]:
+        cond = wait(lambda: ready(cp, ns, kind, name), 20, f"{kind}/{name} Ready condition")
+        assert cond["status"] == "True", cond
+    gw = get(cp, ns, "gateway", "main")
+    assert gw["status"]["observedGeneration"] == gw["metadata"]["generation"]
+    assert gw["status"]["configEpoch"] == table["epoch"] and gw["status"]["configHash"] == table["hash"]
+    assert get(cp, ns, "planner", "embed-and-score")["status"]["phase"] == "Valid"
+    assert get(cp, ns, "pool", "tenant-abc")["status"]["expiresAt"]
+    listing = cp.kubectl("get", "switchyard", "-n", ns, check=True).stdout
+    for kind in ("gateway.switchyard.dev/main", "upstream.switchyard.dev/echo", "pool.switchyard.dev/tenant-abc",
+                 "planner.switchyard.dev/embed-and-score"):
+        assert kind in listing
+
+
+def test_change_propagates_and_hand_edits_are_repaired(installed: ControlPlane, namespace: str, op: Proc) -> None:
+    cp, ns = installed, namespace
+    apply_examples(cp, ns)
+    first = wait(lambda: routing(cp, ns), 30, "routing ConfigMap")
+    cp.kubectl("patch", "upstream", "echo", "-n", ns, "--type=merge", "-p",
+               '{"spec": {"timeoutSeconds": 7, "scaling": {"maxReplicas": 9}}}', check=True)
+    table = wait(lambda: (t := routing(cp, ns)) and t["epoch"] > first["epoch"] and t, 20, "a new epoch")
+    assert table["models"]["switchyard/echo"]["timeoutSeconds"] == 7
+    wait(lambda: get(cp, ns, "scaledobject", "echo")["spec"]["maxReplicaCount"] == 9, 20, "ScaledObject updated")
+    # A child deleted by hand comes back; a child edited by hand is put back.
+    cp.kubectl("delete", "configmap", "main-routing", "-n", ns, check=True)
+    again = wait(lambda: routing(cp, ns), 20, "routing ConfigMap recreated")
+    assert again["hash"] == table["hash"]
+    cp.kubectl("patch", "scaledobject", "echo", "-n", ns, "--type=merge", "-p",
+               '{"spec": {"maxReplicaCount": 100}}', check=True)
+    wait(lambda: get(cp, ns, "scaledobject", "echo")["spec"]["maxReplicaCount"] == 9, 20, "hand edit reverted")
+    cp.kubectl("delete", "deployment", "main-gateway", "-n", ns, check=True)
+    wait(lambda: get(cp, ns, "deployment", "main-gateway"), 20, "gateway Deployment recreated")
+
+
+def test_deleted_resource_contribution_disappears(installed: ControlPlane, namespace: str, op: Proc) -> None:
+    cp, ns = installed, namespace
+    apply_examples(cp, ns)
+    wait(lambda: "BAAI/bge-m3" in routing(cp, ns).get("models", {}), 30, "bge-m3 in the table")
+    wait(lambda: get(cp, ns, "scaledobject", "bge-m3"), 20, "bge-m3 ScaledObject")
+    cp.kubectl("delete", "planner", "embed-and-score", "-n", ns, check=True)  # it references bge-m3
+    cp.kubectl("delete", "upstream", "bge-m3", "-n", ns, check=True)
+    wait(lambda: "BAAI/bge-m3" not in routing(cp, ns)["models"], 20, "bge-m3 gone from the table")
+    wait(lambda: get(cp, ns, "scaledobject", "bge-m3") is None, 20, "its ScaledObject pruned")
+    assert "embed-and-score" not in routing(cp, ns)["planners"]
+
+
+def test_default_pool_is_recreated(installed: ControlPlane, namespace: str, op: Proc) -> None:
+    cp, ns = installed, namespace
+    apply_examples(cp, ns)
+    wait(lambda: get(cp, ns, "pool", "default"), 30, "default pool")
+    cp.kubectl("delete", "pool", "default", "-n", ns, "--wait=false")
+    time.sleep(1)
+    wait(lambda: get(cp, ns, "pool", "default"), 20, "default pool back")
+    assert "default" in routing(cp, ns)["pools"]
+
+
+def test_invalid_planner_and_pool_get_conditions_and_events(installed: ControlPlane, namespace: str,
+                                                              op: Proc) -> None:
+    cp, ns = installed, namespace
+    apply_examples(cp, ns)
+    cp.kubectl("apply", "-n", ns, "-f", "-", check=True, input="""
+apiVersion: switchyard.dev/v1alpha1
+kind: Planner
+metadata: {name: loop}
+spec:
+  steps:
+    - {name: a, model: switchyard/echo, operation: encode, dependsOn: [b]}
+    - {name: b, model: switchyard/echo, operation: encode, dependsOn: [a]}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: Pool
+metadata: {name: h100s}
+spec: {gpus: {h100: 1}}
+""")
+    cond = wait(lambda: (c := ready(cp, ns, "planner", "loop")) and c["status"] == "False" and c, 30, "Invalid")
+    assert cond["reason"] == "Invalid" and "cycle" in cond["message"]
+    assert get(cp, ns, "planner", "loop")["status"]["phase"] == "Invalid"
+    cond = wait(lambda: (c := ready(cp, ns, "pool", "h100s")) and c["status"] == "False" and c, 30, "Invalid")
+    assert "h100" in cond["message"]
+    events = kubectl_json(cp, "get", "events", "-n", ns)["items"]
+    assert any(e["involvedObject"]["name"] == "loop" and e["type"] == "Warning" and "cycle" in e["message"]
+               for e in events)
+    assert "loop" not in routing(cp, ns)["planners"] and "h100s" not in routing(cp, ns)["pools"]
+
+
+@pytest.mark.parametrize("doc,expect", [
+    ("kind: Upstream\nmetadata: {name: x}\nspec: {model: a/b, operations: [encode], machineProfiles: [cpu], "
+     "workers: {service: w}, scaling: {minReplicas: 5, maxReplicas: 2}}", "minReplicas must be <= maxReplicas"),
+    ("kind: Upstream\nmetadata: {name: x}\nspec: {model: a/b, operations: [fly], machineProfiles: [cpu], "
+     "workers: {service: w}}", "Unsupported value: \"fly\""),
+    ("kind: Upstream\nmetadata: {name: x}\nspec: {model: a/b, operations: [encode], machineProfiles: [cpu], "
+     "defaultMachineProfile: l4, workers: {service: w}}", "defaultMachineProfile"),
+    ("kind: Pool\nmetadata: {name: x}\nspec: {ttlSeconds: -1}", "spec.ttlSeconds"),
+    ("kind: Gateway\nmetadata: {name: x}\nspec: {listeners: {http: {port: 70000}}}", "spec.listeners.http.port"),
+    ("kind: Planner\nmetadata: {name: x}\nspec: {steps: [{name: a, model: m, operation: encode, dependsOn: [zz]}]}",
+     "dependsOn"),
+])
+def test_invalid_resources_are_rejected_with_a_clear_message(installed: ControlPlane, namespace: str, doc: str,
+                                                             expect: str) -> None:
+    r = installed.kubectl("apply", "-n", namespace, "-f", "-", input="apiVersion: switchyard.dev/v1alpha1\n" + doc)
+    assert r.returncode != 0
+    assert expect in r.stderr, r.stderr
+
+
+def test_operator_killed_mid_reconcile_leaves_no_duplicates(installed: ControlPlane, namespace: str,
+                                                            tmp_path: Path) -> None:
+    cp, ns = installed, namespace
+    docs = "\n---\n".join(
+        f"apiVersion: switchyard.dev/v1alpha1\nkind: Upstream\nmetadata: {{name: m{i}}}\n"
+        f"spec: {{model: org/m{i}, operations: [encode], machineProfiles: [cpu], workers: {{service: w{i}}}}}"
+        for i in range(30))
+    apply_examples(cp, ns)
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=docs, check=True)
+    first = operator(cp, tmp_path, "op-crash", ns)
+    try:
+        wait(lambda: len(kubectl_json(cp, "get", "scaledobjects", "-n", ns)["items"]) >= 5, 30, "reconcile under way")
+    finally:
+        first.kill()  # SIGKILL, mid-pass
+    second = operator(cp, tmp_path, "op-after", ns)
+    try:
+        wait(lambda: len(routing(cp, ns).get("models", {})) == 33, 60, "all 33 models compiled")
+        wait(lambda: len(kubectl_json(cp, "get", "scaledobjects", "-n", ns)["items"]) == 33, 30, "33 ScaledObjects")
+        for kind in ("configmaps", "deployments", "services", "roles", "rolebindings", "leases"):
+            names = [o["metadata"]["name"] for o in kubectl_json(cp, "get", kind, "-n", ns)["items"]]
+            assert len(names) == len(set(names))
+        managed = kubectl_json(cp, "get", "configmaps", "-n", ns, "-l",
+                               "app.kubernetes.io/managed-by=switchyard-operator")["items"]
+        assert [c["metadata"]["name"] for c in managed] == ["main-routing"]
+    finally:
+        second.kill()
+
+
+def test_two_replicas_one_leader_and_takeover(installed: ControlPlane, namespace: str, tmp_path: Path) -> None:
+    cp, ns = installed, namespace
+    lease_name = "switchyard-operator"
+    a = operator(cp, tmp_path, "op-a", ns)
+    b = operator(cp, tmp_path, "op-b", ns)
+    try:
+        holder = wait(lambda: get(cp, OPERATOR_NS, "lease", lease_name)["spec"]["holderIdentity"], 20, "a leader")
+        assert holder in ("op-a", "op-b")
+        apply_examples(cp, ns)
+        wait(lambda: routing(cp, ns), 30, "the leader reconciles")
+        leader, standby = (a, b) if holder == "op-a" else (b, a)
+        leader.kill()  # SIGKILL: no graceful release; the standby waits out the lease
+        new = wait(lambda: (h := get(cp, OPERATOR_NS, "lease", lease_name)["spec"]["holderIdentity"]) != holder and h,
+                   30, "takeover")
+        assert new == ("op-b" if holder == "op-a" else "op-a")
+        cp.kubectl("patch", "upstream", "echo", "-n", ns, "--type=merge", "-p",
+                   '{"spec": {"timeoutSeconds": 3}}', check=True)
+        wait(lambda: routing(cp, ns)["models"]["switchyard/echo"]["timeoutSeconds"] == 3, 30, "the new leader acts")
+        assert "became leader" in standby.tail(200)
+    finally:
+        a.kill()
+        b.kill()
+
+
+def test_operator_survives_an_api_server_restart(installed: ControlPlane, namespace: str, op: Proc) -> None:
+    cp, ns = installed, namespace
+    apply_examples(cp, ns)
+    wait(lambda: routing(cp, ns), 30, "routing ConfigMap")
+    cp.restart_apiserver()
+    cp.kubectl("patch", "upstream", "echo", "-n", ns, "--type=merge", "-p", '{"spec": {"timeoutSeconds": 11}}',
+               check=True)
+    wait(lambda: routing(cp, ns)["models"]["switchyard/echo"]["timeoutSeconds"] == 11, 60,
+         "change after the restart propagates")

@@ -34,6 +34,7 @@ async def infer(request: web.Request) -> web.Response:
     key = authenticate(table, request.headers.get("Authorization"))
     items, params = _body(await read_json(request, table.max_request_body_bytes))
     h = request.headers
+    st.check_pool(_named_pool(h))  # an expired pool may already be gone from the table: say why
     res = resolve(table, op, model_ref, machine_profile=h.get("X-Machine-Profile"), pool=h.get("X-Pool"),
                   bundle=h.get("X-Bundle"), key=key)
     request[MACHINE_PROFILE] = res.lane.machine_profile
@@ -51,6 +52,11 @@ async def infer(request: web.Request) -> web.Response:
                            f"{res.lane.bundle}", headers={"Retry-After": str(NO_CAPACITY_RETRY_AFTER_S)})
         return await _accept(st, item, res, table.result_ttl_seconds)
     return await _run(st, item, res, model_ref)
+
+
+def _named_pool(headers: Any) -> str:
+    mp = headers.get("X-Machine-Profile") or ""
+    return headers.get("X-Pool") or (mp.partition("/")[0] if "/" in mp else "")
 
 
 def _body(body: Any) -> tuple[list[Any], dict[str, Any]]:

@@ -30,7 +30,7 @@ class GatewayState:
     pool_expired: Callable[[str], str | None] = field(default=lambda pool: None)
 
     def check_pool(self, pool: str) -> None:
-        expired = self.pool_expired(pool)
+        expired = self.pool_expired(pool) if pool else None
         if expired:
             raise ApiError("pool_expired", f"pool {pool!r} expired at {expired}: its lease was not renewed")
 

@@ -512,7 +512,7 @@ async def test_sigterm_drains_in_flight_item(nats_server: NatsServer, nats_clien
     assert info.num_ack_pending == 0 and info.num_pending == 1
     with pytest.raises(KeyNotFoundError):
         await heartbeat_of(js, "drainer")
-    assert "msg='worker stopped'" in (tmp_path / "drainer.log").read_text()
+    assert '"msg":"worker stopped"' in (tmp_path / "drainer.log").read_text()
 
 
 async def _ack_pending(js: JetStreamContext, n: int) -> bool:

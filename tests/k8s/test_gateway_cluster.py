@@ -33,9 +33,9 @@ def nats() -> Iterator[NatsServer]:
         yield server
 
 
-def post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+def post(url: str, body: dict[str, Any], **headers: str) -> tuple[int, dict[str, Any]]:
     req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
-        "Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+        "Authorization": f"Bearer {KEY}", "Content-Type": "application/json", **headers})
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, json.loads(resp.read())
@@ -127,9 +127,12 @@ def test_expired_pool_lease_answers_410(installed: ControlPlane, namespace: str,
                         str(free_port())], tmp_path / "gateway-pool.log")
         url = f"http://127.0.0.1:{port}"
         wait(lambda: _status(f"{url}/readyz") == 200, 30, "gateway ready")
-        status, body = wait(lambda: (r := post(f"{url}/v1/encode/BAAI/bge-m3", {"items": [1]}) if True else None)
-                            and r[0] == 410 and r, 30, "410 after the lease lapses")
-        assert body["error"]["code"] == "pool_expired" if False else True
+        first, _ = post(f"{url}/v1/encode/BAAI/bge-m3", {"items": [1]}, **{"X-Pool": "brief"})
+        assert first == 503  # pinned pool, no worker: refused, nothing queued
+        status, body = wait(lambda: (r := post(f"{url}/v1/encode/BAAI/bge-m3", {"items": [1]},
+                                                **{"X-Pool": "brief"})) and r[0] == 410 and r, 30,
+                            "410 after the lease lapses")
+        assert body["error"]["code"] == "pool_expired" and "lease" in body["error"]["message"]
         cond = wait(lambda: [c for c in get(cp, ns, "pool", "brief")["status"]["conditions"]
                              if c["type"] == "Ready" and c["reason"] == "LeaseExpired"], 30, "LeaseExpired")
         assert cond[0]["status"] == "False"

@@ -22,6 +22,17 @@ from ..natsserver import NatsServer, free_port
 from ..subjects import Lane
 
 ECHO_MODEL = "switchyard/echo"
+MINILM_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def minilm_available() -> bool:
+    """The optional example: numpy, safetensors, tokenizers and the model package."""
+    try:
+        from ..worker.examples.minilm import model_dir
+
+        return model_dir().is_dir()
+    except ImportError:
+        return False
 
 
 def examples_dir() -> Path:
@@ -45,28 +56,40 @@ def run_dev(args: argparse.Namespace) -> int:
     logs.setup(args.log_level)
     config_dir = Path(args.config_dir) if args.config_dir else examples_dir()
     nats = NatsServer(port=_port_or_free(args.nats_port)).start()
-    worker = None
+    workers: list[subprocess.Popen[bytes]] = []
     try:
         st = new_state(nats.url)
         source = directory_source(st, config_dir)
         source.load()
-        worker = subprocess.Popen([sys.executable, "-m", "switchyard.worker", "--nats", nats.url,
-                                   "--model", ECHO_MODEL, "--machine-profile", "cpu",
-                                   "--handler", "switchyard.worker.handlers:echo"])
+        workers.append(_worker(nats.url, ECHO_MODEL, "default", "switchyard.worker.handlers:echo"))
+        with_minilm = minilm_available()
+        if with_minilm:
+            workers.append(_worker(nats.url, MINILM_MODEL, "sentence-transformers",
+                                   "switchyard.worker.examples.minilm:encode"))
         port = _port_or_free(args.port)
         metrics_port = _port_or_free(args.metrics_port)
         key = demo_key(config_dir)
 
         async def main() -> int:
             running = await start(st, Listen("127.0.0.1", port, metrics_port), background=[source.watch])
-            await _wait_for_worker(st)
+            await _wait_for_worker(st, Lane(ECHO_MODEL, "default", "cpu", "default"))
             url = f"http://127.0.0.1:{port}"
-            curl = (f"curl -s {url}/v1/encode/{ECHO_MODEL} -H 'Authorization: Bearer {key}' "
-                    f"-H 'Content-Type: application/json' -d '{{\"items\": [{{\"text\": \"hello\"}}]}}'")
+            def curl(model: str) -> str:
+                return (f"curl -s {url}/v1/encode/{model} -H 'Authorization: Bearer {key}' "
+                        f"-H 'Content-Type: application/json' -d '{{\"items\": [{{\"text\": \"hello\"}}]}}'")
+
+            tries = [f"  {curl(ECHO_MODEL)}"]
+            if with_minilm:
+                tries.append(f"  {curl(MINILM_MODEL)}      # a real embedding, 384 floats")
+            tries.append(f"  {curl('BAAI/bge-m3')}      # no L4 worker here: 202 + a job to poll")
             print(f"\nSwitchyard is up.\n  gateway   {url}\n  metrics   http://127.0.0.1:{metrics_port}/metrics\n"
-                  f"  nats      {nats.url}\n  manifests {config_dir}\n\nTry:\n  {curl}\n", flush=True)
+                  f"  nats      {nats.url}\n  manifests {config_dir}\n\nTry:\n" + "\n".join(tries) + "\n",
+                  flush=True)
             if args.check:
-                code = await _check(url, key)
+                code = await _check(url, key, ECHO_MODEL)
+                if with_minilm and code == 0:
+                    await _wait_for_worker(st, Lane(MINILM_MODEL, "sentence-transformers", "cpu", "default"), 120)
+                    code = await _check(url, key, MINILM_MODEL)
                 await running.stop()
                 return code
             print("Ctrl-C to stop.", flush=True)
@@ -83,13 +106,20 @@ def run_dev(args: argparse.Namespace) -> int:
         run(wrapped())
         return result[0] if result else 0
     finally:
-        if worker is not None:
-            worker.terminate()
+        for w in workers:
+            w.terminate()
+        for w in workers:
             try:
-                worker.wait(15)
+                w.wait(15)
             except subprocess.TimeoutExpired:
-                worker.kill()
+                w.kill()
         nats.close()
+
+
+def _worker(nats_url: str, model: str, bundle: str, handler: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "switchyard.worker", "--nats", nats_url, "--model", model,
+                             "--bundle", bundle, "--machine-profile", "cpu", "--handler", handler,
+                             "--log-level", "WARNING"])
 
 
 def _port_or_free(port: int) -> int:
@@ -103,19 +133,19 @@ def _port_or_free(port: int) -> int:
             return free_port()
 
 
-async def _wait_for_worker(st, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    lane = Lane(ECHO_MODEL, "default", "cpu", "default")
+async def _wait_for_worker(st, lane: Lane, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while st.registry.serving(lane) == 0:
         if time.monotonic() > deadline:
-            raise RuntimeError("the echo worker did not register within 30 s")
+            raise RuntimeError(f"no worker for {lane.model} registered within {timeout:g} s")
         await asyncio.sleep(0.1)
 
 
-async def _check(url: str, key: str | None) -> int:
+async def _check(url: str, key: str | None, model: str) -> int:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     async with aiohttp.ClientSession(headers=headers) as http:
-        async with http.post(f"{url}/v1/encode/{ECHO_MODEL}", json={"items": [{"text": "hello"}]}) as resp:
+        async with http.post(f"{url}/v1/encode/{model}", json={"items": [{"text": "hello"}]}) as resp:
             body = await resp.text()
-            print(f"POST /v1/encode/{ECHO_MODEL} -> {resp.status}\n{body}", flush=True)
+            shown = body if len(body) < 400 else body[:400] + f"... ({len(body)} bytes)"
+            print(f"POST /v1/encode/{model} -> {resp.status}\n{shown}", flush=True)
             return 0 if resp.status == 200 else 1

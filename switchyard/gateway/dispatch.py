@@ -55,6 +55,7 @@ class Dispatcher:
         self.jobs: KeyValue | None = None
         self.workers: KeyValue | None = None
         self.ready = asyncio.Event()
+        self._closing = False
 
     @property
     def connected(self) -> bool:
@@ -88,6 +89,7 @@ class Dispatcher:
         self.jobs = await ensure_jobs_bucket(self.js, self.jobs_ttl_s)
 
     async def close(self) -> None:
+        self._closing = True
         for fut in self._waiters.values():
             fut.cancel()
         if self.nc is not None and not self.nc.is_closed:
@@ -157,7 +159,8 @@ class Dispatcher:
 
     async def _disconnected(self) -> None:
         self._on_state(False)
-        log.warning("disconnected from NATS")
+        if not self._closing:
+            log.warning("disconnected from NATS")
 
     async def _reconnected(self) -> None:
         log.info("reconnected to NATS")

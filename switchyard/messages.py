@@ -9,7 +9,8 @@ JobRecord gateway/worker -> jobs bucket, key = job (request) id
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from typing import Any, Literal
 
 import msgpack
@@ -20,15 +21,25 @@ JobState = Literal["queued", "running", "succeeded", "failed", "expired"]
 FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "expired"})
 
 
+@lru_cache(maxsize=None)
+def _names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    """Shallow, unlike dataclasses.asdict, which deep-copies every item (hot path)."""
+    return {name: getattr(obj, name) for name in _names(type(obj))}
+
+
 def _pack(obj: Any) -> bytes:
-    return msgpack.packb({"v": VERSION, **asdict(obj)}, use_bin_type=True)
+    return msgpack.packb({"v": VERSION, **as_dict(obj)}, use_bin_type=True)
 
 
 def _unpack(cls: Any, raw: bytes) -> Any:
     data = msgpack.unpackb(raw, raw=False)
     if not isinstance(data, dict) or data.get("v") != VERSION:
         raise ValueError(f"unsupported {cls.__name__} message (v={data.get('v') if isinstance(data, dict) else '?'})")
-    names = {f.name for f in fields(cls)}
+    names = _names(cls)
     return cls(**{k: v for k, v in data.items() if k in names})
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import asdict
+from ..messages import as_dict
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -103,7 +103,7 @@ class Processor:
             if item.reply:
                 await self._nc.publish(item.reply, data)
             if item.keep_result:
-                await self._put_record(item, res.state, result=asdict(res), required=True)
+                await self._put_record(item, res.state, result=as_dict(res), required=True)
         except Exception as exc:  # noqa: BLE001 - leave it unacked: it is redelivered after ack_wait
             log.error("could not deliver result, leaving item unacked", extra=_fields(item, error=str(exc)))
             return

@@ -7,6 +7,9 @@
 # Idempotent: exits at once when the versioned dir is already complete.
 # Non-interactive; needs only a Go toolchain and access to the Go module proxy.
 set -euo pipefail
+# The braces make bash parse the whole file before running it, so editing or
+# updating this script while a long build runs cannot derail that build.
+{
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -34,7 +37,7 @@ fi
 mkdir -p "$cache_root"
 # Serialise concurrent callers (e.g. parallel test workers); the loser re-checks.
 if command -v flock >/dev/null && [[ -z "${SWITCHYARD_CP_LOCKED:-}" ]]; then
-  exec env SWITCHYARD_CP_LOCKED=1 flock "$cache_root/.build.lock" "$0" "$@"
+  exec env SWITCHYARD_CP_LOCKED=1 flock "$cache_root/.build.lock" bash "$0" "$@"
 fi
 if [[ -f "$out/.complete" ]]; then
   echo "$out"
@@ -78,3 +81,5 @@ mv "$stage" "$out"
 trap - EXIT
 log "done in $((SECONDS - start))s: $(du -sh "$out" | cut -f1) in $out"
 echo "$out"
+exit 0
+}

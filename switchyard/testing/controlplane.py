@@ -50,6 +50,7 @@ class ControlPlane:
     start_timeout: float = 60.0
     # Keep the temp dir (logs, etcd data, certs) after stop() for debugging.
     keep_workdir: bool = field(default_factory=lambda: bool(os.environ.get("SWITCHYARD_KEEP_CONTROLPLANE")))
+    apiserver_args: tuple[str, ...] = ()  # extra kube-apiserver flags
 
     workdir: Path | None = field(default=None, init=False)
     etcd_port: int = field(default=0, init=False)
@@ -170,6 +171,9 @@ class ControlPlane:
             "--endpoint-reconciler-type=none",
             f"--secure-port={self.apiserver_port}",
             f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
+            # Compact etcd often, so watches that fall behind really get 410 Gone, as in big clusters.
+            "--etcd-compaction-interval=5s",
+            *self.apiserver_args,
             f"--tls-cert-file={pki('serving.crt')}", f"--tls-private-key-file={pki('serving.key')}",
             f"--client-ca-file={pki('ca.crt')}",
             "--authorization-mode=RBAC",

@@ -14,9 +14,10 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
 from ..api.table import RoutingTable
+from ..kubeclient import api_client
 from ..messages import Heartbeat
 from .config import TableHolder
 from .informer import Informer, Obj
@@ -41,18 +42,8 @@ class ClusterConfig:
 
     # -- wiring ------------------------------------------------------------------
 
-    async def _api(self) -> client.ApiClient:
-        if self.kubeconfig:
-            await config.load_kube_config(config_file=self.kubeconfig)
-        else:
-            try:
-                config.load_incluster_config()
-            except config.ConfigException:
-                await config.load_kube_config()
-        return client.ApiClient()
-
     async def run(self) -> None:
-        api = await self._api()
+        api = await api_client(self.kubeconfig)
         core, discovery, coord = client.CoreV1Api(api), client.DiscoveryV1Api(api), client.CoordinationV1Api(api)
         ns = self.namespace
         self.informers = [

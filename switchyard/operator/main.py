@@ -9,9 +9,9 @@ import signal
 from contextlib import suppress
 
 import kopf
-from kubernetes_asyncio import client, config
 
 from .. import logs
+from ..kubeclient import api_client
 from .election import LeaderElection
 from .handlers import register, settings
 from .kube import RESOURCE_KINDS, Kube
@@ -20,19 +20,8 @@ from .workqueue import NamespaceQueue
 
 log = logging.getLogger("switchyard.operator")
 
-async def _api(kubeconfig: str | None) -> client.ApiClient:
-    if kubeconfig:
-        await config.load_kube_config(config_file=kubeconfig)
-    else:
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            await config.load_kube_config()
-    return client.ApiClient()
-
-
 async def run(args: argparse.Namespace) -> None:
-    api = await _api(args.kubeconfig)
+    api = await api_client(args.kubeconfig)
     kube = Kube(api)
     reconciler = Reconciler(kube, image=args.image)
     elector: LeaderElection

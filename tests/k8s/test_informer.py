@@ -7,9 +7,10 @@ import shutil
 from typing import Iterator
 
 import pytest
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
 from switchyard.gateway.informer import Informer
+from switchyard.kubeclient import api_client
 from switchyard.testing.controlplane import ControlPlane
 
 
@@ -36,7 +37,6 @@ async def test_watch_expiry_relists_and_api_restart_reconnects(uncached: Control
     cp, ns = uncached, "default"
     cp.kubectl("apply", "-n", ns, "-f", "-", input=configmap("a", "1"), check=True)
     await asyncio.sleep(11)  # two compaction intervals: resourceVersion "1" is gone for good
-    await config.load_kube_config(config_file=str(cp.kubeconfig))
     seen: dict[str, str] = {}
 
     def sync(items: list[dict]) -> None:
@@ -49,7 +49,7 @@ async def test_watch_expiry_relists_and_api_restart_reconnects(uncached: Control
         else:
             seen[obj["metadata"]["name"]] = obj["data"]["v"]
 
-    async with client.ApiClient() as api:
+    async with await api_client(str(cp.kubeconfig)) as api:
         core = client.CoreV1Api(api)
         informer = Informer("cm", core.list_namespaced_config_map, namespace=ns, on_sync=sync, on_event=event)
         real_relist = informer._relist

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -13,6 +13,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 # DNS-1123 label: what Kubernetes accepts for most object names.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+Label = Annotated[str, Field(pattern=DNS_LABEL, max_length=63)]  # names of profiles, pools, steps...
 
 
 class Model(BaseModel):

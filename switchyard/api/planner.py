@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from .meta import DNS_LABEL, Model, Resource, Status
+from .meta import DNS_LABEL, Label, Model, Resource, Status
 from .upstream import Operation
 
 
@@ -14,7 +14,7 @@ class Step(Model):
     name: str = Field(pattern=DNS_LABEL, max_length=63, description="Step name, referenced by dependsOn.")
     model: str = Field(min_length=1, max_length=260, description="Model id, optionally with :profile.")
     operation: Operation = Field(description="Operation to call on the model.")
-    depends_on: list[str] = Field(default_factory=list, description="Steps whose results this step needs.")
+    depends_on: list[Label] = Field(default_factory=list, max_length=64, description="Steps whose results this step needs.")
     params: dict[str, Any] = Field(default_factory=dict, description="Params sent with the call.")
 
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
-from .meta import Model, Resource, Status
+from .meta import Label, Model, Resource, Status
 
 DEFAULT_POOL = "default"
 
 
 class PoolSpec(Model):
-    gpus: dict[str, int] = Field(
+    gpus: dict[Label, Annotated[int, Field(ge=0, le=10_000)]] = Field(
         default_factory=dict, description="Workers reserved per machine profile, e.g. {l4: 2}."
     )
     ttl_seconds: int = Field(

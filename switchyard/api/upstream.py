@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from .meta import DNS_LABEL, Model, Resource, Status
+from .meta import DNS_LABEL, Label, Model, Resource, Status
 
 Operation = Literal["encode", "score", "generate", "chat", "extract", "rerank", "classify"]
 
@@ -19,8 +19,8 @@ class Bundle(Model):
 
     name: str = Field(pattern=DNS_LABEL, max_length=63, description="Bundle name; workers announce the bundle they run.")
     priority: int = Field(default=100, ge=0, le=1_000_000, description="Lower wins when several bundles are compatible.")
-    profiles: list[str] = Field(
-        default_factory=list,
+    profiles: list[Label] = Field(
+        default_factory=list, max_length=32,
         description="Model profiles this bundle can serve; empty means every profile.",
     )
 
@@ -62,11 +62,11 @@ class WorkerRef(Model):
 
 class UpstreamSpec(Model):
     model: str = Field(pattern=MODEL_ID, max_length=200, description="Model id clients call, e.g. BAAI/bge-m3.")
-    operations: list[Operation] = Field(min_length=1, description="Operations the model supports (POST /v1/{op}/{model}).")
-    bundles: list[Bundle] = Field(default_factory=lambda: [Bundle(name="default", priority=0)], min_length=1,
+    operations: list[Operation] = Field(min_length=1, max_length=7, description="Operations the model supports (POST /v1/{op}/{model}).")
+    bundles: list[Bundle] = Field(default_factory=lambda: [Bundle(name="default", priority=0)], min_length=1, max_length=16,
                                   description="Runtimes able to serve the model.")
-    profiles: list[ModelProfile] = Field(default_factory=list, description="Named variants of the model.")
-    machine_profiles: list[str] = Field(min_length=1, description="Machine profiles (GPU types) offered, e.g. l4, a100-80gb.")
+    profiles: list[ModelProfile] = Field(default_factory=list, max_length=32, description="Named variants of the model.")
+    machine_profiles: list[Label] = Field(min_length=1, max_length=16, description="Machine profiles (GPU types) offered, e.g. l4, a100-80gb.")
     default_machine_profile: str | None = Field(default=None, description="Used when a request names none; default the first.")
     timeout_seconds: float = Field(default=60.0, gt=0, le=3600, description="How long a synchronous request waits for its result.")
     max_attempts: int = Field(default=3, ge=1, le=20, description="Deliveries before an item is failed.")

@@ -17,7 +17,7 @@ from typing import Awaitable, Callable
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from .kube import LEASE, Kube
-from .status import now_iso
+from .status import now_micro
 
 log = logging.getLogger("switchyard.operator.election")
 
@@ -85,8 +85,8 @@ class LeaderElection:
     def _lease(self, current: dict, transitions: int) -> dict:
         spec = dict(current.get("spec") or {})
         if spec.get("holderIdentity") != self.identity:
-            spec["acquireTime"] = _micro()
-        spec.update(holderIdentity=self.identity, leaseDurationSeconds=self.lease_s, renewTime=_micro(),
+            spec["acquireTime"] = now_micro()
+        spec.update(holderIdentity=self.identity, leaseDurationSeconds=self.lease_s, renewTime=now_micro(),
                     leaseTransitions=transitions)
         meta = {"name": self.name, "namespace": self.namespace}
         if current:
@@ -105,8 +105,3 @@ class LeaderElection:
                 await self.kube.replace(lease)
         except Exception as exc:  # noqa: BLE001 - best effort: the lease expires anyway
             log.warning("could not release the lease", extra={"error": str(exc)})
-
-
-def _micro() -> str:
-    """metav1.MicroTime."""
-    return now_iso().replace("Z", ".000000Z")

@@ -61,6 +61,14 @@ BY_KIND = {k.kind: k for k in (CONFIGMAP, SECRET, SERVICE, SERVICE_ACCOUNT, EVEN
                                ROLE_BINDING, LEASE, ENDPOINT_SLICE, SCALED_OBJECT, *RESOURCE_KINDS)}
 
 
+def api_error(exc: ApiException) -> str:
+    """The API server's own words (its Status message), not just the HTTP reason."""
+    try:
+        return f"{exc.status} {json.loads(exc.body).get('message', exc.reason)}"
+    except (TypeError, ValueError):
+        return f"{exc.status} {exc.reason}"
+
+
 class Kube:
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api

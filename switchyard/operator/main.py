@@ -29,12 +29,26 @@ async def run(args: argparse.Namespace) -> None:
     queue = NamespaceQueue(reconciler.reconcile, active=lambda: elector.is_leader,
                            resync_s=args.resync_seconds)
 
-    async def elected() -> None:
+    async def discover() -> None:
         # A new leader has no idea what it missed: find every namespace with resources.
-        for kind in RESOURCE_KINDS:
-            for obj in await kube.list(kind, None):
-                queue.known.add(obj["metadata"]["namespace"])
+        delay = 0.5
+        while True:
+            try:
+                for kind in RESOURCE_KINDS:
+                    for obj in await kube.list(kind, None):
+                        queue.known.add(obj["metadata"]["namespace"])
+                break
+            except Exception as exc:  # noqa: BLE001 - e.g. 429 while the API server warms up
+                log.warning("could not list resources; retrying", extra={"error": repr(exc)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
         queue.enqueue_all()
+
+    async def elected() -> None:
+        background.add(task := asyncio.create_task(discover()))
+        task.add_done_callback(background.discard)
+
+    background: set[asyncio.Task[None]] = set()
 
     elector = LeaderElection(kube, args.lease_namespace, args.identity, lease_s=args.lease_seconds,
                              renew_s=max(1.0, args.lease_seconds / 3), on_elected=elected)
@@ -53,13 +67,20 @@ async def run(args: argparse.Namespace) -> None:
     ]
     log.info("operator started", extra={"identity": args.identity, "lease": args.lease_namespace})
     waiter = asyncio.create_task(stop.wait())
-    await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    failed = [t for t in done if t is not waiter]
+    for task in failed:  # none of these ends by itself: say why, and exit non-zero
+        exc = None if task.cancelled() else task.exception()
+        log.error("operator component stopped", extra={"task": task.get_coro().__qualname__,
+                                                        "error": repr(exc)}, exc_info=exc)
     for task in tasks:
         task.cancel()
     for task in tasks:
         with suppress(asyncio.CancelledError, Exception):
             await task
     await api.close()
+    if failed:
+        raise SystemExit(1)
 
 
 def main(args: argparse.Namespace) -> int:

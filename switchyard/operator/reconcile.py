@@ -30,7 +30,7 @@ from .kube import (
     CONFIGMAP, DEPLOYMENT, ENDPOINT_SLICE, LEASE, POD, RESOURCE_KINDS, ROLE, ROLE_BINDING, SCALED_OBJECT, SECRET,
     SERVICE, SERVICE_ACCOUNT, Kube,
 )
-from .status import condition, now_iso, ready_changed, warn, write_status
+from .status import condition, now_micro, ready_changed, warn, write_status
 
 log = logging.getLogger("switchyard.operator")
 
@@ -118,9 +118,9 @@ class Reconciler:
                 continue
             lease = leases.get(pool.name)
             if lease is None:
-                lease = await self.kube.create(children.pool_lease(pool, now_iso()))
+                lease = await self.kube.create(children.pool_lease(pool, now_micro()))
             elif (lease["spec"].get("leaseDurationSeconds") or 0) != pool.spec.ttl_seconds:
-                patch = children.pool_lease(pool, now_iso())
+                patch = children.pool_lease(pool, now_micro())
                 patch["spec"] = {"leaseDurationSeconds": pool.spec.ttl_seconds or None,
                                  "holderIdentity": patch["spec"]["holderIdentity"]}
                 lease = await self.kube.apply(_drop_none(patch))
@@ -236,7 +236,7 @@ class Reconciler:
                 if refs and not any(r.get("uid") in owners for r in refs):
                     await self.kube.delete(kind, ns, child["metadata"]["name"])
                     log.info("pruned orphan", extra={"kind": kind.kind, "namespace": ns,
-                                                     "name": child["metadata"]["name"]})
+                                                     "object": child["metadata"]["name"]})
 
 
 def _key(issue: ConfigIssue) -> str:

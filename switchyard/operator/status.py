@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from kubernetes_asyncio.client.exceptions import ApiException
+
 from .kube import Kube
 
 Obj = dict[str, Any]
@@ -12,6 +14,11 @@ Obj = dict[str, Any]
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def now_micro() -> str:
+    """metav1.MicroTime, which Lease times must be."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def condition(ctype: str, ok: bool, reason: str, message: str, generation: int | None,
@@ -33,9 +40,13 @@ def ready_changed(previous: list[Obj] | None, new: Obj) -> bool:
 
 async def write_status(kube: Kube, raw: Obj, status: Obj) -> None:
     meta = raw["metadata"]
-    await kube.apply({"apiVersion": raw["apiVersion"], "kind": raw["kind"],
+    try:
+        await kube.apply({"apiVersion": raw["apiVersion"], "kind": raw["kind"],
                       "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
                       "status": status}, status=True)
+    except ApiException as exc:
+        if exc.status != 404:  # deleted since we read it: nothing to report on
+            raise
 
 
 async def warn(kube: Kube, raw: Obj, reason: str, message: str) -> None:

@@ -9,6 +9,7 @@ from typing import Awaitable, Callable
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from .kube import api_error
 from .reconcile import Outcome
 
 log = logging.getLogger("switchyard.operator.queue")
@@ -73,7 +74,7 @@ class NamespaceQueue:
             except Exception as exc:  # noqa: BLE001 - retried with backoff, never fatal
                 n = self._failures[ns] = self._failures.get(ns, 0) + 1
                 delay = min(0.5 * 2 ** (n - 1), 60.0)
-                detail = f"{exc.status} {exc.reason}" if isinstance(exc, ApiException) else repr(exc)
+                detail = api_error(exc) if isinstance(exc, ApiException) else repr(exc)
                 log.warning("reconcile failed; retrying", extra={"namespace": ns, "attempt": n,
                                                                  "retry_in_s": delay, "error": detail})
                 self.enqueue(ns, delay)

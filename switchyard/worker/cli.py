@@ -34,6 +34,8 @@ def build_parser(prog: str = "python -m switchyard.worker") -> argparse.Argument
     p.add_argument("--heartbeat-interval", type=float, default=2.0)
     p.add_argument("--drain-timeout", type=float, default=30.0)
     p.add_argument("--nak-delay", type=float, default=1.0, help="retry backoff base, seconds")
+    p.add_argument("--health-port", type=int, default=None,
+                   help="serve /healthz and /readyz (for Kubernetes probes) on this port")
     p.add_argument("--log-level", default=env("SWITCHYARD_LOG_LEVEL", "INFO"))
     return p
 
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ImportError, AttributeError, ValueError, TypeError) as exc:
         log.error("bad worker configuration", extra={"error": str(exc)})
         return 2
-    _run(serve(config))
+    _run(serve(config, health_port=args.health_port))
     if any(t.name.startswith("sy-handler") and t.is_alive() for t in threading.enumerate()):
         # A sync handler outlived the drain: do not hang in the interpreter's thread join.
         logging.shutdown()

@@ -15,6 +15,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from .config import WorkerConfig
+from .health import start_health_server
 from .heartbeat import Heartbeater
 from .loader import make_invoker
 from .process import Processor, settle
@@ -244,11 +245,12 @@ async def _quiet(coro: object) -> None:
         pass
 
 
-async def serve(config: WorkerConfig) -> None:
+async def serve(config: WorkerConfig, health_port: int | None = None) -> None:
     """Run a worker until SIGTERM/SIGINT, then drain; a second signal cuts the drain short."""
     loop = asyncio.get_running_loop()
     worker = Worker(config)
     stop = asyncio.Event()
+    health = await start_health_server(health_port, worker.healthy) if health_port else None
 
     def on_signal() -> None:
         if stop.is_set():
@@ -265,6 +267,8 @@ async def serve(config: WorkerConfig) -> None:
     finally:
         for sig in sigs:
             loop.remove_signal_handler(sig)
+        if health is not None:
+            await health.cleanup()
 
 
 async def _start_retrying(worker: Worker, stop: asyncio.Event) -> bool:

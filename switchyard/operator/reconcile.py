@@ -8,12 +8,15 @@ with derived names cannot create duplicates).
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
 import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Awaitable
 
 from pydantic import ValidationError
 
@@ -27,8 +30,8 @@ from ..api.table import RoutingTable
 from ..gateway.cluster import POOL_LABEL, SERVICE_LABEL
 from . import children
 from .kube import (
-    CONFIGMAP, DEPLOYMENT, ENDPOINT_SLICE, LEASE, POD, RESOURCE_KINDS, ROLE, ROLE_BINDING, SCALED_OBJECT, SECRET,
-    SERVICE, SERVICE_ACCOUNT, Kube,
+    BY_KIND, CONFIGMAP, DEPLOYMENT, ENDPOINT_SLICE, LEASE, POD, RESOURCE_KINDS, ROLE, ROLE_BINDING, SCALED_OBJECT,
+    SECRET, SERVICE, SERVICE_ACCOUNT, Kube,
 )
 from .status import condition, now_micro, ready_changed, warn, write_status
 
@@ -46,6 +49,7 @@ class Observed:
     models: dict[str, Any] = field(default_factory=dict)  # "Kind/name" -> validated model
     issues: dict[str, list[str]] = field(default_factory=dict)  # "Kind/name" -> problems
     pool_expiry: dict[str, str] = field(default_factory=dict)  # pool name -> when its lease lapses
+    children: dict[tuple[str, str], Obj] = field(default_factory=dict)  # (kind, name) -> managed child
 
     def problem(self, key: str, text: str) -> None:
         self.issues.setdefault(key, [])
@@ -63,6 +67,9 @@ class Reconciler:
     def __init__(self, kube: Kube, image: str) -> None:
         self.kube = kube
         self.image = image
+        # What we last applied, and the resourceVersion it produced: a pass that finds
+        # both unchanged skips the write, so a quiet namespace costs reads only.
+        self._applied: dict[tuple[str, str, str], tuple[str, str]] = {}
 
     async def reconcile(self, ns: str) -> Outcome:
         obs = await self._observe(ns)
@@ -84,6 +91,9 @@ class Reconciler:
 
     async def _observe(self, ns: str) -> Observed:
         obs = Observed()
+        for kind in CHILD_KINDS:
+            for child in await self.kube.list(kind, ns, labels=MANAGED):
+                obs.children[(kind.kind, child["metadata"]["name"])] = child
         for kind in RESOURCE_KINDS:
             for raw in await self.kube.list(kind, ns):
                 key = f"{kind.kind}/{raw['metadata']['name']}"
@@ -155,17 +165,18 @@ class Reconciler:
         result = compile_table(rs, gateway=gw.name)
         for issue in result.issues:
             obs.problem(_key(issue), f"{issue.field}: {issue.message}" if issue.field else issue.message)
-        current = await self.kube.get(CONFIGMAP, gw.metadata.namespace, children.routing_name(gw.name))
+        current = obs.children.get(("ConfigMap", children.routing_name(gw.name)))
         old = (current or {}).get("metadata", {}).get("annotations") or {}
         old_epoch = int(old.get(children.EPOCH_ANNOTATION, "0") or 0)
         epoch = old_epoch if old.get(children.HASH_ANNOTATION) == result.table.hash else old_epoch + 1
         table = result.table.with_epoch(max(epoch, 1))
-        for obj in children.gateway_children(gw, table, self.image):
-            await self.kube.apply(obj)
+        for obj in children.gateway_children(gw, table, self.image):  # the ConfigMap first
+            await self._ensure(obj, obs)
         return table
 
     async def _upstreams(self, ns: str, obs: Observed, gateways: list[Gateway]) -> None:
         names = [g.name for g in gateways]
+        writes = []
         for key, up in obs.models.items():
             if not key.startswith("Upstream/"):
                 continue
@@ -174,36 +185,43 @@ class Reconciler:
                 obs.problem(key, f"no Gateway {target!r} in this namespace to scale on" if target
                             else "no Gateway in this namespace to scale on")
                 continue
-            await self.kube.apply(children.scaled_object(up, target))
+            writes.append(self._ensure(children.scaled_object(up, target), obs))
+        await bounded(writes)
 
     async def _statuses(self, ns: str, obs: Observed, outcome: Outcome, expired: set[str]) -> None:
         live = await self._live_workers(ns, obs)
-        for key, raw in obs.raw.items():
-            kind, name = key.split("/", 1)
-            problems = obs.issues.get(key, [])
-            prev = (raw.get("status") or {}).get("conditions")
-            gen = raw["metadata"].get("generation")
-            status: Obj = {"observedGeneration": gen}
-            if kind == "Pool" and name in expired:
-                ready = condition("Ready", False, "LeaseExpired",
-                                  "the pool's Lease was not renewed in time; requests for it get 410", gen, prev)
-                status["phase"] = "Expired"
-            elif problems:
-                ready = condition("Ready", False, "Invalid", "; ".join(problems), gen, prev)
-                status["phase"] = "Invalid" if kind == "Planner" else None
-            else:
-                ready = condition("Ready", True, *_ready_reason(kind, name, outcome), gen, prev)
-                status["phase"] = {"Planner": "Valid", "Pool": "Active"}.get(kind)
-            status["conditions"] = [ready]
-            if kind == "Gateway" and name in outcome.tables:
-                status.update(configEpoch=outcome.tables[name].epoch, configHash=outcome.tables[name].hash)
-            if kind == "Upstream":
-                status["liveWorkers"] = live.get(name, {})
-            if kind == "Pool":
-                status["expiresAt"] = obs.pool_expiry.get(name)
-            await write_status(self.kube, raw, _drop_none(status))
-            if ready["status"] == "False" and ready_changed(prev, ready):
-                await warn(self.kube, raw, ready["reason"], ready["message"])
+        await bounded([self._status(key, raw, obs, outcome, expired, live) for key, raw in obs.raw.items()])
+
+    async def _status(self, key: str, raw: Obj, obs: Observed, outcome: Outcome, expired: set[str],
+                      live: dict[str, dict[str, int]]) -> None:
+        kind, name = key.split("/", 1)
+        problems = obs.issues.get(key, [])
+        prev = (raw.get("status") or {}).get("conditions")
+        gen = raw["metadata"].get("generation")
+        status: Obj = {"observedGeneration": gen}
+        if kind == "Pool" and name in expired:
+            ready = condition("Ready", False, "LeaseExpired",
+                              "the pool's Lease was not renewed in time; requests for it get 410", gen, prev)
+            status["phase"] = "Expired"
+        elif problems:
+            ready = condition("Ready", False, "Invalid", "; ".join(problems), gen, prev)
+            status["phase"] = "Invalid" if kind == "Planner" else None
+        else:
+            ready = condition("Ready", True, *_ready_reason(kind, name, outcome), gen, prev)
+            status["phase"] = {"Planner": "Valid", "Pool": "Active"}.get(kind)
+        status["conditions"] = [ready]
+        if kind == "Gateway" and name in outcome.tables:
+            status.update(configEpoch=outcome.tables[name].epoch, configHash=outcome.tables[name].hash)
+        if kind == "Upstream":
+            status["liveWorkers"] = live.get(name, {})
+        if kind == "Pool":
+            status["expiresAt"] = obs.pool_expiry.get(name)
+        status = _drop_none(status)
+        current = raw.get("status") or {}
+        if {k: current.get(k) for k in status} != status:
+            await write_status(self.kube, raw, status)
+        if ready["status"] == "False" and ready_changed(prev, ready):
+            await warn(self.kube, raw, ready["reason"], ready["message"])
 
     async def _live_workers(self, ns: str, obs: Observed) -> dict[str, dict[str, int]]:
         """Ready endpoints of each Upstream's worker Service, by machine profile."""
@@ -227,16 +245,39 @@ class Reconciler:
             out[name] = dict(counts)
         return out
 
+    async def _ensure(self, obj: Obj, obs: Observed) -> None:
+        """Server-side apply, unless this exact object is what we applied and nobody touched it since."""
+        meta = obj["metadata"]
+        key = (obj["kind"], meta["namespace"], meta["name"])
+        digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+        current = obs.children.get((obj["kind"], meta["name"]))
+        rv = current["metadata"]["resourceVersion"] if current else ""
+        if self._applied.get(key) == (digest, rv):
+            return
+        result = await self.kube.apply(obj)
+        self._applied[key] = (digest, result["metadata"]["resourceVersion"])
+
     async def _prune(self, ns: str, obs: Observed) -> None:
         """Delete children whose owner is gone (works with or without a garbage collector)."""
         owners = {raw["metadata"].get("uid") for raw in obs.raw.values()}
-        for kind in CHILD_KINDS:
-            for child in await self.kube.list(kind, ns, labels=MANAGED):
-                refs = child["metadata"].get("ownerReferences") or []
-                if refs and not any(r.get("uid") in owners for r in refs):
-                    await self.kube.delete(kind, ns, child["metadata"]["name"])
-                    log.info("pruned orphan", extra={"kind": kind.kind, "namespace": ns,
-                                                     "object": child["metadata"]["name"]})
+        for (kind_name, name), child in obs.children.items():
+            refs = child["metadata"].get("ownerReferences") or []
+            if refs and not any(r.get("uid") in owners for r in refs):
+                kind = BY_KIND[kind_name]
+                await self.kube.delete(kind, ns, name)
+                self._applied.pop((kind_name, ns, name), None)
+                log.info("pruned orphan", extra={"kind": kind_name, "namespace": ns, "object": name})
+
+
+async def bounded(coros: list[Awaitable[None]], limit: int = 8) -> None:
+    """Run writes concurrently, a few at a time: the API server, not us, is the slow part."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(coro: Awaitable[None]) -> None:
+        async with gate:
+            await coro
+
+    await asyncio.gather(*(one(c) for c in coros))
 
 
 def _key(issue: ConfigIssue) -> str:

@@ -286,3 +286,76 @@ def test_pool_gpus_map_is_typed() -> None:
     pool = copy.deepcopy(next(d for _, d in EXAMPLES if d["kind"] == "Pool"))
     pool["spec"]["gpus"] = {"l4": "two"}
     assert validate(schema_of("Pool"), pool) == [".spec.gpus.l4: expected integer, got str"]
+
+
+# -- manifests/ ----------------------------------------------------------------------------------
+
+
+def manifest_objects(directory: Path) -> list[dict[str, Any]]:
+    files = yaml.safe_load((directory / "kustomization.yaml").read_text())["resources"]
+    return [doc for f in files for doc in yaml.safe_load_all((directory / f).read_text()) if doc]
+
+
+BASE = manifest_objects(ROOT / "manifests")
+
+
+def _one(kind: str, name: str) -> dict[str, Any]:
+    return next(o for o in BASE if o["kind"] == kind and o["metadata"]["name"] == name)
+
+
+def _allows(rules: list[dict[str, Any]], group: str, resource: str, verb: str, name: str | None = None) -> bool:
+    return any(group in r.get("apiGroups", []) and resource in r.get("resources", []) and verb in r.get("verbs", [])
+               and (not r.get("resourceNames") or name in r["resourceNames"]) for r in rules)
+
+
+def test_operator_holds_every_permission_it_grants_gateways() -> None:
+    """RBAC escalation prevention: the API server refuses a Role granting more than its creator holds."""
+    from switchyard.api.gateway import Gateway
+    from switchyard.operator import children
+
+    gw = Gateway.model_validate({"kind": "Gateway", "metadata": {"name": "g", "namespace": "n"}, "spec": {}})
+    held = _one("ClusterRole", "switchyard-operator")["rules"]
+    for rule in children.gateway_role(gw)["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    for name in rule.get("resourceNames") or [None]:
+                        assert _allows(held, group, resource, verb, name), \
+                            f"manifests/rbac.yaml: the operator grants {verb} {group}/{resource} but lacks it"
+
+
+def test_operator_may_apply_watch_and_prune_its_children() -> None:
+    held = _one("ClusterRole", "switchyard-operator")["rules"]
+    kinds = [("", "configmaps"), ("", "services"), ("", "serviceaccounts"), ("apps", "deployments"),
+             ("rbac.authorization.k8s.io", "roles"), ("rbac.authorization.k8s.io", "rolebindings"),
+             ("keda.sh", "scaledobjects"), ("coordination.k8s.io", "leases")]
+    for group, resource in kinds:
+        for verb in ("get", "list", "watch", "create", "patch", "delete"):
+            assert _allows(held, group, resource, verb), f"operator lacks {verb} {group}/{resource}"
+    for plural in ("gateways", "upstreams", "pools", "planners"):
+        assert _allows(held, "switchyard.dev", f"{plural}/status", "patch")
+    for plural in ("gateways", "upstreams", "pools"):  # owners of children with blockOwnerDeletion
+        assert _allows(held, "switchyard.dev", f"{plural}/finalizers", "update")
+
+
+def test_every_object_has_a_sync_wave() -> None:
+    for obj in BASE:
+        wave = obj["metadata"].get("annotations", {}).get("argocd.argoproj.io/sync-wave")
+        expected = "-1" if obj["kind"] in ("Namespace", "CustomResourceDefinition") else "0"
+        assert wave == expected, f"{obj['kind']}/{obj['metadata']['name']}: sync-wave {wave!r}, want {expected!r}"
+    nats = yaml.safe_load((ROOT / "manifests/nats/kustomization.yaml").read_text())
+    assert nats["commonAnnotations"]["argocd.argoproj.io/sync-wave"] == "0"
+
+
+def test_pods_meet_pod_security_restricted() -> None:
+    ns = _one("Namespace", "switchyard-system")
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    nats = [o for o in manifest_objects(ROOT / "manifests/nats") if o["kind"] == "StatefulSet"]
+    for workload in [_one("Deployment", "switchyard-operator"), *nats]:
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for c in pod["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
+            assert sc["readOnlyRootFilesystem"] is True

@@ -64,7 +64,8 @@ def new_state(nats_url: str, holder: TableHolder | None = None, instance: str | 
     registry = Registry()
     holder.on_change(lambda t: metrics.config_epoch.set(t.epoch))
     dispatcher = Dispatcher(nats_url, instance, on_state=lambda up: metrics.nats_connected.set(1 if up else 0),
-                            on_reconnect=registry.resync)
+                            on_reconnect=registry.resync,
+                            jobs_ttl_s=lambda: holder.table.result_ttl_seconds if holder.table else 3600.0)
     return GatewayState(instance, holder, dispatcher, registry, Demand(metrics), metrics)
 
 

@@ -38,7 +38,7 @@ def unavailable(why: str) -> ApiError:
 
 class Dispatcher:
     def __init__(self, url: str, instance: str, *, publish_timeout: float = 5.0,
-                 jobs_ttl_s: float = 3600.0,
+                 jobs_ttl_s: Callable[[], float] = lambda: 3600.0,
                  on_state: Callable[[bool], None] = lambda up: None,
                  on_reconnect: Callable[[], Awaitable[None]] | None = None) -> None:
         self.url = url
@@ -86,7 +86,7 @@ class Dispatcher:
         assert self.js is not None
         await ensure_work_stream(self.js)
         self.workers = await ensure_workers_bucket(self.js)
-        self.jobs = await ensure_jobs_bucket(self.js, self.jobs_ttl_s)
+        self.jobs = await ensure_jobs_bucket(self.js, self.jobs_ttl_s())  # TTL is set when the bucket is made
 
     async def close(self) -> None:
         self._closing = True

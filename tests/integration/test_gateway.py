@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from harness import ADMIN, ECHO, ECHO_ONLY, TENANT, gateway, job_final, until, worker
+from dataplane import ADMIN, ECHO, ECHO_ONLY, TENANT, gateway, job_final, until, worker
 from switchyard.natsserver import NatsServer
 from switchyard.subjects import Lane
 from switchyard.worker import PermanentError, TransientError

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from harness import ADMIN, ECHO, copy_manifests, gateway, job_final, kill, until, worker, worker_process
+from dataplane import ADMIN, ECHO, copy_manifests, gateway, job_final, kill, until, worker, worker_process
 from switchyard.client import AsyncClient
 from switchyard.natsserver import NatsServer
 from switchyard.subjects import Lane

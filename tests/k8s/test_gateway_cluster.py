@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from harness import ROOT, Proc, get, install, operator, wait
+from cluster import ROOT, Proc, get, install, operator, wait
 from switchyard.natsserver import NatsServer, free_port
 from switchyard.testing.controlplane import ControlPlane
 

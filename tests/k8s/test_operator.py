@@ -9,7 +9,7 @@ from typing import Iterator
 
 import pytest
 
-from harness import OPERATOR_NS, ROOT, Proc, get, install, kubectl_json, operator, wait
+from cluster import OPERATOR_NS, ROOT, Proc, get, install, kubectl_json, operator, wait
 from switchyard.testing.controlplane import ControlPlane
 
 EXAMPLES = ROOT / "examples"

@@ -91,11 +91,13 @@ class Reconciler:
 
     async def _observe(self, ns: str) -> Observed:
         obs = Observed()
-        for kind in CHILD_KINDS:
-            for child in await self.kube.list(kind, ns, labels=MANAGED):
+        listings = await asyncio.gather(*(self.kube.list(k, ns, labels=MANAGED) for k in CHILD_KINDS),
+                                        *(self.kube.list(k, ns) for k in RESOURCE_KINDS))
+        for kind, items in zip(CHILD_KINDS, listings):
+            for child in items:
                 obs.children[(kind.kind, child["metadata"]["name"])] = child
-        for kind in RESOURCE_KINDS:
-            for raw in await self.kube.list(kind, ns):
+        for kind, items in zip(RESOURCE_KINDS, listings[len(CHILD_KINDS):]):
+            for raw in items:
                 key = f"{kind.kind}/{raw['metadata']['name']}"
                 obs.raw[key] = raw
                 try:

@@ -74,7 +74,3 @@ class Lane:
 def _subject(pool: str, mp: str, bundle: str, model: str) -> str:
     return f"{WORK_PREFIX}.{token(pool)}.{token(mp)}.{token(bundle)}.{token(model)}"
 
-
-def pool_subjects(pool: str) -> str:
-    """Wildcard over every lane of one pool (used to purge an expired pool)."""
-    return f"{WORK_PREFIX}.{token(pool)}.>"

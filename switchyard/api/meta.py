@@ -23,9 +23,6 @@ class Model(BaseModel):
         extra="forbid", populate_by_name=True, frozen=True, alias_generator=to_camel
     )
 
-    def to_wire(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
 
 class ObjectMeta(BaseModel):
     """The subset of metav1.ObjectMeta Switchyard reads; the rest passes through."""

@@ -109,9 +109,6 @@ class ClusterConfig:
     def _admit(self, beat: Heartbeat) -> bool:
         return beat.host in self._ready or beat.worker_id in self._ready
 
-    def ready_endpoints(self) -> int:
-        return len(self._ready)
-
     # -- pool leases -----------------------------------------------------------------
 
     def _sync_leases(self, items: list[Obj]) -> None:

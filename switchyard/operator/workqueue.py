@@ -28,7 +28,6 @@ class NamespaceQueue:
         self._failures: dict[str, int] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.known: set[str] = set()
-        self.passes = 0
 
     def enqueue(self, ns: str, delay: float = 0.0) -> None:
         self.known.add(ns)
@@ -79,7 +78,6 @@ class NamespaceQueue:
                                                                  "retry_in_s": delay, "error": detail})
                 self.enqueue(ns, delay)
             finally:
-                self.passes += 1
                 self._running.discard(ns)
                 if ns in self._dirty:
                     self._dirty.discard(ns)

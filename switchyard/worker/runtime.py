@@ -227,9 +227,6 @@ class Worker:
                 if not getattr(f.msg, "_ackd", False):
                     await settle(f.msg.nak)  # redelivered now to another worker, not after ack_wait
 
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()
-
     async def __aenter__(self) -> "Worker":
         await self.start()
         return self

@@ -13,7 +13,6 @@ import pytest
 from dataplane import ADMIN, ECHO, copy_manifests, gateway, job_final, kill, until, worker, worker_process
 from switchyard.client import AsyncClient
 from switchyard.natsserver import NatsServer
-from switchyard.subjects import Lane
 
 
 def echo(items: list[Any], ctx: Any) -> list[Any]:

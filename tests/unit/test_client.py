@@ -124,7 +124,7 @@ class FakeGateway:
                                  status=status or STATUS[code], headers=headers)
 
     async def _infer(self, request: web.Request) -> web.StreamResponse:
-        op, model = request.match_info["op"], request.match_info["model"]
+        model = request.match_info["model"]
         rid = request.headers.get("X-Request-ID", "")
         self.attempts[rid] += 1
         attempt = self.attempts[rid]

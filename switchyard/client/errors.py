@@ -174,17 +174,11 @@ class RequestTimeout(TransportError):
     default_code = "timeout"
 
 
+# Codes with a class narrower than their status's; every other code goes by status.
 _BY_CODE: dict[str, type[SwitchyardError]] = {
-    "bad_request": BadRequest, "invalid_json": BadRequest, "invalid_request_id": BadRequest,
-    "unsupported_operation": BadRequest, "unknown_machine_profile": BadRequest,
-    "unauthorized": Unauthorized, "forbidden": Forbidden,
-    "not_found": NotFound, "unknown_model": UnknownModel, "unknown_pool": UnknownPool,
-    "unknown_job": UnknownJob,
-    "incompatible_bundle": IncompatibleBundle, "duplicate_request": DuplicateRequest,
-    "payload_too_large": PayloadTooLarge, "invalid_input": InvalidInput,
-    "internal": ServerError, "worker_error": WorkerError,
-    "no_capacity": NoCapacity, "queue_unavailable": QueueUnavailable, "not_ready": NotReady,
-    "deadline_exceeded": DeadlineExceeded,
+    cls.default_code: cls
+    for cls in (UnknownModel, UnknownPool, UnknownJob, IncompatibleBundle, DuplicateRequest,
+                NoCapacity, QueueUnavailable, NotReady)
 }
 
 _BY_STATUS: dict[int, type[SwitchyardError]] = {

@@ -13,7 +13,7 @@ from ..errors import ApiError
 from ..messages import JobRecord, Result, WorkItem
 from .auth import authenticate
 from .http import MACHINE_PROFILE, RID, json_response, read_json
-from .resolve import Resolution, resolve
+from .resolve import Resolution, resolve, split_machine_profile
 from .state import GatewayState, state_of
 
 OPERATIONS = frozenset(Operation.__args__)  # type: ignore[attr-defined]
@@ -34,7 +34,8 @@ async def infer(request: web.Request) -> web.Response:
     key = authenticate(table, request.headers.get("Authorization"))
     items, params = _body(await read_json(request, table.max_request_body_bytes))
     h = request.headers
-    st.check_pool(_named_pool(h))  # an expired pool may already be gone from the table: say why
+    # An expired pool may already be gone from the table: say why before resolving.
+    st.check_pool(split_machine_profile(h.get("X-Machine-Profile"), h.get("X-Pool"))[1] or "")
     res = resolve(table, op, model_ref, machine_profile=h.get("X-Machine-Profile"), pool=h.get("X-Pool"),
                   bundle=h.get("X-Bundle"), key=key)
     request[MACHINE_PROFILE] = res.lane.machine_profile
@@ -52,11 +53,6 @@ async def infer(request: web.Request) -> web.Response:
                            f"{res.lane.bundle}", headers={"Retry-After": str(NO_CAPACITY_RETRY_AFTER_S)})
         return await _accept(st, item, res, table.result_ttl_seconds)
     return await _run(st, item, res, model_ref)
-
-
-def _named_pool(headers: Any) -> str:
-    mp = headers.get("X-Machine-Profile") or ""
-    return headers.get("X-Pool") or (mp.partition("/")[0] if "/" in mp else "")
 
 
 def _body(body: Any) -> tuple[list[Any], dict[str, Any]]:

@@ -59,7 +59,7 @@ def resolve(
     if key is not None and not key.allows_model(model):
         raise ApiError("forbidden", f"API key {key.name!r} may not use model {model!r}")
 
-    mp, pool = _split_machine_profile(machine_profile, pool)
+    mp, pool = split_machine_profile(machine_profile, pool)
     mp = mp or route.default_machine_profile
     if mp not in route.machine_profiles:
         raise ApiError("unknown_machine_profile",
@@ -77,7 +77,7 @@ def resolve(
     return Resolution(Lane(model, chosen, mp, pool), route, profile or None, pinned)
 
 
-def _split_machine_profile(mp: str | None, pool: str | None) -> tuple[str | None, str | None]:
+def split_machine_profile(mp: str | None, pool: str | None) -> tuple[str | None, str | None]:
     """Accept 'pool/profile' in the machine-profile header, as the SDK's gpu= does."""
     if mp and "/" in mp:
         named_pool, _, mp = mp.partition("/")

@@ -121,8 +121,8 @@ class Reconciler:
 
     async def _pool_leases(self, ns: str, obs: Observed, outcome: Outcome) -> set[str]:
         """Make sure each pool has its Lease; return pools whose lease lapsed."""
-        leases = {(l["metadata"].get("labels") or {}).get(POOL_LABEL): l
-                  for l in await self.kube.list(LEASE, ns, labels=POOL_LABEL)}
+        leases = {(c["metadata"].get("labels") or {}).get(POOL_LABEL): c
+                  for (kind, _), c in obs.children.items() if kind == "Lease"}  # read by _observe
         expired: set[str] = set()
         now = time.time()
         for key, pool in obs.models.items():

@@ -30,6 +30,7 @@ STATUS: Mapping[str, int] = {
     "worker_error": 502,  # the worker failed on every attempt
     "no_capacity": 503,  # pinned pool without a live worker
     "queue_unavailable": 503,  # NATS unreachable: never bypassed
+    "queue_full": 503,  # the work stream is at spec.queue limits: nothing accepted is dropped for it
     "not_ready": 503,  # no routing table loaded yet
     "deadline_exceeded": 504,
 }

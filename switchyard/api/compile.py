@@ -16,7 +16,7 @@ from .loader import ResourceSet
 from .planner import Planner
 from .pool import DEFAULT_POOL, Pool
 from .table import (
-    BundleRoute, CorsRoute, KeyRoute, ModelRoute, PlannerRoute, PoolRoute, RoutingTable, StepRoute,
+    BundleRoute, CorsRoute, HttpLimits, KeyRoute, QueueLimits, ModelRoute, PlannerRoute, PoolRoute, RoutingTable, StepRoute,
 )
 from .upstream import Upstream
 
@@ -49,6 +49,10 @@ def compile_table(rs: ResourceSet, *, gateway: str | None = None, epoch: int = 1
     if spec.default_pool not in pools and gw is not None:
         issues.append(ConfigIssue(gw.ref, "spec.defaultPool", f"pool {spec.default_pool!r} does not exist"))
     keys = _keys(gw, rs, pools, models, issues) if gw else ()
+    if gw is not None and spec.max_request_body_bytes > spec.nats.max_payload_bytes:
+        issues.append(ConfigIssue(gw.ref, "spec.maxRequestBodyBytes",
+                                  f"{spec.max_request_body_bytes} bytes cannot fit in a NATS message: "
+                                  f"spec.nats.maxPayloadBytes is {spec.nats.max_payload_bytes}"))
     planners = _planners([p for p in rs.planners if mine(p.spec.gateway_ref)], models, issues)
 
     table = RoutingTable(
@@ -64,6 +68,18 @@ def compile_table(rs: ResourceSet, *, gateway: str | None = None, epoch: int = 1
         pools=MappingProxyType(pools),
         keys=keys,
         planners=MappingProxyType(planners),
+        http=HttpLimits(
+            max_connections=spec.listeners.http.max_connections,
+            header_timeout_s=spec.listeners.http.header_timeout_seconds,
+            body_timeout_s=spec.listeners.http.body_timeout_seconds,
+            keep_alive_timeout_s=spec.listeners.http.keep_alive_timeout_seconds,
+        ),
+        queue=QueueLimits(
+            replicas=spec.queue.replicas,
+            max_bytes=spec.queue.max_bytes,
+            max_messages_per_lane=spec.queue.max_messages_per_lane,
+            max_payload_bytes=spec.nats.max_payload_bytes,
+        ),
     )
     return CompileResult(table, tuple(issues))
 
@@ -145,7 +161,7 @@ def _keys(gw: Gateway, rs: ResourceSet, pools: dict[str, PoolRoute], models: dic
         if bad:
             issues.append(ConfigIssue(gw.ref, field, f"names unknown pool or model {bad[0]!r}"))
             continue
-        out.append(KeyRoute(k.name, hash_key(value), _opt(k.pools), _opt(k.models)))
+        out.append(KeyRoute(k.name, hash_key(value), _opt(k.pools), _opt(k.models), k.tenant or "", k.admin))
     return tuple(out)
 
 

@@ -13,6 +13,14 @@ from .pool import DEFAULT_POOL
 
 class HttpListener(Model):
     port: int = Field(default=8080, ge=1, le=65535, description="HTTP port of the inference API.")
+    max_connections: int = Field(default=1024, ge=1, le=100_000,
+                                 description="Open client connections per gateway process; more are closed at once.")
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=600,
+                                          description="Time a client has to send a request line and headers.")
+    body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600,
+                                        description="Time a client has to send the whole request body.")
+    keep_alive_timeout_seconds: float = Field(default=75.0, gt=0, le=3600,
+                                              description="An idle keep-alive connection is closed after this.")
 
 
 class MetricsListener(Model):
@@ -36,6 +44,10 @@ class ApiKey(Model):
     secret_ref: SecretKeyRef
     pools: list[str] | None = Field(default=None, description="Pools this key may use; empty means any.")
     models: list[str] | None = Field(default=None, description="Models this key may use; empty means any.")
+    tenant: str | None = Field(default=None, pattern=DNS_LABEL, max_length=63,
+                               description="Tenant the key acts for: jobs and request ids are scoped by it. "
+                                           "Default: the key's name.")
+    admin: bool = Field(default=False, description="May read every tenant's jobs and the detail of /health.")
 
 
 class Auth(Model):
@@ -56,6 +68,20 @@ class Cors(Model):
 
 class Nats(Model):
     url: str = Field(default="nats://nats:4222", min_length=1, description="NATS server the gateway queues work on.")
+    max_payload_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024,
+        description="The max_payload the NATS servers are configured with. maxRequestBodyBytes must fit in it; "
+                    "the gateway also reads the live value from the server and uses the smaller.")
+
+
+class Queue(Model):
+    replicas: Literal[1, 3, 5] = Field(default=1, description="Copies of the work stream and every KV bucket "
+                                                             "in a NATS JetStream cluster (3 for R3).")
+    max_bytes: int = Field(default=1024**3, ge=1024 * 1024,
+                           description="Bytes the work stream may hold; past it new work gets 503 queue_full.")
+    max_messages_per_lane: int = Field(default=100_000, ge=1,
+                                       description="Queued items per lane; past it new work on that lane gets "
+                                                   "503 queue_full.")
 
 
 class Jobs(Model):
@@ -71,6 +97,7 @@ class GatewaySpec(Model):
     cors: Cors = Field(default_factory=Cors, description="Browser access.")
     nats: Nats = Field(default_factory=Nats, description="The work queue.")
     jobs: Jobs = Field(default_factory=Jobs, description="Results of requests answered with 202.")
+    queue: Queue = Field(default_factory=Queue, description="Limits and replication of the work stream.")
     replicas: int = Field(default=2, ge=0, le=100, description="Gateway pods the operator runs.")
     image: str | None = Field(default=None, description="Gateway image; default the operator's own.")
 

@@ -53,6 +53,12 @@ class KeyRoute:
     sha256: str  # hex digest of the key; the key itself is never kept
     pools: tuple[str, ...] | None
     models: tuple[str, ...] | None
+    tenant: str = ""  # jobs and request ids are scoped by it; "" = the key's name
+    admin: bool = False  # reads every tenant's jobs and the /health detail
+
+    @property
+    def owner(self) -> str:
+        return self.tenant or self.name
 
     def allows_pool(self, pool: str) -> bool:
         return self.pools is None or pool in self.pools
@@ -85,6 +91,22 @@ class CorsRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpLimits:
+    max_connections: int = 1024
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keep_alive_timeout_s: float = 75.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLimits:
+    replicas: int = 1
+    max_bytes: int = 1024**3
+    max_messages_per_lane: int = 100_000
+    max_payload_bytes: int = 8 * 1024 * 1024  # what the NATS servers are configured with
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingTable:
     epoch: int
     gateway: str
@@ -97,6 +119,8 @@ class RoutingTable:
     pools: Mapping[str, PoolRoute]
     keys: tuple[KeyRoute, ...]
     planners: Mapping[str, PlannerRoute]
+    http: HttpLimits = field(default_factory=HttpLimits)
+    queue: QueueLimits = field(default_factory=QueueLimits)
     hash: str = field(default="")
 
     def __post_init__(self) -> None:
@@ -140,10 +164,22 @@ class RoutingTable:
                 for k, p in sorted(self.pools.items())
             },
             "keys": [
-                {"name": k.name, "sha256": k.sha256,
-                 "pools": _opt_list(k.pools), "models": _opt_list(k.models)}
+                {"name": k.name, "sha256": k.sha256, "pools": _opt_list(k.pools), "models": _opt_list(k.models),
+                 "tenant": k.tenant, "admin": k.admin}
                 for k in self.keys
             ],
+            "http": {
+                "maxConnections": self.http.max_connections,
+                "headerTimeoutSeconds": self.http.header_timeout_s,
+                "bodyTimeoutSeconds": self.http.body_timeout_s,
+                "keepAliveTimeoutSeconds": self.http.keep_alive_timeout_s,
+            },
+            "queue": {
+                "replicas": self.queue.replicas,
+                "maxBytes": self.queue.max_bytes,
+                "maxMessagesPerLane": self.queue.max_messages_per_lane,
+                "maxPayloadBytes": self.queue.max_payload_bytes,
+            },
             "planners": {
                 k: {
                     "output": p.output,
@@ -184,9 +220,12 @@ class RoutingTable:
                 for k, v in d["pools"].items()
             }),
             keys=tuple(
-                KeyRoute(k["name"], k["sha256"], _opt_tuple(k.get("pools")), _opt_tuple(k.get("models")))
+                KeyRoute(k["name"], k["sha256"], _opt_tuple(k.get("pools")), _opt_tuple(k.get("models")),
+                         k.get("tenant", ""), bool(k.get("admin", False)))
                 for k in d["keys"]
             ),
+            http=_http_from_dict(d.get("http", {})),
+            queue=_queue_from_dict(d.get("queue", {})),
             planners=_frozen({
                 k: PlannerRoute(
                     name=k,
@@ -235,6 +274,26 @@ def _model_from_dict(model: str, v: Mapping[str, Any]) -> ModelRoute:
         timeout_s=float(v["timeoutSeconds"]),
         max_attempts=int(v["maxAttempts"]),
         worker_service=v["workerService"],
+    )
+
+
+def _http_from_dict(v: Mapping[str, Any]) -> HttpLimits:
+    dflt = HttpLimits()
+    return HttpLimits(
+        max_connections=int(v.get("maxConnections", dflt.max_connections)),
+        header_timeout_s=float(v.get("headerTimeoutSeconds", dflt.header_timeout_s)),
+        body_timeout_s=float(v.get("bodyTimeoutSeconds", dflt.body_timeout_s)),
+        keep_alive_timeout_s=float(v.get("keepAliveTimeoutSeconds", dflt.keep_alive_timeout_s)),
+    )
+
+
+def _queue_from_dict(v: Mapping[str, Any]) -> QueueLimits:
+    dflt = QueueLimits()
+    return QueueLimits(
+        replicas=int(v.get("replicas", dflt.replicas)),
+        max_bytes=int(v.get("maxBytes", dflt.max_bytes)),
+        max_messages_per_lane=int(v.get("maxMessagesPerLane", dflt.max_messages_per_lane)),
+        max_payload_bytes=int(v.get("maxPayloadBytes", dflt.max_payload_bytes)),
     )
 
 

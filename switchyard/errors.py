@@ -40,15 +40,19 @@ class ApiError(Exception):
     """An error answer: status, stable code, human message, optional headers."""
 
     def __init__(self, code: str, message: str, *, status: int | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+                 headers: Mapping[str, str] | None = None, error_id: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status or STATUS.get(code, 500)
         self.headers = dict(headers or {})
+        self.error_id = error_id  # names the log line that holds the detail
 
     def body(self) -> dict[str, dict[str, str]]:
-        return {"error": {"code": self.code, "message": self.message}}
+        err = {"code": self.code, "message": self.message}
+        if self.error_id:
+            err["error_id"] = self.error_id
+        return {"error": err}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.status}, {self.code!r}, {self.message!r})"

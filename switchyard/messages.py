@@ -3,7 +3,7 @@
 WorkItem  gateway -> stream -> worker
 Result    worker  -> gateway inbox (core NATS), and into the jobs bucket when kept
 Heartbeat worker  -> workers bucket, key = worker id
-JobRecord gateway/worker -> jobs bucket, key = job (request) id
+JobRecord gateway/worker -> jobs bucket, key = <tenant>.<request id> (subjects.job_key)
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from functools import lru_cache
 from typing import Any, Literal
 
 import msgpack
+
+from .subjects import job_key
 
 VERSION = 1
 
@@ -60,6 +62,12 @@ class WorkItem:
     max_attempts: int = 3
     keep_result: bool = False  # write the outcome into the jobs bucket
     enqueued_at: float = field(default_factory=time.time)
+    tenant: str = ""  # who sent it: scopes the dedup id and the job record
+
+    @property
+    def key(self) -> str:
+        """Nats-Msg-Id and jobs-bucket key."""
+        return job_key(self.tenant, self.id)
 
     def encode(self) -> bytes:
         return _pack(self)
@@ -77,7 +85,7 @@ class Result:
     id: str
     ok: bool
     items: list[Any] | None = None
-    error: dict[str, str] | None = None  # {"code", "message"}
+    error: dict[str, str] | None = None  # {"code", "message", "error_id"?}
     worker: str = ""
     attempt: int = 1
     state: str = "succeeded"  # succeeded | failed | expired
@@ -123,6 +131,12 @@ class JobRecord:
     bundle: str = ""
     result: dict[str, Any] | None = None  # the Result as a dict once final
     updated_at: float = field(default_factory=time.time)
+    tenant: str = ""
+    deadline: float = 0.0  # the item's; a record still open after it is reported expired
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
 
     def encode(self) -> bytes:
         return _pack(self)

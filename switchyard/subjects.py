@@ -21,6 +21,17 @@ JOBS_BUCKET = "sy_jobs"  # state and result of accepted-but-not-awaited items
 INBOX_PREFIX = "_sy.inbox"  # + <gateway instance>.<sequence>
 DEDUPE_WINDOW_S = 120.0
 
+ANONYMOUS_TENANT = "_anonymous"  # not a DNS label, so no key's tenant can be named so
+
+
+def job_key(tenant: str, request_id: str) -> str:
+    """Where a request's identity lives: its Nats-Msg-Id and its jobs-bucket key.
+
+    Scoped by tenant, so two tenants choosing the same X-Request-ID never meet.
+    """
+    return f"{tenant}.{request_id}" if tenant else request_id
+
+
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import orjson
 
@@ -129,11 +129,7 @@ class RoutingTable:
 
     def bundles(self) -> dict[str, list[str]]:
         """Every bundle name and the models it serves."""
-        out: dict[str, list[str]] = {}
-        for route in self.models.values():
-            for b in route.bundles:
-                out.setdefault(b.name, []).append(route.model)
-        return {k: sorted(v) for k, v in sorted(out.items())}
+        return bundles_of(self.models.values())
 
     def machine_profiles(self) -> list[str]:
         return sorted({mp for r in self.models.values() for mp in r.machine_profiles})
@@ -240,6 +236,15 @@ class RoutingTable:
             }),
             hash=d.get("hash", ""),
         )
+
+
+def bundles_of(routes: Iterable[ModelRoute]) -> dict[str, list[str]]:
+    """Bundle name -> the models among `routes` it serves."""
+    out: dict[str, list[str]] = {}
+    for route in routes:
+        for b in route.bundles:
+            out.setdefault(b.name, []).append(route.model)
+    return {k: sorted(v) for k, v in sorted(out.items())}
 
 
 def content_hash(d: Mapping[str, Any]) -> str:

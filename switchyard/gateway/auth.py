@@ -7,6 +7,7 @@ import hmac
 
 from ..api.table import KeyRoute, RoutingTable
 from ..errors import ApiError
+from ..subjects import ANONYMOUS_TENANT
 
 
 def authenticate(table: RoutingTable, authorization: str | None) -> KeyRoute | None:
@@ -28,3 +29,8 @@ def authenticate(table: RoutingTable, authorization: str | None) -> KeyRoute | N
     if found is None:
         raise ApiError("unauthorized", "unknown API key", headers={"WWW-Authenticate": "Bearer"})
     return found
+
+
+def tenant_of(key: KeyRoute | None) -> str:
+    """The tenant a request acts for: its key's, or the anonymous one."""
+    return key.owner if key is not None else ANONYMOUS_TENANT

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..api.table import ModelRoute
+from ..api.table import ModelRoute, bundles_of
 from ..errors import ApiError
 from .auth import authenticate
 from .http import json_response, read_json
@@ -31,47 +31,49 @@ def _describe(route: ModelRoute, st: GatewayState) -> dict[str, Any]:
     }
 
 
-def _authed(request: web.Request) -> GatewayState:
+def _visible(request: web.Request) -> tuple[GatewayState, dict[str, ModelRoute]]:
+    """The models this request's key may call: the only ones it is shown."""
     st = state_of(request)
-    authenticate(st.table(), request.headers.get("Authorization"))
-    return st
+    table = st.table()
+    key = authenticate(table, request.headers.get("Authorization"))
+    routes = {m: r for m, r in table.models.items() if key is None or key.allows_model(m)}
+    return st, routes
 
 
 async def list_models(request: web.Request) -> web.Response:
-    st = _authed(request)
-    table = st.table()
-    return json_response({"models": [_describe(r, st) for _, r in sorted(table.models.items())],
-                          "epoch": table.epoch})
+    st, routes = _visible(request)
+    return json_response({"models": [_describe(r, st) for _, r in sorted(routes.items())],
+                          "epoch": st.table().epoch})
 
 
 async def list_model_ids(request: web.Request) -> web.Response:
-    st = _authed(request)
+    st, routes = _visible(request)
     table = st.table()
-    return json_response({"models": sorted(table.models), "epoch": table.epoch, "hash": table.hash})
+    return json_response({"models": sorted(routes), "epoch": table.epoch, "hash": table.hash})
 
 
 async def get_model(request: web.Request) -> web.Response:
-    st = _authed(request)
+    st, routes = _visible(request)
     model = request.match_info["id"]
-    route = st.table().models.get(model)
+    route = routes.get(model)
     if route is None:
         raise ApiError("unknown_model", f"model {model!r} is not served by this gateway")
     return json_response(_describe(route, st))
 
 
 async def list_bundles(request: web.Request) -> web.Response:
-    st = _authed(request)
+    st, routes = _visible(request)
     live = st.registry.live()
     return json_response({"bundles": [
         {"name": name, "models": models, "live_workers": sum(1 for b in live if b.bundle == name)}
-        for name, models in st.table().bundles().items()
+        for name, models in bundles_of(routes.values()).items()
     ]})
 
 
 async def get_bundle(request: web.Request) -> web.Response:
-    st = _authed(request)
+    st, routes = _visible(request)
     name = request.match_info["id"]
-    bundles = st.table().bundles()
+    bundles = bundles_of(routes.values())
     if name not in bundles:
         raise ApiError("not_found", f"no bundle {name!r}")
     live = [b for b in st.registry.live() if b.bundle == name]

@@ -102,7 +102,7 @@ class Dispatcher:
             raise unavailable("not connected to NATS")
         assert self.js is not None
         try:
-            return await self.js.publish(subject, item.encode(), headers={"Nats-Msg-Id": item.id})
+            return await self.js.publish(subject, item.encode(), headers={"Nats-Msg-Id": item.key})
         except (nats.errors.TimeoutError, asyncio.TimeoutError):
             raise unavailable("no acknowledgement from JetStream in time") from None
         except nats.js.errors.NoStreamResponseError:
@@ -133,27 +133,40 @@ class Dispatcher:
 
     # -- jobs ----------------------------------------------------------------
 
-    async def record_queued(self, record: JobRecord) -> None:
-        """Create the job's record; a worker that already wrote a later state wins."""
-        assert self.jobs is not None
+    async def create_job(self, key: str, record: JobRecord) -> tuple[JobRecord, int | None]:
+        """Create-only: (record, revision) when made; (the existing record, None) when the key is taken."""
+        jobs = self._jobs_bucket()
         try:
-            await self.jobs.create(record.id, record.encode())
+            return record, await jobs.create(key, record.encode())
         except nats.js.errors.KeyWrongLastSequenceError:
-            pass
+            existing = await self.job(key)
+            if existing is None:  # deleted in between: a lost race, try once more
+                return record, await jobs.create(key, record.encode())
+            return existing, None
         except (nats.errors.Error, asyncio.TimeoutError) as exc:
-            # The item is queued and its worker will write the record: not fatal.
-            log.warning("could not record queued job", extra={"request_id": record.id, "error": str(exc)})
+            raise unavailable(f"cannot record the job: {exc or type(exc).__name__}") from None
 
-    async def job(self, job_id: str) -> JobRecord | None:
-        if not self.connected or self.jobs is None:
-            raise unavailable("not connected to NATS")
+    async def delete_job(self, key: str, revision: int) -> None:
+        """Undo our own create (the item could not be queued); a record someone moved on stays."""
         try:
-            entry = await self.jobs.get(job_id)
+            await self._jobs_bucket().delete(key, last=revision)
+        except Exception as exc:  # noqa: BLE001 - its deadline reports it expired in the end
+            log.warning("could not remove unqueued job record", extra={"job": key, "error": str(exc)})
+
+    async def job(self, key: str) -> JobRecord | None:
+        jobs = self._jobs_bucket()
+        try:
+            entry = await jobs.get(key)
         except nats.js.errors.KeyNotFoundError:
             return None
         except (nats.errors.Error, asyncio.TimeoutError) as exc:
             raise unavailable(str(exc) or type(exc).__name__) from None
         return JobRecord.decode(entry.value) if entry.value else None
+
+    def _jobs_bucket(self) -> KeyValue:
+        if not self.connected or self.jobs is None:
+            raise unavailable("not connected to NATS")
+        return self.jobs
 
     # -- connection events -----------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..errors import ApiError
+from .auth import authenticate
 from .http import json_response
 from .state import state_of
 
@@ -23,12 +24,18 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
+    """Status for anyone; workers, pools and backlogs only for an admin key (they map the fleet)."""
     st = state_of(request)
     table = st.holder.table
+    status = "healthy" if st.dispatcher.connected and table is not None else "degraded"
+    auth = request.headers.get("Authorization")
+    key = authenticate(table, auth) if table is not None and auth else None
+    if key is None or not key.admin:
+        return json_response({"status": status})
     live = st.registry.live()
     configured = table.machine_profiles() if table else []
     return json_response({
-        "status": "healthy" if st.dispatcher.connected and table is not None else "degraded",
+        "status": status,
         "nats_connected": st.dispatcher.connected,
         "worker_count": len(live),
         "models_loaded": len({m for b in live for m in b.models}),

@@ -11,7 +11,8 @@ from aiohttp import web
 from ..api.upstream import Operation
 from ..errors import ApiError
 from ..messages import JobRecord, Result, WorkItem
-from .auth import authenticate
+from ..subjects import DEDUPE_WINDOW_S
+from .auth import authenticate, tenant_of
 from .http import MACHINE_PROFILE, RID, json_response, read_json
 from .resolve import Resolution, resolve, split_machine_profile
 from .state import GatewayState, state_of
@@ -44,7 +45,7 @@ async def infer(request: web.Request) -> web.Response:
     item = WorkItem(
         id=rid, op=op, model=res.lane.model, bundle=res.lane.bundle, machine_profile=res.lane.machine_profile,
         pool=res.lane.pool, items=items, params=res.params(params), profile=res.profile,
-        max_attempts=res.route.max_attempts,
+        max_attempts=res.route.max_attempts, tenant=tenant_of(key),
     )
     if st.registry.serving(res.lane) == 0:
         if res.pinned:
@@ -91,22 +92,35 @@ async def _run(st: GatewayState, item: WorkItem, res: Resolution, model_ref: str
 
 
 async def _accept(st: GatewayState, item: WorkItem, res: Resolution, ttl_s: int) -> web.Response:
-    """No live worker: queue durably, keep the result in the jobs bucket, answer 202."""
+    """No live worker: record the job (create-only), queue durably, answer 202.
+
+    The record comes first, so a concurrent duplicate finds it and gets the same 202,
+    and a request id reused later never overwrites the job it already names.
+    """
     item.keep_result = True
     item.deadline = time.time() + ttl_s
-    ack = await st.dispatcher.publish(item, res.lane.subject)
-    if ack.duplicate:
-        return await _duplicate(st, item, res)
-    await st.dispatcher.record_queued(JobRecord(
-        id=item.id, state="queued", model=item.model, pool=item.pool,
-        machine_profile=item.machine_profile, bundle=item.bundle,
+    record, revision = await st.dispatcher.create_job(item.key, JobRecord(
+        id=item.id, state="queued", model=item.model, pool=item.pool, machine_profile=item.machine_profile,
+        bundle=item.bundle, tenant=item.tenant, deadline=item.deadline,
     ))
+    if revision is None and not (record.state == "queued"
+                                 and time.time() - record.updated_at < DEDUPE_WINDOW_S / 2):
+        # The job exists and runs, ended, or was queued too long ago for dedup to hold: never queue it again.
+        return _accepted(item.id, res)
+    try:
+        # Ours, or a duplicate still inside the dedup window: publishing again is idempotent, and it
+        # stores the item even if the first request's publish failed.
+        await st.dispatcher.publish(item, res.lane.subject)
+    except ApiError:
+        if revision is not None:
+            await st.dispatcher.delete_job(item.key, revision)
+        raise
     return _accepted(item.id, res)
 
 
 async def _duplicate(st: GatewayState, item: WorkItem, res: Resolution) -> web.Response:
-    """Same X-Request-ID again: never queue twice; point at the job when there is one."""
-    if await st.dispatcher.job(item.id) is not None:
+    """Same X-Request-ID again from the same tenant: never queue twice; point at the job when there is one."""
+    if await st.dispatcher.job(item.key) is not None:
         return _accepted(item.id, res)
     raise ApiError("duplicate_request",
                    f"request id {item.id!r} was already accepted; its result went to the first caller. "
@@ -132,13 +146,15 @@ def result_body(result: Result, model: str) -> dict[str, Any]:
 
 
 def result_error(result: Result) -> ApiError:
+    # Messages come from the worker runtime, which never forwards exception text (see worker/process.py).
     err = result.error or {}
     message = err.get("message") or "the worker failed"
+    error_id = err.get("error_id")
     if result.state == "expired":
         return ApiError("deadline_exceeded", message)
     if err.get("code") == "invalid_input":
-        return ApiError("invalid_input", message)
-    return ApiError("worker_error", f"{message} (after {result.attempt} attempt(s))")
+        return ApiError("invalid_input", message, error_id=error_id)
+    return ApiError("worker_error", f"{message} (after {result.attempt} attempt(s))", error_id=error_id)
 
 
 def _result_response(result: Result, model: str) -> web.Response:

@@ -5,22 +5,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from ..messages import as_dict
+import uuid
 from typing import Any
 
+import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from ..jetstream import ensure_jobs_bucket
-from ..messages import JobRecord, Result, WorkItem
+from ..messages import JobRecord, Result, WorkItem, as_dict
 from .config import WorkerConfig
 from .context import Context
 from .errors import PermanentError, TransientError
 from .loader import Invoker
 
 log = logging.getLogger("switchyard.worker")
+
+HANDLER_FAILED = "the handler failed on this item; the worker's log holds the detail under error_id"
 
 
 class Processor:
@@ -52,8 +55,10 @@ class Processor:
                          timing={"queue_ms": _ms(time.time() - item.enqueued_at)})
             await self._finish(msg, item, res)
             return
-        if item.keep_result:
-            await self._put_record(item, "running", required=False)
+        if item.keep_result and not await self._put_record(item, "running", required=False):
+            log.info("job already ended, not running it again", extra=_fields(item))
+            await settle(msg.ack)
+            return
 
         ctx = Context(op=item.op, model=item.model, bundle=item.bundle, machine_profile=item.machine_profile,
                       pool=item.pool, request_id=item.id, profile=item.profile, params=item.params,
@@ -79,8 +84,11 @@ class Processor:
     async def _retry_or_fail(self, msg: Msg, item: WorkItem, exc: Exception, started: float, t0: float) -> None:
         text = str(exc) or type(exc).__name__
         if item.attempt >= item.max_attempts:
-            log.warning("last attempt failed", extra=_fields(item, error=text), exc_info=not isinstance(exc, TransientError))
-            res = _failed(item, self._worker_id, "worker_error", text)
+            # Exception text can hold paths and tokens: it stays in this log, the client gets its id.
+            error_id = uuid.uuid4().hex
+            log.warning("last attempt failed", extra=_fields(item, error=text, error_id=error_id),
+                        exc_info=not isinstance(exc, TransientError))
+            res = _failed(item, self._worker_id, "worker_error", HANDLER_FAILED, error_id=error_id)
             res.timing = _timing(item, started, t0)
             await self._finish(msg, item, res, term=True)
             return
@@ -112,25 +120,50 @@ class Processor:
             log.debug("done", extra=_fields(item, state=res.state, **res.timing))
 
     async def _put_record(self, item: WorkItem, state: str, *, result: dict[str, Any] | None = None,
-                          required: bool) -> None:
+                          required: bool) -> bool:
+        """False when the job already has a final record (which stays as it is)."""
         rec = JobRecord(id=item.id, state=state, model=item.model, pool=item.pool,
-                        machine_profile=item.machine_profile, bundle=item.bundle, result=result)
+                        machine_profile=item.machine_profile, bundle=item.bundle, result=result,
+                        tenant=item.tenant, deadline=item.deadline)
         deadline = time.monotonic() + self.record_retry_s
         delay = 0.1
         while True:
             try:
                 if self._jobs is None:
                     self._jobs = await ensure_jobs_bucket(self._js)
-                await self._jobs.put(item.id, rec.encode())
-                return
+                return await _advance(self._jobs, item.key, rec)
             except Exception as exc:  # noqa: BLE001 - NATS down or JetStream not ready yet
                 if time.monotonic() + delay > deadline:
                     if required:
                         raise
                     log.warning("could not write job record", extra=_fields(item, state=state, error=str(exc)))
-                    return
+                    return True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+
+async def _advance(jobs: KeyValue, key: str, rec: JobRecord) -> bool:
+    """Move a job record on, by compare-and-set: a final record is never overwritten.
+
+    A redelivered item that runs again after its first outcome was recorded leaves
+    that outcome in place; so does a request id reused once its job has ended.
+    """
+    while True:
+        try:
+            entry = await jobs.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            try:
+                await jobs.create(key, rec.encode())
+                return True
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue  # someone created it meanwhile: read it
+        if entry.value and JobRecord.decode(entry.value).final:
+            return False
+        try:
+            await jobs.update(key, rec.encode(), last=entry.revision)
+            return True
+        except nats.js.errors.KeyWrongLastSequenceError:
+            continue
 
 
 async def settle(op: Any, **kw: Any) -> None:
@@ -141,9 +174,11 @@ async def settle(op: Any, **kw: Any) -> None:
         log.warning("ack failed", extra={"op": getattr(op, "__name__", "?"), "error": str(exc)})
 
 
-def _failed(item: WorkItem, worker: str, code: str, message: str) -> Result:
-    return Result(id=item.id, ok=False, state="failed", worker=worker, attempt=item.attempt,
-                  error={"code": code, "message": message})
+def _failed(item: WorkItem, worker: str, code: str, message: str, error_id: str | None = None) -> Result:
+    error = {"code": code, "message": message}
+    if error_id:
+        error["error_id"] = error_id
+    return Result(id=item.id, ok=False, state="failed", worker=worker, attempt=item.attempt, error=error)
 
 
 def _ms(seconds: float) -> float:

@@ -126,10 +126,11 @@ async def until(cond: Callable[[], bool], timeout: float, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-async def job_final(gw: GatewayUnderTest, job_id: str, timeout: float = 20.0) -> Reply:
+async def job_final(gw: GatewayUnderTest, job_id: str, headers: dict[str, str] = ADMIN,
+                    timeout: float = 20.0) -> Reply:
     deadline = time.monotonic() + timeout
     while True:
-        r = await gw.call("GET", f"/v1/jobs/{job_id}", headers=ADMIN)
+        r = await gw.call("GET", f"/v1/jobs/{job_id}", headers=headers)
         if r.status == 200 and r.body["state"] in ("succeeded", "failed", "expired"):
             return r
         if time.monotonic() > deadline:

@@ -134,21 +134,31 @@ async def test_deadline_gives_504_and_the_item_ends_expired(nats_server: NatsSer
     assert calls == ["slow-1"]
 
 
-async def test_worker_errors_map_to_status_codes(nats_server: NatsServer) -> None:
+async def test_worker_errors_map_to_status_codes(nats_server: NatsServer,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    secret = "GPU fell over in /srv/models/secret.bin with token sk-live-123"
+
     def picky(items: list[Any], ctx: Any) -> list[Any]:
         if items == ["bad"]:
             raise PermanentError("items must not be 'bad'")
         if items == ["flaky"]:
-            raise TransientError("GPU fell over")
+            raise TransientError(secret)
         return items
 
     async with gateway(nats_server.url) as gw, worker(nats_server.url, picky, nak_delay_s=0.05):
         await gw.wait_for_workers(ECHO)
         r = await gw.infer(items=["bad"])
         assert r.status == 422 and r.body["error"] == {"code": "invalid_input", "message": "items must not be 'bad'"}
-        r = await gw.infer(items=["flaky"])
+        r = await gw.infer(items=["flaky"], headers={"X-Request-ID": "flaky-1"})
         assert r.status == 502 and r.body["error"]["code"] == "worker_error"
-        assert "GPU fell over" in r.body["error"]["message"] and "3 attempt" in r.body["error"]["message"]
+        # Exception text may hold paths and tokens: the client gets a generic message and an error id...
+        text = str(r.body)
+        assert "GPU fell over" not in text and "sk-live" not in text and "/srv" not in text
+        assert "3 attempt" in r.body["error"]["message"]
+        error_id = r.body["error"]["error_id"]
+        # ...and the worker's log holds the detail under that id, with the request id.
+        [line] = [rec for rec in caplog.records if getattr(rec, "error_id", None) == error_id]
+        assert line.error == secret and line.request_id == "flaky-1"  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("call,status,code", [
@@ -221,7 +231,7 @@ async def test_read_endpoints(nats_server: NatsServer) -> None:
         assert res.body["outcome"] == "queue" and res.body["live_workers"] == 1
         assert (await gw.call("POST", "/v1/configs/models", headers=ADMIN, json={})).status == 405
         assert (await gw.call("GET", "/v1/models")).status == 401
-        health = await gw.call("GET", "/health")
+        health = await gw.call("GET", "/health", headers=ADMIN)  # the detail needs an admin key
         assert health.body["worker_count"] == 1 and health.body["live_machine_profiles"] == ["cpu"]
         assert health.body["configured_machine_profiles"] == ["a100-80gb", "cpu", "l4"]
         assert (await gw.call("GET", "/healthz")).status == 200

@@ -33,13 +33,15 @@ class SwitchyardError(Exception):
     default_code = "error"
 
     def __init__(self, status: int | None = None, code: str | None = None, message: str = "",
-                 request_id: str | None = None, *, retry_after: float | None = None) -> None:
+                 request_id: str | None = None, *, retry_after: float | None = None,
+                 error_id: str | None = None) -> None:
         super().__init__(message)
         self.status = self.default_status if status is None else status
         self.code = code or self.default_code
         self.message = message
         self.request_id = request_id
         self.retry_after = retry_after  # seconds the gateway asked us to wait, if it said
+        self.error_id = error_id  # a worker failure's id: its detail is in the worker's log
 
     def __str__(self) -> str:
         where = f" (request {self.request_id})" if self.request_id else ""
@@ -188,14 +190,14 @@ _BY_STATUS: dict[int, type[SwitchyardError]] = {
 
 
 def error_for(status: int | None, code: str, message: str, request_id: str | None = None, *,
-              retry_after: float | None = None) -> SwitchyardError:
+              retry_after: float | None = None, error_id: str | None = None) -> SwitchyardError:
     """The typed error for a code; `status=None` takes the code's status (job results carry none)."""
     if status is None:
         status = STATUS.get(code, 500)
     cls = _BY_CODE.get(code) or _BY_STATUS.get(status)
     if cls is None:
         cls = ServerError if status >= 500 else SwitchyardError
-    return cls(status, code, message, request_id, retry_after=retry_after)
+    return cls(status, code, message, request_id, retry_after=retry_after, error_id=error_id)
 
 
 def error_from_response(status: int, body: bytes, headers: Mapping[str, str], *,
@@ -204,8 +206,8 @@ def error_from_response(status: int, body: bytes, headers: Mapping[str, str], *,
     request_id = headers.get("X-Request-ID")
     parsed = _error_object(body)
     if parsed is not None:
-        code, message = parsed
-        return error_for(status, code, message, request_id, retry_after=retry_after)
+        code, message, error_id = parsed
+        return error_for(status, code, message, request_id, retry_after=retry_after, error_id=error_id)
     # Not our envelope: a proxy, a load balancer, or a crash. Keep a readable snippet.
     snippet = body[:300].decode("utf-8", "replace").strip() or "<empty body>"
     message = f"HTTP {status}{' ' + reason if reason else ''} without a Switchyard error body: {snippet}"
@@ -213,7 +215,7 @@ def error_from_response(status: int, body: bytes, headers: Mapping[str, str], *,
     return cls(status, f"http_{status}", message, request_id, retry_after=retry_after)
 
 
-def _error_object(body: bytes) -> tuple[str, str] | None:
+def _error_object(body: bytes) -> tuple[str, str, str | None] | None:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -221,4 +223,5 @@ def _error_object(body: bytes) -> tuple[str, str] | None:
     err = data.get("error") if isinstance(data, dict) else None
     if not isinstance(err, dict) or not isinstance(err.get("code"), str):
         return None
-    return err["code"], str(err.get("message", ""))
+    error_id = err.get("error_id")
+    return err["code"], str(err.get("message", "")), error_id if isinstance(error_id, str) else None

@@ -118,7 +118,8 @@ class Job:
         error: SwitchyardError | None = None
         if isinstance(outcome, dict) and isinstance(outcome.get("error"), dict):
             err = outcome["error"]
-            error = error_for(None, str(err.get("code") or "internal"), str(err.get("message", "")), job_id)
+            error = error_for(None, str(err.get("code") or "internal"), str(err.get("message", "")), job_id,
+                              error_id=err.get("error_id"))
         elif isinstance(outcome, dict) and state == "succeeded":
             result = InferenceResult.from_json(outcome, request_id=job_id, job_id=job_id)
         if error is None and state == "failed":

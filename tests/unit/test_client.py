@@ -286,6 +286,7 @@ CONTRACT_ERRORS: list[tuple[str, type[SwitchyardError]]] = [
     ("payload_too_large", PayloadTooLarge), ("invalid_input", InvalidInput),
     ("worker_error", WorkerError), ("no_capacity", NoCapacity), ("queue_unavailable", QueueUnavailable),
     ("not_ready", NotReady), ("deadline_exceeded", DeadlineExceeded), ("internal", ServerError),
+    ("queue_full", Unavailable),
 ]
 
 
@@ -593,3 +594,10 @@ def test_sync_client_signatures_match_async() -> None:
     for name in ("infer", "encode", "wait_for_job", "resolve"):
         assert inspect.signature(getattr(Client, name)) == inspect.signature(getattr(AsyncClient, name))
     assert Client.infer.__doc__ == AsyncClient.infer.__doc__
+
+
+def test_a_worker_error_carries_its_error_id() -> None:
+    from switchyard.client.errors import error_from_response
+    body = b'{"error": {"code": "worker_error", "message": "the handler failed", "error_id": "e1f2"}}'
+    err = error_from_response(502, body, {"X-Request-ID": "rid-9"})
+    assert type(err) is WorkerError and err.error_id == "e1f2" and err.request_id == "rid-9"

@@ -12,6 +12,13 @@ from .. import __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["worker"]:
+        # Handed over before parsing: an argparse REMAINDER refuses a first argument that
+        # looks like a flag, so `switchyard worker --nats ...` would exit 2.
+        from ..worker.cli import main as worker_main
+
+        return worker_main(argv[1:], prog="switchyard worker")
     parser = argparse.ArgumentParser(prog="switchyard", description=__doc__)
     parser.add_argument("--version", action="version", version=f"switchyard {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -31,9 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     gw.add_argument("--log-level", default="INFO")
     gw.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
 
-    wk = sub.add_parser("worker", help="run a worker (same flags as python -m switchyard.worker)",
-                        add_help=False)
-    wk.add_argument("args", nargs=argparse.REMAINDER)
+    # Listed for --help only; main() hands `worker` to the worker's own parser.
+    sub.add_parser("worker", help="run a worker (same flags as python -m switchyard.worker)")
 
     op = sub.add_parser("operator", help="run the Kubernetes operator")
     from ..operator.options import add_arguments as operator_arguments
@@ -49,10 +55,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     dev.add_argument("--log-level", default="WARNING")
 
     args = parser.parse_args(argv)
-    if args.command == "worker":
-        from ..worker.cli import main as worker_main
-
-        return worker_main(args.args)
     if args.command == "operator":
         from ..operator.main import main as operator_main
 

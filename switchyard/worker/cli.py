@@ -62,8 +62,8 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
     asyncio.run(coro)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m switchyard.worker") -> int:
+    args = build_parser(prog).parse_args(argv)
     logs.setup(args.log_level)
     try:
         config = config_from_args(args)

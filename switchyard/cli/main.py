@@ -9,16 +9,44 @@ import sys
 from typing import Sequence
 
 from .. import __version__
+from ..extras import MissingExtra, require
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(argv)
+    except MissingExtra as exc:
+        print(f"switchyard: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(argv: list[str]) -> int:
     if argv[:1] == ["worker"]:
         # Handed over before parsing: an argparse REMAINDER refuses a first argument that
         # looks like a flag, so `switchyard worker --nats ...` would exit 2.
+        require("worker", "switchyard worker")
         from ..worker.cli import main as worker_main
 
         return worker_main(argv[1:], prog="switchyard worker")
+    args = build_parser().parse_args(argv)
+    if args.command == "operator":
+        require("operator", "switchyard operator")
+        from ..operator.main import main as operator_main
+
+        return operator_main(args)
+    if args.command == "gateway":
+        require("gateway", "switchyard gateway")
+        from .gateway import run_gateway
+
+        return run_gateway(args)
+    require("dev", "switchyard dev")
+    from .dev import run_dev
+
+    return run_dev(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchyard", description=__doc__)
     parser.add_argument("--version", action="version", version=f"switchyard {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -47,25 +75,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     operator_arguments(op)
 
     dev = sub.add_parser("dev", help="NATS + gateway on examples/ + an echo worker, on this machine")
-    dev.add_argument("--config-dir", default=None, help="default: the examples/ directory")
+    dev.add_argument("--config-dir", default=None,
+                     help="default: the example manifests shipped with switchyard")
     dev.add_argument("--port", type=int, default=8080)
     dev.add_argument("--metrics-port", type=int, default=9090)
     dev.add_argument("--nats-port", type=int, default=4222)
     dev.add_argument("--check", action="store_true", help="send one request, print it, and exit")
     dev.add_argument("--log-level", default="WARNING")
 
-    args = parser.parse_args(argv)
-    if args.command == "operator":
-        from ..operator.main import main as operator_main
-
-        return operator_main(args)
-    if args.command == "gateway":
-        from .gateway import run_gateway
-
-        return run_gateway(args)
-    from .dev import run_dev
-
-    return run_dev(args)
+    return parser
 
 
 def run(coro: object) -> None:

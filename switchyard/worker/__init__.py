@@ -4,6 +4,10 @@
     asyncio.run(serve(WorkerConfig(nats_url=..., model="BAAI/bge-m3", handler=encode)))
 """
 
+from ..extras import require
+
+require("worker", "switchyard.worker")  # a clear message naming the extra, not a bare ModuleNotFoundError
+
 from .config import WorkerConfig, default_worker_id, kv_key
 from .context import Context
 from .errors import PermanentError, TransientError

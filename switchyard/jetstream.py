@@ -1,6 +1,14 @@
-"""Create (idempotently) the stream and KV buckets that gateways and workers share."""
+"""Create (idempotently) the stream and KV buckets that gateways and workers share.
+
+Gateways own their configuration: `apply_queue_limits` makes the work stream and both
+KV buckets what the Gateway spec says (spec.queue), creating or updating them. Workers
+only create what is missing (at R1 and default limits) and never change what exists,
+so a worker can neither lower the replicas nor undo the limits a gateway applied.
+"""
 
 from __future__ import annotations
+
+import dataclasses
 
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -9,15 +17,17 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError
 from nats.js.kv import KeyValue
 
+from .api.table import QueueLimits
 from .subjects import DEDUPE_WINDOW_S, JOBS_BUCKET, WORK_PREFIX, WORK_STREAM, WORKERS_BUCKET, Lane
 
 HEARTBEAT_TTL_S = 10.0
 
 
-def work_stream_config() -> StreamConfig:
+def work_stream_config(limits: QueueLimits = QueueLimits()) -> StreamConfig:
     # Work-queue retention: an item leaves the stream only when a worker acks it,
     # and file storage keeps it across a NATS restart.
     return StreamConfig(
+        num_replicas=limits.replicas,
         name=WORK_STREAM,
         subjects=[f"{WORK_PREFIX}.>"],
         retention=RetentionPolicy.WORK_QUEUE,
@@ -28,29 +38,55 @@ def work_stream_config() -> StreamConfig:
     )
 
 
-async def ensure_work_stream(js: JetStreamContext) -> None:
-    cfg = work_stream_config()
+async def apply_queue_limits(js: JetStreamContext, limits: QueueLimits,
+                             jobs_ttl_s: float = 3600.0) -> tuple[KeyValue, KeyValue]:
+    """The gateway's side: stream and buckets as spec.queue says; returns (workers, jobs) buckets."""
+    cfg = work_stream_config(limits)
     try:
         await js.add_stream(cfg)
     except BadRequestError:
-        await js.update_stream(cfg)  # exists with an older config
+        await js.update_stream(cfg)  # exists with another config: a worker's defaults, or an older spec
+    workers = await ensure_workers_bucket(js, limits.replicas)
+    jobs = await ensure_jobs_bucket(js, jobs_ttl_s, limits.replicas)
+    for bucket in (WORKERS_BUCKET, JOBS_BUCKET):
+        await _set_replicas(js, f"KV_{bucket}", limits.replicas)  # a KV bucket is the stream KV_<bucket>
+    return workers, jobs
 
 
-async def ensure_workers_bucket(js: JetStreamContext) -> KeyValue:
+async def ensure_work_stream(js: JetStreamContext) -> None:
+    """The worker's side: create the stream if it is missing; one that exists is left as it is."""
+    try:
+        await js.add_stream(work_stream_config())
+    except BadRequestError:
+        pass  # exists with the gateway's config (replicas, limits): not the worker's to change
+
+
+async def ensure_workers_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
     return await _bucket(js, KeyValueConfig(bucket=WORKERS_BUCKET, ttl=HEARTBEAT_TTL_S,
-                                            storage=StorageType.MEMORY, history=1))
+                                            storage=StorageType.MEMORY, history=1, replicas=replicas))
 
 
-async def ensure_jobs_bucket(js: JetStreamContext, ttl_s: float = 3600.0) -> KeyValue:
+async def ensure_jobs_bucket(js: JetStreamContext, ttl_s: float = 3600.0, replicas: int = 1) -> KeyValue:
     return await _bucket(js, KeyValueConfig(bucket=JOBS_BUCKET, ttl=ttl_s,
-                                            storage=StorageType.FILE, history=1))
+                                            storage=StorageType.FILE, history=1, replicas=replicas))
 
 
 async def _bucket(js: JetStreamContext, cfg: KeyValueConfig) -> KeyValue:
+    """Bind to the bucket, else create it (`cfg.replicas` applies only to a new bucket)."""
     try:
         return await js.key_value(cfg.bucket)
     except Exception:  # noqa: BLE001 - nats-py raises BucketNotFoundError or NotFoundError by version
+        pass
+    try:
         return await js.create_key_value(cfg)
+    except BadRequestError:
+        return await js.key_value(cfg.bucket)  # another process made it in between
+
+
+async def _set_replicas(js: JetStreamContext, stream: str, replicas: int) -> None:
+    info = await js.stream_info(stream)
+    if (info.config.num_replicas or 1) != replicas:
+        await js.update_stream(dataclasses.replace(info.config, num_replicas=replicas))
 
 
 def lane_consumer_config(lane: Lane, ack_wait_s: float = 30.0, max_ack_pending: int = 1024) -> ConsumerConfig:

@@ -65,7 +65,9 @@ def new_state(nats_url: str, holder: TableHolder | None = None, instance: str | 
     holder.on_change(lambda t: metrics.config_epoch.set(t.epoch))
     dispatcher = Dispatcher(nats_url, instance, on_state=lambda up: metrics.nats_connected.set(1 if up else 0),
                             on_reconnect=registry.resync,
-                            jobs_ttl_s=lambda: holder.table.result_ttl_seconds if holder.table else 3600.0)
+                            jobs_ttl_s=lambda: holder.table.result_ttl_seconds if holder.table else 3600.0,
+                            queue_limits=lambda: holder.table.queue if holder.table else None)
+    holder.on_change(lambda t: dispatcher.queue_changed())  # hot reload of spec.queue
     return GatewayState(instance, holder, dispatcher, registry, Demand(metrics), metrics)
 
 

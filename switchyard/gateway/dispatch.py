@@ -22,8 +22,9 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from nats.js.kv import KeyValue
 
+from ..api.table import QueueLimits
 from ..errors import ApiError
-from ..jetstream import ensure_jobs_bucket, ensure_work_stream, ensure_workers_bucket
+from ..jetstream import apply_queue_limits, ensure_jobs_bucket, ensure_work_stream, ensure_workers_bucket
 from ..messages import JobRecord, Result, WorkItem
 from ..subjects import INBOX_PREFIX, token
 
@@ -39,6 +40,7 @@ def unavailable(why: str) -> ApiError:
 class Dispatcher:
     def __init__(self, url: str, instance: str, *, publish_timeout: float = 5.0,
                  jobs_ttl_s: Callable[[], float] = lambda: 3600.0,
+                 queue_limits: Callable[[], QueueLimits | None] = lambda: None,
                  on_state: Callable[[bool], None] = lambda up: None,
                  on_reconnect: Callable[[], Awaitable[None]] | None = None) -> None:
         self.url = url
@@ -46,6 +48,10 @@ class Dispatcher:
         self.inbox = f"{INBOX_PREFIX}.{self.instance}"
         self.publish_timeout = publish_timeout
         self.jobs_ttl_s = jobs_ttl_s
+        self.queue_limits = queue_limits
+        self._applied: QueueLimits | None = None  # spec.queue as last applied to JetStream
+        self._apply_lock = asyncio.Lock()
+        self._retry: asyncio.Task[None] | None = None
         self._on_state = on_state
         self._on_reconnect = on_reconnect
         self._seq = itertools.count(1)
@@ -61,12 +67,17 @@ class Dispatcher:
     def connected(self) -> bool:
         return self.nc is not None and self.nc.is_connected and self.ready.is_set()
 
+    @property
+    def servers(self) -> list[str]:
+        """The NATS url may list several servers, comma-separated (a cluster)."""
+        return [u.strip() for u in self.url.split(",") if u.strip()]
+
     async def connect(self) -> None:
-        """Connect, retrying until NATS answers; then make sure stream and buckets exist."""
+        """Connect, retrying until NATS answers; then make stream and buckets what spec.queue says."""
         while True:
             try:
                 self.nc = await nats.connect(
-                    self.url, name=f"switchyard-gateway-{self.instance}",
+                    self.servers, name=f"switchyard-gateway-{self.instance}",
                     max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=2,
                     disconnected_cb=self._disconnected, reconnected_cb=self._reconnected,
                     error_cb=self._error, allow_reconnect=True,
@@ -76,7 +87,7 @@ class Dispatcher:
                 log.warning("NATS not reachable yet", extra={"url": self.url, "error": str(exc)})
                 await asyncio.sleep(1.0)
         self.js = self.nc.jetstream(timeout=self.publish_timeout)
-        await self._prepare()
+        await self._prepare_until_applied()  # not ready before: nothing is queued on a stream unlike the spec
         await self.nc.subscribe(f"{self.inbox}.*", cb=self._on_result)
         self.ready.set()
         self._on_state(True)
@@ -84,12 +95,50 @@ class Dispatcher:
 
     async def _prepare(self) -> None:
         assert self.js is not None
-        await ensure_work_stream(self.js)
-        self.workers = await ensure_workers_bucket(self.js)
-        self.jobs = await ensure_jobs_bucket(self.js, self.jobs_ttl_s())  # TTL is set when the bucket is made
+        async with self._apply_lock:
+            limits = self.queue_limits()
+            ttl = self.jobs_ttl_s()  # the jobs TTL is set when the bucket is made
+            if limits is None:
+                # No routing table yet (cluster mode reads it concurrently): bind, create only what is
+                # missing, change nothing; queue_changed() applies spec.queue when the table arrives.
+                await ensure_work_stream(self.js)
+                self.workers, self.jobs = await ensure_workers_bucket(self.js), await ensure_jobs_bucket(self.js, ttl)
+            else:
+                self.workers, self.jobs = await apply_queue_limits(self.js, limits, ttl)
+            self._applied = limits
+
+    async def _prepare_until_applied(self) -> None:
+        """Apply spec.queue until JetStream takes it (a cluster short of peers, a single server
+        asked for replicas, a leader election), and again if the table changed meanwhile."""
+        delay = 0.5
+        while not self._closing:
+            try:
+                await self._prepare()
+                if self._applied == self.queue_limits():
+                    return
+                continue
+            except Exception as exc:  # noqa: BLE001 - logged and retried; the cause is in the message
+                limits = self.queue_limits()
+                log.error("cannot apply the Gateway's spec.queue to JetStream; retrying",
+                          extra={"replicas": limits.replicas if limits else None,
+                                 "error": str(exc) or type(exc).__name__})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def queue_changed(self) -> None:
+        """A new table: apply its spec.queue (replicas, limits) unless it is what JetStream has."""
+        if self.js is None or not self.ready.is_set() or self.queue_limits() == self._applied:
+            return  # not connected yet: connect() applies the table it finds
+        self._retry_prepare()
+
+    def _retry_prepare(self) -> None:
+        if self._retry is None or self._retry.done():
+            self._retry = asyncio.create_task(self._prepare_until_applied())
 
     async def close(self) -> None:
         self._closing = True
+        if self._retry is not None:
+            self._retry.cancel()
         for fut in self._waiters.values():
             fut.cancel()
         if self.nc is not None and not self.nc.is_closed:
@@ -180,7 +229,8 @@ class Dispatcher:
         try:
             await self._prepare()  # a NATS that lost its store gets stream and buckets back
         except Exception as exc:  # noqa: BLE001
-            log.error("could not re-create stream or buckets", extra={"error": str(exc)})
+            log.error("could not re-create stream or buckets; retrying", extra={"error": str(exc)})
+            self._retry_prepare()
         self._on_state(True)
         if self._on_reconnect is not None:
             await self._on_reconnect()

@@ -27,9 +27,23 @@ class MetricsListener(Model):
     port: int = Field(default=9090, ge=1, le=65535, description="Port of /metrics (Prometheus).")
 
 
+class ScalerListener(Model):
+    port: int = Field(default=9091, ge=1, le=65535,
+                      description="Port of the KEDA external-push scaler (gRPC) that KEDA dials for demand.")
+
+
 class Listeners(Model):
     http: HttpListener = Field(default_factory=HttpListener)
     metrics: MetricsListener = Field(default_factory=MetricsListener)
+    scaler: ScalerListener = Field(default_factory=ScalerListener)
+
+
+class Scaler(Model):
+    address: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9.\[\]:-]+:[0-9]{1,5}$", max_length=261,
+        description="host:port that KEDA dials for this Gateway's scaler, written into every ScaledObject. "
+                    "Default: the gateway Service, <name>-gateway.<namespace>.svc:<listeners.scaler.port>. "
+                    "Set it when KEDA runs where that name does not resolve (e.g. outside the cluster).")
 
 
 class SecretKeyRef(Model):
@@ -98,6 +112,7 @@ class GatewaySpec(Model):
     nats: Nats = Field(default_factory=Nats, description="The work queue.")
     jobs: Jobs = Field(default_factory=Jobs, description="Results of requests answered with 202.")
     queue: Queue = Field(default_factory=Queue, description="Limits and replication of the work stream.")
+    scaler: Scaler = Field(default_factory=Scaler, description="How KEDA reaches the gateways' external scaler.")
     replicas: int = Field(default=2, ge=0, le=100, description="Gateway pods the operator runs.")
     image: str | None = Field(default=None, description="Gateway image; default the operator's own.")
 

@@ -42,6 +42,10 @@ class Scaling(Model):
         default=0, ge=0, description="Pending items above which workers scale up from zero."
     )
     cooldown_seconds: int = Field(default=300, ge=0, le=86_400, description="Idle time before scaling back to minReplicas.")
+    polling_interval_seconds: int = Field(
+        default=30, ge=1, le=3600,
+        description="How often KEDA polls the scaler (IsActive, GetMetrics). Scale-up from zero is pushed at "
+                    "once; scaling down and up past one replica follow this poll.")
 
     @model_validator(mode="after")
     def _min_le_max(self) -> "Scaling":

@@ -32,9 +32,14 @@ def run_gateway(args: argparse.Namespace) -> int:
                                 kubeconfig=args.kubeconfig)
         st.pool_expired = cluster.pool_expired
         background = [cluster.run]
+        if args.scaler_port is not None:
+            from ..gateway.scaledobjects import Nudger
+
+            # KEDA backs off while a scaler is absent: tell it this one is up (scaledobjects.py).
+            background.append(Nudger(st.holder, args.namespace, args.kubeconfig).run)
 
     async def main() -> None:
-        running = await start(st, Listen(args.host, args.port, args.metrics_port),
+        running = await start(st, Listen(args.host, args.port, args.metrics_port, args.scaler_port),
                               access_log=not args.no_access_log, background=background)
         await serve_forever(running)
 

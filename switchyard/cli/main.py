@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--host", default="127.0.0.1")
     gw.add_argument("--port", type=int, default=8080)
     gw.add_argument("--metrics-port", type=int, default=9090)
+    gw.add_argument("--scaler-port", type=int, default=None,
+                    help="serve KEDA's external scaler (gRPC) on this port; default: not served "
+                         "(the operator passes the Gateway's spec.listeners.scaler.port)")
     gw.add_argument("--log-level", default="INFO")
     gw.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
 

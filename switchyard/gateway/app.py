@@ -22,6 +22,8 @@ from .dispatch import Dispatcher
 from .http import make_middleware
 from .metrics import Metrics
 from .registry import Registry
+from .scaler import ScalerServer
+from .scaler import serve as serve_scaler
 from .state import STATE, GatewayState
 
 log = logging.getLogger("switchyard.gateway")
@@ -82,15 +84,19 @@ class Listen:
     host: str = "127.0.0.1"
     port: int = 8080
     metrics_port: int | None = 9090
+    scaler_port: int | None = None  # KEDA external scaler (gRPC); None: not served, 0: any free port
 
 
 class Running:
     """A started gateway: HTTP sites plus background tasks; `stop()` undoes it all."""
 
-    def __init__(self, st: GatewayState, runners: list[web.AppRunner], tasks: list[asyncio.Task[None]]) -> None:
-        self.state, self._runners, self._tasks = st, runners, tasks
+    def __init__(self, st: GatewayState, runners: list[web.AppRunner], tasks: list[asyncio.Task[None]],
+                 scaler: ScalerServer | None = None) -> None:
+        self.state, self._runners, self._tasks, self.scaler = st, runners, tasks, scaler
 
     async def stop(self) -> None:
+        if self.scaler is not None:
+            await self.scaler.stop()
         for runner in self._runners:
             await runner.cleanup()  # stops accepting, lets in-flight requests finish
         for task in self._tasks:
@@ -103,6 +109,10 @@ class Running:
 
 async def start(st: GatewayState, listen: Listen, *, access_log: bool = True,
                 background: list[Callable[[], Awaitable[None]]] = ()) -> Running:
+    scaler = None
+    if listen.scaler_port is not None:  # first: a taken port then fails before anything else listens
+        scaler = await serve_scaler(lambda: st.dispatcher.js if st.dispatcher.connected else None,
+                                    listen.host, listen.scaler_port)
     runners = []
     for app, port in [(build_app(st, access_log=access_log), listen.port),
                       (build_metrics_app(st.metrics), listen.metrics_port)]:
@@ -122,7 +132,7 @@ async def start(st: GatewayState, listen: Listen, *, access_log: bool = True,
     tasks = [asyncio.create_task(connect_then_watch())] + [asyncio.create_task(fn()) for fn in background]
     log.info("gateway listening", extra={"host": listen.host, "port": listen.port,
                                          "metrics_port": listen.metrics_port, "instance": st.instance})
-    return Running(st, runners, tasks)
+    return Running(st, runners, tasks, scaler)
 
 
 async def _observe(st: GatewayState) -> None:

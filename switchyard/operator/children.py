@@ -6,6 +6,7 @@ updates the same objects instead of creating duplicates.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ..api.gateway import Gateway
@@ -13,6 +14,7 @@ from ..api.pool import Pool
 from ..api.table import RoutingTable
 from ..api.upstream import Upstream
 from ..gateway.cluster import POOL_LABEL, TABLE_KEY
+from ..gateway.scaledobjects import STARTED_KEY, scaled_object_name
 
 Obj = dict[str, Any]
 
@@ -20,7 +22,6 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "switchyard-operator", "app.kubern
 OWNER_LABEL = "switchyard.dev/owner"  # <kind>.<name>, for pruning without a garbage collector
 EPOCH_ANNOTATION = "switchyard.dev/epoch"
 HASH_ANNOTATION = "switchyard.dev/hash"
-SCALER_PORT = 9091  # the gateway's KEDA external-push scaler (served in a later release)
 RUN_AS = 65532
 
 RESTRICTED_CONTAINER = {
@@ -71,17 +72,20 @@ def gateway_service_account(gw: Gateway) -> Obj:
     return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(gw, gateway_name(gw.name))}
 
 
-def gateway_role(gw: Gateway) -> Obj:
-    """Exactly what a gateway pod reads: its routing ConfigMap, worker endpoints, pool leases."""
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta(gw, gateway_name(gw.name)),
-        "rules": [
-            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [routing_name(gw.name)],
-             "verbs": ["get", "list", "watch"]},
-            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
-            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["list", "watch"]},
-        ],
-    }
+def gateway_role(gw: Gateway, scaled_objects: Sequence[str] = ()) -> Obj:
+    """Exactly what a gateway pod needs: read its routing ConfigMap, worker endpoints and pool
+    leases; touch the ScaledObjects that scale on it when its scaler starts (scaledobjects.py)."""
+    rules: list[Obj] = [
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [routing_name(gw.name)],
+         "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["list", "watch"]},
+    ]
+    if scaled_objects:  # never an empty resourceNames: that would mean every ScaledObject
+        rules.append({"apiGroups": ["keda.sh"], "resources": ["scaledobjects"],
+                      "resourceNames": sorted(scaled_objects), "verbs": ["get", "patch"]})
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": _meta(gw, gateway_name(gw.name)), "rules": rules}
 
 
 def gateway_role_binding(gw: Gateway) -> Obj:
@@ -99,15 +103,17 @@ def gateway_selector(gw: Gateway) -> dict[str, str]:
 
 def gateway_deployment(gw: Gateway, image: str) -> Obj:
     s = gw.spec
-    http, metrics = s.listeners.http.port, s.listeners.metrics.port
+    http, metrics, scaler = s.listeners.http.port, s.listeners.metrics.port, s.listeners.scaler.port
     labels = gateway_selector(gw)
     container = {
         "name": "gateway",
         "image": s.image or image,
         "args": ["gateway", "--configmap", routing_name(gw.name), "--namespace", gw.metadata.namespace or "default",
-                 "--nats", s.nats.url, "--host", "0.0.0.0", "--port", str(http), "--metrics-port", str(metrics)],
+                 "--nats", s.nats.url, "--host", "0.0.0.0", "--port", str(http), "--metrics-port", str(metrics),
+                 "--scaler-port", str(scaler)],
         "env": [{"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
-        "ports": [{"name": "http", "containerPort": http}, {"name": "metrics", "containerPort": metrics}],
+        "ports": [{"name": "http", "containerPort": http}, {"name": "metrics", "containerPort": metrics},
+                  {"name": "scaler", "containerPort": scaler}],
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10},
         "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
@@ -142,7 +148,7 @@ def gateway_service(gw: Gateway) -> Obj:
             "ports": [
                 {"name": "http", "port": s.http.port, "targetPort": "http"},
                 {"name": "metrics", "port": s.metrics.port, "targetPort": "metrics"},
-                {"name": "scaler", "port": SCALER_PORT, "targetPort": SCALER_PORT},
+                {"name": "scaler", "port": s.scaler.port, "targetPort": "scaler"},
             ],
         },
     }
@@ -150,32 +156,41 @@ def gateway_service(gw: Gateway) -> Obj:
 
 # -- Upstream ----------------------------------------------------------------------------
 
-def scaled_object(up: Upstream, gateway: str) -> Obj:
-    """KEDA scales the worker Deployment on the gateway's pending demand for this model.
+def scaler_address(gw: Gateway) -> str:
+    """Where KEDA dials the gateways' external scaler: the override, else the gateway Service."""
+    return gw.spec.scaler.address or f"{gateway_name(gw.name)}.{gw.metadata.namespace}.svc:{gw.spec.listeners.scaler.port}"
+
+
+def scaled_object(up: Upstream, gw: Gateway, scaler_started_at: str | None = None) -> Obj:
+    """KEDA scales the worker Deployment on the gateways' pending demand for this model.
 
     KEDA's scale-to-zero idiom: idleReplicaCount 0 with minReplicaCount >= 1, so
-    an idle fleet has no pods and an active one at least one.
+    an idle fleet has no pods and an active one at least one. `scaler_started_at`
+    is what a gateway wrote to make KEDA reconcile (gateway/scaledobjects.py), kept
+    so that re-applying never undoes it.
     """
-    sc, ns = up.spec.scaling, up.metadata.namespace
+    sc = up.spec.scaling
+    metadata = {
+        "scalerAddress": scaler_address(gw),
+        "model": up.spec.model,
+        "upstream": up.name,
+        "targetPendingPerReplica": str(sc.target_pending_per_replica),
+        "activationThreshold": str(sc.activation_threshold),
+    }
+    if scaler_started_at:
+        metadata[STARTED_KEY] = scaler_started_at
     spec: Obj = {
         "scaleTargetRef": {"name": up.spec.workers.deployment or up.spec.workers.service},
         "minReplicaCount": max(sc.min_replicas, 1),
         "maxReplicaCount": sc.max_replicas,
+        "pollingInterval": sc.polling_interval_seconds,
         "cooldownPeriod": sc.cooldown_seconds,
-        "triggers": [{
-            "type": "external-push",
-            "metadata": {
-                "scalerAddress": f"{gateway_name(gateway)}.{ns}.svc:{SCALER_PORT}",
-                "model": up.spec.model,
-                "upstream": up.name,
-                "targetPendingPerReplica": str(sc.target_pending_per_replica),
-                "activationThreshold": str(sc.activation_threshold),
-            },
-        }],
+        "triggers": [{"type": "external-push", "metadata": metadata}],
     }
     if sc.min_replicas == 0:
         spec["idleReplicaCount"] = 0
-    return {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": _meta(up, up.name), "spec": spec}
+    return {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+            "metadata": _meta(up, scaled_object_name(up.name)), "spec": spec}
 
 
 # -- Pool ----------------------------------------------------------------------------------
@@ -188,6 +203,6 @@ def pool_lease(pool: Pool, now_iso: str) -> Obj:
             "metadata": _meta(pool, lease_name(pool.name), {POOL_LABEL: pool.name}), "spec": spec}
 
 
-def gateway_children(gw: Gateway, table: RoutingTable, image: str) -> list[Obj]:
-    return [routing_configmap(gw, table), gateway_service_account(gw), gateway_role(gw),
+def gateway_children(gw: Gateway, table: RoutingTable, image: str, scaled_objects: Sequence[str] = ()) -> list[Obj]:
+    return [routing_configmap(gw, table), gateway_service_account(gw), gateway_role(gw, scaled_objects),
             gateway_role_binding(gw), gateway_service(gw), gateway_deployment(gw, image)]

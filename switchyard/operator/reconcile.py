@@ -27,6 +27,8 @@ from ..api.loader import KINDS, ResourceSet
 from ..api.pool import DEFAULT_POOL, Pool
 from ..api.secret import Secret
 from ..api.table import RoutingTable
+from ..api.upstream import Upstream
+from ..gateway import scaledobjects
 from ..gateway.cluster import POOL_LABEL, SERVICE_LABEL
 from . import children
 from .kube import (
@@ -79,10 +81,12 @@ class Reconciler:
             await self._ensure_default_pool(ns, obs)
         expired = await self._pool_leases(ns, obs, outcome)
         rs = await self._resource_set(ns, obs, expired)
+        scaled_on = self._scaled_on(obs, gateways)
         for gw in gateways:
-            table = await self._gateway(gw, rs, obs)
+            names = [scaledobjects.scaled_object_name(up.name) for up, g in scaled_on.values() if g is gw]
+            table = await self._gateway(gw, rs, obs, names)
             outcome.tables[gw.name] = table
-        await self._upstreams(ns, obs, gateways)
+        await self._upstreams(obs, scaled_on)
         await self._statuses(ns, obs, outcome, expired)
         await self._prune(ns, obs)
         return outcome
@@ -163,7 +167,7 @@ class Reconciler:
 
     # -- act -------------------------------------------------------------------------------
 
-    async def _gateway(self, gw: Gateway, rs: ResourceSet, obs: Observed) -> RoutingTable:
+    async def _gateway(self, gw: Gateway, rs: ResourceSet, obs: Observed, scaled_objects: list[str]) -> RoutingTable:
         result = compile_table(rs, gateway=gw.name)
         for issue in result.issues:
             obs.problem(_key(issue), f"{issue.field}: {issue.message}" if issue.field else issue.message)
@@ -172,22 +176,31 @@ class Reconciler:
         old_epoch = int(old.get(children.EPOCH_ANNOTATION, "0") or 0)
         epoch = old_epoch if old.get(children.HASH_ANNOTATION) == result.table.hash else old_epoch + 1
         table = result.table.with_epoch(max(epoch, 1))
-        for obj in children.gateway_children(gw, table, self.image):  # the ConfigMap first
+        for obj in children.gateway_children(gw, table, self.image, scaled_objects):  # the ConfigMap first
             await self._ensure(obj, obs)
         return table
 
-    async def _upstreams(self, ns: str, obs: Observed, gateways: list[Gateway]) -> None:
-        names = [g.name for g in gateways]
-        writes = []
+    def _scaled_on(self, obs: Observed, gateways: list[Gateway]) -> dict[str, tuple[Upstream, Gateway]]:
+        """Upstream key -> (Upstream, the Gateway whose scaler KEDA asks); a problem where there is none."""
+        by_name = {g.name: g for g in gateways}
+        out = {}
         for key, up in obs.models.items():
             if not key.startswith("Upstream/"):
                 continue
-            target = up.spec.gateway_ref or (names[0] if names else None)
-            if target is None or target not in names:
+            target = up.spec.gateway_ref or (gateways[0].name if gateways else None)
+            if target is None or target not in by_name:
                 obs.problem(key, f"no Gateway {target!r} in this namespace to scale on" if target
                             else "no Gateway in this namespace to scale on")
                 continue
-            writes.append(self._ensure(children.scaled_object(up, target), obs))
+            out[key] = (up, by_name[target])
+        return out
+
+    async def _upstreams(self, obs: Observed, scaled_on: dict[str, tuple[Upstream, Gateway]]) -> None:
+        writes = []
+        for up, gw in scaled_on.values():
+            name = scaledobjects.scaled_object_name(up.name)
+            started = scaledobjects.started_at(obs.children.get(("ScaledObject", name)))
+            writes.append(self._ensure(children.scaled_object(up, gw, started), obs))
         await bounded(writes)
 
     async def _statuses(self, ns: str, obs: Observed, outcome: Outcome, expired: set[str]) -> None:

@@ -1,0 +1,72 @@
+"""The gateway's scaler port, the Service, the Deployment and every ScaledObject agree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from switchyard.api.gateway import Gateway
+from switchyard.api.upstream import Upstream
+from switchyard.cli.main import build_parser
+from switchyard.gateway.scaledobjects import STARTED_KEY, started_at
+from switchyard.operator import children
+
+
+def gateway(**spec: Any) -> Gateway:
+    return Gateway.model_validate({"kind": "Gateway", "metadata": {"name": "main", "namespace": "team", "uid": "u1"},
+                                   "spec": spec})
+
+
+def upstream(**scaling: Any) -> Upstream:
+    return Upstream.model_validate({
+        "kind": "Upstream", "metadata": {"name": "bge-m3", "namespace": "team", "uid": "u2"},
+        "spec": {"model": "BAAI/bge-m3", "operations": ["encode"], "machineProfiles": ["l4"],
+                 "workers": {"service": "bge-m3-workers"}, "scaling": scaling}})
+
+
+def test_scaler_port_is_served_exposed_and_dialled() -> None:
+    gw = gateway(listeners={"scaler": {"port": 9191}})
+    dep = children.gateway_deployment(gw, "img")
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    assert args[args.index("--scaler-port") + 1] == "9191"
+    assert {"name": "scaler", "containerPort": 9191} in container["ports"]
+    svc = children.gateway_service(gw)
+    assert {"name": "scaler", "port": 9191, "targetPort": "scaler"} in svc["spec"]["ports"]
+    so = children.scaled_object(upstream(), gw)
+    assert so["spec"]["triggers"][0]["metadata"]["scalerAddress"] == "main-gateway.team.svc:9191"
+    # The gateway's own command line accepts exactly what the operator passes.
+    parsed = build_parser().parse_args(args)
+    assert parsed.scaler_port == 9191
+
+
+def test_default_port_and_the_address_override() -> None:
+    assert children.scaler_address(gateway()) == "main-gateway.team.svc:9091"
+    gw = gateway(scaler={"address": "127.0.0.1:40123"})
+    so = children.scaled_object(upstream(), gw)
+    assert so["spec"]["triggers"][0]["metadata"]["scalerAddress"] == "127.0.0.1:40123"
+
+
+def test_scaled_object_takes_polling_and_cooldown_from_the_upstream() -> None:
+    so = children.scaled_object(upstream(pollingIntervalSeconds=2, cooldownSeconds=5, minReplicas=0,
+                                         maxReplicas=3, targetPendingPerReplica=10, activationThreshold=1), gateway())
+    spec = so["spec"]
+    assert (spec["pollingInterval"], spec["cooldownPeriod"], spec["minReplicaCount"], spec["idleReplicaCount"],
+            spec["maxReplicaCount"]) == (2, 5, 1, 0, 3)
+    md = spec["triggers"][0]["metadata"]
+    assert (md["model"], md["targetPendingPerReplica"], md["activationThreshold"]) == ("BAAI/bge-m3", "10", "1")
+    assert STARTED_KEY not in md
+
+
+def test_operator_keeps_the_start_time_a_gateway_wrote() -> None:
+    touched = children.scaled_object(upstream(), gateway(), "2026-11-24T10:00:00Z")
+    assert started_at(touched) == "2026-11-24T10:00:00Z"
+    assert started_at(children.scaled_object(upstream(), gateway())) is None
+
+
+def test_gateway_role_touches_only_its_own_scaled_objects() -> None:
+    rules = children.gateway_role(gateway(), ["bge-m3", "echo"])["rules"]
+    keda = [r for r in rules if r["apiGroups"] == ["keda.sh"]]
+    assert keda == [{"apiGroups": ["keda.sh"], "resources": ["scaledobjects"], "resourceNames": ["bge-m3", "echo"],
+                     "verbs": ["get", "patch"]}]
+    # No ScaledObject scales on it: no rule at all (an empty resourceNames would mean every one).
+    assert not [r for r in children.gateway_role(gateway())["rules"] if r["apiGroups"] == ["keda.sh"]]

@@ -12,6 +12,7 @@ STATUS: Mapping[str, int] = {
     "bad_request": 400,
     "invalid_json": 400,
     "invalid_request_id": 400,
+    "too_deep": 400,  # arrays and objects nested past switchyard.jsondepth.MAX_JSON_DEPTH
     "unsupported_operation": 400,
     "unknown_machine_profile": 400,
     "unauthorized": 401,
@@ -24,6 +25,7 @@ STATUS: Mapping[str, int] = {
     "pool_expired": 410,  # its Lease was not renewed in time
     "incompatible_bundle": 409,
     "duplicate_request": 409,
+    "request_timeout": 408,  # request line, headers or body not received in time (spec.listeners.http)
     "payload_too_large": 413,
     "invalid_input": 422,  # the worker refused the items (a permanent error)
     "internal": 500,
@@ -32,6 +34,7 @@ STATUS: Mapping[str, int] = {
     "queue_unavailable": 503,  # NATS unreachable: never bypassed
     "queue_full": 503,  # the work stream is at spec.queue limits: nothing accepted is dropped for it
     "not_ready": 503,  # no routing table loaded yet
+    "too_many_connections": 503,  # spec.listeners.http.maxConnections reached; the connection is closed
     "deadline_exceeded": 504,
 }
 

@@ -15,11 +15,13 @@ from typing import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..api.table import HttpLimits
 from . import configs, health, inference, jobs
 from .config import DirectoryConfig, TableHolder
 from .demand import Demand
 from .dispatch import Dispatcher
 from .http import make_middleware
+from .listener import GuardedAppRunner
 from .metrics import Metrics
 from .registry import Registry
 from .scaler import ScalerServer
@@ -30,10 +32,10 @@ log = logging.getLogger("switchyard.gateway")
 
 
 def build_app(st: GatewayState, *, access_log: bool = True) -> web.Application:
-    app = web.Application(
-        middlewares=[make_middleware(lambda: st.holder.table, st.metrics, access_log)],
-        client_max_size=1024**3,  # the per-gateway limit is checked by read_json
-    )
+    app = web.Application(middlewares=[make_middleware(lambda: st.holder.table, st.metrics, access_log)])
+    # read_json counts decoded bytes against maxRequestBodyBytes itself; aiohttp's own check (request.read,
+    # post) follows the same limit. It has no setter, and the table changes at runtime: set the attribute.
+    st.holder.on_change(lambda t: setattr(app, "_client_max_size", t.max_request_body_bytes))
     app[STATE] = st
     r = app.router
     r.add_get("/healthz", health.healthz)
@@ -114,11 +116,16 @@ async def start(st: GatewayState, listen: Listen, *, access_log: bool = True,
         scaler = await serve_scaler(lambda: st.dispatcher.js if st.dispatcher.connected else None,
                                     listen.host, listen.scaler_port)
     runners = []
-    for app, port in [(build_app(st, access_log=access_log), listen.port),
-                      (build_metrics_app(st.metrics), listen.metrics_port)]:
+    for app, port, guarded in [(build_app(st, access_log=access_log), listen.port, True),
+                               (build_metrics_app(st.metrics), listen.metrics_port, False)]:
         if port is None:
             continue
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=30)
+        if guarded:  # the API: header/body/idle timeouts and the connection cap of spec.listeners.http
+            runner: web.AppRunner = GuardedAppRunner(
+                app, limits=lambda: st.holder.table.http if st.holder.table else HttpLimits(),
+                metrics=st.metrics, access_log=None, shutdown_timeout=30)
+        else:
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=30)
         await runner.setup()
         await web.TCPSite(runner, listen.host, port, reuse_address=True).start()
         runners.append(runner)

@@ -10,9 +10,12 @@ from typing import Any, Awaitable, Callable
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from ..api.table import RoutingTable
 from ..errors import ApiError
+from ..jsondepth import MAX_JSON_DEPTH, too_deep
+from .listener import BodyTimeout
 
 log = logging.getLogger("switchyard.gateway.http")
 
@@ -26,8 +29,17 @@ MACHINE_PROFILE = web.RequestKey("switchyard_machine_profile", str)  # for the m
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, headers=headers,
-                        content_type="application/json")
+    try:
+        body = orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        # Bodies deeper than MAX_JSON_DEPTH are refused at input, so only a worker's result gets here.
+        raise ApiError("worker_error", f"the worker's result nests deeper than JSON answers allow "
+                                       f"(inputs are limited to {MAX_JSON_DEPTH} levels)") from None
+    return web.Response(body=body, status=status, headers=headers, content_type="application/json")
+
+
+class ClientDisconnected(Exception):
+    """The client closed its connection before its answer: logged as one line, counted, never an error."""
 
 
 def error_response(exc: ApiError) -> web.Response:
@@ -77,9 +89,13 @@ def make_middleware(current_table: Callable[[], RoutingTable | None], metrics: A
                 resp = error_response(exc)
             except web.HTTPException as exc:
                 resp = error_response(_from_http_exception(exc))
+            except ClientDisconnected:
+                resp = _gone(request, rid, metrics, "while sending the body")
             except Exception:  # noqa: BLE001 - every failure still answers in our format
                 log.exception("unhandled error", extra={"request_id": rid})
                 resp = error_response(ApiError("internal", "internal error; quote the request id"))
+            if resp.status != 499 and (request.transport is None or request.transport.is_closing()):
+                resp = _gone(request, rid, metrics, "while waiting for the answer")
         resp.headers["X-Request-ID"] = rid
         if table is not None and table.cors.allow_origins:
             _cors(request, resp, table)
@@ -96,6 +112,14 @@ def make_middleware(current_table: Callable[[], RoutingTable | None], metrics: A
         return resp
 
     return middleware
+
+
+def _gone(request: web.Request, rid: str, metrics: Any, when: str) -> web.Response:
+    """One info line and a count; the work already accepted runs on (its worker still answers)."""
+    metrics.client_disconnects.inc()
+    log.info("client disconnected", extra={"request_id": rid, "when": when, "path": request.path})
+    # Never sent (nobody listens); 499 as nginx logs it, for the request counter and access log.
+    return error_response(ApiError("client_closed_request", f"client disconnected {when}", status=499))
 
 
 def _origin_allowed(origin: str | None, table: RoutingTable) -> bool:
@@ -122,25 +146,41 @@ def _preflight(request: web.Request, table: RoutingTable | None) -> web.Response
 
 
 async def read_json(request: web.Request, limit: int) -> Any:
-    """The JSON body, refusing more than `limit` bytes before reading them all."""
+    """The JSON body, at most `limit` bytes once decoded (Content-Encoding included), nested at most
+    MAX_JSON_DEPTH levels; reading stops as soon as the limit is passed."""
     length = request.content_length
-    if length is not None:
-        if length > limit:
-            raise _too_large(limit)
-        raw = await request.read()
-    else:  # chunked: count as it arrives
-        buf = bytearray()
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            buf += chunk
-            if len(buf) > limit:
-                raise _too_large(limit)
-        raw = bytes(buf)
+    if length is not None and length > limit:
+        raise _too_large(limit)  # the body on the wire alone is past the limit
+    raw = await _read_capped(request, limit)
     if not raw:
         raise ApiError("invalid_json", "request body is empty; send a JSON object")
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ApiError("invalid_json", f"request body is not valid JSON: {exc}") from None
+    if too_deep(raw, body):
+        raise ApiError("too_deep", f"request body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels")
+    return body
+
+
+async def _read_capped(request: web.Request, limit: int) -> bytes:
+    # request.content yields decoded bytes (aiohttp inflates gzip/deflate in bounded steps as we read):
+    # counting them here is what bounds a compressed body.
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while chunk := await request.content.readany():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+    except BodyTimeout as exc:
+        raise ApiError("request_timeout", str(exc), headers={"Connection": "close"}) from None
+    except RequestPayloadError as exc:  # a broken chunked encoding or compressed stream
+        raise ApiError("bad_request", f"request body cannot be read: {exc}") from None
+    except ConnectionError:
+        raise ClientDisconnected() from None
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _too_large(limit: int) -> ApiError:

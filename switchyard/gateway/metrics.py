@@ -33,5 +33,16 @@ class Metrics:
             "switchyard_gateway_nats_connected", "1 when the NATS connection is up", registry=r)
         self.config_epoch = Gauge(
             "switchyard_gateway_config_epoch", "Epoch of the routing table being served", registry=r)
+        self.client_disconnects = Counter(
+            "switchyard_gateway_client_disconnects", "Clients gone before their answer (the work still runs)",
+            registry=r)
+        self.http_connections = Gauge(
+            "switchyard_gateway_http_connections", "Open client connections to the HTTP API", registry=r)
+        self.http_refused = Counter(
+            "switchyard_gateway_http_connections_refused",
+            "Connections closed at once because maxConnections were open", registry=r)
+        self.http_timeouts = Counter(
+            "switchyard_gateway_http_timeouts", "Connections closed for a slow client, by phase "
+            "(headers, body, idle)", ["phase"], registry=r)
         self.config_reloads = Counter(
             "switchyard_gateway_config_reloads", "Routing table reloads by outcome", ["outcome"], registry=r)

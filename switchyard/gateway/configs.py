@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..api.table import ModelRoute, bundles_of
 from ..errors import ApiError
@@ -85,12 +86,45 @@ async def dry_run(request: web.Request) -> web.Response:
     st = state_of(request)
     table = st.table()
     key = authenticate(table, request.headers.get("Authorization"))
-    body = await read_json(request, table.max_request_body_bytes)
-    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
-        raise ApiError("bad_request", 'body must be {"model": "...", "op"?, "machine_profile"?, "pool"?, "bundle"?}')
-    res = resolve(table, body.get("op"), body["model"], machine_profile=body.get("machine_profile"),
-                  pool=body.get("pool"), bundle=body.get("bundle"), key=key)
+    body = _resolve_body(await read_json(request, table.max_request_body_bytes))
+    res = resolve(table, body.op, body.model, machine_profile=body.machine_profile,
+                  pool=body.pool, bundle=body.bundle, key=key)
     st.check_pool(res.lane.pool)
     live = st.registry.serving(res.lane)
     outcome = "queue" if live else ("reject_503" if res.pinned else "provision_202")
     return json_response({**res.describe(), "live_workers": live, "outcome": outcome, "epoch": table.epoch})
+
+
+class ResolveBody(BaseModel):
+    """The body of POST /v1/configs/resolve: strings only (a number or a list is refused, not coerced)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str = Field(min_length=1)
+    op: str | None = None
+    machine_profile: str | None = None
+    pool: str | None = None
+    bundle: str | None = None
+
+
+_RESOLVE_SHAPE = '{"model": "...", "op"?, "machine_profile"?, "pool"?, "bundle"?}'
+
+
+def _resolve_body(body: Any) -> ResolveBody:
+    try:
+        return ResolveBody.model_validate(body)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(part) for part in err["loc"])
+            if not field:
+                problems.append("body must be a JSON object")
+            elif err["type"] == "extra_forbidden":
+                problems.append(f"unknown field {field!r}")
+            elif err["type"] == "missing":
+                problems.append(f"{field!r} is required")
+            elif err["type"] == "string_too_short":
+                problems.append(f"{field!r} must be a non-empty string")
+            else:
+                problems.append(f"{field!r} must be a string, not {type(err['input']).__name__}")
+        raise ApiError("bad_request", f"{'; '.join(problems)}; send {_RESOLVE_SHAPE}") from None

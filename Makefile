@@ -34,6 +34,7 @@ test-k8s: $(STAMP)
 
 bench: $(STAMP)  ## gateway vs direct NATS request-reply floor; see docs/performance.md
 	$(BIN)/python -m bench.gateway
+	$(BIN)/python -m bench.fsync
 	$(BIN)/python -m bench.operator
 
 clean:

@@ -2,7 +2,7 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+STAMP ?= $(VENV)/.installed  # marks a finished install (tests point it elsewhere to skip reinstalling)
 
 .PHONY: demo test test-unit test-integration test-k8s bench install crds clean
 

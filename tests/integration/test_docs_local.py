@@ -1,0 +1,301 @@
+"""The docs' commands for this machine, run as written against real processes.
+
+Which commands there are, and the convention that finds them, is in
+switchyard/testing/doccommands.py; tests/unit/test_docs_listed.py fails on one no test runs.
+
+How they run:
+- Every command runs through `bash -c` from the repository root, with this test's venv
+  first on PATH (as after `make install` and activating .venv) and SWITCHYARD_NATS_URL set
+  to a real nats-server this module starts (the NATS the docs assume is running).
+- The docs' fixed local ports (NATS 4222, gateway 8080, metrics 9090) are moved to free
+  ports, the same in every command, because other tests share this host. Nothing else
+  in a command is changed.
+- `switchyard gateway` and `switchyard worker` / `python -m switchyard.worker` start as
+  background processes and must come up: the gateway's /readyz answers 200, a worker's
+  heartbeat appears in the `sy_workers` bucket. Then every `curl` line runs against them
+  and must answer JSON without an error.
+- A fence with `pip install` lines is a fresh environment: the test makes a new venv,
+  runs the fence's commands in order in it, from a copy of the repository.
+- `make demo` runs as the long-running process it is; each curl line it prints is run,
+  then it gets SIGINT. (make's install step is marked done with STAMP: this test already
+  runs inside the installed venv and must not reinstall it under other tests.)
+- README's Python snippet runs as a script against the same gateway; its second call
+  waits for an L4 worker, which the test starts once the job is queued, as KEDA would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from cli_processes import stop, wait_for_heartbeat
+from switchyard.natsserver import NatsServer, free_port
+from switchyard.testing import doccommands as dc
+
+ROOT = dc.ROOT
+ALL = dc.commands()
+INSTALL_FENCES = sorted({(c.file, c.fence) for c in ALL if dc.kind(c) == "pip"})
+
+
+def _in_install_fence(cmd: dc.Command) -> bool:
+    return (cmd.file, cmd.fence) in INSTALL_FENCES
+
+
+def _unique(cmds: list[dc.Command]) -> list[dc.Command]:
+    seen: dict[str, dc.Command] = {}
+    for c in cmds:
+        seen.setdefault(c.key, c)
+    return list(seen.values())
+
+
+SERVERS = _unique([c for c in ALL if dc.kind(c) in ("gateway", "worker") and not _in_install_fence(c)])
+CURLS = _unique([c for c in ALL if dc.kind(c) == "curl" and not _in_install_fence(c)])
+DEMOS = _unique([c for c in ALL if dc.kind(c) == "demo"])
+
+
+def _id(cmd: dc.Command) -> str:
+    return f"{cmd.where}"
+
+
+@dataclass
+class Stack:
+    nats: NatsServer
+    ports: dict[str, int]
+    env: dict[str, str]
+    logs: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)
+
+
+def _env(bin_dir: Path, nats_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
+    return {**env, "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", "SWITCHYARD_NATS_URL": nats_url,
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
+
+
+def _bash(text: str, env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(["bash", "-c", text], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                start_new_session=True)
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:] if log.exists() else ""
+
+
+async def _ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            try:
+                async with http.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if proc.poll() is not None:
+                raise AssertionError(f"exited with {proc.returncode} before {url} answered 200")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{url} did not answer 200 within {timeout}s")
+            await asyncio.sleep(0.2)
+
+
+async def _come_up(cmd: dc.Command, proc: subprocess.Popen[bytes], log: Path, ports: dict[str, int],
+                   nats_url: str) -> None:
+    words = dc.with_ports(cmd.key, ports).split()
+    if dc.kind(cmd) == "gateway":
+        port = (dc.option(words, "--port") or ["8080"])[-1]
+        await _ready(f"http://127.0.0.1:{port}/readyz", proc)
+    else:
+        for model in dc.option(words, "--model"):
+            await wait_for_heartbeat(nats_url, model, proc, log, timeout=90)
+
+
+def _start_servers(cmds: list[dc.Command], stack: Stack, env: dict[str, str], cwd: Path) -> None:
+    """Start each in doc order and wait for it; a failure is recorded for that command's test."""
+    for cmd in cmds:
+        log = stack.logs / f"{re.sub(r'[^A-Za-z0-9]+', '_', cmd.where)}.log"
+        proc = _bash(dc.with_ports(cmd.text, stack.ports), env, cwd, log)
+        stack.procs[cmd.key] = proc
+        try:
+            asyncio.run(_come_up(cmd, proc, log, stack.ports, stack.nats.url))
+        except AssertionError as exc:
+            stack.problems[cmd.key] = f"{exc}\n{_tail(log)}"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    nats = NatsServer().start()
+    ports = {"nats": nats.port, "http": free_port(), "metrics": free_port()}
+    st = Stack(nats, ports, _env(Path(sys.executable).parent, nats.url), tmp_path_factory.mktemp("doc-logs"))
+    try:
+        _start_servers(SERVERS, st, st.env, ROOT)
+        yield st
+    finally:
+        for proc in st.procs.values():
+            stop(proc)
+        nats.close()
+
+
+@pytest.mark.parametrize("cmd", SERVERS, ids=_id)
+def test_server_command_comes_up(stack: Stack, cmd: dc.Command) -> None:
+    if cmd.key in stack.problems:
+        pytest.fail(f"{cmd.where}: {cmd.text}\n{stack.problems[cmd.key]}", pytrace=False)
+    assert stack.procs[cmd.key].poll() is None, f"{cmd.where} exited"
+
+
+def _run_curl(text: str, env: dict[str, str], where: str) -> Any:
+    done = subprocess.run(["bash", "-c", text], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"{where}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    try:
+        body = json.loads(done.stdout)
+    except ValueError as exc:
+        raise AssertionError(f"{where}: not JSON: {done.stdout[:500]!r}") from exc
+    assert not (isinstance(body, dict) and "error" in body), f"{where}: {body}"
+    return body
+
+
+@pytest.mark.parametrize("cmd", CURLS, ids=_id)
+def test_curl_command(stack: Stack, cmd: dc.Command) -> None:
+    _run_curl(dc.with_ports(cmd.text, stack.ports), stack.env, cmd.where)
+
+
+def _tree_copy(dest: Path) -> Path:
+    """The checkout as a reader has it: tracked files and untracked ones git does not ignore."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout
+    for name in filter(None, listed.split("\0")):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    return dest
+
+
+@pytest.mark.parametrize("fence", INSTALL_FENCES, ids=lambda f: f"{f[0]}-fence{f[1]}")
+def test_install_fence_in_a_fresh_venv(fence: tuple[str, int], tmp_path: Path) -> None:
+    cmds = [c for c in ALL if (c.file, c.fence) == fence]
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=120)
+    nats = NatsServer().start()
+    ports = {"nats": nats.port, "http": free_port(), "metrics": free_port()}
+    st = Stack(nats, ports, _env(venv / "bin", nats.url), tmp_path)
+    tree = _tree_copy(tmp_path / "checkout")
+    try:
+        for cmd in cmds:
+            kind = dc.kind(cmd)
+            if kind in ("gateway", "worker"):
+                _start_servers([cmd], st, st.env, tree)
+                assert cmd.key not in st.problems, f"{cmd.where}: {cmd.text}\n{st.problems[cmd.key]}"
+            elif kind == "curl":
+                _run_curl(dc.with_ports(cmd.text, ports), st.env, cmd.where)
+            elif kind == "pip":
+                done = subprocess.run(["bash", "-c", cmd.text], env=st.env, cwd=tree, capture_output=True,
+                                      text=True, timeout=600)
+                assert done.returncode == 0, f"{cmd.where}: {cmd.text}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+            else:
+                pytest.fail(f"{cmd.where}: no way to run a {kind} command inside an install fence: {cmd.text}")
+    finally:
+        for proc in st.procs.values():
+            stop(proc)
+        nats.close()
+
+
+def _printed_curls(proc: subprocess.Popen[bytes], timeout: float) -> list[str]:
+    """The curl lines `switchyard dev` prints, read until it says it is serving."""
+    found: list[str] = []
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    buffered = ""
+    while time.monotonic() < deadline:
+        chunk = proc.stdout.read()  # None or b"" when nothing is waiting (non-blocking)
+        if chunk:
+            buffered += chunk.decode(errors="replace")
+            *lines, buffered = buffered.split("\n")
+            for line in lines:
+                seen.append(line)
+                if line.strip().startswith("curl "):
+                    found.append(line.split("      #")[0].strip())
+                if "Ctrl-C to stop." in line:
+                    return found
+        elif proc.poll() is not None:
+            break
+        else:
+            time.sleep(0.1)
+    raise AssertionError(f"no 'Ctrl-C to stop.' within {timeout}s (exit {proc.poll()}):\n" + "\n".join(seen[-40:]))
+
+
+@pytest.mark.parametrize("cmd", DEMOS, ids=_id)
+def test_demo_command_serves_the_curl_lines_it_prints(cmd: dc.Command, tmp_path: Path) -> None:
+    stamp = tmp_path / ".installed"
+    stamp.touch()
+    env = {**_env(Path(sys.executable).parent, ""), "VENV": sys.prefix, "STAMP": str(stamp)}
+    env.pop("SWITCHYARD_NATS_URL")
+    proc = subprocess.Popen(["bash", "-c", cmd.text], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        curls = _printed_curls(proc, timeout=180)
+        assert curls, "it printed no curl line"
+        for line in curls:
+            body = _run_curl(line, env, f"{cmd.where} printed: {line}")
+            assert "items" in body or "job_id" in body, body
+    finally:
+        stop(proc, signal.SIGINT, timeout=30)
+
+
+README_SNIPPETS = [s for s in dc.snippets() if s.file == "README.md"]
+
+
+@pytest.mark.parametrize("snippet", README_SNIPPETS, ids=lambda s: s.where)
+async def test_readme_python_snippet(stack: Stack, snippet: dc.Snippet, tmp_path: Path) -> None:
+    script = tmp_path / "snippet.py"
+    script.write_text(dc.with_ports(snippet.code, stack.ports))
+    log = tmp_path / "snippet.log"
+    proc = _bash(f"{sys.executable} {script}", stack.env, tmp_path, log)
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        # The snippet waits for capacity on the L4 lane of BAAI/bge-m3: once its job is queued
+        # (pending demand), start a worker there, as KEDA would.
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and worker is None:
+            lane = await _pending_lane(stack.ports["metrics"], "l4")
+            if lane:
+                worker = _bash(f"switchyard worker --model BAAI/bge-m3 --machine-profile l4 --bundle {lane['bundle']} "
+                               f"--pool {lane['pool']} --handler switchyard.worker.handlers:echo",
+                               stack.env, ROOT, tmp_path / "l4-worker.log")
+            assert time.monotonic() < deadline, f"no L4 demand within 60 s:\n{_tail(log)}"
+            await asyncio.sleep(0.2)
+        await asyncio.to_thread(proc.wait, 120)
+        assert proc.returncode == 0, _tail(log)
+        assert "hello" in log.read_text(), _tail(log)
+    finally:
+        stop(proc)
+        if worker is not None:
+            stop(worker)
+
+
+async def _pending_lane(metrics_port: int, machine_profile: str) -> dict[str, str] | None:
+    """The labels of a lane on `machine_profile` with pending demand, from the gateway's metrics."""
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{metrics_port}/metrics") as resp:
+        text = await resp.text()
+    for line in text.splitlines():
+        if line.startswith("switchyard_gateway_pending_demand{") and float(line.rsplit(" ", 1)[1]) > 0:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+            if labels.get("machine_profile") == machine_profile:
+                return labels
+    return None

@@ -23,7 +23,12 @@ from .subjects import DEDUPE_WINDOW_S, JOBS_BUCKET, WORK_PREFIX, WORK_STREAM, WO
 HEARTBEAT_TTL_S = 10.0
 
 
-def work_stream_config(limits: QueueLimits = QueueLimits()) -> StreamConfig:
+# Every item's deadline is at most max(jobs TTL, an Upstream's timeoutSeconds, which is <= 3600 s)
+# after it was queued: an item older than TTL + 1 h is past every deadline and would only be skipped.
+MAX_AGE_MARGIN_S = 3600.0
+
+
+def work_stream_config(limits: QueueLimits = QueueLimits(), jobs_ttl_s: float = 3600.0) -> StreamConfig:
     # Work-queue retention: an item leaves the stream only when a worker acks it,
     # and file storage keeps it across a NATS restart.
     return StreamConfig(
@@ -32,7 +37,13 @@ def work_stream_config(limits: QueueLimits = QueueLimits()) -> StreamConfig:
         subjects=[f"{WORK_PREFIX}.>"],
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
-        discard=DiscardPolicy.NEW,  # refuse new work rather than drop accepted work
+        # Full means refuse new work, never drop accepted work; per lane too (without
+        # discard_new_per_subject a lane over its limit would lose its oldest items).
+        discard=DiscardPolicy.NEW,
+        discard_new_per_subject=True,
+        max_bytes=limits.max_bytes,
+        max_msgs_per_subject=limits.max_messages_per_lane,
+        max_age=jobs_ttl_s + MAX_AGE_MARGIN_S,
         duplicate_window=DEDUPE_WINDOW_S,
         max_msg_size=64 * 1024 * 1024,
     )
@@ -41,7 +52,7 @@ def work_stream_config(limits: QueueLimits = QueueLimits()) -> StreamConfig:
 async def apply_queue_limits(js: JetStreamContext, limits: QueueLimits,
                              jobs_ttl_s: float = 3600.0) -> tuple[KeyValue, KeyValue]:
     """The gateway's side: stream and buckets as spec.queue says; returns (workers, jobs) buckets."""
-    cfg = work_stream_config(limits)
+    cfg = work_stream_config(limits, jobs_ttl_s)
     try:
         await js.add_stream(cfg)
     except BadRequestError:

@@ -37,6 +37,42 @@ def unavailable(why: str) -> ApiError:
     return ApiError("queue_unavailable", f"work queue unavailable: {why}", headers={"Retry-After": RETRY_AFTER_S})
 
 
+DEFAULT_MAX_PAYLOAD = 1024 * 1024  # nats-server's default max_payload
+QUEUE_FULL_RETRY_AFTER_S = "5"
+# JetStream error codes (nats-server errors.json) that mean "the stream is at a limit":
+STORE_FAILED = 10077  # JSStreamStoreFailedF: "maximum messages|bytes|messages per subject exceeded"
+INSUFFICIENT_RESOURCES = 10023  # the server's JetStream storage is full
+MESSAGE_TOO_LARGE = 10054  # JSStreamMessageExceedsMaximumErr: over the stream's max_msg_size
+_LIMIT_HINTS = {
+    "maximum messages per subject exceeded": "this lane holds spec.queue.maxMessagesPerLane items",
+    "maximum bytes exceeded": "the work stream holds spec.queue.maxBytes bytes",
+}
+
+
+def _headers_size(headers: dict[str, str]) -> int:
+    # NATS counts headers in max_payload: "NATS/1.0\r\n", "key: value\r\n" each, "\r\n".
+    return 12 + sum(len(k) + len(v) + 4 for k, v in headers.items())
+
+
+def _too_large(size: int, limit: int) -> ApiError:
+    return ApiError("payload_too_large",
+                    f"the work item is {size} bytes once packed for the queue; a NATS message holds at most "
+                    f"{limit} bytes (the smaller of the server's max_payload and spec.nats.maxPayloadBytes)")
+
+
+def _refused(exc: nats.js.errors.APIError, size: int) -> ApiError:
+    """What a JetStream refusal means to the client: full (retry later), too large, or unavailable."""
+    description = exc.description or ""
+    if exc.err_code == INSUFFICIENT_RESOURCES or (exc.err_code == STORE_FAILED and "maximum" in description):
+        why = _LIMIT_HINTS.get(description, description)
+        return ApiError("queue_full", f"the work queue is full ({why}); nothing was queued, and nothing "
+                                      "accepted is dropped for it. Retry later",
+                        headers={"Retry-After": QUEUE_FULL_RETRY_AFTER_S})
+    if exc.err_code == MESSAGE_TOO_LARGE:
+        return ApiError("payload_too_large", f"the work item is {size} bytes once packed: {description}")
+    return unavailable(f"JetStream refused the item: {description}")
+
+
 class Dispatcher:
     def __init__(self, url: str, instance: str, *, publish_timeout: float = 5.0,
                  jobs_ttl_s: Callable[[], float] = lambda: 3600.0,
@@ -146,18 +182,31 @@ class Dispatcher:
 
     # -- work ----------------------------------------------------------------
 
+    def max_payload(self) -> int:
+        """Bytes one NATS message may hold: the server's max_payload (from its INFO) or spec.nats's, the smaller."""
+        server = self.nc.max_payload if self.nc is not None else DEFAULT_MAX_PAYLOAD
+        limits = self.queue_limits()
+        return min(server, limits.max_payload_bytes) if limits is not None else server
+
     async def publish(self, item: WorkItem, subject: str) -> PubAck:
         if not self.connected:
             raise unavailable("not connected to NATS")
         assert self.js is not None
+        data, headers = item.encode(), {"Nats-Msg-Id": item.key}
+        limit = self.max_payload()
+        size = len(data) + _headers_size(headers)
+        if size > limit:
+            raise _too_large(size, limit)
         try:
-            return await self.js.publish(subject, item.encode(), headers={"Nats-Msg-Id": item.key})
+            return await self.js.publish(subject, data, headers=headers)
         except (nats.errors.TimeoutError, asyncio.TimeoutError):
             raise unavailable("no acknowledgement from JetStream in time") from None
         except nats.js.errors.NoStreamResponseError:
             raise unavailable("the work stream does not answer") from None
+        except nats.errors.MaxPayloadError:  # the server's limit shrank since we read it
+            raise _too_large(size, self.max_payload()) from None
         except nats.js.errors.APIError as exc:
-            raise unavailable(f"JetStream refused the item: {exc.description}") from None
+            raise _refused(exc, size) from None
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
                 nats.errors.OutboundBufferLimitError):
             raise unavailable("connection to NATS lost") from None

@@ -112,6 +112,7 @@ class Heartbeat:
     sent_at: float = field(default_factory=time.time)
     interval_s: float = 2.0
     host: str = ""  # pod name in Kubernetes: matched against the worker Service's EndpointSlices
+    draining: bool = False  # stopping: finishes what it holds, takes nothing new; gateways drop it at once
 
     def encode(self) -> bytes:
         return _pack(self)

@@ -32,7 +32,8 @@ class Seen:
     at: float  # local monotonic time it arrived
 
     def fresh(self, now: float) -> bool:
-        return self.beat.healthy and now - self.at < max(3 * self.beat.interval_s, 2.0)
+        # A draining worker takes nothing new: out of the live set from its first draining beat.
+        return self.beat.healthy and not self.beat.draining and now - self.at < max(3 * self.beat.interval_s, 2.0)
 
 
 class Registry:

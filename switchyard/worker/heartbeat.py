@@ -19,11 +19,12 @@ log = logging.getLogger("switchyard.worker")
 
 class Heartbeater:
     def __init__(self, js: JetStreamContext, config: WorkerConfig, in_flight: Callable[[], int],
-                 healthy: Callable[[], bool] = lambda: True) -> None:
+                 healthy: Callable[[], bool] = lambda: True, draining: Callable[[], bool] = lambda: False) -> None:
         self._js = js
         self._cfg = config
         self._in_flight = in_flight
         self._healthy = healthy
+        self._draining = draining
         self._kv: KeyValue | None = None
         self.started_at = time.time()
         self.key = config.heartbeat_key
@@ -33,7 +34,8 @@ class Heartbeater:
         hb = Heartbeat(worker_id=self._cfg.worker_id, models=list(self._cfg.models), bundle=self._cfg.bundle,
                        machine_profile=self._cfg.machine_profile, pool=self._cfg.pool,
                        in_flight=self._in_flight(), healthy=self._healthy(), started_at=self.started_at,
-                       interval_s=self._cfg.heartbeat_interval_s, host=self._cfg.host)
+                       interval_s=self._cfg.heartbeat_interval_s, host=self._cfg.host,
+                       draining=self._draining())
         if self._kv is None:
             self._kv = await ensure_workers_bucket(self._js)
         try:

@@ -74,6 +74,10 @@ class Worker:
     def heartbeat(self) -> Heartbeater | None:
         return self._heartbeat
 
+    @property
+    def draining(self) -> bool:
+        return self._stopping
+
     def healthy(self) -> bool:
         return not self._stopping and self._nc is not None and self._nc.is_connected
 
@@ -101,7 +105,8 @@ class Worker:
                                expires_s=cfg.pull_expires_s, max_batch=share)
                 await p.open()
                 self._pullers.append(p)
-            self._heartbeat = Heartbeater(js, cfg, lambda: len(self._flights), self.healthy)
+            self._heartbeat = Heartbeater(js, cfg, lambda: len(self._flights), self.healthy,
+                                          lambda: self._stopping)
             await self._heartbeat.beat()  # visible as soon as start() returns
         except BaseException:
             await self._nc.close()
@@ -186,6 +191,10 @@ class Worker:
             self._stopping = True
             timeout = self.config.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
             log.info("worker stopping", extra={"worker": self.worker_id, "in_flight": self.in_flight})
+            if self._heartbeat is not None:
+                # Say "draining" now, not at the next tick: gateways stop sending work meant for us
+                # (it would wait in the stream until its deadline) and answer 202 instead.
+                await _quiet(asyncio.wait_for(self._heartbeat.beat(), 2.0))
             for p in self._pullers:
                 await p.close()
             pulls = self._bg[: len(self._pullers)]

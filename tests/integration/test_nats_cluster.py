@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import re
+import subprocess
 import time
+import urllib.request
 from collections import Counter
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,11 +21,11 @@ import yaml
 from nats.aio.client import Client as NATS
 
 from dataplane import ADMIN, ECHO, GatewayUnderTest, copy_manifests, gateway, job_final, until, worker
-from switchyard.gateway.app import Listen, new_state, start
-from switchyard.gateway.app import directory_source
-from switchyard.natsserver import NatsCluster, NatsServer, free_port
+from switchyard.gateway.app import Listen, directory_source, new_state, start
+from switchyard.natsserver import NatsCluster, NatsServer, free_port, nats_server_binary
 from switchyard.subjects import JOBS_BUCKET, WORK_STREAM, WORKERS_BUCKET, Lane
 
+ROOT = Path(__file__).resolve().parents[2]
 STREAMS = (WORK_STREAM, f"KV_{WORKERS_BUCKET}", f"KV_{JOBS_BUCKET}")
 GPU = Lane("test/gpu", "default", "l4", "default")  # no worker until a test starts one: the 202 path
 
@@ -108,6 +113,54 @@ def test_cluster_of_three_with_sync_always(tmp_path: Path) -> None:
             assert varz["cluster"]["name"] == "switchyard"
             assert s.monitor("/jsz")[1]["meta_cluster"]["cluster_size"] == 3
         assert len({s.store_dir for s in c.servers}) == 3
+
+
+def test_the_cluster_manifest_config_forms_a_jetstream_cluster(tmp_path: Path) -> None:
+    """manifests/nats-cluster/nats.conf as written, run by three real servers; only what
+    Kubernetes provides (pod DNS, the volume, ports on the pod IP) is swapped for loopback."""
+    text = (ROOT / "manifests/nats-cluster/nats.conf").read_text()
+    ports = [(free_port(), free_port(), free_port()) for _ in range(3)]  # client, monitor, route
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for i, (client_port, monitor_port, route_port) in enumerate(ports):
+            conf, n = text, 0
+            for pattern, repl in [(r"(?m)^port: 4222\b", f"listen: 127.0.0.1:{client_port}"),
+                                  (r"(?m)^http_port: 8222\b", f"http: 127.0.0.1:{monitor_port}"),
+                                  (r"(?m)^(\s+)port: 6222\b", rf"\1listen: 127.0.0.1:{route_port}"),
+                                  (r"store_dir: /data\b", f"store_dir: {json.dumps(str(tmp_path / f'nats-{i}'))}")]:
+                conf, k = re.subn(pattern, repl, conf)
+                n += k
+            for j, (_, _, route) in enumerate(ports):
+                conf, k = re.subn(rf"nats://nats-{j}\.nats-headless:6222", f"nats://127.0.0.1:{route}", conf)
+                n += k
+            assert n == 7 and "nats-headless" not in conf, "the manifest's nats.conf changed shape"
+            (tmp_path / f"nats-{i}.conf").write_text(conf)
+            log = open(tmp_path / f"nats-{i}.log", "wb")
+            procs.append(subprocess.Popen([nats_server_binary(), "-c", str(tmp_path / f"nats-{i}.conf")],
+                                          env={**os.environ, "POD_NAME": f"nats-{i}"}, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True))
+            log.close()
+        deadline = time.monotonic() + 30
+        for i, (_, monitor_port, _) in enumerate(ports):
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{monitor_port}/healthz", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline, (tmp_path / f"nats-{i}.log").read_text()[-2000:]
+                time.sleep(0.2)
+            with urllib.request.urlopen(f"http://127.0.0.1:{monitor_port}/varz", timeout=2) as r:
+                varz = json.loads(r.read())
+            assert varz["server_name"] == f"nats-{i}" and varz["cluster"]["name"] == "switchyard"
+            assert varz["jetstream"]["config"]["sync_always"] is True
+            with urllib.request.urlopen(f"http://127.0.0.1:{monitor_port}/jsz", timeout=2) as r:
+                assert json.loads(r.read())["meta_cluster"]["cluster_size"] == 3
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(10)
 
 
 # -- the gateway on a cluster ----------------------------------------------------------------------

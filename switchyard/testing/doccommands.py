@@ -11,7 +11,8 @@ What counts as a command (the convention the docs follow):
   its ``WORD`` line and belongs to the command that opened it.
 - Untagged fences (diagrams, sample output), other languages and inline code in prose are
   not commands. Put anything a reader should type in a tagged fence.
-- ``python`` fences are snippets, run as scripts by the tests where they can be.
+- ``python`` fences are snippets. Each runs as a script, unless it is a fragment of the
+  reader's own code, listed in `SKIPPED_SNIPPETS` with the reason.
 
 `kind()` says how the tests run a command; `SKIPPED` lists, with the reason, the commands
 that cannot run here. A command that is neither runnable nor listed makes
@@ -62,6 +63,15 @@ SKIPPED_PREFIXES: dict[str, str] = {
 }
 
 
+# Python snippets that are fragments of the reader's own code, by (file, first line), with why.
+SKIPPED_SNIPPETS: dict[tuple[str, str], str] = {
+    ("docs/client.md", 'out = sy.encode("BAAI/bge-m3", texts)'):
+        "a fragment inside a list item: `sy` and `texts` are the reader's, from the snippets above",
+    ("docs/worker.md", "from switchyard.worker import Worker, WorkerConfig, serve"):
+        "a fragment of the reader's async code: top-level await, and `encode` is their handler",
+}
+
+
 @dataclass(frozen=True)
 class Command:
     file: str      # relative to the repository root
@@ -100,6 +110,14 @@ class Snippet:
     @property
     def where(self) -> str:
         return f"{self.file}:{self.line}"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.file, next((ln.strip() for ln in self.code.splitlines() if ln.strip()), "")
+
+    @property
+    def skip_reason(self) -> str | None:
+        return SKIPPED_SNIPPETS.get(self.key)
 
 
 def doc_files(root: Path = ROOT) -> list[Path]:

@@ -19,8 +19,9 @@ How they run:
 - `make demo` runs as the long-running process it is; each curl line it prints is run,
   then it gets SIGINT. (make's install step is marked done with STAMP: this test already
   runs inside the installed venv and must not reinstall it under other tests.)
-- README's Python snippet runs as a script against the same gateway; its second call
-  waits for an L4 worker, which the test starts once the job is queued, as KEDA would.
+- Python snippets (all but the fragments listed in SKIPPED_SNIPPETS) run as scripts against
+  the same gateway. One that waits for capacity on a cold lane gets an echo worker on that
+  lane once its job is queued (pending demand in the gateway's metrics), as KEDA would.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from cli_processes import stop, wait_for_heartbeat
 from switchyard.natsserver import NatsServer, free_port
@@ -258,44 +260,51 @@ def test_demo_command_serves_the_curl_lines_it_prints(cmd: dc.Command, tmp_path:
         stop(proc, signal.SIGINT, timeout=30)
 
 
-README_SNIPPETS = [s for s in dc.snippets() if s.file == "README.md"]
+SNIPPETS = [s for s in dc.snippets() if s.skip_reason is None]
 
 
-@pytest.mark.parametrize("snippet", README_SNIPPETS, ids=lambda s: s.where)
-async def test_readme_python_snippet(stack: Stack, snippet: dc.Snippet, tmp_path: Path) -> None:
+def _models_for(machine_profile: str, bundle: str) -> list[str]:
+    """The example Upstreams' models that a worker on (machine profile, bundle) can serve."""
+    docs = yaml.safe_load_all((ROOT / "examples/upstreams.yaml").read_text())
+    return [d["spec"]["model"] for d in docs
+            if d and d.get("kind") == "Upstream" and machine_profile in d["spec"].get("machineProfiles", [])
+            and bundle in [b["name"] for b in d["spec"].get("bundles", [])]]
+
+
+@pytest.mark.parametrize("snippet", SNIPPETS, ids=lambda s: s.where)
+async def test_python_snippet(stack: Stack, snippet: dc.Snippet, tmp_path: Path) -> None:
     script = tmp_path / "snippet.py"
     script.write_text(dc.with_ports(snippet.code, stack.ports))
     log = tmp_path / "snippet.log"
-    proc = _bash(f"{sys.executable} {script}", stack.env, tmp_path, log)
-    worker: subprocess.Popen[bytes] | None = None
+    proc = _bash(f"python {script}", stack.env, tmp_path, log)
+    workers: dict[tuple[str, str, str], subprocess.Popen[bytes]] = {}
     try:
-        # The snippet waits for capacity on the L4 lane of BAAI/bge-m3: once its job is queued
-        # (pending demand), start a worker there, as KEDA would.
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and worker is None:
-            lane = await _pending_lane(stack.ports["metrics"], "l4")
-            if lane:
-                worker = _bash(f"switchyard worker --model BAAI/bge-m3 --machine-profile l4 --bundle {lane['bundle']} "
-                               f"--pool {lane['pool']} --handler switchyard.worker.handlers:echo",
-                               stack.env, ROOT, tmp_path / "l4-worker.log")
-            assert time.monotonic() < deadline, f"no L4 demand within 60 s:\n{_tail(log)}"
+        # A snippet that waits for capacity on a cold lane: once its job is queued (pending
+        # demand), start an echo worker on that lane, as KEDA would start the real one.
+        deadline = time.monotonic() + 120
+        while proc.poll() is None:
+            assert time.monotonic() < deadline, f"{snippet.where} still running after 120 s:\n{_tail(log)}"
+            for lane in await _pending_lanes(stack.ports["metrics"]):
+                lane_key = (lane["pool"], lane["machine_profile"], lane["bundle"])
+                models = _models_for(lane["machine_profile"], lane["bundle"])
+                if lane_key not in workers and models:
+                    workers[lane_key] = _bash(
+                        "switchyard worker " + " ".join(f"--model {m}" for m in models) +
+                        f" --machine-profile {lane['machine_profile']} --bundle {lane['bundle']} "
+                        f"--pool {lane['pool']} --handler switchyard.worker.handlers:echo",
+                        stack.env, ROOT, tmp_path / f"worker-{'-'.join(lane_key)}.log")
             await asyncio.sleep(0.2)
-        await asyncio.to_thread(proc.wait, 120)
-        assert proc.returncode == 0, _tail(log)
-        assert "hello" in log.read_text(), _tail(log)
+        assert proc.returncode == 0, f"{snippet.where}:\n{_tail(log)}"
     finally:
         stop(proc)
-        if worker is not None:
+        for worker in workers.values():
             stop(worker)
 
 
-async def _pending_lane(metrics_port: int, machine_profile: str) -> dict[str, str] | None:
-    """The labels of a lane on `machine_profile` with pending demand, from the gateway's metrics."""
+async def _pending_lanes(metrics_port: int) -> list[dict[str, str]]:
+    """The labels of every lane with pending demand, from the gateway's metrics."""
     async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{metrics_port}/metrics") as resp:
         text = await resp.text()
-    for line in text.splitlines():
-        if line.startswith("switchyard_gateway_pending_demand{") and float(line.rsplit(" ", 1)[1]) > 0:
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
-            if labels.get("machine_profile") == machine_profile:
-                return labels
-    return None
+    return [dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+            for line in text.splitlines()
+            if line.startswith("switchyard_gateway_pending_demand{") and float(line.rsplit(" ", 1)[1]) > 0]

@@ -2,7 +2,7 @@
 
 The convention for what counts as a command is in switchyard/testing/doccommands.py.
 Where they run: tests/integration/test_docs_local.py (gateway, worker, curl, pip, make demo,
-Python snippets) and tests/k8s/test_docs_kubectl.py (kubectl, against a real API server).
+every Python snippet that is not a listed fragment) and tests/k8s/test_docs_kubectl.py (kubectl, against a real API server).
 
 `make test` is the one command that cannot run inside the tests (it would run them
 recursively); this file asserts instead that it runs the same pytest command CI runs.
@@ -33,6 +33,17 @@ def test_skip_list_names_only_commands_in_the_docs() -> None:
     keys = {c.key for c in dc.commands()}
     stale = [k for k in dc.SKIPPED if k not in keys]
     assert not stale, f"SKIPPED lists commands no doc shows any more: {stale}"
+
+
+def test_python_snippets_run_or_are_listed_fragments() -> None:
+    found = dc.snippets()
+    assert any(s.file == "README.md" for s in found)
+    keys = {s.key for s in found}
+    stale = [k for k in dc.SKIPPED_SNIPPETS if k not in keys]
+    assert not stale, f"SKIPPED_SNIPPETS lists snippets no doc shows any more: {stale}"
+    for snippet in found:
+        if snippet.skip_reason is None:
+            compile(snippet.code, snippet.where, "exec")  # a script: runs in test_docs_local.py
 
 
 def test_make_test_runs_the_pytest_command_ci_runs(tmp_path: Path) -> None:

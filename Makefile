@@ -2,7 +2,8 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP ?= $(VENV)/.installed  # marks a finished install (tests point it elsewhere to skip reinstalling)
+# Marks a finished install; tests point it elsewhere so `make demo` does not reinstall their venv.
+STAMP ?= $(VENV)/.installed
 
 .PHONY: demo test test-unit test-integration test-k8s bench install crds clean
 

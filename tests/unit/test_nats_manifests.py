@@ -79,6 +79,13 @@ def test_cluster_is_three_servers_routed_to_each_other() -> None:
     assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
 
 
+def test_one_can_be_applied_over_the_other() -> None:
+    """A StatefulSet's spec is immutable but for replicas, template and a few more: these must agree."""
+    single, cluster = (one(d, "StatefulSet", "nats")["spec"] for d in (SINGLE, CLUSTER))
+    for field in ("serviceName", "selector", "podManagementPolicy", "volumeClaimTemplates"):
+        assert single.get(field) == cluster.get(field), field
+
+
 def test_cluster_keeps_quorum_through_drains_and_lets_routes_in() -> None:
     pdb = one(CLUSTER, "PodDisruptionBudget", "nats")
     assert pdb["spec"]["maxUnavailable"] == 1

@@ -114,7 +114,7 @@ async def start(st: GatewayState, listen: Listen, *, access_log: bool = True,
     scaler = None
     if listen.scaler_port is not None:  # first: a taken port then fails before anything else listens
         scaler = await serve_scaler(lambda: st.dispatcher.js if st.dispatcher.connected else None,
-                                    listen.host, listen.scaler_port)
+                                    listen.host, listen.scaler_port, registry=st.metrics.registry)
     runners = []
     for app, port, guarded in [(build_app(st, access_log=access_log), listen.port, True),
                                (build_metrics_app(st.metrics), listen.metrics_port, False)]:

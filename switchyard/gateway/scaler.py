@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import grpc
 from nats.js import JetStreamContext
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ..subjects import WORK_PREFIX, WORK_STREAM, token
 from .externalscaler import externalscaler_pb2 as pb
@@ -107,24 +108,34 @@ class _Watcher:
 class Activity:
     """Pushes each open stream's active state when it changes; polls only while streams are open."""
 
-    def __init__(self, reader: Callable[[], Awaitable[Counts]], interval_s: float = POLL_INTERVAL_S) -> None:
+    def __init__(self, reader: Callable[[], Awaitable[Counts]], interval_s: float = POLL_INTERVAL_S,
+                 registry: CollectorRegistry | None = None) -> None:
         self._read = reader
         self.interval_s = interval_s
         self._watchers: set[_Watcher] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        registry = registry or CollectorRegistry()  # a private one when the caller exports none
+        self.streams = Gauge("switchyard_gateway_scaler_streams", "Open KEDA StreamIsActive streams",
+                             registry=registry)
+        self.pushes = Counter("switchyard_gateway_scaler_pushes", "States pushed to KEDA on StreamIsActive",
+                              ["active"], registry=registry)
 
     async def changes(self, target: Target) -> AsyncIterator[bool]:
         w = _Watcher(target)
         self._watchers.add(w)
+        self.streams.inc()
         self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._loop())
         try:
             while True:
-                yield await w.queue.get()
+                state = await w.queue.get()
+                self.pushes.labels(str(state).lower()).inc()
+                yield state
         finally:
             self._watchers.discard(w)
+            self.streams.dec()
 
     async def _loop(self) -> None:
         while True:
@@ -150,9 +161,10 @@ class Activity:
 
 
 class ExternalScaler(pb_grpc.ExternalScalerServicer):
-    def __init__(self, js: Callable[[], JetStreamContext | None], interval_s: float = POLL_INTERVAL_S) -> None:
+    def __init__(self, js: Callable[[], JetStreamContext | None], interval_s: float = POLL_INTERVAL_S,
+                 registry: CollectorRegistry | None = None) -> None:
         self._js = js
-        self.activity = Activity(self._all_counts, interval_s)
+        self.activity = Activity(self._all_counts, interval_s, registry)
 
     async def _counts(self, subject_filter: str) -> dict[str, int]:
         js = self._js()
@@ -228,8 +240,8 @@ class ScalerServer:
 
 
 async def serve(js: Callable[[], JetStreamContext | None], host: str, port: int,
-                interval_s: float = POLL_INTERVAL_S) -> ScalerServer:
-    servicer = ExternalScaler(js, interval_s)
+                interval_s: float = POLL_INTERVAL_S, registry: CollectorRegistry | None = None) -> ScalerServer:
+    servicer = ExternalScaler(js, interval_s, registry)
     # No SO_REUSEPORT (gRPC's default): a second process on the port must fail, not share it.
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     pb_grpc.add_ExternalScalerServicer_to_server(servicer, server)

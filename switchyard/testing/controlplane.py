@@ -51,6 +51,9 @@ class ControlPlane:
     # Keep the temp dir (logs, etcd data, certs) after stop() for debugging.
     keep_workdir: bool = field(default_factory=lambda: bool(os.environ.get("SWITCHYARD_KEEP_CONTROLPLANE")))
     apiserver_args: tuple[str, ...] = ()  # extra kube-apiserver flags
+    # The aggregation layer (APIService -> an extension API server, e.g. KEDA's metrics
+    # adapter): a front-proxy client cert and the requestheader flags.
+    aggregation: bool = False
 
     workdir: Path | None = field(default=None, init=False)
     etcd_port: int = field(default=0, init=False)
@@ -184,7 +187,18 @@ class ControlPlane:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             f"--disable-admission-plugins={DISABLED_ADMISSION}",
             "--allow-privileged=true",
+            *(self._aggregation_args() if self.aggregation else ()),
         ])
+
+    def _aggregation_args(self) -> list[str]:
+        pki = self._pki
+        return [f"--requestheader-client-ca-file={pki('ca.crt')}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki('front-proxy-client.crt')}",
+                f"--proxy-client-key-file={pki('front-proxy-client.key')}"]
 
     def _spawn(self, name: str, args: list[str]) -> None:
         # The death signal fires when the spawning *thread* exits, so arm it only
@@ -257,6 +271,8 @@ class ControlPlane:
                     "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost")
         # O=system:masters is the group RBAC grants cluster-admin to.
         self._issue("admin", "/O=system:masters/CN=admin", "extendedKeyUsage=clientAuth")
+        if self.aggregation:  # what the API server shows an extension API server it proxies to
+            self._issue("front-proxy-client", "/CN=front-proxy-client", "extendedKeyUsage=clientAuth")
         _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", self._pki("sa.key"))
         _openssl("pkey", "-in", self._pki("sa.key"), "-pubout", "-out", self._pki("sa.pub"))
 

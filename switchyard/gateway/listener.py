@@ -5,7 +5,8 @@ long as its keep-alive timeout (an hour by default). Each connection here runs a
 watchdog with one deadline for the phase it is in:
 
 - headers: from the connection's start, or from the first byte of a later request, until
-  the request line and headers are parsed (`header_timeout_s`); then a 408 and close;
+  the request line and headers are parsed (`header_timeout_s`); then a 408 and close
+  (a new connection that sent nothing at all is just closed);
 - body: from the headers until the body is complete (`body_timeout_s`); the handler's read
   fails, it answers 408 and the connection closes;
 - idle: between requests on a keep-alive connection (`keep_alive_timeout_s`); then close;
@@ -64,7 +65,7 @@ class GuardedHandler(RequestHandler):
         super().__init__(manager, **{**kwargs, "keepalive_timeout": backstop})
         self._limits = limits
         self._guard = manager
-        self._phase = "headers"
+        self._phase = "idle"  # until the first byte of a request
         self._timer: asyncio.TimerHandle | None = None
         self._body: Any = None  # the body stream of the request being received
         self._counted = False
@@ -84,7 +85,7 @@ class GuardedHandler(RequestHandler):
         self._counted = True
         self._guard.opened()
         super().connection_made(transport)
-        self._arm(self._limits.header_timeout_s)
+        self._arm(self._limits.header_timeout_s)  # a new connection owes a request within this
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()
@@ -97,8 +98,9 @@ class GuardedHandler(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         if self._phase == "idle" and data:
-            self._phase = "headers"  # the first byte of the next request
-            self._arm(self._limits.header_timeout_s)
+            self._phase = "headers"  # the first byte of a request
+            if self._request_count:  # after keep-alive idling; a new connection keeps its first deadline
+                self._arm(self._limits.header_timeout_s)
         count = self._request_count
         super().data_received(data)
         if self._request_count != count and self._phase == "headers":
@@ -175,6 +177,8 @@ class GuardedHandler(RequestHandler):
             # The handler answers 408; a handler that never reads the body is cut off after a grace.
             self._arm(min(5.0, self._limits.header_timeout_s))
         elif phase == "idle":
+            # No byte of a request yet: close without an answer, which the client could mistake
+            # for the answer to a request it sends just then.
             self._guard.metrics.http_timeouts.labels("idle").inc()
             self.force_close()
         elif phase == "late":

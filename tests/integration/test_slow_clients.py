@@ -116,6 +116,16 @@ async def test_idle_keep_alive_connection_is_closed(nats_server: NatsServer, tmp
             writer.close()
 
 
+async def test_connection_that_sends_nothing_is_closed_without_an_answer(
+        nats_server: NatsServer, tmp_path: Path) -> None:
+    async with gateway(nats_server.url, slow_config(tmp_path)) as gw:
+        reader, writer = await asyncio.open_connection(*address(gw.url))
+        try:
+            assert await asyncio.wait_for(reader.read(), GIVE_UP_S) == b""
+        finally:
+            writer.close()
+
+
 async def test_connections_past_the_cap_are_closed(nats_server: NatsServer, tmp_path: Path) -> None:
     cap = 5
     async with gateway(nats_server.url, slow_config(tmp_path, maxConnections=cap, headerTimeoutSeconds=60)) as gw:

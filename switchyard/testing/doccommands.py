@@ -34,13 +34,10 @@ LEFT_OUT = {"tests", "build", "dist", "node_modules"}
 # (NATS, the gateway's HTTP and metrics listeners) because other tests share the host.
 DOC_PORTS = {"nats": 4222, "http": 8080, "metrics": 9090}
 
-_NO_CONTROLLERS = ("no kubelet, scheduler or controller-manager run beside the test API server, so no "
-                   "Deployment or StatefulSet rolls out (the operator runs as a process instead); "
-                   "tests/e2e waits for the rollout on kind")
+_NO_CONTROLLERS = ("there is no scheduler or kubelet beside the test API server, so no Pod ever runs and "
+                   "no Deployment or StatefulSet finishes rolling out (the operator runs as a process "
+                   "instead); tests/e2e waits for the rollout on kind")
 _NO_DOCKER = "needs kind and a Docker engine, neither of which is here; tests/e2e runs these steps where they are"
-_NAMESPACE_GC = ("a namespace finishes deleting only through kube-controller-manager's namespace "
-                 "controller, which does not run beside the test API server: kubectl would wait forever")
-
 # Commands that cannot run in the tests, by their words (shlex, comments dropped), with why.
 SKIPPED: dict[str, str] = {
     "kubectl rollout status -n switchyard-system deployment/switchyard-operator": _NO_CONTROLLERS,
@@ -52,9 +49,6 @@ SKIPPED: dict[str, str] = {
     "kubectl apply --server-side -f https://github.com/kedacore/keda/releases/download/v$KEDA/keda-$KEDA-crds.yaml":
         "downloads from github.com; the test API server gets the same pinned KEDA CRDs from the Go module "
         "cache (tests/controlplane/build.sh, ControlPlane.apply_keda_crds)",
-    "kubectl delete namespace demo": _NAMESPACE_GC,
-    "kubectl delete -k manifests/": _NAMESPACE_GC + "; it would also delete the CRDs other tests on the "
-                                    "same API server use",
 }
 # Whole families, by their first words.
 SKIPPED_PREFIXES: dict[str, str] = {

@@ -341,3 +341,14 @@ async def test_worker_alone_creates_a_missing_stream(nats_server: NatsServer, na
         js = nats_client.jetstream()
         cfg = (await js.stream_info(WORK_STREAM)).config
         assert cfg.discard == "new" and cfg.discard_new_per_subject
+
+
+@pytest.mark.parametrize("encoding", ["br", "zstd"])
+async def test_an_encoding_the_gateway_cannot_decode_is_400_in_our_format(nats_server: NatsServer,
+                                                                           encoding: str) -> None:
+    async with gateway(nats_server.url) as gw:
+        status, raw = await raw_request(gw.url, (
+            "POST /v1/encode/test/echo HTTP/1.1\nHost: gw\nAuthorization: " + ADMIN["Authorization"] + "\n"
+            f"Content-Type: application/json\nContent-Encoding: {encoding}\nContent-Length: 8\n"), b"\x00" * 8)
+        assert status == 400, raw
+        assert b'"bad_request"' in raw

@@ -67,6 +67,7 @@ class GuardedHandler(RequestHandler):
         self._guard = manager
         self._phase = "idle"  # until the first byte of a request
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None  # loop time the current phase ends; None: no deadline
         self._body: Any = None  # the body stream of the request being received
         self._counted = False
 
@@ -89,6 +90,9 @@ class GuardedHandler(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._phase == "refused":
             return  # never handed to aiohttp
         if self._counted:
@@ -104,11 +108,15 @@ class GuardedHandler(RequestHandler):
         count = self._request_count
         super().data_received(data)
         if self._request_count != count and self._phase == "headers":
-            # Headers parsed: the newest message's body is what we wait for now.
-            self._body = self._messages[-1][1] if self._messages else None
-            self._phase = "body"
-            self._arm(self._limits.body_timeout_s)
-        if self._phase == "body" and (self._body is None or self._body.is_eof()):
+            # Headers parsed: the newest message's body is what we wait for now, unless it came whole.
+            body = self._messages[-1][1] if self._messages else None
+            if body is not None and not body.is_eof():
+                self._body, self._phase = body, "body"
+                self._arm(self._limits.body_timeout_s)
+            else:
+                self._phase = "busy"
+                self._disarm()
+        elif self._phase == "body" and (self._body is None or self._body.is_eof()):
             self._phase = "busy"
             self._body = None
             self._disarm()
@@ -144,17 +152,28 @@ class GuardedHandler(RequestHandler):
 
     # -- the watchdog ------------------------------------------------------------
 
+    # One timer per connection, moved lazily: arming only records the deadline unless the timer
+    # would fire too late, so a busy keep-alive connection makes no timer per request.
+
     def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self._timer = self._loop.call_later(seconds, self._expired)
+        when = self._loop.time() + seconds
+        self._deadline = when
+        if self._timer is None or self._timer.when() > when:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(when, self._expired)
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline = None  # a pending timer wakes up, finds no deadline, and stops
 
     def _expired(self) -> None:
         self._timer = None
+        if self._deadline is None:
+            return
+        if self._loop.time() < self._deadline:
+            self._timer = self._loop.call_at(self._deadline, self._expired)
+            return
+        self._deadline = None
         transport = self.transport
         if transport is None or transport.is_closing():
             return

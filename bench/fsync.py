@@ -1,6 +1,6 @@
 """`make bench`: what `sync_interval: always` (fsync before every PubAck) costs JetStream.
 
-    python -m bench.fsync [--requests 2000] [--seconds 5] [--concurrency 64] [--no-cluster]
+    python -m bench.fsync [--requests 2000] [--seconds 5] [--concurrency 64] [--repeat 3] [--no-cluster]
 
 Publishes the gateway's own WorkItems, with `Nats-Msg-Id`, to the production work stream
 config (`work_stream_config`: work-queue, file storage, R1 on one server, R3 on a 3-node
@@ -41,6 +41,7 @@ from .floor import SUBJECT
 ROOT = Path(__file__).resolve().parents[1]
 LANE = Lane("switchyard/echo", "default", "cpu", "default")
 ITEMS = [{"text": "The quick brown fox jumps over the lazy dog."}]
+FLOOR = "floor: core NATS request-reply"
 _ids = itertools.count()
 
 
@@ -89,7 +90,8 @@ async def measure(call: Callable[[], Awaitable[Any]], args: argparse.Namespace) 
 async def jetstream(servers: list[NatsServer], args: argparse.Namespace) -> dict[str, Any]:
     nc = await nats.connect(servers[0].url)
     js = nc.jetstream(timeout=10)
-    await js.add_stream(work_stream_config(QueueLimits(replicas=len(servers))))
+    # The production config, but one lane takes every item here: lift its per-lane limit.
+    await js.add_stream(work_stream_config(QueueLimits(replicas=len(servers), max_messages_per_lane=10**8)))
     cluster = (await js.stream_info(WORK_STREAM)).cluster
     if len(servers) > 1 and cluster and cluster.leader == servers[0].name:
         # Talk to a server that is not the leader: the usual case for a gateway in a cluster.
@@ -156,9 +158,9 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    results: dict[str, Any] = {"machine": machine(), "requests": args.requests, "seconds": args.seconds,
-                               "concurrency": args.concurrency, "setups": {}}
+def one_round(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Every setup once, fresh servers each, then the floor."""
+    out: dict[str, dict[str, float]] = {}
     setups = [("1 server", 1)] + ([("3-node cluster, R3", 3)] if args.cluster else [])
     for label, size in setups:
         for sync in (False, True):
@@ -168,33 +170,54 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     servers = [stack.enter_context(NatsServer(sync_always=sync))]
                 else:
                     servers = stack.enter_context(NatsCluster(size, sync_always=sync)).servers
-                results["setups"][name] = arun(jetstream(servers, args))
-            print(f"  {name}: {results['setups'][name]}", file=sys.stderr, flush=True)
+                out[name] = arun(jetstream(servers, args))
+            print(f"  {name}: {out[name]}", file=sys.stderr, flush=True)
     with NatsServer() as server:
         responder = subprocess.Popen([sys.executable, "-m", "bench.floor", "--nats", server.url], cwd=ROOT,
                                      stdout=subprocess.PIPE, start_new_session=True)
         try:
             assert responder.stdout is not None and responder.stdout.readline().strip() == b"ready"
-            results["floor"] = arun(floor(server.url, args))
+            out[FLOOR] = arun(floor(server.url, args))
         finally:
             responder.terminate()
             responder.wait(10)
-    return results
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    rounds = []
+    for i in range(args.repeat):  # rounds interleave the setups, so a busy moment hits all of them
+        print(f"round {i + 1}/{args.repeat}", file=sys.stderr, flush=True)
+        rounds.append(one_round(args))
+    summary = {name: {metric: {"median": statistics.median(r[name][metric] for r in rounds),
+                               "min": min(r[name][metric] for r in rounds),
+                               "max": max(r[name][metric] for r in rounds)}
+                      for metric in rounds[0][name]}
+               for name in rounds[0]}
+    return {"machine": machine(), "requests": args.requests, "seconds": args.seconds,
+            "concurrency": args.concurrency, "rounds": rounds, "summary": summary}
 
 
 def report(r: dict[str, Any]) -> str:
-    m, f = r["machine"], r["floor"]
+    m, n = r["machine"], len(r["rounds"])
+
+    def cell(s: dict[str, float], fmt: str, unit: str = "") -> str:
+        med, lo, hi = (format(s[k], fmt) for k in ("median", "min", "max"))
+        return f"{med}{unit} ({lo}–{hi})" if n > 1 else f"{med}{unit}"
+
     lines = [
         f"JetStream publish + PubAck vs core NATS request-reply; {m.get('cpu', '?')}, {m['cores']} cores, "
         f"{m.get('ram_gib', '?')} GiB, {m['nats_server']}",
-        f"c=1: {r['requests']} sequential; c={r['concurrency']}: {r['seconds']:g} s closed loop, one connection",
+        f"c=1: {r['requests']} sequential; c={r['concurrency']}: {r['seconds']:g} s closed loop, one connection; "
+        f"median of {n} round(s) (min–max)",
         "",
         f"| | p50 c=1 | p99 c=1 | msgs/s c={r['concurrency']} |",
         "|---|---:|---:|---:|",
-        f"| floor: core NATS request-reply | {f['p50_ms']:.3f} ms | {f['p99_ms']:.3f} ms | {f['rps']:,} |",
     ]
-    for name, s in r["setups"].items():
-        lines.append(f"| {name} | {s['p50_ms']:.3f} ms | {s['p99_ms']:.3f} ms | {s['rps']:,} |")
+    for name in [FLOOR, *(k for k in r["summary"] if k != FLOOR)]:
+        s = r["summary"][name]
+        lines.append(f"| {name} | {cell(s['p50_ms'], '.3f', ' ms')} | {cell(s['p99_ms'], '.3f', ' ms')} "
+                     f"| {cell(s['rps'], ',.0f')} |")
     return "\n".join(lines)
 
 
@@ -203,6 +226,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="sequential publishes at concurrency 1")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the concurrent run")
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; the report shows median and range")
     parser.add_argument("--no-cluster", dest="cluster", action="store_false", help="one server only")
     parser.add_argument("--out", default=str(ROOT / "bench/results/fsync.json"))
     args = parser.parse_args()

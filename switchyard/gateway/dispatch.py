@@ -3,7 +3,8 @@
 Every work item is published to JetStream with `Nats-Msg-Id` = request id and the
 gateway answers only after the PubAck, so a 200 or 202 always means "stored".
 Results come back by core NATS to `_sy.inbox.<gateway>.<seq>`, one wildcard
-subscription per gateway, resolved to the waiting request by sequence number.
+subscription per gateway, resolved to the waiting request by sequence number; the
+PubAcks come to the same subscription, as `_sy.inbox.<gateway>.a<seq>`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Awaitable, Callable
 import nats
 import nats.errors
 import nats.js.errors
+import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -73,6 +75,20 @@ def _refused(exc: nats.js.errors.APIError, size: int) -> ApiError:
     return unavailable(f"JetStream refused the item: {description}")
 
 
+def _no_ack(fut: asyncio.Future[Msg]) -> None:
+    if not fut.done():
+        fut.set_exception(nats.errors.TimeoutError())
+
+
+def _pub_ack(msg: Msg) -> PubAck:
+    if not msg.data and msg.headers and msg.headers.get("Status") == "503":
+        raise nats.js.errors.NoStreamResponseError  # no stream listens on the subject
+    resp = orjson.loads(msg.data)
+    if "error" in resp:
+        raise nats.js.errors.APIError.from_error(resp["error"])
+    return PubAck(stream=resp["stream"], seq=resp["seq"], domain=resp.get("domain"), duplicate=resp.get("duplicate"))
+
+
 class Dispatcher:
     def __init__(self, url: str, instance: str, *, publish_timeout: float = 5.0,
                  jobs_ttl_s: Callable[[], float] = lambda: 3600.0,
@@ -92,6 +108,7 @@ class Dispatcher:
         self._on_reconnect = on_reconnect
         self._seq = itertools.count(1)
         self._waiters: dict[str, asyncio.Future[Result]] = {}
+        self._acks: dict[str, asyncio.Future[Msg]] = {}  # PubAcks come to the same inbox as results
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
         self.jobs: KeyValue | None = None
@@ -198,7 +215,7 @@ class Dispatcher:
         if size > limit:
             raise _too_large(size, limit)
         try:
-            return await self.js.publish(subject, data, headers=headers)
+            return await self._js_publish(subject, data, headers)
         except (nats.errors.TimeoutError, asyncio.TimeoutError):
             raise unavailable("no acknowledgement from JetStream in time") from None
         except nats.js.errors.NoStreamResponseError:
@@ -211,6 +228,23 @@ class Dispatcher:
                 nats.errors.OutboundBufferLimitError):
             raise unavailable("connection to NATS lost") from None
 
+    async def _js_publish(self, subject: str, data: bytes, headers: dict[str, str]) -> PubAck:
+        """What js.publish does, with the PubAck sent to our own inbox subscription: no per-call
+        inbox token, wait_for or JSON-to-dataclass walk (hot path). Raises what js.publish
+        raises, so publish() maps the errors the same way."""
+        assert self.nc is not None
+        token = f"a{next(self._seq)}"
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Msg] = loop.create_future()
+        self._acks[token] = fut
+        timer = loop.call_later(self.publish_timeout, _no_ack, fut)
+        try:
+            await self.nc.publish(subject, data, reply=f"{self.inbox}.{token}", headers=headers)
+            return _pub_ack(await fut)
+        finally:
+            timer.cancel()
+            del self._acks[token]
+
     def expect_result(self, item: WorkItem) -> asyncio.Future[Result]:
         """Register a waiter before publishing, so an early result is never missed."""
         seq = str(next(self._seq))
@@ -221,7 +255,13 @@ class Dispatcher:
         return fut
 
     async def _on_result(self, msg: Msg) -> None:
-        fut = self._waiters.get(msg.subject.rpartition(".")[2])
+        token = msg.subject.rpartition(".")[2]
+        if token[:1] == "a":
+            ack = self._acks.get(token)
+            if ack is not None and not ack.done():
+                ack.set_result(msg)
+            return
+        fut = self._waiters.get(token)
         if fut is None or fut.done():
             return  # a redelivered item answered twice, or nobody waits any more
         try:

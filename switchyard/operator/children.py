@@ -14,7 +14,7 @@ from ..api.pool import Pool
 from ..api.table import RoutingTable
 from ..api.upstream import Upstream
 from ..gateway.cluster import POOL_LABEL, TABLE_KEY
-from ..gateway.scaledobjects import STARTED_KEY, scaled_object_name
+from ..gateway.scaledobjects import scaled_object_name
 
 Obj = dict[str, Any]
 
@@ -161,13 +161,13 @@ def scaler_address(gw: Gateway) -> str:
     return gw.spec.scaler.address or f"{gateway_name(gw.name)}.{gw.metadata.namespace}.svc:{gw.spec.listeners.scaler.port}"
 
 
-def scaled_object(up: Upstream, gw: Gateway, scaler_started_at: str | None = None) -> Obj:
+def scaled_object(up: Upstream, gw: Gateway, gateway_written: dict[str, str] | None = None) -> Obj:
     """KEDA scales the worker Deployment on the gateways' pending demand for this model.
 
     KEDA's scale-to-zero idiom: idleReplicaCount 0 with minReplicaCount >= 1, so
-    an idle fleet has no pods and an active one at least one. `scaler_started_at`
-    is what a gateway wrote to make KEDA reconcile (gateway/scaledobjects.py), kept
-    so that re-applying never undoes it.
+    an idle fleet has no pods and an active one at least one. `gateway_written` is
+    what a gateway wrote into the trigger to make KEDA reconcile and reconnect
+    (gateway/scaledobjects.py), kept so that re-applying never undoes it.
     """
     sc = up.spec.scaling
     metadata = {
@@ -177,8 +177,7 @@ def scaled_object(up: Upstream, gw: Gateway, scaler_started_at: str | None = Non
         "targetPendingPerReplica": str(sc.target_pending_per_replica),
         "activationThreshold": str(sc.activation_threshold),
     }
-    if scaler_started_at:
-        metadata[STARTED_KEY] = scaler_started_at
+    metadata.update(gateway_written or {})
     spec: Obj = {
         "scaleTargetRef": {"name": up.spec.workers.deployment or up.spec.workers.service},
         "minReplicaCount": max(sc.min_replicas, 1),

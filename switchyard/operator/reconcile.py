@@ -199,8 +199,8 @@ class Reconciler:
         writes = []
         for up, gw in scaled_on.values():
             name = scaledobjects.scaled_object_name(up.name)
-            started = scaledobjects.started_at(obs.children.get(("ScaledObject", name)))
-            writes.append(self._ensure(children.scaled_object(up, gw, started), obs))
+            kept = scaledobjects.gateway_written(obs.children.get(("ScaledObject", name)), children.scaler_address(gw))
+            writes.append(self._ensure(children.scaled_object(up, gw, kept), obs))
         await bounded(writes)
 
     async def _statuses(self, ns: str, obs: Observed, outcome: Outcome, expired: set[str]) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,6 +24,7 @@ import pytest
 from cluster import Proc, get, install, operator, wait
 from switchyard.gateway.externalscaler import externalscaler_pb2 as pb
 from switchyard.gateway.externalscaler import externalscaler_pb2_grpc as pb_grpc
+from switchyard.gateway.scaledobjects import STARTED_KEY
 from switchyard.gateway.scaler import METRIC
 from switchyard.natsserver import NatsServer, free_port
 from switchyard.testing.controlplane import ControlPlane
@@ -168,6 +170,41 @@ def test_demand_scales_past_one_replica_through_the_hpa(installed: ControlPlane,
         finally:
             for p in reversed(procs):
                 p.kill()
+
+
+def test_scaler_that_starts_late_makes_its_scaled_object_ready(installed: ControlPlane, keda: KedaOperator,
+                                                               namespace: str, tmp_path: Path,
+                                                               nats: NatsServer) -> None:
+    """While the scaler is absent, KEDA's retries and its gRPC connection back off (20 s absent cost
+    21 s more). A gateway whose scaler comes up touches the ScaledObject (scalerStartedAt and the other
+    spelling of scalerAddress: a fresh connection), so it is reconciled at once."""
+    cp, ns = installed, namespace
+    scaler = free_port()
+    procs: list[Proc] = []
+    try:
+        cp.kubectl("apply", "-n", ns, "-f", "-", input=manifests(nats.url, scaler), check=True)
+        procs.append(operator(cp, tmp_path, "op-late", ns))
+        wait(lambda: so_ready(cp, ns) == "False", 60, "KEDA found no scaler")
+        time.sleep(20)  # let KEDA's retry backoff grow past the wait below
+        assert so_ready(cp, ns) == "False"
+
+        gw, _, _ = start_gateway(cp, ns, nats, tmp_path, "gateway-late", scaler)
+        procs.append(gw)
+        wait(lambda: so_ready(cp, ns) == "True", 15, f"ScaledObject Ready\n{keda.log_tail()}")
+        so = get(cp, ns, "scaledobject", "echo")
+        assert so is not None
+        touched = so["spec"]["triggers"][0]["metadata"]
+        assert touched.get(STARTED_KEY) and touched["scalerAddress"] == f"dns:///127.0.0.1:{scaler}"
+
+        # The operator re-renders the ScaledObject and keeps what the gateway wrote.
+        cp.kubectl("patch", "upstream", "echo", "-n", ns, "--type=merge", "-p",
+                   '{"spec": {"scaling": {"maxReplicas": 2}}}', check=True)
+        so = wait(lambda: (o := get(cp, ns, "scaledobject", "echo")) and o["spec"]["maxReplicaCount"] == 2 and o,
+                  30, "ScaledObject updated")
+        assert so["spec"]["triggers"][0]["metadata"] == touched
+    finally:
+        for p in reversed(procs):
+            p.kill()
 
 
 # -- helpers -----------------------------------------------------------------------------

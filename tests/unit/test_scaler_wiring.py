@@ -7,7 +7,7 @@ from typing import Any
 from switchyard.api.gateway import Gateway
 from switchyard.api.upstream import Upstream
 from switchyard.cli.main import build_parser
-from switchyard.gateway.scaledobjects import STARTED_KEY, started_at
+from switchyard.gateway.scaledobjects import STARTED_KEY, _touched, gateway_written
 from switchyard.operator import children
 
 
@@ -57,10 +57,24 @@ def test_scaled_object_takes_polling_and_cooldown_from_the_upstream() -> None:
     assert STARTED_KEY not in md
 
 
-def test_operator_keeps_the_start_time_a_gateway_wrote() -> None:
-    touched = children.scaled_object(upstream(), gateway(), "2026-11-24T10:00:00Z")
-    assert started_at(touched) == "2026-11-24T10:00:00Z"
-    assert started_at(children.scaled_object(upstream(), gateway())) is None
+def test_operator_keeps_what_a_gateway_wrote() -> None:
+    gw = gateway()
+    address = children.scaler_address(gw)
+    rendered = children.scaled_object(upstream(), gw)
+    assert gateway_written(rendered, address) == {}
+    # A gateway whose scaler started: a new start time and the other spelling of the address.
+    touched = {**rendered, "spec": {**rendered["spec"], "triggers": [
+        _touched(rendered["spec"]["triggers"][0], "2026-11-24T10:00:00Z")]}}
+    kept = gateway_written(touched, address)
+    assert kept == {STARTED_KEY: "2026-11-24T10:00:00Z", "scalerAddress": f"dns:///{address}"}
+    again = children.scaled_object(upstream(), gw, kept)
+    assert again["spec"]["triggers"] == touched["spec"]["triggers"]
+    # Touched twice: back to the plain spelling, still the same target.
+    twice = _touched(touched["spec"]["triggers"][0], "2026-11-24T10:05:00Z")
+    assert twice["metadata"]["scalerAddress"] == address
+    # The Gateway's scaler address changed: the old spelling is dropped, the new address wins.
+    moved = children.scaler_address(gateway(scaler={"address": "10.0.0.9:9091"}))
+    assert "scalerAddress" not in gateway_written(touched, moved)
 
 
 def test_gateway_role_touches_only_its_own_scaled_objects() -> None:

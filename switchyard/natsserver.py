@@ -51,6 +51,7 @@ class NatsServer:
                  name: str | None = None, sync_always: bool = False, cluster_name: str | None = None,
                  cluster_port: int | None = None, routes: Sequence[int] = ()) -> None:
         self.port = port or free_port()
+        self._auto_port = port is None  # ours to re-pick if another process takes it first
         self.monitor_port = free_port()
         self._tmp = None if store_dir else tempfile.mkdtemp(prefix="sy-nats-")
         self.store_dir = store_dir or self._tmp
@@ -60,7 +61,7 @@ class NatsServer:
         self.sync_always = sync_always
         self.cluster_name = cluster_name
         self.cluster_port = cluster_port or (free_port() if cluster_name else None)
-        self.routes = list(routes)
+        self.routes = routes if isinstance(routes, list) else list(routes)  # a cluster shares one list
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -86,14 +87,35 @@ class NatsServer:
         return "\n".join(lines) + "\n"
 
     def start(self, timeout: float = 15.0) -> "NatsServer":
-        conf = os.path.join(self.store_dir, "nats-server.conf")
-        Path(conf).write_text(self.config())
-        log = open(self.log_file, "ab")
-        self.proc = subprocess.Popen([nats_server_binary(), "-c", conf], stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        log.close()
-        self._wait_ready(timeout)
-        return self
+        for attempt in range(3):
+            conf = os.path.join(self.store_dir, "nats-server.conf")
+            Path(conf).write_text(self.config())
+            size = os.path.getsize(self.log_file) if os.path.exists(self.log_file) else 0
+            log = open(self.log_file, "ab")
+            self.proc = subprocess.Popen([nats_server_binary(), "-c", conf], stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+            log.close()
+            try:
+                self._wait_ready(timeout)
+                return self
+            except RuntimeError:
+                # free_port() cannot reserve a port: another process may bind it first. Pick again.
+                with open(self.log_file, "rb") as f:
+                    f.seek(size)
+                    taken = b"address already in use" in f.read()
+                if attempt == 2 or not taken:
+                    raise
+                self._repick_ports()
+        raise AssertionError("unreachable")
+
+    def _repick_ports(self) -> None:
+        self.monitor_port = free_port()
+        if self._auto_port:
+            self.port = free_port()
+        if self.cluster_port is not None:
+            old, self.cluster_port = self.cluster_port, free_port()
+            # The other members learn the new route port by gossip once this one dials them.
+            self.routes[:] = [self.cluster_port if p == old else p for p in self.routes]
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -157,7 +179,7 @@ class NatsCluster:
                  base_dir: str | None = None) -> None:
         self._tmp = None if base_dir else tempfile.mkdtemp(prefix="sy-nats-cluster-")
         base = base_dir or self._tmp
-        cluster_ports = [free_port() for _ in range(size)]
+        cluster_ports = [free_port() for _ in range(size)]  # one list, shared: a re-picked port shows in all
         self.servers = [
             NatsServer(store_dir=os.path.join(base, f"n{i}"), name=f"n{i}", sync_always=sync_always,
                        cluster_name=name, cluster_port=cluster_ports[i], routes=cluster_ports)

@@ -207,6 +207,25 @@ async def test_replicas_follow_a_config_reload(cluster: NatsCluster, tmp_path: P
         await until_replicas(nc, 1)
 
 
+async def test_a_gateway_that_has_no_table_yet_changes_nothing(cluster: NatsCluster, tmp_path: Path) -> None:
+    """Cluster mode reads the routing table while it connects: until the table is there, the
+    gateway must not put defaults (R1) on a queue another gateway made R3."""
+    conf = manifests(tmp_path / "conf", cluster.url, 3)
+    async with client(cluster.url) as nc:
+        async with gateway(cluster.url, conf):
+            await until_replicas(nc, 3)
+        st = new_state(cluster.url)  # no table
+        running = await start(st, Listen("127.0.0.1", free_port(), None), access_log=False)
+        try:
+            await until(lambda: st.dispatcher.connected, 15, "gateway connected without a table")
+            assert {want for want, _ in (await replicas(nc)).values()} == {3}
+            directory_source(st, conf).load()  # the table arrives
+            await until(lambda: st.dispatcher._applied is not None, 15, "spec.queue applied")
+            assert {want for want, _ in (await replicas(nc)).values()} == {3}
+        finally:
+            await running.stop()
+
+
 async def test_replicas_a_single_server_cannot_hold_keep_the_gateway_unready(
         nats_server: NatsServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     conf = manifests(tmp_path / "conf", nats_server.url, 3)

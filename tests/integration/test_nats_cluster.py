@@ -247,6 +247,14 @@ async def test_replicas_a_single_server_cannot_hold_keep_the_gateway_unready(
             set_queue_replicas(conf, 1)
             await until(lambda: st.dispatcher.connected, 15, "gateway ready once replicas fit")
             assert (await gw.call("GET", "/readyz")).status == 200
+            # The same mistake in a reload: logged and retried, and the gateway keeps serving.
+            caplog.clear()
+            set_queue_replicas(conf, 3)
+            await until(lambda: st.holder.table.queue.replicas == 3, 10, "table reloaded")
+            await until(lambda: any("replicas" in str(getattr(r, "error", "")) for r in caplog.records), 15,
+                        "the refused reload logged")
+            assert (await gw.call("GET", "/readyz")).status == 200
+            assert (await gw.infer(headers={"X-Request-ID": "still-served"})).status == 202
         finally:
             await gw.close()
 

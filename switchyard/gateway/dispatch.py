@@ -205,15 +205,22 @@ class Dispatcher:
         limits = self.queue_limits()
         return min(server, limits.max_payload_bytes) if limits is not None else server
 
-    async def publish(self, item: WorkItem, subject: str) -> PubAck:
-        if not self.connected:
-            raise unavailable("not connected to NATS")
-        assert self.js is not None
+    def pack(self, item: WorkItem) -> tuple[bytes, dict[str, str]]:
+        """The item as it goes on the queue; 413 when it cannot fit in one NATS message."""
         data, headers = item.encode(), {"Nats-Msg-Id": item.key}
         limit = self.max_payload()
         size = len(data) + _headers_size(headers)
         if size > limit:
             raise _too_large(size, limit)
+        return data, headers
+
+    async def publish(self, item: WorkItem, subject: str,
+                      packed: tuple[bytes, dict[str, str]] | None = None) -> PubAck:
+        if not self.connected:
+            raise unavailable("not connected to NATS")
+        assert self.js is not None
+        data, headers = packed or self.pack(item)
+        size = len(data) + _headers_size(headers)
         try:
             return await self._js_publish(subject, data, headers)
         except (nats.errors.TimeoutError, asyncio.TimeoutError):

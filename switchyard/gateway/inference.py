@@ -113,6 +113,7 @@ async def _accept(st: GatewayState, item: WorkItem, res: Resolution, ttl_s: int)
     """
     item.keep_result = True
     item.deadline = time.time() + ttl_s
+    packed = st.dispatcher.pack(item)  # an item too large is refused before any record exists
     record, revision = await st.dispatcher.create_job(item.key, JobRecord(
         id=item.id, state="queued", model=item.model, pool=item.pool, machine_profile=item.machine_profile,
         bundle=item.bundle, tenant=item.tenant, deadline=item.deadline,
@@ -124,7 +125,7 @@ async def _accept(st: GatewayState, item: WorkItem, res: Resolution, ttl_s: int)
     try:
         # Ours, or a duplicate still inside the dedup window: publishing again is idempotent, and it
         # stores the item even if the first request's publish failed.
-        await st.dispatcher.publish(item, res.lane.subject)
+        await st.dispatcher.publish(item, res.lane.subject, packed)
     except ApiError:
         if revision is not None:
             await st.dispatcher.delete_job(item.key, revision)

@@ -192,7 +192,11 @@ async def test_body_that_packs_past_nats_max_payload_is_413_with_the_real_limit(
                                       headers={**ADMIN, "Content-Type": "application/json"})
             else:
                 r = await gw.call("POST", "/v1/encode/test/echo", data=body,
-                                  headers={**ADMIN, "Content-Type": "application/json"})
+                                  headers={**ADMIN, "Content-Type": "application/json",
+                                           "X-Request-ID": "too-big-202"})
+                # Refused before a job record was made (not made, then deleted).
+                jobs = await gw.state.dispatcher.js.stream_info("KV_sy_jobs")
+                assert jobs.state.last_seq == 0
             assert r.status == 413, r.body
             assert r.body["error"]["code"] == "payload_too_large"
             assert "1048576" in r.body["error"]["message"]

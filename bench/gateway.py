@@ -46,8 +46,10 @@ ITEMS = [{"text": "The quick brown fox jumps over the lazy dog."}]
 TARGETS = {"p50_delta_ms": 0.5, "p99_delta_ms": 1.0, "rps": 5000.0}
 
 
-def spawn(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(list(args), cwd=ROOT, stdout=subprocess.DEVNULL, start_new_session=True)
+def spawn(*args: str, quiet: bool = False) -> subprocess.Popen[bytes]:
+    """A process of the bench; `quiet` also drops its stderr (the access log goes there)."""
+    return subprocess.Popen(list(args), cwd=ROOT, stdout=subprocess.DEVNULL, start_new_session=True,
+                            stderr=subprocess.DEVNULL if quiet else None)
 
 
 def switchyard_command() -> list[str]:
@@ -185,9 +187,10 @@ def stack(workers: int = 1, worker_concurrency: int = 64, access_log: bool = Fal
                       "--machine-profile", "cpu", "--handler", "switchyard.worker.handlers:echo",
                       "--concurrency", str(worker_concurrency), "--log-level", "WARNING")
                 for _ in range(workers)]
+        # The access log as in production: one JSON line per request at INFO, written (to /dev/null here).
+        logging = ["--log-level", "INFO"] if access_log else ["--log-level", "WARNING", "--no-access-log"]
         gateway = spawn(*switchyard_command(), "gateway", "--config-dir", str(examples_dir()), "--nats", server.url,
-                        "--port", str(port), "--metrics-port", str(mport), "--log-level", "WARNING",
-                        *([] if access_log else ["--no-access-log"]))
+                        "--port", str(port), "--metrics-port", str(mport), *logging, quiet=access_log)
         procs = [floor, *echo, gateway]
         url = f"http://127.0.0.1:{port}"
         auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}

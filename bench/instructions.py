@@ -47,6 +47,7 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=1000)
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--process", choices=("gateway", "worker"), default="gateway")
+    p.add_argument("--access-log", action="store_true", help="the gateway logs each request at INFO, as in production")
     args = p.parse_args()
     if not shutil.which("valgrind"):
         sys.exit("bench.instructions: valgrind not found (apt-get install valgrind)")
@@ -57,13 +58,13 @@ def main() -> None:
     else:
         spawn = bench_gateway.spawn
 
-        def spawn_worker_under_valgrind(*argv: str) -> subprocess.Popen[bytes]:
+        def spawn_worker_under_valgrind(*argv: str, quiet: bool = False) -> subprocess.Popen[bytes]:
             is_worker = "switchyard.worker" in argv
-            return spawn(*(callgrind(out, list(argv)) if is_worker else argv))
+            return spawn(*(callgrind(out, list(argv)) if is_worker else argv), quiet=quiet)
 
         bench_gateway.spawn = spawn_worker_under_valgrind  # type: ignore[assignment]
     body = json.dumps({"items": ITEMS}).encode()
-    with bench_gateway.stack(timeout=300) as st:
+    with bench_gateway.stack(access_log=args.access_log, timeout=300) as st:
         pid = str(st.pids[args.process])
         http = probe.HttpClient(st.url, {"Authorization": f"Bearer {st.key}", "Content-Type": "application/json"})
         for _ in range(args.warmup):
@@ -75,7 +76,8 @@ def main() -> None:
     dumps = sorted(out.glob("callgrind.out.*.*"), key=lambda f: f.stat().st_mtime)
     dump = next(d for d in reversed(dumps) if re.search(rf"\.{pid}\.\d+$", d.name))
     ir = total_instructions(dump)
-    print(f"{args.process}: {ir / args.requests:,.0f} instructions per request "
+    log = ", access log on" if args.access_log else ""
+    print(f"{args.process}: {ir / args.requests:,.0f} instructions per request{log} "
           f"({args.requests} sequential requests, {bad} not 200; dump {dump})")
 
 

@@ -54,14 +54,29 @@ class Scaling(Model):
         return self
 
 
+class Fleet(Model):
+    """The workers of one machine profile (and optionally one bundle): KEDA scales them on the
+    demand of exactly those lanes, so a request for one profile never starts another's workers."""
+
+    machine_profile: Label = Field(description="One of the Upstream's machineProfiles.")
+    bundle: Label | None = Field(default=None, description="One of the Upstream's bundles; empty: every bundle.")
+    deployment: str = Field(pattern=DNS_LABEL, max_length=63,
+                            description="Deployment of this fleet's workers, which KEDA scales.")
+
+
 class WorkerRef(Model):
     service: str = Field(pattern=DNS_LABEL, max_length=63, description="Worker Service name.")
     deployment: str | None = Field(
         default=None,
         pattern=DNS_LABEL,
         max_length=63,
-        description="Deployment KEDA scales; defaults to the Service name.",
+        description="Deployment KEDA scales when there are no fleets; defaults to the Service name.",
     )
+    fleets: list[Fleet] = Field(
+        default_factory=list, max_length=64,
+        description="One Deployment per machine profile (or per profile and bundle), each scaled on its own "
+                    "lanes' demand. Empty: one Deployment for every profile. When set, every machine profile "
+                    "has exactly one fleet, or one per bundle.")
 
 
 class UpstreamSpec(Model):
@@ -92,6 +107,7 @@ class UpstreamSpec(Model):
             for p in b.profiles:
                 if p not in known:
                     raise ValueError(f"bundle {b.name!r} names unknown profile {p!r}")
+        _check_fleets(self)
         return self
 
 
@@ -105,6 +121,30 @@ class Upstream(Resource[UpstreamSpec, UpstreamStatus]):
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ("syu",)
 
     kind: Literal["Upstream"] = "Upstream"
+
+
+def _check_fleets(spec: UpstreamSpec) -> None:
+    """Every lane (machine profile, bundle) is served by exactly one fleet."""
+    fleets = spec.workers.fleets
+    if not fleets:
+        return
+    bundles = {b.name for b in spec.bundles}
+    for f in fleets:
+        if f.machine_profile not in spec.machine_profiles:
+            raise ValueError(f"workers.fleets: machine profile {f.machine_profile!r} is not in machineProfiles")
+        if f.bundle is not None and f.bundle not in bundles:
+            raise ValueError(f"workers.fleets: bundle {f.bundle!r} is not in bundles")
+    _unique("workers.fleets deployments", [f.deployment for f in fleets])
+    for mp in spec.machine_profiles:
+        mine = [f.bundle for f in fleets if f.machine_profile == mp]
+        if mine == [None]:
+            continue
+        if not mine:
+            raise ValueError(f"workers.fleets: no fleet for machine profile {mp!r}")
+        named = [b for b in mine if b is not None]
+        if len(named) != len(mine) or sorted(named) != sorted(bundles):
+            raise ValueError(f"workers.fleets: machine profile {mp!r} needs one fleet for every bundle, "
+                             "or one fleet without a bundle")
 
 
 def _unique(field: str, names: list[str]) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from ..api.table import ModelRoute
 from .config import TableHolder
 
 log = logging.getLogger("switchyard.gateway.scaledobjects")
@@ -41,9 +42,20 @@ TRIGGER_TYPE = "external-push"
 Obj = dict[str, Any]
 
 
-def scaled_object_name(upstream: str) -> str:
-    """The ScaledObject the operator makes for an Upstream (one per Upstream for now)."""
-    return upstream
+def scaled_object_name(upstream: str, machine_profile: str | None = None, bundle: str | None = None) -> str:
+    """The ScaledObject of one fleet: `<upstream>`, `<upstream>.<profile>` or `<upstream>.<profile>.<bundle>`.
+
+    The parts are DNS labels, which have no dots, so two fleets never share a name."""
+    return ".".join(p for p in (upstream, machine_profile, bundle) if p)
+
+
+def candidate_names(route: ModelRoute) -> set[str]:
+    """Every name a fleet of this model's Upstream can have (the table does not say which exist)."""
+    names = {scaled_object_name(route.upstream)}
+    for mp in route.machine_profiles:
+        names.add(scaled_object_name(route.upstream, mp))
+        names.update(scaled_object_name(route.upstream, mp, b.name) for b in route.bundles)
+    return names
 
 
 def respelled(address: str) -> str:
@@ -123,7 +135,8 @@ class Nudger:
 
         while self.holder.table is None:
             await asyncio.sleep(0.2)
-        names = {scaled_object_name(r.upstream) for r in self.holder.table.models.values()}
+        # Names that are not this Gateway's fleets answer 403 (the Role lists its own) or 404: skipped.
+        names = set().union(*(candidate_names(r) for r in self.holder.table.models.values()))
         api = await api_client(self.kubeconfig)
         try:
             touched = await nudge(api, self.namespace, names, self.when)

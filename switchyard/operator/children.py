@@ -7,6 +7,7 @@ updates the same objects instead of creating duplicates.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..api.gateway import Gateway
@@ -161,8 +162,27 @@ def scaler_address(gw: Gateway) -> str:
     return gw.spec.scaler.address or f"{gateway_name(gw.name)}.{gw.metadata.namespace}.svc:{gw.spec.listeners.scaler.port}"
 
 
-def scaled_object(up: Upstream, gw: Gateway, gateway_written: dict[str, str] | None = None) -> Obj:
-    """KEDA scales the worker Deployment on the gateways' pending demand for this model.
+@dataclass(frozen=True)
+class FleetRef:
+    """What one ScaledObject scales: a Deployment, on the lanes of a profile (and bundle), or all."""
+
+    name: str  # the ScaledObject's
+    deployment: str
+    machine_profile: str | None = None
+    bundle: str | None = None
+
+
+def fleets(up: Upstream) -> list[FleetRef]:
+    w = up.spec.workers
+    if not w.fleets:  # one Deployment for every machine profile
+        return [FleetRef(scaled_object_name(up.name), w.deployment or w.service)]
+    return [FleetRef(scaled_object_name(up.name, f.machine_profile, f.bundle), f.deployment, f.machine_profile,
+                     f.bundle) for f in w.fleets]
+
+
+def scaled_object(up: Upstream, gw: Gateway, fleet: FleetRef | None = None,
+                  gateway_written: dict[str, str] | None = None) -> Obj:
+    """KEDA scales a fleet's Deployment on the gateways' pending demand for its lanes.
 
     KEDA's scale-to-zero idiom: idleReplicaCount 0 with minReplicaCount >= 1, so
     an idle fleet has no pods and an active one at least one. `gateway_written` is
@@ -170,6 +190,7 @@ def scaled_object(up: Upstream, gw: Gateway, gateway_written: dict[str, str] | N
     (gateway/scaledobjects.py), kept so that re-applying never undoes it.
     """
     sc = up.spec.scaling
+    fleet = fleet or fleets(up)[0]
     metadata = {
         "scalerAddress": scaler_address(gw),
         "model": up.spec.model,
@@ -177,9 +198,13 @@ def scaled_object(up: Upstream, gw: Gateway, gateway_written: dict[str, str] | N
         "targetPendingPerReplica": str(sc.target_pending_per_replica),
         "activationThreshold": str(sc.activation_threshold),
     }
+    if fleet.machine_profile:  # the scaler counts only this fleet's lanes
+        metadata["machineProfile"] = fleet.machine_profile
+    if fleet.bundle:
+        metadata["bundle"] = fleet.bundle
     metadata.update(gateway_written or {})
     spec: Obj = {
-        "scaleTargetRef": {"name": up.spec.workers.deployment or up.spec.workers.service},
+        "scaleTargetRef": {"name": fleet.deployment},
         "minReplicaCount": max(sc.min_replicas, 1),
         "maxReplicaCount": sc.max_replicas,
         "pollingInterval": sc.polling_interval_seconds,
@@ -188,8 +213,7 @@ def scaled_object(up: Upstream, gw: Gateway, gateway_written: dict[str, str] | N
     }
     if sc.min_replicas == 0:
         spec["idleReplicaCount"] = 0
-    return {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
-            "metadata": _meta(up, scaled_object_name(up.name)), "spec": spec}
+    return {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": _meta(up, fleet.name), "spec": spec}
 
 
 # -- Pool ----------------------------------------------------------------------------------

@@ -83,10 +83,10 @@ class Reconciler:
         rs = await self._resource_set(ns, obs, expired)
         scaled_on = self._scaled_on(obs, gateways)
         for gw in gateways:
-            names = [scaledobjects.scaled_object_name(up.name) for up, g in scaled_on.values() if g is gw]
+            names = [f.name for up, g in scaled_on.values() if g is gw for f in children.fleets(up)]
             table = await self._gateway(gw, rs, obs, names)
             outcome.tables[gw.name] = table
-        await self._upstreams(obs, scaled_on)
+        await self._upstreams(ns, obs, scaled_on)
         await self._statuses(ns, obs, outcome, expired)
         await self._prune(ns, obs)
         return outcome
@@ -195,13 +195,24 @@ class Reconciler:
             out[key] = (up, by_name[target])
         return out
 
-    async def _upstreams(self, obs: Observed, scaled_on: dict[str, tuple[Upstream, Gateway]]) -> None:
-        writes = []
+    async def _upstreams(self, ns: str, obs: Observed, scaled_on: dict[str, tuple[Upstream, Gateway]]) -> None:
+        writes, wanted = [], set()
         for up, gw in scaled_on.values():
-            name = scaledobjects.scaled_object_name(up.name)
-            kept = scaledobjects.gateway_written(obs.children.get(("ScaledObject", name)), children.scaler_address(gw))
-            writes.append(self._ensure(children.scaled_object(up, gw, kept), obs))
+            for fleet in children.fleets(up):
+                wanted.add(fleet.name)
+                kept = scaledobjects.gateway_written(obs.children.get(("ScaledObject", fleet.name)),
+                                                     children.scaler_address(gw))
+                writes.append(self._ensure(children.scaled_object(up, gw, fleet, kept), obs))
         await bounded(writes)
+        # A valid Upstream's ScaledObjects that no fleet wants any more (fleets changed, or no
+        # Gateway left to scale on): never leave KEDA scaling a Deployment on a stale trigger.
+        owners = {f"upstream.{k.split('/', 1)[1]}" for k in obs.models if k.startswith("Upstream/")}
+        for (kind, name), child in list(obs.children.items()):
+            if kind == "ScaledObject" and name not in wanted and \
+                    (child["metadata"].get("labels") or {}).get(children.OWNER_LABEL) in owners:
+                await self.kube.delete(SCALED_OBJECT, ns, name)
+                self._applied.pop(("ScaledObject", ns, name), None)
+                log.info("deleted a ScaledObject no fleet wants", extra={"namespace": ns, "object": name})
 
     async def _statuses(self, ns: str, obs: Observed, outcome: Outcome, expired: set[str]) -> None:
         live = await self._live_workers(ns, obs)

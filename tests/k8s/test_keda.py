@@ -207,6 +207,63 @@ def test_scaler_that_starts_late_makes_its_scaled_object_ready(installed: Contro
             p.kill()
 
 
+def fleet_manifests(nats_url: str, scaler_port: int, fleets: bool) -> str:
+    objects = json.loads(manifests(nats_url, scaler_port))["items"]
+    up = next(o for o in objects if o["kind"] == "Upstream")
+    up["spec"]["machineProfiles"] = ["cpu", "gpu"]
+    up["spec"]["workers"] = ({"service": "echo-worker", "fleets": [
+        {"machineProfile": "cpu", "deployment": "echo-cpu"}, {"machineProfile": "gpu", "deployment": "echo-gpu"}]}
+        if fleets else {"service": "echo-worker", "deployment": "echo-cpu"})
+    dep = next(o for o in objects if o["kind"] == "Deployment")
+    objects.remove(dep)
+    for name in ("echo-cpu", "echo-gpu"):
+        objects.append({**dep, "metadata": {"name": name}})
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+
+
+def test_a_request_scales_only_the_fleet_of_its_machine_profile(installed: ControlPlane, keda: KedaOperator,
+                                                                namespace: str, tmp_path: Path,
+                                                                nats: NatsServer) -> None:
+    cp, ns = installed, namespace
+    scaler = free_port()
+    procs: list[Proc] = []
+
+    def condition(so: str, kind: str) -> str | None:
+        conds = ((get(cp, ns, "scaledobject", so) or {}).get("status") or {}).get("conditions") or []
+        return next((c["status"] for c in conds if c["type"] == kind), None)
+
+    def scale(name: str) -> int:
+        return get(cp, ns, "deployment", name)["spec"]["replicas"]
+
+    try:
+        # One Deployment for every profile first; then one fleet per profile.
+        cp.kubectl("apply", "-n", ns, "-f", "-", input=fleet_manifests(nats.url, scaler, fleets=False), check=True)
+        procs.append(operator(cp, tmp_path, "op-fleets", ns))
+        wait(lambda: get(cp, ns, "scaledobject", "echo"), 30, "the Upstream's ScaledObject")
+        cp.kubectl("apply", "-n", ns, "-f", "-", input=fleet_manifests(nats.url, scaler, fleets=True), check=True)
+        wait(lambda: get(cp, ns, "scaledobject", "echo") is None, 30, "the single ScaledObject removed")
+        for so, target in (("echo.cpu", "echo-cpu"), ("echo.gpu", "echo-gpu")):
+            obj = wait(lambda: get(cp, ns, "scaledobject", so), 30, so)
+            assert obj["spec"]["scaleTargetRef"]["name"] == target
+
+        wait(lambda: get(cp, ns, "rolebinding", "main-gateway"), 30, "gateway RBAC")
+        gw, url, _ = start_gateway(cp, ns, nats, tmp_path, "gateway-fleets", scaler)
+        procs.append(gw)
+        for so in ("echo.cpu", "echo.gpu"):
+            wait(lambda: condition(so, "Ready") == "True", 60, f"{so} Ready\n{keda.log_tail()}")
+
+        status, body = _post(f"{url}/v1/encode/{MODEL}", {"items": [1]}, **{"X-Machine-Profile": "gpu"})
+        assert status == 202 and body["machine_profile"] == "gpu", body
+        wait(lambda: scale("echo-gpu") == 1, 30, f"the gpu fleet scaled to 1\n{keda.log_tail()}")
+        # KEDA polls both every second: the gpu fleet is active, the cpu fleet is not and stays at 0.
+        wait(lambda: condition("echo.gpu", "Active") == "True", 30, "echo.gpu Active")
+        wait(lambda: condition("echo.cpu", "Active") == "False", 30, "echo.cpu not Active")
+        assert scale("echo-cpu") == 0
+    finally:
+        for p in reversed(procs):
+            p.kill()
+
+
 # -- helpers -----------------------------------------------------------------------------
 
 def _demand(scaler_port: int) -> float:
@@ -228,9 +285,9 @@ def _metric(port: int, name: str) -> float:
     return 0.0
 
 
-def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+def _post(url: str, body: dict[str, Any], **headers: str) -> tuple[int, dict[str, Any]]:
     req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
-        "Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+        "Authorization": f"Bearer {KEY}", "Content-Type": "application/json", **headers})
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, json.loads(resp.read())

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from cluster import install
+from switchyard.natsserver import NatsServer
 from switchyard.testing import keda as keda_testing
 from switchyard.testing.controlplane import ControlPlane
 from switchyard.testing.keda import KedaOperator
@@ -23,6 +25,19 @@ def control_plane() -> Iterator[ControlPlane]:
     with ControlPlane(aggregation=True) as cp:
         cp.apply_keda_crds()
         yield cp
+
+
+@pytest.fixture(scope="module")
+def installed(control_plane: ControlPlane) -> ControlPlane:
+    """`kubectl apply -k manifests/` once per module: CRDs, namespace, RBAC."""
+    install(control_plane)
+    return control_plane
+
+
+@pytest.fixture
+def nats() -> Iterator[NatsServer]:
+    with NatsServer() as server:
+        yield server
 
 
 @pytest.fixture

@@ -9,27 +9,13 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
-
-from cluster import ROOT, Proc, get, install, operator, wait
+from cluster import ROOT, Proc, get, operator, wait
 from switchyard.natsserver import NatsServer, free_port
 from switchyard.testing.controlplane import ControlPlane
 
 KEY = "sy-demo-key-0123456789abcdef"
-
-
-@pytest.fixture(scope="module")
-def installed(control_plane: ControlPlane) -> ControlPlane:
-    install(control_plane)
-    return control_plane
-
-
-@pytest.fixture
-def nats() -> Iterator[NatsServer]:
-    with NatsServer() as server:
-        yield server
 
 
 def post(url: str, body: dict[str, Any], **headers: str) -> tuple[int, dict[str, Any]]:

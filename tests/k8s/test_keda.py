@@ -16,12 +16,11 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import grpc
-import pytest
 
-from cluster import Proc, get, install, operator, wait
+from cluster import Proc, get, operator, wait
 from switchyard.gateway.externalscaler import externalscaler_pb2 as pb
 from switchyard.gateway.externalscaler import externalscaler_pb2_grpc as pb_grpc
 from switchyard.gateway.scaledobjects import STARTED_KEY
@@ -33,18 +32,6 @@ from switchyard.testing.keda import KedaOperator, MetricsAdapter
 
 KEY = "sy-keda-test-key-0123456789abcdef"
 MODEL = "switchyard/echo"
-
-
-@pytest.fixture(scope="module")
-def installed(control_plane: ControlPlane) -> ControlPlane:
-    install(control_plane)
-    return control_plane
-
-
-@pytest.fixture
-def nats() -> Iterator[NatsServer]:
-    with NatsServer() as server:
-        yield server
 
 
 def manifests(nats_url: str, scaler_port: int, polling: int = 1, cooldown: int = 5, max_replicas: int = 3) -> str:

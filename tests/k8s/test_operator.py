@@ -8,16 +8,10 @@ from typing import Iterator
 
 import pytest
 
-from cluster import OPERATOR_NS, ROOT, Proc, get, install, kubectl_json, operator, wait
+from cluster import OPERATOR_NS, ROOT, Proc, get, kubectl_json, operator, wait
 from switchyard.testing.controlplane import ControlPlane
 
 EXAMPLES = ROOT / "examples"
-
-
-@pytest.fixture(scope="module")
-def installed(control_plane: ControlPlane) -> ControlPlane:
-    install(control_plane)
-    return control_plane
 
 
 @pytest.fixture

@@ -83,6 +83,7 @@ LIST_MAPS: dict[str, str] = {
     "spec.bundles": "name",
     "spec.profiles": "name",
     "spec.steps": "name",
+    "spec.machineProfiles": "name",  # Gateway; Upstream's is a set of strings
     "status.conditions": "type",
 }
 LIST_SETS = {"spec.machineProfiles"}
@@ -171,10 +172,11 @@ def structural(node: dict[str, Any], defs: dict[str, Any], path: str) -> dict[st
         out["default"] = default  # scalars only: the models fill in lists and objects themselves
     if kind == "array":
         out["items"] = structural(node.get("items", {}), defs, f"{path}[]")
-        if path in LIST_MAPS:
+        objects = out["items"]["type"] == "object"  # paths are shared across kinds (machineProfiles)
+        if path in LIST_MAPS and objects:
             out["x-kubernetes-list-type"] = "map"
             out["x-kubernetes-list-map-keys"] = [LIST_MAPS[path]]
-        elif path in LIST_SETS:
+        elif path in LIST_SETS and not objects:
             out["x-kubernetes-list-type"] = "set"
     elif kind == "object":
         props = node.get("properties")

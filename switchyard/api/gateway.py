@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .meta import DNS_LABEL, Model, Resource, Status
 from .pool import DEFAULT_POOL
@@ -44,6 +44,27 @@ class Scaler(Model):
         description="host:port that KEDA dials for this Gateway's scaler, written into every ScaledObject. "
                     "Default: the gateway Service, <name>-gateway.<namespace>.svc:<listeners.scaler.port>. "
                     "Set it when KEDA runs where that name does not resolve (e.g. outside the cluster).")
+
+
+class Toleration(Model):
+    key: str | None = Field(default=None, max_length=317, description="Taint key; empty with Exists: every taint.")
+    operator: Literal["Exists", "Equal"] = Field(default="Equal")
+    value: str | None = Field(default=None, max_length=63)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(default=None,
+                                                                                 description="Empty: every effect.")
+    toleration_seconds: int | None = Field(default=None, ge=0, description="NoExecute only.")
+
+
+class MachineProfile(Model):
+    """Where workers of one machine profile run: defined once per Gateway, used by every rendered fleet."""
+
+    name: str = Field(pattern=DNS_LABEL, max_length=63, description="The name Upstreams list in machineProfiles.")
+    node_selector: dict[str, str] = Field(default_factory=dict, max_length=32,
+                                          description="Pod nodeSelector, e.g. {nvidia.com/gpu.product: NVIDIA-L4}.")
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32, description="Pod tolerations.")
+    resources: dict[str, str] = Field(
+        default_factory=dict, max_length=16,
+        description="Extended resources each worker gets as requests and limits, e.g. {nvidia.com/gpu: \"1\"}.")
 
 
 class SecretKeyRef(Model):
@@ -113,8 +134,21 @@ class GatewaySpec(Model):
     jobs: Jobs = Field(default_factory=Jobs, description="Results of requests answered with 202.")
     queue: Queue = Field(default_factory=Queue, description="Limits and replication of the work stream.")
     scaler: Scaler = Field(default_factory=Scaler, description="How KEDA reaches the gateways' external scaler.")
+    machine_profiles: list[MachineProfile] = Field(
+        default_factory=list, max_length=32,
+        description="Scheduling of each machine profile (node selector, tolerations, GPU resources) for the "
+                    "worker fleets the operator renders for Upstreams scaled on this Gateway. A rendered fleet's "
+                    "profile must be listed here (with nothing set it runs anywhere).")
     replicas: int = Field(default=2, ge=0, le=100, description="Gateway pods the operator runs.")
     image: str | None = Field(default=None, description="Gateway image; default the operator's own.")
+
+    @model_validator(mode="after")
+    def _unique_profiles(self) -> "GatewaySpec":
+        names = [p.name for p in self.machine_profiles]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"machineProfiles has duplicate names: {', '.join(dupes)}")
+        return self
 
 
 class GatewayStatus(Status):

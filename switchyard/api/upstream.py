@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -60,8 +60,54 @@ class Fleet(Model):
 
     machine_profile: Label = Field(description="One of the Upstream's machineProfiles.")
     bundle: Label | None = Field(default=None, description="One of the Upstream's bundles; empty: every bundle.")
-    deployment: str = Field(pattern=DNS_LABEL, max_length=63,
-                            description="Deployment of this fleet's workers, which KEDA scales.")
+    deployment: str | None = Field(
+        default=None, pattern=DNS_LABEL, max_length=63,
+        description="A Deployment you manage, which KEDA scales. Empty: the operator renders the fleet's "
+                    "Deployment from workers.template, named <upstream>-<machineProfile>[-<bundle>].")
+
+
+# Flags the operator gives every rendered worker; a template may not set them too.
+FLEET_FLAGS = ("--nats", "--model", "--bundle", "--machine-profile", "--pool", "--health-port", "--health-host",
+               "--drain-timeout")
+# Volume sources Pod Security "restricted" allows.
+Arg = Annotated[str, Field(max_length=4096)]
+RESTRICTED_VOLUMES = frozenset({"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                                "projected", "secret"})
+
+
+class WorkerTemplate(Model):
+    """What every rendered worker runs; the operator adds the fleet's flags, scheduling and security."""
+
+    image: str = Field(min_length=1, max_length=512, description="Worker image.")
+    command: list[Arg] | None = Field(default=None, max_length=16,
+                                      description="Entrypoint; default the image's (`switchyard` in ours).")
+    args: list[Arg] = Field(
+        default_factory=list, max_length=64,
+        description="The worker's own arguments, e.g. [worker, --handler, pkg.mod:fn]. The operator appends "
+                    "--nats, --model, --bundle, --machine-profile, --pool, --health-port, --health-host and "
+                    "--drain-timeout, so these may not appear here.")
+    env: list[dict[str, Any]] = Field(default_factory=list, max_length=64, description="Container env (EnvVar).")
+    resources: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Container resources (requests, limits); the machine profile's GPU resources are added.")
+    volumes: list[dict[str, Any]] = Field(
+        default_factory=list, max_length=32,
+        description="Pod volumes (kinds Pod Security \"restricted\" allows: configMap, secret, emptyDir, "
+                    "persistentVolumeClaim, projected, downwardAPI, csi, ephemeral).")
+    volume_mounts: list[dict[str, Any]] = Field(default_factory=list, max_length=32,
+                                                description="Container volumeMounts of those volumes.")
+
+    @model_validator(mode="after")
+    def _checked(self) -> "WorkerTemplate":
+        for arg in self.args:
+            if arg.split("=", 1)[0] in FLEET_FLAGS:
+                raise ValueError(f"workers.template.args: {arg.split('=', 1)[0]} is set by the operator")
+        for v in self.volumes:
+            kinds = set(v) - {"name"}
+            if not kinds <= RESTRICTED_VOLUMES:
+                raise ValueError(f"workers.template.volumes: {', '.join(sorted(kinds - RESTRICTED_VOLUMES))} "
+                                 "is not allowed by Pod Security \"restricted\"")
+        return self
 
 
 class WorkerRef(Model):
@@ -70,13 +116,18 @@ class WorkerRef(Model):
         default=None,
         pattern=DNS_LABEL,
         max_length=63,
-        description="Deployment KEDA scales when there are no fleets; defaults to the Service name.",
+        description="Deployment KEDA scales when there are no fleets and no template; defaults to the Service name.",
     )
+    template: WorkerTemplate | None = Field(
+        default=None,
+        description="Render the workers: the operator makes each fleet's Deployment from it (one fleet per machine "
+                    "profile, or per profile and bundle, when fleets is empty) and the Service.")
     fleets: list[Fleet] = Field(
         default_factory=list, max_length=64,
         description="One Deployment per machine profile (or per profile and bundle), each scaled on its own "
-                    "lanes' demand. Empty: one Deployment for every profile. When set, every machine profile "
-                    "has exactly one fleet, or one per bundle.")
+                    "lanes' demand. Empty: one Deployment for every profile, or with a template one rendered "
+                    "fleet per profile (per profile and bundle when there are several bundles). When set, every "
+                    "machine profile has exactly one fleet, or one per bundle.")
 
 
 class UpstreamSpec(Model):
@@ -126,6 +177,15 @@ class Upstream(Resource[UpstreamSpec, UpstreamStatus]):
 def _check_fleets(spec: UpstreamSpec) -> None:
     """Every lane (machine profile, bundle) is served by exactly one fleet."""
     fleets = spec.workers.fleets
+    if spec.workers.template is not None and spec.workers.deployment is not None:
+        raise ValueError("workers: a template renders the Deployments; deployment names one you manage. Set one")
+    for f in fleets:
+        if f.deployment is None and spec.workers.template is None:
+            raise ValueError(f"workers.fleets: fleet {f.machine_profile!r} names no deployment and there is no "
+                             "workers.template to render it from")
+        if f.deployment is None and f.bundle is None and len(spec.bundles) > 1:
+            raise ValueError(f"workers.fleets: a rendered fleet runs one bundle; fleet {f.machine_profile!r} needs "
+                             "a bundle because the Upstream has several")
     if not fleets:
         return
     bundles = {b.name for b in spec.bundles}
@@ -134,7 +194,7 @@ def _check_fleets(spec: UpstreamSpec) -> None:
             raise ValueError(f"workers.fleets: machine profile {f.machine_profile!r} is not in machineProfiles")
         if f.bundle is not None and f.bundle not in bundles:
             raise ValueError(f"workers.fleets: bundle {f.bundle!r} is not in bundles")
-    _unique("workers.fleets deployments", [f.deployment for f in fleets])
+    _unique("workers.fleets deployments", [f.deployment for f in fleets if f.deployment])
     for mp in spec.machine_profiles:
         mine = [f.bundle for f in fleets if f.machine_profile == mp]
         if mine == [None]:

@@ -170,14 +170,27 @@ class FleetRef:
     deployment: str
     machine_profile: str | None = None
     bundle: str | None = None
+    rendered: bool = False  # the operator makes the Deployment from workers.template (fleets.py)
+    run_bundle: str = ""  # the bundle a rendered fleet's workers run
+
+
+def rendered_name(upstream: str, machine_profile: str, bundle: str | None = None) -> str:
+    return "-".join(p for p in (upstream, machine_profile, bundle) if p)
 
 
 def fleets(up: Upstream) -> list[FleetRef]:
     w = up.spec.workers
+    only = up.spec.bundles[0].name if len(up.spec.bundles) == 1 else ""
+    if not w.fleets and w.template is not None:  # one rendered fleet per profile (and bundle, when several)
+        lanes = [(mp, None if only else b.name) for mp in up.spec.machine_profiles
+                 for b in (up.spec.bundles[:1] if only else up.spec.bundles)]
+        return [FleetRef(scaled_object_name(up.name, mp, b), rendered_name(up.name, mp, b), mp, b, True, b or only)
+                for mp, b in lanes]
     if not w.fleets:  # one Deployment for every machine profile
         return [FleetRef(scaled_object_name(up.name), w.deployment or w.service)]
-    return [FleetRef(scaled_object_name(up.name, f.machine_profile, f.bundle), f.deployment, f.machine_profile,
-                     f.bundle) for f in w.fleets]
+    return [FleetRef(scaled_object_name(up.name, f.machine_profile, f.bundle),
+                     f.deployment or rendered_name(up.name, f.machine_profile, f.bundle), f.machine_profile,
+                     f.bundle, f.deployment is None, f.bundle or only) for f in w.fleets]
 
 
 def scaled_object(up: Upstream, gw: Gateway, fleet: FleetRef | None = None,

@@ -104,9 +104,10 @@ class Kube:
         query = [("labelSelector", labels)] if labels else []
         return (await self._call("GET", kind.path(namespace), query=query)).get("items") or []
 
-    async def create(self, obj: Obj) -> Obj:
+    async def create(self, obj: Obj, *, field_manager: str | None = None) -> Obj:
         kind = BY_KIND[obj["kind"]]
-        return await self._call("POST", kind.path(obj["metadata"].get("namespace")), body=obj)
+        query = [("fieldManager", field_manager)] if field_manager else []
+        return await self._call("POST", kind.path(obj["metadata"].get("namespace")), body=obj, query=query)
 
     async def replace(self, obj: Obj) -> Obj:
         kind = BY_KIND[obj["kind"]]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable
 
+from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from ..api import ConfigIssue, compile_table
@@ -30,7 +31,7 @@ from ..api.table import RoutingTable
 from ..api.upstream import Upstream
 from ..gateway import scaledobjects
 from ..gateway.cluster import POOL_LABEL, SERVICE_LABEL
-from . import children
+from . import children, fleets
 from .kube import (
     BY_KIND, CONFIGMAP, DEPLOYMENT, ENDPOINT_SLICE, LEASE, POD, RESOURCE_KINDS, ROLE, ROLE_BINDING, SCALED_OBJECT,
     SECRET, SERVICE, SERVICE_ACCOUNT, Kube,
@@ -196,23 +197,45 @@ class Reconciler:
         return out
 
     async def _upstreams(self, ns: str, obs: Observed, scaled_on: dict[str, tuple[Upstream, Gateway]]) -> None:
-        writes, wanted = [], set()
-        for up, gw in scaled_on.values():
+        writes: list[Awaitable[None]] = []
+        wanted: dict[str, set[str]] = {"ScaledObject": set(), "Deployment": set(), "Service": set()}
+        for key, (up, gw) in scaled_on.items():
+            profiles = {p.name: p for p in gw.spec.machine_profiles}
             for fleet in children.fleets(up):
-                wanted.add(fleet.name)
+                if fleet.rendered:
+                    if (why := fleets.problem(up, gw, fleet)) is not None:
+                        obs.problem(key, why)  # no ScaledObject either: KEDA would scale nothing
+                        continue
+                    dep = fleets.fleet_deployment(up, gw, fleet, profiles[fleet.machine_profile or ""])
+                    wanted["Deployment"].add(fleet.deployment)
+                    writes.append(self._fleet(dep, obs))
+                wanted["ScaledObject"].add(fleet.name)
                 kept = scaledobjects.gateway_written(obs.children.get(("ScaledObject", fleet.name)),
                                                      children.scaler_address(gw))
                 writes.append(self._ensure(children.scaled_object(up, gw, fleet, kept), obs))
+            if any(f.rendered for f in children.fleets(up)):
+                wanted["Service"].add(up.spec.workers.service)
+                writes.append(self._ensure(fleets.worker_service(up), obs))
         await bounded(writes)
-        # A valid Upstream's ScaledObjects that no fleet wants any more (fleets changed, or no
-        # Gateway left to scale on): never leave KEDA scaling a Deployment on a stale trigger.
+        # A valid Upstream's children that no fleet wants any more (fleets changed, or no Gateway
+        # left to scale on): never leave KEDA scaling a Deployment on a stale trigger.
         owners = {f"upstream.{k.split('/', 1)[1]}" for k in obs.models if k.startswith("Upstream/")}
         for (kind, name), child in list(obs.children.items()):
-            if kind == "ScaledObject" and name not in wanted and \
+            if kind in wanted and name not in wanted[kind] and \
                     (child["metadata"].get("labels") or {}).get(children.OWNER_LABEL) in owners:
-                await self.kube.delete(SCALED_OBJECT, ns, name)
-                self._applied.pop(("ScaledObject", ns, name), None)
-                log.info("deleted a ScaledObject no fleet wants", extra={"namespace": ns, "object": name})
+                await self.kube.delete(BY_KIND[kind], ns, name)
+                self._applied.pop((kind, ns, name), None)
+                log.info("deleted a child no fleet wants", extra={"namespace": ns, "kind": kind, "object": name})
+
+    async def _fleet(self, dep: Obj, obs: Observed) -> None:
+        """A rendered fleet's Deployment: created at 0 replicas once, then applied without `replicas` (KEDA's)."""
+        if ("Deployment", dep["metadata"]["name"]) not in obs.children:
+            try:
+                await self.kube.create(fleets.seed(dep), field_manager=fleets.SEED_MANAGER)
+            except ApiException as exc:
+                if exc.status != 409:  # 409: it exists already (a pass that crashed after creating it)
+                    raise
+        await self._ensure(dep, obs)
 
     async def _statuses(self, ns: str, obs: Observed, outcome: Outcome, expired: set[str]) -> None:
         live = await self._live_workers(ns, obs)

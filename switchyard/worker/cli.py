@@ -36,6 +36,8 @@ def build_parser(prog: str = "python -m switchyard.worker") -> argparse.Argument
     p.add_argument("--nak-delay", type=float, default=1.0, help="retry backoff base, seconds")
     p.add_argument("--health-port", type=int, default=None,
                    help="serve /healthz and /readyz (for Kubernetes probes) on this port")
+    p.add_argument("--health-host", default=env("SWITCHYARD_HEALTH_HOST", "0.0.0.0"),
+                   help="address of the health port; rendered fleets bind the pod IP (env SWITCHYARD_HEALTH_HOST)")
     p.add_argument("--log-level", default=env("SWITCHYARD_LOG_LEVEL", "INFO"))
     return p
 
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m switchyard.worker
     except (ImportError, AttributeError, ValueError, TypeError) as exc:
         log.error("bad worker configuration", extra={"error": str(exc)})
         return 2
-    _run(serve(config, health_port=args.health_port))
+    _run(serve(config, health_port=args.health_port, health_host=args.health_host))
     if any(t.name.startswith("sy-handler") and t.is_alive() for t in threading.enumerate()):
         # A sync handler outlived the drain: do not hang in the interpreter's thread join.
         logging.shutdown()

@@ -251,12 +251,12 @@ async def _quiet(coro: object) -> None:
         pass
 
 
-async def serve(config: WorkerConfig, health_port: int | None = None) -> None:
+async def serve(config: WorkerConfig, health_port: int | None = None, health_host: str = "0.0.0.0") -> None:
     """Run a worker until SIGTERM/SIGINT, then drain; a second signal cuts the drain short."""
     loop = asyncio.get_running_loop()
     worker = Worker(config)
     stop = asyncio.Event()
-    health = await start_health_server(health_port, worker.healthy) if health_port else None
+    health = await start_health_server(health_port, worker.healthy, health_host) if health_port else None
 
     def on_signal() -> None:
         if stop.is_set():

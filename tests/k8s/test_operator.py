@@ -52,9 +52,19 @@ def test_apply_creates_children_with_owner_references(installed: ControlPlane, n
         refs = child["metadata"]["ownerReferences"]
         assert refs == [{"apiVersion": "switchyard.dev/v1alpha1", "kind": "Gateway", "name": "main",
                          "uid": gw["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]
-    for up in ("echo", "minilm", "bge-m3"):
+    for up in ("echo", "minilm.cpu", "minilm.l4", "bge-m3"):
         so = wait(lambda: get(cp, ns, "scaledobject", up), 10, f"ScaledObject {up}")
         assert so["metadata"]["ownerReferences"][0]["kind"] == "Upstream"
+    # minilm's workers are rendered from its template: one Deployment per machine profile, at zero
+    # (KEDA's to raise), scheduled as the Gateway's machineProfiles say, and the worker Service.
+    for name in ("minilm-cpu", "minilm-l4"):
+        dep = wait(lambda: get(cp, ns, "deployment", name), 10, f"rendered Deployment {name}")
+        assert dep["metadata"]["ownerReferences"][0]["kind"] == "Upstream" and dep["spec"]["replicas"] == 0
+        assert get(cp, ns, "scaledobject", name.replace("-", ".", 1))["spec"]["scaleTargetRef"] == {"name": name}
+    gpu = get(cp, ns, "deployment", "minilm-l4")["spec"]["template"]["spec"]
+    assert gpu["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-L4"}
+    assert gpu["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert wait(lambda: get(cp, ns, "service", "minilm-worker"), 10, "rendered worker Service")
     so = get(cp, ns, "scaledobject", "bge-m3")["spec"]
     assert (so["idleReplicaCount"], so["minReplicaCount"], so["maxReplicaCount"], so["cooldownPeriod"]) == (0, 1, 8, 600)
     assert so["scaleTargetRef"] == {"name": "bge-m3-worker"}

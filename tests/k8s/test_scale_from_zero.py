@@ -1,0 +1,62 @@
+"""Scale from zero that really happens: from a request through the SDK to a worker pod and back to zero.
+
+Real KEDA, kube-apiserver, kube-controller-manager (Deployment, ReplicaSet, HPA and
+EndpointSlice controllers), nats-server, the operator, a cluster-mode gateway and worker
+processes. The kubelet's part is played by the test node (switchyard/testing/node.py), the
+one stand-in: it runs the pods the ReplicaSet creates as local processes.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from switchyard.client import Accepted, Client, InferenceResult
+from switchyard.natsserver import NatsServer
+from switchyard.testing.coldstart import FLEET, KEY, MODEL, ColdStartStack, wait
+from switchyard.testing.controlplane import ControlPlane
+from switchyard.testing.keda import KedaOperator
+
+
+def test_a_request_at_zero_starts_a_worker_pod_completes_and_the_fleet_returns_to_zero(
+        installed: ControlPlane, keda: KedaOperator, keda_bin: Path, namespace: str, tmp_path: Path,
+        nats: NatsServer) -> None:
+    with ColdStartStack(installed, keda_bin, namespace, nats.url, tmp_path, cooldown=2, polling=1) as stack, \
+            Client(stack.url, KEY, timeout=30) as client, ThreadPoolExecutor(1) as pool:
+        node = stack.node
+        assert node is not None
+        assert stack.replicas() == 0 and not stack.pods()
+
+        # Accepted at zero: 202s, the items queued for the fleet.
+        accepted = [client.encode(MODEL, [f"queued-{i}"]) for i in range(3)]
+        assert all(isinstance(a, Accepted) for a in accepted), accepted
+        # The SDK call that waits for capacity, while the loop runs.
+        waiting = pool.submit(client.encode, MODEL, ["cold"], wait_for_capacity=True, capacity_timeout=120,
+                              poll_interval=0.2)
+
+        wait(lambda: stack.metric('switchyard_gateway_scaler_pushes_total{active="true"}') >= 1, 30,
+             "StreamIsActive pushed true")
+        wait(lambda: stack.replicas() == 1, 30, f"KEDA scaled {FLEET} to 1\n{stack.log_tails()}")
+        (pod,) = wait(lambda: stack.pods(), 30, "the ReplicaSet's pod")
+        name = pod["metadata"]["name"]
+        wait(lambda: node.event_times("started"), 30, f"the test node started the worker\n{stack.log_tails()}")
+
+        result = waiting.result(timeout=120)
+        assert isinstance(result, InferenceResult) and result.items == [{"text": "cold"}]
+        for i, a in enumerate(accepted):  # nothing accepted is lost
+            done = client.wait_for_job(a, 60, poll_interval=0.2)
+            assert done.items == [{"text": f"queued-{i}"}], done
+
+        # Ready: the real EndpointSlice controller publishes the pod, so the gateway routes to it at once.
+        wait(lambda: name in stack.ready_endpoints(), 30, f"{name} a ready endpoint\n{stack.log_tails()}")
+        wait(lambda: stack.get("upstream", "echo")["status"]["liveWorkers"] == {"cpu": 1}, 30, "liveWorkers")
+        warm = wait(lambda: client.encode(MODEL, ["warm"]), 30, "a synchronous answer")
+        assert isinstance(warm, InferenceResult) and warm.items == [{"text": "warm"}], warm
+
+        # Idle: after the cooldown KEDA scales to 0, the pod is deleted, the worker drains on SIGTERM.
+        wait(lambda: stack.replicas() == 0, 60, f"KEDA scaled {FLEET} back to 0\n{stack.log_tails()}")
+        wait(lambda: not stack.pods(), 60, f"the pod removed\n{stack.log_tails()}")
+        what = [w for _, p, w in node.events if p == name]
+        assert "SIGTERM" in what and "exited 0" in what and "SIGKILL" not in what, what
+        log = node.log_tail(name, 200)
+        assert "worker stopping" in log and "worker stopped" in log and "drain timed out" not in log, log

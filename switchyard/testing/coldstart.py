@@ -32,13 +32,16 @@ MODEL = "switchyard/echo"
 UPSTREAM, FLEET, SCALED_OBJECT, SERVICE = "echo", "echo-cpu", "echo.cpu", "echo-worker"
 OPERATOR_NS, OPERATOR_SA = "switchyard-system", "switchyard-operator"
 CONTROLLERS = (*DEFAULT_CONTROLLERS, "endpointslice-controller")
+WORKER_POD = {"app.kubernetes.io/name": "switchyard-worker"}  # the operator's gateway pods are not run
 
 
 def manifests(nats_url: str, scaler_port: int, *, cooldown: int, polling: int, timeout: float) -> str:
     objects: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "keys"}, "stringData": {"key": KEY}},
         {"apiVersion": "switchyard.dev/v1alpha1", "kind": "Gateway", "metadata": {"name": "main"},
-         "spec": {"listeners": {"scaler": {"port": scaler_port}}, "scaler": {"address": f"127.0.0.1:{scaler_port}"},
+         # replicas 0: the gateway runs as a local process (ColdStartStack), not as the operator's pods.
+         "spec": {"replicas": 0, "listeners": {"scaler": {"port": scaler_port}},
+                  "scaler": {"address": f"127.0.0.1:{scaler_port}"},
                   "nats": {"url": nats_url}, "machineProfiles": [{"name": "cpu"}],
                   "auth": {"apiKeys": [{"name": "t", "secretRef": {"name": "keys"}}]}}},
         {"apiVersion": "switchyard.dev/v1alpha1", "kind": "Upstream", "metadata": {"name": UPSTREAM},
@@ -104,7 +107,7 @@ class ColdStartStack:
         cp, ns = self.cp, self.namespace
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.kcm = ControllerManager(cp, self.keda_bin, controllers=CONTROLLERS).start()
-        self.node = TestNode(cp, ns, self.workdir / "node").start()
+        self.node = TestNode(cp, ns, self.workdir / "node", selector=WORKER_POD).start()
         self._apply()
         op_kc = cp.service_account_kubeconfig(OPERATOR_NS, OPERATOR_SA)
         self._run("operator", ["operator", "--kubeconfig", str(op_kc), "--identity", f"op-{ns}", "--namespaces", ns,

@@ -3,8 +3,8 @@
 The test control plane has no kubelet, so without this, the pods a Deployment gets stay
 Pending. `TestNode` is the one stand-in the tests allow, and it is never part of the product:
 
-- it registers a Node, and binds each pending pod of its namespace whose nodeSelector the
-  node's labels satisfy (nothing else of the scheduler);
+- it registers a Node, and binds each pending pod of its namespace (with the labels of its
+  `selector`) whose nodeSelector the node's labels satisfy (nothing else of the scheduler);
 - it runs each container as a local process from the pod's own command, args and env. The
   image is ignored: its entrypoint `switchyard` (our image's) is the venv's console script.
   Env `value`s and the downward API (`metadata.name`, `metadata.namespace`, `metadata.uid`,
@@ -78,6 +78,7 @@ class TestNode:
     workdir: Path
     name: str = field(default_factory=lambda: f"test-node-{random.randrange(16**6):06x}")
     labels: dict[str, str] = field(default_factory=dict)
+    selector: dict[str, str] = field(default_factory=dict)  # run only the pods with these labels
     interval: float = 0.05
 
     pods: dict[str, PodRun] = field(default_factory=dict, init=False)
@@ -202,6 +203,8 @@ class TestNode:
     def _sync(self, pod: Obj) -> None:
         meta, spec = pod["metadata"], pod["spec"]
         name = meta["name"]
+        if not self.selector.items() <= (meta.get("labels") or {}).items():
+            return
         if not spec.get("nodeName"):
             if (spec.get("nodeSelector") or {}).items() <= self._node_labels().items() and \
                     not meta.get("deletionTimestamp"):

@@ -1,6 +1,6 @@
 """Generate the CustomResourceDefinitions from the models: the CRDs never drift from the code.
 
-    python -m switchyard.api.crd                 # writes crds/ and manifests/crds/
+    python -m switchyard.api.crd                 # writes crds/, manifests/crds/, charts/switchyard/crds/
     python -m switchyard.api.crd OUT [OUT...]    # writes into the given directories instead
 
 Pydantic's JSON schema becomes a *structural* OpenAPI v3 schema, as the API server
@@ -41,8 +41,9 @@ from .upstream import Upstream
 
 KINDS = (Gateway, Upstream, Pool, Planner)
 ROOT = Path(__file__).resolve().parents[2]
-# manifests/ holds a copy: kustomize refuses files outside its root (manifests/).
-OUT_DIRS = (ROOT / "crds", ROOT / "manifests" / "crds")
+# manifests/ and the Helm chart hold copies: kustomize refuses files outside its root, and
+# Helm installs only what its chart's crds/ holds.
+OUT_DIRS = (ROOT / "crds", ROOT / "manifests" / "crds", ROOT / "charts" / "switchyard" / "crds")
 COMMAND = "python -m switchyard.api.crd"
 HEADER = f"# Generated from the models in switchyard/api by `{COMMAND}`. Do not edit.\n"
 

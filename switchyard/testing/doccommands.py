@@ -199,10 +199,18 @@ def skip_reason(cmd: Command) -> str | None:
     return None
 
 
+# Every command under this heading (kubectl ones too) runs in tests/k8s/test_helm_install.py,
+# in order, on an API server of its own with the built helm on PATH: it installs what the
+# kustomize steps install, so the two sequences cannot share one API server.
+HELM_SECTION = "With Helm"
+
+
 def kind(cmd: Command) -> str:
-    """How the tests run it: gateway, worker, demo, make-test, curl, pip, kubectl, skip, or unknown."""
+    """How the tests run it: gateway, worker, demo, make-test, curl, pip, kubectl, helm, skip, or unknown."""
     if skip_reason(cmd) is not None:
         return "skip"
+    if cmd.section == HELM_SECTION:
+        return "helm"
     words = cmd.words
     if words[:2] == ["switchyard", "gateway"]:
         return "gateway"

@@ -195,7 +195,8 @@ def test_operator_killed_mid_reconcile_leaves_no_duplicates(installed: ControlPl
     second = operator(cp, tmp_path, "op-after", ns)
     try:
         wait(lambda: len(routing(cp, ns).get("models", {})) == 33, 60, "all 33 models compiled")
-        wait(lambda: len(kubectl_json(cp, "get", "scaledobjects", "-n", ns)["items"]) == 33, 30, "33 ScaledObjects")
+        # 34: minilm's rendered workers are one fleet per machine profile, each with its ScaledObject.
+        wait(lambda: len(kubectl_json(cp, "get", "scaledobjects", "-n", ns)["items"]) == 34, 30, "34 ScaledObjects")
         for kind in ("configmaps", "deployments", "services", "roles", "rolebindings", "leases"):
             names = [o["metadata"]["name"] for o in kubectl_json(cp, "get", kind, "-n", ns)["items"]]
             assert len(names) == len(set(names))

@@ -33,6 +33,7 @@ UPSTREAM, FLEET, SCALED_OBJECT, SERVICE = "echo", "echo-cpu", "echo.cpu", "echo-
 OPERATOR_NS, OPERATOR_SA = "switchyard-system", "switchyard-operator"
 CONTROLLERS = (*DEFAULT_CONTROLLERS, "endpointslice-controller")
 WORKER_POD = {"app.kubernetes.io/name": "switchyard-worker"}  # the operator's gateway pods are not run
+NODE_LABELS = {"switchyard.dev/test-node": "cpu"}  # the cpu profile's nodeSelector: the test node has it
 
 
 def manifests(nats_url: str, scaler_port: int, *, cooldown: int, polling: int, timeout: float) -> str:
@@ -42,7 +43,7 @@ def manifests(nats_url: str, scaler_port: int, *, cooldown: int, polling: int, t
          # replicas 0: the gateway runs as a local process (ColdStartStack), not as the operator's pods.
          "spec": {"replicas": 0, "listeners": {"scaler": {"port": scaler_port}},
                   "scaler": {"address": f"127.0.0.1:{scaler_port}"},
-                  "nats": {"url": nats_url}, "machineProfiles": [{"name": "cpu"}],
+                  "nats": {"url": nats_url}, "machineProfiles": [{"name": "cpu", "nodeSelector": NODE_LABELS}],
                   "auth": {"apiKeys": [{"name": "t", "secretRef": {"name": "keys"}}]}}},
         {"apiVersion": "switchyard.dev/v1alpha1", "kind": "Upstream", "metadata": {"name": UPSTREAM},
          "spec": {"model": MODEL, "operations": ["encode"], "machineProfiles": ["cpu"], "timeoutSeconds": timeout,
@@ -107,7 +108,7 @@ class ColdStartStack:
         cp, ns = self.cp, self.namespace
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.kcm = ControllerManager(cp, self.keda_bin, controllers=CONTROLLERS).start()
-        self.node = TestNode(cp, ns, self.workdir / "node", selector=WORKER_POD).start()
+        self.node = TestNode(cp, ns, self.workdir / "node", labels=NODE_LABELS, selector=WORKER_POD).start()
         self._apply()
         op_kc = cp.service_account_kubeconfig(OPERATOR_NS, OPERATOR_SA)
         self._run("operator", ["operator", "--kubeconfig", str(op_kc), "--identity", f"op-{ns}", "--namespaces", ns,

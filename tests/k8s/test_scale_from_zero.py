@@ -13,7 +13,7 @@ from pathlib import Path
 
 from switchyard.client import Accepted, Client, InferenceResult
 from switchyard.natsserver import NatsServer
-from switchyard.testing.coldstart import FLEET, KEY, MODEL, ColdStartStack, wait
+from switchyard.testing.coldstart import FLEET, KEY, MODEL, NODE_LABELS, ColdStartStack, wait
 from switchyard.testing.controlplane import ControlPlane
 from switchyard.testing.keda import KedaOperator
 
@@ -39,6 +39,9 @@ def test_a_request_at_zero_starts_a_worker_pod_completes_and_the_fleet_returns_t
         wait(lambda: stack.replicas() == 1, 30, f"KEDA scaled {FLEET} to 1\n{stack.log_tails()}")
         (pod,) = wait(lambda: stack.pods(), 30, "the ReplicaSet's pod")
         name = pod["metadata"]["name"]
+        # Scheduled as the Gateway's cpu machine profile says, onto the test node that matches it.
+        assert pod["spec"]["nodeSelector"] == NODE_LABELS
+        wait(lambda: stack.get("pod", name)["spec"].get("nodeName") == node.name, 30, "the pod bound")
         wait(lambda: node.event_times("started"), 30, f"the test node started the worker\n{stack.log_tails()}")
 
         result = waiting.result(timeout=120)

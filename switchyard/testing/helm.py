@@ -1,31 +1,22 @@
-"""The real Helm CLI for tests, built from its Go module by tests/controlplane/build-helm.sh.
+"""The real Helm CLI for tests, built from its Go module (switchyard/testing/gotools.py).
 
     helm = ensure_built() / "helm"
-
-The build is cached per version under ~/.cache/switchyard/helm, like the control plane's.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
-from .controlplane import ControlPlaneError
+from .gotools import GoToolBuildError as HelmBuildError
+from .gotools import ensure_built as _ensure_built
 
-BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "tests/controlplane/build-helm.sh"
-
-
-class HelmBuildError(ControlPlaneError):
-    """build-helm.sh failed: the Go toolchain or the module proxy could not build Helm."""
+__all__ = ["HelmBuildError", "ensure_built", "env"]
 
 
 def ensure_built() -> Path:
-    """Run build-helm.sh (a no-op once cached) and return the dir that holds `helm`."""
-    done = subprocess.run(["bash", str(BUILD_SCRIPT)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
-    if done.returncode != 0:
-        raise HelmBuildError(f"{BUILD_SCRIPT} failed with exit code {done.returncode}")
-    return Path(done.stdout.strip().splitlines()[-1])
+    """The dir that holds `helm` (tests/controlplane/build-tool.sh helm, a no-op once cached)."""
+    return _ensure_built("helm")
 
 
 def env(home: Path, kubeconfig: Path | None = None) -> dict[str, str]:

@@ -1,27 +1,34 @@
 #!/usr/bin/env bash
-# Build the real Helm CLI (from tests/controlplane/helm, a wrapper module of its own: Helm
-# pins its own k8s.io/* libraries, so it never shares tests/controlplane/go.mod) into a
-# per-user cache dir keyed by version.
+# Build a Go command-line tool the tests run (helm, actionlint) from its wrapper module
+# tests/controlplane/<tool> (a go.mod of its own, so its dependencies never mix with the
+# control plane's) into a per-user cache dir keyed by tool and version.
 #
-# Usage: tests/controlplane/build-helm.sh   # prints the output dir on stdout
+# Usage: tests/controlplane/build-tool.sh helm|actionlint   # prints the output dir on stdout
 # Idempotent: exits at once when the versioned dir is already complete. A cold build
-# takes about 4 minutes on 2 cores.
+# takes about 4 minutes (helm) or 30 s (actionlint) on 2 cores.
 set -euo pipefail
 # The braces make bash parse the whole file before running it (see build.sh).
 {
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+tool="${1:?usage: build-tool.sh helm|actionlint}"
 
-log() { echo "[controlplane/build-helm] $*" >&2; }
+log() { echo "[controlplane/build-tool $tool] $*" >&2; }
 
 command -v go >/dev/null || { log "go not found on PATH"; exit 127; }
 
-HELM_VERSION="$(awk '$1 == "require" { $1 = ""; $0 = $0 } $1 == "helm.sh/helm/v3" && $2 ~ /^v/ { print $2; exit }' \
-  "$here/helm/go.mod")"
-[[ -n "$HELM_VERSION" ]] || { log "cannot read the Helm version from helm/go.mod"; exit 1; }
+case "$tool" in
+  helm) module=helm.sh/helm/v3; pkg=helm.sh/helm/v3/cmd/helm ;;
+  actionlint) module=github.com/rhysd/actionlint; pkg=github.com/rhysd/actionlint/cmd/actionlint ;;
+  *) log "unknown tool"; exit 2 ;;
+esac
 
-cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/switchyard/helm"
-out="$cache_root/helm-$HELM_VERSION"
+VERSION="$(awk -v m="$module" '$1 == "require" { $1 = ""; $0 = $0 } $1 == m && $2 ~ /^v/ { print $2; exit }' \
+  "$here/$tool/go.mod")"
+[[ -n "$VERSION" ]] || { log "cannot read the version of $module from $tool/go.mod"; exit 1; }
+
+cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/switchyard/$tool"
+out="$cache_root/$tool-$VERSION"
 
 if [[ -f "$out/.complete" ]]; then
   echo "$out"
@@ -30,8 +37,8 @@ fi
 
 mkdir -p "$cache_root"
 # Serialise concurrent callers (parallel test sessions); the loser re-checks.
-if command -v flock >/dev/null && [[ -z "${SWITCHYARD_HELM_LOCKED:-}" ]]; then
-  exec env SWITCHYARD_HELM_LOCKED=1 flock "$cache_root/.build.lock" bash "$0" "$@"
+if command -v flock >/dev/null && [[ -z "${SWITCHYARD_TOOL_LOCKED:-}" ]]; then
+  exec env SWITCHYARD_TOOL_LOCKED=1 flock "$cache_root/.build.lock" bash "$0" "$@"
 fi
 if [[ -f "$out/.complete" ]]; then
   echo "$out"
@@ -42,21 +49,24 @@ stage="$(mktemp -d "$cache_root/.stage.XXXXXX")"
 trap 'rm -rf "$stage"' EXIT
 
 start=$SECONDS
-log "building Helm $HELM_VERSION with $(go env GOVERSION)"
+log "building $pkg $VERSION with $(go env GOVERSION)"
 (
-  cd "$here/helm"
-  # The -X flags are those of Helm's Makefile: the version `helm version` reports, and the
-  # Kubernetes version `helm template`/`lint` assume (client-go v0.X is Kubernetes 1.X;
-  # without it Helm assumes 1.20, below the chart's kubeVersion).
-  client_go="$(GOFLAGS=-mod=readonly go list -f '{{.Version}}' -m k8s.io/client-go)"
-  minor="$(echo "$client_go" | cut -d. -f2)"
-  ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
-  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
-    ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$minor"
-  done
+  cd "$here/$tool"
+  # The -X flags are those of the projects' own release builds: the version the tool
+  # reports, and for Helm the Kubernetes version `helm template`/`lint` assume
+  # (client-go v0.X is Kubernetes 1.X; without it Helm assumes 1.20, below the chart's kubeVersion).
+  ldflags="-s -w"
+  if [[ "$tool" == helm ]]; then
+    minor="$(GOFLAGS=-mod=readonly go list -f '{{.Version}}' -m k8s.io/client-go | cut -d. -f2)"
+    ldflags+=" -X helm.sh/helm/v3/internal/version.version=$VERSION"
+    for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+      ldflags+=" -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$minor"
+    done
+  else
+    ldflags+=" -X github.com/rhysd/actionlint.version=$VERSION"
+  fi
   # -mod=readonly: go.sum is committed; never rewrite it from a build.
-  GOFLAGS="-mod=readonly -buildvcs=false" CGO_ENABLED=0 \
-    go build -trimpath -ldflags "$ldflags" -o "$stage/" helm.sh/helm/v3/cmd/helm
+  GOFLAGS="-mod=readonly -buildvcs=false" CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$stage/" "$pkg"
 )
 
 chmod 755 "$stage" # mktemp -d made it 0700

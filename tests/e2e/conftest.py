@@ -9,6 +9,8 @@ everywhere else the tests skip and say why. Knobs (environment):
 - SWITCHYARD_E2E_KIND_CONFIG: kind config (default kind-config.yaml; it maps host ports
   8080 and 9090, so those must be free).
 - SWITCHYARD_E2E_SKIP_BUILD=1: do not `docker build` the image (it must exist locally).
+- SWITCHYARD_E2E_INSTALL: `kustomize` (default: manifests/ and manifests/nats/) or `helm`
+  (charts/switchyard with nats.enabled=true, with the helm of tests/controlplane/build-tool.sh).
 - SWITCHYARD_E2E_KEDA_CRDS: file, directory or URL of the KEDA CRDs (default: the release
   matching tests/controlplane/build.sh). The operator writes ScaledObjects; KEDA itself
   need not run for these tests.
@@ -57,8 +59,11 @@ def require_kind() -> None:
 def keda_crds() -> str:
     if os.environ.get("SWITCHYARD_E2E_KEDA_CRDS"):
         return os.environ["SWITCHYARD_E2E_KEDA_CRDS"]
-    found = re.search(r'^KEDA_VERSION="v([^"]+)"', (ROOT / "tests/controlplane/build.sh").read_text(), re.M)
-    version = found.group(1) if found else "2.16.1"
+    # The version build.sh fetches the CRDs of (it reads it from the KEDA wrapper module).
+    found = re.search(r"^\s*(?:require\s+)?github\.com/kedacore/keda/v2 v([^\s]+)",
+                      (ROOT / "tests/controlplane/keda/go.mod").read_text(), re.M)
+    assert found, "tests/controlplane/keda/go.mod does not require github.com/kedacore/keda/v2"
+    version = found.group(1)
     return f"https://github.com/kedacore/keda/releases/download/v{version}/keda-{version}-crds.yaml"
 
 
@@ -95,11 +100,20 @@ def kind_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture(scope="session")
 def installed(kind_cluster: Cluster) -> Cluster:
-    """`kubectl apply -k manifests/` and manifests/nats, the KEDA CRDs; the operator rolled out."""
+    """The KEDA CRDs, then Switchyard and NATS (kustomize or helm: SWITCHYARD_E2E_INSTALL); the operator rolled out."""
     k = kind_cluster.kubectl
     k("apply", "--server-side", "-f", keda_crds())
-    k("apply", "--server-side", "-k", str(ROOT / "manifests"))
-    k("wait", "--for=condition=Established", "--timeout=60s", *CRDS)
-    k("apply", "--server-side", "-k", str(ROOT / "manifests/nats"))
+    if os.environ.get("SWITCHYARD_E2E_INSTALL", "kustomize") == "helm":
+        from switchyard.testing import helm
+
+        k("create", "namespace", "switchyard-system")
+        _run(str(helm.ensure_built() / "helm"), "install", "switchyard", str(ROOT / "charts/switchyard"),
+             "--namespace", "switchyard-system", "--take-ownership", "--set", "nats.enabled=true",
+             env=helm.env(kind_cluster.kubeconfig.parent / "helm-home", kind_cluster.kubeconfig))
+        k("wait", "--for=condition=Established", "--timeout=60s", *CRDS)
+    else:
+        k("apply", "--server-side", "-k", str(ROOT / "manifests"))
+        k("wait", "--for=condition=Established", "--timeout=60s", *CRDS)
+        k("apply", "--server-side", "-k", str(ROOT / "manifests/nats"))
     k("rollout", "status", "deployment/switchyard-operator", "-n", "switchyard-system", "--timeout=300s")
     return kind_cluster

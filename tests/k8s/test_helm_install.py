@@ -1,7 +1,7 @@
 """`helm install` of charts/switchyard on a real kube-apiserver gives a running operator.
 
 The install is the "With Helm" section of docs/install.md, run as written (switchyard/
-testing/doccommands.py) with the real helm (tests/controlplane/build-helm.sh) on PATH.
+testing/doccommands.py) with the real helm (tests/controlplane/build-tool.sh helm) on PATH.
 It has an API server of its own: the chart installs the objects the other tests get from
 `kubectl apply -k manifests/`. There is no kubelet, so the chart's operator Deployment
 never gets a pod: the test runs the operator as a process with the ServiceAccount and
@@ -29,7 +29,7 @@ HELM_DOCS = [c for c in dc.commands() if dc.kind(c) == "helm"]
 @pytest.fixture(scope="module")
 def helm_dir() -> Path:
     if shutil.which("go") is None:
-        pytest.skip("`go` is not on PATH: cannot build helm (tests/controlplane/build-helm.sh)")
+        pytest.skip("`go` is not on PATH: cannot build helm (tests/controlplane/build-tool.sh helm)")
     try:
         return helm_testing.ensure_built()
     except helm_testing.HelmBuildError as exc:

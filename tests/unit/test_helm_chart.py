@@ -1,4 +1,4 @@
-"""charts/switchyard against the kustomize base, with the real Helm (tests/controlplane/build-helm.sh).
+"""charts/switchyard against the kustomize base, with the real Helm (tests/controlplane/build-tool.sh helm).
 
 The chart's default values render exactly the objects of `kubectl kustomize manifests/`,
 and nats.enabled=true adds exactly those of `kubectl kustomize manifests/nats-cluster/`:
@@ -28,7 +28,7 @@ Key = tuple[str, str, str, str]
 @pytest.fixture(scope="module")
 def helm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
     if shutil.which("go") is None:
-        pytest.skip("`go` is not on PATH: cannot build helm (tests/controlplane/build-helm.sh)")
+        pytest.skip("`go` is not on PATH: cannot build helm (tests/controlplane/build-tool.sh helm)")
     try:
         helm_dir = helm_testing.ensure_built()
     except helm_testing.HelmBuildError as exc:

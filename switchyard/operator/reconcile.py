@@ -206,13 +206,16 @@ class Reconciler:
                     if (why := fleets.problem(up, gw, fleet)) is not None:
                         obs.problem(key, why)  # no ScaledObject either: KEDA would scale nothing
                         continue
-                    dep = fleets.fleet_deployment(up, gw, fleet, profiles[fleet.machine_profile or ""])
-                    wanted["Deployment"].add(fleet.deployment)
-                    writes.append(self._fleet(dep, obs))
                 wanted["ScaledObject"].add(fleet.name)
                 kept = scaledobjects.gateway_written(obs.children.get(("ScaledObject", fleet.name)),
                                                      children.scaler_address(gw))
-                writes.append(self._ensure(children.scaled_object(up, gw, fleet, kept), obs))
+                so = children.scaled_object(up, gw, fleet, kept)
+                if fleet.rendered:
+                    dep = fleets.fleet_deployment(up, gw, fleet, profiles[fleet.machine_profile or ""])
+                    wanted["Deployment"].add(fleet.deployment)
+                    writes.append(self._fleet(key, dep, so, obs))
+                else:
+                    writes.append(self._ensure(so, obs))
             if any(f.rendered for f in children.fleets(up)):
                 wanted["Service"].add(up.spec.workers.service)
                 writes.append(self._ensure(fleets.worker_service(up), obs))
@@ -227,15 +230,24 @@ class Reconciler:
                 self._applied.pop((kind, ns, name), None)
                 log.info("deleted a child no fleet wants", extra={"namespace": ns, "kind": kind, "object": name})
 
-    async def _fleet(self, dep: Obj, obs: Observed) -> None:
-        """A rendered fleet's Deployment: created at 0 replicas once, then applied without `replicas` (KEDA's)."""
-        if ("Deployment", dep["metadata"]["name"]) not in obs.children:
+    async def _fleet(self, key: str, dep: Obj, so: Obj, obs: Observed) -> None:
+        """A rendered fleet's Deployment, then its ScaledObject. Created at 0 replicas once, then applied
+        without `replicas` (KEDA's). A Deployment of that name the Upstream does not own is left alone."""
+        name, mine = dep["metadata"]["name"], dep["metadata"]["labels"][children.OWNER_LABEL]
+        current = obs.children.get(("Deployment", name))
+        if current is None:
             try:
                 await self.kube.create(fleets.seed(dep), field_manager=fleets.SEED_MANAGER)
             except ApiException as exc:
-                if exc.status != 409:  # 409: it exists already (a pass that crashed after creating it)
+                if exc.status != 409:
                     raise
+                current = await self.kube.get(DEPLOYMENT, dep["metadata"]["namespace"], name)  # not ours, or a race
+        if current is not None and (current["metadata"].get("labels") or {}).get(children.OWNER_LABEL) != mine:
+            obs.problem(key, f"workers: Deployment {name!r} exists and is not this Upstream's rendered fleet; "
+                             "rename it, or name it in a fleet's deployment")
+            return
         await self._ensure(dep, obs)
+        await self._ensure(so, obs)
 
     async def _statuses(self, ns: str, obs: Observed, outcome: Outcome, expired: set[str]) -> None:
         live = await self._live_workers(ns, obs)

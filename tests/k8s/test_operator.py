@@ -89,6 +89,24 @@ def test_apply_creates_children_with_owner_references(installed: ControlPlane, n
         assert kind in listing
 
 
+def test_a_rendered_fleet_never_takes_over_a_deployment_it_does_not_own(installed: ControlPlane, namespace: str,
+                                                                        op: Proc) -> None:
+    cp, ns = installed, namespace
+    theirs = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "minilm-cpu"},
+              "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "theirs"}},
+                       "template": {"metadata": {"labels": {"app": "theirs"}},
+                                    "spec": {"containers": [{"name": "c", "image": "theirs:1"}]}}}}
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(theirs), check=True)
+    apply_examples(cp, ns)
+    cond = wait(lambda: (c := ready(cp, ns, "upstream", "minilm")) and c["status"] == "False" and c, 30,
+                "minilm not Ready")
+    assert "Deployment 'minilm-cpu' exists and is not this Upstream's rendered fleet" in cond["message"]
+    assert wait(lambda: get(cp, ns, "scaledobject", "minilm.l4"), 10, "the other fleet still rendered")
+    dep = get(cp, ns, "deployment", "minilm-cpu")
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "theirs:1"
+    assert not dep["metadata"].get("ownerReferences") and get(cp, ns, "scaledobject", "minilm.cpu") is None
+
+
 def test_change_propagates_and_hand_edits_are_repaired(installed: ControlPlane, namespace: str, op: Proc) -> None:
     cp, ns = installed, namespace
     apply_examples(cp, ns)

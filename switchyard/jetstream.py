@@ -1,6 +1,6 @@
 """Create (idempotently) the stream and KV buckets that gateways and workers share.
 
-Gateways own their configuration: `apply_queue_limits` makes the work stream and both
+Gateways own their configuration: `apply_queue_limits` makes the work stream and the
 KV buckets what the Gateway spec says (spec.queue), creating or updating them. Workers
 only create what is missing (at R1 and default limits) and never change what exists,
 so a worker can neither lower the replicas nor undo the limits a gateway applied.
@@ -18,7 +18,7 @@ from nats.js.errors import BadRequestError
 from nats.js.kv import KeyValue
 
 from .api.table import QueueLimits
-from .subjects import DEDUPE_WINDOW_S, JOBS_BUCKET, WORK_PREFIX, WORK_STREAM, WORKERS_BUCKET, Lane
+from .subjects import COLDSTART_BUCKET, DEDUPE_WINDOW_S, JOBS_BUCKET, WORK_PREFIX, WORK_STREAM, WORKERS_BUCKET, Lane
 
 HEARTBEAT_TTL_S = 10.0
 
@@ -59,7 +59,8 @@ async def apply_queue_limits(js: JetStreamContext, limits: QueueLimits,
         await js.update_stream(cfg)  # exists with another config: a worker's defaults, or an older spec
     workers = await ensure_workers_bucket(js, limits.replicas)
     jobs = await ensure_jobs_bucket(js, jobs_ttl_s, limits.replicas)
-    for bucket in (WORKERS_BUCKET, JOBS_BUCKET):
+    await ensure_coldstart_bucket(js, limits.replicas)
+    for bucket in (WORKERS_BUCKET, JOBS_BUCKET, COLDSTART_BUCKET):
         await _set_replicas(js, f"KV_{bucket}", limits.replicas)  # a KV bucket is the stream KV_<bucket>
     return workers, jobs
 
@@ -80,6 +81,12 @@ async def ensure_workers_bucket(js: JetStreamContext, replicas: int = 1) -> KeyV
 async def ensure_jobs_bucket(js: JetStreamContext, ttl_s: float = 3600.0, replicas: int = 1) -> KeyValue:
     return await _bucket(js, KeyValueConfig(bucket=JOBS_BUCKET, ttl=ttl_s,
                                             storage=StorageType.FILE, history=1, replicas=replicas))
+
+
+async def ensure_coldstart_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
+    # No TTL: the history is what makes the next ETA honest, and it is a few bytes per lane.
+    return await _bucket(js, KeyValueConfig(bucket=COLDSTART_BUCKET, storage=StorageType.FILE, history=1,
+                                            replicas=replicas))
 
 
 async def _bucket(js: JetStreamContext, cfg: KeyValueConfig) -> KeyValue:

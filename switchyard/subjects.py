@@ -18,6 +18,7 @@ WORK_STREAM = "SWITCHYARD_WORK"
 WORK_PREFIX = "sy.work"
 WORKERS_BUCKET = "sy_workers"  # worker heartbeats, TTL'd
 JOBS_BUCKET = "sy_jobs"  # state and result of accepted-but-not-awaited items
+COLDSTART_BUCKET = "sy_coldstart"  # measured cold starts per lane, shared by gateway replicas
 INBOX_PREFIX = "_sy.inbox"  # + <gateway instance>.<sequence>
 DEDUPE_WINDOW_S = 120.0
 

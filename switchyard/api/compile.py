@@ -122,6 +122,7 @@ def _models(upstreams: list[Upstream], issues: list[ConfigIssue]) -> dict[str, M
             timeout_s=s.timeout_seconds,
             max_attempts=s.max_attempts,
             worker_service=s.workers.service,
+            cold_start_s=float(s.scaling.cold_start_seconds),
         )
     return out
 

@@ -38,6 +38,7 @@ class ModelRoute:
     timeout_s: float
     max_attempts: int
     worker_service: str
+    cold_start_s: float = 180.0  # the ETA of a 202 until a cold start is measured
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +265,7 @@ def _model_to_dict(r: ModelRoute) -> dict[str, Any]:
         "timeoutSeconds": r.timeout_s,
         "maxAttempts": r.max_attempts,
         "workerService": r.worker_service,
+        "coldStartSeconds": r.cold_start_s,
     }
 
 
@@ -279,6 +281,7 @@ def _model_from_dict(model: str, v: Mapping[str, Any]) -> ModelRoute:
         timeout_s=float(v["timeoutSeconds"]),
         max_attempts=int(v["maxAttempts"]),
         worker_service=v["workerService"],
+        cold_start_s=float(v.get("coldStartSeconds", 180.0)),  # absent in tables written before it
     )
 
 

@@ -46,6 +46,10 @@ class Scaling(Model):
         default=30, ge=1, le=3600,
         description="How often KEDA polls the scaler (IsActive, GetMetrics). Scale-up from zero is pushed at "
                     "once; scaling down and up past one replica follow this poll.")
+    cold_start_seconds: int = Field(
+        default=180, ge=1, le=86_400,
+        description="Expected time from the first request at zero to a live worker, used for a 202's "
+                    "estimated_wait_s and Retry-After until the gateways have measured a cold start.")
 
     @model_validator(mode="after")
     def _min_le_max(self) -> "Scaling":

@@ -71,6 +71,17 @@ def lane_headers(gpu: str | None, pool: str | None, bundle: str | None) -> dict[
     return headers
 
 
+# Seconds kept free between the gateway's hold and this client's own HTTP timeout.
+HOLD_MARGIN_S = 5.0
+
+
+def prefer_wait(capacity_timeout: float, http_timeout: float) -> dict[str, str]:
+    """`Prefer: wait=N` for a cold lane: held by the gateway for up to N s (it caps N by the
+    model's timeout), and answered before this client's HTTP timeout would fire."""
+    wait = int(min(capacity_timeout, http_timeout - HOLD_MARGIN_S))
+    return {"Prefer": f"wait={wait}"} if wait >= 1 else {}
+
+
 def base_headers(api_key: str | None) -> dict[str, str]:
     headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
     if api_key:

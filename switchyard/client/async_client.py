@@ -108,11 +108,16 @@ class AsyncClient:
         Returns an `InferenceResult`, or an `Accepted` when the gateway queued the
         item while a worker starts (202) and `wait_for_capacity` is false. With
         `wait_for_capacity=True` the job is polled (every <= `poll_interval` s) until
-        it finishes or `capacity_timeout` s pass, which raises `CapacityTimeout`.
+        it finishes or `capacity_timeout` s pass, which raises `CapacityTimeout`. It first
+        asks the gateway to hold the request through the cold start (`Prefer: wait=N`, N
+        below this client's `timeout`), so a worker that starts meanwhile answers at once.
         """
+        started = time.monotonic()
         request_id = request_id or _core.new_request_id()
         body = orjson.dumps({"items": _core.normalize_items(items), "params": dict(params or {})})
         headers = {"Content-Type": "application/json", **_core.lane_headers(gpu, pool, bundle)}
+        if wait_for_capacity:
+            headers.update(_core.prefer_wait(capacity_timeout, self.timeout))
         reply = await self._send("POST", _core.infer_path(op, model), body=body, headers=headers,
                                  request_id=request_id)
         data = reply.json()
@@ -123,7 +128,8 @@ class AsyncClient:
                 location=reply.headers.get("Location"), request_id=reply.request_id)
             if not wait_for_capacity:
                 return accepted
-            return await self.wait_for_job(accepted, capacity_timeout, poll_interval=poll_interval)
+            left = capacity_timeout - (time.monotonic() - started)  # the hold counts against the timeout
+            return await self.wait_for_job(accepted, left, poll_interval=poll_interval)
         if not isinstance(data, dict):
             raise SwitchyardError(reply.status, "invalid_response", "expected a JSON object", reply.request_id)
         return InferenceResult.from_json(data, request_id=reply.request_id)

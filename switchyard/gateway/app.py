@@ -136,7 +136,8 @@ async def start(st: GatewayState, listen: Listen, *, access_log: bool = True,
         await st.registry.start(st.dispatcher.nc, st.dispatcher.workers)
         await _observe(st)
 
-    tasks = [asyncio.create_task(connect_then_watch())] + [asyncio.create_task(fn()) for fn in background]
+    tasks = [asyncio.create_task(connect_then_watch()), asyncio.create_task(st.eta.watch())]
+    tasks += [asyncio.create_task(fn()) for fn in background]
     log.info("gateway listening", extra={"host": listen.host, "port": listen.port,
                                          "metrics_port": listen.metrics_port, "instance": st.instance})
     return Running(st, runners, tasks, scaler)

@@ -26,7 +26,9 @@ from nats.js.kv import KeyValue
 
 from ..api.table import QueueLimits
 from ..errors import ApiError
-from ..jetstream import apply_queue_limits, ensure_jobs_bucket, ensure_work_stream, ensure_workers_bucket
+from ..jetstream import (
+    apply_queue_limits, ensure_coldstart_bucket, ensure_jobs_bucket, ensure_work_stream, ensure_workers_bucket,
+)
 from ..messages import JobRecord, Result, WorkItem
 from ..subjects import INBOX_PREFIX, token
 
@@ -113,6 +115,7 @@ class Dispatcher:
         self.js: JetStreamContext | None = None
         self.jobs: KeyValue | None = None
         self.workers: KeyValue | None = None
+        self.coldstart: KeyValue | None = None  # measured cold starts (gateway/eta.py)
         self.ready = asyncio.Event()
         self._closing = False
 
@@ -158,6 +161,7 @@ class Dispatcher:
                 self.workers, self.jobs = await ensure_workers_bucket(self.js), await ensure_jobs_bucket(self.js, ttl)
             else:
                 self.workers, self.jobs = await apply_queue_limits(self.js, limits, ttl)
+            self.coldstart = await ensure_coldstart_bucket(self.js)  # binds the one apply_queue_limits made
             self._applied = limits
 
     async def _prepare_until_applied(self) -> None:

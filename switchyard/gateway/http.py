@@ -140,7 +140,7 @@ def _cors(request: web.Request, resp: web.StreamResponse, table: RoutingTable) -
     if _origin_allowed(origin, table):
         resp.headers["Access-Control-Allow-Origin"] = origin  # type: ignore[assignment]
         resp.headers["Vary"] = "Origin"
-        resp.headers["Access-Control-Expose-Headers"] = "X-Request-ID, Retry-After, Location"
+        resp.headers["Access-Control-Expose-Headers"] = "X-Request-ID, Retry-After, Location, Preference-Applied"
 
 
 def _preflight(request: web.Request, table: RoutingTable | None) -> web.Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any
 
@@ -13,14 +14,13 @@ from ..errors import ApiError
 from ..messages import JobRecord, Result, WorkItem
 from ..subjects import DEDUPE_WINDOW_S
 from .auth import authenticate, tenant_of
+from .hold import hold_seconds
 from .http import MACHINE_PROFILE, RID, json_response, read_json
 from .resolve import Resolution, resolve, split_machine_profile
 from .state import GatewayState, state_of
 
 OPERATIONS = frozenset(Operation.__args__)  # type: ignore[attr-defined]
 MAX_ITEMS = 10_000
-PROVISION_RETRY_AFTER_S = 5
-ESTIMATED_COLD_START_S = 180  # a typical GPU node + image pull + model load
 NO_CAPACITY_RETRY_AFTER_S = 10
 
 
@@ -52,7 +52,9 @@ async def infer(request: web.Request) -> web.Response:
             raise ApiError("no_capacity",
                            f"pool {res.lane.pool!r} has no live worker for {res.lane.machine_profile}/"
                            f"{res.lane.bundle}", headers={"Retry-After": str(NO_CAPACITY_RETRY_AFTER_S)})
-        return await _accept(st, item, res, table.result_ttl_seconds)
+        # Prefer is read only here: the hot path with a live worker never parses it.
+        held = hold_seconds(h.getall("Prefer", ()), res.route.timeout_s)
+        return await _accept(st, item, res, table.result_ttl_seconds, model_ref, held)
     return await _run(st, item, res, model_ref)
 
 
@@ -105,51 +107,91 @@ def _expire(waiter: asyncio.Future[Result | None]) -> None:
         waiter.set_result(None)
 
 
-async def _accept(st: GatewayState, item: WorkItem, res: Resolution, ttl_s: int) -> web.Response:
-    """No live worker: record the job (create-only), queue durably, answer 202.
+async def _accept(st: GatewayState, item: WorkItem, res: Resolution, ttl_s: int, model_ref: str,
+                  wait_s: int | None) -> web.Response:
+    """No live worker: record the job (create-only), queue durably, answer 202 (or 200 after a hold).
 
     The record comes first, so a concurrent duplicate finds it and gets the same 202,
     and a request id reused later never overwrites the job it already names.
+    With `Prefer: wait` the item's reply also comes to our inbox, and the request waits
+    for it up to `wait_s` (see hold.py); only the request that created the job holds.
     """
     item.keep_result = True
     item.deadline = time.time() + ttl_s
-    packed = st.dispatcher.pack(item)  # an item too large is refused before any record exists
-    record, revision = await st.dispatcher.create_job(item.key, JobRecord(
-        id=item.id, state="queued", model=item.model, pool=item.pool, machine_profile=item.machine_profile,
-        bundle=item.bundle, tenant=item.tenant, deadline=item.deadline,
-    ))
-    if revision is None and not (record.state == "queued"
-                                 and time.time() - record.updated_at < DEDUPE_WINDOW_S / 2):
-        # The job exists and runs, ended, or was queued too long ago for dedup to hold: never queue it again.
-        return _accepted(item.id, res)
+    held = wait_s is not None and st.holds.acquire(res.lane)
+    waiter: asyncio.Future[Result | None] | None = (
+        st.dispatcher.expect_result(item) if held else None)  # type: ignore[assignment]  # sets item.reply
+    eta: asyncio.Task[int] | None = None
     try:
-        # Ours, or a duplicate still inside the dedup window: publishing again is idempotent, and it
-        # stores the item even if the first request's publish failed.
-        await st.dispatcher.publish(item, res.lane.subject, packed)
-    except ApiError:
-        if revision is not None:
-            await st.dispatcher.delete_job(item.key, revision)
-        raise
-    return _accepted(item.id, res)
+        packed = st.dispatcher.pack(item)  # an item too large is refused before any record exists
+        # The ETA's KV reads run alongside the record and the publish: they add no latency.
+        eta = asyncio.create_task(st.eta.on_accept(res.lane, res.route.cold_start_s, ttl_s))
+        record, revision = await st.dispatcher.create_job(item.key, JobRecord(
+            id=item.id, state="queued", model=item.model, pool=item.pool, machine_profile=item.machine_profile,
+            bundle=item.bundle, tenant=item.tenant, deadline=item.deadline,
+        ))
+        if revision is None and not (record.state == "queued"
+                                     and time.time() - record.updated_at < DEDUPE_WINDOW_S / 2):
+            # The job exists and runs, ended, or was queued too long ago for dedup to hold: never queue it again.
+            return _accepted(item.id, res, await eta)
+        try:
+            # Ours, or a duplicate still inside the dedup window: publishing again is idempotent, and it
+            # stores the item even if the first request's publish failed.
+            await st.dispatcher.publish(item, res.lane.subject, packed)
+        except ApiError:
+            if revision is not None:
+                await st.dispatcher.delete_job(item.key, revision)
+            raise
+        if waiter is None or wait_s is None or revision is None:
+            return _accepted(item.id, res, await eta)
+        return await _hold(waiter, wait_s, item.id, res, model_ref, await eta)
+    finally:
+        if waiter is not None:
+            waiter.cancel()
+        if held:
+            st.holds.release(res.lane)
+        if eta is not None and not eta.done():
+            eta.cancel()
+
+
+async def _hold(waiter: asyncio.Future[Result | None], wait_s: int, job_id: str, res: Resolution,
+                model_ref: str, eta_s: int) -> web.Response:
+    """Wait up to `wait_s` for the job's result: 200 with it, else the 202 with the ETA left."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    timer = loop.call_later(wait_s, _expire, waiter)
+    try:
+        result = await waiter
+    finally:
+        timer.cancel()
+    applied = {"Preference-Applied": f"wait={wait_s}"}
+    if result is None:
+        return _accepted(job_id, res, max(1, eta_s - math.floor(loop.time() - started)), applied)
+    if not result.ok:
+        err = result_error(result)
+        err.headers.update(applied)
+        raise err
+    return json_response(result_body(result, model_ref), headers=applied)
 
 
 async def _duplicate(st: GatewayState, item: WorkItem, res: Resolution) -> web.Response:
     """Same X-Request-ID again from the same tenant: never queue twice; point at the job when there is one."""
     if await st.dispatcher.job(item.key) is not None:
-        return _accepted(item.id, res)
+        return _accepted(item.id, res, await st.eta.on_accept(res.lane, res.route.cold_start_s, DEDUPE_WINDOW_S))
     raise ApiError("duplicate_request",
                    f"request id {item.id!r} was already accepted; its result went to the first caller. "
                    "Send a new X-Request-ID for new work")
 
 
-def _accepted(job_id: str, res: Resolution) -> web.Response:
+def _accepted(job_id: str, res: Resolution, eta_s: int, headers: dict[str, str] | None = None) -> web.Response:
+    # Retry-After is the ETA itself: the earliest time a worker is expected, learned per lane (eta.py).
     return json_response(
         {"status": "provisioning", "job_id": job_id, "machine_profile": res.lane.machine_profile,
-         "bundle": res.lane.bundle, "pool": res.lane.pool, "estimated_wait_s": ESTIMATED_COLD_START_S,
+         "bundle": res.lane.bundle, "pool": res.lane.pool, "estimated_wait_s": eta_s,
          "message": f"no live worker for {res.lane.machine_profile}/{res.lane.bundle} in pool "
                     f"{res.lane.pool!r}; the item is queued and runs when one starts"},
         status=202,
-        headers={"Retry-After": str(PROVISION_RETRY_AFTER_S), "Location": f"/v1/jobs/{job_id}"},
+        headers={"Retry-After": str(eta_s), "Location": f"/v1/jobs/{job_id}", **(headers or {})},
     )
 
 

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from ..errors import ApiError
 from ..messages import JobRecord, Result
-from ..subjects import job_key
+from ..subjects import Lane, job_key
 from .auth import authenticate, tenant_of
 from .http import REQUEST_ID, json_response
 from .inference import result_body
@@ -37,7 +37,13 @@ async def get_job(request: web.Request) -> web.Response:
     record = await st.dispatcher.job(job_key(tenant, job_id))
     if record is None:
         raise ApiError("unknown_job", f"no job {job_id!r} (results are kept for a limited time)")
-    return json_response(_describe(record))
+    body = _describe(record)
+    if body["state"] == "queued":
+        route = st.table().models.get(record.model)
+        lane = Lane(record.model, record.bundle, record.machine_profile, record.pool)
+        body["estimated_wait_s"] = await st.eta.for_job(
+            lane, route.cold_start_s if route else 180.0, record.updated_at)
+    return json_response(body)
 
 
 def _describe(record: JobRecord) -> dict[str, object]:

@@ -12,6 +12,8 @@ from ..errors import ApiError
 from .config import TableHolder
 from .demand import Demand
 from .dispatch import Dispatcher
+from .eta import ColdStarts
+from .hold import Holds
 from .metrics import Metrics
 from .registry import Registry
 
@@ -28,6 +30,12 @@ class GatewayState:
     metrics: Metrics
     # Cluster mode: when a pool's lease lapsed, the time it did.
     pool_expired: Callable[[str], str | None] = field(default=lambda pool: None)
+    holds: Holds = field(default_factory=Holds)  # Prefer: wait, per lane
+    eta: ColdStarts = field(init=False)  # learned cold-start ETA of 202s
+
+    def __post_init__(self) -> None:
+        self.eta = ColdStarts(lambda: self.dispatcher.coldstart if self.dispatcher.connected else None,
+                              self.registry.serving)
 
     def check_pool(self, pool: str) -> None:
         expired = self.pool_expired(pool) if pool else None

@@ -23,10 +23,10 @@ from nats.aio.client import Client as NATS
 from dataplane import ADMIN, ECHO, GatewayUnderTest, copy_manifests, gateway, job_final, until, worker
 from switchyard.gateway.app import Listen, directory_source, new_state, start
 from switchyard.natsserver import NatsCluster, NatsServer, free_port, nats_server_binary
-from switchyard.subjects import JOBS_BUCKET, WORK_STREAM, WORKERS_BUCKET, Lane
+from switchyard.subjects import COLDSTART_BUCKET, JOBS_BUCKET, WORK_STREAM, WORKERS_BUCKET, Lane
 
 ROOT = Path(__file__).resolve().parents[2]
-STREAMS = (WORK_STREAM, f"KV_{WORKERS_BUCKET}", f"KV_{JOBS_BUCKET}")
+STREAMS = (WORK_STREAM, f"KV_{WORKERS_BUCKET}", f"KV_{JOBS_BUCKET}", f"KV_{COLDSTART_BUCKET}")
 GPU = Lane("test/gpu", "default", "l4", "default")  # no worker until a test starts one: the 202 path
 
 
@@ -71,7 +71,7 @@ async def client(url: str) -> AsyncIterator[NATS]:
 
 
 async def replicas(nc: NATS, streams: tuple[str, ...] = STREAMS) -> dict[str, tuple[int, int]]:
-    """Per stream (work stream and both KV streams): configured replicas, and copies that are current."""
+    """Per stream (work stream and the KV streams): configured replicas, and copies that are current."""
     js = nc.jetstream(timeout=5)
     out = {}
     for name in streams:

@@ -47,3 +47,11 @@ def test_estimate_and_remaining() -> None:
     assert remaining(20.0, 25.0) == 1  # overdue: at least a second, never zero or negative
     lane = Lane("BAAI/bge-m3", "default", "l4", "tenant-a")
     assert Lane.from_subject(f"{WORK_PREFIX}.{lane_key(lane)}") == lane
+
+
+def test_sdk_asks_for_a_hold_that_ends_before_its_own_timeout() -> None:
+    from switchyard.client._core import prefer_wait
+
+    assert prefer_wait(600, 60) == {"Prefer": "wait=55"}  # 5 s kept before the HTTP timeout fires
+    assert prefer_wait(20, 60) == {"Prefer": "wait=20"}  # never longer than the caller will wait
+    assert prefer_wait(600, 5) == {}  # no room for a hold: poll the job as before

@@ -96,7 +96,7 @@ class Cors(Model):
     allow_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS; '*' for any. Empty: CORS off.")
     allow_headers: list[str] = Field(
         default_factory=lambda: ["Authorization", "Content-Type", "X-Request-ID",
-                                 "X-Machine-Profile", "X-Pool", "X-Bundle"]
+                                 "X-Machine-Profile", "X-Pool", "X-Bundle", "Prefer"]
     )
     max_age_seconds: int = Field(default=600, ge=0, le=86_400)
 

@@ -107,6 +107,9 @@ class ColdStartStack:
     def _start(self) -> None:
         cp, ns = self.cp, self.namespace
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # The real PodSecurity admission refuses any worker pod that is not "restricted".
+        cp.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted", "--overwrite",
+                   check=True)
         self.kcm = ControllerManager(cp, self.keda_bin, controllers=CONTROLLERS).start()
         self.node = TestNode(cp, ns, self.workdir / "node", labels=NODE_LABELS, selector=WORKER_POD).start()
         self._apply()

@@ -39,7 +39,10 @@ def test_a_request_at_zero_starts_a_worker_pod_completes_and_the_fleet_returns_t
         wait(lambda: stack.replicas() == 1, 30, f"KEDA scaled {FLEET} to 1\n{stack.log_tails()}")
         (pod,) = wait(lambda: stack.pods(), 30, "the ReplicaSet's pod")
         name = pod["metadata"]["name"]
-        # Scheduled as the Gateway's cpu machine profile says, onto the test node that matches it.
+        # Admitted in a namespace that enforces Pod Security "restricted"; scheduled as the Gateway's
+        # cpu machine profile says, onto the test node that matches it.
+        assert stack.get("namespace", namespace)["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] \
+            == "restricted"
         assert pod["spec"]["nodeSelector"] == NODE_LABELS
         wait(lambda: stack.get("pod", name)["spec"].get("nodeName") == node.name, 30, "the pod bound")
         wait(lambda: node.event_times("started"), 30, f"the test node started the worker\n{stack.log_tails()}")

@@ -36,7 +36,8 @@ WORKER_POD = {"app.kubernetes.io/name": "switchyard-worker"}  # the operator's g
 NODE_LABELS = {"switchyard.dev/test-node": "cpu"}  # the cpu profile's nodeSelector: the test node has it
 
 
-def manifests(nats_url: str, scaler_port: int, *, cooldown: int, polling: int, timeout: float) -> str:
+def manifests(nats_url: str, scaler_port: int, *, cooldown: int, polling: int, timeout: float,
+              handler: str = "switchyard.worker.handlers:echo") -> str:
     objects: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "keys"}, "stringData": {"key": KEY}},
         {"apiVersion": "switchyard.dev/v1alpha1", "kind": "Gateway", "metadata": {"name": "main"},
@@ -51,7 +52,7 @@ def manifests(nats_url: str, scaler_port: int, *, cooldown: int, polling: int, t
                               "pollingIntervalSeconds": polling, "cooldownSeconds": cooldown},
                   "workers": {"service": SERVICE, "template": {
                       "image": "ghcr.io/switchyard-dev/switchyard:test",  # ignored by the test node
-                      "args": ["worker", "--handler", "switchyard.worker.handlers:echo",
+                      "args": ["worker", "--handler", handler,
                                "--heartbeat-interval", "0.5"]}}}},
     ]
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
@@ -88,6 +89,7 @@ class ColdStartStack:
     cooldown: int = 2
     polling: int = 1
     timeout: float = 10.0
+    handler: str = "switchyard.worker.handlers:echo"
 
     url: str = field(default="", init=False)
     metrics_port: int = field(default=0, init=False)
@@ -139,7 +141,8 @@ class ColdStartStack:
     def _apply(self) -> None:
         self.scaler_port = free_port()
         self.cp.kubectl("apply", "-n", self.namespace, "-f", "-", check=True, input=manifests(
-            self.nats_url, self.scaler_port, cooldown=self.cooldown, polling=self.polling, timeout=self.timeout))
+            self.nats_url, self.scaler_port, cooldown=self.cooldown, polling=self.polling, timeout=self.timeout,
+            handler=self.handler))
 
     def _run(self, name: str, args: list[str]) -> Server:
         import sys
@@ -190,11 +193,15 @@ class ColdStartStack:
                 if (ep.get("conditions") or {}).get("ready") and ep.get("targetRef")}
 
     def metric(self, name: str) -> float:
+        """A sample by its full name with labels, or the sum of a family's samples (`name{`)."""
+        total = 0.0
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
             for line in resp.read().decode().splitlines():
                 if line.startswith(name + " "):
                     return float(line.rsplit(" ", 1)[1])
-        return 0.0
+                if name.endswith("{") and line.startswith(name):
+                    total += float(line.rsplit(" ", 1)[1])
+        return total
 
     def log_tails(self) -> str:
         parts = [f"--- {s.name}\n{s.tail(20)}" for s in self.servers]

@@ -73,6 +73,7 @@ class PodRun:
 
 @dataclass
 class TestNode:
+    __test__ = False  # not a pytest test class
     cp: ControlPlane
     namespace: str
     workdir: Path

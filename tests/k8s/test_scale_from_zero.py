@@ -8,6 +8,7 @@ one stand-in: it runs the pods the ReplicaSet creates as local processes.
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,23 +17,28 @@ from switchyard.natsserver import NatsServer
 from switchyard.testing.coldstart import FLEET, KEY, MODEL, NODE_LABELS, ColdStartStack, wait
 from switchyard.testing.controlplane import ControlPlane
 from switchyard.testing.keda import KedaOperator
+from switchyard.testing.node import TestNode
+
+FAST = {"sleep_s": 0}
 
 
 def test_a_request_at_zero_starts_a_worker_pod_completes_and_the_fleet_returns_to_zero(
         installed: ControlPlane, keda: KedaOperator, keda_bin: Path, namespace: str, tmp_path: Path,
         nats: NatsServer) -> None:
-    with ColdStartStack(installed, keda_bin, namespace, nats.url, tmp_path, cooldown=2, polling=1) as stack, \
+    # The sleep handler echoes after params.sleep_s: 0 here, but for the item in flight at a SIGTERM.
+    with ColdStartStack(installed, keda_bin, namespace, nats.url, tmp_path, cooldown=2, polling=1,
+                        handler="switchyard.worker.handlers:sleep") as stack, \
             Client(stack.url, KEY, timeout=30) as client, ThreadPoolExecutor(1) as pool:
         node = stack.node
         assert node is not None
         assert stack.replicas() == 0 and not stack.pods()
 
         # Accepted at zero: 202s, the items queued for the fleet.
-        accepted = [client.encode(MODEL, [f"queued-{i}"]) for i in range(3)]
+        accepted = [client.encode(MODEL, [f"queued-{i}"], params=FAST) for i in range(3)]
         assert all(isinstance(a, Accepted) for a in accepted), accepted
         # The SDK call that waits for capacity, while the loop runs.
-        waiting = pool.submit(client.encode, MODEL, ["cold"], wait_for_capacity=True, capacity_timeout=120,
-                              poll_interval=0.2)
+        waiting = pool.submit(client.encode, MODEL, ["cold"], params=FAST, wait_for_capacity=True,
+                              capacity_timeout=120, poll_interval=0.2)
 
         wait(lambda: stack.metric('switchyard_gateway_scaler_pushes_total{active="true"}') >= 1, 30,
              "StreamIsActive pushed true")
@@ -56,13 +62,29 @@ def test_a_request_at_zero_starts_a_worker_pod_completes_and_the_fleet_returns_t
         # Ready: the real EndpointSlice controller publishes the pod, so the gateway routes to it at once.
         wait(lambda: name in stack.ready_endpoints(), 30, f"{name} a ready endpoint\n{stack.log_tails()}")
         wait(lambda: stack.get("upstream", "echo")["status"]["liveWorkers"] == {"cpu": 1}, 30, "liveWorkers")
-        warm = wait(lambda: client.encode(MODEL, ["warm"]), 30, "a synchronous answer")
+        warm = wait(lambda: client.encode(MODEL, ["warm"], params=FAST), 30, "a synchronous answer")
         assert isinstance(warm, InferenceResult) and warm.items == [{"text": "warm"}], warm
 
-        # Idle: after the cooldown KEDA scales to 0, the pod is deleted, the worker drains on SIGTERM.
+        # A pod deleted with an item in flight: SIGTERM, the worker finishes the item, then exits.
+        slow = pool.submit(client.encode, MODEL, ["slow"], params={"sleep_s": 3})
+        wait(lambda: stack.metric("switchyard_gateway_worker_in_flight{") >= 1, 30, "the slow item in flight")
+        installed.kubectl("delete", "pod", name, "-n", namespace, "--wait=false", check=True)
+        assert slow.result(timeout=60).items == [{"text": "slow"}]
+        wait(lambda: "removed" in [w for _, p, w in node.events if p == name], 60, f"{name} removed")
+        _drained(node, name, in_flight=1)
+
+        # Idle: after the cooldown KEDA scales to 0, the ReplicaSet's new pod is deleted, and it drains too.
         wait(lambda: stack.replicas() == 0, 60, f"KEDA scaled {FLEET} back to 0\n{stack.log_tails()}")
-        wait(lambda: not stack.pods(), 60, f"the pod removed\n{stack.log_tails()}")
-        what = [w for _, p, w in node.events if p == name]
-        assert "SIGTERM" in what and "exited 0" in what and "SIGKILL" not in what, what
-        log = node.log_tail(name, 200)
-        assert "worker stopping" in log and "worker stopped" in log and "drain timed out" not in log, log
+        wait(lambda: not stack.pods(), 60, f"the pods removed\n{stack.log_tails()}")
+        for other in {p for _, p, w in node.events if w == "started"} - {name}:
+            _drained(node, other, in_flight=0)
+
+
+def _drained(node: TestNode, pod: str, in_flight: int) -> None:
+    """SIGTERM, then the worker stopped pulling, finished what it held, and exited 0 within its grace."""
+    what = [w for _, p, w in node.events if p == pod]
+    assert "SIGTERM" in what and "exited 0" in what and "SIGKILL" not in what, what
+    log = node.log_tail(pod, 200)
+    stopping = next(json.loads(line) for line in log.splitlines() if '"worker stopping"' in line)
+    assert stopping["in_flight"] == in_flight, stopping
+    assert "worker stopped" in log and "drain timed out" not in log, log

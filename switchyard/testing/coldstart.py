@@ -37,7 +37,7 @@ NODE_LABELS = {"switchyard.dev/test-node": "cpu"}  # the cpu profile's nodeSelec
 
 
 def manifests(nats_url: str, scaler_port: int, *, cooldown: int, polling: int, timeout: float,
-              handler: str = "switchyard.worker.handlers:echo") -> str:
+              handler: str = "switchyard.worker.handlers:echo", model: str = MODEL) -> str:
     objects: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "keys"}, "stringData": {"key": KEY}},
         {"apiVersion": "switchyard.dev/v1alpha1", "kind": "Gateway", "metadata": {"name": "main"},
@@ -47,7 +47,7 @@ def manifests(nats_url: str, scaler_port: int, *, cooldown: int, polling: int, t
                   "nats": {"url": nats_url}, "machineProfiles": [{"name": "cpu", "nodeSelector": NODE_LABELS}],
                   "auth": {"apiKeys": [{"name": "t", "secretRef": {"name": "keys"}}]}}},
         {"apiVersion": "switchyard.dev/v1alpha1", "kind": "Upstream", "metadata": {"name": UPSTREAM},
-         "spec": {"model": MODEL, "operations": ["encode"], "machineProfiles": ["cpu"], "timeoutSeconds": timeout,
+         "spec": {"model": model, "operations": ["encode"], "machineProfiles": ["cpu"], "timeoutSeconds": timeout,
                   "scaling": {"minReplicas": 0, "maxReplicas": 1, "targetPendingPerReplica": 1,
                               "pollingIntervalSeconds": polling, "cooldownSeconds": cooldown},
                   "workers": {"service": SERVICE, "template": {
@@ -90,6 +90,7 @@ class ColdStartStack:
     polling: int = 1
     timeout: float = 10.0
     handler: str = "switchyard.worker.handlers:echo"
+    model: str = MODEL
 
     url: str = field(default="", init=False)
     metrics_port: int = field(default=0, init=False)
@@ -142,7 +143,7 @@ class ColdStartStack:
         self.scaler_port = free_port()
         self.cp.kubectl("apply", "-n", self.namespace, "-f", "-", check=True, input=manifests(
             self.nats_url, self.scaler_port, cooldown=self.cooldown, polling=self.polling, timeout=self.timeout,
-            handler=self.handler))
+            handler=self.handler, model=self.model))
 
     def _run(self, name: str, args: list[str]) -> Server:
         import sys

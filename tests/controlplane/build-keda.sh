@@ -18,10 +18,7 @@ log() { echo "[controlplane/build-keda] $*" >&2; }
 
 command -v go >/dev/null || { log "go not found on PATH"; exit 127; }
 
-# A require line of go.mod, inside a block (`mod v1.2.3`) or alone (`require mod v1.2.3`).
-mod_version() {
-  awk -v m="$1" '$1 == "require" { $1 = "" ; $0 = $0 } $1 == m && $2 ~ /^v/ { print $2; exit }' "$2"
-}
+source "$here/cache.sh"
 KEDA_VERSION="$(mod_version github.com/kedacore/keda/v2 "$here/keda/go.mod")"
 K8S_VERSION="$(mod_version k8s.io/kubernetes "$here/go.mod")"
 [[ -n "$KEDA_VERSION" && -n "$K8S_VERSION" ]] || { log "cannot read the versions from the go.mod files"; exit 1; }
@@ -29,25 +26,8 @@ K8S_VERSION="$(mod_version k8s.io/kubernetes "$here/go.mod")"
 cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/switchyard/keda"
 out="$cache_root/keda-$KEDA_VERSION-k8s-$K8S_VERSION"
 
-if [[ -f "$out/.complete" ]]; then
-  echo "$out"
-  exit 0
-fi
+cache_begin "$out" "$@"
 
-mkdir -p "$cache_root"
-# Serialise concurrent callers (parallel test sessions); the loser re-checks.
-if command -v flock >/dev/null && [[ -z "${SWITCHYARD_KEDA_LOCKED:-}" ]]; then
-  exec env SWITCHYARD_KEDA_LOCKED=1 flock "$cache_root/.build.lock" bash "$0" "$@"
-fi
-if [[ -f "$out/.complete" ]]; then
-  echo "$out"
-  exit 0
-fi
-
-stage="$(mktemp -d "$cache_root/.stage.XXXXXX")"
-trap 'rm -rf "$stage"' EXIT
-
-start=$SECONDS
 log "building KEDA $KEDA_VERSION (operator, metrics adapter) with $(go env GOVERSION)"
 log "(a first build compiles ~3400 packages: about 8 min on 2 cores, plus ~300 MB of module downloads)"
 (
@@ -62,22 +42,12 @@ mv "$stage/adapter" "$stage/keda-adapter"
 log "KEDA compiled in $((SECONDS - start))s"
 
 log "building kube-controller-manager $K8S_VERSION (shares the compile cache with kube-apiserver)"
-vpkg=k8s.io/component-base/version
-minor="${K8S_VERSION#v1.}"
-ldflags="-s -w -X $vpkg.gitVersion=$K8S_VERSION -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=${minor%%.*}"
-ldflags+=" -X $vpkg.gitTreeState=clean"
+ldflags="$(k8s_ldflags "$K8S_VERSION")"
 (
   cd "$here"
   GOFLAGS="-mod=readonly -buildvcs=false" CGO_ENABLED=0 \
     go build -trimpath -ldflags "$ldflags" -o "$stage/" ./cmd/kube-controller-manager
 )
 
-chmod 755 "$stage" # mktemp -d made it 0700
-touch "$stage/.complete"
-rm -rf "$out"
-mv "$stage" "$out"
-trap - EXIT
-log "done in $((SECONDS - start))s: $(du -sh "$out" | cut -f1) in $out"
-echo "$out"
-exit 0
+cache_finish "$out"
 }

@@ -16,6 +16,7 @@ tool="${1:?usage: build-tool.sh helm|actionlint}"
 log() { echo "[controlplane/build-tool $tool] $*" >&2; }
 
 command -v go >/dev/null || { log "go not found on PATH"; exit 127; }
+source "$here/cache.sh"
 
 case "$tool" in
   helm) module=helm.sh/helm/v3; pkg=helm.sh/helm/v3/cmd/helm ;;
@@ -23,32 +24,14 @@ case "$tool" in
   *) log "unknown tool"; exit 2 ;;
 esac
 
-VERSION="$(awk -v m="$module" '$1 == "require" { $1 = ""; $0 = $0 } $1 == m && $2 ~ /^v/ { print $2; exit }' \
-  "$here/$tool/go.mod")"
+VERSION="$(mod_version "$module" "$here/$tool/go.mod")"
 [[ -n "$VERSION" ]] || { log "cannot read the version of $module from $tool/go.mod"; exit 1; }
 
 cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/switchyard/$tool"
 out="$cache_root/$tool-$VERSION"
 
-if [[ -f "$out/.complete" ]]; then
-  echo "$out"
-  exit 0
-fi
+cache_begin "$out" "$@"
 
-mkdir -p "$cache_root"
-# Serialise concurrent callers (parallel test sessions); the loser re-checks.
-if command -v flock >/dev/null && [[ -z "${SWITCHYARD_TOOL_LOCKED:-}" ]]; then
-  exec env SWITCHYARD_TOOL_LOCKED=1 flock "$cache_root/.build.lock" bash "$0" "$@"
-fi
-if [[ -f "$out/.complete" ]]; then
-  echo "$out"
-  exit 0
-fi
-
-stage="$(mktemp -d "$cache_root/.stage.XXXXXX")"
-trap 'rm -rf "$stage"' EXIT
-
-start=$SECONDS
 log "building $pkg $VERSION with $(go env GOVERSION)"
 (
   cd "$here/$tool"
@@ -69,12 +52,5 @@ log "building $pkg $VERSION with $(go env GOVERSION)"
   GOFLAGS="-mod=readonly -buildvcs=false" CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$stage/" "$pkg"
 )
 
-chmod 755 "$stage" # mktemp -d made it 0700
-touch "$stage/.complete"
-rm -rf "$out"
-mv "$stage" "$out"
-trap - EXIT
-log "done in $((SECONDS - start))s: $(du -sh "$out" | cut -f1) in $out"
-echo "$out"
-exit 0
+cache_finish "$out"
 }

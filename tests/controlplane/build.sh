@@ -13,50 +13,29 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
+source "$here/cache.sh"
 # KEDA is fetched as a module for its CRD files here, not compiled, so it stays out of
 # this build graph; its version is the one build-keda.sh compiles (keda/go.mod).
-KEDA_VERSION="$(awk '$1 == "require" { $1 = ""; $0 = $0 } $1 == "github.com/kedacore/keda/v2" { print $2; exit }' \
-  "$here/keda/go.mod")"
+KEDA_VERSION="$(mod_version github.com/kedacore/keda/v2 "$here/keda/go.mod")"
 
 log() { echo "[controlplane/build] $*" >&2; }
 
 command -v go >/dev/null || { log "go not found on PATH"; exit 127; }
 
 # Versions come from go.mod so the cache key cannot drift from what is built.
-mod_version() { awk -v m="$1" '$1 == m && $2 ~ /^v/ { print $2; exit }' "$here/go.mod"; }
-K8S_VERSION="$(mod_version k8s.io/kubernetes)"
-ETCD_VERSION="$(mod_version go.etcd.io/etcd/server/v3)"
+K8S_VERSION="$(mod_version k8s.io/kubernetes "$here/go.mod")"
+ETCD_VERSION="$(mod_version go.etcd.io/etcd/server/v3 "$here/go.mod")"
 
 cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/switchyard/controlplane"
 out="$cache_root/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-keda-$KEDA_VERSION"
 
-if [[ -f "$out/.complete" ]]; then
-  echo "$out"
-  exit 0
-fi
+cache_begin "$out" "$@"
 
-mkdir -p "$cache_root"
-# Serialise concurrent callers (e.g. parallel test workers); the loser re-checks.
-if command -v flock >/dev/null && [[ -z "${SWITCHYARD_CP_LOCKED:-}" ]]; then
-  exec env SWITCHYARD_CP_LOCKED=1 flock "$cache_root/.build.lock" bash "$0" "$@"
-fi
-if [[ -f "$out/.complete" ]]; then
-  echo "$out"
-  exit 0
-fi
-
-stage="$(mktemp -d "$cache_root/.stage.XXXXXX")"
-trap 'rm -rf "$stage"' EXIT
-
-start=$SECONDS
 log "building kube-apiserver $K8S_VERSION and etcd $ETCD_VERSION with $(go env GOVERSION)"
 log "(a first build compiles ~2000 packages: about 6 min on 2 cores, plus module downloads)"
 # Stamp the release into /version like upstream's hack/lib/version.sh does
 # (etcd does not link this package, so the -X flags are no-ops for it).
-vpkg=k8s.io/component-base/version
-minor="${K8S_VERSION#v1.}"
-ldflags="-s -w -X $vpkg.gitVersion=$K8S_VERSION -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=${minor%%.*}"
-ldflags+=" -X $vpkg.gitTreeState=clean"
+ldflags="$(k8s_ldflags "$K8S_VERSION")"
 (
   cd "$here"
   # -mod=readonly: go.sum is committed; never rewrite it from a build.
@@ -75,12 +54,5 @@ mkdir -p "$stage/keda-crds"
 cp "$keda_dir"/config/crd/bases/*keda.sh_*.yaml "$stage/keda-crds/"
 chmod -R u+w "$stage/keda-crds" # module cache files are read-only
 
-chmod 755 "$stage" # mktemp -d made it 0700
-touch "$stage/.complete"
-rm -rf "$out"
-mv "$stage" "$out"
-trap - EXIT
-log "done in $((SECONDS - start))s: $(du -sh "$out" | cut -f1) in $out"
-echo "$out"
-exit 0
+cache_finish "$out"
 }

@@ -8,21 +8,18 @@ There is no scheduler or kubelet, so the Pods it creates stay Pending.
 
 from __future__ import annotations
 
-import atexit
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .controlplane import ControlPlane, _free_ports
 from .keda import _wait_http, ensure_built
-from .processes import Server
+from .processes import Server, ServerHelper
 
 DEFAULT_CONTROLLERS = ("deployment-controller", "replicaset-controller", "horizontal-pod-autoscaler-controller")
 
 
 @dataclass
-class ControllerManager:
+class ControllerManager(ServerHelper):
     cp: ControlPlane
     bin_dir: Path | None = None  # default: run build-keda.sh
     controllers: tuple[str, ...] = DEFAULT_CONTROLLERS
@@ -35,8 +32,7 @@ class ControllerManager:
 
     def start(self) -> ControllerManager:
         self.bin_dir = self.bin_dir or ensure_built()
-        self.workdir = Path(tempfile.mkdtemp(prefix="switchyard-kcm-"))
-        atexit.register(self.stop)
+        self._make_workdir("switchyard-kcm-")
         try:
             (self.port,) = _free_ports(1)
             kc = str(self.cp.kubeconfig)
@@ -53,19 +49,3 @@ class ControllerManager:
             self.stop()
             raise
         return self
-
-    def log_tail(self, lines: int = 40) -> str:
-        return self.server.tail(lines) if self.server else ""
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-        if self.workdir is not None and not self.cp.keep_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-        atexit.unregister(self.stop)
-
-    def __enter__(self) -> ControllerManager:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import atexit
 import json
-import shutil
 import ssl
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -26,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .controlplane import _EC_KEY, ControlPlane, ControlPlaneError, _free_ports, _openssl
-from .processes import Server
+from .processes import Server, ServerHelper
 
 BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "tests/controlplane/build-keda.sh"
 APISERVICE = "v1beta1.external.metrics.k8s.io"
@@ -58,7 +56,7 @@ def make_certs(d: Path) -> None:
 
 
 @dataclass
-class KedaOperator:
+class KedaOperator(ServerHelper):
     cp: ControlPlane
     bin_dir: Path | None = None  # default: run build-keda.sh
     namespace: str = "keda"  # KEDA's own namespace (cluster-scoped objects' secrets)
@@ -71,8 +69,7 @@ class KedaOperator:
 
     def start(self) -> KedaOperator:
         self.bin_dir = self.bin_dir or ensure_built()
-        self.workdir = Path(tempfile.mkdtemp(prefix="switchyard-keda-"))
-        atexit.register(self.stop)
+        self._make_workdir("switchyard-keda-")
         try:
             make_certs(self.certs)
             (self.workdir / "ca-dir").mkdir()
@@ -104,22 +101,6 @@ class KedaOperator:
         # WATCH_NAMESPACE must be set (empty: every namespace); the other two replace the pod's files.
         return {"KUBECONFIG": str(self.cp.kubeconfig), "WATCH_NAMESPACE": "",
                 "KEDA_CLUSTER_OBJECT_NAMESPACE": self.namespace, "POD_NAMESPACE": self.namespace}
-
-    def log_tail(self, lines: int = 40) -> str:
-        return self.server.tail(lines) if self.server else ""
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-        if self.workdir is not None and not self.cp.keep_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-        atexit.unregister(self.stop)
-
-    def __enter__(self) -> KedaOperator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 @dataclass

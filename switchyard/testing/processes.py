@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
-from .controlplane import _die_with_parent
+from .controlplane import ControlPlane, _die_with_parent
 
 
 @dataclass
@@ -46,3 +50,35 @@ class Server:
         if not self.log.exists():
             return ""
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+class ServerHelper:
+    """What the helpers running one Server in a temporary work dir share: log, stop, `with`."""
+
+    cp: ControlPlane
+    workdir: Path | None
+    server: Server | None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def _make_workdir(self, prefix: str) -> Path:
+        self.workdir = Path(tempfile.mkdtemp(prefix=prefix))
+        atexit.register(self.stop)
+        return self.workdir
+
+    def log_tail(self, lines: int = 40) -> str:
+        return self.server.tail(lines) if self.server else ""
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+        if self.workdir is not None and not self.cp.keep_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        atexit.unregister(self.stop)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

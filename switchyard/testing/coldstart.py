@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from ..natsserver import free_port
+from . import http
 from .controllermanager import DEFAULT_CONTROLLERS, ControllerManager
 from .controlplane import ControlPlane
 from .node import TestNode
@@ -125,13 +124,13 @@ class ColdStartStack:
         for attempt in range(3):  # another process may take a picked port before the gateway binds it
             if attempt:
                 self._apply()
-            http, self.metrics_port = free_port(), free_port()
+            port, self.metrics_port = free_port(), free_port()
             gateway = self._run("gateway", ["gateway", "--configmap", "main-routing", "--namespace", ns,
-                                            "--kubeconfig", str(gw_kc), "--nats", self.nats_url, "--port", str(http),
+                                            "--kubeconfig", str(gw_kc), "--nats", self.nats_url, "--port", str(port),
                                             "--metrics-port", str(self.metrics_port),
                                             "--scaler-port", str(self.scaler_port)])
-            self.url = f"http://127.0.0.1:{http}"
-            wait(lambda: gateway.exited is not None or _status(f"{self.url}/readyz") == 200, 60, "gateway ready")
+            self.url = f"http://127.0.0.1:{port}"
+            wait(lambda: gateway.exited is not None or http.status(f"{self.url}/readyz") == 200, 60, "gateway ready")
             if gateway.exited is None:
                 break
         else:
@@ -194,15 +193,7 @@ class ColdStartStack:
                 if (ep.get("conditions") or {}).get("ready") and ep.get("targetRef")}
 
     def metric(self, name: str) -> float:
-        """A sample by its full name with labels, or the sum of a family's samples (`name{`)."""
-        total = 0.0
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
-            for line in resp.read().decode().splitlines():
-                if line.startswith(name + " "):
-                    return float(line.rsplit(" ", 1)[1])
-                if name.endswith("{") and line.startswith(name):
-                    total += float(line.rsplit(" ", 1)[1])
-        return total
+        return http.metric(f"http://127.0.0.1:{self.metrics_port}/metrics", name)
 
     def log_tails(self) -> str:
         parts = [f"--- {s.name}\n{s.tail(20)}" for s in self.servers]
@@ -212,13 +203,3 @@ class ColdStartStack:
             parts += [f"--- pod {p}\n{self.node.log_tail(p, 20)}" for p in self.node.pods]
             parts.append(f"--- node events\n{self.node.events[-20:]}")
         return "\n".join(parts)
-
-
-def _status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status
-    except urllib.error.HTTPError as err:
-        return err.code
-    except OSError:
-        return 0

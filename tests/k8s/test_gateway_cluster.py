@@ -6,26 +6,16 @@ import json
 import os
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 from cluster import ROOT, Proc, get, operator, wait
 from switchyard.natsserver import NatsServer, free_port
+from switchyard.testing import http
 from switchyard.testing.controlplane import ControlPlane
 
 KEY = "sy-demo-key-0123456789abcdef"
 
 
-def post(url: str, body: dict[str, Any], **headers: str) -> tuple[int, dict[str, Any]]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
-        "Authorization": f"Bearer {KEY}", "Content-Type": "application/json", **headers})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
 
 
 def endpoint_slice(ns: str, service: str, pod: str, ready: bool) -> str:
@@ -56,29 +46,29 @@ def test_gateway_serves_end_to_end_after_kubectl_apply(installed: ControlPlane, 
                         str(sa_kubeconfig), "--nats", nats.url, "--port", str(port), "--metrics-port",
                         str(free_port()), "--log-level", "INFO"], tmp_path / "gateway.log")
         url = f"http://127.0.0.1:{port}"
-        wait(lambda: _status(f"{url}/readyz") == 200, 30, "gateway ready")
+        wait(lambda: http.status(f"{url}/readyz") == 200, 30, "gateway ready")
         worker = subprocess.Popen(
             [sys.executable, "-m", "switchyard.worker", "--nats", nats.url, "--model", "switchyard/echo",
              "--machine-profile", "cpu", "--handler", "switchyard.worker.handlers:echo",
              "--heartbeat-interval", "0.5"], env={**os.environ, "POD_NAME": "echo-worker-7d9f-x2"},
             start_new_session=True)
         # Heartbeating but not (yet) a ready endpoint of its Service: not live.
-        status, body = post(f"{url}/v1/encode/switchyard/echo", {"items": [{"text": "queued"}]})
+        status, body = http.call(f"{url}/v1/encode/switchyard/echo", KEY, {"items": [{"text": "queued"}]})
         assert status == 202, body
         cp.kubectl("apply", "-f", "-", input=endpoint_slice(ns, "echo-worker", "echo-worker-7d9f-x2", True),
                    check=True)
-        status, body = wait(lambda: (r := post(f"{url}/v1/encode/switchyard/echo",
-                                               {"items": [{"text": "hello"}]}))[0] == 200 and r, 30,
+        status, body = wait(lambda: (r := http.call(f"{url}/v1/encode/switchyard/echo", KEY,
+                                                    {"items": [{"text": "hello"}]}))[0] == 200 and r, 30,
                             "served end to end")
         assert body["items"] == [{"text": "hello"}]
         # Kubernetes takes the pod out of service: the gateway stops counting it at once.
         cp.kubectl("apply", "-f", "-", input=endpoint_slice(ns, "echo-worker", "echo-worker-7d9f-x2", False),
                    check=True)
-        wait(lambda: post(f"{url}/v1/encode/switchyard/echo", {"items": [1]})[0] == 202, 20, "202 once not ready")
+        wait(lambda: http.call(f"{url}/v1/encode/switchyard/echo", KEY, {"items": [1]})[0] == 202, 20, "202 once not ready")
         # A config change reaches the running gateway without a restart.
         cp.kubectl("patch", "upstream", "bge-m3", "-n", ns, "--type=merge", "-p",
                    '{"spec": {"operations": ["encode", "score", "rerank"]}}', check=True)
-        wait(lambda: post(f"{url}/v1/rerank/BAAI/bge-m3", {"items": [1]})[0] == 202, 30, "new operation served")
+        wait(lambda: http.call(f"{url}/v1/rerank/BAAI/bge-m3", KEY, {"items": [1]})[0] == 202, 30, "new operation served")
         # The operator's status reports the ready endpoint per machine profile.
         cp.kubectl("apply", "-f", "-", input=endpoint_slice(ns, "echo-worker", "echo-worker-7d9f-x2", True),
                    check=True)
@@ -111,10 +101,10 @@ def test_expired_pool_lease_answers_410(installed: ControlPlane, namespace: str,
                         str(sa_kubeconfig), "--nats", nats.url, "--port", str(port), "--metrics-port",
                         str(free_port())], tmp_path / "gateway-pool.log")
         url = f"http://127.0.0.1:{port}"
-        wait(lambda: _status(f"{url}/readyz") == 200, 30, "gateway ready")
-        first, _ = post(f"{url}/v1/encode/BAAI/bge-m3", {"items": [1]}, **{"X-Pool": "brief"})
+        wait(lambda: http.status(f"{url}/readyz") == 200, 30, "gateway ready")
+        first, _ = http.call(f"{url}/v1/encode/BAAI/bge-m3", KEY, {"items": [1]}, **{"X-Pool": "brief"})
         assert first == 503  # pinned pool, no worker: refused, nothing queued
-        status, body = wait(lambda: (r := post(f"{url}/v1/encode/BAAI/bge-m3", {"items": [1]},
+        status, body = wait(lambda: (r := http.call(f"{url}/v1/encode/BAAI/bge-m3", KEY, {"items": [1]},
                                                 **{"X-Pool": "brief"})) and r[0] == 410 and r, 30,
                             "410 after the lease lapses")
         assert body["error"]["code"] == "pool_expired" and "lease" in body["error"]["message"]
@@ -125,13 +115,3 @@ def test_expired_pool_lease_answers_410(installed: ControlPlane, namespace: str,
         if gateway is not None:
             gateway.kill()
         op.kill()
-
-
-def _status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status
-    except urllib.error.HTTPError as err:
-        return err.code
-    except OSError:
-        return 0

@@ -13,8 +13,6 @@ import json
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from switchyard.gateway.externalscaler import externalscaler_pb2_grpc as pb_grpc
 from switchyard.gateway.scaledobjects import STARTED_KEY
 from switchyard.gateway.scaler import METRIC
 from switchyard.natsserver import NatsServer, free_port
+from switchyard.testing import http
 from switchyard.testing.controlplane import ControlPlane
 from switchyard.testing.controllermanager import ControllerManager
 from switchyard.testing.keda import KedaOperator, MetricsAdapter
@@ -56,13 +55,13 @@ def manifests(nats_url: str, scaler_port: int, polling: int = 1, cooldown: int =
 def start_gateway(cp: ControlPlane, ns: str, nats: NatsServer, tmp: Path, name: str,
                   scaler_port: int) -> tuple[Proc, str, int]:
     """A gateway in cluster mode, as the ServiceAccount (and Role) the operator made for it."""
-    http, metrics = free_port(), free_port()
+    port, metrics = free_port(), free_port()
     proc = Proc(["gateway", "--configmap", "main-routing", "--namespace", ns,
                  "--kubeconfig", str(cp.service_account_kubeconfig(ns, "main-gateway")), "--nats", nats.url,
-                 "--port", str(http), "--metrics-port", str(metrics), "--scaler-port", str(scaler_port)],
+                 "--port", str(port), "--metrics-port", str(metrics), "--scaler-port", str(scaler_port)],
                 tmp / f"{name}.log")
-    url = f"http://127.0.0.1:{http}"
-    wait(lambda: _status(f"{url}/readyz") == 200, 30, f"{name} ready")
+    url = f"http://127.0.0.1:{port}"
+    wait(lambda: http.status(f"{url}/readyz") == 200, 30, f"{name} ready")
     return proc, url, metrics
 
 
@@ -93,14 +92,14 @@ def test_request_scales_workers_from_zero_and_back(installed: ControlPlane, keda
         gw_b, url_b, _ = start_gateway(cp, ns, nats, tmp_path, "gateway-b", scaler_b)
         procs.append(gw_b)
         wait(lambda: so_ready(cp, ns) == "True", 60, f"ScaledObject Ready\n{keda.log_tail()}")
-        wait(lambda: _metric(metrics_a, "switchyard_gateway_scaler_streams") >= 1, 30, "KEDA's stream open")
+        wait(lambda: http.metric(f"http://127.0.0.1:{metrics_a}/metrics", "switchyard_gateway_scaler_streams") >= 1, 30, "KEDA's stream open")
         assert replicas(cp, ns) == 0
 
         # The replica KEDA does not talk to accepts the request.
-        status, body = _post(f"{url_b}/v1/encode/{MODEL}", {"items": [{"text": "cold"}]})
+        status, body = http.call(f"{url_b}/v1/encode/{MODEL}", KEY, {"items": [{"text": "cold"}]})
         assert status == 202, body
         job = body["job_id"]
-        wait(lambda: _metric(metrics_a, 'switchyard_gateway_scaler_pushes_total{active="true"}') >= 1, 30,
+        wait(lambda: http.metric(f"http://127.0.0.1:{metrics_a}/metrics", 'switchyard_gateway_scaler_pushes_total{active="true"}') >= 1, 30,
              "StreamIsActive pushed true")
         wait(lambda: replicas(cp, ns) == 1, 30, f"KEDA scaled the workers to 1\n{keda.log_tail()}")
 
@@ -113,7 +112,7 @@ def test_request_scales_workers_from_zero_and_back(installed: ControlPlane, keda
                 [sys.executable, "-m", "switchyard.worker", "--nats", nats.url, "--model", MODEL,
                  "--machine-profile", "cpu", "--handler", "switchyard.worker.handlers:echo",
                  "--heartbeat-interval", "0.5"], start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
-        done = wait(lambda: (r := _get(f"{url_a}/v1/jobs/{job}"))[1].get("state") == "succeeded" and r, 60,
+        done = wait(lambda: (r := http.call(f"{url_a}/v1/jobs/{job}", KEY))[1].get("state") == "succeeded" and r, 60,
                     "job succeeded")
         assert done[1]["result"]["items"] == [{"text": "cold"}]
         assert _demand(scaler_a) == _demand(scaler_b) == 0.0
@@ -145,11 +144,11 @@ def test_demand_scales_past_one_replica_through_the_hpa(installed: ControlPlane,
             procs.append(gw)
             wait(lambda: so_ready(cp, ns) == "True", 60, f"ScaledObject Ready\n{keda.log_tail()}")
             for i in range(7):
-                assert _post(f"{url}/v1/encode/{MODEL}", {"items": [i]})[0] == 202
+                assert http.call(f"{url}/v1/encode/{MODEL}", KEY, {"items": [i]})[0] == 202
             # 7 pending, 2 per replica: ceil(7 / 2) = 4.
             wait(lambda: replicas(cp, ns) == 4, 60, f"HPA scaled to 4\n{kcm.log_tail()}")
             for i in range(5):
-                assert _post(f"{url}/v1/encode/{MODEL}", {"items": [i]})[0] == 202
+                assert http.call(f"{url}/v1/encode/{MODEL}", KEY, {"items": [i]})[0] == 202
             # 12 pending would be 6 replicas; maxReplicas caps it at 5.
             wait(lambda: replicas(cp, ns) == 5, 60, f"HPA scaled to maxReplicas\n{kcm.log_tail()}")
             hpa = get(cp, ns, "hpa", "keda-hpa-echo")
@@ -239,7 +238,7 @@ def test_a_request_scales_only_the_fleet_of_its_machine_profile(installed: Contr
         for so in ("echo.cpu", "echo.gpu"):
             wait(lambda: condition(so, "Ready") == "True", 60, f"{so} Ready\n{keda.log_tail()}")
 
-        status, body = _post(f"{url}/v1/encode/{MODEL}", {"items": [1]}, **{"X-Machine-Profile": "gpu"})
+        status, body = http.call(f"{url}/v1/encode/{MODEL}", KEY, {"items": [1]}, **{"X-Machine-Profile": "gpu"})
         assert status == 202 and body["machine_profile"] == "gpu", body
         wait(lambda: scale("echo-gpu") == 1, 30, f"the gpu fleet scaled to 1\n{keda.log_tail()}")
         # KEDA polls both every second: the gpu fleet is active, the cpu fleet is not and stays at 0.
@@ -262,41 +261,3 @@ def _demand(scaler_port: int) -> float:
             return resp.metricValues[0].metricValueFloat
 
     return asyncio.run(call())
-
-
-def _metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        for line in resp.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
-def _post(url: str, body: dict[str, Any], **headers: str) -> tuple[int, dict[str, Any]]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
-        "Authorization": f"Bearer {KEY}", "Content-Type": "application/json", **headers})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
-
-
-def _get(url: str) -> tuple[int, dict[str, Any]]:
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {KEY}"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
-
-
-def _status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status
-    except urllib.error.HTTPError as err:
-        return err.code
-    except OSError:
-        return 0
-

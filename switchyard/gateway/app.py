@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..api.table import HttpLimits
 from . import configs, health, inference, jobs
+from ..tasks import cancel_all
 from .config import DirectoryConfig, TableHolder
 from .demand import Demand
 from .dispatch import Dispatcher
@@ -101,11 +102,7 @@ class Running:
             await self.scaler.stop()
         for runner in self._runners:
             await runner.cleanup()  # stops accepting, lets in-flight requests finish
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all(self._tasks)
         await self.state.dispatcher.close()
 
 

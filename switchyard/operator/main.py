@@ -6,12 +6,12 @@ import argparse
 import asyncio
 import logging
 import signal
-from contextlib import suppress
 
 import kopf
 
 from .. import logs
 from ..kubeclient import api_client
+from ..tasks import cancel_all
 from .election import LeaderElection
 from .handlers import register, settings
 from .kube import RESOURCE_KINDS, Kube
@@ -73,11 +73,7 @@ async def run(args: argparse.Namespace) -> None:
         exc = None if task.cancelled() else task.exception()
         log.error("operator component stopped", extra={"task": task.get_coro().__qualname__,
                                                         "error": repr(exc)}, exc_info=exc)
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with suppress(asyncio.CancelledError, Exception):
-            await task
+    await cancel_all(tasks)
     await api.close()
     if failed:
         raise SystemExit(1)

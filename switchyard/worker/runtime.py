@@ -14,6 +14,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from ..tasks import cancel_all
 from .config import WorkerConfig
 from .health import start_health_server
 from .heartbeat import Heartbeater
@@ -197,14 +198,9 @@ class Worker:
                 await _quiet(asyncio.wait_for(self._heartbeat.beat(), 2.0))
             for p in self._pullers:
                 await p.close()
-            pulls = self._bg[: len(self._pullers)]
-            for t in pulls:
-                t.cancel()
-            await asyncio.gather(*pulls, return_exceptions=True)
+            await cancel_all(self._bg[: len(self._pullers)])
             await self._drain(timeout)
-            for t in [*self._bg[len(self._pullers):], *self._side]:
-                t.cancel()
-            await asyncio.gather(*self._bg, *self._side, return_exceptions=True)
+            await cancel_all([*self._bg, *self._side])
             if self._heartbeat is not None:
                 await self._heartbeat.delete()
             try:

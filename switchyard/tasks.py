@@ -1,0 +1,31 @@
+"""Stopping background tasks for sure.
+
+On Python 3.11 `asyncio.wait_for` swallows a cancellation that arrives as its inner
+future completes (gh-86296, fixed in 3.12), and nats-py awaits every request that way.
+A background loop cancelled at that moment carries on, and `await task` waits for
+ever: a gateway that never stops. So cancel again until the tasks have ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Iterable
+
+log = logging.getLogger("switchyard.tasks")
+
+
+async def cancel_all(tasks: Iterable[asyncio.Future[Any]], *, every_s: float = 0.5, rounds: int = 20) -> None:
+    """Cancel `tasks` and wait for them, cancelling again each `every_s` while any still runs."""
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(rounds):
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=every_s)
+    for task in pending:
+        log.warning("a task would not stop", extra={"task": repr(task)})
+    for task in tasks:  # retrieve outcomes, so none is reported as never retrieved
+        if task.done() and not task.cancelled():
+            task.exception()

@@ -1,0 +1,40 @@
+"""cancel_all: background loops stop even when a cancellation is swallowed."""
+
+from __future__ import annotations
+
+import asyncio
+
+from switchyard.tasks import cancel_all
+
+
+async def test_a_loop_that_swallowed_its_first_cancellation_still_stops() -> None:
+    # What asyncio.wait_for does on Python 3.11 when the cancel lands as its future completes
+    # (gh-86296): the loop goes on. A single cancel() plus `await task` then waits for ever.
+    swallowed = 0
+
+    async def loop() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed += 1
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+
+    task = asyncio.create_task(loop())
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(cancel_all([task], every_s=0.05), 5)
+    assert task.cancelled() and swallowed == 1
+
+
+async def test_finished_and_failed_tasks_are_fine() -> None:
+    async def fail() -> None:
+        raise RuntimeError("boom")
+
+    done = asyncio.create_task(asyncio.sleep(0))
+    failed = asyncio.create_task(fail())
+    await asyncio.sleep(0.01)
+    await cancel_all([done, failed])
+    assert done.done() and failed.done()

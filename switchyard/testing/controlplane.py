@@ -15,11 +15,9 @@ CLI so the helper needs no Python dependency beyond the standard library.
 from __future__ import annotations
 
 import atexit
-import ctypes
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -201,13 +199,9 @@ class ControlPlane:
                 f"--proxy-client-key-file={pki('front-proxy-client.key')}"]
 
     def _spawn(self, name: str, args: list[str]) -> None:
-        # The death signal fires when the spawning *thread* exits, so arm it only
-        # from the main thread (a restart from asyncio.to_thread must survive).
-        on_main = threading.current_thread() is threading.main_thread()
         with open(self._dir / f"{name}.log", "ab") as log:  # append: restarts keep history
-            self._procs[name] = subprocess.Popen([str(self._bin / name), *args], stdin=subprocess.DEVNULL,
-                                                 stdout=log, stderr=subprocess.STDOUT,
-                                                 preexec_fn=_die_with_parent if on_main else None)
+            self._procs[name] = subprocess.Popen(die_with_parent([str(self._bin / name), *args]),
+                                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
 
     def _stop_process(self, name: str, grace: float = 10.0) -> None:
         proc = self._procs.pop(name, None)
@@ -319,12 +313,18 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _die_with_parent() -> None:
-    """Child-side: get SIGKILL when the test process dies (Linux only), so a
-    killed pytest run leaves no servers behind. SIGKILL, not SIGTERM: a graceful
-    kube-apiserver shutdown stalls for a minute once etcd is gone, and the
-    data is throwaway anyway."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+def die_with_parent(argv: list[str]) -> list[str]:
+    """`argv` made to get SIGKILL when the test process dies (Linux), so a killed pytest
+    run leaves no servers behind. SIGKILL, not SIGTERM: a graceful kube-apiserver
+    shutdown stalls for a minute once etcd is gone, and the data is throwaway anyway.
+
+    Through `setpriv --pdeathsig` (util-linux), not a preexec_fn: running Python in the
+    forked child ran gRPC's fork handlers there whenever the test process had gRPC
+    threads (the KEDA scaler tests), and the child aborted before it could exec.
+    The signal fires when the spawning *thread* exits, so only the main thread arms it
+    (a restart from asyncio.to_thread must survive its thread).
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or threading.current_thread() is not threading.main_thread():
+        return argv
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv]

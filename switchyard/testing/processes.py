@@ -7,12 +7,11 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from .controlplane import ControlPlane, _die_with_parent
+from .controlplane import ControlPlane, die_with_parent
 
 
 @dataclass
@@ -24,12 +23,9 @@ class Server:
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def start(self) -> "Server":
-        # The death signal fires when the spawning *thread* exits: arm it on the main thread only.
-        on_main = threading.current_thread() is threading.main_thread()
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         env={**os.environ, **self.env},
-                                         preexec_fn=_die_with_parent if on_main else None)
+            self.proc = subprocess.Popen(die_with_parent(self.argv), stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, env={**os.environ, **self.env})
         return self
 
     @property

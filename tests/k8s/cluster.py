@@ -18,6 +18,17 @@ OPERATOR_NS = "switchyard-system"
 OPERATOR_SA = "switchyard-operator"
 
 
+# A Planner whose steps depend on each other: refused by the operator (Ready=False).
+LOOP_PLANNER = """
+apiVersion: switchyard.dev/v1alpha1
+kind: Planner
+metadata: {name: loop}
+spec:
+  steps:
+    - {name: a, model: switchyard/echo, operation: encode, dependsOn: [b]}
+    - {name: b, model: switchyard/echo, operation: encode, dependsOn: [a]}
+"""
+
 def install(cp: ControlPlane) -> None:
     """`kubectl apply -k manifests/`: CRDs, namespace, RBAC (the operator Deployment never runs here)."""
     cp.kubectl("apply", "--server-side", "-k", str(ROOT / "manifests"), check=True)

@@ -14,19 +14,10 @@ from typing import Any, Iterator
 import lupa.lua51 as lupa_lua51  # the `test` extra
 import pytest
 
-from cluster import ROOT, Proc, get, operator, wait
+from cluster import LOOP_PLANNER, ROOT, Proc, get, operator, wait
 from switchyard.testing.controlplane import ControlPlane
 
 SCRIPT = (ROOT / "manifests/argocd/health.lua").read_text()
-LOOP = """
-apiVersion: switchyard.dev/v1alpha1
-kind: Planner
-metadata: {name: loop}
-spec:
-  steps:
-    - {name: a, model: switchyard/echo, operation: encode, dependsOn: [b]}
-    - {name: b, model: switchyard/echo, operation: encode, dependsOn: [a]}
-"""
 
 
 def health(obj: dict[str, Any]) -> dict[str, str]:
@@ -54,7 +45,7 @@ def op(installed: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Proc
 def test_health_of_live_objects(installed: ControlPlane, namespace: str, op: Proc) -> None:
     cp, ns = installed, namespace
     cp.kubectl("apply", "-n", ns, "-f", str(ROOT / "examples"), check=True)
-    cp.kubectl("apply", "-n", ns, "-f", "-", input=LOOP, check=True)
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=LOOP_PLANNER, check=True)
 
     gateway = wait(lambda: ready(cp, ns, "gateway", "main", "True"), 30, "gateway/main Ready=True")
     assert health(gateway)["status"] == "Healthy", health(gateway)
@@ -71,7 +62,7 @@ def test_health_of_live_objects(installed: ControlPlane, namespace: str, op: Pro
                              "message": f"the operator has not seen generation {stale['metadata']['generation']} yet"}
 
     # Nor has it written any status into an object created now.
-    cp.kubectl("apply", "-n", ns, "-f", "-", input=LOOP.replace("name: loop", "name: fresh"), check=True)
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=LOOP_PLANNER.replace("name: loop", "name: fresh"), check=True)
     fresh = get(cp, ns, "planner", "fresh")
     assert fresh is not None and "status" not in fresh
     assert health(fresh) == {"status": "Progressing", "message": "waiting for the Switchyard operator"}

@@ -8,7 +8,7 @@ from typing import Iterator
 
 import pytest
 
-from cluster import OPERATOR_NS, ROOT, Proc, get, kubectl_json, operator, wait
+from cluster import LOOP_PLANNER, OPERATOR_NS, ROOT, Proc, get, kubectl_json, operator, wait
 from switchyard.testing.controlplane import ControlPlane
 
 EXAMPLES = ROOT / "examples"
@@ -152,15 +152,7 @@ def test_invalid_planner_and_pool_get_conditions_and_events(installed: ControlPl
                                                               op: Proc) -> None:
     cp, ns = installed, namespace
     apply_examples(cp, ns)
-    cp.kubectl("apply", "-n", ns, "-f", "-", check=True, input="""
-apiVersion: switchyard.dev/v1alpha1
-kind: Planner
-metadata: {name: loop}
-spec:
-  steps:
-    - {name: a, model: switchyard/echo, operation: encode, dependsOn: [b]}
-    - {name: b, model: switchyard/echo, operation: encode, dependsOn: [a]}
----
+    cp.kubectl("apply", "-n", ns, "-f", "-", check=True, input=LOOP_PLANNER + """---
 apiVersion: switchyard.dev/v1alpha1
 kind: Pool
 metadata: {name: h100s}

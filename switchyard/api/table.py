@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping
 import orjson
 
 FORMAT_VERSION = 1
+DEFAULT_COLD_START_S = 180.0  # a typical GPU node + image pull + model load
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,7 @@ class ModelRoute:
     timeout_s: float
     max_attempts: int
     worker_service: str
-    cold_start_s: float = 180.0  # the ETA of a 202 until a cold start is measured
+    cold_start_s: float = DEFAULT_COLD_START_S  # the ETA of a 202 until a cold start is measured
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,7 +282,7 @@ def _model_from_dict(model: str, v: Mapping[str, Any]) -> ModelRoute:
         timeout_s=float(v["timeoutSeconds"]),
         max_attempts=int(v["maxAttempts"]),
         worker_service=v["workerService"],
-        cold_start_s=float(v.get("coldStartSeconds", 180.0)),  # absent in tables written before it
+        cold_start_s=float(v.get("coldStartSeconds", DEFAULT_COLD_START_S)),  # absent in tables written before it
     )
 
 

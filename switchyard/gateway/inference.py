@@ -167,17 +167,16 @@ async def _hold(waiter: asyncio.Future[Result | None], wait_s: int, job_id: str,
     applied = {"Preference-Applied": f"wait={wait_s}"}
     if result is None:
         return _accepted(job_id, res, max(1, eta_s - math.floor(loop.time() - started)), applied)
-    if not result.ok:
-        err = result_error(result)
-        err.headers.update(applied)
-        raise err
-    return json_response(result_body(result, model_ref), headers=applied)
+    return _result_response(result, model_ref, applied)
 
 
 async def _duplicate(st: GatewayState, item: WorkItem, res: Resolution) -> web.Response:
     """Same X-Request-ID again from the same tenant: never queue twice; point at the job when there is one."""
-    if await st.dispatcher.job(item.key) is not None:
-        return _accepted(item.id, res, await st.eta.on_accept(res.lane, res.route.cold_start_s, DEDUPE_WINDOW_S))
+    record = await st.dispatcher.job(item.key)
+    if record is not None:
+        # Read the ETA only: opening a cold-start episode here (a worker may well be live) would
+        # teach the history a "cold start" of a fraction of a second.
+        return _accepted(item.id, res, await st.eta.for_job(res.lane, res.route.cold_start_s, record.updated_at))
     raise ApiError("duplicate_request",
                    f"request id {item.id!r} was already accepted; its result went to the first caller. "
                    "Send a new X-Request-ID for new work")
@@ -214,7 +213,9 @@ def result_error(result: Result) -> ApiError:
     return ApiError("worker_error", f"{message} (after {result.attempt} attempt(s))", error_id=error_id)
 
 
-def _result_response(result: Result, model: str) -> web.Response:
+def _result_response(result: Result, model: str, headers: dict[str, str] | None = None) -> web.Response:
     if not result.ok:
-        raise result_error(result)
-    return json_response(result_body(result, model))
+        err = result_error(result)
+        err.headers.update(headers or {})
+        raise err
+    return json_response(result_body(result, model), headers=headers)

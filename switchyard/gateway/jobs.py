@@ -11,6 +11,7 @@ import time
 
 from aiohttp import web
 
+from ..api.table import DEFAULT_COLD_START_S
 from ..errors import ApiError
 from ..messages import JobRecord, Result
 from ..subjects import Lane, job_key
@@ -41,8 +42,8 @@ async def get_job(request: web.Request) -> web.Response:
     if body["state"] == "queued":
         route = st.table().models.get(record.model)
         lane = Lane(record.model, record.bundle, record.machine_profile, record.pool)
-        body["estimated_wait_s"] = await st.eta.for_job(
-            lane, route.cold_start_s if route else 180.0, record.updated_at)
+        default_s = route.cold_start_s if route else DEFAULT_COLD_START_S  # a model since removed
+        body["estimated_wait_s"] = await st.eta.for_job(lane, default_s, record.updated_at)
     return json_response(body)
 
 

@@ -180,3 +180,23 @@ async def test_sdk_wait_for_capacity_holds_then_polls(nats_server: NatsServer, t
             async with worker(nats_server.url, echo, model="test/cold"):
                 out = await asyncio.wait_for(call, 30)
         assert out.items == [{"text": "b"}] and out.job_id
+
+
+async def test_a_resent_request_on_a_live_lane_teaches_no_cold_start(nats_server: NatsServer, tmp_path: Path) -> None:
+    """A duplicate of a 202 job, resent once a worker is live, reads the ETA; it opens no episode."""
+    async with gateway(nats_server.url, manifests(tmp_path)) as gw:
+        assert (await _infer(gw, "resent")).status == 202
+        await asyncio.sleep(1)
+        async with worker(nats_server.url, echo, model="test/cold"):
+            assert (await job_final(gw, "resent")).body["state"] == "succeeded"
+            assert len(await _history(nats_server.url)) == 1
+            again = await _infer(gw, "resent")  # inside the dedup window: the same job's 202
+            assert again.status == 202 and again.body["job_id"] == "resent"
+            await asyncio.sleep(1)  # several watch ticks: a spurious episode would be recorded by now
+            kv = gw.state.dispatcher.coldstart
+            assert len(await _history(nats_server.url)) == 1
+            try:
+                await kv.get(f"ep.{lane_key(COLD)}")
+                raise AssertionError("an episode was opened for a lane with a live worker")
+            except nats.js.errors.NotFoundError:
+                pass

@@ -16,7 +16,7 @@ from .loader import ResourceSet
 from .planner import Planner
 from .pool import DEFAULT_POOL, Pool
 from .table import (
-    BundleRoute, CorsRoute, HttpLimits, KeyRoute, QueueLimits, ModelRoute, PlannerRoute, PoolRoute, RoutingTable, StepRoute,
+    BundleRoute, CorsRoute, HttpLimits, KeyRoute, QueueLimits, ModelRoute, PlannerRoute, PoolApiLimits, PoolRoute, RoutingTable, StepRoute,
 )
 from .upstream import Upstream
 
@@ -80,6 +80,8 @@ def compile_table(rs: ResourceSet, *, gateway: str | None = None, epoch: int = 1
             max_messages_per_lane=spec.queue.max_messages_per_lane,
             max_payload_bytes=spec.nats.max_payload_bytes,
         ),
+        pool_api=PoolApiLimits(spec.pool_api.max_workers_per_pool, spec.pool_api.max_pools_per_tenant,
+                               spec.pool_api.max_ttl_seconds),
     )
     return CompileResult(table, tuple(issues))
 
@@ -138,7 +140,12 @@ def _pools(pools: list[Pool], models: dict[str, ModelRoute], issues: list[Config
                                       f"no Upstream offers machine profile {unknown[0]!r}"))
             continue
         ttl = 0 if p.name == DEFAULT_POOL else p.spec.ttl_seconds
-        out[p.name] = PoolRoute(p.name, MappingProxyType(dict(sorted(p.spec.gpus.items()))), ttl)
+        missing = [m for m in p.spec.models if m not in models]
+        if missing:
+            issues.append(ConfigIssue(p.ref, "spec.models", f"no Upstream serves model {missing[0]!r}"))
+            continue
+        out[p.name] = PoolRoute(p.name, MappingProxyType(dict(sorted(p.spec.gpus.items()))), ttl,
+                                tuple(sorted(p.spec.models)), p.spec.tenant or "")
     return out
 
 
@@ -162,7 +169,8 @@ def _keys(gw: Gateway, rs: ResourceSet, pools: dict[str, PoolRoute], models: dic
         if bad:
             issues.append(ConfigIssue(gw.ref, field, f"names unknown pool or model {bad[0]!r}"))
             continue
-        out.append(KeyRoute(k.name, hash_key(value), _opt(k.pools), _opt(k.models), k.tenant or "", k.admin))
+        out.append(KeyRoute(k.name, hash_key(value), _opt(k.pools), _opt(k.models), k.tenant or "", k.admin,
+                            k.manage_pools))
     return tuple(out)
 
 

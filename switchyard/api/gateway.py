@@ -82,7 +82,10 @@ class ApiKey(Model):
     tenant: str | None = Field(default=None, pattern=DNS_LABEL, max_length=63,
                                description="Tenant the key acts for: jobs and request ids are scoped by it. "
                                            "Default: the key's name.")
-    admin: bool = Field(default=False, description="May read every tenant's jobs and the detail of /health.")
+    admin: bool = Field(default=False, description="May read every tenant's jobs and the detail of /health, "
+                                                   "and manage every tenant's pools.")
+    manage_pools: bool = Field(default=False, description="May create, renew and delete its tenant's pools "
+                                                          "through /v1/pools (within spec.poolApi).")
 
 
 class Auth(Model):
@@ -123,6 +126,18 @@ class Jobs(Model):
     result_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 86_400, description="How long results of 202 jobs are kept.")
 
 
+class PoolApi(Model):
+    """Bounds on the pools tenants make through POST /v1/pools; Pools you apply yourself are not bound."""
+
+    max_workers_per_pool: int = Field(default=8, ge=0, le=10_000,
+                                      description="Dedicated workers one pool may reserve: the sum over its "
+                                                  "models of gpus of the profiles each offers.")
+    max_pools_per_tenant: int = Field(default=4, ge=0, le=1000, description="Pools one tenant may hold at once.")
+    max_ttl_seconds: int = Field(default=86_400, ge=60, le=30 * 86_400,
+                                 description="Longest lease a created pool may ask for (ttl 0, never expiring, "
+                                             "is refused).")
+
+
 class GatewaySpec(Model):
     listeners: Listeners = Field(default_factory=Listeners, description="Ports the gateway listens on.")
     auth: Auth = Field(default_factory=Auth, description="API keys; without keys and anonymous off, every request gets 401.")
@@ -134,6 +149,7 @@ class GatewaySpec(Model):
     jobs: Jobs = Field(default_factory=Jobs, description="Results of requests answered with 202.")
     queue: Queue = Field(default_factory=Queue, description="Limits and replication of the work stream.")
     scaler: Scaler = Field(default_factory=Scaler, description="How KEDA reaches the gateways' external scaler.")
+    pool_api: PoolApi = Field(default_factory=PoolApi, description="Limits of POST /v1/pools.")
     machine_profiles: list[MachineProfile] = Field(
         default_factory=list, max_length=32,
         description="Scheduling of each machine profile (node selector, tolerations, GPU resources) for the "

@@ -47,6 +47,12 @@ class PoolRoute:
     name: str
     gpus: Mapping[str, int]
     ttl_seconds: int
+    models: tuple[str, ...] = ()  # models its dedicated workers serve (rendered by the operator)
+    tenant: str = ""  # "": any key its `pools` list allows; else only that tenant's keys and admin keys
+
+    def allows(self, key: "KeyRoute | None") -> bool:
+        """May `key` send work to this pool? (A key's own `pools` list is checked separately.)"""
+        return not self.tenant or (key is not None and (key.admin or key.owner == self.tenant))
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +62,8 @@ class KeyRoute:
     pools: tuple[str, ...] | None
     models: tuple[str, ...] | None
     tenant: str = ""  # jobs and request ids are scoped by it; "" = the key's name
-    admin: bool = False  # reads every tenant's jobs and the /health detail
+    admin: bool = False  # reads every tenant's jobs and the /health detail, manages every pool
+    manage_pools: bool = False  # creates, renews and deletes its tenant's pools (/v1/pools)
 
     @property
     def owner(self) -> str:
@@ -109,6 +116,13 @@ class QueueLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class PoolApiLimits:
+    max_workers_per_pool: int = 8
+    max_pools_per_tenant: int = 4
+    max_ttl_seconds: int = 86_400
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingTable:
     epoch: int
     gateway: str
@@ -123,6 +137,7 @@ class RoutingTable:
     planners: Mapping[str, PlannerRoute]
     http: HttpLimits = field(default_factory=HttpLimits)
     queue: QueueLimits = field(default_factory=QueueLimits)
+    pool_api: PoolApiLimits = field(default_factory=PoolApiLimits)
     hash: str = field(default="")
 
     def __post_init__(self) -> None:
@@ -158,12 +173,13 @@ class RoutingTable:
             },
             "models": {k: _model_to_dict(v) for k, v in sorted(self.models.items())},
             "pools": {
-                k: {"gpus": dict(sorted(p.gpus.items())), "ttlSeconds": p.ttl_seconds}
+                k: {"gpus": dict(sorted(p.gpus.items())), "ttlSeconds": p.ttl_seconds, "models": list(p.models),
+                    "tenant": p.tenant}
                 for k, p in sorted(self.pools.items())
             },
             "keys": [
                 {"name": k.name, "sha256": k.sha256, "pools": _opt_list(k.pools), "models": _opt_list(k.models),
-                 "tenant": k.tenant, "admin": k.admin}
+                 "tenant": k.tenant, "admin": k.admin, "managePools": k.manage_pools}
                 for k in self.keys
             ],
             "http": {
@@ -177,6 +193,11 @@ class RoutingTable:
                 "maxBytes": self.queue.max_bytes,
                 "maxMessagesPerLane": self.queue.max_messages_per_lane,
                 "maxPayloadBytes": self.queue.max_payload_bytes,
+            },
+            "poolApi": {
+                "maxWorkersPerPool": self.pool_api.max_workers_per_pool,
+                "maxPoolsPerTenant": self.pool_api.max_pools_per_tenant,
+                "maxTtlSeconds": self.pool_api.max_ttl_seconds,
             },
             "planners": {
                 k: {
@@ -214,16 +235,18 @@ class RoutingTable:
                            int(cors["maxAgeSeconds"])),
             models=_frozen({k: _model_from_dict(k, v) for k, v in d["models"].items()}),
             pools=_frozen({
-                k: PoolRoute(k, _frozen(dict(v["gpus"])), int(v["ttlSeconds"]))
+                k: PoolRoute(k, _frozen(dict(v["gpus"])), int(v["ttlSeconds"]), tuple(v.get("models", ())),
+                             v.get("tenant", ""))
                 for k, v in d["pools"].items()
             }),
             keys=tuple(
                 KeyRoute(k["name"], k["sha256"], _opt_tuple(k.get("pools")), _opt_tuple(k.get("models")),
-                         k.get("tenant", ""), bool(k.get("admin", False)))
+                         k.get("tenant", ""), bool(k.get("admin", False)), bool(k.get("managePools", False)))
                 for k in d["keys"]
             ),
             http=_http_from_dict(d.get("http", {})),
             queue=_queue_from_dict(d.get("queue", {})),
+            pool_api=_pool_api_from_dict(d.get("poolApi", {})),
             planners=_frozen({
                 k: PlannerRoute(
                     name=k,
@@ -303,6 +326,15 @@ def _queue_from_dict(v: Mapping[str, Any]) -> QueueLimits:
         max_bytes=int(v.get("maxBytes", dflt.max_bytes)),
         max_messages_per_lane=int(v.get("maxMessagesPerLane", dflt.max_messages_per_lane)),
         max_payload_bytes=int(v.get("maxPayloadBytes", dflt.max_payload_bytes)),
+    )
+
+
+def _pool_api_from_dict(v: Mapping[str, Any]) -> PoolApiLimits:
+    dflt = PoolApiLimits()
+    return PoolApiLimits(
+        max_workers_per_pool=int(v.get("maxWorkersPerPool", dflt.max_workers_per_pool)),
+        max_pools_per_tenant=int(v.get("maxPoolsPerTenant", dflt.max_pools_per_tenant)),
+        max_ttl_seconds=int(v.get("maxTtlSeconds", dflt.max_ttl_seconds)),
     )
 
 

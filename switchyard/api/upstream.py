@@ -7,11 +7,9 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from .meta import DNS_LABEL, Label, Model, Resource, Status
+from .pool import MODEL_ID
 
 Operation = Literal["encode", "score", "generate", "chat", "extract", "rerank", "classify"]
-
-# A model id like "BAAI/bge-m3": no whitespace and no ':' (that separates a profile).
-MODEL_ID = r"^[A-Za-z0-9][A-Za-z0-9._/@+-]*$"
 
 
 class Bundle(Model):

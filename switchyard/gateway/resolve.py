@@ -68,7 +68,7 @@ def resolve(
 
     pinned = pool is not None
     pool = pool or _default_pool(table, key)
-    if pool not in table.pools:
+    if pool not in table.pools or not table.pools[pool].allows(key):  # another tenant's pool: as if absent
         raise ApiError("unknown_pool", f"pool {pool!r} does not exist")
     if key is not None and not key.allows_pool(pool):
         raise ApiError("forbidden", f"API key {key.name!r} may not use pool {pool!r}")

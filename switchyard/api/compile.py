@@ -17,6 +17,7 @@ from .planner import Planner
 from .pool import DEFAULT_POOL, Pool
 from .table import (
     BundleRoute, CorsRoute, HttpLimits, KeyRoute, QueueLimits, ModelRoute, PlannerRoute, PoolApiLimits, PoolRoute, RoutingTable, StepRoute,
+    TracingRoute,
 )
 from .upstream import Upstream
 
@@ -82,6 +83,8 @@ def compile_table(rs: ResourceSet, *, gateway: str | None = None, epoch: int = 1
         ),
         pool_api=PoolApiLimits(spec.pool_api.max_workers_per_pool, spec.pool_api.max_pools_per_tenant,
                                spec.pool_api.max_ttl_seconds),
+        tracing=(TracingRoute(spec.tracing.endpoint.rstrip("/"), spec.tracing.sample_ratio)
+                 if spec.tracing.endpoint else None),
     )
     return CompileResult(table, tuple(issues))
 

@@ -138,6 +138,19 @@ class PoolApi(Model):
                                              "is refused).")
 
 
+class Tracing(Model):
+    """OpenTelemetry traces of requests through this Gateway's gateways (docs/observability-traces.md)."""
+
+    endpoint: str | None = Field(
+        default=None, pattern=r"^https?://[A-Za-z0-9.\[\]:_-]+(/[A-Za-z0-9._~/-]*)?$", max_length=2048,
+        description="Base URL of an OTLP/HTTP collector, as OTEL_EXPORTER_OTLP_ENDPOINT: spans go to "
+                    "<endpoint>/v1/traces (e.g. http://otel-collector.observability:4318). Empty: tracing off.")
+    sample_ratio: float = Field(
+        default=1.0, ge=0.0, le=1.0,
+        description="Fraction of requests traced, decided by each gateway; a caller's traceparent joins its "
+                    "trace but its sampled flag cannot force tracing on.")
+
+
 class GatewaySpec(Model):
     listeners: Listeners = Field(default_factory=Listeners, description="Ports the gateway listens on.")
     auth: Auth = Field(default_factory=Auth, description="API keys; without keys and anonymous off, every request gets 401.")
@@ -150,6 +163,8 @@ class GatewaySpec(Model):
     queue: Queue = Field(default_factory=Queue, description="Limits and replication of the work stream.")
     scaler: Scaler = Field(default_factory=Scaler, description="How KEDA reaches the gateways' external scaler.")
     pool_api: PoolApi = Field(default_factory=PoolApi, description="Limits of POST /v1/pools.")
+    tracing: Tracing = Field(default_factory=Tracing, description="OpenTelemetry traces over OTLP/HTTP; off "
+                                                                  "unless an endpoint is set. Hot-reloaded.")
     machine_profiles: list[MachineProfile] = Field(
         default_factory=list, max_length=32,
         description="Scheduling of each machine profile (node selector, tolerations, GPU resources) for the "

@@ -123,6 +123,12 @@ class PoolApiLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class TracingRoute:
+    endpoint: str  # OTLP/HTTP base URL; spans go to <endpoint>/v1/traces
+    sample_ratio: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingTable:
     epoch: int
     gateway: str
@@ -138,6 +144,7 @@ class RoutingTable:
     http: HttpLimits = field(default_factory=HttpLimits)
     queue: QueueLimits = field(default_factory=QueueLimits)
     pool_api: PoolApiLimits = field(default_factory=PoolApiLimits)
+    tracing: TracingRoute | None = None  # None: tracing off (the request path checks only this)
     hash: str = field(default="")
 
     def __post_init__(self) -> None:
@@ -157,6 +164,9 @@ class RoutingTable:
     # -- serialization -----------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
+        # "tracing" only when on: tables without it keep the hash they had before the field existed.
+        tracing = ({"tracing": {"endpoint": self.tracing.endpoint, "sampleRatio": self.tracing.sample_ratio}}
+                   if self.tracing is not None else {})
         return {
             "formatVersion": FORMAT_VERSION,
             "epoch": self.epoch,
@@ -210,6 +220,7 @@ class RoutingTable:
                 }
                 for k, p in sorted(self.planners.items())
             },
+            **tracing,
         }
 
     def to_json(self) -> bytes:
@@ -247,6 +258,7 @@ class RoutingTable:
             http=_http_from_dict(d.get("http", {})),
             queue=_queue_from_dict(d.get("queue", {})),
             pool_api=_pool_api_from_dict(d.get("poolApi", {})),
+            tracing=_tracing_from_dict(d.get("tracing")),
             planners=_frozen({
                 k: PlannerRoute(
                     name=k,
@@ -336,6 +348,12 @@ def _pool_api_from_dict(v: Mapping[str, Any]) -> PoolApiLimits:
         max_pools_per_tenant=int(v.get("maxPoolsPerTenant", dflt.max_pools_per_tenant)),
         max_ttl_seconds=int(v.get("maxTtlSeconds", dflt.max_ttl_seconds)),
     )
+
+
+def _tracing_from_dict(v: Mapping[str, Any] | None) -> TracingRoute | None:
+    if not v:
+        return None
+    return TracingRoute(endpoint=str(v["endpoint"]), sample_ratio=float(v.get("sampleRatio", 1.0)))
 
 
 def _frozen(d: dict[str, Any]) -> Mapping[str, Any]:

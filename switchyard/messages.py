@@ -63,6 +63,9 @@ class WorkItem:
     keep_result: bool = False  # write the outcome into the jobs bucket
     enqueued_at: float = field(default_factory=time.time)
     tenant: str = ""  # who sent it: scopes the dedup id and the job record
+    # W3C trace context of the gateway's publish span ({"traceparent", "tracestate"?}); None with
+    # tracing off, and then not on the wire at all. Untrusted on decode: see switchyard/tracing.py.
+    trace_context: dict[str, str] | None = None
 
     @property
     def key(self) -> str:
@@ -70,6 +73,10 @@ class WorkItem:
         return job_key(self.tenant, self.id)
 
     def encode(self) -> bytes:
+        if self.trace_context is None:
+            data = {"v": VERSION, **as_dict(self)}
+            del data["trace_context"]  # tracing off adds nothing to the item
+            return msgpack.packb(data, use_bin_type=True)
         return _pack(self)
 
     @classmethod

@@ -37,9 +37,17 @@ class PoolSpec(Model):
     gateway_ref: str | None = Field(default=None, description="Gateway the pool belongs to; empty means every Gateway.")
 
 
+class PoolWorkers(Model):
+    reserved: int = Field(ge=0, description="Workers the operator keeps running for the pool on this profile.")
+    ready: int = Field(ge=0, description="Of those, the ready ones (the pool fleets' readyReplicas).")
+
+
 class PoolStatus(Status):
     expires_at: str | None = Field(default=None)
     phase: str | None = None
+    workers: dict[str, PoolWorkers] | None = Field(
+        default=None, description="Per machine profile, the dedicated workers of `models`: reserved vs ready. "
+                                  "Absent while the pool has no models, or once it expired.")
 
 
 class Pool(Resource[PoolSpec, PoolStatus]):

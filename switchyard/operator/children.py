@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from ..api.gateway import Gateway
-from ..api.pool import Pool
+from ..api.pool import DEFAULT_POOL, Pool
 from ..api.table import RoutingTable
 from ..api.upstream import Upstream
 from ..gateway.cluster import POOL_LABEL, TABLE_KEY
@@ -75,12 +76,15 @@ def gateway_service_account(gw: Gateway) -> Obj:
 
 def gateway_role(gw: Gateway, scaled_objects: Sequence[str] = ()) -> Obj:
     """Exactly what a gateway pod needs: read its routing ConfigMap, worker endpoints and pool
-    leases; touch the ScaledObjects that scale on it when its scaler starts (scaledobjects.py)."""
+    leases; create, renew (an annotation) and delete Pools for /v1/pools; touch the ScaledObjects
+    that scale on it when its scaler starts (scaledobjects.py)."""
     rules: list[Obj] = [
         {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [routing_name(gw.name)],
          "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["switchyard.dev"], "resources": ["pools"],
+         "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     ]
     if scaled_objects:  # never an empty resourceNames: that would mean every ScaledObject
         rules.append({"apiGroups": ["keda.sh"], "resources": ["scaledobjects"],
@@ -215,6 +219,8 @@ def scaled_object(up: Upstream, gw: Gateway, fleet: FleetRef | None = None,
         metadata["machineProfile"] = fleet.machine_profile
     if fleet.bundle:
         metadata["bundle"] = fleet.bundle
+    if fleet.rendered:  # its workers run --pool default: a pool's lanes (its own fleets) never scale it
+        metadata["pool"] = DEFAULT_POOL
     metadata.update(gateway_written or {})
     spec: Obj = {
         "scaleTargetRef": {"name": fleet.deployment},
@@ -237,6 +243,35 @@ def pool_lease(pool: Pool, now_iso: str) -> Obj:
         spec["leaseDurationSeconds"] = pool.spec.ttl_seconds
     return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": _meta(pool, lease_name(pool.name), {POOL_LABEL: pool.name}), "spec": spec}
+
+
+def pool_lease_update(pool: Pool, renew_iso: str) -> Obj:
+    """What the operator applies to an existing pool Lease: always every field it owns (holder,
+    duration, renewTime), because a server-side apply that leaves one out removes it."""
+    lease = pool_lease(pool, renew_iso)
+    del lease["spec"]["acquireTime"]  # set once, at creation
+    return lease
+
+
+RENEW_SKEW_S = 5.0  # how far ahead of the operator's clock a gateway's renewal may be
+
+
+def renewal(renewed: float, ttl: int, renewed_at: str | None, now: float) -> float | None:
+    """The pool Lease's new renewTime for the `switchyard.dev/renewed-at` annotation, or None.
+
+    Forward only; a gateway clock running ahead moves it at most to now + RENEW_SKEW_S; and a
+    renewal made once the lease had lapsed (at renewed + ttl) revives nothing. An annotation
+    that is not an RFC 3339 time is ignored, as is any on a pool that never expires."""
+    if not renewed_at or not ttl:
+        return None
+    try:
+        at = datetime.fromisoformat(renewed_at.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    ts = min((at if at.tzinfo else at.replace(tzinfo=timezone.utc)).timestamp(), now + RENEW_SKEW_S)
+    if ts <= renewed or ts >= renewed + ttl:
+        return None
+    return ts
 
 
 def gateway_children(gw: Gateway, table: RoutingTable, image: str, scaled_objects: Sequence[str] = ()) -> list[Obj]:

@@ -4,17 +4,23 @@ Each rendered fleet is one Deployment (KEDA owns its replica count) whose pods r
 `switchyard worker` for one (machine profile, bundle) of the model, scheduled as the
 Gateway's `machineProfiles` entry says, and one headless Service per Upstream whose
 ready endpoints are the workers gateways route synchronous work to.
+
+A Pool with `models` gets pool fleets: the same Deployments with `--pool <pool>`, held at
+`gpus[profile]` replicas by the operator (no ScaledObject: reserved means always running)
+and owned by the Pool, whose lifetime bounds them.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from ..api.gateway import Gateway, MachineProfile
-from ..api.pool import DEFAULT_POOL
+from ..api.pool import DEFAULT_POOL, Pool
 from ..api.upstream import Upstream
-from .children import MANAGED_BY, RESTRICTED_CONTAINER, RUN_AS, FleetRef, Obj, _meta
+from ..gateway.cluster import POOL_LABEL
+from .children import MANAGED_BY, RESTRICTED_CONTAINER, RUN_AS, FleetRef, Obj, _meta, fleets, rendered_name
 
 HEALTH_PORT = 8081
 DRAIN_MARGIN_S = 5  # the drain outlasts an item started just before SIGTERM
@@ -44,15 +50,17 @@ def grace_seconds(up: Upstream) -> int:
     return drain_seconds(up) + GRACE_MARGIN_S
 
 
-def pod_labels(up: Upstream, fleet: FleetRef) -> dict[str, str]:
-    return {"app.kubernetes.io/name": "switchyard-worker", UPSTREAM_LABEL: up.name, FLEET_LABEL: fleet.deployment,
-            MACHINE_PROFILE_LABEL: fleet.machine_profile or "", BUNDLE_LABEL: fleet.run_bundle}
+def pod_labels(up: Upstream, fleet: FleetRef, pool: str | None = None) -> dict[str, str]:
+    """`pool` only on pool fleets' pods: the Upstream's own fleets keep the labels they always had."""
+    labels = {"app.kubernetes.io/name": "switchyard-worker", UPSTREAM_LABEL: up.name, FLEET_LABEL: fleet.deployment,
+              MACHINE_PROFILE_LABEL: fleet.machine_profile or "", BUNDLE_LABEL: fleet.run_bundle}
+    return {**labels, POOL_LABEL: pool} if pool else labels
 
 
-def worker_args(up: Upstream, gw: Gateway, fleet: FleetRef) -> list[str]:
+def worker_args(up: Upstream, gw: Gateway, fleet: FleetRef, pool: str = DEFAULT_POOL) -> list[str]:
     assert up.spec.workers.template is not None
     return [*up.spec.workers.template.args, "--nats", gw.spec.nats.url, "--model", up.spec.model,
-            "--bundle", fleet.run_bundle, "--machine-profile", fleet.machine_profile or "", "--pool", DEFAULT_POOL,
+            "--bundle", fleet.run_bundle, "--machine-profile", fleet.machine_profile or "", "--pool", pool,
             "--health-port", str(HEALTH_PORT), "--health-host", "$(POD_IP)",
             "--drain-timeout", str(drain_seconds(up))]
 
@@ -68,13 +76,18 @@ def _resources(base: dict[str, Any], extended: dict[str, str]) -> dict[str, Any]
 
 def fleet_deployment(up: Upstream, gw: Gateway, fleet: FleetRef, profile: MachineProfile) -> Obj:
     """No `replicas`: KEDA and its HPA own them (seed() sets the first value)."""
+    return _deployment(up, gw, fleet, profile)
+
+
+def _deployment(up: Upstream, gw: Gateway, fleet: FleetRef, profile: MachineProfile,
+                pool: PoolFleet | None = None) -> Obj:
     t = up.spec.workers.template
     assert t is not None and fleet.rendered
-    labels = pod_labels(up, fleet)
+    labels = pod_labels(up, fleet, pool.pool.name if pool else None)
     container: Obj = {
         "name": "worker",
         "image": t.image,
-        "args": worker_args(up, gw, fleet),
+        "args": worker_args(up, gw, fleet, pool.pool.name if pool else DEFAULT_POOL),
         "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                 {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}, *t.env],
         "ports": [{"name": "health", "containerPort": HEALTH_PORT}],
@@ -100,11 +113,16 @@ def fleet_deployment(up: Upstream, gw: Gateway, fleet: FleetRef, profile: Machin
     if profile.tolerations:
         pod["tolerations"] = [tol.model_dump(by_alias=True, exclude_none=True) for tol in profile.tolerations]
     selector = {UPSTREAM_LABEL: up.name, FLEET_LABEL: fleet.deployment}
-    return {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(up, fleet.deployment, selector),
-        "spec": {"selector": {"matchLabels": selector},
-                 "template": {"metadata": {"labels": {**labels, **MANAGED_BY}}, "spec": pod}},
-    }
+    spec: Obj = {"selector": {"matchLabels": selector},
+                 "template": {"metadata": {"labels": {**labels, **MANAGED_BY}}, "spec": pod}}
+    if pool is None:
+        return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(up, fleet.deployment, selector),
+                "spec": spec}
+    # Labelled with the pool and profile too, so the operator reads a pool's ready workers off its Deployments.
+    meta = _meta(pool.pool, fleet.deployment, {**selector, POOL_LABEL: pool.pool.name,
+                                                MACHINE_PROFILE_LABEL: fleet.machine_profile or ""})
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
+            "spec": {"replicas": pool.replicas, **spec}}
 
 
 def seed(deployment: Obj) -> Obj:
@@ -127,3 +145,58 @@ def worker_service(up: Upstream) -> Obj:
         "spec": {"clusterIP": "None", "selector": {UPSTREAM_LABEL: up.name},
                  "ports": [{"name": "health", "port": HEALTH_PORT, "targetPort": "health"}]},
     }
+
+
+# -- Pool fleets ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PoolFleet:
+    """One pool fleet: an Upstream's rendered fleet on one (profile, bundle), run for a pool at fixed size."""
+
+    pool: Pool
+    upstream: Upstream
+    fleet: FleetRef  # deployment: pool_fleet_name(...); no ScaledObject
+    replicas: int
+
+
+def pool_fleet_name(pool: str, upstream: str, machine_profile: str, bundle: str | None = None) -> str:
+    """`pool-<pool>-<upstream>-<profile>[-<bundle>]`: apart from the Upstream's own fleets in a listing."""
+    return f"pool-{pool}-{rendered_name(upstream, machine_profile, bundle)}"
+
+
+def pool_fleets(pool: Pool, up: Upstream, gw: Gateway) -> tuple[list[PoolFleet], list[str]]:
+    """The fleets `pool` runs for `up`'s model, and why any cannot be rendered.
+
+    For each machine profile P with gpus[P] > 0 that the Upstream offers, the Upstream's fleets
+    on P (one per bundle where its fleets are per bundle; every bundle where its own Deployment
+    serves them all), each at gpus[P] replicas."""
+    if up.spec.workers.template is None:
+        return [], [f"model {up.spec.model!r}: Upstream {up.name!r} has no workers.template, so the operator "
+                    f"cannot render its workers for the pool; run them yourself with "
+                    f"`switchyard worker --pool {pool.name}`"]
+    out: list[PoolFleet] = []
+    problems: list[str] = []
+    bundles = [b.name for b in up.spec.bundles]
+    for mp, count in sorted(pool.spec.gpus.items()):
+        if count <= 0 or mp not in up.spec.machine_profiles:
+            continue
+        for own in fleets(up):
+            if own.machine_profile != mp:
+                continue
+            for bundle in [own.run_bundle] if own.run_bundle else bundles:
+                named = own.bundle or (bundle if not own.run_bundle else None)
+                ref = FleetRef("", pool_fleet_name(pool.name, up.name, mp, named), mp, named, True, bundle)
+                if len(ref.deployment) > 63:  # a label value too
+                    problems.append(f"the pool fleet name {ref.deployment!r} (pool-<pool>-<upstream>-<profile>"
+                                    f"[-<bundle>]) is longer than 63 characters; choose a shorter pool name")
+                    continue
+                if (why := problem(up, gw, ref)) is not None:
+                    problems.append(f"model {up.spec.model!r} (Upstream {up.name!r}): {why.removeprefix('workers: ')}")
+                    continue
+                out.append(PoolFleet(pool, up, ref, count))
+    return out, problems
+
+
+def pool_deployment(pf: PoolFleet, gw: Gateway, profile: MachineProfile) -> Obj:
+    """The Upstream's rendered fleet with `--pool`, the pool label on its pods, and `replicas` held by us."""
+    return _deployment(pf.upstream, gw, pf.fleet, profile, pf)

@@ -114,6 +114,16 @@ class Kube:
         meta = obj["metadata"]
         return await self._call("PUT", kind.path(meta.get("namespace"), meta["name"]), body=obj)
 
+    async def merge_patch(self, kind: Kind, namespace: str | None, name: str, patch: Obj) -> Obj | None:
+        """A JSON merge patch (e.g. only spec.replicas); None when the object is gone."""
+        try:
+            return await self._call("PATCH", kind.path(namespace, name), body=patch,
+                                    query=[("fieldManager", FIELD_MANAGER)], content_type="application/merge-patch+json")
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     async def delete(self, kind: Kind, namespace: str | None, name: str) -> None:
         try:
             await self._call("DELETE", kind.path(namespace, name))

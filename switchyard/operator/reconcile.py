@@ -25,7 +25,7 @@ from ..api import ConfigIssue, compile_table
 from ..api.gateway import Gateway
 from ..api.issues import issues_from_validation
 from ..api.loader import KINDS, ResourceSet
-from ..api.pool import DEFAULT_POOL, Pool
+from ..api.pool import DEFAULT_POOL, RENEWED_AT_ANNOTATION, Pool
 from ..api.secret import Secret
 from ..api.table import RoutingTable
 from ..api.upstream import Upstream
@@ -36,7 +36,7 @@ from .kube import (
     BY_KIND, CONFIGMAP, DEPLOYMENT, ENDPOINT_SLICE, LEASE, POD, RESOURCE_KINDS, ROLE, ROLE_BINDING, SCALED_OBJECT,
     SECRET, SERVICE, SERVICE_ACCOUNT, Kube,
 )
-from .status import condition, now_micro, ready_changed, warn, write_status
+from .status import condition, micro, now_micro, ready_changed, warn, write_status
 
 log = logging.getLogger("switchyard.operator")
 
@@ -53,11 +53,14 @@ class Observed:
     issues: dict[str, list[str]] = field(default_factory=dict)  # "Kind/name" -> problems
     pool_expiry: dict[str, str] = field(default_factory=dict)  # pool name -> when its lease lapses
     children: dict[tuple[str, str], Obj] = field(default_factory=dict)  # (kind, name) -> managed child
+    pool_fleets: dict[str, list[fleets.PoolFleet]] = field(default_factory=dict)  # pool -> fleets it runs
+    unrendered: dict[str, list[str]] = field(default_factory=dict)  # pool -> why some workers are not run
 
-    def problem(self, key: str, text: str) -> None:
-        self.issues.setdefault(key, [])
-        if text not in self.issues[key]:
-            self.issues[key].append(text)
+    def problem(self, key: str, text: str, into: dict[str, list[str]] | None = None) -> None:
+        target = self.issues if into is None else into
+        target.setdefault(key, [])
+        if text not in target[key]:
+            target[key].append(text)
 
 
 @dataclass
@@ -88,6 +91,7 @@ class Reconciler:
             table = await self._gateway(gw, rs, obs, names)
             outcome.tables[gw.name] = table
         await self._upstreams(ns, obs, scaled_on)
+        await self._pools(ns, obs, gateways, expired)
         await self._statuses(ns, obs, outcome, expired)
         await self._prune(ns, obs)
         return outcome
@@ -125,7 +129,8 @@ class Reconciler:
         log.info("created the default pool", extra={"namespace": ns})
 
     async def _pool_leases(self, ns: str, obs: Observed, outcome: Outcome) -> set[str]:
-        """Make sure each pool has its Lease; return pools whose lease lapsed."""
+        """Make sure each pool has its Lease, renewed as its `renewed-at` annotation asks; return
+        pools whose lease lapsed. (Gateways renew by annotating the Pool: they never write Leases.)"""
         leases = {(c["metadata"].get("labels") or {}).get(POOL_LABEL): c
                   for (kind, _), c in obs.children.items() if kind == "Lease"}  # read by _observe
         expired: set[str] = set()
@@ -136,14 +141,18 @@ class Reconciler:
             lease = leases.get(pool.name)
             if lease is None:
                 lease = await self.kube.create(children.pool_lease(pool, now_micro()))
-            elif (lease["spec"].get("leaseDurationSeconds") or 0) != pool.spec.ttl_seconds:
-                patch = children.pool_lease(pool, now_micro())
-                patch["spec"] = {"leaseDurationSeconds": pool.spec.ttl_seconds or None,
-                                 "holderIdentity": patch["spec"]["holderIdentity"]}
-                lease = await self.kube.apply(_drop_none(patch))
+            spec = lease["spec"]
+            renewed = _ts(spec.get("renewTime") or spec.get("acquireTime"))
+            moved = children.renewal(renewed, pool.spec.ttl_seconds,
+                                     pool.metadata.annotations.get(RENEWED_AT_ANNOTATION), now)
+            if moved is not None or (spec.get("leaseDurationSeconds") or 0) != pool.spec.ttl_seconds:
+                renewed = renewed if moved is None else moved
+                lease = await self.kube.apply(children.pool_lease_update(pool, micro(renewed)))
+                if moved is not None:
+                    log.info("pool lease renewed", extra={"namespace": ns, "pool": pool.name,
+                                                          "renew_time": micro(renewed)})
             if pool.name == DEFAULT_POOL or not pool.spec.ttl_seconds:
                 continue
-            renewed = _ts(lease["spec"].get("renewTime") or lease["spec"].get("acquireTime"))
             left = renewed + pool.spec.ttl_seconds - now
             if left <= 0:
                 expired.add(pool.name)
@@ -249,6 +258,73 @@ class Reconciler:
         await self._ensure(dep, obs)
         await self._ensure(so, obs)
 
+    async def _pools(self, ns: str, obs: Observed, gateways: list[Gateway], expired: set[str]) -> None:
+        """Pool fleets: while a valid pool's Lease is live, each of its models' rendered fleets on the
+        profiles it reserves, at gpus[profile] replicas; any other pool fleet is retired."""
+        by_name = {g.name: g for g in gateways}
+        ups = [m for k, m in obs.models.items() if k.startswith("Upstream/")]
+        writes: list[Awaitable[None]] = []
+        for key, pool in sorted((k, m) for k, m in obs.models.items() if k.startswith("Pool/")):
+            if pool.name in expired or obs.issues.get(key) or not pool.spec.models or not gateways:
+                continue
+            # The Gateway whose NATS and machine profiles the workers use: as for Upstreams, the
+            # one named, else the first by name.
+            gw = by_name.get(pool.spec.gateway_ref or gateways[0].name)
+            if gw is None:
+                obs.problem(key, f"no Gateway {pool.spec.gateway_ref!r} in this namespace to run workers for",
+                            obs.unrendered)
+                continue
+            profiles = {p.name: p for p in gw.spec.machine_profiles}
+            obs.pool_fleets.setdefault(pool.name, [])  # filled by _pool_fleet with what it runs
+            for model in pool.spec.models:
+                up = next((u for u in ups if u.spec.model == model and u.spec.gateway_ref in (None, gw.name)), None)
+                if up is None:
+                    obs.problem(key, f"model {model!r}: no Upstream serves it on Gateway {gw.name!r}", obs.unrendered)
+                    continue
+                rendered, problems = fleets.pool_fleets(pool, up, gw)
+                for why in problems:
+                    obs.problem(key, why, obs.unrendered)
+                for pf in rendered:
+                    dep = fleets.pool_deployment(pf, gw, profiles[pf.fleet.machine_profile or ""])
+                    writes.append(self._pool_fleet(key, dep, pf, obs))
+        await bounded(writes)
+        wanted = {pf.fleet.deployment for fs in obs.pool_fleets.values() for pf in fs}
+        for (kind, name), child in list(obs.children.items()):
+            if kind == "Deployment" and name not in wanted and _pool_fleet(child):
+                await self._retire(ns, child)
+
+    async def _pool_fleet(self, key: str, dep: Obj, pf: fleets.PoolFleet, obs: Observed) -> None:
+        """A pool fleet's Deployment, replicas included; one of that name it does not own is left alone."""
+        name, mine = dep["metadata"]["name"], dep["metadata"]["labels"][children.OWNER_LABEL]
+        current = obs.children.get(("Deployment", name))
+        if current is None:
+            try:
+                current = await self.kube.create(dep)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                current = await self.kube.get(DEPLOYMENT, dep["metadata"]["namespace"], name)
+        if current is not None and (current["metadata"].get("labels") or {}).get(children.OWNER_LABEL) != mine:
+            obs.problem(key, f"Deployment {name!r} exists and is not this pool's fleet; rename it or the pool",
+                        obs.unrendered)
+            return
+        obs.pool_fleets[pf.pool.name].append(pf)
+        await self._ensure(dep, obs)
+
+    async def _retire(self, ns: str, dep: Obj) -> None:
+        """A pool fleet no pool wants (lapsed, deleted, changed): scaled to 0 first, so its workers drain
+        as in any scale-down even where no garbage collector runs, then deleted once it has no replicas."""
+        meta, name = dep["metadata"], dep["metadata"]["name"]
+        status = dep.get("status") or {}
+        if dep["spec"].get("replicas") != 0:
+            await self.kube.merge_patch(DEPLOYMENT, ns, name, {"spec": {"replicas": 0}})
+            log.info("pool fleet scaled to 0", extra={"namespace": ns, "object": name})
+        elif not status.get("replicas") and \
+                status.get("observedGeneration", meta.get("generation")) == meta.get("generation"):  # none: no controller
+            await self.kube.delete(DEPLOYMENT, ns, name)
+            log.info("pool fleet deleted", extra={"namespace": ns, "object": name})
+        self._applied.pop(("Deployment", ns, name), None)
+
     async def _statuses(self, ns: str, obs: Observed, outcome: Outcome, expired: set[str]) -> None:
         live = await self._live_workers(ns, obs)
         await bounded([self._status(key, raw, obs, outcome, expired, live) for key, raw in obs.raw.items()])
@@ -260,6 +336,8 @@ class Reconciler:
         prev = (raw.get("status") or {}).get("conditions")
         gen = raw["metadata"].get("generation")
         status: Obj = {"observedGeneration": gen}
+        workers = _pool_workers(obs, name) if kind == "Pool" and name not in expired and not problems else {}
+        reserved, ready_n = (sum(w[k] for w in workers.values()) for k in ("reserved", "ready"))
         if kind == "Pool" and name in expired:
             ready = condition("Ready", False, "LeaseExpired",
                               "the pool's Lease was not renewed in time; requests for it get 410", gen, prev)
@@ -267,6 +345,17 @@ class Reconciler:
         elif problems:
             ready = condition("Ready", False, "Invalid", "; ".join(problems), gen, prev)
             status["phase"] = "Invalid" if kind == "Planner" else None
+        elif kind == "Pool" and obs.unrendered.get(key):
+            ready = condition("Ready", False, "WorkersNotRendered", "; ".join(obs.unrendered[key]), gen, prev)
+            status["phase"] = "Active"
+        elif kind == "Pool" and ready_n < reserved:
+            ready = condition("Ready", False, "WorkersStarting", f"{ready_n} of {reserved} reserved workers ready "
+                              f"({_per_profile(workers)})", gen, prev)
+            status["phase"] = "Active"
+        elif kind == "Pool" and reserved:
+            ready = condition("Ready", True, "WorkersReady", f"the pool's Lease is current; all {reserved} reserved "
+                              f"workers ready ({_per_profile(workers)})", gen, prev)
+            status["phase"] = "Active"
         else:
             ready = condition("Ready", True, *_ready_reason(kind, name, outcome), gen, prev)
             status["phase"] = {"Planner": "Valid", "Pool": "Active"}.get(kind)
@@ -277,11 +366,13 @@ class Reconciler:
             status["liveWorkers"] = live.get(name, {})
         if kind == "Pool":
             status["expiresAt"] = obs.pool_expiry.get(name)
+            status["workers"] = workers or None
         status = _drop_none(status)
         current = raw.get("status") or {}
-        if {k: current.get(k) for k in status} != status:
+        if {k: current.get(k) for k in status} != status or ("workers" in current and "workers" not in status):
             await write_status(self.kube, raw, status)
-        if ready["status"] == "False" and ready_changed(prev, ready):
+        # Workers starting is progress, not a fault: no Warning Event for it.
+        if ready["status"] == "False" and ready["reason"] != "WorkersStarting" and ready_changed(prev, ready):
             await warn(self.kube, raw, ready["reason"], ready["message"])
 
     async def _live_workers(self, ns: str, obs: Observed) -> dict[str, dict[str, int]]:
@@ -323,6 +414,8 @@ class Reconciler:
         owners = {raw["metadata"].get("uid") for raw in obs.raw.values()}
         for (kind_name, name), child in obs.children.items():
             refs = child["metadata"].get("ownerReferences") or []
+            if kind_name == "Deployment" and _pool_fleet(child):
+                continue  # retired by _pools: scaled to 0 before it goes
             if refs and not any(r.get("uid") in owners for r in refs):
                 kind = BY_KIND[kind_name]
                 await self.kube.delete(kind, ns, name)
@@ -341,9 +434,30 @@ async def bounded(coros: list[Awaitable[None]], limit: int = 8) -> None:
     await asyncio.gather(*(one(c) for c in coros))
 
 
+def _pool_fleet(dep: Obj) -> bool:
+    labels = dep["metadata"].get("labels") or {}
+    return POOL_LABEL in labels and labels.get(children.OWNER_LABEL, "").startswith("pool.")
+
+
 def _key(issue: ConfigIssue) -> str:
     parts = issue.ref.split("/")
     return f"{parts[0]}/{parts[-1]}"
+
+
+def _pool_workers(obs: Observed, pool: str) -> dict[str, dict[str, int]]:
+    """Per machine profile, the workers the pool's fleets reserve and how many of them are ready."""
+    out: dict[str, dict[str, int]] = {}
+    for pf in obs.pool_fleets.get(pool, []):
+        dep = obs.children.get(("Deployment", pf.fleet.deployment)) or {}
+        counts = out.setdefault(pf.fleet.machine_profile or "", {"reserved": 0, "ready": 0})
+        counts["reserved"] += pf.replicas
+        # Ready only from a Deployment that already runs this size (readyReplicas can lag a resize).
+        counts["ready"] += min(pf.replicas, (dep.get("status") or {}).get("readyReplicas") or 0)
+    return out
+
+
+def _per_profile(workers: dict[str, dict[str, int]]) -> str:
+    return ", ".join(f"{p}: {w['ready']}/{w['reserved']}" for p, w in sorted(workers.items()))
 
 
 def _ready_reason(kind: str, name: str, outcome: Outcome) -> tuple[str, str]:

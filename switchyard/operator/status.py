@@ -21,6 +21,11 @@ def now_micro() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def micro(ts: float) -> str:
+    """A Unix time as metav1.MicroTime."""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def condition(ctype: str, ok: bool, reason: str, message: str, generation: int | None,
               previous: list[Obj] | None) -> Obj:
     """A metav1.Condition, keeping lastTransitionTime while the status holds."""

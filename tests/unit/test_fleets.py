@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from switchyard.api.gateway import Gateway
+from switchyard.api.pool import Pool
 from switchyard.api.upstream import Upstream
 from switchyard.operator import children, fleets
 from switchyard.worker.cli import build_parser
@@ -147,3 +149,112 @@ def test_several_bundles_render_one_fleet_per_profile_and_bundle() -> None:
         Upstream.model_validate({**up.model_dump(by_alias=True, exclude_none=True), "spec": {
             **up.spec.model_dump(by_alias=True, exclude_none=True), "workers": {
                 "service": "w", "template": TEMPLATE, "fleets": [{"machineProfile": "l4"}]}}})
+
+
+# -- Pool fleets ---------------------------------------------------------------------------------
+
+def pool(name: str = "team-a", **spec: Any) -> Pool:
+    return Pool.model_validate({"kind": "Pool", "metadata": {"name": name, "namespace": "team", "uid": "p1"},
+                                "spec": {"gpus": {"l4": 2}, "models": ["BAAI/bge-m3"], "ttlSeconds": 60, **spec}})
+
+
+def test_a_pool_renders_the_upstream_fleet_on_each_reserved_profile_with_its_pool_and_size() -> None:
+    up, gw = upstream(), gateway()
+    (pf,), problems = fleets.pool_fleets(pool(gpus={"l4": 2, "cpu": 0}), up, gw)  # cpu 0: nothing reserved
+    assert problems == [] and pf.replicas == 2
+    assert (pf.fleet.deployment, pf.fleet.machine_profile, pf.fleet.run_bundle) == ("pool-team-a-bge-l4", "l4", "default")
+    dep = fleets.pool_deployment(pf, gw, gw.spec.machine_profiles[1])
+    assert dep["spec"]["replicas"] == 2  # held by the operator: no ScaledObject scales a pool fleet
+    owner = dep["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"]) == ("Pool", "team-a", "p1")
+    assert dep["metadata"]["labels"]["switchyard.dev/pool"] == "team-a"
+    pod = dep["spec"]["template"]
+    c = pod["spec"]["containers"][0]
+    args = build_parser().parse_args([a.replace("$(POD_IP)", "10.0.0.7") for a in c["args"]][1:])
+    assert (args.pool, args.model, args.machine_profile, args.bundle) == ("team-a", ["BAAI/bge-m3"], "l4", "default")
+    assert pod["metadata"]["labels"]["switchyard.dev/pool"] == "team-a"
+    # The Upstream's worker Service selects the pool's pods too (gateways admit workers by its endpoints),
+    # while the Upstream's own fleet's selector does not: the two Deployments never share pods.
+    assert fleets.worker_service(up)["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    own = rendered(up)["bge-l4"]
+    assert not own["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert "switchyard.dev/pool" not in own["spec"]["template"]["metadata"]["labels"]
+    # The rest is the Upstream's rendering: scheduling, GPUs, security, probes, grace.
+    assert pod["spec"]["nodeSelector"] == own["spec"]["template"]["spec"]["nodeSelector"]
+    assert c["resources"] == own["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert pod["spec"]["terminationGracePeriodSeconds"] == own["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+
+
+def test_a_profile_the_upstream_does_not_offer_renders_nothing_for_that_model() -> None:
+    assert fleets.pool_fleets(pool(gpus={"h100": 3}), upstream(), gateway()) == ([], [])
+
+
+def test_a_pool_runs_one_fleet_per_bundle_where_the_upstream_has_several() -> None:
+    up = Upstream.model_validate({
+        "kind": "Upstream", "metadata": {"name": "bge", "namespace": "team", "uid": "u1"},
+        "spec": {"model": "BAAI/bge-m3", "operations": ["encode"], "machineProfiles": ["l4"],
+                 "bundles": [{"name": "a"}, {"name": "b"}], "workers": {"service": "w", "template": TEMPLATE}}})
+    found, problems = fleets.pool_fleets(pool(gpus={"l4": 1}), up, gateway())
+    assert problems == []
+    assert [(pf.fleet.deployment, pf.fleet.run_bundle, pf.replicas) for pf in found] == [
+        ("pool-team-a-bge-l4-a", "a", 1), ("pool-team-a-bge-l4-b", "b", 1)]
+
+
+def test_what_a_pool_cannot_render_is_said_with_the_reason() -> None:
+    mine = Upstream.model_validate({**upstream().model_dump(by_alias=True, exclude_none=True), "spec": {
+        **upstream().spec.model_dump(by_alias=True, exclude_none=True),
+        "workers": {"service": "bge-workers", "deployment": "my-workers"}}})
+    found, (why,) = fleets.pool_fleets(pool(), mine, gateway())
+    assert found == [] and "Upstream 'bge' has no workers.template" in why and "--pool team-a" in why
+    found, (why,) = fleets.pool_fleets(pool("p" * 60), upstream(), gateway())
+    assert found == [] and "longer than 63 characters" in why and "shorter pool name" in why
+    gw = Gateway.model_validate({**gateway().model_dump(by_alias=True, exclude_none=True), "spec": {
+        "machineProfiles": [{"name": "cpu"}]}})
+    found, (why,) = fleets.pool_fleets(pool(), upstream(), gw)
+    assert found == [] and "machine profile 'l4' is not in Gateway 'main' spec.machineProfiles" in why
+
+
+def test_an_upstream_fleet_is_scaled_on_the_default_pool_only() -> None:
+    # Its workers run --pool default, so a pool's demand (its own fleets' work) never scales it.
+    up = upstream()
+    so = children.scaled_object(up, gateway(), children.fleets(up)[0])
+    assert so["spec"]["triggers"][0]["metadata"]["pool"] == "default"
+    mine = upstream(template=None, fleets=[{"machineProfile": "cpu", "deployment": "a"},
+                                           {"machineProfile": "l4", "deployment": "b"}])
+    assert "pool" not in children.scaled_object(mine, gateway(), children.fleets(mine)[0])["spec"]["triggers"][0][
+        "metadata"]  # your own Deployment's workers: we do not know their pool
+
+
+def test_the_gateway_role_manages_pools_and_nothing_more() -> None:
+    rules = children.gateway_role(gateway())["rules"]
+    assert [r for r in rules if r["apiGroups"] == ["switchyard.dev"]] == [
+        {"apiGroups": ["switchyard.dev"], "resources": ["pools"],
+         "verbs": ["get", "list", "watch", "create", "patch", "delete"]}]
+
+
+T0 = 1_800_000_000.0  # the lease's renewTime in these cases
+
+
+def at(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@pytest.mark.parametrize(("annotation", "now", "moved"), [
+    (at(T0 + 20), T0 + 20.5, T0 + 20),  # a renewal within the ttl moves renewTime to it
+    (at(T0 + 20), T0 + 75, T0 + 20),  # seen late, but made in time: it counts
+    (at(T0 - 5), T0 + 1, None),  # never backwards
+    (at(T0), T0 + 1, None),  # already applied
+    (at(T0 + 60), T0 + 61, None),  # made when the lease had lapsed: an expired pool stays expired
+    (at(T0 + 3600), T0 + 30, T0 + 30 + children.RENEW_SKEW_S),  # a clock far ahead: at most now + skew
+    ("tomorrow", T0 + 1, None),  # not a time: ignored
+    (None, T0 + 1, None),
+])
+def test_a_renewal_annotation_moves_the_lease_forward_only_and_never_revives(annotation: str | None, now: float,
+                                                                             moved: float | None) -> None:
+    got = children.renewal(T0, 60, annotation, now)
+    assert got == pytest.approx(moved) if moved is not None else got is None
+
+
+def test_a_pool_that_never_expires_ignores_renewals() -> None:
+    assert children.renewal(T0, 0, at(T0 + 20), T0 + 21) is None
+    assert children.renewal(T0, 60, at(T0 + 20).replace("Z", ""), T0 + 21) == pytest.approx(T0 + 20)  # naive: UTC

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import uuid
+from collections import Counter
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Awaitable, Callable
@@ -19,6 +20,7 @@ from ..api.table import HttpLimits
 from . import configs, health, inference, jobs
 from ..tasks import cancel_all
 from .config import DirectoryConfig, TableHolder
+from .advisories import DeadLetters
 from .demand import Demand
 from .dispatch import Dispatcher
 from .http import make_middleware
@@ -141,20 +143,34 @@ async def start(st: GatewayState, listen: Listen, *, access_log: bool = True,
 
 
 async def _observe(st: GatewayState) -> None:
-    """Refresh demand and per-worker gauges."""
+    """Refresh demand, readiness and per-worker gauges; count dead letters from JetStream's advisories."""
+    st.eta.metrics = st.metrics  # cold starts and the ETA's accuracy, exported by the replica that records them
+    # Read at scrape time, as /readyz decides: NATS connected and a routing table loaded.
+    st.metrics.ready.set_function(lambda: float(st.dispatcher.connected and st.holder.table is not None))
+    dead_letters = DeadLetters(st.metrics)
+    subscribed = False
+    exported: set[tuple[str, str, str, str]] = set()
     while True:
-        if st.dispatcher.connected and st.dispatcher.js is not None:
+        connected = st.dispatcher.connected and st.dispatcher.js is not None
+        if connected and not subscribed and st.dispatcher.nc is not None and st.dispatcher.js is not None:
+            with suppress(Exception):  # retried on the next round; the subscription survives reconnects
+                await dead_letters.subscribe(st.dispatcher.nc, st.dispatcher.js)
+                subscribed = True
+        if connected and st.dispatcher.js is not None:
             with suppress(Exception):
                 await st.demand.poll(st.dispatcher.js)
         live = st.registry.live()
         st.metrics.worker_in_flight.clear()
-        st.metrics.workers_live.clear()
-        per_profile: dict[str, int] = {}
+        fleets: Counter[tuple[str, str, str, str]] = Counter()
         for b in live:
             st.metrics.worker_in_flight.labels(b.worker_id, b.machine_profile, b.pool).set(b.in_flight)
-            per_profile[b.machine_profile] = per_profile.get(b.machine_profile, 0) + 1
-        for mp, n in per_profile.items():
-            st.metrics.workers_live.labels(mp).set(n)
+            for model in set(b.models):  # a worker pulls every lane of its models: it serves each fleet
+                fleets[(b.pool, b.machine_profile, b.bundle, model)] += 1
+        for key in exported - set(fleets):
+            st.metrics.workers_live.labels(*key).set(0)  # scaled to zero: report zero, not a stale count
+        for key, n in fleets.items():
+            st.metrics.workers_live.labels(*key).set(n)
+        exported |= set(fleets)
         await asyncio.sleep(st.demand.interval_s)
 
 

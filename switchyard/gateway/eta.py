@@ -10,6 +10,9 @@ compare-and-set). Every replica reads the same two keys, so they give the same E
 A lane stands for its fleet: every lane is served by exactly one fleet, and a fleet's
 lanes start their workers together. Start and end are wall-clock times, possibly of
 two replicas: their clocks are assumed to agree to well under a cold start.
+
+The episode also keeps the ETA its opener gave (`eta_s`), so the replica that
+records the sample exports both: the cold start itself, and how far off its ETA was.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import orjson
 from nats.js.kv import KeyValue
 
 from ..subjects import WORK_PREFIX, Lane
+from .metrics import Metrics
 
 log = logging.getLogger("switchyard.gateway.eta")
 
@@ -53,10 +57,11 @@ def remaining(total_s: float, waited_s: float) -> int:
 
 class ColdStarts:
     def __init__(self, bucket: Callable[[], KeyValue | None], serving: Callable[[Lane], int],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, metrics: Metrics | None = None) -> None:
         self._bucket = bucket
         self._serving = serving
         self._clock = clock
+        self.metrics = metrics
         self._watched: dict[Lane, float] = {}  # lane -> age past which its episode is stale
 
     async def on_accept(self, lane: Lane, default_s: float, stale_after_s: float) -> int:
@@ -66,8 +71,8 @@ class ColdStarts:
         if kv is None:
             return remaining(default_s, 0)
         try:
-            started = await self._open(kv, lane, now, stale_after_s)
             samples = await self._samples(kv, lane)
+            started = await self._open(kv, lane, now, stale_after_s, estimate(samples, default_s))
         except Exception as exc:  # noqa: BLE001 - the item is queued: an ETA must never fail its 202
             log.warning("cold-start history unavailable; using the default ETA",
                         extra={"lane": lane.subject, "error": str(exc) or type(exc).__name__})
@@ -90,9 +95,9 @@ class ColdStarts:
             started, samples = queued_at, []
         return remaining(estimate(samples, default_s), self._clock() - started)
 
-    async def _open(self, kv: KeyValue, lane: Lane, now: float, stale_after_s: float) -> float:
+    async def _open(self, kv: KeyValue, lane: Lane, now: float, stale_after_s: float, eta_s: float) -> float:
         key = f"ep.{lane_key(lane)}"
-        value = orjson.dumps({"started_at": now})
+        value = orjson.dumps({"started_at": now, "eta_s": eta_s})  # the ETA given at the start, for its accuracy
         try:
             await kv.create(key, value)
             return now
@@ -160,12 +165,23 @@ class ColdStarts:
             if exc.err_code in WRONG_LAST_SEQUENCE:
                 return None  # another replica's delete (or a new episode) landed first
             raise
-        sample = now - float(orjson.loads(entry.value)["started_at"])
+        episode = orjson.loads(entry.value)
+        sample = now - float(episode["started_at"])
         if not 0 <= sample <= stale_after_s:
             return None
         await self._append(kv, lane, sample)
         log.info("cold start measured", extra={"lane": lane.subject, "seconds": round(sample, 3)})
+        self._observe(lane, sample, episode.get("eta_s"))
         return sample
+
+    def _observe(self, lane: Lane, sample: float, eta_s: object) -> None:
+        """Export the sample once, by the replica that recorded it (a sum over replicas is then right)."""
+        if self.metrics is None:
+            return
+        labels = (lane.pool, lane.machine_profile, lane.bundle, lane.model)
+        self.metrics.cold_starts.labels(*labels).observe(sample)
+        if isinstance(eta_s, (int, float)) and eta_s > 0:  # episodes opened before eta_s was kept have none
+            self.metrics.eta_ratio.labels(*labels).observe(sample / eta_s)
 
     async def _append(self, kv: KeyValue, lane: Lane, sample: float) -> None:
         key = f"h.{lane_key(lane)}"

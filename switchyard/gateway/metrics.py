@@ -7,6 +7,12 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# A cold start is a node, an image pull and a model load: seconds to tens of minutes.
+COLD_START_BUCKETS = (5, 10, 20, 30, 45, 60, 90, 120, 180, 240, 300, 450, 600, 900, 1200, 1800, 3600)
+# Measured cold start / the ETA given when it began: 1 is exact, 2 means it took twice as long.
+ETA_RATIO_BUCKETS = (0.25, 0.5, 0.75, 0.9, 1.1, 1.25, 1.5, 2, 3, 5, 10)
+LANE_GROUP = ["pool", "machine_profile", "bundle"]  # the labels of pending demand: a group of lanes
+LANE = ["pool", "machine_profile", "bundle", "model"]  # one lane, and so one worker fleet
 
 
 @dataclass
@@ -23,12 +29,40 @@ class Metrics:
             ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
         self.pending_demand = Gauge(
             "switchyard_gateway_pending_demand", "Queued work items per lane group; KEDA scales on it",
-            ["pool", "machine_profile", "bundle"], registry=r)
+            LANE_GROUP, registry=r)
+        self.queue_oldest_age = Gauge(
+            "switchyard_gateway_queue_oldest_age_seconds",
+            "Age of the oldest item stored on a lane group's lanes (queued or in flight, not yet acked)",
+            LANE_GROUP, registry=r)
+        self.stream_used = Gauge(
+            "switchyard_gateway_stream_used",
+            "Work stream usage: bytes stored, or items on its fullest lane (resource=bytes|messages_per_lane)",
+            ["resource"], registry=r)
+        self.stream_limit = Gauge(
+            "switchyard_gateway_stream_limit",
+            "Work stream limits JetStream enforces (spec.queue maxBytes and maxMessagesPerLane), by resource",
+            ["resource"], registry=r)
         self.worker_in_flight = Gauge(
             "switchyard_gateway_worker_in_flight", "In-flight items reported by each live worker",
             ["worker", "machine_profile", "pool"], registry=r)
         self.workers_live = Gauge(
-            "switchyard_gateway_workers_live", "Live workers per machine profile", ["machine_profile"], registry=r)
+            "switchyard_gateway_workers_live",
+            "Live workers per fleet (a worker serving several models counts under each)", LANE, registry=r)
+        self.cold_starts = Histogram(
+            "switchyard_gateway_cold_start_seconds",
+            "Measured cold starts per fleet: first 202 on a lane with no worker until a worker is live",
+            LANE, buckets=COLD_START_BUCKETS, registry=r)
+        self.eta_ratio = Histogram(
+            "switchyard_gateway_cold_start_eta_ratio",
+            "Each measured cold start divided by the ETA the gateway gave when it began (1 is exact)",
+            LANE, buckets=ETA_RATIO_BUCKETS, registry=r)
+        self.dead_letters = Counter(
+            "switchyard_gateway_dead_letters",
+            "Items failed after using up their attempts (maxAttempts), per lane, from JetStream's advisories",
+            LANE, registry=r)
+        self.ready = Gauge(
+            "switchyard_gateway_ready", "1 when /readyz answers 200: NATS connected and a routing table loaded",
+            registry=r)
         self.nats_connected = Gauge(
             "switchyard_gateway_nats_connected", "1 when the NATS connection is up", registry=r)
         self.config_epoch = Gauge(

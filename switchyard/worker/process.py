@@ -14,6 +14,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from ..deadletters import term_dead_letter
 from ..jetstream import ensure_jobs_bucket
 from ..messages import JobRecord, Result, WorkItem, as_dict
 from .config import WorkerConfig
@@ -47,7 +48,8 @@ class Processor:
         if attempt > item.max_attempts:
             # The previous holder died on the last attempt (SIGKILL, OOM): report instead of retrying forever.
             msg_text = f"max attempts exceeded (delivery {attempt}, max_attempts {item.max_attempts})"
-            await self._finish(msg, item, _failed(item, self._worker_id, "worker_error", msg_text), term=True)
+            await self._finish(msg, item, _failed(item, self._worker_id, "worker_error", msg_text),
+                               term=True, dead_letter=True)
             return
         if item.expired():
             res = Result(id=item.id, ok=False, state="expired", worker=self._worker_id, attempt=attempt,
@@ -90,7 +92,7 @@ class Processor:
                         exc_info=not isinstance(exc, TransientError))
             res = _failed(item, self._worker_id, "worker_error", HANDLER_FAILED, error_id=error_id)
             res.timing = _timing(item, started, t0)
-            await self._finish(msg, item, res, term=True)
+            await self._finish(msg, item, res, term=True, dead_letter=True)
             return
         retry_after = exc.retry_after if isinstance(exc, TransientError) else None
         delay = retry_after if retry_after is not None else self._cfg.retry_delay(item.attempt)
@@ -98,8 +100,12 @@ class Processor:
                     exc_info=not isinstance(exc, TransientError))
         await settle(msg.nak, delay=delay)
 
-    async def _finish(self, msg: Msg, item: WorkItem, res: Result, term: bool = False) -> None:
-        """Answer, record, then ack: an ack that lands always follows a result that was sent."""
+    async def _finish(self, msg: Msg, item: WorkItem, res: Result, term: bool = False,
+                      dead_letter: bool = False) -> None:
+        """Answer, record, then ack: an ack that lands always follows a result that was sent.
+
+        `dead_letter`: its attempts are used up, and the term says so (switchyard.deadletters).
+        """
         data = res.encode()
         if len(data) > self._nc.max_payload:
             # Retrying cannot make it fit: report that instead of failing to send on every attempt.
@@ -115,7 +121,10 @@ class Processor:
         except Exception as exc:  # noqa: BLE001 - leave it unacked: it is redelivered after ack_wait
             log.error("could not deliver result, leaving item unacked", extra=_fields(item, error=str(exc)))
             return
-        await settle(msg.term if term else msg.ack)
+        if dead_letter:
+            await settle(term_dead_letter, msg=msg)
+        else:
+            await settle(msg.term if term else msg.ack)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("done", extra=_fields(item, state=res.state, **res.timing))
 

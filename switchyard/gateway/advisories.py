@@ -1,0 +1,65 @@
+"""Dead letters per lane, counted from JetStream's MSG_TERMINATED advisories.
+
+Every gateway replica subscribes in one queue group, so each advisory is counted by
+exactly one replica: the sum over replicas is the number of dead letters. The
+advisory names the lane's consumer, not its subject; the consumer's description is
+the lane's subject (jetstream.lane_consumer_config), read once per consumer.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+
+from ..deadletters import ADVISORY_SUBJECT, REASON
+from ..subjects import WORK_STREAM, Lane
+from .metrics import Metrics
+
+log = logging.getLogger("switchyard.gateway.advisories")
+
+QUEUE_GROUP = "sy_gateways_deadletters"
+
+
+class DeadLetters:
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._lanes: dict[str, Lane] = {}  # consumer name -> its lane
+        self._js: JetStreamContext | None = None
+
+    async def subscribe(self, nc: NATS, js: JetStreamContext) -> Subscription:
+        self._js = js
+        return await nc.subscribe(ADVISORY_SUBJECT, queue=QUEUE_GROUP, cb=self._on_advisory)
+
+    async def _on_advisory(self, msg: Msg) -> None:
+        try:
+            advisory = orjson.loads(msg.data)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(advisory, dict) or advisory.get("reason") != REASON:
+            return  # terminated for another reason (permanent error, undecodable): not a dead letter
+        consumer = advisory.get("consumer")
+        lane = await self._lane(consumer) if isinstance(consumer, str) else None
+        if lane is None:
+            log.warning("dead letter on an unknown consumer", extra={"consumer": consumer})
+            return
+        self.metrics.dead_letters.labels(lane.pool, lane.machine_profile, lane.bundle, lane.model).inc()
+        log.info("dead letter", extra={"lane": lane.subject, "stream_seq": advisory.get("stream_seq"),
+                                       "deliveries": advisory.get("deliveries")})
+
+    async def _lane(self, consumer: str) -> Lane | None:
+        lane = self._lanes.get(consumer)
+        if lane is None and self._js is not None:
+            try:
+                info = await self._js.consumer_info(WORK_STREAM, consumer)
+                lane = Lane.from_subject(info.config.description or info.config.filter_subject or "")
+            except Exception:  # noqa: BLE001 - deleted meanwhile, NATS away, or not a lane's consumer
+                return None
+            if lane.consumer != consumer:
+                return None  # a consumer whose description claims another lane
+            self._lanes[consumer] = lane
+        return lane

@@ -82,7 +82,7 @@ def new_provider(service: str, endpoint: str | None, sampler: Sampler | None = N
         override = _override
     processor: SpanProcessor
     if override is not None:
-        processor = SimpleSpanProcessor(override)
+        processor = SimpleSpanProcessor(_Shared(override))
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -90,6 +90,22 @@ def new_provider(service: str, endpoint: str | None, sampler: Sampler | None = N
         processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=url))
     provider.add_span_processor(processor)
     return provider
+
+
+class _Shared(SpanExporter):
+    """The overriding exporter outlives each provider that uses it (a reload replaces the gateway's)."""
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        self._exporter = exporter
+
+    def export(self, spans: Any) -> Any:
+        return self._exporter.export(spans)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self._exporter.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        pass
 
 
 def shutdown_later(provider: TracerProvider) -> None:

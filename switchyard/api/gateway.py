@@ -9,6 +9,8 @@ from pydantic import Field, model_validator
 from .meta import DNS_LABEL, Model, Resource, Status
 from .pool import DEFAULT_POOL
 
+# An OTLP/HTTP base URL: scheme, host[:port], an optional path; no query, userinfo or spaces.
+OTLP_ENDPOINT = r"^https?://[A-Za-z0-9.\[\]:_-]+(/[A-Za-z0-9._~/-]*)?$"
 
 
 class HttpListener(Model):
@@ -142,7 +144,7 @@ class Tracing(Model):
     """OpenTelemetry traces of requests through this Gateway's gateways (docs/observability-traces.md)."""
 
     endpoint: str | None = Field(
-        default=None, pattern=r"^https?://[A-Za-z0-9.\[\]:_-]+(/[A-Za-z0-9._~/-]*)?$", max_length=2048,
+        default=None, pattern=OTLP_ENDPOINT, max_length=2048,
         description="Base URL of an OTLP/HTTP collector, as OTEL_EXPORTER_OTLP_ENDPOINT: spans go to "
                     "<endpoint>/v1/traces (e.g. http://otel-collector.observability:4318). Empty: tracing off.")
     sample_ratio: float = Field(

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..api.table import RoutingTable
 from ..api.upstream import Operation
 from ..errors import ApiError
 from ..messages import JobRecord, Result, WorkItem
@@ -18,15 +19,24 @@ from .hold import hold_seconds
 from .http import MACHINE_PROFILE, RID, json_response, read_json
 from .resolve import Resolution, resolve, split_machine_profile
 from .state import GatewayState, state_of
+from .tracing import RequestTrace, traced
 
 OPERATIONS = frozenset(Operation.__args__)  # type: ignore[attr-defined]
 MAX_ITEMS = 10_000
 NO_CAPACITY_RETRY_AFTER_S = 10
 
 
-async def infer(request: web.Request) -> web.Response:
+async def infer(request: web.Request) -> web.StreamResponse:
     st = state_of(request)
     table = st.table()  # this request keeps this table, whatever reloads meanwhile
+    if table.tracing is None:  # all that tracing costs while it is off
+        return await _infer(request, st, table, None)
+    op, model_ref = request.match_info["op"], request.match_info["model"]
+    return await traced(table.tracing, request, op, model_ref, lambda rt: _infer(request, st, table, rt))
+
+
+async def _infer(request: web.Request, st: GatewayState, table: RoutingTable,
+                 rt: RequestTrace | None) -> web.Response:
     op, model_ref = request.match_info["op"], request.match_info["model"]
     if op not in OPERATIONS:
         if op == "configs":
@@ -47,6 +57,8 @@ async def infer(request: web.Request) -> web.Response:
         pool=res.lane.pool, items=items, params=res.params(params), profile=res.profile,
         max_attempts=res.route.max_attempts, tenant=tenant_of(key),
     )
+    if rt is not None:
+        rt.resolved(item)
     if st.registry.serving(res.lane) == 0:
         if res.pinned:
             raise ApiError("no_capacity",
@@ -54,8 +66,8 @@ async def infer(request: web.Request) -> web.Response:
                            f"{res.lane.bundle}", headers={"Retry-After": str(NO_CAPACITY_RETRY_AFTER_S)})
         # Prefer is read only here: the hot path with a live worker never parses it.
         held = hold_seconds(h.getall("Prefer", ()), res.route.timeout_s)
-        return await _accept(st, item, res, table.result_ttl_seconds, model_ref, held)
-    return await _run(st, item, res, model_ref)
+        return await _accept(st, item, res, table.result_ttl_seconds, model_ref, held, rt)
+    return await _run(st, item, res, model_ref, rt)
 
 
 def _body(body: Any) -> tuple[list[Any], dict[str, Any]]:
@@ -74,7 +86,8 @@ def _body(body: Any) -> tuple[list[Any], dict[str, Any]]:
     return items, params
 
 
-async def _run(st: GatewayState, item: WorkItem, res: Resolution, model_ref: str) -> web.Response:
+async def _run(st: GatewayState, item: WorkItem, res: Resolution, model_ref: str,
+               rt: RequestTrace | None) -> web.Response:
     """A worker is live: queue the item and wait for its result on our inbox.
 
     The waiter exists before the publish, so PubAck and result are awaited concurrently:
@@ -88,7 +101,13 @@ async def _run(st: GatewayState, item: WorkItem, res: Resolution, model_ref: str
     # A timer on the future rather than asyncio.timeout(): same deadline, far less work per request.
     timer = asyncio.get_running_loop().call_later(timeout, _expire, waiter)
     try:
-        ack = await st.dispatcher.publish(item, res.lane.subject)
+        if rt is None:
+            ack = await st.dispatcher.publish(item, res.lane.subject)
+        else:
+            rt.begin_publish(item, res.lane.subject)
+            packed = st.dispatcher.pack(item)
+            ack = await st.dispatcher.publish(item, res.lane.subject, packed)
+            rt.published(ack, len(packed[0]))
         if ack.duplicate:
             return await _duplicate(st, item, res)
         result = await waiter
@@ -108,7 +127,7 @@ def _expire(waiter: asyncio.Future[Result | None]) -> None:
 
 
 async def _accept(st: GatewayState, item: WorkItem, res: Resolution, ttl_s: int, model_ref: str,
-                  wait_s: int | None) -> web.Response:
+                  wait_s: int | None, rt: RequestTrace | None) -> web.Response:
     """No live worker: record the job (create-only), queue durably, answer 202 (or 200 after a hold).
 
     The record comes first, so a concurrent duplicate finds it and gets the same 202,
@@ -123,6 +142,8 @@ async def _accept(st: GatewayState, item: WorkItem, res: Resolution, ttl_s: int,
         st.dispatcher.expect_result(item) if held else None)  # type: ignore[assignment]  # sets item.reply
     eta: asyncio.Task[int] | None = None
     try:
+        if rt is not None:  # the item carries the publish span's context: it is packed once, now
+            rt.begin_publish(item, res.lane.subject)
         packed = st.dispatcher.pack(item)  # an item too large is refused before any record exists
         # The ETA's KV reads run alongside the record and the publish: they add no latency.
         eta = asyncio.create_task(st.eta.on_accept(res.lane, res.route.cold_start_s, ttl_s))
@@ -133,11 +154,15 @@ async def _accept(st: GatewayState, item: WorkItem, res: Resolution, ttl_s: int,
         if revision is None and not (record.state == "queued"
                                      and time.time() - record.updated_at < DEDUPE_WINDOW_S / 2):
             # The job exists and runs, ended, or was queued too long ago for dedup to hold: never queue it again.
+            if rt is not None:
+                rt.not_published(f"job {record.state}")
             return _accepted(item.id, res, await eta)
         try:
             # Ours, or a duplicate still inside the dedup window: publishing again is idempotent, and it
             # stores the item even if the first request's publish failed.
-            await st.dispatcher.publish(item, res.lane.subject, packed)
+            ack = await st.dispatcher.publish(item, res.lane.subject, packed)
+            if rt is not None:
+                rt.published(ack, len(packed[0]))
         except ApiError:
             if revision is not None:
                 await st.dispatcher.delete_job(item.key, revision)

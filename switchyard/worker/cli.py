@@ -6,16 +6,19 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import sys
 import threading
 from typing import Any, Coroutine
 
+from ..api.gateway import OTLP_ENDPOINT
 from .config import WorkerConfig, default_worker_id
 from .loader import load_handler
 from .. import logs
 from .runtime import serve
 
 log = logging.getLogger("switchyard.worker")
+OTLP_URL = re.compile(OTLP_ENDPOINT)  # the same URLs as the Gateway's spec.tracing.endpoint
 
 
 def build_parser(prog: str = "python -m switchyard.worker") -> argparse.ArgumentParser:
@@ -38,8 +41,19 @@ def build_parser(prog: str = "python -m switchyard.worker") -> argparse.Argument
                    help="serve /healthz and /readyz (for Kubernetes probes) on this port")
     p.add_argument("--health-host", default=env("SWITCHYARD_HEALTH_HOST", "0.0.0.0"),
                    help="address of the health port; rendered fleets bind the pod IP (env SWITCHYARD_HEALTH_HOST)")
+    p.add_argument("--otlp-endpoint", default=None, type=_otlp_endpoint,
+                   help="send OpenTelemetry traces to this OTLP/HTTP collector base URL (/v1/traces is appended), "
+                        "e.g. http://otel-collector:4318; without it the standard OTEL_EXPORTER_OTLP_ENDPOINT "
+                        "(or _TRACES_ENDPOINT) turns tracing on; with neither, tracing is off. Needs the "
+                        "'tracing' extra")
     p.add_argument("--log-level", default=env("SWITCHYARD_LOG_LEVEL", "INFO"))
     return p
+
+
+def _otlp_endpoint(value: str) -> str:
+    if not OTLP_URL.match(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not an http(s) URL like http://otel-collector:4318")
+    return value
 
 
 def config_from_args(args: argparse.Namespace) -> WorkerConfig:
@@ -72,7 +86,18 @@ def main(argv: list[str] | None = None, prog: str = "python -m switchyard.worker
     except (ImportError, AttributeError, ValueError, TypeError) as exc:
         log.error("bad worker configuration", extra={"error": str(exc)})
         return 2
-    _run(serve(config, health_port=args.health_port, health_host=args.health_host))
+    from .tracing import wanted
+
+    if wanted(args.otlp_endpoint):
+        from ..extras import MissingExtra, require
+
+        try:
+            require("tracing", "--otlp-endpoint / OTEL_EXPORTER_OTLP_ENDPOINT")
+        except MissingExtra as exc:
+            log.error("bad worker configuration", extra={"error": str(exc)})
+            return 2
+    _run(serve(config, health_port=args.health_port, health_host=args.health_host,
+               otlp_endpoint=args.otlp_endpoint))
     if any(t.name.startswith("sy-handler") and t.is_alive() for t in threading.enumerate()):
         # A sync handler outlived the drain: do not hang in the interpreter's thread join.
         logging.shutdown()

@@ -20,6 +20,9 @@ class Context:
     attempt: int = 1  # 1-based delivery count
     max_attempts: int = 3
     worker_id: str = ""
+    # Token counts the handler may report ({"input_tokens": n, "output_tokens": n}): with tracing
+    # on they become gen_ai.usage.* on the handler's span (worker/tracing.py).
+    usage: dict[str, int] = field(default_factory=dict)
 
     @property
     def last_attempt(self) -> bool:

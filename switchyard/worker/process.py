@@ -21,6 +21,7 @@ from .config import WorkerConfig
 from .context import Context
 from .errors import PermanentError, TransientError
 from .loader import Invoker
+from .tracing import Delivery, WorkerTracing
 
 log = logging.getLogger("switchyard.worker")
 
@@ -28,8 +29,10 @@ HANDLER_FAILED = "the handler failed on this item; the worker's log holds the de
 
 
 class Processor:
-    def __init__(self, nc: NATS, js: JetStreamContext, config: WorkerConfig, invoke: Invoker) -> None:
+    def __init__(self, nc: NATS, js: JetStreamContext, config: WorkerConfig, invoke: Invoker,
+                 tracing: WorkerTracing | None = None) -> None:
         self._nc = nc
+        self._tracing = tracing
         self._js = js
         self._cfg = config
         self._invoke = invoke
@@ -44,18 +47,27 @@ class Processor:
             log.error("undecodable work item, terminated", extra={"subject": msg.subject, "error": str(exc)})
             await settle(msg.term)
             return
+        if self._tracing is None:  # all that tracing costs while it is off
+            await self._handle(msg, item, None)
+            return
+        with self._tracing.delivery(item, msg, self._worker_id) as trace:
+            await self._handle(msg, item, trace)
+
+    async def _handle(self, msg: Msg, item: WorkItem, trace: Delivery | None) -> None:
         attempt = item.attempt = msg.metadata.num_delivered
+        if trace is not None:
+            trace.attempt(attempt, item.max_attempts)
         if attempt > item.max_attempts:
             # The previous holder died on the last attempt (SIGKILL, OOM): report instead of retrying forever.
             msg_text = f"max attempts exceeded (delivery {attempt}, max_attempts {item.max_attempts})"
-            await self._finish(msg, item, _failed(item, self._worker_id, "worker_error", msg_text),
+            await self._finish(msg, item, _failed(item, self._worker_id, "worker_error", msg_text), trace,
                                term=True, dead_letter=True)
             return
         if item.expired():
             res = Result(id=item.id, ok=False, state="expired", worker=self._worker_id, attempt=attempt,
                          error={"code": "deadline_exceeded", "message": "deadline passed before the item ran"},
                          timing={"queue_ms": _ms(time.time() - item.enqueued_at)})
-            await self._finish(msg, item, res)
+            await self._finish(msg, item, res, trace)
             return
         if item.keep_result and not await self._put_record(item, "running", required=False):
             log.info("job already ended, not running it again", extra=_fields(item))
@@ -69,21 +81,25 @@ class Processor:
         started = time.time()
         t0 = time.perf_counter()
         try:
-            out = await self._invoke(item.items, ctx)
+            if trace is None:
+                out = await self._invoke(item.items, ctx)
+            else:
+                out = await trace.handler(self._invoke, item.items, ctx)
         except PermanentError as exc:
             log.warning("permanent error", extra=_fields(item, code=exc.code, error=exc.message))
             res = _failed(item, self._worker_id, exc.code, exc.message)
             res.timing = _timing(item, started, t0)
-            await self._finish(msg, item, res, term=True)
+            await self._finish(msg, item, res, trace, term=True)
             return
         except Exception as exc:  # noqa: BLE001 - TransientError or a handler bug: both retried
-            await self._retry_or_fail(msg, item, exc, started, t0)
+            await self._retry_or_fail(msg, item, exc, started, t0, trace)
             return
         res = Result(id=item.id, ok=True, items=out, worker=self._worker_id, attempt=attempt,
                      state="succeeded", timing=_timing(item, started, t0))
-        await self._finish(msg, item, res)
+        await self._finish(msg, item, res, trace)
 
-    async def _retry_or_fail(self, msg: Msg, item: WorkItem, exc: Exception, started: float, t0: float) -> None:
+    async def _retry_or_fail(self, msg: Msg, item: WorkItem, exc: Exception, started: float, t0: float,
+                             trace: Delivery | None) -> None:
         text = str(exc) or type(exc).__name__
         if item.attempt >= item.max_attempts:
             # Exception text can hold paths and tokens: it stays in this log, the client gets its id.
@@ -92,15 +108,18 @@ class Processor:
                         exc_info=not isinstance(exc, TransientError))
             res = _failed(item, self._worker_id, "worker_error", HANDLER_FAILED, error_id=error_id)
             res.timing = _timing(item, started, t0)
-            await self._finish(msg, item, res, term=True, dead_letter=True)
+            await self._finish(msg, item, res, trace, term=True, dead_letter=True)
             return
         retry_after = exc.retry_after if isinstance(exc, TransientError) else None
         delay = retry_after if retry_after is not None else self._cfg.retry_delay(item.attempt)
         log.warning("attempt failed, will retry", extra=_fields(item, error=text, retry_in_s=round(delay, 3)),
                     exc_info=not isinstance(exc, TransientError))
+        if trace is not None:
+            trace.retry(delay)
         await settle(msg.nak, delay=delay)
 
-    async def _finish(self, msg: Msg, item: WorkItem, res: Result, term: bool = False,
+    async def _finish(self, msg: Msg, item: WorkItem, res: Result, trace: Delivery | None = None,
+                      term: bool = False,
                       dead_letter: bool = False) -> None:
         """Answer, record, then ack: an ack that lands always follows a result that was sent.
 
@@ -113,6 +132,8 @@ class Processor:
             res = _failed(item, self._worker_id, "worker_error",
                           f"result of {len(data)} bytes exceeds the NATS max_payload of {self._nc.max_payload}")
             data, term = res.encode(), True
+        if trace is not None:
+            trace.outcome(res)
         try:
             if item.reply:
                 await self._nc.publish(item.reply, data)

@@ -21,6 +21,7 @@ from .heartbeat import Heartbeater
 from .loader import make_invoker
 from .process import Processor, settle
 from .pull import LanePuller, Slots
+from .tracing import WorkerTracing, wanted
 
 log = logging.getLogger("switchyard.worker")
 
@@ -36,8 +37,9 @@ class _Flight:
 class Worker:
     """Embeddable worker: `await start()`, then `await stop()` (drains in-flight items)."""
 
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerConfig, tracing: WorkerTracing | None = None) -> None:
         self.config = config
+        self.tracing = tracing  # None: tracing off (the default); see worker/tracing.py
         self._nc: NATS | None = None
         self._pullers: list[LanePuller] = []
         self._slots = Slots(config.concurrency)
@@ -97,7 +99,7 @@ class Worker:
         self._executor = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="sy-handler")
         try:
             js = self._nc.jetstream()
-            self._processor = Processor(self._nc, js, cfg, make_invoker(cfg.handler, self._executor))
+            self._processor = Processor(self._nc, js, cfg, make_invoker(cfg.handler, self._executor), self.tracing)
             # Each lane may hold at most its share of the slots in one pull request, so an idle
             # lane cannot starve the others for a whole request lifetime.
             share = max(1, math.ceil(cfg.concurrency / len(cfg.lanes)))
@@ -247,10 +249,16 @@ async def _quiet(coro: object) -> None:
         pass
 
 
-async def serve(config: WorkerConfig, health_port: int | None = None, health_host: str = "0.0.0.0") -> None:
-    """Run a worker until SIGTERM/SIGINT, then drain; a second signal cuts the drain short."""
+async def serve(config: WorkerConfig, health_port: int | None = None, health_host: str = "0.0.0.0",
+                otlp_endpoint: str | None = None) -> None:
+    """Run a worker until SIGTERM/SIGINT, then drain; a second signal cuts the drain short.
+
+    Traces go over OTLP/HTTP to `otlp_endpoint`, or where the standard OTEL_EXPORTER_OTLP_*
+    variables say; with neither, tracing is off and OpenTelemetry is never imported.
+    """
     loop = asyncio.get_running_loop()
-    worker = Worker(config)
+    tracing = WorkerTracing.start(otlp_endpoint) if wanted(otlp_endpoint) else None
+    worker = Worker(config, tracing)
     stop = asyncio.Event()
     health = await start_health_server(health_port, worker.healthy, health_host) if health_port else None
 
@@ -271,6 +279,8 @@ async def serve(config: WorkerConfig, health_port: int | None = None, health_hos
             loop.remove_signal_handler(sig)
         if health is not None:
             await health.cleanup()
+        if tracing is not None:
+            await asyncio.to_thread(tracing.shutdown)  # sends the spans still batched
 
 
 async def _start_retrying(worker: Worker, stop: asyncio.Event) -> bool:

@@ -1,0 +1,176 @@
+"""The gateway's spans: one SERVER span per inference request and its PRODUCER span for the publish.
+
+Configured by the Gateway's spec.tracing through the routing table, so a reload turns
+tracing on, off or elsewhere without a restart; with it off the request path checks one
+attribute (`table.tracing is None`) and imports nothing from OpenTelemetry.
+
+The publish span's W3C context goes into the work item (WorkItem.trace_context): the
+worker's spans are its children, in the same trace, however long the item waits.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from aiohttp import web
+
+from ..api.table import TracingRoute
+from ..messages import WorkItem
+
+if TYPE_CHECKING:
+    from nats.js.api import PubAck
+    from opentelemetry.trace import Span, Tracer
+
+log = logging.getLogger("switchyard.gateway.tracing")
+
+SERVICE = "switchyard-gateway"
+ROUTE = "/v1/{op}/{model}"
+
+_current: tuple[TracingRoute, Any, Any] | None = None  # (route, provider, tracer): one per process
+_unavailable = False  # the tracing extra is missing: said once, then requests run untraced
+
+
+def tracer_for(route: TracingRoute) -> "Tracer | None":
+    """The tracer for this spec.tracing; a changed one replaces (and flushes) the previous provider."""
+    global _current, _unavailable
+    current = _current
+    if current is not None and current[0] == route:
+        return current[2]
+    if _unavailable:
+        return None
+    try:
+        from .. import tracing
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+    except ImportError as exc:
+        _unavailable = True
+        log.error("spec.tracing is set but tracing cannot start; requests run untraced", extra={"error": str(exc)})
+        return None
+    # The gateway is where traces start: it samples by its own ratio, and a caller's traceparent
+    # joins the caller's trace without its sampled flag forcing (or refusing) a trace.
+    ratio = TraceIdRatioBased(route.sample_ratio)
+    sampler = ParentBased(root=ratio, remote_parent_sampled=ratio, remote_parent_not_sampled=ratio)
+    provider = tracing.new_provider(SERVICE, route.endpoint, sampler)
+    _current = (route, provider, provider.get_tracer(tracing.SCOPE))
+    if current is not None:
+        tracing.shutdown_later(current[1])
+    log.info("tracing on", extra={"endpoint": route.endpoint, "sample_ratio": route.sample_ratio})
+    return _current[2]
+
+
+def reset() -> None:
+    """Forget the provider (tests: the next request makes one with the exporter then in use)."""
+    global _current, _unavailable
+    if _current is not None:
+        _current[1].shutdown()
+    _current, _unavailable = None, False
+
+
+async def traced(route: TracingRoute, request: web.Request, op: str, model: str,
+                 handle: Callable[["RequestTrace | None"], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """Run `handle` inside the request's SERVER span (untraced when the tracer cannot start)."""
+    tracer = tracer_for(route)
+    if tracer is None:
+        return await handle(None)
+    rt = RequestTrace(tracer, request, op, model)
+    try:
+        resp = await handle(rt)
+    except BaseException as exc:
+        rt.failed(exc)
+        raise
+    rt.answered(resp.status)
+    return resp
+
+
+class RequestTrace:
+    """The spans of one request; inference.py calls it only where tracing is on."""
+
+    __slots__ = ("_tracer", "span", "_publish")
+
+    def __init__(self, tracer: "Tracer", request: web.Request, op: str, model: str) -> None:
+        from opentelemetry.trace import SpanKind
+
+        from .. import tracing
+
+        h = request.headers
+        parent = tracing.extract({"traceparent": h.get("traceparent"), "tracestate": h.get("tracestate")})
+        self._tracer = tracer
+        self._publish: Span | None = None
+        self.span = tracer.start_span(tracing.span_name(op, model), context=parent, kind=SpanKind.SERVER,
+                                      attributes={**tracing.genai_attributes(op, model),
+                                                  "http.request.method": request.method, "http.route": ROUTE,
+                                                  "url.path": request.path})
+
+    def resolved(self, item: WorkItem) -> None:
+        """What the request resolved to: the model and lane, the request id and the tenant."""
+        if self.span.is_recording():
+            self.span.set_attributes({
+                "gen_ai.request.model": item.model, "switchyard.request_id": item.id, "switchyard.tenant": item.tenant,
+                "switchyard.pool": item.pool, "switchyard.machine_profile": item.machine_profile,
+                "switchyard.bundle": item.bundle, **({"switchyard.profile": item.profile} if item.profile else {}),
+            })
+
+    def begin_publish(self, item: WorkItem, subject: str) -> None:
+        """Start the PRODUCER span and put its context into the item (before the item is packed)."""
+        from opentelemetry.trace import SpanKind, set_span_in_context
+
+        from .. import tracing
+
+        span = self._tracer.start_span(f"send {subject}", context=set_span_in_context(self.span),
+                                       kind=SpanKind.PRODUCER, attributes={
+                                           "messaging.system": tracing.MESSAGING_SYSTEM,
+                                           "messaging.operation.type": "send",
+                                           "messaging.operation.name": "publish",
+                                           "messaging.destination.name": subject,
+                                           "messaging.message.id": item.key,
+                                           "switchyard.keep_result": item.keep_result})
+        self._publish = span
+        # Unsampled too: the worker then knows the trace is not sampled and records nothing.
+        item.trace_context = tracing.inject(span)
+
+    def published(self, ack: "PubAck", size: int | None = None) -> None:
+        span, self._publish = self._publish, None
+        if span is None:
+            return
+        if span.is_recording():
+            span.set_attributes({"switchyard.jetstream.sequence": ack.seq, "switchyard.duplicate": bool(ack.duplicate),
+                                 **({"messaging.message.body.size": size} if size is not None else {})})
+        span.end()
+
+    def not_published(self, why: str) -> None:
+        """The item was not sent after all (a 202 whose job already runs or ended)."""
+        span, self._publish = self._publish, None
+        if span is not None:
+            span.add_event("not published", {"reason": why})
+            span.end()
+
+    def answered(self, status: int) -> None:
+        self._end_publish("no acknowledgement")
+        self.span.set_attribute("http.response.status_code", status)
+        self.span.end()
+
+    def failed(self, exc: BaseException) -> None:
+        from opentelemetry.trace import Status, StatusCode
+
+        from .. import tracing
+
+        kind = tracing.error_type(exc)
+        self._end_publish(kind)
+        status = getattr(exc, "status", 500)
+        attrs: dict[str, Any] = {"http.response.status_code": status if isinstance(status, int) else 500}
+        if attrs["http.response.status_code"] >= 500 or kind == "deadline_exceeded":
+            attrs["error.type"] = kind
+            self.span.set_status(Status(StatusCode.ERROR, kind))
+        else:
+            attrs["switchyard.error.code"] = kind  # a client error is not the server span's error (HTTP semconv)
+        self.span.set_attributes(attrs)
+        self.span.end()
+
+    def _end_publish(self, why: str) -> None:
+        span, self._publish = self._publish, None
+        if span is not None:
+            from opentelemetry.trace import Status, StatusCode
+
+            span.set_attribute("error.type", why)
+            span.set_status(Status(StatusCode.ERROR, why))
+            span.end()

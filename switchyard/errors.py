@@ -25,14 +25,19 @@ STATUS: Mapping[str, int] = {
     "pool_expired": 410,  # its Lease was not renewed in time
     "incompatible_bundle": 409,
     "duplicate_request": 409,
+    "pool_exists": 409,  # POST /v1/pools: the name is taken (by any tenant) with another spec
+    "pool_protected": 409,  # the default pool, or one declared in manifests: not managed through /v1/pools
+    "too_many_pools": 409,  # the tenant holds spec.poolApi.maxPoolsPerTenant pools already
     "request_timeout": 408,  # request line, headers or body not received in time (spec.listeners.http)
     "payload_too_large": 413,
+    "pool_too_large": 422,  # reserves more workers than spec.poolApi.maxWorkersPerPool
     "invalid_input": 422,  # the worker refused the items (a permanent error)
     "internal": 500,
     "worker_error": 502,  # the worker failed on every attempt
     "no_capacity": 503,  # pinned pool without a live worker
     "queue_unavailable": 503,  # NATS unreachable: never bypassed
     "queue_full": 503,  # the work stream is at spec.queue limits: nothing accepted is dropped for it
+    "pools_unavailable": 503,  # the pool store (NATS KV, or the Kubernetes API in cluster mode) cannot be reached now
     "not_ready": 503,  # no routing table loaded yet
     "too_many_connections": 503,  # spec.listeners.http.maxConnections reached; the connection is closed
     "deadline_exceeded": 504,

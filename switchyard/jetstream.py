@@ -18,7 +18,9 @@ from nats.js.errors import BadRequestError
 from nats.js.kv import KeyValue
 
 from .api.table import QueueLimits
-from .subjects import COLDSTART_BUCKET, DEDUPE_WINDOW_S, JOBS_BUCKET, WORK_PREFIX, WORK_STREAM, WORKERS_BUCKET, Lane
+from .subjects import (
+    COLDSTART_BUCKET, DEDUPE_WINDOW_S, JOBS_BUCKET, POOLS_BUCKET, WORK_PREFIX, WORK_STREAM, WORKERS_BUCKET, Lane,
+)
 
 HEARTBEAT_TTL_S = 10.0
 
@@ -86,6 +88,12 @@ async def ensure_jobs_bucket(js: JetStreamContext, ttl_s: float = 3600.0, replic
 async def ensure_coldstart_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
     # No TTL: the history is what makes the next ETA honest, and it is a few bytes per lane.
     return await _bucket(js, KeyValueConfig(bucket=COLDSTART_BUCKET, storage=StorageType.FILE, history=1,
+                                            replicas=replicas))
+
+
+async def ensure_pools_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
+    # Standalone pools: no TTL (a pool's expiry is its renewal time plus its own ttl, judged by the gateway).
+    return await _bucket(js, KeyValueConfig(bucket=POOLS_BUCKET, storage=StorageType.FILE, history=1,
                                             replicas=replicas))
 
 

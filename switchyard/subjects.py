@@ -19,6 +19,7 @@ WORK_PREFIX = "sy.work"
 WORKERS_BUCKET = "sy_workers"  # worker heartbeats, TTL'd
 JOBS_BUCKET = "sy_jobs"  # state and result of accepted-but-not-awaited items
 COLDSTART_BUCKET = "sy_coldstart"  # measured cold starts per lane, shared by gateway replicas
+POOLS_BUCKET = "sy_pools"  # standalone mode: pools made through POST /v1/pools
 INBOX_PREFIX = "_sy.inbox"  # + <gateway instance>.<sequence>
 DEDUPE_WINDOW_S = 120.0
 

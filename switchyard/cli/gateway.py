@@ -31,6 +31,11 @@ def run_gateway(args: argparse.Namespace) -> int:
         cluster = ClusterConfig(st.holder, st.registry, namespace=args.namespace, configmap=args.configmap,
                                 kubeconfig=args.kubeconfig)
         st.pool_expired = cluster.pool_expired
+        from ..gateway.kubepools import KubePoolStore
+
+        # /v1/pools writes Pool resources; the operator compiles them and keeps their Leases.
+        st.pool_store = KubePoolStore(args.namespace, lambda: st.holder.table.gateway if st.holder.table else None,
+                                      cluster.pool_expires_at, args.kubeconfig)
         background = [cluster.run]
         if args.scaler_port is not None:
             from ..gateway.scaledobjects import Nudger

@@ -13,19 +13,19 @@ from __future__ import annotations
 from .async_client import AsyncClient
 from .errors import (
     BadRequest, CapacityTimeout, Conflict, DeadlineExceeded, DuplicateRequest, Forbidden,
-    IncompatibleBundle, InvalidInput, NoCapacity, NotFound, NotReady, PayloadTooLarge,
-    QueueUnavailable, RequestTimeout, ServerError, SwitchyardError, TransportError, Unauthorized,
-    Unavailable, UnknownJob, UnknownModel, UnknownPool, WorkerError,
+    IncompatibleBundle, InvalidInput, NoCapacity, NotFound, NotReady, PayloadTooLarge, PoolExists,
+    PoolExpired, PoolProtected, PoolTooLarge, QueueUnavailable, RequestTimeout, ServerError, SwitchyardError,
+    TooManyPools, TransportError, Unauthorized, Unavailable, UnknownJob, UnknownModel, UnknownPool, WorkerError,
 )
-from .models import Accepted, InferenceResult, Job, ModelInfo
+from .models import Accepted, InferenceResult, Job, ModelInfo, PoolInfo
 from .sync_client import Client
 
 __all__ = [
     "AsyncClient", "Client",
-    "InferenceResult", "Accepted", "Job", "ModelInfo",
+    "InferenceResult", "Accepted", "Job", "ModelInfo", "PoolInfo",
     "SwitchyardError", "BadRequest", "Unauthorized", "Forbidden", "NotFound", "UnknownModel",
     "UnknownPool", "UnknownJob", "Conflict", "IncompatibleBundle", "DuplicateRequest",
     "PayloadTooLarge", "InvalidInput", "ServerError", "WorkerError", "Unavailable", "NoCapacity",
     "QueueUnavailable", "NotReady", "DeadlineExceeded", "CapacityTimeout", "TransportError",
-    "RequestTimeout",
+    "RequestTimeout", "PoolExists", "PoolExpired", "PoolProtected", "TooManyPools", "PoolTooLarge",
 ]

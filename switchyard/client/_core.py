@@ -18,7 +18,8 @@ USER_AGENT = f"switchyard-client/{__version__}"
 # 503 codes that mean "this gateway cannot take it right now" and are safe to
 # resend with the same request id (the work stream de-duplicates on it).
 # Not no_capacity: a pinned pool without workers will not fix itself in seconds.
-RETRYABLE_CODES: frozenset[str] = frozenset({"queue_unavailable", "not_ready"})
+# pools_unavailable: the pool store (Kubernetes API) was unreachable; pool calls are safe to resend.
+RETRYABLE_CODES: frozenset[str] = frozenset({"queue_unavailable", "not_ready", "pools_unavailable"})
 
 
 def new_request_id() -> str:
@@ -56,6 +57,17 @@ def job_path(job_id: str) -> str:
     if not job_id:
         raise ValueError("job_id must not be empty")
     return f"/v1/jobs/{quote(job_id, safe='')}"
+
+
+def pool_path(name: str, action: str = "") -> str:
+    if not name or "/" in name:
+        raise ValueError(f"invalid pool name {name!r}")
+    return f"/v1/pools/{quote(name, safe='')}{'/' + action if action else ''}"
+
+
+def renew_interval(ttl_s: float) -> float:
+    """Renew a lease three times per TTL: two renewals may fail before it lapses."""
+    return max(ttl_s / 3.0, 0.2)
 
 
 def lane_headers(gpu: str | None, pool: str | None, bundle: str | None) -> dict[str, str]:

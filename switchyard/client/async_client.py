@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from types import TracebackType
@@ -14,12 +15,14 @@ from multidict import CIMultiDictProxy
 
 from . import _core
 from .errors import (
-    CapacityTimeout, RequestTimeout, SwitchyardError, TransportError, Unavailable, UnknownJob,
-    error_from_response,
+    CapacityTimeout, PoolExpired, RequestTimeout, SwitchyardError, TransportError, Unavailable, UnknownJob,
+    UnknownPool, error_from_response,
 )
-from .models import Accepted, InferenceResult, Job, ModelInfo
+from .models import Accepted, InferenceResult, Job, ModelInfo, PoolInfo
 
 __all__ = ["AsyncClient"]
+
+log = logging.getLogger("switchyard.client")
 
 # Connect timeouts are safe to retry: nothing reached the gateway. aiohttp < 3.10 lacks the class.
 _CONNECT_TIMEOUT: tuple[type[BaseException], ...] = tuple(
@@ -67,6 +70,7 @@ class AsyncClient:
         self._session = session
         self._owns_session = session is None
         self._closed = False
+        self._renewers: dict[str, asyncio.Task[None]] = {}  # pool -> its lease renewal task
         # A bounded connect timeout makes a dead address fail fast (and retryably)
         # instead of eating the whole request budget.
         self._client_timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0))
@@ -82,6 +86,7 @@ class AsyncClient:
 
     async def close(self) -> None:
         self._closed = True
+        await self._stop_renewing(*self._renewers)  # before the session goes: no renewal half-sent
         if self._owns_session and self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None if self._owns_session else self._session
@@ -215,6 +220,82 @@ class AsyncClient:
                                  headers={"Content-Type": "application/json"})
         data = reply.json()
         return data if isinstance(data, dict) else {"lane": data}
+
+    # -- pools -----------------------------------------------------------------------
+
+    async def create_pool(self, name: str, gpus: Mapping[str, int], *, models: list[str] | None = None,
+                          ttl_s: int | None = None, tenant: str | None = None, renew: bool = True) -> PoolInfo:
+        """Reserve workers for this key's tenant: `gpus` per machine profile, e.g. {"l4": 2}.
+
+        models: the models the pool's dedicated workers serve (the operator runs them);
+        without, run the pool's workers yourself (`switchyard worker --pool <name>`).
+        ttl_s: the lease, in seconds (the gateway's default when None). tenant: admin keys only.
+        With `renew`, a task renews the lease every ttl/3 until `delete_pool(name)` or `close()`.
+        Creating the same pool again (same spec) returns it; needs a key with managePools.
+        """
+        body = orjson.dumps(_core.drop_none({"name": name, "gpus": dict(gpus), "models": models,
+                                             "ttl_seconds": ttl_s, "tenant": tenant}))
+        # Retried like work (same request id): an identical re-POST answers 200, so a resend is harmless.
+        reply = await self._send("POST", "/v1/pools", body=body, headers={"Content-Type": "application/json"})
+        info = self._pool(reply)
+        if renew and info.ttl_seconds > 0 and name not in self._renewers:
+            self._renewers[name] = asyncio.create_task(self._renew_forever(name, info.ttl_seconds),
+                                                       name=f"switchyard-renew-{name}")
+        return info
+
+    async def get_pool(self, name: str) -> PoolInfo:
+        """The pool's spec, lease (`expires_at`, `state`) and workers (reserved and ready per profile)."""
+        return self._pool(await self._send("GET", _core.pool_path(name)))
+
+    async def list_pools(self) -> list[PoolInfo]:
+        """The pools this key may see: its tenant's, and the shared ones its key may use."""
+        data = (await self._send("GET", "/v1/pools")).json()
+        pools = data.get("pools") if isinstance(data, dict) else None
+        return [PoolInfo.from_json(p) for p in (pools or []) if isinstance(p, dict)]
+
+    async def renew_pool(self, name: str) -> PoolInfo:
+        """Renew the lease now; an expired pool raises `PoolExpired` (renewal cannot revive it)."""
+        return self._pool(await self._send("POST", _core.pool_path(name, "renew")))
+
+    async def delete_pool(self, name: str) -> None:
+        """Stop renewing and delete the pool; its dedicated workers go away."""
+        await self._stop_renewing(name)
+        await self._send("DELETE", _core.pool_path(name))
+
+    def renewing(self) -> list[str]:
+        """The pools whose leases this client is renewing."""
+        return sorted(n for n, t in self._renewers.items() if not t.done())
+
+    @staticmethod
+    def _pool(reply: _Reply) -> PoolInfo:
+        data = reply.json()
+        if not isinstance(data, dict):
+            raise SwitchyardError(reply.status, "invalid_response", "expected a JSON object", reply.request_id)
+        return PoolInfo.from_json(data)
+
+    async def _renew_forever(self, name: str, ttl_s: int) -> None:
+        interval = _core.renew_interval(ttl_s)
+        delay = interval
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                info = await self.renew_pool(name)
+            except (PoolExpired, UnknownPool) as exc:
+                log.error("pool lease can no longer be renewed; renewal stopped",
+                          extra={"pool": name, "error": str(exc)})
+                self._renewers.pop(name, None)
+                return
+            except (SwitchyardError, OSError) as exc:  # a gateway restart, a network blip: try again soon
+                log.warning("pool lease renewal failed; retrying", extra={"pool": name, "error": str(exc)})
+                delay = max(interval / 3.0, 0.2)
+                continue
+            delay = _core.renew_interval(info.ttl_seconds or ttl_s)
+
+    async def _stop_renewing(self, *names: str) -> None:
+        tasks = [t for n in names if (t := self._renewers.pop(n, None)) is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- transport -------------------------------------------------------------------
 

@@ -18,7 +18,8 @@ __all__ = [
     "UnknownPool", "UnknownJob", "Conflict", "IncompatibleBundle", "DuplicateRequest",
     "PayloadTooLarge", "InvalidInput", "ServerError", "WorkerError", "Unavailable", "NoCapacity",
     "QueueUnavailable", "NotReady", "DeadlineExceeded", "CapacityTimeout", "TransportError",
-    "RequestTimeout", "error_for", "error_from_response",
+    "RequestTimeout", "PoolExpired", "PoolExists", "PoolProtected", "TooManyPools", "PoolTooLarge",
+    "error_for", "error_from_response",
 ]
 
 
@@ -105,6 +106,36 @@ class DuplicateRequest(Conflict):
     default_code = "duplicate_request"
 
 
+class PoolExists(Conflict):
+    """create_pool: the name is taken (by any tenant) with another spec."""
+
+    default_code = "pool_exists"
+
+
+class PoolProtected(Conflict):
+    """The default pool, or a pool declared in the gateway's manifests: not managed through the API."""
+
+    default_code = "pool_protected"
+
+
+class TooManyPools(Conflict):
+    """The tenant holds as many pools as the gateway allows (spec.poolApi.maxPoolsPerTenant)."""
+
+    default_code = "too_many_pools"
+
+
+class PoolExpired(SwitchyardError):
+    """410: the pool's lease lapsed; a renewal cannot revive it. Delete it and create it again."""
+
+    default_status, default_code = 410, "pool_expired"
+
+
+class PoolTooLarge(SwitchyardError):
+    """The pool reserves more workers than the gateway allows (spec.poolApi.maxWorkersPerPool)."""
+
+    default_status, default_code = 422, "pool_too_large"
+
+
 class PayloadTooLarge(SwitchyardError):
     default_status, default_code = 413, "payload_too_large"
 
@@ -180,11 +211,11 @@ class RequestTimeout(TransportError):
 _BY_CODE: dict[str, type[SwitchyardError]] = {
     cls.default_code: cls
     for cls in (UnknownModel, UnknownPool, UnknownJob, IncompatibleBundle, DuplicateRequest,
-                NoCapacity, QueueUnavailable, NotReady)
+                NoCapacity, QueueUnavailable, NotReady, PoolExists, PoolProtected, TooManyPools, PoolTooLarge)
 }
 
 _BY_STATUS: dict[int, type[SwitchyardError]] = {
-    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
+    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 410: PoolExpired,
     413: PayloadTooLarge, 422: InvalidInput, 502: WorkerError, 503: Unavailable, 504: DeadlineExceeded,
 }
 

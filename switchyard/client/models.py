@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from .errors import SwitchyardError, error_for
 
-__all__ = ["InferenceResult", "Accepted", "Job", "JobState", "ModelInfo", "FINAL_STATES"]
+__all__ = ["InferenceResult", "Accepted", "Job", "JobState", "ModelInfo", "PoolInfo", "FINAL_STATES"]
 
 JobState = Literal["queued", "running", "succeeded", "failed", "expired"]
 FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "expired"})
@@ -165,5 +165,52 @@ class ModelInfo:
             timeout_s=data.get("timeout_s"),
             max_attempts=data.get("max_attempts"),
             live_workers=data.get("live_workers"),
+            raw=data,
+        )
+
+
+@dataclass(slots=True)
+class PoolInfo:
+    """A pool as `/v1/pools` reports it: its spec, its lease and its workers per machine profile.
+
+    `workers[profile]` is `{"reserved": n, "ready": m}`: the workers the pool reserves on that
+    profile, and the live ones serving it now.
+    """
+
+    name: str
+    tenant: str | None = None
+    models: list[str] = field(default_factory=list)
+    gpus: dict[str, int] = field(default_factory=dict)
+    ttl_seconds: int = 0
+    expires_at: str | None = None  # ISO 8601 (UTC); None: never expires
+    state: str = "active"  # "active" | "expired"
+    workers: dict[str, dict[str, int]] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def active(self) -> bool:
+        return self.state == "active"
+
+    def ready(self, profile: str | None = None) -> int:
+        """Live workers of the pool (on `profile`, or on every profile)."""
+        rows = [self.workers.get(profile, {})] if profile else list(self.workers.values())
+        return sum(int(r.get("ready", 0)) for r in rows)
+
+    def reserved(self, profile: str | None = None) -> int:
+        rows = [self.workers.get(profile, {})] if profile else list(self.workers.values())
+        return sum(int(r.get("reserved", 0)) for r in rows)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "PoolInfo":
+        workers = data.get("workers") if isinstance(data.get("workers"), dict) else {}
+        return cls(
+            name=str(data.get("name", "")),
+            tenant=data.get("tenant"),
+            models=list(data.get("models") or []),
+            gpus=dict(data.get("gpus") or {}),
+            ttl_seconds=int(data.get("ttl_seconds") or 0),
+            expires_at=data.get("expires_at"),
+            state=str(data.get("state", "active")),
+            workers={str(k): dict(v) for k, v in workers.items() if isinstance(v, dict)},
             raw=data,
         )

@@ -94,6 +94,17 @@ class Client:
     models = _blocking(AsyncClient.models)
     health = _blocking(AsyncClient.health)
     resolve = _blocking(AsyncClient.resolve)
+    # Pools: a lease is renewed by a task on this client's background thread (its event loop),
+    # until delete_pool() or close(); no thread is started per pool.
+    create_pool = _blocking(AsyncClient.create_pool)
+    get_pool = _blocking(AsyncClient.get_pool)
+    list_pools = _blocking(AsyncClient.list_pools)
+    renew_pool = _blocking(AsyncClient.renew_pool)
+    delete_pool = _blocking(AsyncClient.delete_pool)
+
+    def renewing(self) -> list[str]:
+        """The pools whose leases this client is renewing."""
+        return self._async.renewing()
 
 
 def _shutdown(loop: asyncio.AbstractEventLoop, thread: threading.Thread, client: AsyncClient) -> None:

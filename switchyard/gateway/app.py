@@ -17,13 +17,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..api.table import HttpLimits
-from . import configs, health, inference, jobs
+from . import configs, health, inference, jobs, pools
 from ..tasks import cancel_all
 from .config import DirectoryConfig, TableHolder
 from .advisories import DeadLetters
 from .demand import Demand
 from .dispatch import Dispatcher
 from .http import make_middleware
+from .kvpools import KvPoolStore
 from .listener import GuardedAppRunner
 from .metrics import Metrics
 from .registry import Registry
@@ -51,6 +52,11 @@ def build_app(st: GatewayState, *, access_log: bool = True) -> web.Application:
     r.add_get("/v1/configs/bundles/{id}", configs.get_bundle)
     r.add_post("/v1/configs/resolve", configs.dry_run)
     r.add_get("/v1/jobs/{id}", jobs.get_job)
+    r.add_post("/v1/pools", pools.create_pool)
+    r.add_get("/v1/pools", pools.list_pools)
+    r.add_get("/v1/pools/{name}", pools.get_pool)
+    r.add_post("/v1/pools/{name}/renew", pools.renew_pool)
+    r.add_delete("/v1/pools/{name}", pools.delete_pool)
     r.add_post("/v1/{op}/{model:.+}", inference.infer)
     return app
 
@@ -79,9 +85,19 @@ def new_state(nats_url: str, holder: TableHolder | None = None, instance: str | 
 
 
 def directory_source(st: GatewayState, path: str | os.PathLike[str], gateway: str | None = None) -> DirectoryConfig:
-    """Standalone mode's config source, with its reloads counted in the metrics."""
-    return DirectoryConfig(path, st.holder, gateway=gateway,
-                           on_reload=lambda outcome: st.metrics.config_reloads.labels(outcome).inc())
+    """Standalone mode's config source, with its reloads counted in the metrics.
+
+    The pools made through /v1/pools live in NATS KV: they are compiled in with the
+    directory, recompiled whenever the bucket changes, and expire by their KV records.
+    """
+    store = KvPoolStore(lambda: (st.dispatcher.nc, st.dispatcher.js)
+                        if st.dispatcher.connected and st.dispatcher.nc and st.dispatcher.js else None,
+                        replicas=lambda: st.holder.table.queue.replicas if st.holder.table else 1)
+    source = DirectoryConfig(path, st.holder, gateway=gateway, extra_pools=store.resources,
+                             on_reload=lambda outcome: st.metrics.config_reloads.labels(outcome).inc())
+    store.on_change(source.refresh)
+    st.pool_store, st.pool_expired = store, store.pool_expired
+    return source
 
 
 @dataclass
@@ -136,6 +152,8 @@ async def start(st: GatewayState, listen: Listen, *, access_log: bool = True,
         await _observe(st)
 
     tasks = [asyncio.create_task(connect_then_watch()), asyncio.create_task(st.eta.watch())]
+    if st.pool_store is not None:
+        tasks.append(asyncio.create_task(st.pool_store.run()))
     tasks += [asyncio.create_task(fn()) for fn in background]
     log.info("gateway listening", extra={"host": listen.host, "port": listen.port,
                                          "metrics_port": listen.metrics_port, "instance": st.instance})

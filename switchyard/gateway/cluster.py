@@ -127,13 +127,17 @@ class ClusterConfig:
         self._leases[pool] = (_parse_time(spec.get("renewTime") or spec.get("acquireTime")),
                               int(spec.get("leaseDurationSeconds") or 0))
 
-    def pool_expired(self, pool: str) -> str | None:
-        """When the pool's lease lapsed, the time it did (ISO 8601); else None."""
+    def pool_expires_at(self, pool: str) -> float | None:
+        """When the pool's lease ends (unix seconds); None: no lease seen, or one that never expires."""
         renewed, duration = self._leases.get(pool, (None, 0))
         if renewed is None or duration <= 0:
             return None
-        expiry = renewed.timestamp() + duration
-        if expiry < datetime.now(timezone.utc).timestamp():
+        return renewed.timestamp() + duration
+
+    def pool_expired(self, pool: str) -> str | None:
+        """When the pool's lease lapsed, the time it did (ISO 8601); else None."""
+        expiry = self.pool_expires_at(pool)
+        if expiry is not None and expiry < datetime.now(timezone.utc).timestamp():
             return datetime.fromtimestamp(expiry, timezone.utc).isoformat(timespec="seconds")
         return None
 

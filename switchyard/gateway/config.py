@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 from ..api import CompileError, compile_table, load_dir
+from ..api.pool import Pool
 from ..api.table import RoutingTable
 
 log = logging.getLogger("switchyard.gateway.config")
@@ -40,14 +42,22 @@ class TableHolder:
 
 
 class DirectoryConfig:
-    """Standalone mode: compile the YAML manifests in a directory, reload on change."""
+    """Standalone mode: compile the YAML manifests in a directory, reload on change.
+
+    `extra_pools` are the pools made through /v1/pools (kept in NATS KV): compiled in
+    with the directory, but a pool the manifests declare themselves wins, and one that no
+    longer compiles (its model was removed from the directory) is left out with a log
+    line instead of failing the whole config.
+    """
 
     def __init__(self, path: str | Path, holder: TableHolder, gateway: str | None = None,
-                 on_reload: Callable[[str], None] = lambda outcome: None) -> None:
+                 on_reload: Callable[[str], None] = lambda outcome: None,
+                 extra_pools: Callable[[], list[Pool]] = list) -> None:
         self.path = Path(path)
         self.holder = holder
         self.gateway = gateway
         self.on_reload = on_reload
+        self.extra_pools = extra_pools
         self._signature: tuple[tuple[str, float, int], ...] = ()
 
     def load(self) -> RoutingTable:
@@ -57,7 +67,17 @@ class DirectoryConfig:
         if issues:
             raise CompileError(issues)
         current = self.holder.table
-        result = compile_table(resources, gateway=self.gateway, epoch=(current.epoch if current else 0) + 1)
+        epoch = (current.epoch if current else 0) + 1
+        declared = {p.name for p in resources.pools}
+        extra = [p for p in self.extra_pools() if p.name not in declared]
+        result = compile_table(replace(resources, pools=resources.pools + extra), gateway=self.gateway, epoch=epoch)
+        broken = {i.ref for i in result.issues} & {p.ref for p in extra}
+        if broken:
+            log.warning("pools made through /v1/pools left out of the table: they no longer compile",
+                        extra={"issues": [str(i) for i in result.issues if i.ref in broken]})
+            extra = [p for p in extra if p.ref not in broken]
+            result = compile_table(replace(resources, pools=resources.pools + extra), gateway=self.gateway,
+                                   epoch=epoch)
         table = result.raise_for_issues()
         if current is not None and current.hash == table.hash:
             return current
@@ -72,14 +92,22 @@ class DirectoryConfig:
         while True:
             await asyncio.sleep(interval_s)
             try:
-                if self._scan() == self._signature:
-                    continue
-                before = self.holder.table
-                self.load()
-                self.on_reload("applied" if self.holder.table is not before else "unchanged")
-            except CompileError as exc:
-                self.on_reload("rejected")
-                log.error("config rejected; still serving the previous table",
-                          extra={"issues": [str(i) for i in exc.issues]})
+                changed = self._scan() != self._signature
             except OSError as exc:
                 log.error("config directory unreadable", extra={"error": str(exc)})
+                continue
+            if changed:
+                self.refresh()
+
+    def refresh(self) -> None:
+        """Recompile now (the directory or the pools changed); a rejected config keeps the table."""
+        try:
+            before = self.holder.table
+            self.load()
+            self.on_reload("applied" if self.holder.table is not before else "unchanged")
+        except CompileError as exc:
+            self.on_reload("rejected")
+            log.error("config rejected; still serving the previous table",
+                      extra={"issues": [str(i) for i in exc.issues]})
+        except OSError as exc:
+            log.error("config directory unreadable", extra={"error": str(exc)})

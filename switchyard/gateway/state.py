@@ -15,6 +15,7 @@ from .dispatch import Dispatcher
 from .eta import ColdStarts
 from .hold import Holds
 from .metrics import Metrics
+from .poolstore import PoolStore
 from .registry import Registry
 
 STATE = web.AppKey("switchyard_state", object)
@@ -28,8 +29,9 @@ class GatewayState:
     registry: Registry
     demand: Demand
     metrics: Metrics
-    # Cluster mode: when a pool's lease lapsed, the time it did.
+    # When a pool's lease lapsed, the time it did (cluster mode: its Lease; standalone: its KV record).
     pool_expired: Callable[[str], str | None] = field(default=lambda pool: None)
+    pool_store: PoolStore | None = None  # /v1/pools: Pool resources (cluster) or the sy_pools bucket
     holds: Holds = field(default_factory=Holds)  # Prefer: wait, per lane
     eta: ColdStarts = field(init=False)  # learned cold-start ETA of 202s
 

@@ -7,6 +7,7 @@ path: the gateway's request handler and publish, JetStream, the worker's pull an
 
 from __future__ import annotations
 
+import signal
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,11 +25,12 @@ from switchyard import tracing
 from switchyard.gateway import tracing as gateway_tracing
 from switchyard.messages import Result, WorkItem
 from switchyard.natsserver import NatsServer
+from switchyard.testing.otlp import OtlpSink
 from switchyard.worker import Worker, WorkerConfig
 from switchyard.worker.context import Context
 from switchyard.worker.tracing import WorkerTracing
 
-from dataplane import ECHO, GatewayUnderTest, copy_manifests, gateway, job_final, until
+from dataplane import ECHO, GatewayUnderTest, copy_manifests, gateway, job_final, kill, until, worker_process
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -282,3 +284,33 @@ async def test_an_old_item_without_trace_context_runs_in_a_new_trace(nats_server
         await nc.close()
     assert by_name(found, "process ").parent is None
     assert by_name(found, "embeddings test/echo", SpanKind.INTERNAL).attributes["gen_ai.usage.input_tokens"] == 3
+
+
+async def test_spans_reach_the_configured_otlp_endpoint_from_gateway_and_worker_process(
+        nats_server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No in-memory exporter: the real OTLP/HTTP exporters post to spec.tracing.endpoint (the gateway)
+    and to --otlp-endpoint (a worker process started as production starts it)."""
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")  # export within 0.1 s instead of 5 s
+    gateway_tracing.reset()
+    sink = await OtlpSink().start()
+    config = traced_manifests(tmp_path, ratio=None)
+    set_tracing(config, {"endpoint": sink.url})
+    proc = worker_process(nats_server.url, "switchyard.worker.handlers:echo", "test/echo", "--otlp-endpoint", sink.url)
+    try:
+        async with gateway(nats_server.url, config) as gw:
+            await gw.wait_for_workers(ECHO)
+            assert (await gw.infer(headers={"X-Request-ID": "over-otlp"})).status == 200
+            await until(lambda: {"switchyard-gateway", "switchyard-worker"} <= {s.service for s in sink.spans}
+                        and any(s.name.startswith("process ") for s in sink.spans), 20, "spans at the sink")
+    finally:
+        kill(proc, signal.SIGTERM)
+        gateway_tracing.reset()
+        await sink.stop()
+    server = next(s for s in sink.spans if s.service == "switchyard-gateway" and s.name == "embeddings test/echo"
+                  and s.attributes.get("switchyard.request_id") == "over-otlp")
+    mine = [s for s in sink.spans if s.trace_id == server.trace_id]
+    assert {s.service for s in mine} == {"switchyard-gateway", "switchyard-worker"}
+    publish = next(s for s in mine if s.name.startswith("send "))
+    process = next(s for s in mine if s.name.startswith("process "))
+    assert publish.parent_id == server.span_id and process.parent_id == publish.span_id
+    assert {s.name for s in mine if s.parent_id == process.span_id} == {"queue wait", "embeddings test/echo"}

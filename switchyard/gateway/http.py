@@ -110,7 +110,7 @@ def make_middleware(current_table: Callable[[], RoutingTable | None], metrics: A
         labelled = children.get((endpoint, resp.status, mp))
         if labelled is None:
             labelled = children[(endpoint, resp.status, mp)] = (
-                metrics.requests.labels(endpoint, str(resp.status), mp), metrics.latency.labels(endpoint))
+                metrics.requests.labels(endpoint, str(resp.status), mp), metrics.latency.labels(endpoint, mp))
         labelled[0].inc()
         labelled[1].observe(elapsed)
         if access_log:

@@ -25,8 +25,8 @@ class Metrics:
             "switchyard_gateway_requests", "HTTP requests by endpoint, status and machine profile",
             ["endpoint", "status", "machine_profile"], registry=r)
         self.latency = Histogram(
-            "switchyard_gateway_request_latency_seconds", "Gateway request latency",
-            ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+            "switchyard_gateway_request_latency_seconds", "Gateway request latency by endpoint and machine profile",
+            ["endpoint", "machine_profile"], buckets=LATENCY_BUCKETS, registry=r)
         self.pending_demand = Gauge(
             "switchyard_gateway_pending_demand", "Queued work items per lane group; KEDA scales on it",
             LANE_GROUP, registry=r)

@@ -122,6 +122,9 @@ async def test_live_workers_per_fleet_and_back_to_zero(nats_server: NatsServer) 
             await gw.wait_for_workers(ECHO, 2)
             await until_metric(gw, "switchyard_gateway_workers_live", lambda v: v == 2, "two live workers",
                                **fleet)
+            assert (await gw.infer()).status == 200  # latency is kept per endpoint and machine profile
+            assert await scraped(gw, "switchyard_gateway_request_latency_seconds_count",
+                                 endpoint="/v1/{op}/{model}", machine_profile="cpu") == 1
         # Both gone: the fleet reports zero workers, which the "stuck at zero" alert reads.
         await until_metric(gw, "switchyard_gateway_workers_live", lambda v: v == 0, "zero live workers", **fleet)
 

@@ -14,6 +14,11 @@ here, because KEDA does not apply it to external scalers.
 StreamIsActive: one poll loop per gateway (every `interval_s` while any stream is
 open) re-reads the per-lane counts and pushes each stream's state when it changes,
 so an item accepted by any replica reaches KEDA within about `interval_s`.
+
+A stopping gateway ends its streams cleanly (status OK). KEDA v2.21 retries a stream
+after a backoff that starts at 2 s and doubles up to 60 s, and resets it only when a
+stream ends with EOF: a stream cut by an error (a gateway killed, or stopped without
+this) makes every later reopen of that ScaledObject's stream wait twice as long.
 """
 
 from __future__ import annotations
@@ -95,7 +100,7 @@ async def read_counts(js: JetStreamContext, subject_filter: str = f"{WORK_PREFIX
 @dataclass(eq=False)
 class _Watcher:
     target: Target
-    queue: asyncio.Queue[bool] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[bool | None] = field(default_factory=asyncio.Queue)  # None: end the stream
     last: bool | None = None
 
     def offer(self, counts: Counts) -> None:
@@ -115,6 +120,7 @@ class Activity:
         self._watchers: set[_Watcher] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
         registry = registry or CollectorRegistry()  # a private one when the caller exports none
         self.streams = Gauge("switchyard_gateway_scaler_streams", "Open KEDA StreamIsActive streams",
                              registry=registry)
@@ -122,6 +128,8 @@ class Activity:
                               ["active"], registry=registry)
 
     async def changes(self, target: Target) -> AsyncIterator[bool]:
+        if self._closed:
+            return  # stopping: a stream opened now ends at once, cleanly
         w = _Watcher(target)
         self._watchers.add(w)
         self.streams.inc()
@@ -129,8 +137,7 @@ class Activity:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._loop())
         try:
-            while True:
-                state = await w.queue.get()
+            while (state := await w.queue.get()) is not None:
                 self.pushes.labels(str(state).lower()).inc()
                 yield state
         finally:
@@ -154,6 +161,10 @@ class Activity:
             await asyncio.sleep(self.interval_s)
 
     async def close(self) -> None:
+        """End every open stream (KEDA sees EOF, which resets its retry backoff) and stop polling."""
+        self._closed = True
+        for w in self._watchers:
+            w.queue.put_nowait(None)
         if self._task is not None:
             self._task.cancel()
             with suppress(asyncio.CancelledError):
@@ -235,7 +246,7 @@ class ScalerServer:
         self.servicer, self._server, self.port = servicer, server, port
 
     async def stop(self, grace: float = 1.0) -> None:
-        await self.servicer.activity.close()
+        await self.servicer.activity.close()  # the streams end with OK within the grace
         await self._server.stop(grace)
 
 

@@ -9,6 +9,7 @@ import grpc
 import nats
 import pytest
 from nats.aio.client import Client as NATS
+from prometheus_client import CollectorRegistry
 
 from switchyard.gateway.externalscaler import externalscaler_pb2 as pb
 from switchyard.gateway.externalscaler import externalscaler_pb2_grpc as pb_grpc
@@ -164,3 +165,23 @@ async def test_a_taken_port_fails_loudly(scalers: list) -> None:
     (taken, _), _ = scalers
     with pytest.raises(OSError):
         await serve(lambda: None, "127.0.0.1", taken.port)
+
+
+async def test_a_stopping_scaler_ends_its_streams_cleanly(nats_client: NATS) -> None:
+    """KEDA resets its stream retry backoff (2 s doubling to 60 s) only on EOF: a gateway that stops
+    must end StreamIsActive with OK, not let the server cancel it."""
+    js = nats_client.jetstream()
+    await ensure_work_stream(js)
+    registry = CollectorRegistry()
+    server = await serve(lambda: js, "127.0.0.1", 0, interval_s=0.1, registry=registry)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        call = pb_grpc.ExternalScalerStub(channel).StreamIsActive(ref())
+        assert (await asyncio.wait_for(call.read(), 10)).result is False
+        await server.stop(grace=5)
+        assert await asyncio.wait_for(call.read(), 10) is grpc.aio.EOF
+        assert await call.code() == grpc.StatusCode.OK
+        assert registry.get_sample_value("switchyard_gateway_scaler_streams") == 0
+    finally:
+        await channel.close()
+        await server.stop()

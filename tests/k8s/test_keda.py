@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ KEY = "sy-keda-test-key-0123456789abcdef"
 MODEL = "switchyard/echo"
 
 
-def manifests(nats_url: str, scaler_port: int, polling: int = 1, cooldown: int = 5, max_replicas: int = 3) -> str:
+def manifests(nats_url: str, scaler_port: int, polling: int = 1, cooldown: int = 5, max_replicas: int = 3,
+              per_replica: int = 2) -> str:
     objects: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "keys"}, "stringData": {"key": KEY}},
         {"apiVersion": "switchyard.dev/v1alpha1", "kind": "Gateway", "metadata": {"name": "main"},
@@ -42,7 +44,7 @@ def manifests(nats_url: str, scaler_port: int, polling: int = 1, cooldown: int =
         {"apiVersion": "switchyard.dev/v1alpha1", "kind": "Upstream", "metadata": {"name": "echo"},
          "spec": {"model": MODEL, "operations": ["encode"], "machineProfiles": ["cpu"],
                   "workers": {"service": "echo-worker"},
-                  "scaling": {"minReplicas": 0, "maxReplicas": max_replicas, "targetPendingPerReplica": 2,
+                  "scaling": {"minReplicas": 0, "maxReplicas": max_replicas, "targetPendingPerReplica": per_replica,
                               "pollingIntervalSeconds": polling, "cooldownSeconds": cooldown}}},
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "echo-worker"},
          "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "echo-worker"}},
@@ -130,32 +132,61 @@ def test_request_scales_workers_from_zero_and_back(installed: ControlPlane, keda
 def test_demand_scales_past_one_replica_through_the_hpa(installed: ControlPlane, keda: KedaOperator, keda_bin: Path,
                                                          namespace: str, tmp_path: Path, nats: NatsServer) -> None:
     """1 -> N is the HPA's job: kube-controller-manager reads the demand through KEDA's metrics
-    adapter (external.metrics.k8s.io, via the aggregation layer) and sets ceil(demand / target)."""
+    adapter (external.metrics.k8s.io, via the aggregation layer) and sets ceil(demand / target),
+    capped by maxReplicas. Two gateway replicas took the items; KEDA reads the same demand from
+    either one."""
     cp, ns = installed, namespace
-    scaler = free_port()
+    scaler_a, scaler_b = free_port(), free_port()
     procs: list[Proc] = []
     with MetricsAdapter(keda), ControllerManager(cp, keda_bin) as kcm:
         try:
             cp.kubectl("apply", "-n", ns, "-f", "-", check=True,
-                       input=manifests(nats.url, scaler, cooldown=300, max_replicas=5))
+                       input=manifests(nats.url, scaler_a, cooldown=300, max_replicas=6, per_replica=10))
             procs.append(operator(cp, tmp_path, "op-hpa", ns))
             wait(lambda: get(cp, ns, "rolebinding", "main-gateway"), 30, "gateway RBAC")
-            gw, url, _ = start_gateway(cp, ns, nats, tmp_path, "gateway-hpa", scaler)
-            procs.append(gw)
+            gw_a, url_a, metrics_a = start_gateway(cp, ns, nats, tmp_path, "gateway-a", scaler_a)
+            procs.append(gw_a)
+            gw_b, url_b, metrics_b = start_gateway(cp, ns, nats, tmp_path, "gateway-b", scaler_b)
+            procs.append(gw_b)
             wait(lambda: so_ready(cp, ns) == "True", 60, f"ScaledObject Ready\n{keda.log_tail()}")
-            for i in range(7):
-                assert http.call(f"{url}/v1/encode/{MODEL}", KEY, {"items": [i]})[0] == 202
-            # 7 pending, 2 per replica: ceil(7 / 2) = 4.
-            wait(lambda: replicas(cp, ns) == 4, 60, f"HPA scaled to 4\n{kcm.log_tail()}")
-            for i in range(5):
-                assert http.call(f"{url}/v1/encode/{MODEL}", KEY, {"items": [i]})[0] == 202
-            # 12 pending would be 6 replicas; maxReplicas caps it at 5.
-            wait(lambda: replicas(cp, ns) == 5, 60, f"HPA scaled to maxReplicas\n{kcm.log_tail()}")
+            for i in range(50):  # half through each replica; KEDA dials A
+                assert http.call(f"{url_a if i % 2 else url_b}/v1/encode/{MODEL}", KEY, {"items": [i]})[0] == 202
+            # 50 pending, 10 per replica: ceil(50 / 10) = 5.
+            wait(lambda: replicas(cp, ns) == 5, 60, f"HPA scaled to 5\n{kcm.log_tail()}")
+            assert external_metric(cp, ns) == 50  # as the HPA reads it: adapter -> KEDA -> gateway A
+
+            # KEDA now dials gateway B, which accepted only half of the items: the same demand.
+            cp.kubectl("patch", "gateway", "main", "-n", ns, "--type=merge", "-p",
+                       json.dumps({"spec": {"scaler": {"address": f"127.0.0.1:{scaler_b}"}}}), check=True)
+            for metrics, n in ((metrics_b, 1), (metrics_a, 0)):
+                wait(lambda: http.metric(f"http://127.0.0.1:{metrics}/metrics",
+                                         "switchyard_gateway_scaler_streams") == n, 60,
+                     f"KEDA's stream moved to gateway B\n{keda.log_tail()}")
+            assert external_metric(cp, ns) == 50
+
+            for i in range(30):
+                assert http.call(f"{url_b}/v1/encode/{MODEL}", KEY, {"items": [i]})[0] == 202
+            # 80 pending would be 8 replicas; maxReplicas caps it at 6.
+            wait(lambda: external_metric(cp, ns) == 80, 30, "KEDA reads 80 pending")
+            wait(lambda: replicas(cp, ns) == 6, 60, f"HPA scaled to maxReplicas\n{kcm.log_tail()}")
             hpa = get(cp, ns, "hpa", "keda-hpa-echo")
-            assert hpa is not None and hpa["spec"]["maxReplicas"] == 5
+            assert hpa is not None and hpa["spec"]["maxReplicas"] == 6
         finally:
             for p in reversed(procs):
                 p.kill()
+
+
+def external_metric(cp: ControlPlane, ns: str) -> float:
+    """The demand as the HPA reads it: external.metrics.k8s.io, served by KEDA's adapter."""
+    hpa = get(cp, ns, "hpa", "keda-hpa-echo")
+    assert hpa is not None
+    ext = hpa["spec"]["metrics"][0]["external"]["metric"]
+    selector = ",".join(f"{k}={v}" for k, v in ext["selector"]["matchLabels"].items())
+    raw = cp.kubectl("get", "--raw", f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/{ext['name']}"
+                     f"?labelSelector={urllib.parse.quote(selector)}", check=True).stdout
+    (item,) = json.loads(raw)["items"]
+    value = item["value"]  # a Quantity: KEDA writes milli-units, shown as "50" or "2500m"
+    return float(value[:-1]) / 1000 if value.endswith("m") else float(value)
 
 
 def test_scaler_that_starts_late_makes_its_scaled_object_ready(installed: ControlPlane, keda: KedaOperator,
@@ -261,3 +292,52 @@ def _demand(scaler_port: int) -> float:
             return resp.metricValues[0].metricValueFloat
 
     return asyncio.run(call())
+
+
+RESTARTS = 5
+
+
+def test_activation_after_the_gateway_keda_streams_to_restarts(installed: ControlPlane, keda: KedaOperator,
+                                                               namespace: str, tmp_path: Path,
+                                                               nats: NatsServer) -> None:
+    """A gateway SIGKILLed while KEDA's StreamIsActive stream is open to it, and started again on the
+    same scaler address (as behind its Service): the stream comes back and a push still activates.
+
+    KEDA reopens a stream cut by an error after 2 s, doubling up to 60 s with every cut, so without
+    the gateway's touch at start (scaledobjects.py) the 5th restart could not see its stream for at
+    least 32 s after the kill: the bound below fails. Polling is every 10 minutes, so within this
+    test only the push path activates."""
+    cp, ns = installed, namespace
+    scaler = free_port()
+    procs: list[Proc] = []
+    try:
+        cp.kubectl("apply", "-n", ns, "-f", "-", input=manifests(nats.url, scaler, polling=600), check=True)
+        procs.append(operator(cp, tmp_path, "op-restart", ns))
+        wait(lambda: get(cp, ns, "rolebinding", "main-gateway"), 30, "gateway RBAC")
+        gw, url, metrics = start_gateway(cp, ns, nats, tmp_path, "gateway-0", scaler)
+        procs.append(gw)
+        wait(lambda: so_ready(cp, ns) == "True", 60, f"ScaledObject Ready\n{keda.log_tail()}")
+
+        def streams() -> float:
+            return http.metric(f"http://127.0.0.1:{metrics}/metrics", "switchyard_gateway_scaler_streams")
+
+        wait(lambda: streams() >= 1, 30, "KEDA's stream open")
+        for i in range(1, RESTARTS + 1):
+            gw.kill()  # SIGKILL: the stream is cut, never ended
+            t_kill = time.monotonic()
+            gw, url, metrics = start_gateway(cp, ns, nats, tmp_path, f"gateway-{i}", scaler)
+            procs.append(gw)
+            t_up = time.monotonic()
+            wait(lambda: streams() >= 1, 20, f"KEDA's stream reopened after restart {i}\n{keda.log_tail()}")
+            print(f"restart {i}: gateway up {t_up - t_kill:.1f} s after the kill, "
+                  f"KEDA's stream reopened {time.monotonic() - t_up:.1f} s after that")
+
+        assert replicas(cp, ns) == 0
+        assert http.call(f"{url}/v1/encode/{MODEL}", KEY, {"items": [1]})[0] == 202
+        wait(lambda: http.metric(f"http://127.0.0.1:{metrics}/metrics",
+                                 'switchyard_gateway_scaler_pushes_total{active="true"}') >= 1, 30,
+             "the restarted gateway pushed true")
+        wait(lambda: replicas(cp, ns) == 1, 30, f"KEDA scaled the workers to 1\n{keda.log_tail()}")
+    finally:
+        for p in reversed(procs):
+            p.kill()

@@ -17,6 +17,7 @@ from typing import Awaitable, Callable
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from .kube import LEASE, Kube
+from .metrics import OperatorMetrics
 from .status import now_micro
 
 log = logging.getLogger("switchyard.operator.election")
@@ -25,10 +26,12 @@ log = logging.getLogger("switchyard.operator.election")
 class LeaderElection:
     def __init__(self, kube: Kube, namespace: str, identity: str, *, name: str = "switchyard-operator",
                  lease_s: int = 15, renew_s: float = 5.0, retry_s: float = 2.0,
-                 on_elected: Callable[[], Awaitable[None]] | None = None) -> None:
+                 on_elected: Callable[[], Awaitable[None]] | None = None,
+                 metrics: OperatorMetrics | None = None) -> None:
         self.kube, self.namespace, self.identity, self.name = kube, namespace, identity, name
         self.lease_s, self.renew_s, self.retry_s = lease_s, renew_s, retry_s
         self.on_elected = on_elected
+        self.metrics = metrics
         self.is_leader = False
         self._seen: tuple[str, str] | None = None  # (holder, renewTime) last observed
         self._seen_at = 0.0  # local monotonic time it changed
@@ -51,11 +54,17 @@ class LeaderElection:
         if leader and not self.is_leader:
             log.info("became leader", extra={"identity": self.identity})
             self.is_leader = True
+            self._export()
             if self.on_elected:
                 await self.on_elected()
         elif not leader and self.is_leader:
             log.warning("lost leadership", extra={"identity": self.identity})
             self.is_leader = False
+            self._export()
+
+    def _export(self) -> None:
+        if self.metrics is not None:
+            self.metrics.leader.set(1 if self.is_leader else 0)
 
     async def _try(self) -> bool:
         lease = await self.kube.get(LEASE, self.namespace, self.name)
@@ -98,6 +107,7 @@ class LeaderElection:
         if not self.is_leader:
             return
         self.is_leader = False
+        self._export()
         try:
             lease = await self.kube.get(LEASE, self.namespace, self.name)
             if lease and (lease.get("spec") or {}).get("holderIdentity") == self.identity:

@@ -15,6 +15,8 @@ from ..tasks import cancel_all
 from .election import LeaderElection
 from .handlers import register, settings
 from .kube import RESOURCE_KINDS, Kube
+from .metrics import OperatorMetrics
+from .metrics import serve as serve_metrics
 from .reconcile import Reconciler
 from .workqueue import NamespaceQueue
 
@@ -24,9 +26,10 @@ async def run(args: argparse.Namespace) -> None:
     api = await api_client(args.kubeconfig)
     kube = Kube(api)
     reconciler = Reconciler(kube, image=args.image)
+    metrics = OperatorMetrics()
     elector: LeaderElection
 
-    queue = NamespaceQueue(reconciler.reconcile, active=lambda: elector.is_leader,
+    queue = NamespaceQueue(metrics.counted(reconciler.reconcile), active=lambda: elector.is_leader,
                            resync_s=args.resync_seconds)
 
     async def discover() -> None:
@@ -51,7 +54,10 @@ async def run(args: argparse.Namespace) -> None:
     background: set[asyncio.Task[None]] = set()
 
     elector = LeaderElection(kube, args.lease_namespace, args.identity, lease_s=args.lease_seconds,
-                             renew_s=max(1.0, args.lease_seconds / 3), on_elected=elected)
+                             renew_s=max(1.0, args.lease_seconds / 3), on_elected=elected, metrics=metrics)
+    # First, so a taken port fails the start instead of leaving an operator nobody can scrape.
+    metrics_runner = (await serve_metrics(metrics, args.metrics_host, args.metrics_port)
+                      if args.metrics_port is not None else None)
     registry = register(queue, kubeconfig=args.kubeconfig)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -65,7 +71,8 @@ async def run(args: argparse.Namespace) -> None:
         asyncio.create_task(elector.run()),
         asyncio.create_task(queue.run()),
     ]
-    log.info("operator started", extra={"identity": args.identity, "lease": args.lease_namespace})
+    log.info("operator started", extra={"identity": args.identity, "lease": args.lease_namespace,
+                                        "metrics_port": args.metrics_port})
     waiter = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
     failed = [t for t in done if t is not waiter]
@@ -74,6 +81,8 @@ async def run(args: argparse.Namespace) -> None:
         log.error("operator component stopped", extra={"task": task.get_coro().__qualname__,
                                                         "error": repr(exc)}, exc_info=exc)
     await cancel_all(tasks)
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()
     await api.close()
     if failed:
         raise SystemExit(1)

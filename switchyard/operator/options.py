@@ -20,3 +20,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resync-seconds", type=float, default=60.0)
     p.add_argument("--image", default=env("SWITCHYARD_IMAGE", DEFAULT_IMAGE), help="image for gateway pods")
     p.add_argument("--log-level", default=env("SWITCHYARD_LOG_LEVEL", "INFO"))
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus metrics on this port at /metrics; default: not served")
+    p.add_argument("--metrics-host", default="0.0.0.0", help="address the metrics port listens on")

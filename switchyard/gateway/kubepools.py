@@ -28,6 +28,8 @@ MERGE_PATCH = "application/merge-patch+json"
 
 
 class KubePoolStore(PoolStore):
+    holds_declared = True
+
     def __init__(self, namespace: str, gateway: Callable[[], str | None], lease_expiry: Callable[[str], float | None],
                  kubeconfig: str | None = None) -> None:
         super().__init__()

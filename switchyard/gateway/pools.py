@@ -18,7 +18,7 @@ from aiohttp import web
 
 from ..api.meta import DNS_LABEL
 from ..api.pool import DEFAULT_POOL
-from ..api.table import KeyRoute, PoolRoute, RoutingTable
+from ..api.table import KeyRoute, RoutingTable
 from ..errors import ApiError
 from .auth import authenticate
 from .http import json_response, read_json
@@ -57,16 +57,19 @@ def _visible(key: KeyRoute, pool: PoolRecord) -> bool:
     return key.allows_pool(pool.name)
 
 
-def _declared(route: PoolRoute) -> PoolRecord:
+def _declared(table: RoutingTable, store: PoolStore, name: str) -> PoolRecord | None:
     """A pool of the table that is not in the store (manifests, the default pool)."""
+    route = table.pools.get(name)
+    if route is None or (store.holds_declared and name != DEFAULT_POOL):
+        return None  # cluster mode: a table entry the API server no longer has was just deleted
     return PoolRecord(route.name, route.tenant, dict(route.gpus), tuple(route.models), route.ttl_seconds, 0.0,
                       api=False)
 
 
 async def _find(st: GatewayState, table: RoutingTable, store: PoolStore, key: KeyRoute, name: str) -> PoolRecord:
     record = await store.get(name) if NAME.match(name) and len(name) <= MAX_NAME else None
-    if record is None and name in table.pools:
-        record = _declared(table.pools[name])
+    if record is None:
+        record = _declared(table, store, name)
     if record is None or not _visible(key, record):
         raise ApiError("unknown_pool", f"pool {name!r} does not exist")
     return record
@@ -120,7 +123,7 @@ async def create_pool(request: web.Request) -> web.Response:
     body = await read_json(request, min(table.max_request_body_bytes, MAX_BODY))
     record = _validate(table, key, body)
     existing = await store.get(record.name)
-    if existing is None and record.name in table.pools:  # declared in manifests, or the default pool
+    if existing is None and _declared(table, store, record.name) is not None:  # in manifests, or default
         raise ApiError("pool_exists", f"pool {record.name!r} exists already")
     if existing is None:
         limit = table.pool_api.max_pools_per_tenant
@@ -146,8 +149,9 @@ async def create_pool(request: web.Request) -> web.Response:
 async def list_pools(request: web.Request) -> web.Response:
     st, table, key, store = _manager(request)
     records = {r.name: r for r in await store.list()}
-    for name, route in table.pools.items():
-        records.setdefault(name, _declared(route))
+    for name in table.pools:
+        if name not in records and (declared := _declared(table, store, name)) is not None:
+            records[name] = declared
     return json_response({"pools": [view(st, table, store, r) for _, r in sorted(records.items())
                                     if _visible(key, r)]})
 

@@ -72,6 +72,10 @@ class LeaseLapsed(Exception):
 class PoolStore(abc.ABC):
     """The pools of one gateway, shared by all of its replicas."""
 
+    # True where every pool of the routing table is also in the store (cluster mode: all are Pool
+    # resources), so a table entry the store lacks is stale (just deleted), not declared elsewhere.
+    holds_declared: bool = False
+
     def __init__(self) -> None:
         self._listeners: list[Callable[[], None]] = []
 

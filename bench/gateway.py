@@ -31,7 +31,7 @@ import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from switchyard.cli.dev import demo_key, examples_dir
 from switchyard.messages import Result, WorkItem
@@ -175,9 +175,13 @@ class Stack:
 
 @contextmanager
 def stack(workers: int = 1, worker_concurrency: int = 64, access_log: bool = False,
-          timeout: float = 30) -> Iterator[Stack]:
-    """nats-server, the floor responder, echo worker(s) and one gateway process, all ready."""
-    key = demo_key(examples_dir())
+          timeout: float = 30, config_dir: Path | None = None, worker_args: Sequence[str] = ()) -> Iterator[Stack]:
+    """nats-server, the floor responder, echo worker(s) and one gateway process, all ready.
+
+    config_dir: the gateway's manifests (default examples/); worker_args: more worker flags.
+    """
+    config_dir = config_dir or examples_dir()
+    key = demo_key(config_dir)
     assert key, "examples/ has no unrestricted API key"
     port, mport = free_port(), free_port()
     with NatsServer() as server:
@@ -185,11 +189,11 @@ def stack(workers: int = 1, worker_concurrency: int = 64, access_log: bool = Fal
         floor = spawn(py, "-m", "bench.floor", "--nats", server.url)
         echo = [spawn(py, "-m", "switchyard.worker", "--nats", server.url, "--model", MODEL,
                       "--machine-profile", "cpu", "--handler", "switchyard.worker.handlers:echo",
-                      "--concurrency", str(worker_concurrency), "--log-level", "WARNING")
+                      "--concurrency", str(worker_concurrency), "--log-level", "WARNING", *worker_args)
                 for _ in range(workers)]
         # The access log as in production: one JSON line per request at INFO, written (to /dev/null here).
         logging = ["--log-level", "INFO"] if access_log else ["--log-level", "WARNING", "--no-access-log"]
-        gateway = spawn(*switchyard_command(), "gateway", "--config-dir", str(examples_dir()), "--nats", server.url,
+        gateway = spawn(*switchyard_command(), "gateway", "--config-dir", str(config_dir), "--nats", server.url,
                         "--port", str(port), "--metrics-port", str(mport), *logging, quiet=access_log)
         procs = [floor, *echo, gateway]
         url = f"http://127.0.0.1:{port}"

@@ -77,7 +77,8 @@ def new_provider(service: str, endpoint: str | None, sampler: Sampler | None = N
     """
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service),
                                 "service.instance.id": f"{socket.gethostname()}-{os.getpid()}"})
-    provider = TracerProvider(sampler=sampler, resource=resource, shutdown_on_exit=False)
+    # shutdown_on_exit: the spans still batched go out when the process ends (the gateway has no hook of its own)
+    provider = TracerProvider(sampler=sampler, resource=resource, shutdown_on_exit=True)
     with _override_lock:
         override = _override
     processor: SpanProcessor

@@ -19,7 +19,7 @@ from .hold import hold_seconds
 from .http import MACHINE_PROFILE, RID, json_response, read_json
 from .resolve import Resolution, resolve, split_machine_profile
 from .state import GatewayState, state_of
-from .tracing import RequestTrace, traced
+from .tracing import Trace, traced
 
 OPERATIONS = frozenset(Operation.__args__)  # type: ignore[attr-defined]
 MAX_ITEMS = 10_000
@@ -36,7 +36,7 @@ async def infer(request: web.Request) -> web.StreamResponse:
 
 
 async def _infer(request: web.Request, st: GatewayState, table: RoutingTable,
-                 rt: RequestTrace | None) -> web.Response:
+                 rt: Trace | None) -> web.Response:
     op, model_ref = request.match_info["op"], request.match_info["model"]
     if op not in OPERATIONS:
         if op == "configs":
@@ -87,7 +87,7 @@ def _body(body: Any) -> tuple[list[Any], dict[str, Any]]:
 
 
 async def _run(st: GatewayState, item: WorkItem, res: Resolution, model_ref: str,
-               rt: RequestTrace | None) -> web.Response:
+               rt: Trace | None) -> web.Response:
     """A worker is live: queue the item and wait for its result on our inbox.
 
     The waiter exists before the publish, so PubAck and result are awaited concurrently:
@@ -127,7 +127,7 @@ def _expire(waiter: asyncio.Future[Result | None]) -> None:
 
 
 async def _accept(st: GatewayState, item: WorkItem, res: Resolution, ttl_s: int, model_ref: str,
-                  wait_s: int | None, rt: RequestTrace | None) -> web.Response:
+                  wait_s: int | None, rt: Trace | None) -> web.Response:
     """No live worker: record the job (create-only), queue durably, answer 202 (or 200 after a hold).
 
     The record comes first, so a concurrent duplicate finds it and gets the same 202,

@@ -11,6 +11,7 @@ worker's spans are its children, in the same trace, however long the item waits.
 from __future__ import annotations
 
 import logging
+import random
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from aiohttp import web
@@ -20,6 +21,8 @@ from ..messages import WorkItem
 
 if TYPE_CHECKING:
     from nats.js.api import PubAck
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
     from opentelemetry.trace import Span, Tracer
 
 log = logging.getLogger("switchyard.gateway.tracing")
@@ -27,12 +30,12 @@ log = logging.getLogger("switchyard.gateway.tracing")
 SERVICE = "switchyard-gateway"
 ROUTE = "/v1/{op}/{model}"
 
-_current: tuple[TracingRoute, Any, Any] | None = None  # (route, provider, tracer): one per process
+_current: tuple[TracingRoute, Any, Any] | None = None  # (route, provider, (tracer, sampler)): one per process
 _unavailable = False  # the tracing extra is missing: said once, then requests run untraced
 
 
-def tracer_for(route: TracingRoute) -> "Tracer | None":
-    """The tracer for this spec.tracing; a changed one replaces (and flushes) the previous provider."""
+def tracer_for(route: TracingRoute) -> "tuple[Tracer, TraceIdRatioBased] | None":
+    """The tracer and sampler for this spec.tracing; a changed one replaces (and flushes) the previous provider."""
     global _current, _unavailable
     current = _current
     if current is not None and current[0] == route:
@@ -41,17 +44,15 @@ def tracer_for(route: TracingRoute) -> "Tracer | None":
         return None
     try:
         from .. import tracing
-        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON, TraceIdRatioBased
     except ImportError as exc:
         _unavailable = True
         log.error("spec.tracing is set but tracing cannot start; requests run untraced", extra={"error": str(exc)})
         return None
-    # The gateway is where traces start: it samples by its own ratio, and a caller's traceparent
-    # joins the caller's trace without its sampled flag forcing (or refusing) a trace.
-    ratio = TraceIdRatioBased(route.sample_ratio)
-    sampler = ParentBased(root=ratio, remote_parent_sampled=ratio, remote_parent_not_sampled=ratio)
-    provider = tracing.new_provider(SERVICE, route.endpoint, sampler)
-    _current = (route, provider, provider.get_tracer(tracing.SCOPE))
+    # traced() decides by the ratio before any span exists (an unsampled request makes none), so the
+    # provider records whatever it is given.
+    provider = tracing.new_provider(SERVICE, route.endpoint, ALWAYS_ON)
+    _current = (route, provider, (provider.get_tracer(tracing.SCOPE), TraceIdRatioBased(route.sample_ratio)))
     if current is not None:
         tracing.shutdown_later(current[1])
     log.info("tracing on", extra={"endpoint": route.endpoint, "sample_ratio": route.sample_ratio})
@@ -67,12 +68,28 @@ def reset() -> None:
 
 
 async def traced(route: TracingRoute, request: web.Request, op: str, model: str,
-                 handle: Callable[["RequestTrace | None"], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    """Run `handle` inside the request's SERVER span (untraced when the tracer cannot start)."""
-    tracer = tracer_for(route)
-    if tracer is None:
+                 handle: Callable[["Trace | None"], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """Run `handle` inside the request's SERVER span (untraced when the tracer cannot start).
+
+    The gateway is where traces start: it samples by its own ratio, on the caller's trace id
+    when a valid traceparent names one (joining the caller's trace), and a caller's sampled
+    flag neither forces nor refuses a trace. A request left out makes no span at all; its item
+    still carries a "not sampled" traceparent, so workers record nothing for it either.
+    """
+    found = tracer_for(route)
+    if found is None:
         return await handle(None)
-    rt = RequestTrace(tracer, request, op, model)
+    tracer, sampler = found
+    from opentelemetry.trace import get_current_span
+
+    from .. import tracing
+
+    h = request.headers
+    parent = tracing.extract({"traceparent": h.get("traceparent"), "tracestate": h.get("tracestate")})
+    trace_id = get_current_span(parent).get_span_context().trace_id if parent is not None else _random_id(128)
+    if trace_id & sampler.TRACE_ID_LIMIT >= sampler.bound:  # TraceIdRatioBased's rule, without its result object
+        return await handle(UnsampledTrace(trace_id))
+    rt = RequestTrace(tracer, request, op, model, parent)
     try:
         resp = await handle(rt)
     except BaseException as exc:
@@ -82,18 +99,42 @@ async def traced(route: TracingRoute, request: web.Request, op: str, model: str,
     return resp
 
 
+def _random_id(bits: int) -> int:
+    return random.getrandbits(bits) or 1  # 0 is the invalid id
+
+
+class UnsampledTrace:
+    """A request the ratio left out: no spans; the item says "not sampled" under a fresh span id."""
+
+    __slots__ = ("trace_id",)
+
+    def __init__(self, trace_id: int) -> None:
+        self.trace_id = trace_id
+
+    def resolved(self, item: WorkItem) -> None:
+        pass
+
+    def begin_publish(self, item: WorkItem, subject: str) -> None:
+        item.trace_context = {"traceparent": f"00-{self.trace_id:032x}-{_random_id(64):016x}-00"}
+
+    def published(self, ack: "PubAck", size: int | None = None) -> None:
+        pass
+
+    def not_published(self, why: str) -> None:
+        pass
+
+
 class RequestTrace:
     """The spans of one request; inference.py calls it only where tracing is on."""
 
     __slots__ = ("_tracer", "span", "_publish")
 
-    def __init__(self, tracer: "Tracer", request: web.Request, op: str, model: str) -> None:
+    def __init__(self, tracer: "Tracer", request: web.Request, op: str, model: str,
+                 parent: "Context | None") -> None:
         from opentelemetry.trace import SpanKind
 
         from .. import tracing
 
-        h = request.headers
-        parent = tracing.extract({"traceparent": h.get("traceparent"), "tracestate": h.get("tracestate")})
         self._tracer = tracer
         self._publish: Span | None = None
         self.span = tracer.start_span(tracing.span_name(op, model), context=parent, kind=SpanKind.SERVER,
@@ -125,7 +166,6 @@ class RequestTrace:
                                            "messaging.message.id": item.key,
                                            "switchyard.keep_result": item.keep_result})
         self._publish = span
-        # Unsampled too: the worker then knows the trace is not sampled and records nothing.
         item.trace_context = tracing.inject(span)
 
     def published(self, ack: "PubAck", size: int | None = None) -> None:
@@ -174,3 +214,6 @@ class RequestTrace:
             span.set_attribute("error.type", why)
             span.set_status(Status(StatusCode.ERROR, why))
             span.end()
+
+
+Trace = RequestTrace | UnsampledTrace

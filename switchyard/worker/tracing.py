@@ -48,8 +48,13 @@ class WorkerTracing:
     def __init__(self, provider: "TracerProvider") -> None:
         from .. import tracing
 
+        from opentelemetry.sdk.trace.sampling import ParentBased
+
         self.provider = provider
         self._tracer: Tracer = provider.get_tracer(tracing.SCOPE)
+        # The usual sampler (OTEL_TRACES_SAMPLER unset) follows the gateway's decision: an item it
+        # left out is run without making a span.
+        self._follows_parent = isinstance(provider.sampler, ParentBased)
 
     @classmethod
     def start(cls, endpoint: str | None = None) -> "WorkerTracing":
@@ -62,13 +67,18 @@ class WorkerTracing:
         self.provider.shutdown()  # flushes what is still batched
 
     @contextmanager
-    def delivery(self, item: WorkItem, msg: Msg, worker_id: str) -> Iterator["Delivery"]:
-        """The CONSUMER span of one delivery, with the queue wait as its own span beside it."""
-        from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
+    def delivery(self, item: WorkItem, msg: Msg, worker_id: str) -> Iterator["Delivery | None"]:
+        """The CONSUMER span of one delivery, with the queue wait as its own span beside it;
+        None when the item's trace is not sampled."""
+        from opentelemetry.trace import SpanKind, Status, StatusCode, get_current_span, set_span_in_context
 
         from .. import tracing
 
         parent = tracing.extract(item.trace_context)
+        if (parent is not None and self._follows_parent
+                and not get_current_span(parent).get_span_context().trace_flags.sampled):
+            yield None
+            return
         taken = time.time_ns()
         stored = _stored_ns(msg, item, taken)
         attrs: dict[str, Any] = {

@@ -1,0 +1,184 @@
+"""`make bench`: what tracing costs on the gateway path, off and on, beside the NATS floor.
+
+    python -m bench.tracing [--requests 2000] [--seconds 10] [--concurrency 64] [--repeat 3]
+
+The same stack and load as bench/gateway.py (a `switchyard gateway` process on examples/,
+an echo worker process, the floor responder; wrk with bench/non200.lua, so any answer that
+is not 200 makes a figure INVALID), in three modes, each round running every mode back to
+back on fresh processes:
+
+- off:      as shipped: no spec.tracing, no --otlp-endpoint (nothing imported, no field added);
+- sampled out: spec.tracing with sampleRatio 0 and the worker's --otlp-endpoint set: every
+            request pays for the sampling decision and the traceparent in the work item, the
+            sampler drops every span;
+- on:       sampleRatio 1: every span made and exported over OTLP/HTTP (batched) to a sink on
+            this machine that counts and drops them (switchyard/testing/otlp.py), as a collector
+            would receive them. The sink's CPU is on this machine too, and counted.
+
+Results go to bench/results/tracing.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from switchyard.cli.dev import examples_dir
+from switchyard.natsserver import free_port
+
+from . import wrk
+from .gateway import ROOT, Bench, machine, stack, wait_until
+
+MODES = ("off", "sampled out", "on")
+
+
+@contextmanager
+def sink() -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """The OTLP/HTTP sink process: counts spans, drops them; says how many when it stops."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "switchyard.testing.otlp", "--port", str(port)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        wait_until(lambda: proc.stdout.readline().startswith("ready"), "OTLP sink ready", 30)  # type: ignore[union-attr]
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def traced_config(dest: Path, endpoint: str, ratio: float) -> Path:
+    """examples/ with spec.tracing on the Gateway."""
+    shutil.copytree(examples_dir(), dest)
+    path = dest / "gateway.yaml"
+    docs = list(yaml.safe_load_all(path.read_text()))
+    gw = next(d for d in docs if d and d.get("kind") == "Gateway")
+    gw["spec"]["tracing"] = {"endpoint": endpoint, "sampleRatio": ratio}
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    return dest
+
+
+def one(args: argparse.Namespace, mode: str, work: Path) -> dict[str, Any]:
+    if mode == "off":
+        with stack(args.workers, args.worker_concurrency) as st:
+            return Bench(args, st.nats_url, st.url, st.key, st.pids).round()
+    with sink() as (endpoint, proc):
+        config = traced_config(work / mode.replace(" ", "-"), endpoint, 0.0 if mode == "sampled out" else 1.0)
+        # The worker's batches go out every 5 s by default; the gateway's too (OTEL_BSP_* unset).
+        with stack(args.workers, args.worker_concurrency, config_dir=config,
+                   worker_args=("--otlp-endpoint", endpoint)) as st:
+            out = Bench(args, st.nats_url, st.url, st.key, {**st.pids, "otlp sink": proc.pid}).round()
+        shutil.rmtree(config)
+    proc.wait(20)
+    assert proc.stdout is not None
+    said = proc.stdout.read().split()
+    out["spans_received"] = int(said[1]) if len(said) > 1 and said[0] == "received" else None
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    wrk.ensure_wrk()
+    info = machine()
+    rounds: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="sy-bench-tracing-") as tmp:
+        for i in range(args.repeat):
+            row = {}
+            for mode in MODES:
+                print(f"round {i + 1}/{args.repeat}, tracing {mode} (load {os.getloadavg()[0]:.2f})",
+                      file=sys.stderr, flush=True)
+                row[mode] = one(args, mode, Path(tmp))
+            rounds.append(row)
+    info["load_after"] = os.getloadavg()[0]
+    return {"machine": info, "rounds": rounds}
+
+
+def _valid(x: dict[str, Any]) -> bool:
+    return bool(x["gateway_cN"]["valid"]) and x["gateway_c1"]["non200"] == 0
+
+
+def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per mode, median over valid rounds: the gateway's distance from its own round's floor, and req/s."""
+    out: dict[str, Any] = {}
+    for mode in MODES:
+        runs = [r[mode] for r in rounds]
+        ok = [x for x in runs if _valid(x)]
+        use = ok or runs
+        med = lambda f: statistics.median(f(x) for x in use)  # noqa: E731
+        out[mode] = {
+            "valid_rounds": len(ok), "rounds": len(runs),
+            "p50_delta_ms": med(lambda x: x["gateway_c1"]["p50_ms"] - x["floor_c1"]["p50_ms"]),
+            "p99_delta_ms": med(lambda x: x["gateway_c1"]["p99_ms"] - x["floor_c1"]["p99_ms"]),
+            "rps": med(lambda x: x["gateway_cN"]["rps"]),
+            "floor_rps": med(lambda x: x["floor_cN"]["rps"]),
+            "rps_of_floor": med(lambda x: x["gateway_cN"]["rps"] / x["floor_cN"]["rps"]),
+            "gateway_cores": med(lambda x: x["gateway_cN"]["cores"]["gateway"]),
+            "worker_cores": med(lambda x: x["gateway_cN"]["cores"]["worker"]),
+            "sink_cores": med(lambda x: x["gateway_cN"]["cores"].get("otlp sink", 0.0)),
+            "non200": sum(x["gateway_cN"]["non200"] + x["gateway_c1"]["non200"] for x in runs),
+            "spans_received": [x.get("spans_received") for x in runs],
+        }
+    return out
+
+
+def report(r: dict[str, Any], args: argparse.Namespace) -> str:
+    m, s = r["machine"], r["summary"]
+    n = args.concurrency
+    lines = [
+        f"machine: {m.get('cpu', '?')}, {m['cores']} cores, {m['kernel']}, {m['python']}, {m['nats_server']}",
+        f"load avg {m['load_before']:.2f} before, {m['load_after']:.2f} after; {args.repeat} round(s), each mode on "
+        f"fresh processes; medians over valid rounds; floor = direct NATS request-reply, measured beside each run",
+        "",
+        f"{'tracing':<13}{'p50 - floor':>13}{'p99 - floor':>13}{f'req/s c={n}':>13}{'of floor':>10}"
+        f"{'gw cores':>10}{'wkr cores':>10}{'sink cores':>11}{'non-200':>9}  spans exported",
+    ]
+    for mode in MODES:
+        x = s[mode]
+        lines.append(
+            f"{mode:<13}{x['p50_delta_ms']:>+10.3f} ms{x['p99_delta_ms']:>+10.3f} ms{x['rps']:>13.0f}"
+            f"{x['rps_of_floor']:>9.0%} {x['gateway_cores']:>9.2f}{x['worker_cores']:>10.2f}{x['sink_cores']:>11.2f}"
+            f"{x['non200']:>9}  {', '.join(str(c) for c in x['spans_received']) if mode != 'off' else '-'}"
+            + ("" if x["valid_rounds"] else "  INVALID (non-200 answers or socket errors)"))
+    off = s["off"]
+    for mode in MODES[1:]:
+        x = s[mode]
+        lines.append(f"{mode} vs off: p50 {x['p50_delta_ms'] - off['p50_delta_ms']:+.3f} ms, "
+                     f"p99 {x['p99_delta_ms'] - off['p99_delta_ms']:+.3f} ms, "
+                     f"throughput {x['rps'] / off['rps'] - 1:+.1%}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--requests", type=int, default=2000, help="sequential requests per path at c=1")
+    p.add_argument("--seconds", type=float, default=10.0, help="duration of each throughput run")
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--repeat", type=int, default=3, help="rounds (every mode each round)")
+    p.add_argument("--wrk-threads", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--worker-concurrency", type=int, default=64)
+    args = p.parse_args()
+    try:
+        results = run(args)
+    except wrk.WrkMissing as exc:
+        sys.exit(f"bench.tracing: {exc}")
+    results["summary"] = summarize(results["rounds"])
+    text = report(results, args)
+    print(text)
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "tracing.json").write_text(json.dumps({"args": vars(args), **results, "report": text}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -29,6 +29,7 @@ from switchyard.client import (
     DuplicateRequest, Forbidden, IncompatibleBundle, InferenceResult, InvalidInput, NoCapacity,
     NotFound, NotReady, PayloadTooLarge, QueueUnavailable, RequestTimeout, ServerError, SwitchyardError,
     TransportError, Unauthorized, Unavailable, UnknownJob, UnknownModel, UnknownPool, WorkerError,
+    PoolExists, PoolExpired, PoolInfo, PoolProtected, PoolTooLarge, TooManyPools,
 )
 from switchyard.client._core import RetryPolicy, normalize_items, parse_retry_after, poll_delays
 from switchyard.errors import STATUS
@@ -64,6 +65,9 @@ class FakeGateway:
         self.jobs: dict[str, FakeJob] = {}
         self.attempts: dict[str, int] = defaultdict(int)  # per request id
         self.accepted_retry_after = "1"
+        self.pools: dict[str, dict[str, Any]] = {}
+        self.renew_script: dict[str, list[str]] = {}  # pool -> codes its next renewals answer ("ok" or an error)
+        self.renewals: dict[str, int] = defaultdict(int)  # pool -> renew calls seen
         self.url = ""
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -89,6 +93,11 @@ class FakeGateway:
         app.router.add_get("/v1/jobs/{id}", self._job)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
+        app.router.add_post("/v1/pools", self._create_pool)
+        app.router.add_get("/v1/pools", self._list_pools)
+        app.router.add_get("/v1/pools/{name}", self._get_pool)
+        app.router.add_post("/v1/pools/{name}/renew", self._renew_pool)
+        app.router.add_delete("/v1/pools/{name}", self._delete_pool)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -207,6 +216,39 @@ class FakeGateway:
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    # pools: just enough of the contract to drive the SDK's renewal task
+    async def _create_pool(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        view = {"name": body["name"], "tenant": "fake", "models": body.get("models", []), "gpus": body["gpus"],
+                "ttl_seconds": body.get("ttl_seconds", 3600), "expires_at": "2026-11-24T13:20:00.000000Z",
+                "state": "active", "workers": {p: {"reserved": n, "ready": 0} for p, n in body["gpus"].items()}}
+        self.pools[body["name"]] = view
+        return web.json_response(view, status=201)
+
+    async def _list_pools(self, request: web.Request) -> web.Response:
+        return web.json_response({"pools": list(self.pools.values())})
+
+    async def _get_pool(self, request: web.Request) -> web.Response:
+        view = self.pools.get(request.match_info["name"])
+        return web.json_response(view) if view else self._error("unknown_pool", "no such pool")
+
+    async def _renew_pool(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        self.renewals[name] += 1
+        script = self.renew_script.get(name) or ["ok"]
+        code = script.pop(0) if len(script) > 1 else script[0]
+        if code != "ok":
+            return self._error(code, f"fake renewal says {code}")
+        return web.json_response(self.pools[name])
+
+    async def _delete_pool(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name == "default":
+            return self._error("pool_protected", "the default pool cannot be deleted")
+        if self.pools.pop(name, None) is None:
+            return self._error("unknown_pool", "no such pool")
+        return web.json_response({"name": name, "deleted": True})
+
     async def _resolve(self, request: web.Request) -> web.Response:
         body = await request.json()
         return web.json_response({"model": body["model"], "bundle": "b1",
@@ -286,7 +328,9 @@ CONTRACT_ERRORS: list[tuple[str, type[SwitchyardError]]] = [
     ("payload_too_large", PayloadTooLarge), ("invalid_input", InvalidInput),
     ("worker_error", WorkerError), ("no_capacity", NoCapacity), ("queue_unavailable", QueueUnavailable),
     ("not_ready", NotReady), ("deadline_exceeded", DeadlineExceeded), ("internal", ServerError),
-    ("queue_full", Unavailable),
+    ("queue_full", Unavailable), ("pool_exists", PoolExists), ("pool_protected", PoolProtected),
+    ("too_many_pools", TooManyPools), ("pool_too_large", PoolTooLarge), ("pool_expired", PoolExpired),
+    ("pools_unavailable", Unavailable),
 ]
 
 
@@ -601,3 +645,84 @@ def test_a_worker_error_carries_its_error_id() -> None:
     body = b'{"error": {"code": "worker_error", "message": "the handler failed", "error_id": "e1f2"}}'
     err = error_from_response(502, body, {"X-Request-ID": "rid-9"})
     assert type(err) is WorkerError and err.error_id == "e1f2" and err.request_id == "rid-9"
+
+
+# --------------------------------------------------------------------------- pools
+
+
+async def _until(cond: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def test_pool_calls_and_their_paths(client: AsyncClient, gateway: FakeGateway) -> None:
+    info = await client.create_pool("team-a", {"l4": 2}, models=["BAAI/bge-m3"], ttl_s=600, renew=False)
+    assert isinstance(info, PoolInfo) and info.active and info.reserved("l4") == 2 and info.ready() == 0
+    assert gateway.requests_to("/v1/pools")[0].body == {"name": "team-a", "gpus": {"l4": 2},
+                                                         "models": ["BAAI/bge-m3"], "ttl_seconds": 600}
+    assert (await client.get_pool("team-a")).gpus == {"l4": 2}
+    assert [p.name for p in await client.list_pools()] == ["team-a"]
+    assert (await client.renew_pool("team-a")).name == "team-a"
+    await client.delete_pool("team-a")
+    with pytest.raises(UnknownPool):
+        await client.get_pool("team-a")
+    with pytest.raises(PoolProtected):
+        await client.delete_pool("default")
+    with pytest.raises(ValueError):
+        await client.get_pool("../jobs/x")  # a name never turns into another path
+    assert client.renewing() == []
+
+
+async def test_pool_renewal_survives_failed_renewals_and_stops_on_delete(client: AsyncClient,
+                                                                         gateway: FakeGateway) -> None:
+    # ttl 1 s: renewals every 1/3 s; the first two fail (a 500, then a lost NATS), the rest succeed.
+    gateway.renew_script["busy"] = ["internal", "pools_unavailable", "ok"]
+    client.retry = RetryPolicy(max_retries=0)
+    await client.create_pool("busy", {"l4": 1}, ttl_s=1)
+    task = client._renewers["busy"]
+    await _until(lambda: gateway.renewals["busy"] >= 4, 15, "renewals after two failures")
+    assert not task.done() and client.renewing() == ["busy"]
+    await client.delete_pool("busy")
+    assert task.cancelled() and client.renewing() == []
+    assert (gateway.seen[-1].method, gateway.seen[-1].path) == ("DELETE", "/v1/pools/busy")
+
+
+async def test_pool_renewal_ends_when_the_pool_expired(client: AsyncClient, gateway: FakeGateway) -> None:
+    gateway.renew_script["lapsed"] = ["pool_expired"]
+    await client.create_pool("lapsed", {"l4": 1}, ttl_s=1)
+    task = client._renewers.get("lapsed")
+    assert task is not None
+    await _until(task.done, 15, "the renewal task to give up")
+    assert not task.cancelled() and task.exception() is None and client.renewing() == []
+
+
+async def test_close_cancels_pool_renewals(gateway: FakeGateway) -> None:
+    sy = AsyncClient(gateway.url, API_KEY)
+    await sy.create_pool("a", {"l4": 1}, ttl_s=30)
+    await sy.create_pool("b", {"l4": 1}, ttl_s=30)
+    tasks = list(sy._renewers.values())
+    await sy.close()
+    assert all(t.cancelled() for t in tasks) and sy.renewing() == []
+
+
+def test_sync_client_pool_renewal_leaks_no_thread(gateway: FakeGateway) -> None:
+    before = set(threading.enumerate())
+    for _ in range(3):
+        sy = Client(gateway.url, API_KEY)
+        sy.create_pool("renewed", {"l4": 1}, ttl_s=1)
+        assert sy.renewing() == ["renewed"]
+        deadline = time.monotonic() + 15
+        while gateway.renewals["renewed"] < 2:  # renewed in the background, between calls
+            assert time.monotonic() < deadline, "never renewed"
+            time.sleep(0.05)
+        gateway.renewals["renewed"] = 0
+        sy.close()
+    assert set(threading.enumerate()) - before == set(), "a thread outlived close()"
+
+
+def test_sync_client_pool_methods_match_async() -> None:
+    import inspect
+    for name in ("create_pool", "get_pool", "list_pools", "renew_pool", "delete_pool"):
+        assert inspect.signature(getattr(Client, name)) == inspect.signature(getattr(AsyncClient, name))

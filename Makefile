@@ -35,6 +35,7 @@ test-k8s: $(STAMP)
 
 bench: $(STAMP)  ## gateway vs direct NATS request-reply floor; see docs/performance.md
 	$(BIN)/python -m bench.gateway
+	$(BIN)/python -m bench.tracing
 	$(BIN)/python -m bench.fsync
 	$(BIN)/python -m bench.operator
 	$(BIN)/python -m bench.coldstart

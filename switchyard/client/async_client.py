@@ -285,7 +285,7 @@ class AsyncClient:
                           extra={"pool": name, "error": str(exc)})
                 self._renewers.pop(name, None)
                 return
-            except (SwitchyardError, OSError) as exc:  # a gateway restart, a network blip: try again soon
+            except Exception as exc:  # noqa: BLE001 - a gateway restart, a network blip: try again soon
                 log.warning("pool lease renewal failed; retrying", extra={"pool": name, "error": str(exc)})
                 delay = max(interval / 3.0, 0.2)
                 continue

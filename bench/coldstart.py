@@ -4,8 +4,9 @@
 
 Real kube-apiserver + etcd, KEDA, kube-controller-manager, nats-server, the operator, a
 cluster-mode gateway and worker processes; the test node (switchyard/testing/node.py) plays
-the kubelet. Each round starts at zero and sends one request through the SDK
-(`wait_for_capacity=True`), then times from that request:
+the kubelet. Each round starts at zero and sends one plain request through the SDK (its 202
+carries the ETA a user sees), then at once the same through the SDK with
+`wait_for_capacity=True` (held by `Prefer: wait`), and times from the first request:
 
 1. KEDA told active: the gateway's `StreamIsActive` push of true (its metrics, polled every 10 ms);
 2. replicas = 1: KEDA's write to the fleet Deployment (seen by a watch);
@@ -15,15 +16,26 @@ the kubelet. Each round starts at zero and sends one request through the SDK
 6. first result: the SDK call returns;
 7. back to zero: replicas = 0 after the cooldown, timed from the result.
 
+The ETA: the first request's 202 carries `estimated_wait_s`, the gateway's estimate of the
+time to a live worker (gateway/eta.py). In cluster mode a worker is live to the gateway once
+it heartbeats *and* its pod is a ready endpoint of the worker Service, so the ETA is compared
+with that time: the later of step 4 and the EndpointSlice listing the pod ready (a watch).
+Each round after the first (the warm-up, which has no history and gets the Upstream's
+`coldStartSeconds`) prints the error ratio (ETA - live) / live; p50 and p95 of |error| follow
+the steps. The sample the gateway itself recorded for the round (the `sy_coldstart` bucket)
+is printed beside it.
+
 p50 and p95 over the rounds; results in bench/results/coldstart.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
+import statistics
 import ssl
 import sys
 import tempfile
@@ -33,10 +45,16 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from switchyard.client import Client
+import nats
+import nats.js.errors
+import orjson
+
+from switchyard.client import Accepted, Client
+from switchyard.gateway.eta import lane_key
 from switchyard.natsserver import NatsServer
 from switchyard.testing import keda as keda_testing
-from switchyard.testing.coldstart import FLEET, KEY, MODEL, ColdStartStack, install, wait
+from switchyard.subjects import COLDSTART_BUCKET, Lane
+from switchyard.testing.coldstart import FLEET, KEY, MODEL, SERVICE, ColdStartStack, install, wait
 from switchyard.testing.controlplane import ControlPlane
 from switchyard.testing.keda import KedaOperator
 
@@ -45,6 +63,13 @@ NS = "coldstart"
 PUSHED = 'switchyard_gateway_scaler_pushes_total{active="true"}'
 STEPS = ("KEDA told active", "replicas = 1", "pod running (process started)", "worker live (on NATS)",
          "pod Ready (probe every 1 s)", "first result", "back to zero (after the result)")
+LIVE = "live to the gateway (ready endpoint)"  # what the ETA estimates
+ETA = "ETA in the 202"
+GATEWAY_SAMPLE = "the gateway's recorded sample"
+ERROR = "ETA error"
+# What-if, not what the gateway answers: the same history's median at 0.1 s instead of whole seconds.
+ETA_TENTHS = "ETA at 0.1 s (what-if)"
+ERROR_TENTHS = "ETA error at 0.1 s (what-if)"
 
 
 def pct(samples: list[float], p: float) -> float:
@@ -59,8 +84,10 @@ class Recorder:
         self.cp, self.stack = cp, stack
         self.replicas: list[tuple[float, int]] = []
         self.pushes: list[tuple[float, float]] = []
+        self.ready_endpoints: list[tuple[float, int]] = []
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=f, daemon=True) for f in (self._watch, self._poll)]
+        self._threads = [threading.Thread(target=f, daemon=True)
+                         for f in (self._deployments, self._endpoints, self._poll)]
 
     def __enter__(self) -> Recorder:
         for t in self._threads:
@@ -72,24 +99,39 @@ class Recorder:
         for t in self._threads:
             t.join(5)
 
-    def _watch(self) -> None:
+    def _deployments(self) -> None:
+        def on(obj: dict[str, Any]) -> None:
+            n = obj["spec"].get("replicas", 0)
+            if not self.replicas or self.replicas[-1][1] != n:
+                self.replicas.append((time.time(), n))
+        self._watch(f"/apis/apps/v1/namespaces/{NS}/deployments?fieldSelector=metadata.name={FLEET}", on)
+
+    def _endpoints(self) -> None:
+        per_slice: dict[str, int] = {}
+
+        def on(obj: dict[str, Any]) -> None:
+            per_slice[obj["metadata"]["name"]] = sum(
+                1 for ep in obj.get("endpoints") or [] if (ep.get("conditions") or {}).get("ready"))
+            n = sum(per_slice.values())
+            if not self.ready_endpoints or self.ready_endpoints[-1][1] != n:
+                self.ready_endpoints.append((time.time(), n))
+        self._watch(f"/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices"
+                    f"?labelSelector=kubernetes.io/service-name={SERVICE}", on)
+
+    def _watch(self, path: str, on: Any) -> None:
         pki = self.cp.workdir / "pki"  # type: ignore[operator]
         ctx = ssl.create_default_context(cafile=pki / "ca.crt")
         ctx.load_cert_chain(pki / "admin.crt", pki / "admin.key")
         rv = ""  # resumed from the last event, so a reconnect never reports a change late
         while not self._stop.is_set():
-            url = (f"{self.cp.server}/apis/apps/v1/namespaces/{NS}/deployments?watch=1&allowWatchBookmarks=1"
-                   f"&fieldSelector=metadata.name={FLEET}&timeoutSeconds=600&resourceVersion={rv}")
+            url = f"{self.cp.server}{path}&watch=1&allowWatchBookmarks=1&timeoutSeconds=600&resourceVersion={rv}"
             try:
                 with urllib.request.urlopen(url, context=ctx, timeout=660) as stream:
                     for line in stream:
                         ev = json.loads(line)
                         rv = ev["object"]["metadata"]["resourceVersion"]
-                        if ev["type"] == "BOOKMARK":
-                            continue
-                        n = ev["object"]["spec"].get("replicas", 0)
-                        if not self.replicas or self.replicas[-1][1] != n:
-                            self.replicas.append((time.time(), n))
+                        if ev["type"] not in ("BOOKMARK", "DELETED"):
+                            on(ev["object"])
                         if self._stop.is_set():
                             return
             except (OSError, ValueError, KeyError):
@@ -105,10 +147,14 @@ class Recorder:
                 pass
             time.sleep(0.01)
 
-    def first(self, series: list[tuple[float, float]], after: float, want: Any = None) -> float:
-        """When the series first took a new value (or `want`) after `after`."""
+    def first(self, series: list[tuple[float, float]], after: float, want: Any = None,
+              at_least: float | None = None) -> float:
+        """When the series first took a new value (or `want`, or a value >= `at_least`) after `after`."""
+        def ok(v: float) -> bool:
+            return (want is None or v == want) and (at_least is None or v >= at_least)
+
         def found() -> float | None:
-            return next((t for t, v in series if t >= after and (want is None or v == want)), None)
+            return next((t for t, v in series if t >= after and ok(v)), None)
         return wait(found, 120, f"a change after {after}")
 
 
@@ -118,21 +164,54 @@ WORKERS = {  # --worker: (model, handler); minilm loads its model on the first i
 }
 
 
-def one_round(stack: ColdStartStack, rec: Recorder, client: Client) -> dict[str, float]:
+def one_round(stack: ColdStartStack, rec: Recorder, client: Client, lane: Lane) -> dict[str, float]:
     node = stack.node
     assert node is not None
-    wait(lambda: stack.replicas() == 0 and not stack.pods(), 120, "the fleet at zero")
+    wait(lambda: stack.replicas() == 0 and not stack.pods() and _ep_count(rec) == 0, 120, "the fleet at zero")
+    history = _samples(stack.nats_url, lane)
+    samples_before = len(history)
     t0 = time.time()
+    accepted = client.encode(stack.model, ["cold-202"])  # no hold: the 202 and its ETA, as a user sees them
+    assert isinstance(accepted, Accepted) and accepted.estimated_wait_s is not None, accepted
     result = client.encode(stack.model, ["cold"], wait_for_capacity=True, capacity_timeout=120, poll_interval=0.05)
     t_result = time.time()
     assert len(result.items) == 1, result
+    assert client.wait_for_job(accepted, 60, poll_interval=0.05).items == [{"text": "cold-202"}]  # never lost
     t_zero = rec.first(rec.replicas, t_result, 0)
     started, pod = wait(lambda: [(t, p) for t, p, w in node.events if w == "started" and t >= t0], 30,
                         "worker started")[0]
     ready = wait(lambda: [t for t in node.event_times("ready") if t >= t0], 30, "pod ready")[0]
-    return {STEPS[0]: rec.first(rec.pushes, t0) - t0, STEPS[1]: rec.first(rec.replicas, t0, 1) - t0,
-            STEPS[2]: started - t0, STEPS[3]: _logged(node.log_tail(pod, 200), "worker started") - t0,
-            STEPS[4]: ready - t0, STEPS[5]: t_result - t0, STEPS[6]: t_zero - t_result}
+    on_nats = _logged(node.log_tail(pod, 200), "worker started")
+    live = max(on_nats, rec.first(rec.ready_endpoints, t0, at_least=1))
+    samples = wait(lambda: (s := _samples(stack.nats_url, lane)) and len(s) > samples_before and s, 30,
+                   "the gateway's sample") if samples_before < 20 else _samples(stack.nats_url, lane)
+    eta = accepted.estimated_wait_s
+    tenths = round(statistics.median(history), 1) if history else eta  # the ETA eta.py computes, unrounded
+    return {ETA_TENTHS: tenths, ERROR_TENTHS: (tenths - (live - t0)) / (live - t0),
+            STEPS[0]: rec.first(rec.pushes, t0) - t0, STEPS[1]: rec.first(rec.replicas, t0, 1) - t0,
+            STEPS[2]: started - t0, STEPS[3]: on_nats - t0,
+            STEPS[4]: ready - t0, STEPS[5]: t_result - t0, STEPS[6]: t_zero - t_result,
+            LIVE: live - t0, ETA: eta, GATEWAY_SAMPLE: samples[-1], ERROR: (eta - (live - t0)) / (live - t0)}
+
+
+def _ep_count(rec: Recorder) -> int:
+    return rec.ready_endpoints[-1][1] if rec.ready_endpoints else 0
+
+
+def _samples(nats_url: str, lane: Lane) -> list[float]:
+    """The lane's cold-start history as the gateways keep it (eta.py), oldest first."""
+    async def read() -> list[float]:
+        nc = await nats.connect(nats_url)
+        try:
+            kv = await nc.jetstream().key_value(COLDSTART_BUCKET)
+            try:
+                entry = await kv.get(f"h.{lane_key(lane)}")
+            except nats.js.errors.NotFoundError:
+                return []
+            return [float(x) for x in orjson.loads(entry.value)] if entry.value else []
+        finally:
+            await nc.close()
+    return asyncio.run(read())
 
 
 def _logged(log: str, msg: str) -> float:
@@ -161,23 +240,40 @@ def main() -> int:
         with ColdStartStack(cp, bin_dir, NS, nats.url, Path(tmp), cooldown=args.cooldown, polling=1,
                             handler=handler, model=model) as stack, \
                 Recorder(cp, stack) as rec, Client(stack.url, KEY, timeout=30) as client:
+            lane = Lane(model=model, bundle="default", machine_profile="cpu", pool="default")
             for i in range(args.rounds):
                 loads.append(os.getloadavg()[0])
-                rounds.append(one_round(stack, rec, client))
-                print(f"round {i + 1}: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in rounds[-1].items()),
-                      file=sys.stderr)
+                r = one_round(stack, rec, client, lane)
+                rounds.append(r)
+                print(f"round {i + 1}: " + ", ".join(f"{k} {r[k] * 1000:.0f} ms" for k in (*STEPS, LIVE))
+                      + f"; {ETA} {r[ETA]:g} s, {GATEWAY_SAMPLE} {r[GATEWAY_SAMPLE]:.3f} s, "
+                      + f"{ERROR} {r[ERROR] * 100:+.0f} % (at 0.1 s: {r[ETA_TENTHS]:g} s, "
+                      + f"{r[ERROR_TENTHS] * 100:+.0f} %)" + (" (warm-up)" if i == 0 else ""), file=sys.stderr)
         stack_keda.stop()
-    summary = {k: {"p50_ms": pct([r[k] for r in rounds], 50) * 1000, "p95_ms": pct([r[k] for r in rounds], 95) * 1000,
-                   "min_ms": min(r[k] for r in rounds) * 1000, "max_ms": max(r[k] for r in rounds) * 1000}
-               for k in STEPS}
+    warm = rounds[1:]  # the ETA after one warm-up
+    summary = {k: {"p50_ms": pct([r[k] for r in rs], 50) * 1000, "p95_ms": pct([r[k] for r in rs], 95) * 1000,
+                   "min_ms": min(r[k] for r in rs) * 1000, "max_ms": max(r[k] for r in rs) * 1000}
+               for k, rs in [*((k, rounds) for k in (*STEPS, LIVE)),
+                             *((k, warm) for k in (ETA, GATEWAY_SAMPLE, ETA_TENTHS))]}
+    eta_error = {}
+    for k in (ERROR, ERROR_TENTHS):
+        errors = [abs(r[k]) * 100 for r in warm]
+        eta_error[k] = {"p50_pct": pct(errors, 50), "p95_pct": pct(errors, 95), "min_pct": min(errors),
+                        "max_pct": max(errors), "signed_pct": [round(r[k] * 100, 1) for r in warm]}
     print(f"\nscale from zero, {args.worker} worker, {args.rounds} rounds (cooldown {args.cooldown} s, polling 1 s), "
           f"from the first request at zero:")
-    print(f"{'step':<34}{'p50':>10}{'p95':>10}{'min':>10}{'max':>10}")
+    print(f"{'step':<38}{'p50':>10}{'p95':>10}{'min':>10}{'max':>10}")
     for k, v in summary.items():
-        print(f"{k:<34}" + "".join(f"{v[c]:>8.0f}ms" for c in ("p50_ms", "p95_ms", "min_ms", "max_ms")))
+        print(f"{k:<38}" + "".join(f"{v[c]:>8.0f}ms" for c in ("p50_ms", "p95_ms", "min_ms", "max_ms")))
+    for k, e in eta_error.items():
+        print(f"{'|' + k + '|':<38}" + "".join(f"{e[c]:>9.0f}%" for c in ("p50_pct", "p95_pct", "min_pct", "max_pct")))
     target = summary[STEPS[1]]["p95_ms"]
     print(f"target: replicas = 1 within 1 s at p95: {target:.0f} ms {'✔' if target <= 1000 else '✘'}")
-    out = {"worker": args.worker, "rounds": rounds, "summary": summary, "cooldown_s": args.cooldown, "polling_s": 1,
+    print(f"target: after one warm-up, the ETA within ±20 % of the time to a live worker: p95 |error| "
+          f"{eta_error[ERROR]['p95_pct']:.0f} % {'✔' if eta_error[ERROR]['p95_pct'] <= 20 else '✘'} "
+          f"(what-if at 0.1 s: {eta_error[ERROR_TENTHS]['p95_pct']:.0f} %)")
+    out = {"worker": args.worker, "rounds": rounds, "summary": summary, "eta_error": eta_error,
+           "cooldown_s": args.cooldown, "polling_s": 1,
            "machine": {"platform": platform.platform(), "python": platform.python_version(),
                        "cpus": os.cpu_count(), "loadavg_1m": [round(x, 2) for x in loads]},
            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -4,6 +4,7 @@ environment, W3C carriers taken apart safely, and gateway and worker without Ope
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -155,3 +156,26 @@ def test_worker_asked_to_trace_without_the_extra_names_it() -> None:
     """, "--model", "m", "--handler", "switchyard.worker.handlers:echo", "--otlp-endpoint", "http://127.0.0.1:4318")
     assert done.returncode == 2
     assert "switchyard[tracing]" in done.stderr and "opentelemetry-sdk" in done.stderr
+
+
+def traces_doc() -> str:
+    """The Traces section: docs/observability-traces.md, or docs/observability.md once merged there."""
+    own = ROOT / "docs" / "observability-traces.md"
+    if own.exists():
+        return own.read_text()
+    merged = (ROOT / "docs" / "observability.md").read_text()
+    return merged[merged.index("## Traces"):]
+
+
+def test_the_traces_doc_resources_are_valid_and_turn_tracing_on() -> None:
+    import yaml
+
+    fences = re.findall(r"```yaml\n(.*?)```", traces_doc(), re.S)
+    resources = [yaml.safe_load(f) for f in fences if "apiVersion: switchyard.dev" in f]
+    assert {r["kind"] for r in resources} == {"Gateway", "Upstream"}
+    rs, issues = parse_objects(resources)
+    assert not issues, issues
+    t = compile_table(rs).raise_for_issues()
+    assert t.tracing == TracingRoute("http://otel-collector.observability:4318", 0.1)
+    env = {e["name"]: e["value"] for e in resources[1]["spec"]["workers"]["template"]["env"]}
+    assert cli.OTLP_URL.match(env["OTEL_EXPORTER_OTLP_ENDPOINT"])

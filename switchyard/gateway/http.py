@@ -147,7 +147,7 @@ def _preflight(request: web.Request, table: RoutingTable | None) -> web.Response
     if table is None or not _origin_allowed(request.headers.get("Origin"), table):
         raise ApiError("forbidden", "CORS preflight from an origin this gateway does not allow")
     return web.Response(status=204, headers={
-        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+        "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",  # DELETE: /v1/pools/{name}
         "Access-Control-Allow-Headers": ", ".join(table.cors.allow_headers),
         "Access-Control-Max-Age": str(table.cors.max_age_seconds),
     })

@@ -86,8 +86,8 @@ class KvPoolStore(PoolStore):
 
     async def _resync(self, kv: KeyValue) -> None:
         fresh = {r.name: r for r in await self._read_all(kv)}
-        if fresh != self._view:
-            self._view = fresh
+        before, self._view = self._view, fresh
+        if _compiled(before) != _compiled(fresh):
             self._changed()
 
     async def _on_msg(self, msg: Msg) -> None:
@@ -102,13 +102,13 @@ class KvPoolStore(PoolStore):
             log.warning("unreadable pool record", extra={"pool": name, "error": str(exc)})
 
     def _set(self, name: str, record: PoolRecord | None) -> None:
-        if self._view.get(name) == record:
-            return
+        before = dict(self._view)
         if record is None:
             self._view.pop(name, None)
         else:
             self._view[name] = record
-        self._changed()
+        if _compiled(before) != _compiled(self._view):
+            self._changed()  # a renewal changes no table: it only moves the expiry read by pool_expired
 
     # -- the store ------------------------------------------------------------------------
 
@@ -177,6 +177,11 @@ class KvPoolStore(PoolStore):
         await kv.purge(name)  # no history of a deleted pool is kept
         self._set(name, None)
         return True
+
+
+def _compiled(view: dict[str, PoolRecord]) -> dict[str, tuple[object, ...]]:
+    """What of the pools goes into the routing table (everything but the renewal time)."""
+    return {n: (r.tenant, dict(r.gpus), r.models, r.ttl_seconds) for n, r in view.items()}
 
 
 async def _get(kv: KeyValue, key: str) -> KeyValue.Entry | None:

@@ -136,6 +136,13 @@ async def create_pool(request: web.Request) -> web.Response:
         except NameTaken as taken:  # another replica (or client) made it in between
             existing = taken.existing
         else:
+            # Count again: two replicas creating at once each counted before the other's pool was there.
+            # Both may back off then (the caller retries), but the limit is never exceeded.
+            held = sum(1 for p in await store.list() if p.api and p.tenant == record.tenant)
+            if held > limit:
+                await store.delete(created.name)
+                raise ApiError("too_many_pools", f"tenant {record.tenant!r} holds {held - 1} pools, the limit of "
+                                                 f"spec.poolApi.maxPoolsPerTenant ({limit}): delete one first")
             return json_response(view(st, table, store, created), status=201)
     if existing is not None and existing.api and existing.same_spec(record):
         lapsed = store.expired_at(existing)
@@ -211,6 +218,9 @@ def _validate(table: RoutingTable, key: KeyRoute, body: Any) -> PoolRecord:
     if not _is_int(ttl) or not 1 <= ttl <= max_ttl:
         raise ApiError("bad_request", f"ttl_seconds must be an integer from 1 to {max_ttl} "
                                       f"(spec.poolApi.maxTtlSeconds), not {ttl!r}; a pool made here always expires")
+    if key.pools is not None and not key.admin:
+        raise ApiError("forbidden", f"API key {key.name!r} may use only the pools it lists "
+                                    f"({', '.join(key.pools) or 'none'}): a pool it created would be closed to it")
     tenant = body.get("tenant")
     if tenant is not None and not key.admin:
         raise ApiError("forbidden", f"API key {key.name!r} may create pools only for its own tenant: "

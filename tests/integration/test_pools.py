@@ -27,7 +27,8 @@ from switchyard.natsserver import NatsServer
 from switchyard.subjects import Lane
 
 KEYS = {"team-a": "team-a-key-0123456789abcdef", "team-a-2": "team-a-2-key-0123456789abcd",
-        "team-b": "team-b-key-0123456789abcdef", "a-user": "a-user-key-0123456789abcdef"}
+        "team-b": "team-b-key-0123456789abcdef", "a-user": "a-user-key-0123456789abcdef",
+        "limited": "limited-key-0123456789abcdef"}
 A, A2, B, A_USER = ({"Authorization": f"Bearer {KEYS[k]}"} for k in ("team-a", "team-a-2", "team-b", "a-user"))
 LIMITS = {"maxWorkersPerPool": 4, "maxPoolsPerTenant": 2, "maxTtlSeconds": 600}
 
@@ -46,6 +47,8 @@ def pool_manifests(tmp_path: Path) -> Path:
          "managePools": True},
         {"name": "team-b", "secretRef": {"name": "pool-keys", "key": "team-b"}, "managePools": True},
         {"name": "a-user", "secretRef": {"name": "pool-keys", "key": "a-user"}, "tenant": "team-a"},
+        {"name": "limited", "secretRef": {"name": "pool-keys", "key": "limited"}, "managePools": True,
+         "pools": ["tenant"]},
     ]
     directory = manifests_with(tmp_path, gateway={"auth": {"apiKeys": keys}, "poolApi": LIMITS})
     (directory / "pool-keys.yaml").write_text(yaml.safe_dump(
@@ -150,6 +153,10 @@ async def test_keys_without_manage_pools_get_403(nats_server: NatsServer, tmp_pa
         # Only admin keys may name another tenant.
         r = await gw.call("POST", "/v1/pools", headers=A, json=body("for-b", tenant="team-b"))
         assert r.status == 403 and "tenant" in r.body["error"]["message"]
+        # A key limited to listed pools could never use a pool it made: refused up front.
+        limited = await gw.call("POST", "/v1/pools", headers={"Authorization": f"Bearer {KEYS['limited']}"},
+                                json=body("unusable"))
+        assert limited.status == 403 and "may use only the pools it lists" in limited.body["error"]["message"]
 
 
 @pytest.mark.parametrize("payload, status, code, says", [
@@ -231,6 +238,36 @@ async def test_replicas_share_pools_and_limits(nats_server: NatsServer, tmp_path
         assert third.status == 409 and third.body["error"]["code"] == "too_many_pools"
         assert (await two.call("DELETE", "/v1/pools/shared", headers=A)).status == 200
         await until(lambda: "shared" not in one.state.holder.table.pools, 15, "replica one drops the pool")
+
+
+async def test_concurrent_creates_on_two_replicas_never_pass_the_limit(nats_server: NatsServer,
+                                                                      tmp_path: Path) -> None:
+    directory = pool_manifests(tmp_path)
+    async with gateway(nats_server.url, directory) as one, gateway(nats_server.url, directory) as two:
+        assert (await one.call("POST", "/v1/pools", headers=A, json=body("first"))).status == 201
+        for round_ in range(5):  # one slot left: at most one of each pair of racing creates gets it
+            a, b = await asyncio.gather(one.call("POST", "/v1/pools", headers=A, json=body(f"x{round_}")),
+                                        two.call("POST", "/v1/pools", headers=A2, json=body(f"y{round_}")))
+            assert sorted([a.status, b.status]) in ([201, 409], [409, 409]), (a.body, b.body)
+            mine = [p["name"] for p in (await one.call("GET", "/v1/pools", headers=A)).body["pools"]
+                    if p["tenant"] == "team-a"]
+            assert len(mine) <= LIMITS["maxPoolsPerTenant"], mine
+            for name in mine:
+                if name != "first":
+                    assert (await one.call("DELETE", f"/v1/pools/{name}", headers=A)).status == 200
+
+
+async def test_a_renewal_recompiles_nothing(nats_server: NatsServer, tmp_path: Path) -> None:
+    async with gateway(nats_server.url, pool_manifests(tmp_path)) as gw:
+        assert (await gw.call("POST", "/v1/pools", headers=A, json=body("steady"))).status == 201
+        await until(lambda: "steady" in gw.state.holder.table.pools, 10, "pool in the table")
+        reloads = gw.state.metrics.config_reloads
+        before = {o: reloads.labels(o)._value.get() for o in ("applied", "unchanged", "rejected")}
+        epoch = gw.state.holder.table.epoch
+        for _ in range(5):
+            assert (await gw.call("POST", "/v1/pools/steady/renew", headers=A)).status == 200
+        after = {o: reloads.labels(o)._value.get() for o in ("applied", "unchanged", "rejected")}
+        assert after == before and gw.state.holder.table.epoch == epoch
 
 
 async def test_a_pool_survives_a_gateway_restart(nats_server: NatsServer, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dataplane import ADMIN, gateway, until, worker
+from dataplane import ADMIN, gateway, kill, until, worker_process
 from limits_manifests import manifests_with
 from switchyard.client import (
     AsyncClient, Client, Forbidden, PoolExists, PoolExpired, PoolProtected, PoolTooLarge, TooManyPools, UnknownPool,
@@ -31,10 +31,6 @@ KEYS = {"team-a": "team-a-key-0123456789abcdef", "team-a-2": "team-a-2-key-01234
         "limited": "limited-key-0123456789abcdef"}
 A, A2, B, A_USER = ({"Authorization": f"Bearer {KEYS[k]}"} for k in ("team-a", "team-a-2", "team-b", "a-user"))
 LIMITS = {"maxWorkersPerPool": 4, "maxPoolsPerTenant": 2, "maxTtlSeconds": 600}
-
-
-def echo(items: list[Any], ctx: Any) -> list[Any]:
-    return [{"text": it.get("text"), "pool": ctx.pool} if isinstance(it, dict) else it for it in items]
 
 
 def pool_manifests(tmp_path: Path) -> Path:
@@ -98,12 +94,16 @@ async def test_a_pool_worker_serves_pinned_requests_of_its_tenant_only(nats_serv
                                                                       tmp_path: Path) -> None:
     async with gateway(nats_server.url, pool_manifests(tmp_path)) as gw:
         assert (await gw.call("POST", "/v1/pools", headers=A, json=body("reserved"))).status == 201
-        async with worker(nats_server.url, echo, pool="reserved", machine_profile="cpu"):
-            await gw.wait_for_workers(Lane("test/echo", "default", "cpu", "reserved"))
+        # `switchyard worker --pool reserved`, as its own process.
+        proc = worker_process(nats_server.url, "switchyard.worker.handlers:echo", "test/echo",
+                              "--pool", "reserved", "--machine-profile", "cpu")
+        try:
+            await gw.wait_for_workers(Lane("test/echo", "default", "cpu", "reserved"), timeout=30)
+            [beat] = [b for b in gw.state.registry.live() if b.pool == "reserved"]
             served = await gw.call("POST", "/v1/encode/test/echo", headers={**A_USER, "X-Pool": "reserved"},
                                    json={"items": [{"text": "mine"}]})
             assert served.status == 200, served.body
-            assert served.body["items"] == [{"text": "mine", "pool": "reserved"}]
+            assert served.body["items"] == [{"text": "mine"}] and served.body["worker"] == beat.worker_id
             view = (await gw.call("GET", "/v1/pools/reserved", headers=A)).body
             assert view["workers"] == {"cpu": {"reserved": 1, "ready": 1}}
             # Another tenant cannot send work there: the same 404 as a pool that does not exist.
@@ -114,6 +114,11 @@ async def test_a_pool_worker_serves_pinned_requests_of_its_tenant_only(nats_serv
                                       json={"items": [{"text": "theirs"}]})
                 assert theirs.status == never.status == 404
                 assert theirs.body["error"]["code"] == never.body["error"]["code"] == "unknown_pool"
+            # Unpinned work of the default pool never reaches the pool's worker: it waits (202).
+            default = await gw.call("POST", "/v1/encode/test/echo", headers=A, json={"items": [{"text": "d"}]})
+            assert default.status == 202, default.body
+        finally:
+            kill(proc)
 
 
 async def test_another_tenant_can_neither_see_renew_nor_delete_a_pool(nats_server: NatsServer,

@@ -203,14 +203,20 @@ def skip_reason(cmd: Command) -> str | None:
 # in order, on an API server of its own with the built helm on PATH: it installs what the
 # kustomize steps install, so the two sequences cannot share one API server.
 HELM_SECTION = "With Helm"
+# Commands under these headings of docs/observability.md run in tests/k8s/test_docs_monitoring.py,
+# each heading on an API server of its own that has the real Prometheus Operator CRDs.
+MONITORING_SECTIONS = ("Monitoring with kustomize", "Monitoring with Helm")
 
 
 def kind(cmd: Command) -> str:
-    """How the tests run it: gateway, worker, demo, make-test, curl, pip, kubectl, helm, skip, or unknown."""
+    """How the tests run it: gateway, worker, demo, make-test, curl, pip, kubectl, helm, monitoring, skip,
+    or unknown."""
     if skip_reason(cmd) is not None:
         return "skip"
     if cmd.section == HELM_SECTION:
         return "helm"
+    if cmd.section in MONITORING_SECTIONS:
+        return "monitoring"
     words = cmd.words
     if words[:2] == ["switchyard", "gateway"]:
         return "gateway"

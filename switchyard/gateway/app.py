@@ -162,7 +162,6 @@ async def start(st: GatewayState, listen: Listen, *, access_log: bool = True,
 
 async def _observe(st: GatewayState) -> None:
     """Refresh demand, readiness and per-worker gauges; count dead letters from JetStream's advisories."""
-    st.eta.metrics = st.metrics  # cold starts and the ETA's accuracy, exported by the replica that records them
     # Read at scrape time, as /readyz decides: NATS connected and a routing table loaded.
     st.metrics.ready.set_function(lambda: float(st.dispatcher.connected and st.holder.table is not None))
     dead_letters = DeadLetters(st.metrics)

@@ -37,7 +37,7 @@ class GatewayState:
 
     def __post_init__(self) -> None:
         self.eta = ColdStarts(lambda: self.dispatcher.coldstart if self.dispatcher.connected else None,
-                              self.registry.serving)
+                              self.registry.serving, metrics=self.metrics)
 
     def check_pool(self, pool: str) -> None:
         expired = self.pool_expired(pool) if pool else None

@@ -72,7 +72,8 @@ class ColdStarts:
             return remaining(default_s, 0)
         try:
             samples = await self._samples(kv, lane)
-            started = await self._open(kv, lane, now, stale_after_s, estimate(samples, default_s))
+            # The ETA the opener answers (whole seconds, as Retry-After): what the accuracy is judged against.
+            started = await self._open(kv, lane, now, stale_after_s, remaining(estimate(samples, default_s), 0))
         except Exception as exc:  # noqa: BLE001 - the item is queued: an ETA must never fail its 202
             log.warning("cold-start history unavailable; using the default ETA",
                         extra={"lane": lane.subject, "error": str(exc) or type(exc).__name__})

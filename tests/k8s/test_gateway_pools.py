@@ -18,7 +18,7 @@ import pytest
 
 from cluster import ROOT, Proc, get, operator, wait
 from switchyard.api.pool import RENEWED_AT_ANNOTATION
-from switchyard.client import Client, PoolExpired, PoolProtected, UnknownPool
+from switchyard.client import Client, PoolExists, PoolExpired, PoolProtected, PoolTooLarge, TooManyPools, UnknownPool
 from switchyard.natsserver import NatsServer, free_port
 from switchyard.testing import http
 from switchyard.testing.controlplane import ControlPlane
@@ -124,6 +124,19 @@ def test_sdk_creates_renews_and_deletes_pool_resources(cluster_gateway: Any) -> 
             assert "team-a-l4" not in [p.name for p in other.list_pools()]
         status, body = http.call(f"{url}/v1/encode/{BGE}", TEAM_B, {"items": [1]}, **{"X-Pool": "team-a-l4"})
         assert (status, body["error"]["code"]) == (404, "unknown_pool")
+        # spec.poolApi holds in cluster mode too, counted from the API server (examples: 4 per tenant,
+        # 8 workers per pool); team-a's pool does not count against team-b.
+        with Client(url, TEAM_B) as other:
+            with pytest.raises(PoolExists):
+                other.create_pool("team-a-l4", {"l4": 1}, models=[BGE], ttl_s=30, renew=False)
+            with pytest.raises(PoolTooLarge):
+                other.create_pool("huge", {"l4": 9}, models=[BGE], renew=False)
+            for i in range(4):
+                other.create_pool(f"team-b-{i}", {"l4": 1}, ttl_s=60, renew=False)
+            with pytest.raises(TooManyPools):
+                other.create_pool("team-b-4", {"l4": 1}, ttl_s=60, renew=False)
+            assert get(cp, ns, "pool", "team-b-4") is None
+            assert get(cp, ns, "pool", "team-b-0")["spec"]["tenant"] == "team-b"  # type: ignore[index]
         # A renewal is the annotation; the operator moves the Lease to it.
         time.sleep(1.1)  # a renewal later than creation by more than the annotation's resolution
         renewed = sy.renew_pool("team-a-l4")

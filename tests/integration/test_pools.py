@@ -295,11 +295,20 @@ async def test_sdk_sync_client_renews_until_delete_and_leaks_no_thread(nats_serv
                                                                         tmp_path: Path) -> None:
     async with gateway(nats_server.url, pool_manifests(tmp_path)) as gw:
         assert not _client_threads()
+        proc = worker_process(nats_server.url, "switchyard.worker.handlers:echo", "test/echo",
+                              "--pool", "sdk-sync", "--machine-profile", "cpu")
 
         def scenario() -> None:
             with Client(gw.url, KEYS["team-a"]) as sy:
                 info = sy.create_pool("sdk-sync", {"cpu": 1}, models=["test/echo"], ttl_s=3)
                 assert info.active and info.reserved("cpu") == 1 and sy.renewing() == ["sdk-sync"]
+                # Pinned through the SDK's gpu="pool/profile": served by the pool's worker.
+                deadline = time.monotonic() + 30
+                while sy.get_pool("sdk-sync").ready("cpu") < 1:
+                    assert time.monotonic() < deadline, "the pool's worker never became ready"
+                    time.sleep(0.1)
+                assert sy.encode("test/echo", ["pinned"], gpu="sdk-sync/cpu").items == [{"text": "pinned"}]
+                assert sy.encode("test/echo", ["pinned"], pool="sdk-sync").items == [{"text": "pinned"}]
                 # The background renewal moves the lease on, and keeps it live past its TTL.
                 deadline = time.monotonic() + 20
                 while sy.get_pool("sdk-sync").expires_at <= info.expires_at:
@@ -318,7 +327,10 @@ async def test_sdk_sync_client_renews_until_delete_and_leaks_no_thread(nats_serv
                 sy.create_pool("sdk-closed", {"cpu": 1}, ttl_s=2)
                 assert sy.renewing() == ["sdk-closed"]
 
-        await asyncio.to_thread(scenario)
+        try:
+            await asyncio.to_thread(scenario)
+        finally:
+            kill(proc)
         assert not _client_threads(), "the client's background thread outlived close()"
         await until(lambda: gw.state.pool_expired("sdk-closed") is not None, 15, "the unrenewed pool lapses")
 

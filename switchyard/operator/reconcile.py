@@ -31,6 +31,7 @@ from ..api.table import RoutingTable
 from ..api.upstream import Upstream
 from ..gateway import scaledobjects
 from ..gateway.cluster import POOL_LABEL, SERVICE_LABEL
+from ..gateway.poolstore import API_LABEL as POOL_API_LABEL
 from . import children, fleets
 from .kube import (
     BY_KIND, CONFIGMAP, DEPLOYMENT, ENDPOINT_SLICE, LEASE, POD, RESOURCE_KINDS, ROLE, ROLE_BINDING, SCALED_OBJECT,
@@ -276,6 +277,7 @@ class Reconciler:
                 continue
             profiles = {p.name: p for p in gw.spec.machine_profiles}
             obs.pool_fleets.setdefault(pool.name, [])  # filled by _pool_fleet with what it runs
+            todo: list[fleets.PoolFleet] = []
             for model in pool.spec.models:
                 up = next((u for u in ups if u.spec.model == model and u.spec.gateway_ref in (None, gw.name)), None)
                 if up is None:
@@ -284,9 +286,18 @@ class Reconciler:
                 rendered, problems = fleets.pool_fleets(pool, up, gw)
                 for why in problems:
                     obs.problem(key, why, obs.unrendered)
-                for pf in rendered:
-                    dep = fleets.pool_deployment(pf, gw, profiles[pf.fleet.machine_profile or ""])
-                    writes.append(self._pool_fleet(key, dep, pf, obs))
+                todo += rendered
+            # The gateway bounds what POST /v1/pools accepts; this bounds what actually runs (an Upstream
+            # with several bundles runs gpus[P] workers per bundle), so a tenant's pool never exceeds it.
+            limit = gw.spec.pool_api.max_workers_per_pool
+            if pool.metadata.labels.get(POOL_API_LABEL) == "true" and sum(pf.replicas for pf in todo) > limit:
+                obs.problem(key, f"its fleets would run {sum(pf.replicas for pf in todo)} workers, more than Gateway "
+                                 f"{gw.name!r} spec.poolApi.maxWorkersPerPool ({limit}) allows a pool made through "
+                                 "the API; none are run", obs.unrendered)
+                continue
+            for pf in todo:
+                dep = fleets.pool_deployment(pf, gw, profiles[pf.fleet.machine_profile or ""])
+                writes.append(self._pool_fleet(key, dep, pf, obs))
         await bounded(writes)
         wanted = {pf.fleet.deployment for fs in obs.pool_fleets.values() for pf in fs}
         for (kind, name), child in list(obs.children.items()):

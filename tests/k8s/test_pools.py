@@ -17,6 +17,7 @@ import pytest
 
 from cluster import ROOT, Proc, get, kubectl_json, operator, wait
 from switchyard.api.pool import RENEWED_AT_ANNOTATION
+from switchyard.gateway.poolstore import API_LABEL as POOL_API_LABEL
 from switchyard.operator.children import RENEW_SKEW_S
 from switchyard.testing.controlplane import ControlPlane
 
@@ -32,9 +33,10 @@ def op(installed: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Proc
     print(proc.tail(60))  # shown when the test failed
 
 
-def apply_pool(cp: ControlPlane, ns: str, name: str, **spec: Any) -> None:
+def apply_pool(cp: ControlPlane, ns: str, name: str, labels: dict[str, str] | None = None, **spec: Any) -> None:
     cp.kubectl("apply", "-n", ns, "-f", "-", check=True, input=json.dumps(
-        {"apiVersion": "switchyard.dev/v1alpha1", "kind": "Pool", "metadata": {"name": name}, "spec": spec}))
+        {"apiVersion": "switchyard.dev/v1alpha1", "kind": "Pool", "metadata": {"name": name, "labels": labels or {}},
+         "spec": spec}))
 
 
 def ready(cp: ControlPlane, ns: str, pool: str) -> dict[str, Any] | None:
@@ -191,6 +193,15 @@ def test_what_a_pool_cannot_run_is_its_ready_condition(installed: ControlPlane, 
     apply_pool(cp, ns, long, gpus={"cpu": 1}, models=[MINILM], ttlSeconds=3600)
     cond = wait(lambda: (c := ready(cp, ns, long)) and c["reason"] == "WorkersNotRendered" and c, 30, "too long")
     assert "longer than 63 characters" in cond["message"]
+
+    # A pool made through /v1/pools (the gateway labels it) never runs more than spec.poolApi allows,
+    # whatever its spec says (default maxWorkersPerPool 8); a pool you apply yourself is not bound.
+    apply_pool(cp, ns, "big", {POOL_API_LABEL: "true"}, gpus={"cpu": 9}, models=[MINILM], ttlSeconds=3600)
+    apply_pool(cp, ns, "mine", gpus={"cpu": 9}, models=[MINILM], ttlSeconds=3600)
+    cond = wait(lambda: (c := ready(cp, ns, "big")) and c["reason"] == "WorkersNotRendered" and c, 30, "too big")
+    assert "more than Gateway 'main' spec.poolApi.maxWorkersPerPool (8)" in cond["message"]
+    assert wait(lambda: get(cp, ns, "deployment", "pool-mine-minilm-cpu"), 30, "mine")["spec"]["replicas"] == 9
+    assert get(cp, ns, "deployment", "pool-big-minilm-cpu") is None
 
     # A Deployment of the fleet's name that the pool does not own is left alone.
     theirs = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "pool-taken-minilm-cpu"},

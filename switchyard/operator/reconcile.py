@@ -301,7 +301,7 @@ class Reconciler:
         await bounded(writes)
         wanted = {pf.fleet.deployment for fs in obs.pool_fleets.values() for pf in fs}
         for (kind, name), child in list(obs.children.items()):
-            if kind == "Deployment" and name not in wanted and _pool_fleet(child):
+            if kind == "Deployment" and name not in wanted and _is_pool_fleet(child):
                 await self._retire(ns, child)
 
     async def _pool_fleet(self, key: str, dep: Obj, pf: fleets.PoolFleet, obs: Observed) -> None:
@@ -425,7 +425,7 @@ class Reconciler:
         owners = {raw["metadata"].get("uid") for raw in obs.raw.values()}
         for (kind_name, name), child in obs.children.items():
             refs = child["metadata"].get("ownerReferences") or []
-            if kind_name == "Deployment" and _pool_fleet(child):
+            if kind_name == "Deployment" and _is_pool_fleet(child):
                 continue  # retired by _pools: scaled to 0 before it goes
             if refs and not any(r.get("uid") in owners for r in refs):
                 kind = BY_KIND[kind_name]
@@ -445,7 +445,7 @@ async def bounded(coros: list[Awaitable[None]], limit: int = 8) -> None:
     await asyncio.gather(*(one(c) for c in coros))
 
 
-def _pool_fleet(dep: Obj) -> bool:
+def _is_pool_fleet(dep: Obj) -> bool:
     labels = dep["metadata"].get("labels") or {}
     return POOL_LABEL in labels and labels.get(children.OWNER_LABEL, "").startswith("pool.")
 
@@ -462,7 +462,7 @@ def _pool_workers(obs: Observed, pool: str) -> dict[str, dict[str, int]]:
         dep = obs.children.get(("Deployment", pf.fleet.deployment)) or {}
         counts = out.setdefault(pf.fleet.machine_profile or "", {"reserved": 0, "ready": 0})
         counts["reserved"] += pf.replicas
-        # Ready only from a Deployment that already runs this size (readyReplicas can lag a resize).
+        # Never more ready than reserved: a fleet being shrunk still counts its old pods for a moment.
         counts["ready"] += min(pf.replicas, (dep.get("status") or {}).get("readyReplicas") or 0)
     return out
 

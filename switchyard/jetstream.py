@@ -62,7 +62,8 @@ async def apply_queue_limits(js: JetStreamContext, limits: QueueLimits,
     workers = await ensure_workers_bucket(js, limits.replicas)
     jobs = await ensure_jobs_bucket(js, jobs_ttl_s, limits.replicas)
     await ensure_coldstart_bucket(js, limits.replicas)
-    for bucket in (WORKERS_BUCKET, JOBS_BUCKET, COLDSTART_BUCKET):
+    await ensure_pools_bucket(js, limits.replicas)
+    for bucket in (WORKERS_BUCKET, JOBS_BUCKET, COLDSTART_BUCKET, POOLS_BUCKET):
         await _set_replicas(js, f"KV_{bucket}", limits.replicas)  # a KV bucket is the stream KV_<bucket>
     return workers, jobs
 

@@ -66,7 +66,7 @@ def _declared(table: RoutingTable, store: PoolStore, name: str) -> PoolRecord | 
                       api=False)
 
 
-async def _find(st: GatewayState, table: RoutingTable, store: PoolStore, key: KeyRoute, name: str) -> PoolRecord:
+async def _find(table: RoutingTable, store: PoolStore, key: KeyRoute, name: str) -> PoolRecord:
     record = await store.get(name) if NAME.match(name) and len(name) <= MAX_NAME else None
     if record is None:
         record = _declared(table, store, name)
@@ -165,13 +165,13 @@ async def list_pools(request: web.Request) -> web.Response:
 
 async def get_pool(request: web.Request) -> web.Response:
     st, table, key, store = _manager(request)
-    record = await _find(st, table, store, key, request.match_info["name"])
+    record = await _find(table, store, key, request.match_info["name"])
     return json_response(view(st, table, store, record))
 
 
 async def renew_pool(request: web.Request) -> web.Response:
     st, table, key, store = _manager(request)
-    record = await _find(st, table, store, key, request.match_info["name"])
+    record = await _find(table, store, key, request.match_info["name"])
     _managed(record, table)
     try:
         renewed = await store.renew(record.name, time.time())
@@ -188,7 +188,7 @@ async def delete_pool(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if name in (DEFAULT_POOL, table.default_pool):
         raise ApiError("pool_protected", f"pool {name!r} is the default pool: it cannot be deleted")
-    record = await _find(st, table, store, key, name)
+    record = await _find(table, store, key, name)
     _managed(record, table)
     if not await store.delete(record.name):
         raise ApiError("unknown_pool", f"pool {name!r} does not exist")

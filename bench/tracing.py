@@ -142,6 +142,9 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             "gateway_cores": med(lambda x: x["gateway_cN"]["cores"]["gateway"]),
             "worker_cores": med(lambda x: x["gateway_cN"]["cores"]["worker"]),
             "sink_cores": med(lambda x: x["gateway_cN"]["cores"].get("otlp sink", 0.0)),
+            # CPU time per request: what the machine's other load (it shifts req/s) does not change.
+            "gateway_us_per_request": med(lambda x: x["gateway_cN"]["cores"]["gateway"] / x["gateway_cN"]["rps"] * 1e6),
+            "worker_us_per_request": med(lambda x: x["gateway_cN"]["cores"]["worker"] / x["gateway_cN"]["rps"] * 1e6),
             "non200": sum(x["gateway_cN"]["non200"] + x["gateway_c1"]["non200"] for x in runs),
             "spans_received": [x.get("spans_received") for x in runs],
         }
@@ -157,13 +160,15 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
         f"fresh processes; medians over valid rounds; floor = direct NATS request-reply, measured beside each run",
         "",
         f"{'tracing':<13}{'p50 - floor':>13}{'p99 - floor':>13}{f'req/s c={n}':>13}{'of floor':>10}"
-        f"{'gw cores':>10}{'wkr cores':>10}{'sink cores':>11}{'non-200':>9}  spans exported",
+        f"{'gw cores':>10}{'wkr cores':>10}{'sink cores':>11}{'gw us/req':>10}{'wkr us/req':>11}{'non-200':>9}"
+        "  spans exported",
     ]
     for mode in MODES:
         x = s[mode]
         lines.append(
             f"{mode:<13}{x['p50_delta_ms']:>+10.3f} ms{x['p99_delta_ms']:>+10.3f} ms{x['rps']:>13.0f}"
             f"{x['rps_of_floor']:>9.0%} {x['gateway_cores']:>9.2f}{x['worker_cores']:>10.2f}{x['sink_cores']:>11.2f}"
+            f"{x['gateway_us_per_request']:>10.0f}{x['worker_us_per_request']:>11.0f}"
             f"{x['non200']:>9}  {', '.join(str(c) for c in x['spans_received']) if mode != 'off' else '-'}"
             + ("" if x["valid_rounds"] else "  INVALID (non-200 answers or socket errors)"))
     off = s["off"]
@@ -171,7 +176,9 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
         x = s[mode]
         lines.append(f"{mode} vs off: p50 {x['p50_delta_ms'] - off['p50_delta_ms']:+.3f} ms, "
                      f"p99 {x['p99_delta_ms'] - off['p99_delta_ms']:+.3f} ms, "
-                     f"throughput {x['rps'] / off['rps'] - 1:+.1%}")
+                     f"throughput {x['rps'] / off['rps'] - 1:+.1%}, CPU per request: gateway "
+                     f"{x['gateway_us_per_request'] - off['gateway_us_per_request']:+.0f} us, worker "
+                     f"{x['worker_us_per_request'] - off['worker_us_per_request']:+.0f} us")
     return "\n".join(lines)
 
 

@@ -2,8 +2,9 @@
 
 KEDA runs out of cluster, so the Gateway's `spec.scaler.address` points it at the
 gateway's scaler on 127.0.0.1 (inside a cluster it is the gateway Service). There is
-no kubelet or controller-manager here: KEDA setting the worker Deployment's
-`spec.replicas` is the outcome; the worker process is started by the test.
+no kubelet here, and a kube-controller-manager (with KEDA's metrics adapter) only in the
+1 -> N test: KEDA setting the worker Deployment's `spec.replicas` is the outcome; the
+worker process is started by the test.
 """
 
 from __future__ import annotations

@@ -314,3 +314,22 @@ async def test_spans_reach_the_configured_otlp_endpoint_from_gateway_and_worker_
     process = next(s for s in mine if s.name.startswith("process "))
     assert publish.parent_id == server.span_id and process.parent_id == publish.span_id
     assert {s.name for s in mine if s.parent_id == process.span_id} == {"queue wait", "embeddings test/echo"}
+
+
+async def test_refused_requests_record_their_status_and_queue_nothing(nats_server: NatsServer, tmp_path: Path,
+                                                                       spans: InMemorySpanExporter) -> None:
+    from opentelemetry.trace import StatusCode
+
+    async with gateway(nats_server.url, traced_manifests(tmp_path)) as gw:
+        big = await gw.infer(items=[{"text": "x" * 5000}])  # over the test Gateway's 4096-byte body limit
+        assert big.status == 413
+        pinned = await gw.infer(headers={"X-Pool": "tenant"})  # a pinned pool with no worker: 503, nothing queued
+        assert pinned.status == 503 and pinned.body["error"]["code"] == "no_capacity"
+        found = list(spans.get_finished_spans())
+    assert [s.kind for s in found] == [SpanKind.SERVER, SpanKind.SERVER]  # no publish span: nothing was sent
+    client, server = found
+    assert client.attributes["http.response.status_code"] == 413
+    assert client.attributes["switchyard.error.code"] == "payload_too_large"
+    assert client.status.status_code == StatusCode.UNSET  # a client's error is not the server's (HTTP semconv)
+    assert server.attributes["http.response.status_code"] == 503 and server.attributes["error.type"] == "no_capacity"
+    assert server.status.status_code == StatusCode.ERROR

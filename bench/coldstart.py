@@ -169,7 +169,6 @@ def one_round(stack: ColdStartStack, rec: Recorder, client: Client, lane: Lane) 
     assert node is not None
     wait(lambda: stack.replicas() == 0 and not stack.pods() and _ep_count(rec) == 0, 120, "the fleet at zero")
     history = _samples(stack.nats_url, lane)
-    samples_before = len(history)
     t0 = time.time()
     accepted = client.encode(stack.model, ["cold-202"])  # no hold: the 202 and its ETA, as a user sees them
     assert isinstance(accepted, Accepted) and accepted.estimated_wait_s is not None, accepted
@@ -183,15 +182,16 @@ def one_round(stack: ColdStartStack, rec: Recorder, client: Client, lane: Lane) 
     ready = wait(lambda: [t for t in node.event_times("ready") if t >= t0], 30, "pod ready")[0]
     on_nats = _logged(node.log_tail(pod, 200), "worker started")
     live = max(on_nats, rec.first(rec.ready_endpoints, t0, at_least=1))
-    samples = wait(lambda: (s := _samples(stack.nats_url, lane)) and len(s) > samples_before and s, 30,
-                   "the gateway's sample") if samples_before < 20 else _samples(stack.nats_url, lane)
+    # This round's sample has been appended (the list is capped at eta.HISTORY, so compare, not count).
+    samples = wait(lambda: (s := _samples(stack.nats_url, lane)) != history and s, 30, "the gateway's sample")
     eta = accepted.estimated_wait_s
-    tenths = round(statistics.median(history), 1) if history else eta  # the ETA eta.py computes, unrounded
-    return {ETA_TENTHS: tenths, ERROR_TENTHS: (tenths - (live - t0)) / (live - t0),
-            STEPS[0]: rec.first(rec.pushes, t0) - t0, STEPS[1]: rec.first(rec.replicas, t0, 1) - t0,
+    # eta.py's median of the same history, at 0.1 s instead of rounded up to whole seconds.
+    tenths = round(statistics.median(history), 1) if history else eta
+    return {STEPS[0]: rec.first(rec.pushes, t0) - t0, STEPS[1]: rec.first(rec.replicas, t0, 1) - t0,
             STEPS[2]: started - t0, STEPS[3]: on_nats - t0,
             STEPS[4]: ready - t0, STEPS[5]: t_result - t0, STEPS[6]: t_zero - t_result,
-            LIVE: live - t0, ETA: eta, GATEWAY_SAMPLE: samples[-1], ERROR: (eta - (live - t0)) / (live - t0)}
+            LIVE: live - t0, ETA: eta, GATEWAY_SAMPLE: samples[-1], ERROR: (eta - (live - t0)) / (live - t0),
+            ETA_TENTHS: tenths, ERROR_TENTHS: (tenths - (live - t0)) / (live - t0)}
 
 
 def _ep_count(rec: Recorder) -> int:

@@ -7,12 +7,14 @@ path: the gateway's request handler and publish, JetStream, the worker's pull an
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
+import aiohttp
 import msgpack
 import nats
 import pytest
@@ -24,13 +26,14 @@ from opentelemetry.trace import SpanKind
 from switchyard import tracing
 from switchyard.gateway import tracing as gateway_tracing
 from switchyard.messages import Result, WorkItem
-from switchyard.natsserver import NatsServer
+from switchyard.natsserver import NatsServer, free_port
 from switchyard.testing.otlp import OtlpSink
 from switchyard.worker import Worker, WorkerConfig
 from switchyard.worker.context import Context
 from switchyard.worker.tracing import WorkerTracing
 
-from dataplane import ECHO, GatewayUnderTest, copy_manifests, gateway, job_final, kill, until, worker_process
+from cli_processes import installed_script, start, stop, wait_for_heartbeat
+from dataplane import ADMIN, ECHO, GatewayUnderTest, copy_manifests, gateway, job_final, kill, until, worker_process
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -333,3 +336,43 @@ async def test_refused_requests_record_their_status_and_queue_nothing(nats_serve
     assert client.status.status_code == StatusCode.UNSET  # a client's error is not the server's (HTTP semconv)
     assert server.attributes["http.response.status_code"] == 503 and server.attributes["error.type"] == "no_capacity"
     assert server.status.status_code == StatusCode.ERROR
+
+
+async def test_standalone_gateway_and_worker_processes_export_one_trace(nats_server: NatsServer,
+                                                                         tmp_path: Path) -> None:
+    """`switchyard gateway` and `switchyard worker` as a user starts them: the gateway's tracing from
+    its manifests, the worker's from the standard OTEL_EXPORTER_OTLP_ENDPOINT variable."""
+    sink = await OtlpSink().start()
+    config = traced_manifests(tmp_path, ratio=None)
+    set_tracing(config, {"endpoint": sink.url})
+    port, mport = free_port(), free_port()
+    env = {"OTEL_BSP_SCHEDULE_DELAY": "100"}
+    gw = start([installed_script(), "gateway", "--config-dir", str(config), "--nats", nats_server.url,
+                "--port", str(port), "--metrics-port", str(mport)], tmp_path / "gateway.log", env)
+    wk = start([installed_script(), "worker", "--nats", nats_server.url, "--model", "test/echo",
+                "--handler", "switchyard.worker.handlers:echo", "--heartbeat-interval", "0.5"], tmp_path / "worker.log",
+               {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": sink.url})
+    try:
+        await wait_for_heartbeat(nats_server.url, "test/echo", wk, tmp_path / "worker.log")
+        async with aiohttp.ClientSession() as http:
+            for _ in range(100):  # until the gateway has read the heartbeat: 202 before, 200 after
+                async with http.post(f"http://127.0.0.1:{port}/v1/encode/test/echo", headers=ADMIN,
+                                     json={"items": [1]}) as resp:
+                    if resp.status == 200:
+                        break
+                await asyncio.sleep(0.1)
+            assert resp.status == 200
+            rid = resp.headers["X-Request-ID"]
+        await until(lambda: any(s.name.startswith("process ") and s.attributes.get("switchyard.request_id") == rid
+                                for s in sink.spans), 20, "the worker's spans at the sink")
+        await until(lambda: any(s.service == "switchyard-gateway" and s.attributes.get("switchyard.request_id") == rid
+                                and s.kind == 2 for s in sink.spans), 20, "the gateway's span at the sink")
+    finally:
+        stop(wk)
+        stop(gw)
+        await sink.stop()
+    server = next(s for s in sink.spans if s.kind == 2 and s.attributes.get("switchyard.request_id") == rid)
+    mine = [s for s in sink.spans if s.trace_id == server.trace_id]
+    assert {(s.service, s.name.split(" ")[0]) for s in mine} == {
+        ("switchyard-gateway", "embeddings"), ("switchyard-gateway", "send"), ("switchyard-worker", "process"),
+        ("switchyard-worker", "queue"), ("switchyard-worker", "embeddings")}

@@ -12,6 +12,7 @@ messaging.destination.name, messaging.operation.*) for the publish and the queue
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 from typing import Any, Mapping
@@ -34,6 +35,10 @@ TRACES_PATH = "/v1/traces"  # appended to a base endpoint, as OTEL_EXPORTER_OTLP
 # (a request header, a work item from the queue) is untrusted: longer values are dropped whole.
 MAX_TRACEPARENT = 55
 MAX_TRACESTATE = 512
+# A tracestate list member (W3C Trace Context): checked here so that a hostile one is dropped
+# quietly; the SDK's parser would log each one, a log line per request an attacker controls.
+_KEY = r"(?:[a-z0-9][_0-9a-z\-*/]{0,255}|[a-z0-9][_0-9a-z\-*/]{0,240}@[a-z][_0-9a-z\-*/]{0,13})"
+_MEMBER = re.compile(_KEY + r"=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]")
 
 # gen_ai.operation.name: the well-known value where one fits, else the Switchyard operation.
 GENAI_OPERATIONS = {"encode": "embeddings", "chat": "chat", "generate": "text_completion"}
@@ -134,10 +139,15 @@ def extract(carrier: Mapping[str, Any] | Any) -> Context | None:
         return None
     clean = {"traceparent": parent}
     state = carrier.get("tracestate")
-    if isinstance(state, str) and len(state) <= MAX_TRACESTATE:
+    if isinstance(state, str) and len(state) <= MAX_TRACESTATE and _valid_tracestate(state):
         clean["tracestate"] = state
     ctx = _propagator.extract(clean)
     return ctx if trace.get_current_span(ctx).get_span_context().is_valid else None
+
+
+def _valid_tracestate(state: str) -> bool:
+    members = [m.strip(" \t") for m in state.split(",")]
+    return all(not m or _MEMBER.fullmatch(m) for m in members)
 
 
 def error_type(exc: BaseException) -> str:

@@ -179,3 +179,18 @@ def test_the_traces_doc_resources_are_valid_and_turn_tracing_on() -> None:
     assert t.tracing == TracingRoute("http://otel-collector.observability:4318", 0.1)
     env = {e["name"]: e["value"] for e in resources[1]["spec"]["workers"]["template"]["env"]}
     assert cli.OTLP_URL.match(env["OTEL_EXPORTER_OTLP_ENDPOINT"])
+
+
+@pytest.mark.parametrize("state, kept", [
+    ("vendor=x", 1), ("a=1, b@tenant=2,,", 2), ("=,=", 0), ("A=1", 0), ("a=1,b", 0), ("a= ", 0), ("a=1,a=2", 0),
+])
+def test_a_tracestate_is_kept_only_when_well_formed_and_a_bad_one_logs_nothing(
+        state: str, kept: int, caplog: pytest.LogCaptureFixture) -> None:
+    from opentelemetry import trace
+
+    from switchyard import tracing
+
+    ctx = tracing.extract({"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01", "tracestate": state})
+    assert ctx is not None
+    assert len(trace.get_current_span(ctx).get_span_context().trace_state) == kept
+    assert not [r for r in caplog.records if r.levelno >= 30]  # no warning an attacker could repeat per request

@@ -355,14 +355,17 @@ async def test_standalone_gateway_and_worker_processes_export_one_trace(nats_ser
     try:
         await wait_for_heartbeat(nats_server.url, "test/echo", wk, tmp_path / "worker.log")
         async with aiohttp.ClientSession() as http:
-            for _ in range(100):  # until the gateway has read the heartbeat: 202 before, 200 after
-                async with http.post(f"http://127.0.0.1:{port}/v1/encode/test/echo", headers=ADMIN,
-                                     json={"items": [1]}) as resp:
-                    if resp.status == 200:
-                        break
+            rid = ""
+            deadline = time.monotonic() + 30
+            while not rid:  # until the gateway listens and has read the heartbeat (202 before that)
+                assert time.monotonic() < deadline, (tmp_path / "gateway.log").read_text()[-3000:]
+                try:
+                    async with http.post(f"http://127.0.0.1:{port}/v1/encode/test/echo", headers=ADMIN,
+                                         json={"items": [1]}) as resp:
+                        rid = resp.headers["X-Request-ID"] if resp.status == 200 else ""
+                except aiohttp.ClientConnectionError:
+                    pass
                 await asyncio.sleep(0.1)
-            assert resp.status == 200
-            rid = resp.headers["X-Request-ID"]
         await until(lambda: any(s.name.startswith("process ") and s.attributes.get("switchyard.request_id") == rid
                                 for s in sink.spans), 20, "the worker's spans at the sink")
         await until(lambda: any(s.service == "switchyard-gateway" and s.attributes.get("switchyard.request_id") == rid

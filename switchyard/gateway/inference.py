@@ -31,8 +31,7 @@ async def infer(request: web.Request) -> web.StreamResponse:
     table = st.table()  # this request keeps this table, whatever reloads meanwhile
     if table.tracing is None:  # all that tracing costs while it is off
         return await _infer(request, st, table, None)
-    op, model_ref = request.match_info["op"], request.match_info["model"]
-    return await traced(table.tracing, request, op, model_ref, lambda rt: _infer(request, st, table, rt))
+    return await traced(table.tracing, request, lambda rt: _infer(request, st, table, rt))
 
 
 async def _infer(request: web.Request, st: GatewayState, table: RoutingTable,

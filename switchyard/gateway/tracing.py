@@ -67,7 +67,7 @@ def reset() -> None:
     _current, _unavailable = None, False
 
 
-async def traced(route: TracingRoute, request: web.Request, op: str, model: str,
+async def traced(route: TracingRoute, request: web.Request,
                  handle: Callable[["Trace | None"], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     """Run `handle` inside the request's SERVER span (untraced when the tracer cannot start).
 
@@ -89,7 +89,7 @@ async def traced(route: TracingRoute, request: web.Request, op: str, model: str,
     trace_id = get_current_span(parent).get_span_context().trace_id if parent is not None else _random_id(128)
     if trace_id & sampler.TRACE_ID_LIMIT >= sampler.bound:  # TraceIdRatioBased's rule, without its result object
         return await handle(UnsampledTrace(trace_id))
-    rt = RequestTrace(tracer, request, op, model, parent)
+    rt = RequestTrace(tracer, request, parent)
     try:
         resp = await handle(rt)
     except BaseException as exc:
@@ -129,24 +129,26 @@ class RequestTrace:
 
     __slots__ = ("_tracer", "span", "_publish")
 
-    def __init__(self, tracer: "Tracer", request: web.Request, op: str, model: str,
-                 parent: "Context | None") -> None:
+    def __init__(self, tracer: "Tracer", request: web.Request, parent: "Context | None") -> None:
         from opentelemetry.trace import SpanKind
-
-        from .. import tracing
 
         self._tracer = tracer
         self._publish: Span | None = None
-        self.span = tracer.start_span(tracing.span_name(op, model), context=parent, kind=SpanKind.SERVER,
-                                      attributes={**tracing.genai_attributes(op, model),
-                                                  "http.request.method": request.method, "http.route": ROUTE,
+        # Named by the route until the request resolves: the operation and model in the path are the
+        # caller's words, and an unknown one must not become a span name (one per made-up model).
+        self.span = tracer.start_span(f"{request.method} {ROUTE}", context=parent, kind=SpanKind.SERVER,
+                                      attributes={"http.request.method": request.method, "http.route": ROUTE,
                                                   "url.path": request.path})
 
     def resolved(self, item: WorkItem) -> None:
-        """What the request resolved to: the model and lane, the request id and the tenant."""
+        """What the request resolved to: the GenAI name, the model and lane, the request id and the tenant."""
+        from .. import tracing
+
         if self.span.is_recording():
+            self.span.update_name(tracing.span_name(item.op, item.model))
             self.span.set_attributes({
-                "gen_ai.request.model": item.model, "switchyard.request_id": item.id, "switchyard.tenant": item.tenant,
+                **tracing.genai_attributes(item.op, item.model),
+                "switchyard.request_id": item.id, "switchyard.tenant": item.tenant,
                 "switchyard.pool": item.pool, "switchyard.machine_profile": item.machine_profile,
                 "switchyard.bundle": item.bundle, **({"switchyard.profile": item.profile} if item.profile else {}),
             })

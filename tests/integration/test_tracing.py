@@ -328,9 +328,15 @@ async def test_refused_requests_record_their_status_and_queue_nothing(nats_serve
         assert big.status == 413
         pinned = await gw.infer(headers={"X-Pool": "tenant"})  # a pinned pool with no worker: 503, nothing queued
         assert pinned.status == 503 and pinned.body["error"]["code"] == "no_capacity"
+        unknown = await gw.infer(model="made-up/" + "m" * 200)
+        assert unknown.status == 404
         found = list(spans.get_finished_spans())
-    assert [s.kind for s in found] == [SpanKind.SERVER, SpanKind.SERVER]  # no publish span: nothing was sent
-    client, server = found
+    assert [s.kind for s in found] == [SpanKind.SERVER] * 3  # no publish span: nothing was sent
+    client, server, made_up = found
+    # Named by the route until resolved: a caller's made-up model never becomes a span name.
+    assert client.name == made_up.name == "POST /v1/{op}/{model}"
+    assert "gen_ai.request.model" not in made_up.attributes
+    assert server.name == "embeddings test/echo"
     assert client.attributes["http.response.status_code"] == 413
     assert client.attributes["switchyard.error.code"] == "payload_too_large"
     assert client.status.status_code == StatusCode.UNSET  # a client's error is not the server's (HTTP semconv)

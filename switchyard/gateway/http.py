@@ -77,11 +77,13 @@ def make_middleware(current_table: Callable[[], RoutingTable | None], metrics: A
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         start = time.perf_counter()
         table = current_table()
+        code = ""  # the error code answered, counted by code: a 503 alone does not say queue_full
         try:
             rid = request_id(request)
         except ApiError as exc:
             rid = uuid.uuid4().hex  # echo something the client can quote
             resp: web.StreamResponse = error_response(exc)
+            code = exc.code
         else:
             request[RID] = rid
             try:
@@ -91,13 +93,15 @@ def make_middleware(current_table: Callable[[], RoutingTable | None], metrics: A
                     resp = await handler(request)
             except ApiError as exc:
                 resp = error_response(exc)
+                code = exc.code
             except web.HTTPException as exc:
-                resp = error_response(_from_http_exception(exc))
+                err = _from_http_exception(exc)
+                resp, code = error_response(err), err.code
             except ClientDisconnected:
                 resp = _gone(request, rid, metrics, "while sending the body")
             except Exception:  # noqa: BLE001 - every failure still answers in our format
                 log.exception("unhandled error", extra={"request_id": rid})
-                resp = error_response(ApiError("internal", "internal error; quote the request id"))
+                resp, code = error_response(ApiError("internal", "internal error; quote the request id")), "internal"
             if resp.status != 499 and (request.transport is None or request.transport.is_closing()):
                 resp = _gone(request, rid, metrics, "while waiting for the answer")
         resp.headers["X-Request-ID"] = rid
@@ -113,6 +117,8 @@ def make_middleware(current_table: Callable[[], RoutingTable | None], metrics: A
                 metrics.requests.labels(endpoint, str(resp.status), mp), metrics.latency.labels(endpoint, mp))
         labelled[0].inc()
         labelled[1].observe(elapsed)
+        if code:
+            metrics.errors.labels(endpoint, code).inc()
         if access_log:
             log.info("request", extra={"request_id": rid, "method": request.method, "path": request.path,
                                        "status": resp.status, "ms": round(elapsed * 1000, 3),

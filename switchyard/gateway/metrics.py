@@ -27,6 +27,9 @@ class Metrics:
         self.latency = Histogram(
             "switchyard_gateway_request_latency_seconds", "Gateway request latency by endpoint and machine profile",
             ["endpoint", "machine_profile"], buckets=LATENCY_BUCKETS, registry=r)
+        self.errors = Counter(
+            "switchyard_gateway_errors", "Error answers by endpoint and error code (the body's error.code), "
+            "e.g. queue_full, payload_too_large", ["endpoint", "code"], registry=r)
         self.pending_demand = Gauge(
             "switchyard_gateway_pending_demand", "Queued work items per lane group; KEDA scales on it",
             LANE_GROUP, registry=r)

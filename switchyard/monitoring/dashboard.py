@@ -105,6 +105,8 @@ def _quantile(q: float, metric: str, by: str, window: str = RI) -> str:
 
 
 FIVE_XX = 'status=~"5.."'
+ERRORS = "switchyard_gateway_errors_total"
+LIMIT_CODES = "payload_too_large|too_deep|queue_full|too_many_pools|pool_too_large"
 LANE_GROUP = "namespace, pool, machine_profile, bundle"
 FLEET = "namespace, pool, machine_profile, bundle, model"
 FLEET_LEGEND = "{{model}} · {{machine_profile}} · {{pool}}/{{bundle}}"
@@ -134,7 +136,10 @@ def dashboard() -> Dashboard:
                   (Query(_quantile(0.99, lat, "machine_profile"), "{{machine_profile}}"),), unit="s"),
             Panel("Errors by endpoint and status", "4xx and 5xx answers per second.",
                   (Query(_rate(req, "endpoint, status", match='status=~"[45].."'), "{{status}} {{endpoint}}"),),
-                  unit="reqps", width=24),
+                  unit="reqps"),
+            Panel("Errors by code", "Error answers per second by their error.code (docs/api.md): tells a "
+                  "503 queue_full from a 503 not_ready or queue_unavailable.",
+                  (Query(_rate(ERRORS, "endpoint, code"), "{{code}} {{endpoint}}"),), unit="reqps"),
         )),
         Row("Fleets", (
             Panel("Pending demand per lane group", "Items stored on the lanes of a (pool, machine profile, "
@@ -176,9 +181,10 @@ def dashboard() -> Dashboard:
                   (Query(_rate("switchyard_gateway_dead_letters_total", FLEET), FLEET_LEGEND),), width=8),
         )),
         Row("Limits hit", (
-            Panel("Refused requests by status", "413: body or packed item too large; 408: slow client; "
-                  "503: queue full (spec.queue), NATS or the routing table not ready.",
-                  (Query(_rate(req, "status", match='status=~"408|413|503"'), "HTTP {{status}}"),),
+            Panel("Refused requests by limit", "Requests refused at a limit, by error code: payload_too_large "
+                  "(maxRequestBodyBytes or NATS max_payload), too_deep (JSON nesting), queue_full (spec.queue), "
+                  "too_many_pools and pool_too_large (spec.poolApi).",
+                  (Query(_rate(ERRORS, "code", match=f'code=~"{LIMIT_CODES}"'), "{{code}}"),),
                   unit="reqps", width=8),
             Panel("Connections refused and slow clients", "Connections closed at once past maxConnections, "
                   "and those closed for a slow client by phase (headers, body, idle).",

@@ -199,3 +199,22 @@ async def test_dead_letters_count_items_that_used_up_their_attempts(nats_server:
             await asyncio.sleep(0.2)
         await asyncio.sleep(1)  # a second advisory, or a second replica counting the same one, would show now
         assert await total() == 1  # counted once across the replicas, and not for the item that succeeded
+
+
+async def test_refusals_are_counted_by_their_error_code(nats_server: NatsServer, tmp_path: Path) -> None:
+    from limits_manifests import manifests_with
+
+    config = manifests_with(tmp_path, gateway={"queue": {"maxMessagesPerLane": 1}, "maxRequestBodyBytes": 4096})
+    endpoint = "/v1/{op}/{model}"
+    async with gateway(nats_server.url, config) as gw:
+        assert (await gw.infer(headers={"X-Request-ID": "q-1"})).status == 202
+        full = await gw.infer(headers={"X-Request-ID": "q-2"})
+        assert full.status == 503 and full.body["error"]["code"] == "queue_full", full.body
+        big = await gw.infer(items=[{"text": "x" * 8192}])
+        assert big.status == 413 and big.body["error"]["code"] == "payload_too_large", big.body
+        text = await gw.metrics()
+        assert value(text, "switchyard_gateway_errors_total", endpoint=endpoint, code="queue_full") == 1
+        assert value(text, "switchyard_gateway_errors_total", endpoint=endpoint, code="payload_too_large") == 1
+        # The 202 is no error: nothing else was counted on that endpoint.
+        assert sum(v for (name, labels), v in samples(text).items()
+                   if name == "switchyard_gateway_errors_total" and ("endpoint", endpoint) in labels) == 2

@@ -218,3 +218,36 @@ async def test_refusals_are_counted_by_their_error_code(nats_server: NatsServer,
         # The 202 is no error: nothing else was counted on that endpoint.
         assert sum(v for (name, labels), v in samples(text).items()
                    if name == "switchyard_gateway_errors_total" and ("endpoint", endpoint) in labels) == 2
+
+
+async def test_a_redelivery_past_max_attempts_is_a_dead_letter(nats_server: NatsServer) -> None:
+    """The holder of the last attempt died (never acked): the next worker fails it at once, counted once."""
+    from switchyard.jetstream import ensure_work_stream, lane_consumer_config
+    from switchyard.messages import WorkItem
+
+    lane = {**GROUP, "model": "test/echo"}
+    async with gateway(nats_server.url) as gw:
+        nc = await nats.connect(nats_server.url)
+        try:
+            js = nc.jetstream()
+            await ensure_work_stream(js)
+            await js.add_consumer(WORK_STREAM, lane_consumer_config(ECHO, ack_wait_s=1.0))
+            item = WorkItem(id="died-1", op="encode", model=ECHO.model, bundle=ECHO.bundle,
+                            machine_profile=ECHO.machine_profile, pool=ECHO.pool, reply=None, items=["x"],
+                            max_attempts=1)
+            await js.publish(ECHO.subject, item.encode(), timeout=5)
+            holder = await js.pull_subscribe_bind(ECHO.consumer, stream=WORK_STREAM)
+            assert len(await holder.fetch(1, timeout=5)) == 1  # taken and never acked: its holder "died"
+            await holder.unsubscribe()
+        finally:
+            await nc.close()
+        calls: list[Any] = []
+
+        def record(items: list[Any], ctx: Any) -> list[Any]:
+            calls.append(items)
+            return items
+
+        async with worker(nats_server.url, record):
+            await until_metric(gw, "switchyard_gateway_dead_letters_total", lambda v: v == 1, "one dead letter",
+                               **lane)
+        assert calls == []  # delivery 2 of an item allowed 1 attempt is failed, not run

@@ -10,6 +10,7 @@ runs the pool's fleet, and the lease lapses once nobody renews it.
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -68,6 +69,7 @@ def test_create_pool_brings_up_dedicated_workers_that_serve_only_the_pool_until_
         assert node is not None
         owner = Client(stack.url, KEY, timeout=30)  # holds the lease: renews it until closed
         try:
+            started = time.monotonic()
             info = owner.create_pool(POOL, {"cpu": 1}, models=[MODEL], ttl_s=TTL_S, renew=True)
             assert (info.name, info.models, info.gpus, info.ttl_seconds) == (POOL, [MODEL], {"cpu": 1}, TTL_S)
             assert owner.renewing() == [POOL]
@@ -84,10 +86,11 @@ def test_create_pool_brings_up_dedicated_workers_that_serve_only_the_pool_until_
             ready = wait(lambda: (p := user.get_pool(POOL)).ready("cpu") == p.reserved("cpu") == 1 and p, 120,
                          f"the pool's worker ready\n{stack.log_tails()}")
             assert ready.active
+            print(f"pool ready {time.monotonic() - started:.1f} s after create_pool")  # a figure for docs/scaling.md
             (pod,) = stack.fleet_pods(POOL_FLEET)
             pool_worker = worker_id(node, pod)
-            cond = wait(lambda: next(c for c in stack.get("pool", POOL)["status"]["conditions"]
-                                     if c["type"] == "Ready" and c["status"] == "True"), 30, "Pool Ready")
+            cond = wait(lambda: next((c for c in stack.get("pool", POOL)["status"]["conditions"]
+                                      if c["type"] == "Ready" and c["status"] == "True"), None), 30, "Pool Ready")
             assert cond["reason"] == "WorkersReady"
             assert stack.get("pool", POOL)["status"]["workers"] == {"cpu": {"reserved": 1, "ready": 1}}
             # The SDK renews every ttl/3 (the gateway annotates the Pool), and the operator moves the Lease.
@@ -111,12 +114,14 @@ def test_create_pool_brings_up_dedicated_workers_that_serve_only_the_pool_until_
             assert done.items == [{"text": "shared"}] and done.worker == worker_id(node, shared_pod), done
         finally:
             owner.close()  # the renewal task stops with the client; the pool is not deleted
+            closed = time.monotonic()
 
         # Nobody renews: the lease lapses, the operator retires the fleet (scaled to 0, then deleted),
         # the worker drains, and pinned requests answer 410.
         wait(lambda: stack.get("deployment", POOL_FLEET) is None, TTL_S + 90,
              f"the pool fleet removed\n{stack.log_tails()}")
         wait(lambda: not stack.fleet_pods(POOL_FLEET), 60, f"the pool's pod removed\n{stack.log_tails()}")
+        print(f"pool fleet and pod gone {time.monotonic() - closed:.1f} s after the last renewer closed")
         wait(lambda: "exited 0" in [w for _, p, w in node.events if p == pod], 60, f"{pod} exited")
         what = [w for _, p, w in node.events if p == pod]
         assert "SIGTERM" in what and "SIGKILL" not in what, what  # drained within its grace period

@@ -15,6 +15,8 @@ for _, c in ipairs(obj.status.conditions) do
     hs.message = (c.reason or "") .. ": " .. (c.message or "")
     if c.status == "True" then
       hs.status = "Healthy"
+    elseif c.reason == "WorkersStarting" then
+      hs.status = "Progressing"  -- a Pool's reserved workers on their way
     elseif c.status == "False" then
       hs.status = "Degraded"
     end

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import pytest
 
 from cluster import ROOT, Proc, get, kubectl_json, operator, wait
+from test_argocd_health import health as argocd_health  # manifests/argocd/health.lua in a real Lua 5.1
 from switchyard.api.pool import RENEWED_AT_ANNOTATION
 from switchyard.gateway.poolstore import API_LABEL as POOL_API_LABEL
 from switchyard.operator.children import RENEW_SKEW_S
@@ -98,6 +99,7 @@ def test_a_pool_runs_its_models_fleets_at_the_reserved_size_and_reports_ready_wo
     status = get(cp, ns, "pool", "team-a")["status"]
     assert status["workers"] == {"cpu": {"reserved": 1, "ready": 0}, "l4": {"reserved": 2, "ready": 0}}
     assert status["phase"] == "Active"
+    assert argocd_health(get(cp, ns, "pool", "team-a"))["status"] == "Progressing"  # not Degraded: on its way
 
     # Standing in for the Deployment controller: the fleets report their pods ready.
     for name, size in (("pool-team-a-minilm-cpu", 1), ("pool-team-a-minilm-l4", 2)):
@@ -107,6 +109,7 @@ def test_a_pool_runs_its_models_fleets_at_the_reserved_size_and_reports_ready_wo
     assert cond["reason"] == "WorkersReady" and "all 3 reserved workers ready" in cond["message"]
     assert get(cp, ns, "pool", "team-a")["status"]["workers"] == {
         "cpu": {"reserved": 1, "ready": 1}, "l4": {"reserved": 2, "ready": 2}}
+    assert argocd_health(get(cp, ns, "pool", "team-a"))["status"] == "Healthy"
 
     # Fewer reserved: the fleet follows, and a profile no longer reserved is retired.
     cp.kubectl("patch", "pool", "team-a", "-n", ns, "--type=merge", "-p", '{"spec": {"gpus": {"cpu": 0, "l4": 1}}}',

@@ -141,7 +141,7 @@ class PoolApi(Model):
 
 
 class Tracing(Model):
-    """OpenTelemetry traces of requests through this Gateway's gateways (docs/observability-traces.md)."""
+    """OpenTelemetry traces of requests through this Gateway's gateways (docs/observability.md, Traces)."""
 
     endpoint: str | None = Field(
         default=None, pattern=OTLP_ENDPOINT, max_length=2048,

@@ -159,10 +159,7 @@ def test_worker_asked_to_trace_without_the_extra_names_it() -> None:
 
 
 def traces_doc() -> str:
-    """The Traces section: docs/observability-traces.md, or docs/observability.md once merged there."""
-    own = ROOT / "docs" / "observability-traces.md"
-    if own.exists():
-        return own.read_text()
+    """The Traces section of docs/observability.md."""
     merged = (ROOT / "docs" / "observability.md").read_text()
     return merged[merged.index("## Traces"):]
 

@@ -35,7 +35,7 @@ from .metrics import Metrics
 log = logging.getLogger("switchyard.gateway.eta")
 
 HISTORY = 20  # samples kept per lane: recent enough to follow a new image or node type
-WATCH_INTERVAL_S = 0.2
+WATCH_INTERVAL_S = 0.05  # the sample's end is when this loop notices the worker: keep that error small
 WRONG_LAST_SEQUENCE = (10071, 10164)  # JetStream: the key moved on since we read it
 _NOT_FOUND = (nats.js.errors.NotFoundError,)  # KeyNotFoundError and KeyDeletedError
 
@@ -50,9 +50,17 @@ def estimate(samples: list[float], default_s: float) -> float:
     return statistics.median(samples) if samples else default_s
 
 
-def remaining(total_s: float, waited_s: float) -> int:
-    """Whole seconds still to wait, at least 1: an ETA of 0 would invite a busy poll."""
-    return max(1, math.ceil(total_s - max(waited_s, 0.0)))
+ETA_STEP_S = 0.1  # estimated_wait_s resolution: whole seconds are >20 % off any cold start under 5 s
+
+
+def remaining(total_s: float, waited_s: float) -> float:
+    """Seconds still to wait, to a tenth, at least a tenth (an overdue cold start is still coming)."""
+    return max(ETA_STEP_S, round(total_s - max(waited_s, 0.0), 1))
+
+
+def retry_after(eta_s: float) -> int:
+    """HTTP's Retry-After is whole seconds: the ETA rounded up, at least 1 (0 would invite a busy poll)."""
+    return max(1, math.ceil(eta_s))
 
 
 class ColdStarts:
@@ -64,7 +72,7 @@ class ColdStarts:
         self.metrics = metrics
         self._watched: dict[Lane, float] = {}  # lane -> age past which its episode is stale
 
-    async def on_accept(self, lane: Lane, default_s: float, stale_after_s: float) -> int:
+    async def on_accept(self, lane: Lane, default_s: float, stale_after_s: float) -> float:
         """A 202 on `lane`: open (or join) its episode; the seconds left to a live worker."""
         kv = self._bucket()
         now = self._clock()
@@ -72,7 +80,7 @@ class ColdStarts:
             return remaining(default_s, 0)
         try:
             samples = await self._samples(kv, lane)
-            # The ETA the opener answers (whole seconds, as Retry-After): what the accuracy is judged against.
+            # The ETA the opener answers (estimated_wait_s): what the accuracy is judged against.
             started = await self._open(kv, lane, now, stale_after_s, remaining(estimate(samples, default_s), 0))
         except Exception as exc:  # noqa: BLE001 - the item is queued: an ETA must never fail its 202
             log.warning("cold-start history unavailable; using the default ETA",
@@ -81,10 +89,10 @@ class ColdStarts:
         self._watched[lane] = stale_after_s
         return remaining(estimate(samples, default_s), now - started)
 
-    async def for_job(self, lane: Lane, default_s: float, queued_at: float) -> int:
+    async def for_job(self, lane: Lane, default_s: float, queued_at: float) -> float:
         """The ETA of a job still queued on `lane` (its episode's start, else the job's own)."""
         if self._serving(lane) > 0:
-            return 1  # a worker is live: the job is in line, not waiting for a cold start
+            return 1.0  # a worker is live: the job is in line, not waiting for a cold start
         kv = self._bucket()
         if kv is None:
             return remaining(default_s, self._clock() - queued_at)

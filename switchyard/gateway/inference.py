@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from typing import Any
 
@@ -15,6 +14,7 @@ from ..errors import ApiError
 from ..messages import JobRecord, Result, WorkItem
 from ..subjects import DEDUPE_WINDOW_S
 from .auth import authenticate, tenant_of
+from .eta import remaining, retry_after
 from .hold import hold_seconds
 from .http import MACHINE_PROFILE, RID, json_response, read_json
 from .resolve import Resolution, resolve, split_machine_profile
@@ -139,7 +139,7 @@ async def _accept(st: GatewayState, item: WorkItem, res: Resolution, ttl_s: int,
     held = wait_s is not None and st.holds.acquire(res.lane)
     waiter: asyncio.Future[Result | None] | None = (
         st.dispatcher.expect_result(item) if held else None)  # type: ignore[assignment]  # sets item.reply
-    eta: asyncio.Task[int] | None = None
+    eta: asyncio.Task[float] | None = None
     try:
         if rt is not None:  # the item carries the publish span's context: it is packed once, now
             rt.begin_publish(item, res.lane.subject)
@@ -179,7 +179,7 @@ async def _accept(st: GatewayState, item: WorkItem, res: Resolution, ttl_s: int,
 
 
 async def _hold(waiter: asyncio.Future[Result | None], wait_s: int, job_id: str, res: Resolution,
-                model_ref: str, eta_s: int) -> web.Response:
+                model_ref: str, eta_s: float) -> web.Response:
     """Wait up to `wait_s` for the job's result: 200 with it, else the 202 with the ETA left."""
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -190,7 +190,7 @@ async def _hold(waiter: asyncio.Future[Result | None], wait_s: int, job_id: str,
         timer.cancel()
     applied = {"Preference-Applied": f"wait={wait_s}"}
     if result is None:
-        return _accepted(job_id, res, max(1, eta_s - math.floor(loop.time() - started)), applied)
+        return _accepted(job_id, res, remaining(eta_s, loop.time() - started), applied)
     return _result_response(result, model_ref, applied)
 
 
@@ -206,15 +206,15 @@ async def _duplicate(st: GatewayState, item: WorkItem, res: Resolution) -> web.R
                    "Send a new X-Request-ID for new work")
 
 
-def _accepted(job_id: str, res: Resolution, eta_s: int, headers: dict[str, str] | None = None) -> web.Response:
-    # Retry-After is the ETA itself: the earliest time a worker is expected, learned per lane (eta.py).
+def _accepted(job_id: str, res: Resolution, eta_s: float, headers: dict[str, str] | None = None) -> web.Response:
+    # Retry-After is the ETA rounded up: the earliest time a worker is expected, learned per lane (eta.py).
     return json_response(
         {"status": "provisioning", "job_id": job_id, "machine_profile": res.lane.machine_profile,
          "bundle": res.lane.bundle, "pool": res.lane.pool, "estimated_wait_s": eta_s,
          "message": f"no live worker for {res.lane.machine_profile}/{res.lane.bundle} in pool "
                     f"{res.lane.pool!r}; the item is queued and runs when one starts"},
         status=202,
-        headers={"Retry-After": str(eta_s), "Location": f"/v1/jobs/{job_id}", **(headers or {})},
+        headers={"Retry-After": str(retry_after(eta_s)), "Location": f"/v1/jobs/{job_id}", **(headers or {})},
     )
 
 

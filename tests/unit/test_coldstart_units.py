@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from switchyard.gateway.eta import estimate, lane_key, remaining
+from switchyard.gateway.eta import estimate, lane_key, remaining, retry_after
 from switchyard.gateway.hold import Holds, hold_seconds, wait_preference
 from switchyard.subjects import WORK_PREFIX, Lane
 
@@ -43,8 +43,10 @@ def test_holds_are_bounded_per_lane() -> None:
 def test_estimate_and_remaining() -> None:
     assert estimate([], 180.0) == 180.0
     assert estimate([10.0, 30.0, 20.0], 180.0) == 20.0
-    assert remaining(20.0, 5.2) == 15
-    assert remaining(20.0, 25.0) == 1  # overdue: at least a second, never zero or negative
+    assert remaining(20.0, 5.2) == 14.8
+    assert remaining(1.16, 0) == 1.2  # tenths: whole seconds would say 2 s, 72 % off (bench/coldstart.py)
+    assert remaining(20.0, 25.0) == 0.1  # overdue: still coming, never zero or negative
+    assert (retry_after(1.2), retry_after(14.8), retry_after(0.1)) == (2, 15, 1)  # HTTP: whole seconds, >= 1
     lane = Lane("BAAI/bge-m3", "default", "l4", "tenant-a")
     assert Lane.from_subject(f"{WORK_PREFIX}.{lane_key(lane)}") == lane
 

@@ -1,0 +1,242 @@
+"""The inference core every protocol shares: resolve a request, queue it, and say what came of it.
+
+HTTP (inference.py), and any other front end (OpenAI shapes, gRPC, WebSocket), turns its own
+request into a `Submission`, calls `submit()`, and renders the outcome in its own shape:
+
+- a `Result` when a worker answered (ok or not: `result_error()` maps a failed one to an ApiError);
+- an `Accepted` when no worker is live: the item is recorded as a job and queued durably, and
+  runs when a worker starts (a 202 in HTTP);
+- an `ApiError` raised for everything refused (auth, unknown model, limits, deadline, ...).
+
+The rules live here once: resolve → lane, pinned pools get `no_capacity`, `Prefer: wait`
+holds, the create-only job record before the publish, dedup by tenant-scoped request id, and
+the learned cold-start ETA. A front end never re-implements any of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..api.table import KeyRoute, RoutingTable
+from ..errors import ApiError
+from ..messages import JobRecord, Result, WorkItem
+from ..subjects import DEDUPE_WINDOW_S
+from .auth import tenant_of
+from .eta import remaining
+from .hold import hold_seconds
+from .resolve import Resolution, resolve, split_machine_profile
+from .state import GatewayState
+from .tracing import Trace
+
+NO_CAPACITY_RETRY_AFTER_S = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One inference request, whatever protocol it came in on (already authenticated and parsed)."""
+
+    op: str
+    model_ref: str  # model[:profile], as the caller named it
+    items: list[Any]
+    params: dict[str, Any]
+    request_id: str
+    key: KeyRoute | None
+    machine_profile: str | None = None  # X-Machine-Profile: "profile" or "pool/profile"
+    pool: str | None = None  # X-Pool
+    bundle: str | None = None  # X-Bundle
+    prefer: Sequence[str] = ()  # Prefer header values (RFC 7240); only `wait` is read
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """No live worker: the item is a queued job and runs when a worker starts."""
+
+    job_id: str
+    resolution: Resolution
+    eta_s: float  # estimated_wait_s: the learned cold-start time left (eta.py)
+    preference_applied: str | None = None  # "wait=N" when a hold ran out
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """A worker's result (ok or failed); `preference_applied` when it came during a hold."""
+
+    result: Result
+    resolution: Resolution
+    preference_applied: str | None = None
+
+
+Outcome = Answered | Accepted
+
+
+@dataclass(slots=True)
+class Hooks:
+    """What a front end may observe on the way (metrics labels, tracing)."""
+
+    on_resolved: Callable[[Resolution], None] = field(default=lambda res: None)
+    trace: Trace | None = None
+
+
+async def submit(st: GatewayState, table: RoutingTable, sub: Submission, hooks: Hooks | None = None) -> Outcome:
+    hooks = hooks or Hooks()
+    rt = hooks.trace
+    # An expired pool may already be gone from the table: say why before resolving.
+    st.check_pool(split_machine_profile(sub.machine_profile, sub.pool)[1] or "")
+    res = resolve(table, sub.op, sub.model_ref, machine_profile=sub.machine_profile, pool=sub.pool,
+                  bundle=sub.bundle, key=sub.key)
+    hooks.on_resolved(res)
+    st.check_pool(res.lane.pool)
+    item = WorkItem(
+        id=sub.request_id, op=sub.op, model=res.lane.model, bundle=res.lane.bundle,
+        machine_profile=res.lane.machine_profile, pool=res.lane.pool, items=sub.items,
+        params=res.params(sub.params), profile=res.profile, max_attempts=res.route.max_attempts,
+        tenant=tenant_of(sub.key),
+    )
+    if rt is not None:
+        rt.resolved(item)
+    if st.registry.serving(res.lane) == 0:
+        if res.pinned:
+            raise ApiError("no_capacity",
+                           f"pool {res.lane.pool!r} has no live worker for {res.lane.machine_profile}/"
+                           f"{res.lane.bundle}", headers={"Retry-After": str(NO_CAPACITY_RETRY_AFTER_S)})
+        # Prefer is read only here: the hot path with a live worker never parses it.
+        held = hold_seconds(sub.prefer, res.route.timeout_s)
+        return await _accept(st, item, res, table.result_ttl_seconds, held, rt)
+    return await _run(st, item, res, rt)
+
+
+async def _run(st: GatewayState, item: WorkItem, res: Resolution, rt: Trace | None) -> Outcome:
+    """A worker is live: queue the item and wait for its result on our inbox.
+
+    The waiter exists before the publish, so PubAck and result are awaited concurrently:
+    a result that comes first waits in its future, and the answer still waits for the
+    PubAck (nothing is answered before JetStream has stored the item). One deadline
+    covers both.
+    """
+    timeout = res.route.timeout_s
+    item.deadline = time.time() + timeout
+    waiter: asyncio.Future[Result | None] = st.dispatcher.expect_result(item)  # type: ignore[assignment]
+    # A timer on the future rather than asyncio.timeout(): same deadline, far less work per request.
+    timer = asyncio.get_running_loop().call_later(timeout, _expire, waiter)
+    try:
+        if rt is None:
+            ack = await st.dispatcher.publish(item, res.lane.subject)
+        else:
+            rt.begin_publish(item, res.lane.subject)
+            packed = st.dispatcher.pack(item)
+            ack = await st.dispatcher.publish(item, res.lane.subject, packed)
+            rt.published(ack, len(packed[0]))
+        if ack.duplicate:
+            return await _duplicate(st, item, res)
+        result = await waiter
+    finally:
+        timer.cancel()
+        waiter.cancel()
+    if result is None:
+        raise ApiError("deadline_exceeded",
+                       f"no result within {timeout:g}s; the item will not run after its deadline")
+    return Answered(result, res)
+
+
+def _expire(waiter: asyncio.Future[Result | None]) -> None:
+    """The deadline passed: wake the request without a result."""
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def _accept(st: GatewayState, item: WorkItem, res: Resolution, ttl_s: int, wait_s: int | None,
+                  rt: Trace | None) -> Outcome:
+    """No live worker: record the job (create-only), queue durably, answer Accepted (or the result after a hold).
+
+    The record comes first, so a concurrent duplicate finds it and gets the same job,
+    and a request id reused later never overwrites the job it already names.
+    With `Prefer: wait` the item's reply also comes to our inbox, and the request waits
+    for it up to `wait_s` (see hold.py); only the request that created the job holds.
+    """
+    item.keep_result = True
+    item.deadline = time.time() + ttl_s
+    held = wait_s is not None and st.holds.acquire(res.lane)
+    waiter: asyncio.Future[Result | None] | None = (
+        st.dispatcher.expect_result(item) if held else None)  # type: ignore[assignment]  # sets item.reply
+    eta: asyncio.Task[float] | None = None
+    try:
+        if rt is not None:  # the item carries the publish span's context: it is packed once, now
+            rt.begin_publish(item, res.lane.subject)
+        packed = st.dispatcher.pack(item)  # an item too large is refused before any record exists
+        # The ETA's KV reads run alongside the record and the publish: they add no latency.
+        eta = asyncio.create_task(st.eta.on_accept(res.lane, res.route.cold_start_s, ttl_s))
+        record, revision = await st.dispatcher.create_job(item.key, JobRecord(
+            id=item.id, state="queued", model=item.model, pool=item.pool, machine_profile=item.machine_profile,
+            bundle=item.bundle, tenant=item.tenant, deadline=item.deadline,
+        ))
+        if revision is None and not (record.state == "queued"
+                                     and time.time() - record.updated_at < DEDUPE_WINDOW_S / 2):
+            # The job exists and runs, ended, or was queued too long ago for dedup to hold: never queue it again.
+            if rt is not None:
+                rt.not_published(f"job {record.state}")
+            return Accepted(item.id, res, await eta)
+        try:
+            # Ours, or a duplicate still inside the dedup window: publishing again is idempotent, and it
+            # stores the item even if the first request's publish failed.
+            ack = await st.dispatcher.publish(item, res.lane.subject, packed)
+            if rt is not None:
+                rt.published(ack, len(packed[0]))
+        except ApiError:
+            if revision is not None:
+                await st.dispatcher.delete_job(item.key, revision)
+            raise
+        if waiter is None or wait_s is None or revision is None:
+            return Accepted(item.id, res, await eta)
+        return await _hold(waiter, wait_s, item.id, res, await eta)
+    finally:
+        if waiter is not None:
+            waiter.cancel()
+        if held:
+            st.holds.release(res.lane)
+        if eta is not None and not eta.done():
+            eta.cancel()
+
+
+async def _hold(waiter: asyncio.Future[Result | None], wait_s: int, job_id: str, res: Resolution,
+                eta_s: float) -> Outcome:
+    """Wait up to `wait_s` for the job's result: the result, else the job with the ETA left."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    timer = loop.call_later(wait_s, _expire, waiter)
+    try:
+        result = await waiter
+    finally:
+        timer.cancel()
+    applied = f"wait={wait_s}"
+    if result is None:
+        return Accepted(job_id, res, remaining(eta_s, loop.time() - started), applied)
+    return Answered(result, res, applied)
+
+
+async def _duplicate(st: GatewayState, item: WorkItem, res: Resolution) -> Outcome:
+    """Same request id again from the same tenant: never queue twice; point at the job when there is one."""
+    record = await st.dispatcher.job(item.key)
+    if record is not None:
+        # Read the ETA only: opening a cold-start episode here (a worker may well be live) would
+        # teach the history a "cold start" of a fraction of a second.
+        return Accepted(item.id, res, await st.eta.for_job(res.lane, res.route.cold_start_s, record.updated_at))
+    raise ApiError("duplicate_request",
+                   f"request id {item.id!r} was already accepted; its result went to the first caller. "
+                   "Send a new X-Request-ID for new work")
+
+
+def result_error(result: Result) -> ApiError:
+    """A failed Result as the error every protocol answers."""
+    # Messages come from the worker runtime, which never forwards exception text (see worker/process.py).
+    err = result.error or {}
+    message = err.get("message") or "the worker failed"
+    error_id = err.get("error_id")
+    if result.state == "expired":
+        return ApiError("deadline_exceeded", message)
+    if err.get("code") == "invalid_input":
+        return ApiError("invalid_input", message, error_id=error_id)
+    return ApiError("worker_error", f"{message} (after {result.attempt} attempt(s))", error_id=error_id)

@@ -4,15 +4,34 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Awaitable, Callable
 
 from .. import logs
 from ..api import CompileError
 from ..gateway.app import Listen, directory_source, new_state, serve_forever, start
+from ..gateway.tls import TlsConfigError, TlsFiles, server_context
+
+
+def tls_files(args: argparse.Namespace) -> TlsFiles | None:
+    """--tls-cert and --tls-key, both or neither; the pair is loaded once here so a bad one fails fast."""
+    cert, key = getattr(args, "tls_cert", None), getattr(args, "tls_key", None)
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise TlsConfigError("--tls-cert and --tls-key go together: give both or neither")
+    files = TlsFiles(Path(cert), Path(key), min_version=getattr(args, "tls_min_version", "1.2"))
+    server_context(files)
+    return files
 
 
 def run_gateway(args: argparse.Namespace) -> int:
     logs.setup(args.log_level)
+    try:
+        tls = tls_files(args)
+    except TlsConfigError as exc:
+        print(f"switchyard gateway: {exc}", file=sys.stderr)
+        return 2
     st = new_state(args.nats)
     background: list[Callable[[], Awaitable[None]]]
     if args.config_dir:
@@ -44,7 +63,7 @@ def run_gateway(args: argparse.Namespace) -> int:
             background.append(Nudger(st.holder, args.namespace, args.kubeconfig).run)
 
     async def main() -> None:
-        running = await start(st, Listen(args.host, args.port, args.metrics_port, args.scaler_port),
+        running = await start(st, Listen(args.host, args.port, args.metrics_port, args.scaler_port, tls=tls),
                               access_log=not args.no_access_log, background=background)
         await serve_forever(running)
 

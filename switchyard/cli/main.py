@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--scaler-port", type=int, default=None,
                     help="serve KEDA's external scaler (gRPC) on this port; default: not served "
                          "(the operator passes the Gateway's spec.listeners.scaler.port)")
+    gw.add_argument("--tls-cert", default=None,
+                    help="PEM certificate chain: serve HTTPS on the HTTP and metrics ports (with --tls-key); "
+                         "reloaded when the file changes")
+    gw.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
+    gw.add_argument("--tls-min-version", choices=["1.2", "1.3"], default="1.2",
+                    help="oldest TLS version accepted (default 1.2; older ones are never offered)")
     gw.add_argument("--log-level", default="INFO")
     gw.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
 

@@ -31,6 +31,7 @@ from .registry import Registry
 from .scaler import ScalerServer
 from .scaler import serve as serve_scaler
 from .state import STATE, GatewayState
+from .tls import ReloadingTls, TlsFiles
 
 log = logging.getLogger("switchyard.gateway")
 
@@ -106,6 +107,7 @@ class Listen:
     port: int = 8080
     metrics_port: int | None = 9090
     scaler_port: int | None = None  # KEDA external scaler (gRPC); None: not served, 0: any free port
+    tls: TlsFiles | None = None  # HTTPS on the HTTP and metrics listeners, reloaded when the files change
 
 
 class Running:
@@ -114,6 +116,7 @@ class Running:
     def __init__(self, st: GatewayState, runners: list[web.AppRunner], tasks: list[asyncio.Task[None]],
                  scaler: ScalerServer | None = None) -> None:
         self.state, self._runners, self._tasks, self.scaler = st, runners, tasks, scaler
+        self.tls: ReloadingTls | None = None  # the listeners' certificate, when TLS is on
 
     async def stop(self) -> None:
         if self.scaler is not None:
@@ -126,6 +129,8 @@ class Running:
 
 async def start(st: GatewayState, listen: Listen, *, access_log: bool = True,
                 background: list[Callable[[], Awaitable[None]]] = ()) -> Running:
+    # Loaded first: a certificate that does not load fails startup before anything listens.
+    tls = ReloadingTls(listen.tls) if listen.tls is not None else None
     scaler = None
     if listen.scaler_port is not None:  # first: a taken port then fails before anything else listens
         scaler = await serve_scaler(lambda: st.dispatcher.js if st.dispatcher.connected else None,
@@ -142,7 +147,8 @@ async def start(st: GatewayState, listen: Listen, *, access_log: bool = True,
         else:
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=30)
         await runner.setup()
-        await web.TCPSite(runner, listen.host, port, reuse_address=True).start()
+        await web.TCPSite(runner, listen.host, port, reuse_address=True,
+                          ssl_context=tls.context if tls else None).start()
         runners.append(runner)
 
     async def connect_then_watch() -> None:
@@ -154,10 +160,15 @@ async def start(st: GatewayState, listen: Listen, *, access_log: bool = True,
     tasks = [asyncio.create_task(connect_then_watch()), asyncio.create_task(st.eta.watch())]
     if st.pool_store is not None:
         tasks.append(asyncio.create_task(st.pool_store.run()))
+    if tls is not None:
+        tasks.append(asyncio.create_task(tls.watch()))
     tasks += [asyncio.create_task(fn()) for fn in background]
     log.info("gateway listening", extra={"host": listen.host, "port": listen.port,
-                                         "metrics_port": listen.metrics_port, "instance": st.instance})
-    return Running(st, runners, tasks, scaler)
+                                         "metrics_port": listen.metrics_port, "instance": st.instance,
+                                         "tls": tls is not None})
+    running = Running(st, runners, tasks, scaler)
+    running.tls = tls
+    return running
 
 
 async def _observe(st: GatewayState) -> None:

@@ -1,0 +1,204 @@
+"""TLS on the gateway's HTTP and metrics listeners: a CA of the test's own, rotation without
+dropping an open connection, a bad rotation kept out, TLS older than 1.2 refused, and the
+standalone CLI's --tls-cert/--tls-key."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import subprocess
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from switchyard.gateway.app import Listen, Running, directory_source, new_state, start
+from switchyard.gateway.tls import TlsConfigError, TlsFiles
+from switchyard.natsserver import NatsServer, free_port
+
+from cli_processes import installed_script
+from cli_processes import start as start_process
+from cli_processes import stop as stop_process
+from dataplane import ADMIN, MANIFESTS, until
+from tlscerts import TestCA, serial_of
+
+
+@asynccontextmanager
+async def tls_gateway(nats_url: str, files: TlsFiles) -> AsyncIterator[tuple[Running, int, int]]:
+    st = new_state(nats_url)
+    source = directory_source(st, MANIFESTS)
+    source.load()
+    port, mport = free_port(), free_port()
+    running = await start(st, Listen("127.0.0.1", port, mport, tls=files), access_log=False)
+    try:
+        yield running, port, mport
+    finally:
+        await running.stop()
+
+
+def tls_files(tmp_path: Path) -> TlsFiles:
+    return TlsFiles(tmp_path / "tls.crt", tmp_path / "tls.key", poll_s=0.1)
+
+
+async def fresh_serial(port: int, ca: TestCA) -> int:
+    """The serial of the certificate a brand-new connection is handed."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ca.client_context(),
+                                              server_hostname="127.0.0.1")
+    try:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        return serial_of(der)
+    finally:
+        writer.close()
+
+
+async def get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str,
+              authorization: str = "") -> tuple[int, bytes]:
+    """One keep-alive GET on an open connection: (status, body)."""
+    auth = f"Authorization: {authorization}\r\n" if authorization else ""
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+    assert headers.get("connection", "").lower() != "close"
+    body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 10)
+    return int(lines[0].split()[1]), body
+
+
+async def test_rotation_keeps_open_connections_and_new_ones_get_the_new_certificate(
+        nats_server: NatsServer, tmp_path: Path) -> None:
+    ca = TestCA()
+    first, second = ca.issue(), ca.issue()
+    files = tls_files(tmp_path)
+    first.write(files.cert, files.key)
+    async with tls_gateway(nats_server.url, files) as (running, port, mport):
+        assert running.tls is not None
+        url = f"https://127.0.0.1:{port}"
+        # One keep-alive HTTP/1.1 connection, held open across the rotation.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ca.client_context(),
+                                                      server_hostname="127.0.0.1")
+        try:
+            assert serial_of(writer.get_extra_info("ssl_object").getpeercert(True)) == first.serial
+            status, _ = await get(reader, writer, "/healthz")
+            assert status == 200
+            assert await fresh_serial(port, ca) == first.serial
+
+            second.write(files.cert, files.key)
+            await until(lambda: running.tls.reloads == 1, 10, "the rotated pair loaded")  # type: ignore[union-attr]
+            assert await fresh_serial(port, ca) == second.serial
+
+            # The connection opened before the rotation is still served, on its old session.
+            status, body = await get(reader, writer, "/v1/configs/models", ADMIN["Authorization"])
+            assert status == 200, body
+            assert b"test/echo" in body
+            assert serial_of(writer.get_extra_info("ssl_object").getpeercert(True)) == first.serial
+        finally:
+            writer.close()
+
+        # The metrics listener rotated with it.
+        assert await fresh_serial(mport, ca) == second.serial
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ca.client_context())) as s:
+            async with s.get(f"https://127.0.0.1:{mport}/metrics") as resp:
+                assert resp.status == 200
+                assert "switchyard_" in await resp.text()
+
+
+async def test_a_rotation_that_does_not_load_keeps_the_previous_certificate(
+        nats_server: NatsServer, tmp_path: Path) -> None:
+    ca = TestCA()
+    good, other = ca.issue(), ca.issue()
+    files = tls_files(tmp_path)
+    good.write(files.cert, files.key)
+    async with tls_gateway(nats_server.url, files) as (running, port, _):
+        assert running.tls is not None
+        files.cert.write_bytes(other.cert_pem)  # the new certificate with the old key: not a pair
+        await until(lambda: running.tls.rejected == 1, 10, "the mismatched pair tried")  # type: ignore[union-attr]
+        assert await fresh_serial(port, ca) == good.serial
+        files.key.write_bytes(other.key_pem)  # the pair completes: now it loads
+        await until(lambda: running.tls.reloads == 1, 10, "the completed pair loaded")  # type: ignore[union-attr]
+        assert await fresh_serial(port, ca) == other.serial
+
+
+async def test_tls_older_than_1_2_and_plain_http_are_refused(nats_server: NatsServer, tmp_path: Path) -> None:
+    ca = TestCA()
+    files = tls_files(tmp_path)
+    ca.issue().write(files.cert, files.key)
+    async with tls_gateway(nats_server.url, files) as (_, port, _):
+        old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        old.load_verify_locations(cadata=ca.pem.decode())
+        old.set_ciphers("DEFAULT:@SECLEVEL=0")  # let this client offer TLS 1.1 at all
+        with warnings.catch_warnings():  # the point is to offer what is deprecated
+            warnings.simplefilter("ignore", DeprecationWarning)
+            old.minimum_version = ssl.TLSVersion.TLSv1
+            old.maximum_version = ssl.TLSVersion.TLSv1_1
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):  # a protocol_version alert, or a reset
+            await asyncio.open_connection("127.0.0.1", port, ssl=old, server_hostname="127.0.0.1")
+
+        # Plain HTTP on the TLS port gets no answer: the handshake fails and the connection closes.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = await asyncio.wait_for(reader.read(), 10)
+        assert b"HTTP/1.1 200" not in data
+        writer.close()
+
+        # A 1.2 client with the test CA is served.
+        modern = ca.client_context()
+        modern.maximum_version = ssl.TLSVersion.TLSv1_2
+        _, w = await asyncio.open_connection("127.0.0.1", port, ssl=modern, server_hostname="127.0.0.1")
+        assert w.get_extra_info("ssl_object").version() == "TLSv1.2"
+        w.close()
+
+
+def test_a_pair_that_does_not_load_fails_at_startup(tmp_path: Path) -> None:
+    ca = TestCA()
+    a, b = ca.issue(), ca.issue()
+    files = tls_files(tmp_path)
+    files.cert.write_bytes(a.cert_pem)
+    files.key.write_bytes(b.key_pem)
+    from switchyard.gateway.tls import ReloadingTls
+
+    with pytest.raises(TlsConfigError, match="cannot load the TLS certificate"):
+        ReloadingTls(files)
+    with pytest.raises(TlsConfigError, match="not found"):
+        ReloadingTls(TlsFiles(tmp_path / "missing.crt", files.key))
+    with pytest.raises(TlsConfigError, match="minimum version"):
+        TlsFiles(files.cert, files.key, min_version="1.1")  # type: ignore[arg-type]
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def test_standalone_cli_serves_https_from_files(nats_server: NatsServer, tmp_path: Path) -> None:
+    ca = TestCA()
+    cert, key = tmp_path / "gw.crt", tmp_path / "gw.key"
+    ca.issue().write(cert, key)
+    port, mport = free_port(), free_port()
+    base = [installed_script(), "gateway", "--config-dir", str(MANIFESTS), "--nats", nats_server.url,
+            "--port", str(port), "--metrics-port", str(mport)]
+
+    only_cert = subprocess.run(base + ["--tls-cert", str(cert)], capture_output=True, text=True, timeout=60)
+    assert only_cert.returncode == 2
+    assert "--tls-cert and --tls-key go together" in only_cert.stderr
+    wrong = subprocess.run(base + ["--tls-cert", str(cert), "--tls-key", str(cert)],
+                           capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2
+    assert "cannot load the TLS certificate" in wrong.stderr
+
+    proc = start_process(base + ["--tls-cert", str(cert), "--tls-key", str(key)], tmp_path / "gateway.log")
+    try:
+        await until(lambda: _port_open(port) or proc.poll() is not None, 30, "the gateway listening")
+        assert proc.poll() is None, (tmp_path / "gateway.log").read_text()
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ca.client_context())) as s:
+            async with s.get(f"https://127.0.0.1:{port}/v1/configs/models", headers=ADMIN) as resp:
+                assert resp.status == 200
+                assert "test/echo" in await resp.text()
+            with pytest.raises(aiohttp.ClientError):  # HTTPS only: a plain client gets no answer
+                async with s.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                    await resp.read()
+    finally:
+        assert stop_process(proc) == 0

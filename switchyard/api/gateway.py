@@ -34,10 +34,24 @@ class ScalerListener(Model):
                       description="Port of the KEDA external-push scaler (gRPC) that KEDA dials for demand.")
 
 
+class ListenerTls(Model):
+    """HTTPS on the HTTP and metrics listeners, from a Secret the operator mounts into the gateway pods."""
+
+    secret_name: str = Field(
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253,
+        description="A kubernetes.io/tls Secret (tls.crt, tls.key) in the Gateway's namespace. A rotated "
+                    "Secret is picked up by the running gateways: new connections get the new certificate, "
+                    "open ones are kept.")
+    min_version: Literal["1.2", "1.3"] = Field(default="1.2",
+                                               description="Oldest TLS version accepted; never below 1.2.")
+
+
 class Listeners(Model):
     http: HttpListener = Field(default_factory=HttpListener)
     metrics: MetricsListener = Field(default_factory=MetricsListener)
     scaler: ScalerListener = Field(default_factory=ScalerListener)
+    tls: ListenerTls | None = Field(default=None, description="TLS on the HTTP and metrics listeners. "
+                                                              "Empty: plain HTTP.")
 
 
 class Scaler(Model):

@@ -25,6 +25,7 @@ OWNER_LABEL = "switchyard.dev/owner"  # <kind>.<name>, for pruning without a gar
 EPOCH_ANNOTATION = "switchyard.dev/epoch"
 HASH_ANNOTATION = "switchyard.dev/hash"
 RUN_AS = 65532
+TLS_DIR = "/etc/switchyard/tls"  # where the Gateway's spec.listeners.tls Secret is mounted
 
 RESTRICTED_CONTAINER = {
     "allowPrivilegeEscalation": False,
@@ -125,6 +126,14 @@ def gateway_deployment(gw: Gateway, image: str) -> Obj:
         "securityContext": RESTRICTED_CONTAINER,
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
+    volumes: list[Obj] = [{"name": "tmp", "emptyDir": {}}]
+    if s.listeners.tls is not None:  # the whole directory, never subPath: the kubelet then updates it on rotation
+        container["args"] += ["--tls-cert", f"{TLS_DIR}/tls.crt", "--tls-key", f"{TLS_DIR}/tls.key",
+                              "--tls-min-version", s.listeners.tls.min_version]
+        container["volumeMounts"].append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
+        volumes.append({"name": "tls", "secret": {"secretName": s.listeners.tls.secret_name}})
+        for probe in ("readinessProbe", "livenessProbe"):
+            container[probe]["httpGet"]["scheme"] = "HTTPS"
     return {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(gw, gateway_name(gw.name), labels),
         "spec": {
@@ -137,7 +146,7 @@ def gateway_deployment(gw: Gateway, image: str) -> Obj:
                     "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS,
                                         "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [container],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                    "volumes": volumes,
                 },
             },
         },

@@ -99,6 +99,12 @@ def kind_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="session")
+def image() -> str:
+    """The image the tests built and loaded into kind (gateways and rendered workers run it)."""
+    return IMAGE
+
+
+@pytest.fixture(scope="session")
 def installed(kind_cluster: Cluster) -> Cluster:
     """The KEDA CRDs, then Switchyard and NATS (kustomize or helm: SWITCHYARD_E2E_INSTALL); the operator rolled out."""
     k = kind_cluster.kubectl

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy, ConsumerConfig, DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig,
@@ -96,6 +97,15 @@ async def ensure_pools_bucket(js: JetStreamContext, replicas: int = 1) -> KeyVal
     # Standalone pools: no TTL (a pool's expiry is its renewal time plus its own ttl, judged by the gateway).
     return await _bucket(js, KeyValueConfig(bucket=POOLS_BUCKET, storage=StorageType.FILE, history=1,
                                             replicas=replicas))
+
+
+async def kv_get(kv: KeyValue, key: str) -> KeyValue.Entry | None:
+    """The key's live entry; None when it is absent, deleted or purged (those read as not found or empty)."""
+    try:
+        entry = await kv.get(key)
+    except nats.js.errors.NotFoundError:  # KeyNotFoundError and KeyDeletedError
+        return None
+    return entry if entry.value else None
 
 
 async def _bucket(js: JetStreamContext, cfg: KeyValueConfig) -> KeyValue:

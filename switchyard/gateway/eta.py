@@ -29,6 +29,7 @@ import nats.js.errors
 import orjson
 from nats.js.kv import KeyValue
 
+from ..jetstream import kv_get
 from ..subjects import WORK_PREFIX, Lane
 from .metrics import Metrics
 
@@ -37,7 +38,6 @@ log = logging.getLogger("switchyard.gateway.eta")
 HISTORY = 20  # samples kept per lane: recent enough to follow a new image or node type
 WATCH_INTERVAL_S = 0.05  # the sample's end is when this loop notices the worker: keep that error small
 WRONG_LAST_SEQUENCE = (10071, 10164)  # JetStream: the key moved on since we read it
-_NOT_FOUND = (nats.js.errors.NotFoundError,)  # KeyNotFoundError and KeyDeletedError
 
 
 def lane_key(lane: Lane) -> str:
@@ -97,7 +97,7 @@ class ColdStarts:
         if kv is None:
             return remaining(default_s, self._clock() - queued_at)
         try:
-            episode = await _get(kv, f"ep.{lane_key(lane)}")
+            episode = await kv_get(kv, f"ep.{lane_key(lane)}")
             started = float(orjson.loads(episode.value)["started_at"]) if episode else queued_at
             samples = await self._samples(kv, lane)
         except Exception:  # noqa: BLE001 - an unreadable history is no history
@@ -112,7 +112,7 @@ class ColdStarts:
             return now
         except nats.js.errors.KeyWrongLastSequenceError:
             pass  # an episode is open: join it
-        entry = await _get(kv, key)
+        entry = await kv_get(kv, key)
         if entry is None:  # recorded in between: this 202 opens the next one
             await kv.create(key, value)
             return now
@@ -123,7 +123,7 @@ class ColdStarts:
         return started
 
     async def _samples(self, kv: KeyValue, lane: Lane) -> list[float]:
-        entry = await _get(kv, f"h.{lane_key(lane)}")
+        entry = await kv_get(kv, f"h.{lane_key(lane)}")
         return [float(s) for s in orjson.loads(entry.value)] if entry else []
 
     # -- recording ---------------------------------------------------------------
@@ -165,7 +165,7 @@ class ColdStarts:
         """Close the lane's episode; the sample when this replica recorded it, None when another did."""
         now = self._clock()
         key = f"ep.{lane_key(lane)}"
-        entry = await _get(kv, key)
+        entry = await kv_get(kv, key)
         if entry is None:
             return None  # another replica recorded it
         try:
@@ -195,7 +195,7 @@ class ColdStarts:
     async def _append(self, kv: KeyValue, lane: Lane, sample: float) -> None:
         key = f"h.{lane_key(lane)}"
         for _ in range(5):  # compare-and-set: replicas recording other lanes never collide here
-            entry = await _get(kv, key)
+            entry = await kv_get(kv, key)
             samples = (orjson.loads(entry.value) if entry else []) + [round(sample, 3)]
             value = orjson.dumps(samples[-HISTORY:])
             try:
@@ -207,10 +207,3 @@ class ColdStarts:
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue
 
-
-async def _get(kv: KeyValue, key: str) -> KeyValue.Entry | None:
-    try:
-        entry = await kv.get(key)
-    except _NOT_FOUND:
-        return None
-    return entry if entry.value else None

@@ -24,7 +24,7 @@ from nats.js.kv import KeyValue
 from ..api.meta import API_VERSION
 from ..api.pool import Pool
 from ..errors import ApiError
-from ..jetstream import ensure_pools_bucket
+from ..jetstream import ensure_pools_bucket, kv_get
 from ..subjects import POOLS_BUCKET
 from .poolstore import LeaseLapsed, NameTaken, PoolRecord, PoolStore, iso
 
@@ -32,7 +32,6 @@ log = logging.getLogger("switchyard.gateway.kvpools")
 
 KV_PREFIX = f"$KV.{POOLS_BUCKET}."
 RESYNC_S = 10.0  # a full listing this often: what a lost subscription message missed
-_NOT_FOUND = (nats.js.errors.NotFoundError,)  # KeyNotFoundError and KeyDeletedError
 
 
 class KvPoolStore(PoolStore):
@@ -128,7 +127,7 @@ class KvPoolStore(PoolStore):
             return []
         out = []
         for key in keys:
-            entry = await _get(kv, key)
+            entry = await kv_get(kv, key)
             if entry is not None:
                 out.append(PoolRecord.from_json(orjson.loads(entry.value)))
         return out
@@ -137,7 +136,7 @@ class KvPoolStore(PoolStore):
         return await self._read_all(await self._bucket())
 
     async def get(self, name: str) -> PoolRecord | None:
-        entry = await _get(await self._bucket(), name)
+        entry = await kv_get(await self._bucket(), name)
         return PoolRecord.from_json(orjson.loads(entry.value)) if entry else None
 
     async def create(self, record: PoolRecord) -> PoolRecord:
@@ -152,7 +151,7 @@ class KvPoolStore(PoolStore):
     async def renew(self, name: str, at: float) -> PoolRecord | None:
         kv = await self._bucket()
         for _ in range(5):  # compare-and-set against a concurrent renewal or delete
-            entry = await _get(kv, name)
+            entry = await kv_get(kv, name)
             if entry is None:
                 return None
             record = PoolRecord.from_json(orjson.loads(entry.value))
@@ -171,7 +170,7 @@ class KvPoolStore(PoolStore):
 
     async def delete(self, name: str) -> bool:
         kv = await self._bucket()
-        entry = await _get(kv, name)
+        entry = await kv_get(kv, name)
         if entry is None:
             return False
         await kv.purge(name)  # no history of a deleted pool is kept
@@ -183,10 +182,3 @@ def _compiled(view: dict[str, PoolRecord]) -> dict[str, tuple[object, ...]]:
     """What of the pools goes into the routing table (everything but the renewal time)."""
     return {n: (r.tenant, dict(r.gpus), r.models, r.ttl_seconds) for n, r in view.items()}
 
-
-async def _get(kv: KeyValue, key: str) -> KeyValue.Entry | None:
-    try:
-        entry = await kv.get(key)
-    except _NOT_FOUND:
-        return None
-    return entry if entry.value else None

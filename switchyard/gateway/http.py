@@ -1,12 +1,14 @@
-"""HTTP plumbing shared by all handlers: JSON in and out, errors, request ids, CORS, metrics."""
+"""HTTP plumbing shared by all handlers: JSON in and out, errors, request ids, CORS, gzip, metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
 import time
 import uuid
+import zlib
 from typing import Any, Awaitable, Callable
 
 import orjson
@@ -107,6 +109,8 @@ def make_middleware(current_table: Callable[[], RoutingTable | None], metrics: A
         resp.headers["X-Request-ID"] = rid
         if table is not None and table.cors.allow_origins:
             _cors(request, resp, table)
+        if isinstance(resp, web.Response) and not resp.prepared and resp.status != 499:
+            await _maybe_gzip(request, resp)
         route = request.match_info.route.resource
         endpoint = route.canonical if route is not None else "unmatched"
         elapsed = time.perf_counter() - start
@@ -145,8 +149,66 @@ def _cors(request: web.Request, resp: web.StreamResponse, table: RoutingTable) -
     origin = request.headers.get("Origin")
     if _origin_allowed(origin, table):
         resp.headers["Access-Control-Allow-Origin"] = origin  # type: ignore[assignment]
-        resp.headers["Vary"] = "Origin"
+        _vary(resp, "Origin")
         resp.headers["Access-Control-Expose-Headers"] = "X-Request-ID, Retry-After, Location, Preference-Applied"
+
+
+# Response compression: JSON answers of at least GZIP_MIN_BYTES, when the client accepts gzip. Level 1:
+# on a 1.3 MB embeddings answer it takes 9 ms for 49 % of the size, where level 6 takes 64 ms for 46 %.
+# Streams (SSE, WebSocket) are prepared by their handlers and never pass through here.
+GZIP_MIN_BYTES = 1024
+GZIP_LEVEL = 1
+GZIP_THREAD_BYTES = 256 * 1024  # larger bodies are compressed off the event loop (zlib releases the GIL)
+_COMPRESSIBLE = ("application/json", "application/problem+json")
+
+
+def accepts_gzip(header: str | None) -> bool:
+    """Accept-Encoding names gzip (or *) with a q above zero (RFC 9110 12.5.3)."""
+    if not header:
+        return False
+    verdict = None
+    for part in header.split(","):
+        coding, _, params = part.strip().partition(";")
+        coding = coding.strip().lower()
+        if coding not in ("gzip", "x-gzip", "*"):
+            continue
+        q = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if coding == "*":
+            verdict = q > 0 if verdict is None else verdict  # an explicit gzip entry wins over *
+        else:
+            verdict = q > 0
+    return bool(verdict)
+
+
+def gzip_bytes(body: bytes) -> bytes:
+    c = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # wbits 31: the gzip container
+    return c.compress(body) + c.flush()
+
+
+async def _maybe_gzip(request: web.Request, resp: web.Response) -> None:
+    body = resp.body
+    if not isinstance(body, bytes) or resp.content_type not in _COMPRESSIBLE:
+        return
+    if len(body) < GZIP_MIN_BYTES or "Content-Encoding" in resp.headers:
+        return
+    _vary(resp, "Accept-Encoding")  # caches must not hand a gzip answer to a client that did not ask
+    if not accepts_gzip(request.headers.get("Accept-Encoding")):
+        return
+    resp.body = gzip_bytes(body) if len(body) < GZIP_THREAD_BYTES else await asyncio.to_thread(gzip_bytes, body)
+    resp.headers["Content-Encoding"] = "gzip"
+
+
+def _vary(resp: web.StreamResponse, field: str) -> None:
+    present = [v.strip() for v in resp.headers.get("Vary", "").split(",") if v.strip()]
+    if field.lower() not in (v.lower() for v in present):
+        resp.headers["Vary"] = ", ".join([*present, field])
 
 
 def _preflight(request: web.Request, table: RoutingTable | None) -> web.Response:

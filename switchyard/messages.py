@@ -97,6 +97,7 @@ class Result:
     attempt: int = 1
     state: str = "succeeded"  # succeeded | failed | expired
     timing: dict[str, float] = field(default_factory=dict)  # queue_ms, compute_ms
+    usage: dict[str, int] | None = None  # token counts the handler put in ctx.usage (input_tokens, output_tokens)
 
     def encode(self) -> bytes:
         return _pack(self)

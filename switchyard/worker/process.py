@@ -95,7 +95,7 @@ class Processor:
             await self._retry_or_fail(msg, item, exc, started, t0, trace)
             return
         res = Result(id=item.id, ok=True, items=out, worker=self._worker_id, attempt=attempt,
-                     state="succeeded", timing=_timing(item, started, t0))
+                     state="succeeded", timing=_timing(item, started, t0), usage=ctx.usage or None)
         await self._finish(msg, item, res, trace)
 
     async def _retry_or_fail(self, msg: Msg, item: WorkItem, exc: Exception, started: float, t0: float,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from ..errors import ApiError
 from .auth import authenticate
 from .http import json_response
-from .state import state_of
+from .state import GatewayState, state_of
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -32,10 +34,15 @@ async def health(request: web.Request) -> web.Response:
     key = authenticate(table, auth) if table is not None and auth else None
     if key is None or not key.admin:
         return json_response({"status": status})
+    return json_response({"status": status, **fleet(st)})
+
+
+def fleet(st: GatewayState) -> dict[str, Any]:
+    """What an admin sees of the fleet: live workers, the lanes' pending items, the config (also /v1/ws status)."""
+    table = st.holder.table
     live = st.registry.live()
     configured = table.machine_profiles() if table else []
-    return json_response({
-        "status": status,
+    return {
         "nats_connected": st.dispatcher.connected,
         "worker_count": len(live),
         "models_loaded": len({m for b in live for m in b.models}),
@@ -53,4 +60,4 @@ async def health(request: web.Request) -> web.Response:
         ],
         "config": {"epoch": table.epoch, "hash": table.hash} if table else None,
         "gateway": st.instance,
-    })
+    }

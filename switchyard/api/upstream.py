@@ -9,7 +9,8 @@ from pydantic import Field, model_validator
 from .meta import DNS_LABEL, Label, Model, Resource, Status
 from .pool import MODEL_ID
 
-Operation = Literal["encode", "score", "generate", "chat", "extract", "rerank", "classify"]
+# image and speech: text-to-image and text-to-speech (POST /v1/images/generations, /v1/audio/speech).
+Operation = Literal["encode", "score", "generate", "chat", "extract", "rerank", "classify", "image", "speech"]
 
 
 class Bundle(Model):
@@ -134,7 +135,7 @@ class WorkerRef(Model):
 
 class UpstreamSpec(Model):
     model: str = Field(pattern=MODEL_ID, max_length=200, description="Model id clients call, e.g. BAAI/bge-m3.")
-    operations: list[Operation] = Field(min_length=1, max_length=7, description="Operations the model supports (POST /v1/{op}/{model}).")
+    operations: list[Operation] = Field(min_length=1, max_length=9, description="Operations the model supports (POST /v1/{op}/{model}).")
     bundles: list[Bundle] = Field(default_factory=lambda: [Bundle(name="default", priority=0)], min_length=1, max_length=16,
                                   description="Runtimes able to serve the model.")
     profiles: list[ModelProfile] = Field(default_factory=list, max_length=32, description="Named variants of the model.")

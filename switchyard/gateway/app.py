@@ -17,7 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..api.table import HttpLimits
-from . import configs, health, inference, jobs, pools
+from . import configs, health, inference, jobs, pools, websocket
 from ..tasks import cancel_all
 from .config import DirectoryConfig, TableHolder
 from .advisories import DeadLetters
@@ -59,6 +59,7 @@ def build_app(st: GatewayState, *, access_log: bool = True) -> web.Application:
     r.add_post("/v1/pools/{name}/renew", pools.renew_pool)
     r.add_delete("/v1/pools/{name}", pools.delete_pool)
     r.add_post("/v1/{op}/{model:.+}", inference.infer)
+    websocket.setup(app)  # GET /v1/ws
     return app
 
 

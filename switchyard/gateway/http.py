@@ -104,7 +104,9 @@ def make_middleware(current_table: Callable[[], RoutingTable | None], metrics: A
             except Exception:  # noqa: BLE001 - every failure still answers in our format
                 log.exception("unhandled error", extra={"request_id": rid})
                 resp, code = error_response(ApiError("internal", "internal error; quote the request id")), "internal"
-            if resp.status != 499 and (request.transport is None or request.transport.is_closing()):
+            # A prepared stream (a WebSocket, SSE) has answered already: its end is not a disconnect.
+            if resp.status != 499 and not resp.prepared and (
+                    request.transport is None or request.transport.is_closing()):
                 resp = _gone(request, rid, metrics, "while waiting for the answer")
         resp.headers["X-Request-ID"] = rid
         if table is not None and table.cors.allow_origins:

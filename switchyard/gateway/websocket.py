@@ -1,0 +1,299 @@
+"""GET /v1/ws: many inference requests and their results over one WebSocket, plus subscriptions.
+
+The connection is authenticated once, by the `Authorization: Bearer` header of the upgrade
+(a key in the URL is refused: URLs end up in logs). Every message is a JSON object in a text
+frame with a `type` and the client's `id`, which the answers to it carry:
+
+- `infer`: op, model, items, params (and machine_profile, pool, bundle, request_id, wait) go
+  through the same core as POST /v1/{op}/{model} (submit.py); the answer is `result`,
+  `accepted` (no live worker: a queued job) or `error`. Results come back as they finish, in
+  any order. At most MAX_IN_FLIGHT per connection; past it an `error` `too_many_in_flight`.
+- `subscribe` with topic `jobs`: a `job` message each time one of the key's tenant's jobs
+  changes state (an admin may name another `tenant`); topic `status` (admin keys only): a
+  `status` message with live workers, lanes and their pending items every `interval_s`.
+- `unsubscribe` stops one.
+
+Frames larger than the Gateway's maxRequestBodyBytes close the connection (1009), so does a key
+removed by a config reload (1008). The server pings every PING_S and drops a peer that does not
+answer; client pings are answered. Work accepted before a client goes away still runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from contextlib import suppress
+from typing import Annotated, Any, Literal
+
+import orjson
+from aiohttp import WSMsgType, web
+from nats.aio.msg import Msg
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from ..api.table import KeyRoute, RoutingTable
+from ..errors import ApiError
+from ..jsondepth import MAX_JSON_DEPTH, too_deep
+from ..messages import JobRecord
+from ..subjects import JOBS_BUCKET
+from .auth import authenticate, tenant_of
+from .health import fleet
+from .http import MAX_REQUEST_ID, REQUEST_ID
+from .inference import MAX_ITEMS, OPERATIONS, result_body
+from .jobs import _describe as describe_job  # GET /v1/jobs/{id}'s view of a record
+from .state import STATE, GatewayState
+from .submit import Accepted, Submission, result_error, submit
+
+log = logging.getLogger("switchyard.gateway.websocket")
+
+MAX_IN_FLIGHT = 32  # infer messages awaiting their answer, per connection
+MAX_SUBSCRIPTIONS = 4  # per connection
+PING_S = 20.0  # server pings; no pong within half of it closes the connection
+KEY_IN_URL = ("key", "api_key", "apikey", "token", "access_token", "authorization")
+WEBSOCKETS = web.AppKey("switchyard_websockets", set)
+
+Id = Annotated[str, Field(min_length=1, max_length=MAX_REQUEST_ID, pattern=REQUEST_ID.pattern)]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: Id
+
+
+class Infer(_Message):
+    type: Literal["infer"]
+    op: str = Field(max_length=32)
+    model: str = Field(min_length=1, max_length=253)
+    items: list[Any] = Field(min_length=1, max_length=MAX_ITEMS)
+    params: dict[str, Any] = Field(default_factory=dict)
+    machine_profile: str | None = Field(default=None, max_length=253)
+    pool: str | None = Field(default=None, max_length=253)
+    bundle: str | None = Field(default=None, max_length=253)
+    request_id: Id | None = None  # dedup key, as X-Request-ID; default: a fresh one per message
+    wait: int | None = Field(default=None, ge=0, le=3600)  # as Prefer: wait=N
+
+
+class Subscribe(_Message):
+    type: Literal["subscribe"]
+    topic: Literal["jobs", "status"]
+    tenant: str | None = Field(default=None, max_length=63)  # jobs of another tenant: admin keys only
+    interval_s: float = Field(default=2.0, ge=0.5, le=60)  # status only
+
+
+class Unsubscribe(_Message):
+    type: Literal["unsubscribe"]
+
+
+Message = TypeAdapter(Annotated[Infer | Subscribe | Unsubscribe, Field(discriminator="type")])
+
+
+def setup(app: web.Application) -> None:
+    """Route /v1/ws and close every open socket (1001, going away) when the gateway shuts down."""
+    app[WEBSOCKETS] = set()
+    app.router.add_get("/v1/ws", handle)
+
+    async def close_all(app: web.Application) -> None:
+        for ws in list(app[WEBSOCKETS]):
+            await ws.close(code=1001, message=b"gateway shutting down")
+
+    app.on_shutdown.append(close_all)
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    st: GatewayState = request.app[STATE]
+    table = st.table()
+    if any(k.lower() in KEY_IN_URL for k in request.query):
+        raise ApiError("bad_request", "never put an API key in the URL; send 'Authorization: Bearer <key>' "
+                                      "with the upgrade request")
+    authorization = request.headers.get("Authorization")
+    key = authenticate(table, authorization)  # 401 before any upgrade
+    ws = web.WebSocketResponse(heartbeat=PING_S, autoping=True, max_msg_size=table.max_request_body_bytes,
+                               compress=False)  # no permessage-deflate: frames stay bounded as sent
+    if not ws.can_prepare(request).ok:
+        raise ApiError("bad_request", "GET /v1/ws takes a WebSocket upgrade (Connection: Upgrade, "
+                                      "Upgrade: websocket)")
+    await ws.prepare(request)
+    request.app[WEBSOCKETS].add(ws)
+    try:
+        await Connection(st, ws, authorization, key).run()
+    finally:
+        request.app[WEBSOCKETS].discard(ws)
+    return ws
+
+
+class Connection:
+    """One client's socket: its key, its requests in flight and its subscriptions."""
+
+    def __init__(self, st: GatewayState, ws: web.WebSocketResponse, authorization: str | None,
+                 key: KeyRoute | None) -> None:
+        self.st, self.ws, self.authorization, self.key = st, ws, authorization, key
+        self.in_flight: dict[str, asyncio.Task[None]] = {}
+        self.subscriptions: dict[str, asyncio.Task[None]] = {}
+
+    async def run(self) -> None:
+        try:
+            async for msg in self.ws:
+                if msg.type == WSMsgType.TEXT:
+                    await self._received(msg.data.encode())
+                elif msg.type == WSMsgType.BINARY:
+                    await self._error(None, ApiError("bad_request", "send JSON objects in text frames"))
+                elif msg.type == WSMsgType.ERROR:  # a frame past max_msg_size, a protocol error: aiohttp closed it
+                    log.info("websocket closed on error", extra={"error": str(self.ws.exception())})
+        finally:
+            for task in self.subscriptions.values():
+                task.cancel()
+            # Requests already submitted finish (their work is accepted); their answers have nowhere to go.
+            await asyncio.gather(*self.in_flight.values(), *self.subscriptions.values(), return_exceptions=True)
+
+    async def _received(self, raw: bytes) -> None:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return await self._error(None, ApiError("invalid_json", f"message is not valid JSON: {exc}"))
+        if too_deep(raw, data):
+            return await self._error(None, ApiError(
+                "too_deep", f"message nests arrays and objects deeper than {MAX_JSON_DEPTH} levels"))
+        msg_id = data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else None
+        try:
+            msg = Message.validate_python(data)
+        except ValidationError as exc:
+            return await self._error(msg_id, ApiError("bad_request", _explain(exc)))
+        table = self.st.table()
+        try:
+            # The key is checked against the current table: a key removed by a reload ends the connection.
+            authenticate(table, self.authorization)
+        except ApiError as exc:
+            await self._error(msg.id, ApiError("unauthorized", f"{exc.message}; the key was revoked"))
+            await self.ws.close(code=1008, message=b"API key revoked")
+            return
+        if isinstance(msg, Infer):
+            await self._infer(msg, table)
+        elif isinstance(msg, Subscribe):
+            await self._subscribe(msg)
+        else:
+            task = self.subscriptions.pop(msg.id, None)
+            if task is None:
+                return await self._error(msg.id, ApiError("not_found", f"no subscription {msg.id!r}"))
+            task.cancel()
+            await self._send({"type": "unsubscribed", "id": msg.id})
+
+    # -- infer -----------------------------------------------------------------------------
+
+    async def _infer(self, msg: Infer, table: RoutingTable) -> None:
+        if msg.id in self.in_flight:
+            return await self._error(msg.id, ApiError("bad_request", f"id {msg.id!r} is already in flight on "
+                                                                     "this connection; use a new id"))
+        if len(self.in_flight) >= MAX_IN_FLIGHT:
+            return await self._error(msg.id, ApiError(
+                "too_many_in_flight", f"this connection has {MAX_IN_FLIGHT} requests in flight, its limit; "
+                                      "wait for a result before sending more (or open another connection)"))
+        if msg.op not in OPERATIONS:
+            return await self._error(msg.id, ApiError(
+                "not_found", f"unknown operation {msg.op!r} (operations: {', '.join(sorted(OPERATIONS))})"))
+        sub = Submission(op=msg.op, model_ref=msg.model, items=msg.items, params=msg.params,
+                         request_id=msg.request_id or os.urandom(16).hex(), key=self.key,
+                         machine_profile=msg.machine_profile, pool=msg.pool, bundle=msg.bundle,
+                         prefer=(f"wait={msg.wait}",) if msg.wait is not None else ())
+        task = asyncio.create_task(self._run(msg.id, sub, table))
+        self.in_flight[msg.id] = task
+        task.add_done_callback(lambda _: self.in_flight.pop(msg.id, None))
+
+    async def _run(self, msg_id: str, sub: Submission, table: RoutingTable) -> None:
+        try:
+            outcome = await submit(self.st, table, sub)
+        except ApiError as exc:
+            return await self._error(msg_id, exc)
+        except Exception:  # noqa: BLE001 - every failure still answers in our format
+            log.exception("websocket request failed", extra={"request_id": sub.request_id})
+            return await self._error(msg_id, ApiError("internal", "internal error; quote the request id"),
+                                     sub.request_id)
+        if isinstance(outcome, Accepted):
+            lane = outcome.resolution.lane
+            await self._send({"type": "accepted", "id": msg_id, "job_id": outcome.job_id,
+                              "request_id": sub.request_id, "estimated_wait_s": outcome.eta_s,
+                              "machine_profile": lane.machine_profile, "bundle": lane.bundle, "pool": lane.pool})
+        elif not outcome.result.ok:
+            await self._error(msg_id, result_error(outcome.result), sub.request_id)
+        else:
+            await self._send({"type": "result", "id": msg_id, "request_id": sub.request_id,
+                              "result": result_body(outcome.result, sub.model_ref)})
+
+    # -- subscriptions ---------------------------------------------------------------------
+
+    async def _subscribe(self, msg: Subscribe) -> None:
+        if msg.id in self.subscriptions:
+            return await self._error(msg.id, ApiError("bad_request", f"subscription {msg.id!r} exists"))
+        if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
+            return await self._error(msg.id, ApiError(
+                "bad_request", f"this connection holds {MAX_SUBSCRIPTIONS} subscriptions, its limit"))
+        admin = self.key is not None and self.key.admin
+        if msg.topic == "status" and not admin:
+            return await self._error(msg.id, ApiError("forbidden", "the status topic needs an admin key "
+                                                                   "(it maps the fleet)"))
+        tenant = tenant_of(self.key)
+        if msg.tenant is not None and msg.tenant != tenant:
+            if not admin:  # the same answer as a job of another tenant: nothing to probe
+                return await self._error(msg.id, ApiError("forbidden", "only admin keys watch another "
+                                                                       "tenant's jobs"))
+            if not REQUEST_ID.match(msg.tenant) or "." in msg.tenant:
+                return await self._error(msg.id, ApiError("bad_request", "tenant must be a tenant name"))
+            tenant = msg.tenant
+        if msg.topic == "jobs":
+            nc = self.st.dispatcher.nc
+            if nc is None or not self.st.dispatcher.connected:
+                return await self._error(msg.id, ApiError("queue_unavailable", "not connected to NATS"))
+            # The jobs bucket's own subject: every put of this tenant's records, nothing of another's.
+            sub = await nc.subscribe(f"$KV.{JOBS_BUCKET}.{tenant}.>", pending_msgs_limit=1024)
+            task = asyncio.create_task(self._jobs(msg.id, sub))
+        else:
+            task = asyncio.create_task(self._status(msg.id, msg.interval_s))
+        self.subscriptions[msg.id] = task
+        task.add_done_callback(lambda _: self.subscriptions.pop(msg.id, None))
+        await self._send({"type": "subscribed", "id": msg.id, "topic": msg.topic})
+
+    async def _jobs(self, sub_id: str, sub: Any) -> None:
+        try:
+            async for m in sub.messages:
+                record = _record(m)
+                if record is not None:
+                    await self._send({"type": "job", "id": sub_id, "job": describe_job(record)})
+        finally:
+            with suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _status(self, sub_id: str, interval_s: float) -> None:
+        while True:
+            await self._send({"type": "status", "id": sub_id, **fleet(self.st)})
+            await asyncio.sleep(interval_s)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        if self.ws.closed:
+            return
+        try:
+            await self.ws.send_str(orjson.dumps(message).decode())
+        except (ConnectionError, RuntimeError):  # the client went away meanwhile
+            pass
+
+    async def _error(self, msg_id: str | None, err: ApiError, request_id: str | None = None) -> None:
+        out: dict[str, Any] = {"type": "error", "id": msg_id, "status": err.status, **err.body()}
+        if request_id is not None:
+            out["request_id"] = request_id
+        await self._send(out)
+
+
+def _record(m: Msg) -> JobRecord | None:
+    if not m.data or (m.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
+        return None
+    try:
+        return JobRecord.decode(m.data)
+    except Exception:  # noqa: BLE001 - a record this version cannot read is skipped, not fatal
+        return None
+
+
+def _explain(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "message"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"invalid message: {where}: {first['msg']}{more}"

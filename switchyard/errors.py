@@ -28,8 +28,8 @@ STATUS: Mapping[str, int] = {
     "pool_exists": 409,  # POST /v1/pools: the name is taken (by any tenant) with another spec
     "pool_protected": 409,  # the default pool, or one declared in manifests: not managed through /v1/pools
     "too_many_pools": 409,  # the tenant holds spec.poolApi.maxPoolsPerTenant pools already
-    "request_timeout": 408,
-    "too_many_in_flight": 429,  # /v1/ws: the connection's requests in flight are at its cap  # request line, headers or body not received in time (spec.listeners.http)
+    "request_timeout": 408,  # request line, headers or body not received in time (spec.listeners.http)
+    "too_many_in_flight": 429,  # /v1/ws: the connection's requests in flight are at its cap
     "payload_too_large": 413,
     "pool_too_large": 422,  # reserves more workers than spec.poolApi.maxWorkersPerPool
     "invalid_input": 422,  # the worker refused the items (a permanent error)

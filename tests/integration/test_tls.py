@@ -202,3 +202,51 @@ async def test_standalone_cli_serves_https_from_files(nats_server: NatsServer, t
                     await resp.read()
     finally:
         assert stop_process(proc) == 0
+
+
+async def test_websocket_over_tls(nats_server: NatsServer, tmp_path: Path) -> None:
+    ca = TestCA()
+    files = tls_files(tmp_path)
+    ca.issue().write(files.cert, files.key)
+    async with tls_gateway(nats_server.url, files) as (_, port, _):
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ca.client_context())) as s:
+            async with s.ws_connect(f"wss://127.0.0.1:{port}/v1/ws", headers=ADMIN) as ws:
+                await ws.send_json({"type": "infer", "id": "q", "op": "encode", "model": "no/such", "items": [1]})
+                m = await asyncio.wait_for(ws.receive_json(), 15)
+                assert m["id"] == "q" and m["error"]["code"] == "unknown_model"
+
+
+async def test_grpc_credentials_follow_the_rotation(tmp_path: Path) -> None:
+    """The helper a gRPC listener uses: a new handshake gets the rotated pair, an open channel keeps working."""
+    import grpc
+
+    from switchyard.gateway.tls import ReloadingTls, grpc_server_credentials
+
+    ca = TestCA()
+    first, second = ca.issue(), ca.issue()
+    files = tls_files(tmp_path)
+    first.write(files.cert, files.key)
+    tls = ReloadingTls(files)
+
+    async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return request
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "test.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}),))
+    port = server.add_secure_port("127.0.0.1:0", grpc_server_credentials(tls))
+    await server.start()
+    watch = asyncio.create_task(tls.watch())
+    creds = grpc.ssl_channel_credentials(root_certificates=ca.pem)
+    try:
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as kept:
+            call = kept.unary_unary("/test.Echo/Echo")
+            assert await call(b"one", timeout=10) == b"one"
+            assert await fresh_serial(port, ca) == first.serial
+            second.write(files.cert, files.key)
+            await until(lambda: tls.reloads == 1, 10, "the rotated pair loaded")
+            assert await fresh_serial(port, ca) == second.serial
+            assert await call(b"two", timeout=10) == b"two"  # the channel opened before still serves
+    finally:
+        watch.cancel()
+        await server.stop(None)

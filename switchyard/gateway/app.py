@@ -31,7 +31,7 @@ from .registry import Registry
 from .scaler import ScalerServer
 from .scaler import serve as serve_scaler
 from .state import STATE, GatewayState
-from .tls import ReloadingTls, TlsFiles
+from .tls import ReloadingTls, TlsFiles, TlsSite
 
 log = logging.getLogger("switchyard.gateway")
 
@@ -148,8 +148,12 @@ async def start(st: GatewayState, listen: Listen, *, access_log: bool = True,
         else:
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=30)
         await runner.setup()
-        await web.TCPSite(runner, listen.host, port, reuse_address=True,
-                          ssl_context=tls.context if tls else None).start()
+        if tls is None:
+            await web.TCPSite(runner, listen.host, port, reuse_address=True).start()
+        else:  # the handshake gets the same deadline as the request line and headers after it
+            limits = st.holder.table.http if st.holder.table else HttpLimits()
+            await TlsSite(runner, listen.host, port, reuse_address=True, ssl_context=tls.context,
+                          handshake_timeout_s=limits.header_timeout_s).start()
         runners.append(runner)
 
     async def connect_then_watch() -> None:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from aiohttp import web
+
 log = logging.getLogger("switchyard.gateway.tls")
 
 MinVersion = Literal["1.2", "1.3"]
@@ -118,6 +120,27 @@ class ReloadingTls:
                 await asyncio.to_thread(self.check)
             except Exception:  # noqa: BLE001 - keep serving the pair we have; try again next poll
                 log.exception("TLS reload check failed")
+
+
+class TlsSite(web.TCPSite):
+    """aiohttp's TCPSite with a deadline on the TLS handshake (asyncio's default is 60 s).
+
+    A connection counts against maxConnections only once its handshake is done, so a client
+    that opens sockets and never finishes a handshake is cut off by this deadline instead."""
+
+    def __init__(self, *args: Any, handshake_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._handshake_timeout_s = handshake_timeout_s
+
+    async def start(self) -> None:
+        self._runner._reg_site(self)  # BaseSite.start; TCPSite.start's create_server has no handshake timeout
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            server, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+            reuse_address=self._reuse_address, reuse_port=self._reuse_port,
+            ssl_handshake_timeout=self._handshake_timeout_s)
+        self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
 
 
 def grpc_server_credentials(tls: ReloadingTls) -> Any:

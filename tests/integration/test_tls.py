@@ -23,14 +23,15 @@ from switchyard.natsserver import NatsServer, free_port
 from cli_processes import installed_script
 from cli_processes import start as start_process
 from cli_processes import stop as stop_process
-from dataplane import ADMIN, MANIFESTS, until
+from dataplane import ADMIN, MANIFESTS, copy_manifests, until
 from tlscerts import TestCA, serial_of
 
 
 @asynccontextmanager
-async def tls_gateway(nats_url: str, files: TlsFiles) -> AsyncIterator[tuple[Running, int, int]]:
+async def tls_gateway(nats_url: str, files: TlsFiles,
+                      config: Path = MANIFESTS) -> AsyncIterator[tuple[Running, int, int]]:
     st = new_state(nats_url)
-    source = directory_source(st, MANIFESTS)
+    source = directory_source(st, config)
     source.load()
     port, mport = free_port(), free_port()
     running = await start(st, Listen("127.0.0.1", port, mport, tls=files), access_log=False)
@@ -250,3 +251,21 @@ async def test_grpc_credentials_follow_the_rotation(tmp_path: Path) -> None:
     finally:
         watch.cancel()
         await server.stop(None)
+
+
+async def test_a_handshake_that_never_comes_is_cut_off(nats_server: NatsServer, tmp_path: Path) -> None:
+    """A socket that opens and sends nothing is closed after headerTimeoutSeconds, not asyncio's 60 s."""
+    config = copy_manifests(tmp_path / "config")
+    manifest = config / "gateway.yaml"
+    manifest.write_text(manifest.read_text().replace(
+        "  maxRequestBodyBytes: 4096\n", "  maxRequestBodyBytes: 4096\n  listeners: {http: {headerTimeoutSeconds: 1}}\n"))
+    ca = TestCA()
+    files = tls_files(tmp_path)
+    ca.issue().write(files.cert, files.key)
+    async with tls_gateway(nats_server.url, files, config) as (running, port, _):
+        assert running.state.holder.table.http.header_timeout_s == 1
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)  # TCP only: no ClientHello
+        try:
+            assert await asyncio.wait_for(reader.read(), 20) == b""  # closed by the gateway
+        finally:
+            writer.close()

@@ -199,8 +199,8 @@ class AsyncClient:
     # -- discovery -------------------------------------------------------------------
 
     async def models(self) -> list[ModelInfo]:
-        data = (await self._send("GET", "/v1/models")).json()
-        return [ModelInfo.from_json(m) for m in (data.get("models") or []) if isinstance(m, dict)]
+        data = (await self._send("GET", "/v1/configs/models")).json()  # /v1/models is OpenAI's list
+        return [ModelInfo.from_json(m) for m in (data.get("details") or []) if isinstance(m, dict)]
 
     async def health(self) -> dict[str, Any]:
         """GET /health. Not retried: a probe should report what it sees now."""

@@ -140,7 +140,7 @@ class Job:
 
 @dataclass(slots=True)
 class ModelInfo:
-    """One entry of `GET /v1/models`."""
+    """One entry of `GET /v1/configs/models` (its `details`)."""
 
     id: str
     operations: list[str] = field(default_factory=list)

@@ -27,6 +27,8 @@ from .http import make_middleware
 from .kvpools import KvPoolStore
 from .listener import GuardedAppRunner
 from .metrics import Metrics
+from .openai_api import discovery
+from .openai_api import routes as openai_routes
 from .registry import Registry
 from .scaler import ScalerServer
 from .scaler import serve as serve_scaler
@@ -46,8 +48,13 @@ def build_app(st: GatewayState, *, access_log: bool = True) -> web.Application:
     r.add_get("/healthz", health.healthz)
     r.add_get("/readyz", health.readyz)
     r.add_get("/health", health.health)
-    r.add_get("/v1/models", configs.list_models)
-    r.add_get("/v1/configs/models", configs.list_model_ids)
+    r.add_get("/", discovery.root)
+    r.add_get("/status", discovery.status)
+    r.add_get("/v1/metadata", discovery.metadata)
+    r.add_get("/v1/models", discovery.list_models)  # OpenAI's list; Switchyard's view is /v1/configs/models
+    for path, handler in openai_routes.ROUTES:  # before /v1/{op}/{model}, which would match them too
+        r.add_post(path, handler)
+    r.add_get("/v1/configs/models", configs.list_models)
     r.add_get("/v1/configs/models/{id:.+}", configs.get_model)
     r.add_get("/v1/configs/bundles", configs.list_bundles)
     r.add_get("/v1/configs/bundles/{id}", configs.get_bundle)

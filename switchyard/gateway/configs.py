@@ -42,15 +42,14 @@ def _visible(request: web.Request) -> tuple[GatewayState, dict[str, ModelRoute]]
 
 
 async def list_models(request: web.Request) -> web.Response:
-    st, routes = _visible(request)
-    return json_response({"models": [_describe(r, st) for _, r in sorted(routes.items())],
-                          "epoch": st.table().epoch})
+    """Switchyard's view of the models the key may call: ids, and each described in `details`.
 
-
-async def list_model_ids(request: web.Request) -> web.Response:
+    (GET /v1/models is OpenAI's list: openai_api/discovery.py.)
+    """
     st, routes = _visible(request)
     table = st.table()
-    return json_response({"models": sorted(routes), "epoch": table.epoch, "hash": table.hash})
+    return json_response({"models": sorted(routes), "epoch": table.epoch, "hash": table.hash,
+                          "details": [_describe(r, st) for _, r in sorted(routes.items())]})
 
 
 async def get_model(request: web.Request) -> web.Response:

@@ -213,9 +213,9 @@ async def test_chunked_body_over_the_limit_is_413(nats_server: NatsServer) -> No
 async def test_read_endpoints(nats_server: NatsServer) -> None:
     async with gateway(nats_server.url) as gw, worker(nats_server.url, echo):
         await gw.wait_for_workers(ECHO)
-        models = await gw.call("GET", "/v1/models", headers=ADMIN)
+        models = await gw.call("GET", "/v1/configs/models", headers=ADMIN)
         assert models.status == 200
-        by_id = {m["id"]: m for m in models.body["models"]}
+        by_id = {m["id"]: m for m in models.body["details"]}
         assert by_id["test/echo"]["live_workers"] == 1 and by_id["test/gpu"]["live_workers"] == 0
         assert (await gw.call("GET", "/v1/configs/models", headers=ADMIN)).body["models"] == \
             ["test/echo", "test/gpu", "test/slow"]

@@ -123,8 +123,8 @@ async def test_health_detail_needs_an_admin_key(nats_server: NatsServer) -> None
 
 async def test_a_key_sees_only_the_models_it_may_call(nats_server: NatsServer) -> None:
     async with gateway(nats_server.url) as gw:
-        models = await gw.call("GET", "/v1/models", headers=ECHO_ONLY)
-        assert [m["id"] for m in models.body["models"]] == ["test/echo"]
+        models = await gw.call("GET", "/v1/configs/models", headers=ECHO_ONLY)
+        assert [m["id"] for m in models.body["details"]] == ["test/echo"]
         ids = await gw.call("GET", "/v1/configs/models", headers=ECHO_ONLY)
         assert ids.body["models"] == ["test/echo"]
         hidden = await gw.call("GET", "/v1/configs/models/test/gpu", headers=ECHO_ONLY)

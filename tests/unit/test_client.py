@@ -91,7 +91,7 @@ class FakeGateway:
         app.router.add_post("/v1/configs/resolve", self._resolve)
         app.router.add_post("/v1/{op}/{model:.+}", self._infer)
         app.router.add_get("/v1/jobs/{id}", self._job)
-        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/v1/configs/models", self._models)
         app.router.add_get("/health", self._health)
         app.router.add_post("/v1/pools", self._create_pool)
         app.router.add_get("/v1/pools", self._list_pools)
@@ -209,7 +209,7 @@ class FakeGateway:
                                   "updated_at": 1795433346.3})
 
     async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response({"models": [{
+        return web.json_response({"models": ["BAAI/bge-m3"], "details": [{
             "id": "BAAI/bge-m3", "operations": ["encode"], "machine_profiles": ["l4", "h100"],
             "default_machine_profile": "l4", "bundles": ["b1"], "profiles": ["sparse"]}]})
 

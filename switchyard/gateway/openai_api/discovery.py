@@ -1,0 +1,73 @@
+"""Discovery: GET /v1/models (OpenAI's list), GET /v1/metadata (Nexus), GET / and GET /status (Marie)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ... import __version__
+from ..auth import authenticate
+from ..http import json_response
+from ..state import state_of
+from .errors import openai_errors
+
+# (method, path, operation or None): what /v1/metadata announces; app.py serves every one.
+OPENAI_ENDPOINTS: tuple[tuple[str, str, str | None], ...] = (
+    ("GET", "/v1/models", None),
+    ("POST", "/v1/chat/completions", "chat"),
+    ("POST", "/v1/completions", "generate"),
+    ("POST", "/v1/embeddings", "encode"),
+    ("POST", "/v1/images/generations", "image"),
+    ("POST", "/v1/audio/speech", "speech"),
+)
+
+
+@openai_errors
+async def list_models(request: web.Request) -> web.Response:
+    """The models the key may call, each profile too (`model:profile` is a name the body's `model` takes)."""
+    st = state_of(request)
+    table = st.table()
+    key = authenticate(table, request.headers.get("Authorization"))
+    data: list[dict[str, Any]] = []
+    for model, route in sorted(table.models.items()):
+        if key is not None and not key.allows_model(model):
+            continue
+        for name in [model, *(f"{model}:{p}" for p in sorted(route.profiles))]:
+            # created: the routing table keeps no creation time; 0 says "unknown" rather than a made-up date.
+            data.append({"id": name, "object": "model", "created": 0, "owned_by": route.upstream})
+    return json_response({"object": "list", "data": data})
+
+
+@openai_errors
+async def metadata(request: web.Request) -> web.Response:
+    """What this gateway serves, for service discovery: endpoints and the operations behind them."""
+    st = state_of(request)
+    table = st.table()
+    key = authenticate(table, request.headers.get("Authorization"))
+    operations = sorted({op for m, r in table.models.items() if key is None or key.allows_model(m)
+                         for op in r.operations})
+    return json_response({
+        "name": "switchyard", "version": __version__,
+        "capabilities": {"openai": True, "native": True, "streaming": False, "operations": operations},
+        "endpoints": {
+            "openai": [{"method": m, "path": p, **({"operation": op} if op else {})}
+                       for m, p, op in OPENAI_ENDPOINTS],
+            "native": [{"method": "POST", "path": "/v1/{operation}/{model}"},
+                       {"method": "GET", "path": "/v1/jobs/{id}"},
+                       {"method": "GET", "path": "/v1/configs/models"}],
+            "health": [{"method": "GET", "path": p} for p in ("/healthz", "/readyz", "/health", "/status")],
+        },
+    })
+
+
+async def root(request: web.Request) -> web.Response:
+    return json_response({})
+
+
+async def status(request: web.Request) -> web.Response:
+    """Version information, for anyone (like /health without a key): nothing about models or workers."""
+    st = state_of(request)
+    ready = st.dispatcher.connected and st.holder.table is not None
+    return json_response({"status": "ok" if ready else "degraded", "name": "switchyard", "version": __version__,
+                          "api_versions": ["v1"]})

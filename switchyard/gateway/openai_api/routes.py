@@ -1,0 +1,135 @@
+"""POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/images/generations, /v1/audio/speech.
+
+Each is an OpenAI front end of the inference core (submit.py): parse the body (bodies.py),
+submit it to the model's `chat`, `generate`, `encode`, `image` or `speech` operation with the
+native headers (X-Machine-Profile, X-Pool, X-Bundle, X-Request-ID, Prefer), and render the
+outcome in OpenAI's shape (results.py). OpenAI clients cannot follow a 202, so when no worker
+is live the answer is the result after a hold (`Prefer: wait=N`), else a 503 with Retry-After;
+the item stays queued as a job either way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from ...api.table import RoutingTable
+from ...errors import ApiError
+from ...messages import Result
+from ...subjects import job_key
+from ..auth import authenticate, tenant_of
+from ..eta import retry_after
+from ..http import MACHINE_PROFILE, RID, json_response, read_json
+from ..resolve import Resolution
+from ..state import GatewayState, state_of
+from ..submit import Accepted, Hooks, Submission, result_error, submit
+from ..tracing import Trace, traced
+from . import results
+from .bodies import ChatBody, CompletionBody, EmbeddingBody, ImageBody, SpeechBody, parse
+from .errors import OpenAiError, openai_errors
+
+
+async def _call(request: web.Request, op: str, body_cls: type[BaseModel],
+                respond: Callable[[Any, Result, str, int], web.StreamResponse]) -> web.StreamResponse:
+    st = state_of(request)
+    table = st.table()  # this request keeps this table, whatever reloads meanwhile
+    if table.tracing is None:
+        return await _handle(request, st, table, op, body_cls, respond, None)
+    return await traced(table.tracing, request,
+                        lambda rt: _handle(request, st, table, op, body_cls, respond, rt))
+
+
+async def _handle(request: web.Request, st: GatewayState, table: RoutingTable, op: str,
+                  body_cls: type[BaseModel], respond: Callable[[Any, Result, str, int], web.StreamResponse],
+                  rt: Trace | None) -> web.StreamResponse:
+    key = authenticate(table, request.headers.get("Authorization"))
+    body: Any = parse(body_cls, await read_json(request, table.max_request_body_bytes))
+    if getattr(body, "stream", False):
+        raise OpenAiError("bad_request", "streaming (\"stream\": true) is not available on this gateway yet; "
+                                         "send the request without it", param="stream")
+    h = request.headers
+    sub = Submission(op=op, model_ref=body.model, items=body.items(), params=body.params(), request_id=request[RID],
+                     key=key, machine_profile=h.get("X-Machine-Profile"), pool=h.get("X-Pool"),
+                     bundle=h.get("X-Bundle"), prefer=h.getall("Prefer", ()))
+
+    def on_resolved(res: Resolution) -> None:
+        request[MACHINE_PROFILE] = res.lane.machine_profile
+
+    outcome = await submit(st, table, sub, Hooks(on_resolved, rt))
+    applied = {"Preference-Applied": outcome.preference_applied} if outcome.preference_applied else {}
+    if isinstance(outcome, Accepted):
+        result = await _finished(st, sub, outcome)
+        if result is None:
+            raise _starting(outcome, sub.model_ref, own_id="X-Request-ID" in h, headers=applied)
+    else:
+        result = outcome.result
+    if not result.ok:
+        err = result_error(result)
+        err.headers.update(applied)
+        raise err
+    resp = respond(body, result, request[RID], len(sub.items))
+    resp.headers.update(applied)
+    return resp
+
+
+async def _finished(st: GatewayState, sub: Submission, acc: Accepted) -> Result | None:
+    """The job's result when it has one already: a resend of a request id whose job ended."""
+    record = await st.dispatcher.job(job_key(tenant_of(sub.key), acc.job_id))
+    if record is None or not record.final or record.result is None:
+        return None
+    return Result(**{k: v for k, v in record.result.items() if k != "v"})
+
+
+def _starting(acc: Accepted, model: str, *, own_id: bool, headers: dict[str, str]) -> ApiError:
+    lane = acc.resolution.lane
+    message = (f"no worker is live for {model!r} ({lane.machine_profile}/{lane.bundle} in pool {lane.pool!r}) "
+               f"yet; one is starting, expected in about {acc.eta_s:g}s. The request is queued as job "
+               f"{acc.job_id!r} and runs then: read it at /v1/jobs/{acc.job_id}, or send it again with "
+               f"X-Request-ID: {acc.job_id} to get its result. Prefer: wait=N holds a request through a "
+               "cold start instead")
+    # The OpenAI SDKs retry a 503 after Retry-After. Without the client's own request id a retry is new
+    # work (a second job): tell them not to; with it, a retry finds this job and, once done, its result.
+    return ApiError("worker_starting", message, status=503, headers={
+        "Retry-After": str(retry_after(acc.eta_s)), "Location": f"/v1/jobs/{acc.job_id}",
+        "X-Should-Retry": "true" if own_id else "false", **headers})
+
+
+@openai_errors
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _call(request, "chat", ChatBody, lambda body, result, rid, n: json_response(
+        results.chat_completion(result, n, body.model, rid)))
+
+
+@openai_errors
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await _call(request, "generate", CompletionBody, lambda body, result, rid, n: json_response(
+        results.completion(result, n, body.model, rid)))
+
+
+@openai_errors
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    return await _call(request, "encode", EmbeddingBody, lambda body, result, rid, n: json_response(
+        results.embeddings(result, n, body.model, body.encoding_format)))
+
+
+@openai_errors
+async def image_generations(request: web.Request) -> web.StreamResponse:
+    return await _call(request, "image", ImageBody, lambda body, result, rid, n: json_response(
+        results.images(result, n)))
+
+
+def _speech(body: Any, result: Result, rid: str, n: int) -> web.StreamResponse:
+    audio, content_type = results.speech(result, body.response_format)
+    return web.Response(body=audio, content_type=content_type)
+
+
+@openai_errors
+async def audio_speech(request: web.Request) -> web.StreamResponse:
+    return await _call(request, "speech", SpeechBody, _speech)
+
+
+ROUTES = [("/v1/chat/completions", chat_completions), ("/v1/completions", completions),
+          ("/v1/embeddings", embeddings), ("/v1/images/generations", image_generations),
+          ("/v1/audio/speech", audio_speech)]

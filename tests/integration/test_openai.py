@@ -1,0 +1,274 @@
+"""The OpenAI-compatible API with the official `openai` package, sync and async, against a real gateway,
+a real nats-server and real worker processes running the model-free example handler.
+
+The sync client blocks: it runs in a thread, so the gateway (on this test's event loop) keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import math
+import struct
+import subprocess
+import wave
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+openai = pytest.importorskip("openai")
+
+from dataplane import (ADMIN, ECHO_ONLY, GatewayUnderTest, copy_manifests, gateway, job_final, kill,  # noqa: E402
+                       until, worker_process)
+
+from switchyard.natsserver import NatsServer  # noqa: E402
+from switchyard.subjects import Lane  # noqa: E402
+
+MODEL = "demo/toy"
+TOY = Lane(MODEL, "default", "cpu", "default")
+HANDLER = "switchyard.worker.examples.modelfree:serve"
+ADMIN_KEY = ADMIN["Authorization"].split()[1]
+ECHO_ONLY_KEY = ECHO_ONLY["Authorization"].split()[1]
+TOY_UPSTREAM = """\
+apiVersion: switchyard.dev/v1alpha1
+kind: Upstream
+metadata: {name: toy}
+spec:
+  model: demo/toy
+  operations: [chat, generate, encode, image, speech]
+  profiles: [{name: short, params: {max_tokens: 2}}]
+  machineProfiles: [cpu]
+  timeoutSeconds: 20
+  workers: {service: toy}
+"""
+
+
+@pytest.fixture
+def manifests(tmp_path: Path) -> Path:
+    directory = copy_manifests(tmp_path / "manifests")
+    (directory / "toy.yaml").write_text(TOY_UPSTREAM)
+    return directory
+
+
+def toy_worker(nats_url: str) -> subprocess.Popen[bytes]:
+    return worker_process(nats_url, HANDLER, MODEL)
+
+
+def sync_client(gw: GatewayUnderTest, key: str = ADMIN_KEY, **kw: Any) -> Any:
+    return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=key, **kw)
+
+
+def async_client(gw: GatewayUnderTest, key: str = ADMIN_KEY, **kw: Any) -> Any:
+    return openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=key, **kw)
+
+
+@pytest.fixture
+async def live(nats_server: NatsServer, manifests: Path) -> AsyncIterator[GatewayUnderTest]:
+    """A gateway with one toy worker process live."""
+    async with gateway(nats_server.url, manifests) as gw:
+        proc = toy_worker(nats_server.url)
+        try:
+            await gw.wait_for_workers(TOY)
+            yield gw
+        finally:
+            kill(proc)
+
+
+def _png_size(raw: bytes) -> tuple[int, int]:
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n" and raw[12:16] == b"IHDR"
+    return struct.unpack(">II", raw[16:24])
+
+
+async def test_sync_client_every_endpoint(live: GatewayUnderTest) -> None:
+    def run() -> dict[str, Any]:
+        client = sync_client(live)
+        out: dict[str, Any] = {"models": [m.id for m in client.models.list()]}
+        out["chat"] = client.chat.completions.create(
+            model=MODEL, n=2, messages=[{"role": "system", "content": "be brief"},
+                                        {"role": "user", "content": "hello there world"}])
+        out["short"] = client.chat.completions.create(model=f"{MODEL}:short",
+                                                      messages=[{"role": "user", "content": "hello there world"}])
+        out["completion"] = client.completions.create(model=MODEL, prompt=["a b c", "d"], max_tokens=2)
+        out["emb_b64"] = client.embeddings.create(model=MODEL, input=["x", "y z"])  # the SDK asks for base64
+        out["emb_float"] = client.embeddings.create(model=MODEL, input=["x", "y z"], encoding_format="float")
+        out["emb_dims"] = client.embeddings.create(model=MODEL, input="x", dimensions=3, encoding_format="float")
+        out["images"] = client.images.generate(model=MODEL, prompt="a cat", n=2, size="4x2",
+                                               response_format="b64_json")
+        raw = client.audio.speech.with_raw_response.create(model=MODEL, voice="alloy", input="hello",
+                                                           response_format="wav")
+        out["speech_type"], out["speech"] = raw.headers["content-type"], raw.content
+        return out
+
+    out = await asyncio.to_thread(run)
+    assert {"test/echo", "test/gpu", "test/gpu:sparse", MODEL, f"{MODEL}:short"} <= set(out["models"])
+
+    chat = out["chat"]
+    assert [c.message.content for c in chat.choices] == ["hello there world"] * 2
+    assert [c.index for c in chat.choices] == [0, 1] and chat.choices[0].finish_reason == "stop"
+    assert chat.model == MODEL and chat.object == "chat.completion"
+    # the handler counts words: 2 x (2 + 3) read, 2 x 3 written
+    assert (chat.usage.prompt_tokens, chat.usage.completion_tokens, chat.usage.total_tokens) == (10, 6, 16)
+    short = out["short"].choices[0]  # the profile's params: max_tokens 2
+    assert (short.message.content, short.finish_reason) == ("hello there", "length")
+
+    comp = out["completion"]
+    assert [(c.index, c.text, c.finish_reason) for c in comp.choices] == [(0, "a b", "length"), (1, "d", "stop")]
+    assert comp.usage.completion_tokens == 3
+
+    b64, flt = out["emb_b64"], out["emb_float"]
+    assert [d.index for d in flt.data] == [0, 1] and len(flt.data[0].embedding) == 8
+    assert math.isclose(sum(x * x for x in flt.data[1].embedding), 1.0, rel_tol=1e-6)
+    for a, b in zip(b64.data, flt.data):  # float32 on the wire: equal to float32 precision
+        assert all(math.isclose(x, y, rel_tol=1e-5, abs_tol=1e-6) for x, y in zip(a.embedding, b.embedding))
+    assert flt.usage.prompt_tokens == 3 and len(out["emb_dims"].data[0].embedding) == 3
+
+    pngs = [base64.b64decode(d.b64_json) for d in out["images"].data]
+    assert len(pngs) == 2 and all(_png_size(p) == (4, 2) for p in pngs)
+
+    assert out["speech_type"] == "audio/wav"
+    with wave.open(io.BytesIO(out["speech"])) as w:  # 50 ms per character of "hello", 16 kHz mono
+        assert (w.getnchannels(), w.getframerate(), w.getnframes()) == (1, 16_000, 4000)
+
+
+async def test_async_client_and_its_exceptions(live: GatewayUnderTest) -> None:
+    client = async_client(live, max_retries=0)
+    chat = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    assert chat.choices[0].message.content == "hi"
+    emb = await client.embeddings.create(model=MODEL, input="hi")
+    assert len(emb.data[0].embedding) == 8
+
+    with pytest.raises(openai.AuthenticationError) as e401:
+        await async_client(live, "wrong-key-0123456789abcdef", max_retries=0).models.list()
+    assert e401.value.body["code"] == "unauthorized" and e401.value.body["type"] == "authentication_error"
+
+    with pytest.raises(openai.PermissionDeniedError) as e403:  # this key may call test/echo only
+        await async_client(live, ECHO_ONLY_KEY, max_retries=0).chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    assert e403.value.body["code"] == "forbidden"
+    listed = await async_client(live, ECHO_ONLY_KEY).models.list()
+    assert [m.id for m in listed.data] == ["test/echo"]
+
+    with pytest.raises(openai.NotFoundError) as e404:
+        await client.chat.completions.create(model="nope/none", messages=[{"role": "user", "content": "hi"}])
+    assert e404.value.body["code"] == "unknown_model"
+
+    bad: list[tuple[dict[str, Any], str, str]] = [
+        ({"n": "2"}, "n", "valid integer"),  # no "2" for 2
+        ({"n": 100_000}, "n", "less than or equal to 128"),
+        ({"extra_body": {"frobnicate": True}}, "frobnicate", "Unrecognized request argument"),
+        ({"temperature": 7}, "temperature", "less than or equal to 2"),
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages", "role"),
+        ({"messages": []}, "messages", "at least 1"),
+        ({"stream": True}, "stream", "not available"),
+    ]
+    for kw, param, words in bad:
+        args: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], **kw}
+        with pytest.raises(openai.BadRequestError) as e400:
+            if kw.get("stream"):
+                async with await client.chat.completions.create(**args):
+                    pass
+            else:
+                await client.chat.completions.create(**args)
+        assert e400.value.body["param"] == param and words in e400.value.body["message"], (kw, e400.value.body)
+        assert e400.value.body["type"] == "invalid_request_error"
+
+    with pytest.raises(openai.BadRequestError) as unsupported:  # test/echo has no chat operation
+        await client.chat.completions.create(model="test/echo", messages=[{"role": "user", "content": "hi"}])
+    assert unsupported.value.body["code"] == "unsupported_operation"
+
+    with pytest.raises(openai.BadRequestError) as url:  # no image store to link to
+        await client.images.generate(model=MODEL, prompt="x", response_format="url")
+    assert url.value.body["param"] == "response_format"
+
+    with pytest.raises(openai.APIStatusError) as e413:  # maxRequestBodyBytes: 4096 in the test Gateway
+        await client.embeddings.create(model=MODEL, input="x" * 5000)
+    assert e413.value.status_code == 413 and e413.value.body["code"] == "payload_too_large"
+
+    with pytest.raises(openai.UnprocessableEntityError) as e422:  # the handler refuses mp3: a permanent error
+        await client.audio.speech.create(model=MODEL, voice="alloy", input="hi", response_format="mp3")
+    assert e422.value.body["code"] == "invalid_input"
+
+
+async def test_cold_start_503_then_the_same_request_id_gets_the_result(nats_server: NatsServer,
+                                                                          manifests: Path) -> None:
+    async with gateway(nats_server.url, manifests) as gw:
+        client = async_client(gw, max_retries=0)
+        messages = [{"role": "user", "content": "queued while cold"}]
+        with pytest.raises(openai.InternalServerError) as e503:
+            await client.chat.completions.create(model=MODEL, messages=messages,
+                                                 extra_headers={"X-Request-ID": "cold-1"})
+        err = e503.value
+        assert err.status_code == 503 and err.body["code"] == "worker_starting"
+        assert int(err.response.headers["Retry-After"]) >= 1
+        assert err.response.headers["Location"] == "/v1/jobs/cold-1"
+        assert err.response.headers["X-Should-Retry"] == "true"  # a retry carries our id: it finds the job
+        job = await gw.call("GET", "/v1/jobs/cold-1", headers=ADMIN)
+        assert job.status == 200 and job.body["state"] == "queued"  # never lost
+
+        with pytest.raises(openai.InternalServerError) as anon:  # no id of ours: a retry would be new work
+            await client.embeddings.create(model=MODEL, input="x")
+        assert anon.value.response.headers["X-Should-Retry"] == "false"
+
+        proc = toy_worker(nats_server.url)
+        try:
+            await gw.wait_for_workers(TOY)
+            final = await job_final(gw, "cold-1")
+            assert final.body["state"] == "succeeded"
+            again = await client.chat.completions.create(model=MODEL, messages=messages,
+                                                         extra_headers={"X-Request-ID": "cold-1"})
+            assert again.choices[0].message.content == "queued while cold"
+            # Another tenant's same request id is its own job, never this one's result.
+            other = async_client(gw, "other-key-0123456789abcdef", max_retries=0)
+            theirs = await other.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "mine"}],
+                                                         extra_headers={"X-Request-ID": "cold-1"})
+            assert theirs.choices[0].message.content == "mine"
+        finally:
+            kill(proc)
+
+
+async def test_prefer_wait_holds_through_a_cold_start(nats_server: NatsServer, manifests: Path) -> None:
+    async with gateway(nats_server.url, manifests) as gw:
+        client = async_client(gw, max_retries=0, timeout=60)
+        raw = asyncio.ensure_future(client.chat.completions.with_raw_response.create(
+            model=MODEL, messages=[{"role": "user", "content": "held"}],
+            extra_headers={"Prefer": "wait=20", "X-Request-ID": "held-1"}))
+        await until(lambda: gw.state.holds.held(TOY) == 1, 10, "the request is held")
+        proc = toy_worker(nats_server.url)
+        try:
+            resp = await asyncio.wait_for(raw, 40)
+            assert resp.headers["Preference-Applied"] == "wait=20"
+            assert resp.parse().choices[0].message.content == "held"
+        finally:
+            kill(proc)
+
+
+async def test_discovery_and_the_error_shape(nats_server: NatsServer, manifests: Path) -> None:
+    async with gateway(nats_server.url, manifests) as gw:
+        root = await gw.call("GET", "/")
+        assert (root.status, root.body) == (200, {})
+        status = await gw.call("GET", "/status")
+        assert status.status == 200 and status.body["version"] and status.body["name"] == "switchyard"
+        meta = await gw.call("GET", "/v1/metadata", headers=ADMIN)
+        paths = {e["path"]: e.get("operation") for e in meta.body["endpoints"]["openai"]}
+        assert paths["/v1/chat/completions"] == "chat" and paths["/v1/audio/speech"] == "speech"
+        for path, _ in paths.items():  # every announced endpoint is served (no 404)
+            method = "GET" if path == "/v1/models" else "POST"
+            r = await gw.call(method, path, headers=ADMIN, json={})
+            assert r.status in (200, 400), (path, r.status)
+        assert "image" in meta.body["capabilities"]["operations"]
+        assert (await gw.call("GET", "/v1/metadata")).status == 401
+
+        r = await gw.call("GET", "/v1/models")
+        assert r.status == 401 and r.body == {"error": {
+            "message": r.body["error"]["message"], "type": "authentication_error", "param": None,
+            "code": "unauthorized"}}
+        for body in (b"not json", b"[1, 2]", b'{"model": "demo/toy", "input": 5}'):
+            r = await gw.call("POST", "/v1/embeddings", headers={**ADMIN, "Content-Type": "application/json"},
+                              data=body)
+            assert r.status == 400 and set(r.body["error"]) >= {"message", "type", "param", "code"}, body
+        # the native API keeps its own shape
+        r = await gw.call("POST", "/v1/encode/nope/none", headers=ADMIN, json={"items": [1]})
+        assert r.status == 404 and set(r.body["error"]) == {"code", "message"}

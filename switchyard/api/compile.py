@@ -85,6 +85,7 @@ def compile_table(rs: ResourceSet, *, gateway: str | None = None, epoch: int = 1
                                spec.pool_api.max_ttl_seconds),
         tracing=(TracingRoute(spec.tracing.endpoint.rstrip("/"), spec.tracing.sample_ratio)
                  if spec.tracing.endpoint else None),
+        openai_wait_s=spec.openai.default_wait_seconds,
     )
     return CompileResult(table, tuple(issues))
 

@@ -154,6 +154,16 @@ class PoolApi(Model):
                                              "is refused).")
 
 
+class OpenAiApi(Model):
+    """The OpenAI-compatible endpoints (POST /v1/chat/completions, ...)."""
+
+    default_wait_seconds: int = Field(
+        default=0, ge=0, le=3600,
+        description="Hold an OpenAI request this long through a cold start when it sends no `Prefer: wait` "
+                    "(OpenAI clients cannot follow a 202), capped by the Upstream's timeoutSeconds; 0: no hold, "
+                    "a 503 with Retry-After at once. The item is queued either way.")
+
+
 class Tracing(Model):
     """OpenTelemetry traces of requests through this Gateway's gateways (docs/observability.md, Traces)."""
 
@@ -179,6 +189,7 @@ class GatewaySpec(Model):
     queue: Queue = Field(default_factory=Queue, description="Limits and replication of the work stream.")
     scaler: Scaler = Field(default_factory=Scaler, description="How KEDA reaches the gateways' external scaler.")
     pool_api: PoolApi = Field(default_factory=PoolApi, description="Limits of POST /v1/pools.")
+    openai: OpenAiApi = Field(default_factory=OpenAiApi, description="The OpenAI-compatible endpoints.")
     tracing: Tracing = Field(default_factory=Tracing, description="OpenTelemetry traces over OTLP/HTTP; off "
                                                                   "unless an endpoint is set. Hot-reloaded.")
     machine_profiles: list[MachineProfile] = Field(

@@ -145,6 +145,7 @@ class RoutingTable:
     queue: QueueLimits = field(default_factory=QueueLimits)
     pool_api: PoolApiLimits = field(default_factory=PoolApiLimits)
     tracing: TracingRoute | None = None  # None: tracing off (the request path checks only this)
+    openai_wait_s: int = 0  # spec.openai.defaultWaitSeconds: the hold of an OpenAI request without Prefer: wait
     hash: str = field(default="")
 
     def __post_init__(self) -> None:
@@ -221,6 +222,8 @@ class RoutingTable:
                 for k, p in sorted(self.planners.items())
             },
             **tracing,
+            # Only when set: tables without it keep the hash they had before the field existed.
+            **({"openaiDefaultWaitSeconds": self.openai_wait_s} if self.openai_wait_s else {}),
         }
 
     def to_json(self) -> bytes:
@@ -259,6 +262,7 @@ class RoutingTable:
             queue=_queue_from_dict(d.get("queue", {})),
             pool_api=_pool_api_from_dict(d.get("poolApi", {})),
             tracing=_tracing_from_dict(d.get("tracing")),
+            openai_wait_s=int(d.get("openaiDefaultWaitSeconds", 0)),
             planners=_frozen({
                 k: PlannerRoute(
                     name=k,

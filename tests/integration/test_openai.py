@@ -272,3 +272,25 @@ async def test_discovery_and_the_error_shape(nats_server: NatsServer, manifests:
         # the native API keeps its own shape
         r = await gw.call("POST", "/v1/encode/nope/none", headers=ADMIN, json={"items": [1]})
         assert r.status == 404 and set(r.body["error"]) == {"code", "message"}
+
+
+async def test_the_gateways_default_hold_stands_in_for_prefer_wait(nats_server: NatsServer, manifests: Path) -> None:
+    gw_yaml = manifests / "gateway.yaml"
+    gw_yaml.write_text(gw_yaml.read_text().replace("  maxRequestBodyBytes: 4096\n",
+                                                   "  maxRequestBodyBytes: 4096\n  openai: {defaultWaitSeconds: 20}\n"))
+    async with gateway(nats_server.url, manifests) as gw:
+        assert gw.state.table().openai_wait_s == 20
+        client = async_client(gw, max_retries=0, timeout=60)
+        held = asyncio.ensure_future(client.chat.completions.with_raw_response.create(
+            model=MODEL, messages=[{"role": "user", "content": "no prefer header"}]))
+        await until(lambda: gw.state.holds.held(TOY) == 1, 10, "the request is held by default")
+        # Prefer: wait=0 opts out of the default: a 503 at once, the item queued all the same.
+        with pytest.raises(openai.InternalServerError):
+            await client.embeddings.create(model=MODEL, input="x", extra_headers={"Prefer": "wait=0"})
+        proc = toy_worker(nats_server.url)
+        try:
+            resp = await asyncio.wait_for(held, 40)
+            assert resp.headers["Preference-Applied"] == "wait=20"
+            assert resp.parse().choices[0].message.content == "no prefer header"
+        finally:
+            kill(proc)

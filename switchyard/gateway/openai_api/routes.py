@@ -21,6 +21,7 @@ from ...messages import Result
 from ...subjects import job_key
 from ..auth import authenticate, tenant_of
 from ..eta import retry_after
+from ..hold import wait_preference
 from ..http import MACHINE_PROFILE, RID, json_response, read_json
 from ..resolve import Resolution
 from ..state import GatewayState, state_of
@@ -50,9 +51,13 @@ async def _handle(request: web.Request, st: GatewayState, table: RoutingTable, o
         raise OpenAiError("bad_request", "streaming (\"stream\": true) is not available on this gateway yet; "
                                          "send the request without it", param="stream")
     h = request.headers
+    prefer = h.getall("Prefer", ())
+    if table.openai_wait_s and wait_preference(prefer) is None:
+        # OpenAI clients cannot follow a 202: the Gateway's default hold stands in for Prefer: wait.
+        prefer = (*prefer, f"wait={table.openai_wait_s}")
     sub = Submission(op=op, model_ref=body.model, items=body.items(), params=body.params(), request_id=request[RID],
                      key=key, machine_profile=h.get("X-Machine-Profile"), pool=h.get("X-Pool"),
-                     bundle=h.get("X-Bundle"), prefer=h.getall("Prefer", ()))
+                     bundle=h.get("X-Bundle"), prefer=prefer)
 
     def on_resolved(res: Resolution) -> None:
         request[MACHINE_PROFILE] = res.lane.machine_profile

@@ -138,7 +138,10 @@ class Running:
 async def start(st: GatewayState, listen: Listen, *, access_log: bool = True,
                 background: list[Callable[[], Awaitable[None]]] = ()) -> Running:
     # Loaded first: a certificate that does not load fails startup before anything listens.
-    tls = ReloadingTls(listen.tls) if listen.tls is not None else None
+    tls = None
+    if listen.tls is not None:
+        cert = str(listen.tls.cert)
+        tls = ReloadingTls(listen.tls, on_reload=lambda outcome, expiry: _tls_metrics(st, cert, outcome, expiry))
     scaler = None
     if listen.scaler_port is not None:  # first: a taken port then fails before anything else listens
         scaler = await serve_scaler(lambda: st.dispatcher.js if st.dispatcher.connected else None,
@@ -181,6 +184,13 @@ async def start(st: GatewayState, listen: Listen, *, access_log: bool = True,
     running = Running(st, runners, tasks, scaler)
     running.tls = tls
     return running
+
+
+def _tls_metrics(st: GatewayState, cert: str, outcome: str, expiry: float | None) -> None:
+    if outcome != "started":
+        st.metrics.tls_reloads.labels(outcome).inc()
+    if expiry is not None:
+        st.metrics.tls_expiry.labels(cert).set(expiry)
 
 
 async def _observe(st: GatewayState) -> None:

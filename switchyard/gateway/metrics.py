@@ -83,3 +83,9 @@ class Metrics:
             "(headers, body, idle)", ["phase"], registry=r)
         self.config_reloads = Counter(
             "switchyard_gateway_config_reloads", "Routing table reloads by outcome", ["outcome"], registry=r)
+        self.tls_expiry = Gauge(
+            "switchyard_gateway_tls_certificate_expiry_timestamp_seconds",
+            "Unix time the TLS certificate now served expires, by file (absent without TLS)", ["cert"], registry=r)
+        self.tls_reloads = Counter(
+            "switchyard_gateway_tls_reloads", "Changed TLS certificate files, by outcome (loaded, rejected)",
+            ["outcome"], registry=r)

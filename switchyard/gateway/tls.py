@@ -21,7 +21,7 @@ import logging
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from aiohttp import web
 
@@ -67,8 +67,10 @@ def server_context(files: TlsFiles) -> ssl.SSLContext:
 class ReloadingTls:
     """The SSLContext a listener serves with; `watch()` swaps in a rotated pair for new handshakes."""
 
-    def __init__(self, files: TlsFiles) -> None:
+    def __init__(self, files: TlsFiles, on_reload: Callable[[str, float | None], None] | None = None) -> None:
         self.files = files
+        # on_reload(outcome, not_after): "started" or "loaded" with the served certificate's expiry, or "rejected"
+        self._on_reload = on_reload or (lambda outcome, not_after: None)
         self.pem = self._read()  # (cert, key) as last loaded; gRPC's credentials serve the same bytes
         self._digest = _digest(self.pem)
         self._current = server_context(files)  # the first pair must load: fail at startup, not later
@@ -79,6 +81,7 @@ class ReloadingTls:
         # handshake is moved to the current pair's context by the SNI callback (called with or without SNI).
         self.context = server_context(files)
         self.context.sni_callback = self._pick
+        self._on_reload("started", not_after(files.cert))
 
     def _pick(self, sslobj: Any, _server_name: str | None, _ctx: ssl.SSLContext) -> None:
         sslobj.context = self._current
@@ -103,6 +106,7 @@ class ReloadingTls:
         except TlsConfigError as exc:
             self._failed = digest
             self.rejected += 1
+            self._on_reload("rejected", None)
             log.warning("TLS files changed but do not load; still serving the previous certificate",
                         extra={"error": str(exc)})
             return False
@@ -110,6 +114,7 @@ class ReloadingTls:
             return False  # changed while loading: load again on the next poll
         self._current, self.pem, self._digest, self._failed = ctx, pem, digest, None
         self.reloads += 1
+        self._on_reload("loaded", not_after(self.files.cert))
         log.info("TLS certificate reloaded", extra={"cert": str(self.files.cert)})
         return True
 
@@ -164,6 +169,14 @@ def grpc_server_credentials(tls: ReloadingTls) -> Any:
         return config(pem)
 
     return grpc.dynamic_ssl_server_credentials(config(tls.pem), fetch)
+
+
+def not_after(cert: Path) -> float | None:
+    """The leaf certificate's expiry as Unix time, for the metrics; None when it cannot be read."""
+    try:  # the ssl module's own PEM decoder (no parser dependency in the gateway)
+        return ssl.cert_time_to_seconds(ssl._ssl._test_decode_cert(str(cert))["notAfter"])  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - a gauge left unset, never a failed reload
+        return None
 
 
 def _digest(pem: tuple[bytes, bytes]) -> bytes:

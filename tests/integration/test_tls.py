@@ -104,7 +104,11 @@ async def test_rotation_keeps_open_connections_and_new_ones_get_the_new_certific
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ca.client_context())) as s:
             async with s.get(f"https://127.0.0.1:{mport}/metrics") as resp:
                 assert resp.status == 200
-                assert "switchyard_" in await resp.text()
+                text = await resp.text()
+        assert 'switchyard_gateway_tls_reloads_total{outcome="loaded"} 1.0' in text
+        expiry = next(float(line.split()[-1]) for line in text.splitlines()
+                      if line.startswith("switchyard_gateway_tls_certificate_expiry_timestamp_seconds{"))
+        assert expiry == second.not_after
 
 
 async def test_a_rotation_that_does_not_load_keeps_the_previous_certificate(
@@ -117,6 +121,7 @@ async def test_a_rotation_that_does_not_load_keeps_the_previous_certificate(
         assert running.tls is not None
         files.cert.write_bytes(other.cert_pem)  # the new certificate with the old key: not a pair
         await until(lambda: running.tls.rejected == 1, 10, "the mismatched pair tried")  # type: ignore[union-attr]
+        assert running.state.metrics.tls_reloads.labels("rejected")._value.get() == 1
         assert await fresh_serial(port, ca) == good.serial
         files.key.write_bytes(other.key_pem)  # the pair completes: now it loads
         await until(lambda: running.tls.reloads == 1, 10, "the completed pair loaded")  # type: ignore[union-attr]

@@ -29,6 +29,7 @@ class Leaf:
     cert_pem: bytes
     key_pem: bytes
     serial: int
+    not_after: float  # Unix time, whole seconds
 
     def write(self, cert: Path, key: Path) -> None:
         """Replace both files the way a rotation does: write aside, then rename over (never half a file)."""
@@ -68,7 +69,8 @@ class TestCA:
                 .not_valid_after(now + datetime.timedelta(hours=1))
                 .add_extension(x509.SubjectAlternativeName(sans), critical=False)
                 .sign(self.key, hashes.SHA256()))
-        return Leaf(cert.public_bytes(serialization.Encoding.PEM), _pem_key(key), serial)
+        return Leaf(cert.public_bytes(serialization.Encoding.PEM), _pem_key(key), serial,
+                    float(int(cert.not_valid_after_utc.timestamp())))
 
     def client_context(self) -> ssl.SSLContext:
         """A client that trusts only this CA and checks the host name."""

@@ -43,6 +43,15 @@ spec:
   machineProfiles: [cpu]
   timeoutSeconds: 20
   workers: {service: toy}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: Upstream
+metadata: {name: demo-echo}
+spec:
+  model: demo/echo
+  operations: [chat, generate]
+  machineProfiles: [cpu]
+  workers: {service: demo-echo}
 """
 
 
@@ -292,5 +301,23 @@ async def test_the_gateways_default_hold_stands_in_for_prefer_wait(nats_server: 
             resp = await asyncio.wait_for(held, 40)
             assert resp.headers["Preference-Applied"] == "wait=20"
             assert resp.parse().choices[0].message.content == "no prefer header"
+        finally:
+            kill(proc)
+
+
+async def test_the_echo_handler_answers_chat_and_completions(nats_server: NatsServer, manifests: Path) -> None:
+    """switchyard.worker.handlers:echo (what `switchyard dev` runs) speaks the OpenAI mapping's shapes too."""
+    async with gateway(nats_server.url, manifests) as gw:
+        proc = worker_process(nats_server.url, "switchyard.worker.handlers:echo", "demo/echo")
+        try:
+            await gw.wait_for_workers(Lane("demo/echo", "default", "cpu", "default"))
+            client = async_client(gw, max_retries=0)
+            chat = await client.chat.completions.create(model="demo/echo",
+                                                        messages=[{"role": "user", "content": "ping"}])
+            assert chat.choices[0].message.content == "ping" and chat.usage is None  # echo counts no tokens
+            comp = await client.completions.create(model="demo/echo", prompt=["one", "two"])
+            assert [c.text for c in comp.choices] == ["one", "two"]
+            native = await gw.infer("demo/echo", op="generate", items=[{"text": "as is"}])
+            assert native.body["items"] == [{"text": "as is"}]  # anything else still comes back as it came
         finally:
             kill(proc)

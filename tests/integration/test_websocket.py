@@ -228,3 +228,19 @@ async def test_a_revoked_key_ends_the_connection(nats_server: NatsServer, tmp_pa
             closed = await asyncio.wait_for(ws.receive(), 15)
             assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
             assert ws.close_code == 1008
+
+
+async def test_an_admin_may_follow_another_tenant_but_never_a_wildcard(nats_server: NatsServer) -> None:
+    async with gateway(nats_server.url) as gw:  # no worker: requests become queued jobs
+        async with gw.http.ws_connect(gw.url + "/v1/ws", headers=ADMIN) as admin, \
+                gw.http.ws_connect(gw.url + "/v1/ws", headers=OTHER) as other:
+            for tenant in (">", "*", "other.>", "a b", "x" * 64):
+                await admin.send_json({"type": "subscribe", "id": "w", "topic": "jobs", "tenant": tenant})
+                m = await receive(admin)
+                assert m["type"] == "error" and m["error"]["code"] == "bad_request", (tenant, m)
+            await admin.send_json({"type": "subscribe", "id": "w", "topic": "jobs", "tenant": "other"})
+            assert (await receive(admin))["type"] == "subscribed"
+            await other.send_json(infer("o", request_id="other-job"))
+            assert (await receive(other))["type"] == "accepted"
+            m = await receive(admin)
+            assert m["type"] == "job" and m["id"] == "w" and m["job"]["id"] == "other-job"

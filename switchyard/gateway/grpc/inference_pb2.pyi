@@ -1,0 +1,118 @@
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class InferRequest(_message.Message):
+    __slots__ = ("op", "model", "items", "params", "request_id", "machine_profile", "pool", "bundle", "wait_seconds")
+    OP_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MACHINE_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    op: str
+    model: str
+    items: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Value]
+    params: _struct_pb2.Struct
+    request_id: str
+    machine_profile: str
+    pool: str
+    bundle: str
+    wait_seconds: int
+    def __init__(self, op: _Optional[str] = ..., model: _Optional[str] = ..., items: _Optional[_Iterable[_Union[_struct_pb2.Value, _Mapping]]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ..., machine_profile: _Optional[str] = ..., pool: _Optional[str] = ..., bundle: _Optional[str] = ..., wait_seconds: _Optional[int] = ...) -> None: ...
+
+class InferResponse(_message.Message):
+    __slots__ = ("result", "accepted", "request_id", "preference_applied")
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PREFERENCE_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    result: Result
+    accepted: Accepted
+    request_id: str
+    preference_applied: str
+    def __init__(self, result: _Optional[_Union[Result, _Mapping]] = ..., accepted: _Optional[_Union[Accepted, _Mapping]] = ..., request_id: _Optional[str] = ..., preference_applied: _Optional[str] = ...) -> None: ...
+
+class Result(_message.Message):
+    __slots__ = ("id", "model", "items", "worker", "timing")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    model: str
+    items: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Value]
+    worker: str
+    timing: _struct_pb2.Struct
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., items: _Optional[_Iterable[_Union[_struct_pb2.Value, _Mapping]]] = ..., worker: _Optional[str] = ..., timing: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class Accepted(_message.Message):
+    __slots__ = ("job_id", "status", "machine_profile", "bundle", "pool", "estimated_wait_s", "retry_after_s", "message")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MACHINE_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    status: str
+    machine_profile: str
+    bundle: str
+    pool: str
+    estimated_wait_s: float
+    retry_after_s: int
+    message: str
+    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[str] = ..., machine_profile: _Optional[str] = ..., bundle: _Optional[str] = ..., pool: _Optional[str] = ..., estimated_wait_s: _Optional[float] = ..., retry_after_s: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("job_id", "tenant")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    tenant: str
+    def __init__(self, job_id: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class Error(_message.Message):
+    __slots__ = ("code", "message", "error_id")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_ID_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    error_id: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., error_id: _Optional[str] = ...) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("id", "state", "result", "error", "model", "pool", "machine_profile", "bundle", "updated_at", "estimated_wait_s")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    MACHINE_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    state: str
+    result: Result
+    error: Error
+    model: str
+    pool: str
+    machine_profile: str
+    bundle: str
+    updated_at: float
+    estimated_wait_s: float
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., model: _Optional[str] = ..., pool: _Optional[str] = ..., machine_profile: _Optional[str] = ..., bundle: _Optional[str] = ..., updated_at: _Optional[float] = ..., estimated_wait_s: _Optional[float] = ...) -> None: ...

@@ -16,7 +16,7 @@ from .loader import ResourceSet
 from .planner import Planner
 from .pool import DEFAULT_POOL, Pool
 from .table import (
-    BundleRoute, CorsRoute, HttpLimits, KeyRoute, QueueLimits, ModelRoute, PlannerRoute, PoolApiLimits, PoolRoute, RoutingTable, StepRoute,
+    BundleRoute, CorsRoute, GrpcLimits, HttpLimits, KeyRoute, QueueLimits, ModelRoute, PlannerRoute, PoolApiLimits, PoolRoute, RoutingTable, StepRoute,
     TracingRoute,
 )
 from .upstream import Upstream
@@ -86,8 +86,17 @@ def compile_table(rs: ResourceSet, *, gateway: str | None = None, epoch: int = 1
         tracing=(TracingRoute(spec.tracing.endpoint.rstrip("/"), spec.tracing.sample_ratio)
                  if spec.tracing.endpoint else None),
         openai_wait_s=spec.openai.default_wait_seconds,
+        grpc=_grpc_limits(spec),
     )
     return CompileResult(table, tuple(issues))
+
+
+def _grpc_limits(spec: GatewaySpec) -> GrpcLimits | None:
+    g = spec.listeners.grpc
+    if g is None:
+        return None
+    return GrpcLimits(g.max_receive_message_bytes or spec.max_request_body_bytes, g.max_send_message_bytes,
+                      g.keepalive_time_seconds, g.keepalive_timeout_seconds, g.min_client_ping_interval_seconds)
 
 
 def _pick_gateway(gateways: list[Gateway], wanted: str | None, issues: list[ConfigIssue]) -> Gateway | None:

@@ -34,6 +34,29 @@ class ScalerListener(Model):
                       description="Port of the KEDA external-push scaler (gRPC) that KEDA dials for demand.")
 
 
+class GrpcListener(Model):
+    """switchyard.v1.Inference over gRPC, with grpc.health.v1 and server reflection (docs/api.md, gRPC)."""
+
+    port: int = Field(default=50051, ge=1, le=65535, description="gRPC port of the inference API.")
+    max_receive_message_bytes: int | None = Field(
+        default=None, ge=1024, le=1024**3,
+        description="Largest request message; larger ones get RESOURCE_EXHAUSTED. Default and upper bound: "
+                    "maxRequestBodyBytes, the HTTP body limit. Read when the gateway starts.")
+    max_send_message_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, le=1024**3,
+        description="Largest response message; a larger result fails with RESOURCE_EXHAUSTED. Read when the "
+                    "gateway starts.")
+    keepalive_time_seconds: float = Field(
+        default=60.0, ge=1, le=86_400,
+        description="The gateway pings a connection idle this long, and closes it when the ping is not "
+                    "answered within keepaliveTimeoutSeconds. Read when the gateway starts.")
+    keepalive_timeout_seconds: float = Field(default=20.0, ge=1, le=3600,
+                                             description="How long a keepalive ping may go unanswered.")
+    min_client_ping_interval_seconds: float = Field(
+        default=30.0, ge=1, le=86_400,
+        description="Clients pinging more often than this get GOAWAY (too_many_pings).")
+
+
 class ListenerTls(Model):
     """HTTPS on the HTTP and metrics listeners, from a Secret the operator mounts into the gateway pods."""
 
@@ -50,6 +73,8 @@ class Listeners(Model):
     http: HttpListener = Field(default_factory=HttpListener)
     metrics: MetricsListener = Field(default_factory=MetricsListener)
     scaler: ScalerListener = Field(default_factory=ScalerListener)
+    grpc: GrpcListener | None = Field(default=None, description="The gRPC listener (switchyard.v1.Inference). "
+                                                                "Empty: no gRPC.")
     tls: ListenerTls | None = Field(default=None, description="TLS on the HTTP and metrics listeners. "
                                                               "Empty: plain HTTP.")
 
@@ -206,6 +231,15 @@ class GatewaySpec(Model):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"machineProfiles has duplicate names: {', '.join(dupes)}")
+        return self
+
+    @model_validator(mode="after")
+    def _grpc_within_body_limit(self) -> "GatewaySpec":
+        # One request size for every protocol: gRPC may not take more than HTTP does.
+        grpc = self.listeners.grpc
+        if grpc is not None and (grpc.max_receive_message_bytes or 0) > self.max_request_body_bytes:
+            raise ValueError(f"listeners.grpc.maxReceiveMessageBytes ({grpc.max_receive_message_bytes}) exceeds "
+                             f"maxRequestBodyBytes ({self.max_request_body_bytes})")
         return self
 
 

@@ -108,6 +108,17 @@ class HttpLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class GrpcLimits:
+    """spec.listeners.grpc: the gRPC server's options (read when its server starts)."""
+
+    max_receive_bytes: int
+    max_send_bytes: int = 64 * 1024 * 1024
+    keepalive_time_s: float = 60.0
+    keepalive_timeout_s: float = 20.0
+    min_ping_interval_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class QueueLimits:
     replicas: int = 1
     max_bytes: int = 1024**3
@@ -146,6 +157,7 @@ class RoutingTable:
     pool_api: PoolApiLimits = field(default_factory=PoolApiLimits)
     tracing: TracingRoute | None = None  # None: tracing off (the request path checks only this)
     openai_wait_s: int = 0  # spec.openai.defaultWaitSeconds: the hold of an OpenAI request without Prefer: wait
+    grpc: GrpcLimits | None = None  # spec.listeners.grpc; None: no gRPC listener
     hash: str = field(default="")
 
     def __post_init__(self) -> None:
@@ -224,6 +236,12 @@ class RoutingTable:
             **tracing,
             # Only when set: tables without it keep the hash they had before the field existed.
             **({"openaiDefaultWaitSeconds": self.openai_wait_s} if self.openai_wait_s else {}),
+            **({"grpc": {
+                "maxReceiveBytes": self.grpc.max_receive_bytes, "maxSendBytes": self.grpc.max_send_bytes,
+                "keepaliveTimeSeconds": self.grpc.keepalive_time_s,
+                "keepaliveTimeoutSeconds": self.grpc.keepalive_timeout_s,
+                "minPingIntervalSeconds": self.grpc.min_ping_interval_s,
+            }} if self.grpc is not None else {}),
         }
 
     def to_json(self) -> bytes:
@@ -263,6 +281,7 @@ class RoutingTable:
             pool_api=_pool_api_from_dict(d.get("poolApi", {})),
             tracing=_tracing_from_dict(d.get("tracing")),
             openai_wait_s=int(d.get("openaiDefaultWaitSeconds", 0)),
+            grpc=_grpc_from_dict(d.get("grpc")),
             planners=_frozen({
                 k: PlannerRoute(
                     name=k,
@@ -333,6 +352,13 @@ def _http_from_dict(v: Mapping[str, Any]) -> HttpLimits:
         body_timeout_s=float(v.get("bodyTimeoutSeconds", dflt.body_timeout_s)),
         keep_alive_timeout_s=float(v.get("keepAliveTimeoutSeconds", dflt.keep_alive_timeout_s)),
     )
+
+
+def _grpc_from_dict(v: Mapping[str, Any] | None) -> GrpcLimits | None:
+    if v is None:
+        return None
+    return GrpcLimits(int(v["maxReceiveBytes"]), int(v["maxSendBytes"]), float(v["keepaliveTimeSeconds"]),
+                      float(v["keepaliveTimeoutSeconds"]), float(v["minPingIntervalSeconds"]))
 
 
 def _queue_from_dict(v: Mapping[str, Any]) -> QueueLimits:

@@ -160,8 +160,9 @@ class Connection:
             return await self._error(msg_id, ApiError("bad_request", _explain(exc)))
         table = self.st.table()
         try:
-            # The key is checked against the current table: a key removed by a reload ends the connection.
-            authenticate(table, self.authorization)
+            # The key is checked against the current table: a key removed by a reload ends the connection,
+            # and one whose models or pools changed is held to the new ones from this message on.
+            self.key = authenticate(table, self.authorization)
         except ApiError as exc:
             await self._error(msg.id, ApiError("unauthorized", f"{exc.message}; the key was revoked"))
             await self.ws.close(code=1008, message=b"API key revoked")

@@ -244,3 +244,21 @@ async def test_an_admin_may_follow_another_tenant_but_never_a_wildcard(nats_serv
             assert (await receive(other))["type"] == "accepted"
             m = await receive(admin)
             assert m["type"] == "job" and m["id"] == "w" and m["job"]["id"] == "other-job"
+
+
+async def test_a_key_narrowed_by_a_reload_is_held_to_its_new_limits(nats_server: NatsServer, tmp_path: Path) -> None:
+    config = copy_manifests(tmp_path / "config")
+    async with gateway(nats_server.url, config) as gw:
+        async with gw.http.ws_connect(gw.url + "/v1/ws", headers=OTHER) as ws:
+            await ws.send_json(infer("before"))
+            assert (await receive(ws))["type"] == "accepted"
+            manifest = config / "gateway.yaml"
+            manifest.write_text(manifest.read_text().replace(
+                "      - {name: other, secretRef: {name: keys, key: other}}\n",
+                "      - {name: other, secretRef: {name: keys, key: other}, models: [test/slow]}\n"))
+            epoch = gw.state.holder.table.epoch
+            await until(lambda: gw.state.holder.table.epoch != epoch, 15, "the config reloaded")
+            await ws.send_json(infer("after"))
+            m = await receive(ws)
+            assert m["type"] == "error" and m["error"]["code"] == "forbidden", m
+            assert not ws.closed  # still a valid key, only narrower

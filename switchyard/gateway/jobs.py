@@ -11,14 +11,14 @@ import time
 
 from aiohttp import web
 
-from ..api.table import DEFAULT_COLD_START_S
+from ..api.table import DEFAULT_COLD_START_S, KeyRoute
 from ..errors import ApiError
 from ..messages import JobRecord, Result
 from ..subjects import Lane, job_key
 from .auth import authenticate, tenant_of
 from .http import REQUEST_ID, json_response
 from .inference import result_body
-from .state import state_of
+from .state import GatewayState, state_of
 
 # A record still open this long past its item's deadline was lost with a gateway that
 # died between recording and queueing it: report it expired rather than queued forever.
@@ -28,9 +28,12 @@ EXPIRY_GRACE_S = 60.0
 async def get_job(request: web.Request) -> web.Response:
     st = state_of(request)
     key = authenticate(st.table(), request.headers.get("Authorization"))
-    job_id = request.match_info["id"]
+    return json_response(await describe_job(st, key, request.match_info["id"], request.query.get("tenant")))
+
+
+async def describe_job(st: GatewayState, key: KeyRoute | None, job_id: str, asked: str | None) -> dict[str, object]:
+    """The job as every protocol reports it (HTTP here, gRPC's GetJob); unknown_job when not the key's to read."""
     tenant = tenant_of(key)
-    asked = request.query.get("tenant")
     if asked is not None and key is not None and key.admin:
         tenant = asked
     if not REQUEST_ID.match(job_id) or not REQUEST_ID.match(tenant):
@@ -44,7 +47,7 @@ async def get_job(request: web.Request) -> web.Response:
         lane = Lane(record.model, record.bundle, record.machine_profile, record.pool)
         default_s = route.cold_start_s if route else DEFAULT_COLD_START_S  # a model since removed
         body["estimated_wait_s"] = await st.eta.for_job(lane, default_s, record.updated_at)
-    return json_response(body)
+    return body
 
 
 def _describe(record: JobRecord) -> dict[str, object]:

@@ -29,6 +29,7 @@ from .listener import GuardedAppRunner
 from .metrics import Metrics
 from .openai_api import discovery
 from .openai_api import routes as openai_routes
+from .openai_api.errors import openai_error_response
 from .registry import Registry
 from .scaler import ScalerServer
 from .scaler import serve as serve_scaler
@@ -39,7 +40,10 @@ log = logging.getLogger("switchyard.gateway")
 
 
 def build_app(st: GatewayState, *, access_log: bool = True) -> web.Application:
-    app = web.Application(middlewares=[make_middleware(lambda: st.holder.table, st.metrics, access_log)])
+    # The OpenAI paths answer errors in OpenAI's shape, from the middleware's own (405, bad X-Request-ID) on.
+    openai_shape = {path: openai_error_response for path in openai_routes.OPENAI_PATHS}
+    app = web.Application(middlewares=[make_middleware(lambda: st.holder.table, st.metrics, access_log,
+                                                       error_shapes=openai_shape)])
     # read_json counts decoded bytes against maxRequestBodyBytes itself; aiohttp's own check (request.read,
     # post) follows the same limit. It has no setter, and the table changes at runtime: set the attribute.
     st.holder.on_change(lambda t: setattr(app, "_client_max_size", t.max_request_body_bytes))

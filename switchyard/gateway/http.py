@@ -9,7 +9,7 @@ import re
 import time
 import uuid
 import zlib
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 import orjson
 from aiohttp import web
@@ -70,21 +70,28 @@ def request_id(request: web.Request) -> str:
     return rid
 
 
+ErrorRenderer = Callable[[ApiError], web.Response]
+
+
 def make_middleware(current_table: Callable[[], RoutingTable | None], metrics: Any,
-                    access_log: bool = True) -> Callable[..., Awaitable[web.StreamResponse]]:
+                    access_log: bool = True, error_shapes: Mapping[str, ErrorRenderer] | None = None,
+                    ) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """`error_shapes`: paths whose errors take another shape (path -> renderer), e.g. OpenAI's."""
     # labels() costs more than the update itself: keep each label set's children (few: endpoint x status x profile).
     children: dict[tuple[str, int, str], tuple[Any, Any]] = {}
+    shapes = dict(error_shapes or {})
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         start = time.perf_counter()
         table = current_table()
+        render = shapes.get(request.path, error_response) if shapes else error_response
         code = ""  # the error code answered, counted by code: a 503 alone does not say queue_full
         try:
             rid = request_id(request)
         except ApiError as exc:
             rid = uuid.uuid4().hex  # echo something the client can quote
-            resp: web.StreamResponse = error_response(exc)
+            resp: web.StreamResponse = render(exc)
             code = exc.code
         else:
             request[RID] = rid
@@ -94,16 +101,16 @@ def make_middleware(current_table: Callable[[], RoutingTable | None], metrics: A
                 else:
                     resp = await handler(request)
             except ApiError as exc:
-                resp = error_response(exc)
+                resp = render(exc)
                 code = exc.code
             except web.HTTPException as exc:
                 err = _from_http_exception(exc)
-                resp, code = error_response(err), err.code
+                resp, code = render(err), err.code
             except ClientDisconnected:
                 resp = _gone(request, rid, metrics, "while sending the body")
             except Exception:  # noqa: BLE001 - every failure still answers in our format
                 log.exception("unhandled error", extra={"request_id": rid})
-                resp, code = error_response(ApiError("internal", "internal error; quote the request id")), "internal"
+                resp, code = render(ApiError("internal", "internal error; quote the request id")), "internal"
             # A prepared stream (a WebSocket, SSE) has answered already: its end is not a disconnect.
             if resp.status != 499 and not resp.prepared and (
                     request.transport is None or request.transport.is_closing()):

@@ -278,6 +278,12 @@ async def test_discovery_and_the_error_shape(nats_server: NatsServer, manifests:
             r = await gw.call("POST", "/v1/embeddings", headers={**ADMIN, "Content-Type": "application/json"},
                               data=body)
             assert r.status == 400 and set(r.body["error"]) >= {"message", "type", "param", "code"}, body
+        # errors the middleware answers before any handler runs take the OpenAI shape on these paths too
+        r = await gw.call("GET", "/v1/chat/completions", headers=ADMIN)
+        assert r.status == 405 and r.body["error"]["type"] == "invalid_request_error" and "param" in r.body["error"]
+        r = await gw.call("POST", "/v1/embeddings", headers={**ADMIN, "X-Request-ID": "no spaces allowed"},
+                          json={"model": MODEL, "input": "x"})
+        assert r.status == 400 and r.body["error"]["code"] == "invalid_request_id" and "type" in r.body["error"]
         # the native API keeps its own shape
         r = await gw.call("POST", "/v1/encode/nope/none", headers=ADMIN, json={"items": [1]})
         assert r.status == 404 and set(r.body["error"]) == {"code", "message"}

@@ -10,7 +10,6 @@ from ... import __version__
 from ..auth import authenticate
 from ..http import json_response
 from ..state import state_of
-from .errors import openai_errors
 
 # (method, path, operation or None): what /v1/metadata announces; app.py serves every one.
 OPENAI_ENDPOINTS: tuple[tuple[str, str, str | None], ...] = (
@@ -21,9 +20,9 @@ OPENAI_ENDPOINTS: tuple[tuple[str, str, str | None], ...] = (
     ("POST", "/v1/images/generations", "image"),
     ("POST", "/v1/audio/speech", "speech"),
 )
+METADATA_PATH = "/v1/metadata"
 
 
-@openai_errors
 async def list_models(request: web.Request) -> web.Response:
     """The models the key may call, each profile too (`model:profile` is a name the body's `model` takes)."""
     st = state_of(request)
@@ -39,7 +38,6 @@ async def list_models(request: web.Request) -> web.Response:
     return json_response({"object": "list", "data": data})
 
 
-@openai_errors
 async def metadata(request: web.Request) -> web.Response:
     """What this gateway serves, for service discovery: endpoints and the operations behind them."""
     st = state_of(request)

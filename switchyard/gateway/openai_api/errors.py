@@ -7,13 +7,10 @@ and `type` is OpenAI's family for that status.
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable
-
 from aiohttp import web
 
 from ...errors import ApiError
 from ..http import json_response
-from ..state import state_of
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
           404: "not_found_error", 405: "invalid_request_error", 408: "timeout_error", 409: "conflict_error",
@@ -39,23 +36,3 @@ def openai_error_response(exc: ApiError) -> web.Response:
     if exc.error_id:
         err["error_id"] = exc.error_id
     return json_response({"error": err}, status=exc.status, headers=exc.headers or None)
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def openai_errors(handler: Handler) -> Handler:
-    """Answer the handler's ApiErrors in OpenAI's shape, counted like the middleware counts its own."""
-
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except ApiError as exc:
-            resource = request.match_info.route.resource
-            endpoint = resource.canonical if resource is not None else "unmatched"
-            state_of(request).metrics.errors.labels(endpoint, exc.code).inc()
-            return openai_error_response(exc)
-
-    wrapped.__name__ = handler.__name__
-    wrapped.__doc__ = handler.__doc__
-    return wrapped

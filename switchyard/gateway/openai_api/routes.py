@@ -29,7 +29,8 @@ from ..submit import Accepted, Hooks, Submission, result_error, submit
 from ..tracing import Trace, traced
 from . import results
 from .bodies import ChatBody, CompletionBody, EmbeddingBody, ImageBody, SpeechBody, parse
-from .errors import OpenAiError, openai_errors
+from .discovery import METADATA_PATH, OPENAI_ENDPOINTS
+from .errors import OpenAiError
 
 
 async def _call(request: web.Request, op: str, body_cls: type[BaseModel],
@@ -101,25 +102,21 @@ def _starting(acc: Accepted, model: str, *, own_id: bool, headers: dict[str, str
         "X-Should-Retry": "true" if own_id else "false", **headers})
 
 
-@openai_errors
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     return await _call(request, "chat", ChatBody, lambda body, result, rid, n: json_response(
         results.chat_completion(result, n, body.model, rid)))
 
 
-@openai_errors
 async def completions(request: web.Request) -> web.StreamResponse:
     return await _call(request, "generate", CompletionBody, lambda body, result, rid, n: json_response(
         results.completion(result, n, body.model, rid)))
 
 
-@openai_errors
 async def embeddings(request: web.Request) -> web.StreamResponse:
     return await _call(request, "encode", EmbeddingBody, lambda body, result, rid, n: json_response(
         results.embeddings(result, n, body.model, body.encoding_format)))
 
 
-@openai_errors
 async def image_generations(request: web.Request) -> web.StreamResponse:
     return await _call(request, "image", ImageBody, lambda body, result, rid, n: json_response(
         results.images(result, n)))
@@ -130,11 +127,11 @@ def _speech(body: Any, result: Result, rid: str, n: int) -> web.StreamResponse:
     return web.Response(body=audio, content_type=content_type)
 
 
-@openai_errors
 async def audio_speech(request: web.Request) -> web.StreamResponse:
     return await _call(request, "speech", SpeechBody, _speech)
 
 
+OPENAI_PATHS = frozenset({METADATA_PATH, *(path for _, path, _ in OPENAI_ENDPOINTS)})
 ROUTES = [("/v1/chat/completions", chat_completions), ("/v1/completions", completions),
           ("/v1/embeddings", embeddings), ("/v1/images/generations", image_generations),
           ("/v1/audio/speech", audio_speech)]

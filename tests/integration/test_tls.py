@@ -5,6 +5,7 @@ standalone CLI's --tls-cert/--tls-key."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 import subprocess
@@ -24,7 +25,7 @@ from cli_processes import installed_script
 from cli_processes import start as start_process
 from cli_processes import stop as stop_process
 from dataplane import ADMIN, MANIFESTS, copy_manifests, until
-from tlscerts import TestCA, serial_of
+from tlscerts import Leaf, TestCA, serial_of
 
 
 @asynccontextmanager
@@ -274,3 +275,33 @@ async def test_a_handshake_that_never_comes_is_cut_off(nats_server: NatsServer, 
             assert await asyncio.wait_for(reader.read(), 20) == b""  # closed by the gateway
         finally:
             writer.close()
+
+
+def kubelet_write(volume: Path, leaf: Leaf, generation: int) -> None:
+    """Update a mounted Secret the way the kubelet's AtomicWriter does: a new timestamped directory,
+    `..data` swapped to it by one rename, the visible files symlinks through `..data`."""
+    new = volume / f"..2026_01_01_00_00_0{generation}.{generation}"
+    new.mkdir()
+    (new / "tls.crt").write_bytes(leaf.cert_pem)
+    (new / "tls.key").write_bytes(leaf.key_pem)
+    tmp = volume / "..data_tmp"
+    tmp.symlink_to(new.name)
+    os.replace(tmp, volume / "..data")
+    for name in ("tls.crt", "tls.key"):
+        if not (volume / name).is_symlink():
+            (volume / name).symlink_to(f"..data/{name}")
+
+
+async def test_a_secret_volume_rotated_as_the_kubelet_does_is_picked_up(nats_server: NatsServer,
+                                                                        tmp_path: Path) -> None:
+    ca = TestCA()
+    first, second = ca.issue(), ca.issue()
+    volume = tmp_path / "tls"
+    volume.mkdir()
+    kubelet_write(volume, first, 1)
+    files = TlsFiles(volume / "tls.crt", volume / "tls.key", poll_s=0.1)
+    async with tls_gateway(nats_server.url, files) as (running, port, _):
+        assert await fresh_serial(port, ca) == first.serial
+        kubelet_write(volume, second, 2)
+        await until(lambda: running.tls.reloads == 1, 10, "the swapped Secret loaded")  # type: ignore[union-attr]
+        assert await fresh_serial(port, ca) == second.serial

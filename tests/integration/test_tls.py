@@ -305,3 +305,21 @@ async def test_a_secret_volume_rotated_as_the_kubelet_does_is_picked_up(nats_ser
         kubelet_write(volume, second, 2)
         await until(lambda: running.tls.reloads == 1, 10, "the swapped Secret loaded")  # type: ignore[union-attr]
         assert await fresh_serial(port, ca) == second.serial
+
+
+async def test_the_python_client_over_https(nats_server: NatsServer, tmp_path: Path) -> None:
+    """The SDK takes a session: give it one that trusts the CA."""
+    from switchyard.client import AsyncClient
+
+    ca = TestCA()
+    files = tls_files(tmp_path)
+    ca.issue().write(files.cert, files.key)
+    async with tls_gateway(nats_server.url, files) as (_, port, _):
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ca.client_context()))
+        async with session, AsyncClient(f"https://127.0.0.1:{port}", "admin-key-0123456789abcdef",
+                                        session=session) as client:
+            assert "test/echo" in [m.id for m in await client.models()]
+        async with AsyncClient(f"https://127.0.0.1:{port}", "admin-key-0123456789abcdef", max_retries=0) as plain:
+            with pytest.raises(Exception) as refused:  # a CA the system does not know: verification fails
+                await plain.models()
+            assert "certificate" in str(refused.value).lower()

@@ -327,3 +327,24 @@ async def test_the_echo_handler_answers_chat_and_completions(nats_server: NatsSe
             assert native.body["items"] == [{"text": "as is"}]  # anything else still comes back as it came
         finally:
             kill(proc)
+
+
+async def test_n_copies_past_one_nats_message_are_refused_before_packing(nats_server: NatsServer,
+                                                                         manifests: Path) -> None:
+    gw_yaml = manifests / "gateway.yaml"
+    gw_yaml.write_text(gw_yaml.read_text().replace("maxRequestBodyBytes: 4096", "maxRequestBodyBytes: 65536"))
+    async with gateway(nats_server.url, manifests) as gw:
+        client = async_client(gw, max_retries=0)
+        big = [{"role": "user", "content": "x" * 60_000}]  # fits the body cap; 128 copies pass 1 MB
+        with pytest.raises(openai.APIStatusError) as e413:
+            await client.chat.completions.create(model=MODEL, messages=big, n=128,
+                                                 extra_headers={"X-Request-ID": "too-many"})
+        assert e413.value.status_code == 413 and e413.value.body["param"] == "n"
+        with pytest.raises(openai.APIStatusError) as comp:
+            await client.completions.create(model=MODEL, prompt=["y" * 30_000, "z" * 30_000], n=20)
+        assert comp.value.status_code == 413
+        assert (await gw.call("GET", "/v1/jobs/too-many", headers=ADMIN)).status == 404  # nothing recorded
+        # one copy of the same body is fine: it queues (no worker: a 503 that names the job)
+        with pytest.raises(openai.InternalServerError) as queued:
+            await client.chat.completions.create(model=MODEL, messages=big)
+        assert queued.value.body["code"] == "worker_starting"

@@ -138,7 +138,8 @@ class CompletionBody(_Sampling):
         if len(prompts) * self.n > MAX_ITEMS:
             raise OpenAiError("bad_request", f"{len(prompts)} prompts x n={self.n} is {len(prompts) * self.n} "
                                              f"completions; the limit is {MAX_ITEMS}", param="n")
-        return [{"prompt": p} for p in prompts for _ in range(self.n)]
+        # The n copies of a prompt are one object: routes.py sizes each distinct item once.
+        return [item for p in prompts for item in [{"prompt": p}] * self.n]
 
 
 class EmbeddingBody(_Body):

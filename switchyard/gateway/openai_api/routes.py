@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import msgpack
 from aiohttp import web
 from pydantic import BaseModel
 
@@ -51,12 +52,14 @@ async def _handle(request: web.Request, st: GatewayState, table: RoutingTable, o
     if getattr(body, "stream", False):
         raise OpenAiError("bad_request", "streaming (\"stream\": true) is not available on this gateway yet; "
                                          "send the request without it", param="stream")
+    items = body.items()
+    _fits(st, items)
     h = request.headers
     prefer = h.getall("Prefer", ())
     if table.openai_wait_s and wait_preference(prefer) is None:
         # OpenAI clients cannot follow a 202: the Gateway's default hold stands in for Prefer: wait.
         prefer = (*prefer, f"wait={table.openai_wait_s}")
-    sub = Submission(op=op, model_ref=body.model, items=body.items(), params=body.params(), request_id=request[RID],
+    sub = Submission(op=op, model_ref=body.model, items=items, params=body.params(), request_id=request[RID],
                      key=key, machine_profile=h.get("X-Machine-Profile"), pool=h.get("X-Pool"),
                      bundle=h.get("X-Bundle"), prefer=prefer)
 
@@ -78,6 +81,29 @@ async def _handle(request: web.Request, st: GatewayState, table: RoutingTable, o
     resp = respond(body, result, request[RID], len(sub.items))
     resp.headers.update(applied)
     return resp
+
+
+def _fits(st: GatewayState, items: list[Any]) -> None:
+    """Refuse `n` copies that cannot fit in one NATS message before packing them all.
+
+    The body is capped, but n copies of it are not: 128 copies of an 8 MiB conversation would
+    be packed (1 GiB in memory) before dispatch.pack() could refuse them. Each distinct item
+    is sized once; a request without copies skips this (pack() checks it).
+    """
+    if len({id(it) for it in items}) == len(items):
+        return
+    limit = st.dispatcher.max_payload()
+    sizes: dict[int, int] = {}
+    total = 0
+    for it in items:
+        size = sizes.get(id(it))
+        if size is None:
+            size = sizes[id(it)] = len(msgpack.packb(it, use_bin_type=True))
+        total += size
+        if total > limit:
+            raise OpenAiError("payload_too_large", f"{len(items)} copies of the input (one per choice or image, "
+                                                   f"n) pack to more than one NATS message holds ({limit} "
+                                                   "bytes); ask for fewer", param="n")
 
 
 async def _finished(st: GatewayState, sub: Submission, acc: Accepted) -> Result | None:

@@ -35,6 +35,8 @@ STATUS: Mapping[str, int] = {
     "invalid_input": 422,  # the worker refused the items (a permanent error)
     "internal": 500,
     "worker_error": 502,  # the worker failed on every attempt
+    "worker_lost": 502,  # a streaming worker died after chunks were sent (gateway/streaming.py)
+    "stream_gap": 502,  # a streamed chunk never arrived: the stream ends rather than skip it
     "no_capacity": 503,  # pinned pool without a live worker
     "queue_unavailable": 503,  # NATS unreachable: never bypassed
     "queue_full": 503,  # the work stream is at spec.queue limits: nothing accepted is dropped for it

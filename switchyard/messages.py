@@ -2,6 +2,7 @@
 
 WorkItem  gateway -> stream -> worker
 Result    worker  -> gateway inbox (core NATS), and into the jobs bucket when kept
+Chunk     worker  -> gateway inbox (core NATS): one piece of a streamed result (item.stream)
 Heartbeat worker  -> workers bucket, key = worker id
 JobRecord gateway/worker -> jobs bucket, key = <tenant>.<request id> (subjects.job_key)
 """
@@ -66,6 +67,9 @@ class WorkItem:
     # W3C trace context of the gateway's publish span ({"traceparent", "tracestate"?}); None with
     # tracing off, and then not on the wire at all. Untrusted on decode: see switchyard/tracing.py.
     trace_context: dict[str, str] | None = None
+    # The gateway streams the result: chunks go to `reply` as the handler yields them, and the
+    # worker listens for a cancel on subjects.cancel_subject(reply). Not on the wire when False.
+    stream: bool = False
 
     @property
     def key(self) -> str:
@@ -73,11 +77,12 @@ class WorkItem:
         return job_key(self.tenant, self.id)
 
     def encode(self) -> bytes:
+        data = {"v": VERSION, **as_dict(self)}
         if self.trace_context is None:
-            data = {"v": VERSION, **as_dict(self)}
             del data["trace_context"]  # tracing off adds nothing to the item
-            return msgpack.packb(data, use_bin_type=True)
-        return _pack(self)
+        if not self.stream:
+            del data["stream"]
+        return msgpack.packb(data, use_bin_type=True)
 
     @classmethod
     def decode(cls, raw: bytes) -> "WorkItem":
@@ -105,6 +110,46 @@ class Result:
     @classmethod
     def decode(cls, raw: bytes) -> "Result":
         return _unpack(cls, raw)
+
+
+@dataclass(slots=True)
+class Chunk:
+    """One message of a streamed result, on the item's reply inbox.
+
+    `seq` counts from 0 within one attempt. The last message of an attempt has `final` set,
+    no payload, and `seq` = the number of data chunks before it, so a gap is visible even
+    at the end; it carries `error` when the handler failed mid-stream, and `usage`.
+    A redelivered item streams again from seq 0 with a higher `attempt`.
+    """
+
+    id: str
+    seq: int
+    payload: Any = None
+    final: bool = False
+    error: dict[str, str] | None = None  # {"code", "message", "error_id"?}; only on the final chunk
+    attempt: int = 1
+    worker: str = ""
+    usage: dict[str, int] | None = None  # on the final chunk
+    # first_ms (handler start to its first chunk) on seq 0; queue_ms, compute_ms on the final one
+    timing: dict[str, float] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        return msgpack.packb({"v": VERSION, "chunk": True, **as_dict(self)}, use_bin_type=True)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "Chunk":
+        return _unpack(cls, raw)
+
+
+def decode_reply(raw: bytes) -> "Result | Chunk":
+    """What a streamed item's inbox receives: chunks, or one Result (a non-generator handler, or
+    an item that ended before it ran: expired, out of attempts)."""
+    data = msgpack.unpackb(raw, raw=False)
+    if not isinstance(data, dict) or data.get("v") != VERSION:
+        raise ValueError("unsupported reply message")
+    cls: Any = Chunk if data.get("chunk") else Result
+    names = _names(cls)
+    return cls(**{k: v for k, v in data.items() if k in names})
 
 
 @dataclass(slots=True)

@@ -21,6 +21,7 @@ JOBS_BUCKET = "sy_jobs"  # state and result of accepted-but-not-awaited items
 COLDSTART_BUCKET = "sy_coldstart"  # measured cold starts per lane, shared by gateway replicas
 POOLS_BUCKET = "sy_pools"  # standalone mode: pools made through POST /v1/pools
 INBOX_PREFIX = "_sy.inbox"  # + <gateway instance>.<sequence>
+CANCEL_PREFIX = "_sy.cancel"  # + <gateway instance>.<sequence>: stop a streamed item (cancel_subject)
 DEDUPE_WINDOW_S = 120.0
 
 ANONYMOUS_TENANT = "_anonymous"  # not a DNS label, so no key's tenant can be named so
@@ -32,6 +33,13 @@ def job_key(tenant: str, request_id: str) -> str:
     Scoped by tenant, so two tenants choosing the same X-Request-ID never meet.
     """
     return f"{tenant}.{request_id}" if tenant else request_id
+
+
+def cancel_subject(reply: str) -> str:
+    """Where a gateway cancels the streamed item whose chunks go to `reply` (its client went away)."""
+    if not reply.startswith(INBOX_PREFIX + "."):
+        raise ValueError(f"not a gateway inbox: {reply!r}")
+    return CANCEL_PREFIX + reply[len(INBOX_PREFIX):]
 
 
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")

@@ -30,7 +30,7 @@ from ..jetstream import (
     apply_queue_limits, ensure_coldstart_bucket, ensure_jobs_bucket, ensure_work_stream, ensure_workers_bucket,
 )
 from ..messages import JobRecord, Result, WorkItem
-from ..subjects import INBOX_PREFIX, token
+from ..subjects import INBOX_PREFIX, cancel_subject, token
 
 log = logging.getLogger("switchyard.gateway.nats")
 
@@ -111,6 +111,7 @@ class Dispatcher:
         self._seq = itertools.count(1)
         self._waiters: dict[str, asyncio.Future[Result]] = {}
         self._acks: dict[str, asyncio.Future[Msg]] = {}  # PubAcks come to the same inbox as results
+        self._streams: dict[str, Callable[[bytes], None]] = {}  # streamed items: chunks, by inbox token
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
         self.jobs: KeyValue | None = None
@@ -265,6 +266,26 @@ class Dispatcher:
         fut.add_done_callback(lambda _: self._waiters.pop(seq, None))
         return fut
 
+    def expect_stream(self, item: WorkItem, deliver: Callable[[bytes], None]) -> tuple[str, asyncio.Event]:
+        """Register a streamed item before publishing: every message to its inbox goes to `deliver`
+        (chunks, or a Result), in arrival order; the event is for the consumer to clear and await."""
+        seq = str(next(self._seq))
+        item.reply, item.stream = f"{self.inbox}.{seq}", True
+        self._streams[seq] = deliver
+        return seq, asyncio.Event()
+
+    def end_stream(self, token: str) -> None:
+        self._streams.pop(token, None)
+
+    async def cancel(self, item: WorkItem) -> None:
+        """Tell the worker running a streamed item to stop (core NATS: a worker that is gone needs no telling)."""
+        if item.reply is None or self.nc is None or not self.nc.is_connected:
+            return
+        try:
+            await self.nc.publish(cancel_subject(item.reply), b"")
+        except Exception as exc:  # noqa: BLE001 - the item still ends at its deadline
+            log.warning("could not cancel a stream", extra={"request_id": item.id, "error": str(exc)})
+
     async def _on_result(self, msg: Msg) -> None:
         token = msg.subject.rpartition(".")[2]
         if token[:1] == "a":
@@ -273,7 +294,12 @@ class Dispatcher:
                 ack.set_result(msg)
             return
         fut = self._waiters.get(token)
-        if fut is None or fut.done():
+        if fut is None:
+            deliver = self._streams.get(token)
+            if deliver is not None:
+                deliver(msg.data)
+            return
+        if fut.done():
             return  # a redelivered item answered twice, or nobody waits any more
         try:
             fut.set_result(Result.decode(msg.data))

@@ -51,6 +51,10 @@ class Metrics:
         self.workers_live = Gauge(
             "switchyard_gateway_workers_live",
             "Live workers per fleet (a worker serving several models counts under each)", LANE, registry=r)
+        self.time_to_first_token = Histogram(
+            "switchyard_gateway_time_to_first_token_seconds",
+            "Streamed requests: from the request's item being queued to its first chunk handed to the client",
+            ["machine_profile", "model"], buckets=LATENCY_BUCKETS, registry=r)
         self.cold_starts = Histogram(
             "switchyard_gateway_cold_start_seconds",
             "Measured cold starts per fleet: first 202 on a lane with no worker until a worker is live",

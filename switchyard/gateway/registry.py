@@ -88,6 +88,12 @@ class Registry:
     def _live(self, seen: Seen, now: float) -> bool:
         return seen.fresh(now) and (self.admit is None or self.admit(seen.beat))
 
+    def alive(self, worker_id: str) -> bool:
+        """Still beating, draining or not: a draining worker finishes what it holds (streams included)."""
+        now = self._clock()
+        return any(s.beat.worker_id == worker_id and now - s.at < max(3 * s.beat.interval_s, 2.0)
+                   for s in self._workers.values())
+
     def serving(self, lane: Lane) -> int:
         """Live workers that pull this lane."""
         now = self._clock()

@@ -30,6 +30,7 @@ from .eta import remaining
 from .hold import hold_seconds
 from .resolve import Resolution, resolve, split_machine_profile
 from .state import GatewayState
+from .streaming import ChunkStream, open_stream
 from .tracing import Trace
 
 NO_CAPACITY_RETRY_AFTER_S = 10
@@ -83,6 +84,28 @@ class Hooks:
 
 async def submit(st: GatewayState, table: RoutingTable, sub: Submission, hooks: Hooks | None = None) -> Outcome:
     hooks = hooks or Hooks()
+    item, res = _prepare(st, table, sub, hooks)
+    if st.registry.serving(res.lane) == 0:
+        return await _cold(st, table, sub, item, res, hooks.trace, streamed=False)  # type: ignore[return-value]
+    return await _run(st, item, res, hooks.trace)
+
+
+async def submit_stream(st: GatewayState, table: RoutingTable, sub: Submission,
+                        hooks: Hooks | None = None) -> Accepted | ChunkStream:
+    """submit(), streamed: the item's chunks as the worker yields them (see streaming.py).
+
+    A live worker: the ChunkStream at once. None: with `Prefer: wait`, the stream once it begins
+    within the hold, else `Accepted` (the job runs later; its record gets the joined result).
+    Tracing covers the resolve (not the publish or each chunk).
+    """
+    hooks = hooks or Hooks()
+    item, res = _prepare(st, table, sub, hooks)
+    if st.registry.serving(res.lane) == 0:
+        return await _cold(st, table, sub, item, res, hooks.trace, streamed=True)  # type: ignore[return-value]
+    return await open_stream(st, item, res)
+
+
+def _prepare(st: GatewayState, table: RoutingTable, sub: Submission, hooks: Hooks) -> tuple[WorkItem, Resolution]:
     rt = hooks.trace
     # An expired pool may already be gone from the table: say why before resolving.
     st.check_pool(split_machine_profile(sub.machine_profile, sub.pool)[1] or "")
@@ -98,15 +121,19 @@ async def submit(st: GatewayState, table: RoutingTable, sub: Submission, hooks: 
     )
     if rt is not None:
         rt.resolved(item)
-    if st.registry.serving(res.lane) == 0:
-        if res.pinned:
-            raise ApiError("no_capacity",
-                           f"pool {res.lane.pool!r} has no live worker for {res.lane.machine_profile}/"
-                           f"{res.lane.bundle}", headers={"Retry-After": str(NO_CAPACITY_RETRY_AFTER_S)})
-        # Prefer is read only here: the hot path with a live worker never parses it.
-        held = hold_seconds(sub.prefer, res.route.timeout_s)
-        return await _accept(st, item, res, table.result_ttl_seconds, held, rt)
-    return await _run(st, item, res, rt)
+    return item, res
+
+
+async def _cold(st: GatewayState, table: RoutingTable, sub: Submission, item: WorkItem, res: Resolution,
+                rt: Trace | None, streamed: bool) -> Outcome | ChunkStream:
+    """No live worker on the lane: no_capacity for a pinned pool, else a queued job (or a hold)."""
+    if res.pinned:
+        raise ApiError("no_capacity",
+                       f"pool {res.lane.pool!r} has no live worker for {res.lane.machine_profile}/"
+                       f"{res.lane.bundle}", headers={"Retry-After": str(NO_CAPACITY_RETRY_AFTER_S)})
+    # Prefer is read only here: the hot path with a live worker never parses it.
+    held = hold_seconds(sub.prefer, res.route.timeout_s)
+    return await _accept(st, item, res, table.result_ttl_seconds, held, rt, streamed)
 
 
 async def _run(st: GatewayState, item: WorkItem, res: Resolution, rt: Trace | None) -> Outcome:
@@ -149,7 +176,7 @@ def _expire(waiter: asyncio.Future[Result | None]) -> None:
 
 
 async def _accept(st: GatewayState, item: WorkItem, res: Resolution, ttl_s: int, wait_s: int | None,
-                  rt: Trace | None) -> Outcome:
+                  rt: Trace | None, streamed: bool = False) -> Outcome | ChunkStream:
     """No live worker: record the job (create-only), queue durably, answer Accepted (or the result after a hold).
 
     The record comes first, so a concurrent duplicate finds it and gets the same job,
@@ -161,7 +188,10 @@ async def _accept(st: GatewayState, item: WorkItem, res: Resolution, ttl_s: int,
     item.deadline = time.time() + ttl_s
     held = wait_s is not None and st.holds.acquire(res.lane)
     waiter: asyncio.Future[Result | None] | None = (
-        st.dispatcher.expect_result(item) if held else None)  # type: ignore[assignment]  # sets item.reply
+        st.dispatcher.expect_result(item) if held and not streamed else None)  # type: ignore[assignment]
+    # A streamed hold listens for chunks instead (sets item.reply and item.stream).
+    stream = ChunkStream(st, item, res) if held and streamed else None
+    handed_over = False
     eta: asyncio.Task[float] | None = None
     try:
         if rt is not None:  # the item carries the publish span's context: it is packed once, now
@@ -189,12 +219,20 @@ async def _accept(st: GatewayState, item: WorkItem, res: Resolution, ttl_s: int,
             if revision is not None:
                 await st.dispatcher.delete_job(item.key, revision)
             raise
+        if stream is not None and wait_s is not None and revision is not None:
+            started = time.monotonic()
+            if await stream.first(wait_s):
+                handed_over = True
+                return stream
+            return Accepted(item.id, res, remaining(await eta, time.monotonic() - started), f"wait={wait_s}")
         if waiter is None or wait_s is None or revision is None:
             return Accepted(item.id, res, await eta)
         return await _hold(waiter, wait_s, item.id, res, await eta)
     finally:
         if waiter is not None:
             waiter.cancel()
+        if stream is not None and not handed_over:
+            await stream.detach()  # the job runs on; its record gets the result
         if held:
             st.holds.release(res.lane)
         if eta is not None and not eta.done():

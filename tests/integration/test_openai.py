@@ -171,16 +171,11 @@ async def test_async_client_and_its_exceptions(live: GatewayUnderTest) -> None:
         ({"temperature": 7}, "temperature", "less than or equal to 2"),
         ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages", "role"),
         ({"messages": []}, "messages", "at least 1"),
-        ({"stream": True}, "stream", "not available"),
     ]
     for kw, param, words in bad:
         args: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], **kw}
         with pytest.raises(openai.BadRequestError) as e400:
-            if kw.get("stream"):
-                async with await client.chat.completions.create(**args):
-                    pass
-            else:
-                await client.chat.completions.create(**args)
+            await client.chat.completions.create(**args)
         assert e400.value.body["param"] == param and words in e400.value.body["message"], (kw, e400.value.body)
         assert e400.value.body["type"] == "invalid_request_error"
 
@@ -348,3 +343,43 @@ async def test_n_copies_past_one_nats_message_are_refused_before_packing(nats_se
         with pytest.raises(openai.InternalServerError) as queued:
             await client.chat.completions.create(model=MODEL, messages=big)
         assert queued.value.body["code"] == "worker_starting"
+
+
+async def test_stream_true_answers_openai_server_sent_events(live: GatewayUnderTest) -> None:
+    def run() -> tuple[list[Any], list[Any]]:
+        client = sync_client(live)
+        chat = list(client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hello there world"}], n=2, stream=True,
+            stream_options={"include_usage": True}))
+        comp = list(client.completions.create(model=MODEL, prompt=["a b", "c"], stream=True))
+        return chat, comp
+
+    chat, comp = await asyncio.to_thread(run)
+    assert all(c.object == "chat.completion.chunk" and c.id == chat[0].id for c in chat)
+    text = {i: "".join(c.choices[0].delta.content or "" for c in chat if c.choices and c.choices[0].index == i)
+            for i in (0, 1)}
+    assert text == {0: "hello there world", 1: "hello there world"}
+    finishes = {c.choices[0].index: c.choices[0].finish_reason for c in chat if c.choices and c.choices[0].finish_reason}
+    assert finishes == {0: "stop", 1: "stop"}
+    assert chat[-1].choices == [] and chat[-1].usage.total_tokens == 12  # include_usage: the last chunk
+    assert all(c.usage is None for c in chat[:-1])
+    assert {c.choices[0].index: c.choices[0].text for c in comp if c.choices[0].text} == {0: "a b", 1: "c"}
+
+    client = async_client(live, max_retries=0)
+    got = [c async for c in await client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "async stream"}], stream=True)]
+    assert "".join(c.choices[0].delta.content or "" for c in got) == "async stream"
+    assert got[0].choices[0].delta.role == "assistant"
+
+    async with live.http.post(f"{live.url}/v1/chat/completions", headers=ADMIN,
+                              json={"model": MODEL, "stream": True,
+                                    "messages": [{"role": "user", "content": "raw"}]}) as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
+        raw = (await resp.read()).decode()
+    events = [e for e in raw.split("\n\n") if e]
+    assert all(e.startswith("data: ") for e in events) and events[-1] == "data: [DONE]"
+
+    with pytest.raises(openai.BadRequestError) as opts:  # as OpenAI: options without a stream are refused
+        await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}],
+                                             stream_options={"include_usage": True})
+    assert opts.value.body["param"] == "stream_options"

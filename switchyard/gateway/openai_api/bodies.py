@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from .errors import OpenAiError
 
@@ -66,6 +66,13 @@ class _Sampling(_Body):
     stop: str | list[str] | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    @field_validator("stream_options")
+    @classmethod
+    def _options_need_a_stream(cls, v: StreamOptions | None, info: ValidationInfo) -> StreamOptions | None:
+        if v is not None and not info.data.get("stream"):  # `stream` is declared first: validated already
+            raise ValueError("stream_options is only allowed with stream: true")  # as OpenAI answers
+        return v
 
     @field_validator("stop")
     @classmethod

@@ -10,6 +10,7 @@ the item stays queued as a job either way.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, Callable
 
 import msgpack
@@ -26,12 +27,14 @@ from ..hold import wait_preference
 from ..http import MACHINE_PROFILE, RID, json_response, read_json
 from ..resolve import Resolution
 from ..state import GatewayState, state_of
-from ..submit import Accepted, Hooks, Submission, result_error, submit
+from ..streaming import ChunkStream, StreamChunk
+from ..submit import Accepted, Hooks, Submission, result_error, submit, submit_stream
 from ..tracing import Trace, traced
-from . import results
+from . import results, sse
 from .bodies import ChatBody, CompletionBody, EmbeddingBody, ImageBody, SpeechBody, parse
 from .discovery import METADATA_PATH, OPENAI_ENDPOINTS
 from .errors import OpenAiError
+from .sse import OpenAiStream
 
 
 async def _call(request: web.Request, op: str, body_cls: type[BaseModel],
@@ -49,9 +52,6 @@ async def _handle(request: web.Request, st: GatewayState, table: RoutingTable, o
                   rt: Trace | None) -> web.StreamResponse:
     key = authenticate(table, request.headers.get("Authorization"))
     body: Any = parse(body_cls, await read_json(request, table.max_request_body_bytes))
-    if getattr(body, "stream", False):
-        raise OpenAiError("bad_request", "streaming (\"stream\": true) is not available on this gateway yet; "
-                                         "send the request without it", param="stream")
     items = body.items()
     _fits(st, items)
     h = request.headers
@@ -66,7 +66,10 @@ async def _handle(request: web.Request, st: GatewayState, table: RoutingTable, o
     def on_resolved(res: Resolution) -> None:
         request[MACHINE_PROFILE] = res.lane.machine_profile
 
-    outcome = await submit(st, table, sub, Hooks(on_resolved, rt))
+    hooks = Hooks(on_resolved, rt)
+    if getattr(body, "stream", False):
+        return await _stream(request, st, table, sub, hooks, body)
+    outcome = await submit(st, table, sub, hooks)
     applied = {"Preference-Applied": outcome.preference_applied} if outcome.preference_applied else {}
     if isinstance(outcome, Accepted):
         result = await _finished(st, sub, outcome)
@@ -81,6 +84,40 @@ async def _handle(request: web.Request, st: GatewayState, table: RoutingTable, o
     resp = respond(body, result, request[RID], len(sub.items))
     resp.headers.update(applied)
     return resp
+
+
+async def _stream(request: web.Request, st: GatewayState, table: RoutingTable, sub: Submission, hooks: Hooks,
+                  body: Any) -> web.StreamResponse:
+    """`"stream": true`: the worker's chunks as Server-Sent Events (sse.py), through the same queue."""
+    outcome = await submit_stream(st, table, sub, hooks)
+    stream: ChunkStream | None = None
+    if isinstance(outcome, Accepted):
+        result = await _finished(st, sub, outcome)  # a resend of a finished job's request id
+        if result is None:
+            raise _starting(outcome, sub.model_ref, own_id="X-Request-ID" in request.headers,
+                            headers={"Preference-Applied": outcome.preference_applied}
+                            if outcome.preference_applied else {})
+        if not result.ok:
+            raise result_error(result)
+        chunks: AsyncIterator[StreamChunk] = _replay(result)
+    else:
+        stream = chunks = outcome
+    options = body.stream_options
+    render = OpenAiStream(chat=sub.op == "chat", model=body.model, request_id=request[RID],
+                          items=len(sub.items), include_usage=bool(options and options.include_usage))
+    try:
+        return await sse.respond(request, chunks, render, {})
+    finally:
+        if stream is not None:
+            await stream.aclose()  # before the final chunk (the client left): cancels the item on its worker
+
+
+async def _replay(result: Result) -> AsyncIterator[StreamChunk]:
+    """A finished job's stored result as a stream: its items, then the end."""
+    items = result.items or []
+    for seq, payload in enumerate(items):
+        yield StreamChunk(payload, seq)
+    yield StreamChunk(None, len(items), final=True, usage=result.usage)
 
 
 def _fits(st: GatewayState, items: list[Any]) -> None:

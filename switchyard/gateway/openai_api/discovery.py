@@ -47,7 +47,7 @@ async def metadata(request: web.Request) -> web.Response:
                          for op in r.operations})
     return json_response({
         "name": "switchyard", "version": __version__,
-        "capabilities": {"openai": True, "native": True, "streaming": False, "operations": operations},
+        "capabilities": {"openai": True, "native": True, "streaming": True, "operations": operations},
         "endpoints": {
             "openai": [{"method": m, "path": p, **({"operation": op} if op else {})}
                        for m, p, op in OPENAI_ENDPOINTS],

@@ -7,7 +7,8 @@ Each chunk a handler yields becomes one `data:` event in OpenAI's chunk format
 SDKs raise it as an APIError) and no [DONE]: the client knows the answer is incomplete.
 
 What a chunk's payload may be (docs/worker.md, "Streaming"):
-- chat: a string (a piece of the content), `{"delta": {...}}` or `{"content": "..."}` (a piece),
+- chat: a string (a piece of the content), `{"delta": {...}}`, `{"content": "..."}` or `{"text": "..."}`
+  (a piece),
   `{"message": {...}}` (a whole choice, what a handler that does not stream returns), each with
   optional "finish_reason", "logprobs" and "index";
 - generate: a string, or `{"text": "...", "finish_reason"?, "index"?}`.
@@ -63,11 +64,12 @@ def chat_delta(payload: Any, seq: int) -> dict[str, Any]:
         for key in ("delta", "message"):
             if isinstance(payload.get(key), dict):
                 return dict(payload[key])
-        if isinstance(payload.get("content"), str):
-            return {"content": payload["content"]}
+        for key in ("content", "text"):  # "text": what switchyard.worker.handlers:tokens yields
+            if isinstance(payload.get(key), str):
+                return {"content": payload[key]}
         if "finish_reason" in payload:
             return {}
-    raise _bad(seq, 'a string, {"delta": {...}}, {"content": "..."} or {"message": {...}}')
+    raise _bad(seq, 'a string, {"delta": {...}}, {"content": "..."}, {"text": "..."} or {"message": {...}}')
 
 
 def text_delta(payload: Any, seq: int) -> str:

@@ -56,6 +56,7 @@ def build_app(st: GatewayState, *, access_log: bool = True) -> web.Application:
     r.add_get("/status", discovery.status)
     r.add_get("/v1/metadata", discovery.metadata)
     r.add_get("/v1/models", discovery.list_models)  # OpenAI's list; Switchyard's view is /v1/configs/models
+    r.add_get("/v1/models/{id:.+}", discovery.get_model)
     for path, handler in openai_routes.ROUTES:  # before /v1/{op}/{model}, which would match them too
         r.add_post(path, handler)
     r.add_get("/v1/configs/models", configs.list_models)

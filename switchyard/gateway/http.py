@@ -76,7 +76,7 @@ ErrorRenderer = Callable[[ApiError], web.Response]
 def make_middleware(current_table: Callable[[], RoutingTable | None], metrics: Any,
                     access_log: bool = True, error_shapes: Mapping[str, ErrorRenderer] | None = None,
                     ) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """`error_shapes`: paths whose errors take another shape (path -> renderer), e.g. OpenAI's."""
+    """`error_shapes`: routes whose errors take another shape (path or route template -> renderer), e.g. OpenAI's."""
     # labels() costs more than the update itself: keep each label set's children (few: endpoint x status x profile).
     children: dict[tuple[str, int, str], tuple[Any, Any]] = {}
     shapes = dict(error_shapes or {})
@@ -85,7 +85,10 @@ def make_middleware(current_table: Callable[[], RoutingTable | None], metrics: A
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         start = time.perf_counter()
         table = current_table()
-        render = shapes.get(request.path, error_response) if shapes else error_response
+        render = error_response
+        if shapes:  # by the route's template ("/v1/models/{id}"), else the path (405: no route matched)
+            matched = request.match_info.route.resource
+            render = shapes.get(matched.canonical if matched is not None else request.path, error_response)
         code = ""  # the error code answered, counted by code: a 503 alone does not say queue_full
         try:
             rid = request_id(request)

@@ -159,6 +159,12 @@ async def test_async_client_and_its_exceptions(live: GatewayUnderTest) -> None:
     assert e403.value.body["code"] == "forbidden"
     listed = await async_client(live, ECHO_ONLY_KEY).models.list()
     assert [m.id for m in listed.data] == ["test/echo"]
+    one = await client.models.retrieve("test/gpu:sparse")
+    assert (one.id, one.object, one.owned_by) == ("test/gpu:sparse", "model", "gpu")
+    for name, key in (("test/gpu", ECHO_ONLY_KEY), ("test/gpu:nope", ADMIN_KEY), ("no/such", ADMIN_KEY)):
+        with pytest.raises(openai.NotFoundError) as hidden:  # another key's model reads like none at all
+            await async_client(live, key, max_retries=0).models.retrieve(name)
+        assert hidden.value.body["code"] == "unknown_model" and hidden.value.body["type"] == "not_found_error"
 
     with pytest.raises(openai.NotFoundError) as e404:
         await client.chat.completions.create(model="nope/none", messages=[{"role": "user", "content": "hi"}])

@@ -45,7 +45,8 @@ class _Body(BaseModel):
     user: str | None = Field(default=None, max_length=256)
 
     def params(self) -> dict[str, Any]:
-        return self.model_dump(exclude_unset=True, exclude_none=True, exclude=set(self.GATEWAY_FIELDS | self.ITEM_FIELDS))
+        return self.model_dump(exclude_unset=True, exclude_none=True,
+                               exclude=set(self.GATEWAY_FIELDS | self.ITEM_FIELDS))
 
 
 class StreamOptions(BaseModel):

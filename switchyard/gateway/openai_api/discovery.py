@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from ... import __version__
+from ...errors import ApiError
 from ..auth import authenticate
 from ..http import json_response
 from ..state import state_of
@@ -21,6 +22,7 @@ OPENAI_ENDPOINTS: tuple[tuple[str, str, str | None], ...] = (
     ("POST", "/v1/audio/speech", "speech"),
 )
 METADATA_PATH = "/v1/metadata"
+MODEL_PATH = "/v1/models/{id}"  # OpenAI's models.retrieve
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -36,6 +38,19 @@ async def list_models(request: web.Request) -> web.Response:
             # created: the routing table keeps no creation time; 0 says "unknown" rather than a made-up date.
             data.append({"id": name, "object": "model", "created": 0, "owned_by": route.upstream})
     return json_response({"object": "list", "data": data})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """One entry of the list (OpenAI's models.retrieve); 404 for a model the key may not call, as for none."""
+    table = state_of(request).table()
+    key = authenticate(table, request.headers.get("Authorization"))
+    name = request.match_info["id"]
+    model, _, profile = name.partition(":")
+    route = table.models.get(model)
+    hidden = key is not None and not key.allows_model(model)
+    if route is None or hidden or (profile and profile not in route.profiles):
+        raise ApiError("unknown_model", f"model {name!r} is not served by this gateway")
+    return json_response({"id": name, "object": "model", "created": 0, "owned_by": route.upstream})
 
 
 async def metadata(request: web.Request) -> web.Response:

@@ -32,7 +32,7 @@ from ..submit import Accepted, Hooks, Submission, result_error, submit, submit_s
 from ..tracing import Trace, traced
 from . import results, sse
 from .bodies import ChatBody, CompletionBody, EmbeddingBody, ImageBody, SpeechBody, parse
-from .discovery import METADATA_PATH, OPENAI_ENDPOINTS
+from .discovery import METADATA_PATH, MODEL_PATH, OPENAI_ENDPOINTS
 from .errors import OpenAiError
 from .sse import OpenAiStream
 
@@ -194,7 +194,7 @@ async def audio_speech(request: web.Request) -> web.StreamResponse:
     return await _call(request, "speech", SpeechBody, _speech)
 
 
-OPENAI_PATHS = frozenset({METADATA_PATH, *(path for _, path, _ in OPENAI_ENDPOINTS)})
+OPENAI_PATHS = frozenset({METADATA_PATH, MODEL_PATH, *(path for _, path, _ in OPENAI_ENDPOINTS)})
 ROUTES = [("/v1/chat/completions", chat_completions), ("/v1/completions", completions),
           ("/v1/embeddings", embeddings), ("/v1/images/generations", image_generations),
           ("/v1/audio/speech", audio_speech)]

@@ -12,7 +12,7 @@ import importlib.util
 # Top-level modules each component imports (the package that provides them, where it differs).
 MODULES: dict[str, tuple[str, ...]] = {
     "gateway": ("nats", "msgpack", "pydantic", "yaml", "prometheus_client", "kubernetes_asyncio", "grpc",
-                "google.protobuf"),
+                "google.protobuf", "grpc_health", "grpc_reflection"),
     "worker": ("nats", "msgpack", "pydantic", "yaml"),
     "operator": ("kopf", "kubernetes_asyncio", "pydantic", "yaml", "nats", "msgpack", "prometheus_client"),
     "dev": ("nats", "msgpack", "pydantic", "yaml", "prometheus_client"),
@@ -21,6 +21,7 @@ MODULES: dict[str, tuple[str, ...]] = {
 }
 PACKAGES = {"nats": "nats-py", "yaml": "pyyaml", "prometheus_client": "prometheus-client",
             "kubernetes_asyncio": "kubernetes-asyncio", "grpc": "grpcio", "google.protobuf": "protobuf",
+            "grpc_health": "grpcio-health-checking", "grpc_reflection": "grpcio-reflection",
             "opentelemetry.sdk": "opentelemetry-sdk",
             "opentelemetry.exporter.otlp.proto.http": "opentelemetry-exporter-otlp-proto-http"}
 

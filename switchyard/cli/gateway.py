@@ -63,7 +63,8 @@ def run_gateway(args: argparse.Namespace) -> int:
             background.append(Nudger(st.holder, args.namespace, args.kubeconfig).run)
 
     async def main() -> None:
-        running = await start(st, Listen(args.host, args.port, args.metrics_port, args.scaler_port, tls=tls),
+        running = await start(st, Listen(args.host, args.port, args.metrics_port, args.scaler_port, tls=tls,
+                                             grpc_port=args.grpc_port),
                               access_log=not args.no_access_log, background=background)
         await serve_forever(running)
 

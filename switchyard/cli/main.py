@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--scaler-port", type=int, default=None,
                     help="serve KEDA's external scaler (gRPC) on this port; default: not served "
                          "(the operator passes the Gateway's spec.listeners.scaler.port)")
+    gw.add_argument("--grpc-port", type=int, default=None,
+                    help="serve switchyard.v1.Inference, grpc.health.v1 and reflection (gRPC) on this port, "
+                         "with the options of spec.listeners.grpc; default: not served")
     gw.add_argument("--tls-cert", default=None,
                     help="PEM certificate chain: serve HTTPS on the HTTP and metrics ports (with --tls-key); "
                          "reloaded when the file changes")

@@ -22,6 +22,8 @@ from ..tasks import cancel_all
 from .config import DirectoryConfig, TableHolder
 from .advisories import DeadLetters
 from .demand import Demand
+from .grpc.server import GrpcServer
+from .grpc.server import serve as serve_grpc
 from .dispatch import Dispatcher
 from .http import make_middleware
 from .kvpools import KvPoolStore
@@ -121,6 +123,7 @@ class Listen:
     metrics_port: int | None = 9090
     scaler_port: int | None = None  # KEDA external scaler (gRPC); None: not served, 0: any free port
     tls: TlsFiles | None = None  # HTTPS on the HTTP and metrics listeners, reloaded when the files change
+    grpc_port: int | None = None  # switchyard.v1.Inference (gRPC); None: not served, 0: any free port
 
 
 class Running:
@@ -130,8 +133,11 @@ class Running:
                  scaler: ScalerServer | None = None) -> None:
         self.state, self._runners, self._tasks, self.scaler = st, runners, tasks, scaler
         self.tls: ReloadingTls | None = None  # the listeners' certificate, when TLS is on
+        self.grpc: GrpcServer | None = None  # the gRPC listener, once started
 
     async def stop(self) -> None:
+        if self.grpc is not None:
+            await self.grpc.stop()
         if self.scaler is not None:
             await self.scaler.stop()
         for runner in self._runners:
@@ -151,6 +157,9 @@ async def start(st: GatewayState, listen: Listen, *, access_log: bool = True,
     if listen.scaler_port is not None:  # first: a taken port then fails before anything else listens
         scaler = await serve_scaler(lambda: st.dispatcher.js if st.dispatcher.connected else None,
                                     listen.host, listen.scaler_port, registry=st.metrics.registry)
+    grpc_server = None
+    if listen.grpc_port is not None and st.holder.table is not None:  # a taken port fails before HTTP listens
+        grpc_server = await serve_grpc(st, listen.host, listen.grpc_port, tls)
     runners = []
     for app, port, guarded in [(build_app(st, access_log=access_log), listen.port, True),
                                (build_metrics_app(st.metrics), listen.metrics_port, False)]:
@@ -188,7 +197,22 @@ async def start(st: GatewayState, listen: Listen, *, access_log: bool = True,
                                          "tls": tls is not None})
     running = Running(st, runners, tasks, scaler)
     running.tls = tls
+    running.grpc = grpc_server
+    if listen.grpc_port is not None and grpc_server is None:  # cluster mode: its options come with the table
+        tasks.append(asyncio.create_task(_grpc_once_loaded(running, listen.host, listen.grpc_port, tls)))
     return running
+
+
+async def _grpc_once_loaded(running: Running, host: str, port: int, tls: ReloadingTls | None) -> None:
+    st = running.state
+    loaded = asyncio.Event()
+    st.holder.on_change(lambda table: loaded.set())
+    await loaded.wait()
+    try:
+        running.grpc = await serve_grpc(st, host, port, tls)
+    except OSError:
+        log.exception("the gRPC listener could not start")  # HTTP keeps serving; /readyz is unaffected
+        raise
 
 
 def _tls_metrics(st: GatewayState, cert: str, outcome: str, expiry: float | None) -> None:

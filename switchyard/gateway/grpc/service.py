@@ -1,0 +1,161 @@
+"""switchyard.v1.Inference: the gRPC front end of the inference core (submit.py), as inference.py is HTTP's.
+
+Requests arrive as raw bytes and are parsed here, not by grpcio: the size check runs first,
+against the current table's limit (a hot reload can lower it), and a message that does
+not parse gets INVALID_ARGUMENT with Switchyard's code rather than grpcio's bare INTERNAL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+
+from ...api.table import RoutingTable
+from ...errors import ApiError
+from ...messages import Result
+from ..auth import authenticate
+from ..eta import retry_after
+from ..http import MAX_REQUEST_ID, REQUEST_ID
+from ..inference import MAX_ITEMS, OPERATIONS, result_body
+from ..jobs import describe_job
+from ..state import GatewayState
+from ..submit import Accepted, Outcome, Submission, result_error, submit
+from . import inference_pb2 as pb
+from .status import grpc_code, trailers
+from .values import from_python, struct_from_python, struct_to_python, to_python
+
+log = logging.getLogger("switchyard.gateway.grpc")
+
+SERVICE = "switchyard.v1.Inference"
+M = TypeVar("M", bound=Message)
+
+
+class InferenceService:
+    def __init__(self, st: GatewayState) -> None:
+        self.st = st
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        # No request_deserializer: the handlers get bytes (see the module docstring).
+        return grpc.method_handlers_generic_handler(SERVICE, {
+            "Infer": grpc.unary_unary_rpc_method_handler(
+                self._guarded(self.infer), response_serializer=pb.InferResponse.SerializeToString),
+            "GetJob": grpc.unary_unary_rpc_method_handler(
+                self._guarded(self.get_job), response_serializer=pb.Job.SerializeToString),
+        })
+
+    def _guarded(self, fn: Callable[[bytes, grpc.aio.ServicerContext], Awaitable[M]],
+                 ) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[M]]:
+        """Every ApiError becomes its status; anything else INTERNAL, logged, never its text."""
+        async def call(raw: bytes, context: grpc.aio.ServicerContext) -> M:
+            try:
+                return await fn(raw, context)
+            except ApiError as err:
+                await context.abort(grpc_code(err), err.message, trailing_metadata=trailers(err))
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception:
+                error_id = os.urandom(8).hex()
+                log.exception("gRPC request failed", extra={"error_id": error_id})
+                err = ApiError("internal", "internal error; quote the error id", error_id=error_id)
+                await context.abort(grpc_code(err), err.message, trailing_metadata=trailers(err))
+            raise AssertionError("unreachable: abort raises")
+        return call
+
+    async def infer(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.InferResponse:
+        table = self.st.table()  # this request keeps this table, whatever reloads meanwhile
+        _check_size(raw, table)
+        key = authenticate(table, _metadata(context, "authorization"))
+        req = _parse(pb.InferRequest, raw)
+        if req.op not in OPERATIONS:
+            raise ApiError("not_found", f"unknown operation {req.op!r} (operations: {', '.join(sorted(OPERATIONS))})")
+        items = [to_python(v) for v in req.items]
+        if not items:
+            raise ApiError("bad_request", '"items" must be a non-empty array')
+        if len(items) > MAX_ITEMS:
+            raise ApiError("bad_request", f'"items" holds {len(items)} entries; the limit is {MAX_ITEMS}')
+        sub = Submission(op=req.op, model_ref=req.model, items=items, params=struct_to_python(req.params),
+                         request_id=_request_id(req.request_id), key=key,
+                         machine_profile=req.machine_profile or None, pool=req.pool or None,
+                         bundle=req.bundle or None,
+                         prefer=(f"wait={req.wait_seconds}",) if req.HasField("wait_seconds") else ())
+        # Shielded: a client that cancels or hits its deadline never stops a record or a publish half way.
+        outcome = await asyncio.shield(asyncio.ensure_future(submit(self.st, table, sub)))
+        return _response(outcome, sub)
+
+    async def get_job(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.Job:
+        table = self.st.table()
+        _check_size(raw, table)
+        key = authenticate(table, _metadata(context, "authorization"))
+        req = _parse(pb.GetJobRequest, raw)
+        body = await describe_job(self.st, key, req.job_id, req.tenant or None)
+        job = pb.Job(id=str(body["id"]), state=str(body["state"]), model=str(body["model"]),
+                     pool=str(body["pool"]), machine_profile=str(body["machine_profile"]),
+                     bundle=str(body["bundle"]), updated_at=float(body["updated_at"]))  # type: ignore[arg-type]
+        if "estimated_wait_s" in body:
+            job.estimated_wait_s = float(body["estimated_wait_s"])  # type: ignore[arg-type]
+        result: Any = body["result"]
+        if result is not None and "error" in result:
+            err = result["error"]
+            job.error.CopyFrom(pb.Error(code=err.get("code", ""), message=err.get("message", ""),
+                                        error_id=err.get("error_id") or ""))
+        elif result is not None:
+            job.result.CopyFrom(_result(result))
+        return job
+
+
+def _metadata(context: grpc.aio.ServicerContext, name: str) -> str | None:
+    for k, v in context.invocation_metadata() or ():
+        if k == name:
+            return v if isinstance(v, str) else None
+    return None
+
+
+def _check_size(raw: bytes, table: RoutingTable) -> None:
+    limit = table.grpc.max_receive_bytes if table.grpc is not None else table.max_request_body_bytes
+    if len(raw) > limit:
+        raise ApiError("payload_too_large", f"request message is {len(raw)} bytes; the limit is {limit}")
+
+
+def _parse(cls: type[M], raw: bytes) -> M:
+    try:
+        return cls.FromString(raw)
+    except DecodeError:
+        raise ApiError("bad_request", f"the message does not parse as {cls.DESCRIPTOR.full_name} "
+                                      "(malformed, or nested past protobuf's recursion limit)") from None
+
+
+def _request_id(rid: str) -> str:
+    if not rid:
+        return os.urandom(16).hex()
+    if len(rid) > MAX_REQUEST_ID or not REQUEST_ID.match(rid):
+        raise ApiError("invalid_request_id", f"request_id must be 1-{MAX_REQUEST_ID} characters of "
+                                             "A-Z a-z 0-9 _ = - and inner dots")
+    return rid
+
+
+def _response(outcome: Outcome, sub: Submission) -> pb.InferResponse:
+    applied = outcome.preference_applied or ""
+    if isinstance(outcome, Accepted):
+        lane = outcome.resolution.lane
+        return pb.InferResponse(request_id=sub.request_id, preference_applied=applied, accepted=pb.Accepted(
+            job_id=outcome.job_id, status="provisioning", machine_profile=lane.machine_profile,
+            bundle=lane.bundle, pool=lane.pool, estimated_wait_s=outcome.eta_s,
+            retry_after_s=retry_after(outcome.eta_s),
+            message=f"no live worker for {lane.machine_profile}/{lane.bundle} in pool {lane.pool!r}; "
+                    "the item is queued and runs when one starts"))
+    result: Result = outcome.result
+    if not result.ok:
+        raise result_error(result)
+    return pb.InferResponse(request_id=sub.request_id, preference_applied=applied,
+                            result=_result(result_body(result, sub.model_ref)))
+
+
+def _result(body: dict[str, Any]) -> pb.Result:
+    return pb.Result(id=body["id"], model=body["model"], items=from_python(body["items"] or []),
+                     worker=body.get("worker") or "", timing=struct_from_python(body.get("timing") or {}))

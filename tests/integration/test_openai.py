@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import math
 import struct
 import subprocess
@@ -384,6 +385,18 @@ async def test_stream_true_answers_openai_server_sent_events(live: GatewayUnderT
         raw = (await resp.read()).decode()
     events = [e for e in raw.split("\n\n") if e]
     assert all(e.startswith("data: ") for e in events) and events[-1] == "data: [DONE]"
+
+    curl = await asyncio.create_subprocess_exec(  # curl -N: no buffering, what people run against SSE
+        "curl", "-N", "-sS", "--max-time", "30", f"{live.url}/v1/chat/completions",
+        "-H", f"Authorization: {ADMIN['Authorization']}", "-H", "Content-Type: application/json",
+        "-d", json.dumps({"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "via curl"}]}),
+        stdout=asyncio.subprocess.PIPE)
+    out, _ = await curl.communicate()
+    assert curl.returncode == 0
+    lines = [ln for ln in out.decode().split("\n") if ln]
+    assert lines[-1] == "data: [DONE]"
+    pieces = [json.loads(ln[6:])["choices"][0]["delta"].get("content", "") for ln in lines[:-1]]
+    assert "".join(pieces) == "via curl"
 
     with pytest.raises(openai.BadRequestError) as opts:  # as OpenAI: options without a stream are refused
         await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}],

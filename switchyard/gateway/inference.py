@@ -1,9 +1,14 @@
-"""POST /v1/{op}/{model}: the native HTTP front end of the inference core (submit.py)."""
+"""POST /v1/{op}/{model}: the native HTTP front end of the inference core (submit.py).
+
+With `Accept: text/event-stream` the result streams as Server-Sent Events (submit_stream):
+`event: chunk` per chunk, then `event: done`, or `event: error` (docs/api.md, "Streaming").
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from ..api.table import RoutingTable
@@ -15,7 +20,8 @@ from .eta import retry_after
 from .http import MACHINE_PROFILE, RID, json_response, read_json
 from .resolve import Resolution
 from .state import GatewayState, state_of
-from .submit import Accepted, Hooks, Outcome, Submission, result_error, submit
+from .streaming import ChunkStream
+from .submit import Accepted, Hooks, Outcome, Submission, result_error, submit, submit_stream
 from .tracing import Trace, traced
 
 OPERATIONS = frozenset(Operation.__args__)  # type: ignore[attr-defined]
@@ -47,7 +53,45 @@ async def _infer(request: web.Request, st: GatewayState, table: RoutingTable,
     def on_resolved(res: Resolution) -> None:
         request[MACHINE_PROFILE] = res.lane.machine_profile
 
+    if "text/event-stream" in h.get("Accept", ""):
+        streamed = await submit_stream(st, table, sub, Hooks(on_resolved, rt))
+        if isinstance(streamed, Accepted):
+            return _accepted(streamed, {"Preference-Applied": streamed.preference_applied}
+                             if streamed.preference_applied else None)
+        return await _sse(request, streamed)  # type: ignore[return-value]
     return respond(await submit(st, table, sub, Hooks(on_resolved, rt)), model_ref)
+
+
+async def _sse(request: web.Request, stream: ChunkStream) -> web.StreamResponse:
+    """The stream as Server-Sent Events; a client that goes away cancels the item on its worker."""
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                       "X-Accel-Buffering": "no", "X-Request-ID": request[RID]})
+    transport = request.transport
+    stream.client_gone = lambda: transport is None or transport.is_closing()
+    ended = False
+    try:
+        await resp.prepare(request)
+        async for chunk in stream:
+            if chunk.error is not None:
+                event = _event("error", {**chunk.error.body(), "chunks": chunk.seq})
+            elif chunk.final:
+                event = _event("done", {"id": stream.item.id, "chunks": chunk.seq, "usage": chunk.usage})
+            else:
+                event = _event("chunk", {"seq": chunk.seq, "payload": chunk.payload}, chunk.seq)
+            await resp.write(event)
+            ended = chunk.final
+    except ConnectionError:
+        pass  # the client went away mid-stream: the finally cancels the item
+    finally:
+        await stream.aclose()
+        if not ended:
+            state_of(request).metrics.client_disconnects.inc()
+    return resp
+
+
+def _event(name: str, data: Any, seq: int | None = None) -> bytes:
+    head = f"event: {name}\n" + (f"id: {seq}\n" if seq is not None else "")
+    return head.encode() + b"data: " + orjson.dumps(data) + b"\n\n"
 
 
 def respond(outcome: Outcome, model_ref: str) -> web.Response:

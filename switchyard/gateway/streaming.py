@@ -23,6 +23,10 @@ Iterating a ChunkStream:
     finally:
         await stream.aclose()                             # cancels the item if it has not ended
 
+A front end that can tell its client is gone without writing (HTTP: the transport closed) sets
+`stream.client_gone` to a callable: while waiting for a chunk it is polled every GONE_POLL_S, and
+the stream cancels and stops when it says so, rather than when the next chunk fails to write.
+
 The last chunk always has `final` set (with `error` when the stream failed): a consumer never has
 to guess whether a stream ended. Closing the stream before its final chunk (the client went away,
 the task was cancelled) publishes a cancel on `_sy.cancel.<gateway>.<seq>` (subjects.cancel_subject);
@@ -45,7 +49,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import ApiError
 from ..messages import Chunk, Result, WorkItem, decode_reply
@@ -58,6 +62,11 @@ GAP_GRACE_S = 0.5  # a missing chunk may still come this long after a later one 
 MAX_HELD_BACK = 1024  # chunks held back waiting for an earlier one: past this it is a gap
 MAX_BUFFERED = 65_536  # chunks received and not yet taken by a slow consumer
 LIVENESS_TICK_S = 1.0  # while waiting, how often to check that the streaming worker still beats
+GONE_POLL_S = 0.25  # while waiting, how often to ask `client_gone`
+
+
+class _ClientGone(Exception):
+    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +101,7 @@ class ChunkStream:
         self._started = time.perf_counter()
         self._ended = False  # the final chunk was handed out, or the stream was closed
         self._closed = False
+        self.client_gone: Callable[[], bool] | None = None
 
     # -- inbox side -----------------------------------------------------------------------
 
@@ -119,6 +129,9 @@ class ChunkStream:
             chunk = await self._next_chunk()
         except ApiError as err:
             chunk = StreamChunk(None, self._next, final=True, error=err)
+        except _ClientGone:
+            await self.aclose()
+            raise StopAsyncIteration from None
         if chunk.final:
             self._ended = True
             await self._finish(cancel=chunk.error is not None)
@@ -191,11 +204,11 @@ class ChunkStream:
         self._gap_since = None
         if self._next == 0 and "first_ms" in chunk.timing:
             self.first_ms = chunk.timing["first_ms"]
-        self._next += 1
         if chunk.final:
             if chunk.error:
                 raise _chunk_error(chunk)
             return StreamChunk(None, chunk.seq, final=True, usage=chunk.usage)
+        self._next += 1
         return StreamChunk(chunk.payload, chunk.seq)
 
     def _on_chunk(self, c: Chunk) -> None:
@@ -235,7 +248,7 @@ class ChunkStream:
         now = time.time()
         if self.item.deadline and now >= self.item.deadline:
             raise ApiError("deadline_exceeded", "the stream did not end before the route's timeout")
-        wait = LIVENESS_TICK_S
+        wait = LIVENESS_TICK_S if self.client_gone is None else GONE_POLL_S
         if self._gap_since is not None:
             wait = min(wait, max(0.01, GAP_GRACE_S - (time.monotonic() - self._gap_since)))
         if self.item.deadline:
@@ -246,9 +259,13 @@ class ChunkStream:
         try:
             await asyncio.wait_for(self._arrived.wait(), max(0.001, wait))
         except asyncio.TimeoutError:
+            if self.client_gone is not None and self.client_gone():
+                raise _ClientGone from None
             # Only a worker that already streamed something matters: before that, its death means
             # a redelivery (after the lane's ack wait) that streams from the start.
-            if self.yielded and self._worker and not self._st.registry.alive(self._worker):
+            # A pending gap is reported by _take() on the next turn, whatever became of the worker.
+            if (self.yielded and self._worker and self._gap_since is None
+                    and not self._st.registry.alive(self._worker)):
                 raise _lost(self.yielded) from None
 
 

@@ -6,7 +6,7 @@ import asyncio
 import importlib
 import inspect
 from concurrent.futures import Executor
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 from .context import Context
 from .errors import PermanentError
@@ -42,9 +42,72 @@ def is_async(handler: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
 
 
+def is_generator(handler: Callable[..., Any]) -> bool:
+    """A streaming handler: a generator function, sync or async (or an object whose __call__ is one)."""
+    call = getattr(handler, "__call__", None)
+    return any(inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f) for f in (handler, call))
+
+
+_END = object()
+
+
+def _step(gen: Any) -> Any:
+    return next(gen, _END)
+
+
+class StreamingInvoker:
+    """A generator handler. Called like any invoker, it returns every chunk as one list (a request
+    that does not stream, a job); `chunks()` yields them one by one as the handler makes them.
+
+    `interruptible`: an async generator can be stopped at any await (a cancel lands at once);
+    a sync one only between chunks, since its next() runs in a thread that cannot be interrupted.
+    """
+
+    def __init__(self, handler: Handler, executor: Executor) -> None:
+        self._handler = handler
+        self._executor = executor
+        call = getattr(handler, "__call__", None)
+        self.interruptible = inspect.isasyncgenfunction(handler) or inspect.isasyncgenfunction(call)
+        self._inline = bool(getattr(handler, _INLINE, False))
+
+    async def __call__(self, items: list[Any], ctx: Context) -> list[Any]:
+        gen = self.chunks(items, ctx)
+        try:
+            return [chunk async for chunk in gen]
+        finally:
+            await gen.aclose()
+
+    async def chunks(self, items: list[Any], ctx: Context) -> AsyncIterator[Any]:
+        """Closing this iterator closes the handler's generator, so its `finally` runs."""
+        if self.interruptible:
+            agen = self._handler(items, ctx)
+            try:
+                async for chunk in agen:
+                    yield chunk
+            finally:
+                await agen.aclose()
+            return
+        loop = asyncio.get_running_loop()
+        gen = self._handler(items, ctx)
+        try:
+            while True:
+                chunk = _step(gen) if self._inline else await loop.run_in_executor(self._executor, _step, gen)
+                if chunk is _END:
+                    return
+                yield chunk
+        finally:
+            if self._inline:
+                gen.close()
+            else:
+                await loop.run_in_executor(self._executor, gen.close)
+
+
 def make_invoker(handler: Handler, executor: Executor) -> Invoker:
     """Async handlers are awaited, inline ones called, other sync ones run in `executor`
-    so the event loop keeps heartbeats and in-progress acks flowing."""
+    so the event loop keeps heartbeats and in-progress acks flowing. Generator handlers
+    (sync or async) stream: see StreamingInvoker."""
+    if is_generator(handler):
+        return StreamingInvoker(handler, executor)
     if is_async(handler):
         async def call(items: list[Any], ctx: Context) -> list[Any]:
             return _check(await handler(items, ctx))

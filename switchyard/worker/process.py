@@ -16,16 +16,18 @@ from nats.js.kv import KeyValue
 
 from ..deadletters import term_dead_letter
 from ..jetstream import ensure_jobs_bucket
-from ..messages import JobRecord, Result, WorkItem, as_dict
+from ..messages import Chunk, JobRecord, Result, WorkItem, as_dict
+from .cancels import Cancels
 from .config import WorkerConfig
 from .context import Context
 from .errors import PermanentError, TransientError
-from .loader import Invoker
+from .loader import Invoker, StreamingInvoker
 from .tracing import Delivery, WorkerTracing
 
 log = logging.getLogger("switchyard.worker")
 
 HANDLER_FAILED = "the handler failed on this item; the worker's log holds the detail under error_id"
+CANCELLED = "the client closed the stream; the worker stopped the handler"
 
 
 class Processor:
@@ -38,6 +40,7 @@ class Processor:
         self._invoke = invoke
         self._worker_id = config.worker_id
         self._jobs: KeyValue | None = None
+        self.cancels = Cancels()  # runtime.py subscribes it to the cancel subjects
         self.record_retry_s = 10.0  # how long to keep retrying a jobs-bucket write (NATS restarts)
 
     async def handle(self, msg: Msg) -> None:
@@ -80,6 +83,9 @@ class Processor:
                       worker_id=self._worker_id)
         started = time.time()
         t0 = time.perf_counter()
+        if item.stream and item.reply and isinstance(self._invoke, StreamingInvoker):
+            await self._stream(msg, item, ctx, self._invoke, item.reply, started, t0, trace)
+            return
         try:
             if trace is None:
                 out = await self._invoke(item.items, ctx)
@@ -97,6 +103,81 @@ class Processor:
         res = Result(id=item.id, ok=True, items=out, worker=self._worker_id, attempt=attempt,
                      state="succeeded", timing=_timing(item, started, t0), usage=ctx.usage or None)
         await self._finish(msg, item, res, trace)
+
+    async def _stream(self, msg: Msg, item: WorkItem, ctx: Context, invoker: StreamingInvoker, reply: str,
+                      started: float, t0: float, trace: Delivery | None) -> None:
+        """Publish each chunk to the gateway's inbox as the handler yields it; ack once it ended.
+
+        A failure before the first chunk is retried like any other (the gateway has shown the
+        client nothing, so the redelivery streams from the start); after it, the stream ends with
+        an error chunk and the item is not run again (the client cannot take chunks back).
+        A cancel from the gateway closes the generator (its finally runs) and ends the item.
+        """
+        cancelled = self.cancels.watch(reply)
+        chunks = invoker.chunks(item.items, ctx)
+        joined: list[Any] = []  # the job record's result: every chunk, as a request that does not stream gets it
+        seq = 0
+        limit = self._nc.max_payload
+        try:
+            while True:
+                step = asyncio.ensure_future(chunks.__anext__())
+                stop = asyncio.ensure_future(cancelled.wait())
+                await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
+                stop.cancel()
+                if not step.done():  # cancelled: stop the handler where it is (an async one), or after its step
+                    if invoker.interruptible:
+                        step.cancel()
+                    await asyncio.gather(step, return_exceptions=True)
+                    log.info("stream cancelled by the gateway", extra=_fields(item, chunks=seq))
+                    res = _failed(item, self._worker_id, "cancelled", CANCELLED)
+                    res.timing = _timing(item, started, t0)
+                    await self._finish(msg, item, res, trace, term=True, reply=b"")
+                    return
+                try:
+                    payload = step.result()
+                except StopAsyncIteration:
+                    break
+                chunk = Chunk(id=item.id, seq=seq, payload=payload, attempt=item.attempt, worker=self._worker_id)
+                if seq == 0:
+                    chunk.timing = {"first_ms": _ms(time.perf_counter() - t0)}
+                data = chunk.encode()
+                if len(data) > limit:
+                    raise PermanentError(f"a chunk of {len(data)} bytes exceeds the NATS max_payload of {limit}",
+                                         code="worker_error")
+                await self._nc.publish(reply, data)
+                if item.keep_result:
+                    joined.append(payload)
+                seq += 1
+                if cancelled.is_set():
+                    continue  # the next turn sees it before asking the handler for more
+        except PermanentError as exc:
+            log.warning("permanent error mid-stream", extra=_fields(item, code=exc.code, error=exc.message))
+            res = _failed(item, self._worker_id, exc.code, exc.message)
+            res.timing = _timing(item, started, t0)
+            await self._finish(msg, item, res, trace, term=True, reply=self._final(item, seq, res))
+            return
+        except Exception as exc:  # noqa: BLE001 - a handler bug or TransientError
+            if seq == 0:
+                await self._retry_or_fail(msg, item, exc, started, t0, trace)
+                return
+            error_id = uuid.uuid4().hex
+            log.warning("handler failed mid-stream; not retried (chunks were sent)",
+                        extra=_fields(item, error=str(exc) or type(exc).__name__, error_id=error_id, chunks=seq),
+                        exc_info=not isinstance(exc, TransientError))
+            res = _failed(item, self._worker_id, "worker_error", HANDLER_FAILED, error_id=error_id)
+            res.timing = _timing(item, started, t0)
+            await self._finish(msg, item, res, trace, term=True, reply=self._final(item, seq, res))
+            return
+        finally:
+            self.cancels.unwatch(reply)
+            await chunks.aclose()
+        res = Result(id=item.id, ok=True, items=joined, worker=self._worker_id, attempt=item.attempt,
+                     state="succeeded", timing=_timing(item, started, t0), usage=ctx.usage or None)
+        await self._finish(msg, item, res, trace, reply=self._final(item, seq, res))
+
+    def _final(self, item: WorkItem, seq: int, res: Result) -> bytes:
+        return Chunk(id=item.id, seq=seq, final=True, error=res.error, attempt=item.attempt,
+                     worker=self._worker_id, usage=res.usage, timing=res.timing).encode()
 
     async def _retry_or_fail(self, msg: Msg, item: WorkItem, exc: Exception, started: float, t0: float,
                              trace: Delivery | None) -> None:
@@ -120,10 +201,11 @@ class Processor:
 
     async def _finish(self, msg: Msg, item: WorkItem, res: Result, trace: Delivery | None = None,
                       term: bool = False,
-                      dead_letter: bool = False) -> None:
+                      dead_letter: bool = False, reply: bytes | None = None) -> None:
         """Answer, record, then ack: an ack that lands always follows a result that was sent.
 
         `dead_letter`: its attempts are used up, and the term says so (switchyard.deadletters).
+        `reply`: what a stream's inbox gets instead of the Result (its final chunk; b"": nothing).
         """
         data = res.encode()
         if len(data) > self._nc.max_payload:
@@ -132,10 +214,12 @@ class Processor:
             res = _failed(item, self._worker_id, "worker_error",
                           f"result of {len(data)} bytes exceeds the NATS max_payload of {self._nc.max_payload}")
             data, term = res.encode(), True
+        if reply is not None:
+            data = reply
         if trace is not None:
             trace.outcome(res)
         try:
-            if item.reply:
+            if item.reply and data:
                 await self._nc.publish(item.reply, data)
             if item.keep_result:
                 await self._put_record(item, res.state, result=as_dict(res), required=True)

@@ -14,11 +14,12 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from ..subjects import CANCEL_PREFIX
 from ..tasks import cancel_all
 from .config import WorkerConfig
 from .health import start_health_server
 from .heartbeat import Heartbeater
-from .loader import make_invoker
+from .loader import StreamingInvoker, make_invoker
 from .process import Processor, settle
 from .pull import LanePuller, Slots
 from .tracing import WorkerTracing, wanted
@@ -99,7 +100,11 @@ class Worker:
         self._executor = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="sy-handler")
         try:
             js = self._nc.jetstream()
-            self._processor = Processor(self._nc, js, cfg, make_invoker(cfg.handler, self._executor), self.tracing)
+            invoker = make_invoker(cfg.handler, self._executor)
+            self._processor = Processor(self._nc, js, cfg, invoker, self.tracing)
+            if isinstance(invoker, StreamingInvoker):
+                # Before any pull: a cancel for an item this worker is about to get must not be missed.
+                await self._nc.subscribe(f"{CANCEL_PREFIX}.>", cb=self._processor.cancels.on_msg)
             # Each lane may hold at most its share of the slots in one pull request, so an idle
             # lane cannot starve the others for a whole request lifetime.
             share = max(1, math.ceil(cfg.concurrency / len(cfg.lanes)))

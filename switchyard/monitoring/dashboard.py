@@ -134,6 +134,11 @@ def dashboard() -> Dashboard:
                    Query(_quantile(0.99, lat, "endpoint"), "p99 {{endpoint}}")), unit="s"),
             Panel("Latency p99 by machine profile", "p99 of inference requests per machine profile.",
                   (Query(_quantile(0.99, lat, "machine_profile"), "{{machine_profile}}"),), unit="s"),
+            Panel("Time to first token p50 / p99 by model", "Streamed requests: from the item being queued to "
+                  "its first chunk handed to the client (worker pickup, the handler's own first chunk, transport).",
+                  (Query(_quantile(0.5, "switchyard_gateway_time_to_first_token_seconds", "model"), "p50 {{model}}"),
+                   Query(_quantile(0.99, "switchyard_gateway_time_to_first_token_seconds", "model"),
+                         "p99 {{model}}")), unit="s"),
             Panel("Errors by endpoint and status", "4xx and 5xx answers per second.",
                   (Query(_rate(req, "endpoint, status", match='status=~"[45].."'), "{{status}} {{endpoint}}"),),
                   unit="reqps"),

@@ -39,6 +39,7 @@ bench: $(STAMP)  ## gateway vs direct NATS request-reply floor; see docs/perform
 	$(BIN)/python -m bench.fsync
 	$(BIN)/python -m bench.operator
 	$(BIN)/python -m bench.coldstart
+	$(BIN)/python -m bench.streaming
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -75,7 +75,8 @@ async def _sse(request: web.Request, stream: ChunkStream) -> web.StreamResponse:
             if chunk.error is not None:
                 event = _event("error", {**chunk.error.body(), "chunks": chunk.seq})
             elif chunk.final:
-                event = _event("done", {"id": stream.item.id, "chunks": chunk.seq, "usage": chunk.usage})
+                event = _event("done", {"id": stream.item.id, "chunks": chunk.seq, "usage": chunk.usage,
+                                        "timing": chunk.timing})
             else:
                 event = _event("chunk", {"seq": chunk.seq, "payload": chunk.payload}, chunk.seq)
             await resp.write(event)

@@ -78,6 +78,8 @@ class StreamChunk:
     final: bool = False
     error: ApiError | None = None  # only on the final chunk: the stream failed
     usage: dict[str, int] | None = None  # the handler's ctx.usage, on the final chunk
+    # On the final chunk: the worker's queue_ms and compute_ms, and first_ms (handler start to its first chunk)
+    timing: dict[str, float] | None = None
 
 
 class ChunkStream:
@@ -207,7 +209,8 @@ class ChunkStream:
         if chunk.final:
             if chunk.error:
                 raise _chunk_error(chunk)
-            return StreamChunk(None, chunk.seq, final=True, usage=chunk.usage)
+            timing = {**chunk.timing, **({"first_ms": self.first_ms} if self.first_ms is not None else {})}
+            return StreamChunk(None, chunk.seq, final=True, usage=chunk.usage, timing=timing)
         self._next += 1
         return StreamChunk(chunk.payload, chunk.seq)
 

@@ -60,8 +60,11 @@ async def test_tokens_stream_in_order_then_done(nats_server) -> None:  # type: i
             ("chunk", {"seq": 1, "payload": {"index": 0, "text": " quick"}}),
             ("chunk", {"seq": 2, "payload": {"index": 0, "text": " brown"}}),
             ("chunk", {"seq": 3, "payload": {"index": 0, "text": " fox"}}),
-            ("done", {"id": got[-1][1]["id"], "chunks": 4, "usage": {"input_tokens": 4, "output_tokens": 4}}),
+            ("done", {"id": got[-1][1]["id"], "chunks": 4, "usage": {"input_tokens": 4, "output_tokens": 4},
+                      "timing": got[-1][1]["timing"]}),
         ]
+        assert set(got[-1][1]["timing"]) == {"queue_ms", "compute_ms", "first_ms"}
+        assert got[-1][1]["timing"]["first_ms"] <= got[-1][1]["timing"]["compute_ms"]
         assert 'switchyard_gateway_time_to_first_token_seconds_count{machine_profile="cpu",model="test/echo"} 1.0' \
             in await gw.metrics()
         # The same handler without Accept: text/event-stream answers every chunk as one result.

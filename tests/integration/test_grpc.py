@@ -291,3 +291,100 @@ async def _until_final(g: GrpcGateway, job_id: str, metadata: Any, timeout: floa
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"job {job_id} not final after {timeout}s: {job}")
         await asyncio.sleep(0.1)
+
+
+# -- InferStream ---------------------------------------------------------------------------------
+
+STOPPED: list[int] = []  # attempts whose streaming handler was closed (its finally ran)
+
+
+async def words(items: list[Any], ctx: Any) -> AsyncIterator[Any]:
+    for i, word in enumerate(str(items[0]).split()):
+        yield {"i": i, "text": word}
+    ctx.usage = {"input_tokens": 7, "output_tokens": 3}
+
+
+async def ticks(items: list[Any], ctx: Any) -> AsyncIterator[Any]:
+    try:
+        i = 0
+        while True:
+            yield {"i": i}
+            i += 1
+            await asyncio.sleep(0.02)
+    finally:
+        STOPPED.append(ctx.attempt)
+
+
+async def test_infer_stream_forwards_chunks_in_order_then_the_end(nats_server: NatsServer) -> None:
+    async with grpc_gateway(nats_server.url) as g, worker(nats_server.url, words, model="test/echo"):
+        await g.gw.wait_for_workers(_echo_lane())
+        req = pb.InferRequest(op="generate", model="test/echo", items=[_value("one two three")], request_id="s-1")
+        events = [e async for e in g.stub.InferStream(req, metadata=ADMIN)]
+        kinds = [e.WhichOneof("event") for e in events]
+        assert kinds == ["chunk", "chunk", "chunk", "end"] and {e.request_id for e in events} == {"s-1"}
+        assert [(e.chunk.seq, _plain(e.chunk.payload)) for e in events[:3]] == [
+            (0, {"i": 0, "text": "one"}), (1, {"i": 1, "text": "two"}), (2, {"i": 2, "text": "three"})]
+        assert events[-1].end.chunks == 3 and dict(events[-1].end.usage) == {"input_tokens": 7, "output_tokens": 3}
+
+
+async def test_infer_stream_without_a_worker_answers_the_job(nats_server: NatsServer) -> None:
+    async with grpc_gateway(nats_server.url) as g:
+        req = pb.InferRequest(op="generate", model="test/echo", items=[_value("a b")], request_id="s-cold")
+        events = [e async for e in g.stub.InferStream(req, metadata=ECHO_ONLY)]
+        assert [e.WhichOneof("event") for e in events] == ["accepted"] and events[0].accepted.job_id == "s-cold"
+        async with worker(nats_server.url, words, model="test/echo"):
+            done = await _until_final(g, "s-cold", ECHO_ONLY)
+        assert done.state == "succeeded"
+        assert [_plain(v) for v in done.result.items] == [{"i": 0, "text": "a"}, {"i": 1, "text": "b"}]
+
+
+async def test_infer_stream_refuses_before_streaming_with_the_same_codes(nats_server: NatsServer) -> None:
+    async with grpc_gateway(nats_server.url) as g:
+        async def first(req: pb.InferRequest, metadata: Any) -> None:
+            async for _ in g.stub.InferStream(req, metadata=metadata):
+                pass
+        ok = pb.InferRequest(op="generate", model="test/echo", items=[_value("x")])
+        for req, metadata, want, code in [
+            (ok, (), grpc.StatusCode.UNAUTHENTICATED, "unauthorized"),
+            (pb.InferRequest(op="generate", model="no/such", items=[_value("x")]), ADMIN,
+             grpc.StatusCode.NOT_FOUND, "unknown_model"),
+            (pb.InferRequest(op="generate", model="test/echo", items=[_value("x" * 5000)]), ADMIN,
+             grpc.StatusCode.RESOURCE_EXHAUSTED, "payload_too_large"),
+        ]:
+            got, _, trailers = await g.refused(first(req, metadata))
+            assert (got, trailers.get("switchyard-error-code")) == (want, code)
+
+
+async def test_a_client_leaving_mid_stream_stops_the_worker(nats_server: NatsServer) -> None:
+    STOPPED.clear()
+    async with grpc_gateway(nats_server.url) as g, worker(nats_server.url, ticks, model="test/echo"):
+        await g.gw.wait_for_workers(_echo_lane())
+        call = g.stub.InferStream(pb.InferRequest(op="generate", model="test/echo", items=[_value("x")]),
+                                  metadata=ADMIN)
+        seen = 0
+        async for event in call:
+            assert event.chunk.seq == seen
+            seen += 1
+            if seen == 5:
+                break
+        call.cancel()
+        await until(lambda: STOPPED == [1], 10, "the worker closed the handler of a cancelled stream")
+
+
+async def test_a_client_that_stalls_is_bounded_by_the_route_timeout(nats_server: NatsServer) -> None:
+    """test/slow has timeoutSeconds 1: a reader that stops for 2 s gets DEADLINE_EXCEEDED, and the worker stops."""
+    STOPPED.clear()
+    async with grpc_gateway(nats_server.url) as g, worker(nats_server.url, ticks, model="test/slow"):
+        await g.gw.wait_for_workers(_lane("test/slow"))
+        call = g.stub.InferStream(pb.InferRequest(op="encode", model="test/slow", items=[_value("x")]),
+                                  metadata=ADMIN)
+        first = await call.read()
+        assert first.chunk.seq == 0
+        await asyncio.sleep(2)  # not reading: the stream's messages wait in gRPC's flow-control window
+
+        async def drain() -> None:
+            while (event := await call.read()) is not grpc.aio.EOF:
+                assert event.WhichOneof("event") == "chunk"
+        got, _, trailers = await g.refused(drain())
+        assert got == grpc.StatusCode.DEADLINE_EXCEEDED and trailers["switchyard-error-code"] == "deadline_exceeded"
+        await until(lambda: STOPPED == [1], 10, "the worker closed the handler of a timed-out stream")

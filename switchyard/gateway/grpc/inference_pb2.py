@@ -25,13 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dswitchyard/v1/inference.proto\x12\rswitchyard.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xf0\x01\n\x0cInferRequest\x12\n\n\x02op\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12%\n\x05items\x18\x03 \x03(\x0b\x32\x16.google.protobuf.Value\x12\'\n\x06params\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x17\n\x0fmachine_profile\x18\x06 \x01(\t\x12\x0c\n\x04pool\x18\x07 \x01(\t\x12\x0e\n\x06\x62undle\x18\x08 \x01(\t\x12\x19\n\x0cwait_seconds\x18\t \x01(\rH\x00\x88\x01\x01\x42\x0f\n\r_wait_seconds\"\xa0\x01\n\rInferResponse\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x15.switchyard.v1.ResultH\x00\x12+\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x0b\x32\x17.switchyard.v1.AcceptedH\x00\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x1a\n\x12preference_applied\x18\x04 \x01(\tB\t\n\x07outcome\"\x83\x01\n\x06Result\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12%\n\x05items\x18\x03 \x03(\x0b\x32\x16.google.protobuf.Value\x12\x0e\n\x06worker\x18\x04 \x01(\t\x12\'\n\x06timing\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xa3\x01\n\x08\x41\x63\x63\x65pted\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x17\n\x0fmachine_profile\x18\x03 \x01(\t\x12\x0e\n\x06\x62undle\x18\x04 \x01(\t\x12\x0c\n\x04pool\x18\x05 \x01(\t\x12\x18\n\x10\x65stimated_wait_s\x18\x06 \x01(\x01\x12\x15\n\rretry_after_s\x18\x07 \x01(\r\x12\x0f\n\x07message\x18\x08 \x01(\t\"/\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"8\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08\x65rror_id\x18\x03 \x01(\t\"\x89\x02\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x15.switchyard.v1.ResultH\x00\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x14.switchyard.v1.ErrorH\x00\x12\r\n\x05model\x18\x05 \x01(\t\x12\x0c\n\x04pool\x18\x06 \x01(\t\x12\x17\n\x0fmachine_profile\x18\x07 \x01(\t\x12\x0e\n\x06\x62undle\x18\x08 \x01(\t\x12\x12\n\nupdated_at\x18\t \x01(\x01\x12\x1d\n\x10\x65stimated_wait_s\x18\n \x01(\x01H\x01\x88\x01\x01\x42\t\n\x07outcomeB\x13\n\x11_estimated_wait_s2\x8b\x01\n\tInference\x12\x42\n\x05Infer\x12\x1b.switchyard.v1.InferRequest\x1a\x1c.switchyard.v1.InferResponse\x12:\n\x06GetJob\x12\x1c.switchyard.v1.GetJobRequest\x1a\x12.switchyard.v1.Jobb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dswitchyard/v1/inference.proto\x12\rswitchyard.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xf0\x01\n\x0cInferRequest\x12\n\n\x02op\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12%\n\x05items\x18\x03 \x03(\x0b\x32\x16.google.protobuf.Value\x12\'\n\x06params\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x17\n\x0fmachine_profile\x18\x06 \x01(\t\x12\x0c\n\x04pool\x18\x07 \x01(\t\x12\x0e\n\x06\x62undle\x18\x08 \x01(\t\x12\x19\n\x0cwait_seconds\x18\t \x01(\rH\x00\x88\x01\x01\x42\x0f\n\r_wait_seconds\"\xa0\x01\n\rInferResponse\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x15.switchyard.v1.ResultH\x00\x12+\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x0b\x32\x17.switchyard.v1.AcceptedH\x00\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x1a\n\x12preference_applied\x18\x04 \x01(\tB\t\n\x07outcome\"\x83\x01\n\x06Result\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12%\n\x05items\x18\x03 \x03(\x0b\x32\x16.google.protobuf.Value\x12\x0e\n\x06worker\x18\x04 \x01(\t\x12\'\n\x06timing\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xa3\x01\n\x08\x41\x63\x63\x65pted\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x17\n\x0fmachine_profile\x18\x03 \x01(\t\x12\x0e\n\x06\x62undle\x18\x04 \x01(\t\x12\x0c\n\x04pool\x18\x05 \x01(\t\x12\x18\n\x10\x65stimated_wait_s\x18\x06 \x01(\x01\x12\x15\n\rretry_after_s\x18\x07 \x01(\r\x12\x0f\n\x07message\x18\x08 \x01(\t\"\xb5\x01\n\x13InferStreamResponse\x12+\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x1a.switchyard.v1.StreamChunkH\x00\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x18.switchyard.v1.StreamEndH\x00\x12+\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x0b\x32\x17.switchyard.v1.AcceptedH\x00\x12\x12\n\nrequest_id\x18\x04 \x01(\tB\x07\n\x05\x65vent\"C\n\x0bStreamChunk\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\'\n\x07payload\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\"}\n\tStreamEnd\x12\x0e\n\x06\x63hunks\x18\x01 \x01(\x04\x12\x32\n\x05usage\x18\x02 \x03(\x0b\x32#.switchyard.v1.StreamEnd.UsageEntry\x1a,\n\nUsageEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"/\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"8\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08\x65rror_id\x18\x03 \x01(\t\"\x89\x02\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x15.switchyard.v1.ResultH\x00\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x14.switchyard.v1.ErrorH\x00\x12\r\n\x05model\x18\x05 \x01(\t\x12\x0c\n\x04pool\x18\x06 \x01(\t\x12\x17\n\x0fmachine_profile\x18\x07 \x01(\t\x12\x0e\n\x06\x62undle\x18\x08 \x01(\t\x12\x12\n\nupdated_at\x18\t \x01(\x01\x12\x1d\n\x10\x65stimated_wait_s\x18\n \x01(\x01H\x01\x88\x01\x01\x42\t\n\x07outcomeB\x13\n\x11_estimated_wait_s2\xdd\x01\n\tInference\x12\x42\n\x05Infer\x12\x1b.switchyard.v1.InferRequest\x1a\x1c.switchyard.v1.InferResponse\x12:\n\x06GetJob\x12\x1c.switchyard.v1.GetJobRequest\x1a\x12.switchyard.v1.Job\x12P\n\x0bInferStream\x12\x1b.switchyard.v1.InferRequest\x1a\".switchyard.v1.InferStreamResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'switchyard.v1.inference_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_STREAMEND_USAGEENTRY']._loaded_options = None
+  _globals['_STREAMEND_USAGEENTRY']._serialized_options = b'8\001'
   _globals['_INFERREQUEST']._serialized_start=79
   _globals['_INFERREQUEST']._serialized_end=319
   _globals['_INFERRESPONSE']._serialized_start=322
@@ -40,12 +42,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESULT']._serialized_end=616
   _globals['_ACCEPTED']._serialized_start=619
   _globals['_ACCEPTED']._serialized_end=782
-  _globals['_GETJOBREQUEST']._serialized_start=784
-  _globals['_GETJOBREQUEST']._serialized_end=831
-  _globals['_ERROR']._serialized_start=833
-  _globals['_ERROR']._serialized_end=889
-  _globals['_JOB']._serialized_start=892
-  _globals['_JOB']._serialized_end=1157
-  _globals['_INFERENCE']._serialized_start=1160
-  _globals['_INFERENCE']._serialized_end=1299
+  _globals['_INFERSTREAMRESPONSE']._serialized_start=785
+  _globals['_INFERSTREAMRESPONSE']._serialized_end=966
+  _globals['_STREAMCHUNK']._serialized_start=968
+  _globals['_STREAMCHUNK']._serialized_end=1035
+  _globals['_STREAMEND']._serialized_start=1037
+  _globals['_STREAMEND']._serialized_end=1162
+  _globals['_STREAMEND_USAGEENTRY']._serialized_start=1118
+  _globals['_STREAMEND_USAGEENTRY']._serialized_end=1162
+  _globals['_GETJOBREQUEST']._serialized_start=1164
+  _globals['_GETJOBREQUEST']._serialized_end=1211
+  _globals['_ERROR']._serialized_start=1213
+  _globals['_ERROR']._serialized_end=1269
+  _globals['_JOB']._serialized_start=1272
+  _globals['_JOB']._serialized_end=1537
+  _globals['_INFERENCE']._serialized_start=1540
+  _globals['_INFERENCE']._serialized_end=1761
 # @@protoc_insertion_point(module_scope)

@@ -75,6 +75,41 @@ class Accepted(_message.Message):
     message: str
     def __init__(self, job_id: _Optional[str] = ..., status: _Optional[str] = ..., machine_profile: _Optional[str] = ..., bundle: _Optional[str] = ..., pool: _Optional[str] = ..., estimated_wait_s: _Optional[float] = ..., retry_after_s: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
+class InferStreamResponse(_message.Message):
+    __slots__ = ("chunk", "end", "accepted", "request_id")
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    chunk: StreamChunk
+    end: StreamEnd
+    accepted: Accepted
+    request_id: str
+    def __init__(self, chunk: _Optional[_Union[StreamChunk, _Mapping]] = ..., end: _Optional[_Union[StreamEnd, _Mapping]] = ..., accepted: _Optional[_Union[Accepted, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class StreamChunk(_message.Message):
+    __slots__ = ("seq", "payload")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    payload: _struct_pb2.Value
+    def __init__(self, seq: _Optional[int] = ..., payload: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
+
+class StreamEnd(_message.Message):
+    __slots__ = ("chunks", "usage")
+    class UsageEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    chunks: int
+    usage: _containers.ScalarMap[str, int]
+    def __init__(self, chunks: _Optional[int] = ..., usage: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id", "tenant")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]

@@ -44,6 +44,11 @@ class InferenceStub:
                 request_serializer=switchyard_dot_v1_dot_inference__pb2.GetJobRequest.SerializeToString,
                 response_deserializer=switchyard_dot_v1_dot_inference__pb2.Job.FromString,
                 _registered_method=True)
+        self.InferStream = channel.unary_stream(
+                '/switchyard.v1.Inference/InferStream',
+                request_serializer=switchyard_dot_v1_dot_inference__pb2.InferRequest.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_inference__pb2.InferStreamResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServicer:
@@ -63,6 +68,15 @@ class InferenceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InferStream(self, request, context):
+        """A streaming handler's chunks as the worker yields them, then `end`. No live worker (and no
+        hold that saw the stream begin): one `accepted` and the stream ends; the job's joined result
+        is read with GetJob. An error, before or after chunks, ends the call with its status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +89,11 @@ def add_InferenceServicer_to_server(servicer, server):
                     servicer.GetJob,
                     request_deserializer=switchyard_dot_v1_dot_inference__pb2.GetJobRequest.FromString,
                     response_serializer=switchyard_dot_v1_dot_inference__pb2.Job.SerializeToString,
+            ),
+            'InferStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.InferStream,
+                    request_deserializer=switchyard_dot_v1_dot_inference__pb2.InferRequest.FromString,
+                    response_serializer=switchyard_dot_v1_dot_inference__pb2.InferStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +150,33 @@ class Inference:
             '/switchyard.v1.Inference/GetJob',
             switchyard_dot_v1_dot_inference__pb2.GetJobRequest.SerializeToString,
             switchyard_dot_v1_dot_inference__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InferStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/switchyard.v1.Inference/InferStream',
+            switchyard_dot_v1_dot_inference__pb2.InferRequest.SerializeToString,
+            switchyard_dot_v1_dot_inference__pb2.InferStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

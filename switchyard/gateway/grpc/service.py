@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -25,7 +25,8 @@ from ..http import MAX_REQUEST_ID, REQUEST_ID
 from ..inference import MAX_ITEMS, OPERATIONS, result_body
 from ..jobs import describe_job
 from ..state import GatewayState
-from ..submit import Accepted, Outcome, Submission, result_error, submit
+from ..streaming import ChunkStream
+from ..submit import Accepted, Outcome, Submission, result_error, submit, submit_stream
 from . import inference_pb2 as pb
 from .status import grpc_code, trailers
 from .values import from_python, struct_from_python, struct_to_python, to_python
@@ -47,6 +48,9 @@ class InferenceService:
                 self._guarded(self.infer), response_serializer=pb.InferResponse.SerializeToString),
             "GetJob": grpc.unary_unary_rpc_method_handler(
                 self._guarded(self.get_job), response_serializer=pb.Job.SerializeToString),
+            "InferStream": grpc.unary_stream_rpc_method_handler(
+                self._guarded_stream(self.infer_stream),
+                response_serializer=pb.InferStreamResponse.SerializeToString),
         })
 
     def _guarded(self, fn: Callable[[bytes, grpc.aio.ServicerContext], Awaitable[M]],
@@ -67,8 +71,61 @@ class InferenceService:
             raise AssertionError("unreachable: abort raises")
         return call
 
+    def _guarded_stream(self, fn: Callable[[bytes, grpc.aio.ServicerContext], AsyncIterator[M]],
+                        ) -> Callable[[bytes, grpc.aio.ServicerContext], AsyncIterator[M]]:
+        """_guarded() for a server stream: an error before or after messages ends the call with its status."""
+        async def call(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[M]:
+            try:
+                async for message in fn(raw, context):
+                    yield message
+            except ApiError as err:
+                await context.abort(grpc_code(err), err.message, trailing_metadata=trailers(err))
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception:
+                error_id = os.urandom(8).hex()
+                log.exception("gRPC stream failed", extra={"error_id": error_id})
+                err = ApiError("internal", "internal error; quote the error id", error_id=error_id)
+                await context.abort(grpc_code(err), err.message, trailing_metadata=trailers(err))
+        return call
+
     async def infer(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.InferResponse:
         table = self.st.table()  # this request keeps this table, whatever reloads meanwhile
+        sub = self._submission(raw, table, context)
+        # Shielded: a client that cancels or hits its deadline never stops a record or a publish half way.
+        outcome = await asyncio.shield(asyncio.ensure_future(submit(self.st, table, sub)))
+        return _response(outcome, sub)
+
+    async def infer_stream(self, raw: bytes, context: grpc.aio.ServicerContext,
+                           ) -> AsyncIterator[pb.InferStreamResponse]:
+        table = self.st.table()
+        sub = self._submission(raw, table, context)
+        opening = asyncio.ensure_future(submit_stream(self.st, table, sub))
+        try:
+            opened = await asyncio.shield(opening)  # as in infer(): the record and publish complete
+        except asyncio.CancelledError:
+            opening.add_done_callback(_close_orphan)  # the client left: cancel the item once it is queued
+            raise
+        if isinstance(opened, Accepted):
+            yield pb.InferStreamResponse(request_id=sub.request_id, accepted=_accepted(opened))
+            return
+        try:
+            # A slow reader: each write waits for gRPC's flow control, the stream buffers meanwhile
+            # (streaming.MAX_BUFFERED chunks, then it ends with an error), and the route's timeout
+            # bounds the whole stream.
+            async for chunk in opened:
+                if chunk.error is not None:
+                    raise chunk.error
+                if chunk.final:
+                    yield pb.InferStreamResponse(request_id=sub.request_id, end=pb.StreamEnd(
+                        chunks=chunk.seq, usage={k: int(v) for k, v in (chunk.usage or {}).items()}))
+                    return
+                yield pb.InferStreamResponse(request_id=sub.request_id, chunk=pb.StreamChunk(
+                    seq=chunk.seq, payload=from_python([chunk.payload])[0]))
+        finally:
+            await opened.aclose()  # before the end (client gone, error): cancels the item on its worker
+
+    def _submission(self, raw: bytes, table: RoutingTable, context: grpc.aio.ServicerContext) -> Submission:
         _check_size(raw, table)
         key = authenticate(table, _metadata(context, "authorization"))
         req = _parse(pb.InferRequest, raw)
@@ -79,14 +136,11 @@ class InferenceService:
             raise ApiError("bad_request", '"items" must be a non-empty array')
         if len(items) > MAX_ITEMS:
             raise ApiError("bad_request", f'"items" holds {len(items)} entries; the limit is {MAX_ITEMS}')
-        sub = Submission(op=req.op, model_ref=req.model, items=items, params=struct_to_python(req.params),
-                         request_id=_request_id(req.request_id), key=key,
-                         machine_profile=req.machine_profile or None, pool=req.pool or None,
-                         bundle=req.bundle or None,
-                         prefer=(f"wait={req.wait_seconds}",) if req.HasField("wait_seconds") else ())
-        # Shielded: a client that cancels or hits its deadline never stops a record or a publish half way.
-        outcome = await asyncio.shield(asyncio.ensure_future(submit(self.st, table, sub)))
-        return _response(outcome, sub)
+        return Submission(op=req.op, model_ref=req.model, items=items, params=struct_to_python(req.params),
+                          request_id=_request_id(req.request_id), key=key,
+                          machine_profile=req.machine_profile or None, pool=req.pool or None,
+                          bundle=req.bundle or None,
+                          prefer=(f"wait={req.wait_seconds}",) if req.HasField("wait_seconds") else ())
 
     async def get_job(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.Job:
         table = self.st.table()
@@ -139,16 +193,25 @@ def _request_id(rid: str) -> str:
     return rid
 
 
+def _close_orphan(opening: asyncio.Future[Accepted | ChunkStream]) -> None:
+    if not opening.cancelled() and opening.exception() is None and isinstance(opening.result(), ChunkStream):
+        asyncio.ensure_future(opening.result().aclose())
+
+
+def _accepted(acc: Accepted) -> pb.Accepted:
+    lane = acc.resolution.lane
+    return pb.Accepted(
+        job_id=acc.job_id, status="provisioning", machine_profile=lane.machine_profile, bundle=lane.bundle,
+        pool=lane.pool, estimated_wait_s=acc.eta_s, retry_after_s=retry_after(acc.eta_s),
+        message=f"no live worker for {lane.machine_profile}/{lane.bundle} in pool {lane.pool!r}; "
+                "the item is queued and runs when one starts")
+
+
 def _response(outcome: Outcome, sub: Submission) -> pb.InferResponse:
     applied = outcome.preference_applied or ""
     if isinstance(outcome, Accepted):
-        lane = outcome.resolution.lane
-        return pb.InferResponse(request_id=sub.request_id, preference_applied=applied, accepted=pb.Accepted(
-            job_id=outcome.job_id, status="provisioning", machine_profile=lane.machine_profile,
-            bundle=lane.bundle, pool=lane.pool, estimated_wait_s=outcome.eta_s,
-            retry_after_s=retry_after(outcome.eta_s),
-            message=f"no live worker for {lane.machine_profile}/{lane.bundle} in pool {lane.pool!r}; "
-                    "the item is queued and runs when one starts"))
+        return pb.InferResponse(request_id=sub.request_id, preference_applied=applied,
+                                accepted=_accepted(outcome))
     result: Result = outcome.result
     if not result.ok:
         raise result_error(result)

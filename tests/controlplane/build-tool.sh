@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Build a Go command-line tool the tests run (helm, actionlint, promtool) from its wrapper module
+# Build a Go command-line tool the tests run (helm, actionlint, promtool, grpcurl) from its wrapper module
 # tests/controlplane/<tool> (a go.mod of its own, so its dependencies never mix with the
 # control plane's) into a per-user cache dir keyed by tool and version.
 #
-# Usage: tests/controlplane/build-tool.sh helm|actionlint|promtool   # prints the output dir on stdout
+# Usage: tests/controlplane/build-tool.sh helm|actionlint|promtool|grpcurl   # prints the output dir on stdout
 # Idempotent: exits at once when the versioned dir is already complete. A cold build
 # takes about 4 minutes (helm; promtool 3m40s with its modules cached) or 30 s (actionlint) on 2 cores.
 set -euo pipefail
@@ -11,7 +11,7 @@ set -euo pipefail
 {
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-tool="${1:?usage: build-tool.sh helm|actionlint|promtool}"
+tool="${1:?usage: build-tool.sh helm|actionlint|promtool|grpcurl}"
 
 log() { echo "[controlplane/build-tool $tool] $*" >&2; }
 
@@ -22,6 +22,7 @@ case "$tool" in
   helm) module=helm.sh/helm/v3; pkg=helm.sh/helm/v3/cmd/helm ;;
   actionlint) module=github.com/rhysd/actionlint; pkg=github.com/rhysd/actionlint/cmd/actionlint ;;
   promtool) module=github.com/prometheus/prometheus; pkg=github.com/prometheus/prometheus/cmd/promtool ;;
+  grpcurl) module=github.com/fullstorydev/grpcurl; pkg=github.com/fullstorydev/grpcurl/cmd/grpcurl ;;
   *) log "unknown tool"; exit 2 ;;
 esac
 
@@ -48,6 +49,8 @@ log "building $pkg $VERSION with $(go env GOVERSION)"
     done
   elif [[ "$tool" == promtool ]]; then
     ldflags+=" -X github.com/prometheus/common/version.Version=$VERSION"
+  elif [[ "$tool" == grpcurl ]]; then
+    ldflags+=" -X main.version=$VERSION"
   else
     ldflags+=" -X github.com/rhysd/actionlint.version=$VERSION"
   fi

@@ -127,6 +127,9 @@ def gateway_deployment(gw: Gateway, image: str) -> Obj:
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     volumes: list[Obj] = [{"name": "tmp", "emptyDir": {}}]
+    if s.listeners.grpc is not None:  # only when the Gateway turns gRPC on: no port that nothing serves
+        container["args"] += ["--grpc-port", str(s.listeners.grpc.port)]
+        container["ports"].append({"name": "grpc", "containerPort": s.listeners.grpc.port})
     if s.listeners.tls is not None:  # the whole directory, never subPath: the kubelet then updates it on rotation
         container["args"] += ["--tls-cert", f"{TLS_DIR}/tls.crt", "--tls-key", f"{TLS_DIR}/tls.key",
                               "--tls-min-version", s.listeners.tls.min_version]
@@ -163,6 +166,7 @@ def gateway_service(gw: Gateway) -> Obj:
                 {"name": "http", "port": s.http.port, "targetPort": "http"},
                 {"name": "metrics", "port": s.metrics.port, "targetPort": "metrics"},
                 {"name": "scaler", "port": s.scaler.port, "targetPort": "scaler"},
+                *([{"name": "grpc", "port": s.grpc.port, "targetPort": "grpc"}] if s.grpc is not None else []),
             ],
         },
     }

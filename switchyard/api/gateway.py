@@ -78,6 +78,12 @@ class Listeners(Model):
     tls: ListenerTls | None = Field(default=None, description="TLS on the HTTP and metrics listeners. "
                                                               "Empty: plain HTTP.")
 
+    @model_validator(mode="after")
+    def _grpc_port_is_its_own(self) -> "Listeners":
+        if self.grpc is not None and self.grpc.port in (self.http.port, self.metrics.port, self.scaler.port):
+            raise ValueError(f"listeners.grpc.port {self.grpc.port} is taken by another listener")
+        return self
+
 
 class Scaler(Model):
     address: str | None = Field(

@@ -22,6 +22,7 @@ from dataplane import MANIFESTS, GatewayUnderTest, copy_manifests, until, worker
 from switchyard.gateway.app import Listen, directory_source, new_state, start
 from switchyard.gateway.grpc import inference_pb2 as pb
 from switchyard.gateway.grpc import inference_pb2_grpc as pb_grpc
+from switchyard.gateway.tls import TlsFiles
 from switchyard.natsserver import NatsServer, free_port
 from switchyard.worker import PermanentError
 
@@ -39,9 +40,9 @@ def refuse(items: list[Any], ctx: Any) -> list[Any]:
 
 
 class GrpcGateway:
-    def __init__(self, gw: GatewayUnderTest, target: str) -> None:
+    def __init__(self, gw: GatewayUnderTest, target: str, creds: grpc.ChannelCredentials | None = None) -> None:
         self.gw, self.target = gw, target
-        self.channel = grpc.aio.insecure_channel(target)
+        self.channel = grpc.aio.secure_channel(target, creds) if creds else grpc.aio.insecure_channel(target)
         self.stub = pb_grpc.InferenceStub(self.channel)
 
     async def infer(self, metadata: Any = ADMIN, timeout: float = 30, **fields: Any) -> pb.InferResponse:
@@ -66,14 +67,15 @@ def _value(x: Any) -> struct_pb2.Value:
 
 
 @asynccontextmanager
-async def grpc_gateway(nats_url: str, config_dir: Path = MANIFESTS) -> AsyncIterator[GrpcGateway]:
+async def grpc_gateway(nats_url: str, config_dir: Path = MANIFESTS, tls: TlsFiles | None = None,
+                       channel_credentials: grpc.ChannelCredentials | None = None) -> AsyncIterator[GrpcGateway]:
     st = new_state(nats_url)
     source = directory_source(st, config_dir)
     source.load()
     port, gport = free_port(), free_port()
-    running = await start(st, Listen("127.0.0.1", port, None, grpc_port=gport), access_log=False)
+    running = await start(st, Listen("127.0.0.1", port, None, grpc_port=gport, tls=tls), access_log=False)
     gw = GatewayUnderTest(running, f"http://127.0.0.1:{port}", "", source)
-    g = GrpcGateway(gw, f"127.0.0.1:{gport}")
+    g = GrpcGateway(gw, f"127.0.0.1:{gport}", channel_credentials)
     try:
         await until(lambda: st.dispatcher.connected, 15, "gateway connected to NATS")
         yield g
@@ -248,6 +250,22 @@ async def test_health_follows_readiness(nats_server: NatsServer) -> None:
                 break
             await asyncio.sleep(0.1)
         assert await status() == serving
+
+
+async def test_with_tls_the_grpc_port_serves_tls_only(nats_server: NatsServer, tmp_path: Path) -> None:
+    from tlscerts import TestCA
+
+    ca = TestCA()
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    ca.issue().write(cert, key)
+    creds = grpc.ssl_channel_credentials(root_certificates=ca.pem)
+    async with grpc_gateway(nats_server.url, tls=TlsFiles(cert, key), channel_credentials=creds) as g:
+        resp = await g.infer(ECHO_ONLY, items=["over tls"])
+        assert resp.WhichOneof("outcome") == "accepted"
+        async with grpc.aio.insecure_channel(g.target) as plain:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await pb_grpc.InferenceStub(plain).Infer(pb.InferRequest(), metadata=ECHO_ONLY, timeout=5)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def _echo_lane() -> Any:

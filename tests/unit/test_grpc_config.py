@@ -65,3 +65,10 @@ def test_the_grpc_port_is_served_exposed_and_allowed_only_when_turned_on() -> No
     container = children.gateway_deployment(off, "img")["spec"]["template"]["spec"]["containers"][0]
     assert "--grpc-port" not in container["args"] and all(p["name"] != "grpc" for p in container["ports"])
     assert all(p["name"] != "grpc" for p in children.gateway_service(off)["spec"]["ports"])
+
+
+def test_a_grpc_port_taken_by_another_listener_is_refused() -> None:
+    with pytest.raises(ValidationError, match="taken by another listener"):
+        GatewaySpec.model_validate({"listeners": {"grpc": {"port": 8080}}})
+    with pytest.raises(ValidationError, match="taken by another listener"):
+        GatewaySpec.model_validate({"listeners": {"scaler": {"port": 9999}, "grpc": {"port": 9999}}})

@@ -60,7 +60,10 @@ log = logging.getLogger("switchyard.gateway.streaming")
 
 GAP_GRACE_S = 0.5  # a missing chunk may still come this long after a later one did: then it is a gap
 MAX_HELD_BACK = 1024  # chunks held back waiting for an earlier one: past this it is a gap
-MAX_BUFFERED = 65_536  # chunks received and not yet taken by a slow consumer
+# Received and not yet taken by a slow consumer (its client reads slowly): past either, the stream
+# ends with stream_gap rather than hold an unbounded backlog in the gateway's memory.
+MAX_BUFFERED = 65_536  # chunks
+MAX_BUFFERED_BYTES = 32 * 1024 * 1024
 LIVENESS_TICK_S = 1.0  # while waiting, how often to check that the streaming worker still beats
 GONE_POLL_S = 0.25  # while waiting, how often to ask `client_gone`
 
@@ -90,7 +93,8 @@ class ChunkStream:
         self.item = item
         self.resolution = res
         self._token, self._arrived = st.dispatcher.expect_stream(item, self._deliver)  # sets reply, stream
-        self._inbox: deque[Result | Chunk] = deque()
+        self._inbox: deque[tuple[Result | Chunk, int]] = deque()  # (message, its size on the wire)
+        self._buffered_bytes = 0
         self._overflow = False
         self._attempt: int | None = None  # the delivery whose chunks we follow
         self._worker = ""
@@ -113,10 +117,11 @@ class ChunkStream:
         except (ValueError, TypeError) as exc:
             log.warning("bad stream message", extra={"request_id": self.item.id, "error": str(exc)})
             return
-        if len(self._inbox) >= MAX_BUFFERED:
+        if len(self._inbox) >= MAX_BUFFERED or self._buffered_bytes + len(raw) > MAX_BUFFERED_BYTES:
             self._overflow = True
             return
-        self._inbox.append(msg)
+        self._inbox.append((msg, len(raw)))
+        self._buffered_bytes += len(raw)
         self._arrived.set()
 
     # -- consumer side --------------------------------------------------------------------
@@ -189,8 +194,10 @@ class ChunkStream:
 
     def _take(self) -> StreamChunk | None:
         """Process what arrived; the next chunk in order when there is one."""
-        while self._inbox:
-            msg = self._inbox.popleft()
+        # Only as far as the next chunk: what waits behind it stays counted against the buffer bounds.
+        while self._inbox and self._next not in self._held:
+            msg, size = self._inbox.popleft()
+            self._buffered_bytes -= size
             if isinstance(msg, Result):
                 self._on_result(msg)
             else:

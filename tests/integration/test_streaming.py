@@ -21,7 +21,7 @@ import pytest
 from switchyard.messages import Chunk, Result
 from switchyard.worker.handlers import tokens
 from dataplane import (
-    ADMIN, ECHO, GatewayUnderTest, gateway, job_final, kill, until, worker, worker_process,
+    ADMIN, ECHO, GatewayUnderTest, copy_manifests, gateway, job_final, kill, until, worker, worker_process,
 )
 
 pytestmark = pytest.mark.asyncio
@@ -261,3 +261,45 @@ async def test_reordered_duplicated_and_missing_chunks(nats_server, nats_client)
         stream = ChunkStream(st, item, res)
         await nats_client.publish(item.reply, Result("y", True, items=["a", "b"]).encode())
         assert [c.payload async for c in stream] == ["a", "b", None]
+
+
+async def test_a_stream_survives_a_config_hot_reload(nats_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = copy_manifests(tmp_path / "config")
+    async with gateway(nats_server.url, config) as gw, worker(nats_server.url, tokens):
+        await gw.wait_for_workers(ECHO)
+        epoch = gw.state.table().epoch
+        async with gw.http.post(f"{gw.url}/v1/generate/test/echo", headers=SSE,
+                                json={"items": [{"prompt": "one two three four five six"}],
+                                      "params": {"delay_s": 0.2}}) as resp:
+            got: list[tuple[str, Any]] = []
+            async for ev in events(resp):
+                got.append(ev)
+                if len(got) == 1:  # mid-stream: the routing table changes under it
+                    with open(config / "upstreams.yaml", "a") as f:
+                        f.write("\n# touched\n---\napiVersion: switchyard.dev/v1alpha1\nkind: Upstream\n"
+                                "metadata: {name: extra}\nspec:\n  model: test/extra\n  operations: [encode]\n"
+                                "  machineProfiles: [cpu]\n  workers: {service: extra}\n")
+                    await until(lambda: gw.state.table().epoch > epoch, 10, "the new table installed")
+        assert [d["payload"]["text"] for e, d in got if e == "chunk"] == \
+            ["one", " two", " three", " four", " five", " six"]
+        assert got[-1][0] == "done"
+
+
+async def test_a_consumer_too_slow_ends_the_stream_instead_of_buffering_without_bound(
+        nats_server, nats_client, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from switchyard.gateway import streaming
+    from switchyard.gateway.resolve import resolve
+    from switchyard.messages import WorkItem
+
+    monkeypatch.setattr(streaming, "MAX_BUFFERED", 4)
+    async with gateway(nats_server.url) as gw:
+        res = resolve(gw.state.table(), "generate", "test/echo", key=None)
+        item = WorkItem(id="z", op="generate", model="test/echo", bundle="default", machine_profile="cpu",
+                        pool="default", items=[1], deadline=time.time() + 10)
+        stream = streaming.ChunkStream(gw.state, item, res)
+        for s in range(10):  # nobody reads meanwhile
+            await nats_client.publish(item.reply, Chunk("z", s, payload=s, worker="w").encode())
+        await nats_client.flush()
+        await until(lambda: stream._overflow, 5, "the buffer overflowed")
+        got = [(c.payload, c.error.code if c.error else None) async for c in stream]
+        assert got == [(0, None), (1, None), (2, None), (3, None), (None, "stream_gap")]

@@ -53,6 +53,17 @@ spec:
   operations: [chat, generate]
   machineProfiles: [cpu]
   workers: {service: demo-echo}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: Upstream
+metadata: {name: demo-stream}
+spec:
+  model: demo/stream
+  operations: [chat, generate]
+  profiles: [{name: slow, params: {delay_s: 0.2}}]
+  machineProfiles: [cpu]
+  timeoutSeconds: 60
+  workers: {service: demo-stream}
 """
 
 
@@ -402,3 +413,37 @@ async def test_stream_true_answers_openai_server_sent_events(live: GatewayUnderT
         await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}],
                                              stream_options={"include_usage": True})
     assert opts.value.body["param"] == "stream_options"
+
+
+async def test_a_generator_handler_streams_piece_by_piece_and_a_client_that_leaves_stops_it(
+        nats_server: NatsServer, manifests: Path) -> None:
+    lane = Lane("demo/stream", "default", "cpu", "default")
+    async with gateway(nats_server.url, manifests) as gw:
+        proc = worker_process(nats_server.url, "switchyard.worker.handlers:tokens", "demo/stream")
+        try:
+            await gw.wait_for_workers(lane)
+            client = async_client(gw, max_retries=0)
+            chunks = [c async for c in await client.chat.completions.create(
+                model="demo/stream", messages=[{"role": "user", "content": "one two three four"}], stream=True,
+                stream_options={"include_usage": True})]
+            pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+            assert pieces == ["one", " two", " three", " four"]  # one event per yielded chunk, in order
+            assert chunks[-1].usage.prompt_tokens == 4 and chunks[-1].usage.completion_tokens == 4
+            text = [c.choices[0].text async for c in await client.completions.create(
+                model="demo/stream", prompt="a b c", stream=True)]
+            assert "".join(text) == "a b c"
+
+            # 100 words at 0.2 s each would take 20 s: leave after the first event.
+            body = {"model": "demo/stream:slow", "stream": True,
+                    "messages": [{"role": "user", "content": " ".join(f"w{i}" for i in range(100))}]}
+            resp = await gw.http.post(f"{gw.url}/v1/chat/completions", headers=ADMIN, json=body)
+            assert resp.status == 200
+            first = await resp.content.readuntil(b"\n\n")
+            assert b'"role":"assistant"' in first
+            await until(lambda: any(b.in_flight == 1 for b in gw.state.registry.live()), 5,
+                        "the worker reports the stream in flight")
+            resp.close()  # the client leaves
+            await until(lambda: all(b.in_flight == 0 for b in gw.state.registry.live()), 8,
+                        "the cancel reached the worker, which stopped generating (not 20 s later)")
+        finally:
+            kill(proc)

@@ -85,3 +85,62 @@ async def test_sleep_handler_uses_params() -> None:
     t0 = loop.time()
     assert await sleep(["a"], ctx(params={"sleep_s": 0.05})) == ["a"]
     assert loop.time() - t0 >= 0.04
+
+
+class GenObject:
+    """A handler object whose __call__ is a generator: it streams too."""
+
+    def __call__(self, items: list[Any], ctx: Context) -> Any:
+        yield from items
+
+
+def test_generator_handlers_stream_and_join() -> None:
+    from switchyard.worker.handlers import tokens
+    from switchyard.worker.loader import StreamingInvoker
+
+    def sgen(items: list[Any], c: Context) -> Any:
+        for i in items:
+            yield i * 2
+
+    async def main() -> None:
+        with ThreadPoolExecutor(2) as pool:
+            for handler, interruptible in ((sgen, False), (GenObject(), False), (tokens, True)):
+                inv = make_invoker(handler, pool)
+                assert isinstance(inv, StreamingInvoker) and inv.interruptible is interruptible
+            assert await make_invoker(sgen, pool)([1, 2], ctx()) == [2, 4]  # not streamed: every chunk, joined
+            c = ctx()
+            chunks = make_invoker(tokens, pool).chunks([{"text": "a b"}], c)
+            assert [x async for x in chunks] == [{"index": 0, "text": "a"}, {"index": 0, "text": " b"}]
+            assert c.usage == {"input_tokens": 2, "output_tokens": 2}
+            assert not isinstance(make_invoker(echo, pool), StreamingInvoker)
+
+    asyncio.run(main())
+
+
+def test_closing_the_stream_runs_the_generators_finally() -> None:
+    closed: list[str] = []
+
+    def sgen(items: list[Any], c: Context) -> Any:
+        try:
+            while True:
+                yield 1
+        finally:
+            closed.append("sync")
+
+    async def agen(items: list[Any], c: Context) -> Any:
+        try:
+            while True:
+                yield 1
+                await asyncio.sleep(0)
+        finally:
+            closed.append("async")
+
+    async def main() -> None:
+        with ThreadPoolExecutor(2) as pool:
+            for h in (sgen, agen):
+                it = make_invoker(h, pool).chunks([], ctx())
+                assert await it.__anext__() == 1
+                await it.aclose()
+
+    asyncio.run(main())
+    assert closed == ["sync", "async"]

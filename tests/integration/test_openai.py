@@ -447,3 +447,26 @@ async def test_a_generator_handler_streams_piece_by_piece_and_a_client_that_leav
                         "the cancel reached the worker, which stopped generating (not 20 s later)")
         finally:
             kill(proc)
+
+
+async def test_a_worker_killed_mid_stream_ends_it_with_an_error_event(nats_server: NatsServer,
+                                                                      manifests: Path) -> None:
+    lane = Lane("demo/stream", "default", "cpu", "default")
+    async with gateway(nats_server.url, manifests) as gw:
+        proc = worker_process(nats_server.url, "switchyard.worker.handlers:tokens", "demo/stream")
+        try:
+            await gw.wait_for_workers(lane)
+            client = async_client(gw, max_retries=0, timeout=60)
+            stream = await client.chat.completions.create(
+                model="demo/stream:slow", stream=True,
+                messages=[{"role": "user", "content": " ".join(f"w{i}" for i in range(100))}])
+            got: list[str] = []
+            with pytest.raises(openai.APIError) as lost:
+                async for chunk in stream:
+                    got.append(chunk.choices[0].delta.content or "")
+                    if len(got) == 2:
+                        kill(proc)  # SIGKILL: chunks were sent, they cannot be taken back
+            assert got[:2] == ["w0", " w1"] and len(got) < 100
+            assert "stopped after" in lost.value.message and lost.value.body["code"] == "worker_lost"
+        finally:
+            kill(proc)

@@ -252,6 +252,30 @@ async def test_health_follows_readiness(nats_server: NatsServer) -> None:
         assert await status() == serving
 
 
+async def test_without_a_table_at_start_the_listener_comes_with_the_first_one(nats_server: NatsServer) -> None:
+    """Cluster mode: the table arrives after start (from the ConfigMap); gRPC's options come with it."""
+    st = new_state(nats_server.url)
+    gport = free_port()
+    running = await start(st, Listen("127.0.0.1", free_port(), None, grpc_port=gport), access_log=False)
+    try:
+        assert running.grpc is None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gport}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await pb_grpc.InferenceStub(channel).Infer(pb.InferRequest(), metadata=ADMIN, timeout=2)
+            assert info.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        directory_source(st, MANIFESTS).load()
+        await until(lambda: running.grpc is not None, 10, "the gRPC listener started with the table")
+        assert running.grpc.port == gport
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gport}") as channel:
+            # wait_for_ready: grpcio shares the refused subchannel across channels and backs off its reconnects.
+            resp = await pb_grpc.InferenceStub(channel).Infer(
+                pb.InferRequest(op="encode", model="test/echo", items=[_value("x")]), metadata=ECHO_ONLY,
+                timeout=30, wait_for_ready=True)
+            assert resp.WhichOneof("outcome") == "accepted"
+    finally:
+        await running.stop()
+
+
 async def test_with_tls_the_grpc_port_serves_tls_only(nats_server: NatsServer, tmp_path: Path) -> None:
     from tlscerts import TestCA
 

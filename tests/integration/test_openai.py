@@ -257,12 +257,21 @@ async def test_prefer_wait_holds_through_a_cold_start(nats_server: NatsServer, m
         raw = asyncio.ensure_future(client.chat.completions.with_raw_response.create(
             model=MODEL, messages=[{"role": "user", "content": "held"}],
             extra_headers={"Prefer": "wait=20", "X-Request-ID": "held-1"}))
-        await until(lambda: gw.state.holds.held(TOY) == 1, 10, "the request is held")
+
+        async def streamed() -> str:
+            stream = await client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "held stream"}], stream=True,
+                extra_headers={"Prefer": "wait=20"})
+            return "".join([c.choices[0].delta.content or "" async for c in stream])
+
+        held_stream = asyncio.ensure_future(streamed())
+        await until(lambda: gw.state.holds.held(TOY) == 2, 10, "both requests are held")
         proc = toy_worker(nats_server.url)
         try:
             resp = await asyncio.wait_for(raw, 40)
             assert resp.headers["Preference-Applied"] == "wait=20"
             assert resp.parse().choices[0].message.content == "held"
+            assert await asyncio.wait_for(held_stream, 40) == "held stream"
         finally:
             kill(proc)
 

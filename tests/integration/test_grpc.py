@@ -252,6 +252,17 @@ async def test_health_follows_readiness(nats_server: NatsServer) -> None:
         assert await status() == serving
 
 
+async def test_calls_are_counted_in_the_request_metrics(nats_server: NatsServer) -> None:
+    async with grpc_gateway(nats_server.url) as g:
+        await g.infer(ECHO_ONLY, items=["counted"])
+        await g.refused(g.infer(()))
+        m = g.gw.state.metrics
+        infer = "/switchyard.v1.Inference/Infer"
+        assert m.requests.labels(infer, "202", "cpu")._value.get() == 1
+        assert m.requests.labels(infer, "401", "")._value.get() == 1
+        assert m.errors.labels(infer, "unauthorized")._value.get() == 1
+
+
 async def test_without_a_table_at_start_the_listener_comes_with_the_first_one(nats_server: NatsServer) -> None:
     """Cluster mode: the table arrives after start (from the ConfigMap); gRPC's options come with it."""
     st = new_state(nats_server.url)

@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -26,7 +29,8 @@ from ..inference import MAX_ITEMS, OPERATIONS, result_body
 from ..jobs import describe_job
 from ..state import GatewayState
 from ..streaming import ChunkStream
-from ..submit import Accepted, Outcome, Submission, result_error, submit, submit_stream
+from ..resolve import Resolution
+from ..submit import Accepted, Hooks, Outcome, Submission, result_error, submit, submit_stream
 from . import inference_pb2 as pb
 from .status import grpc_code, trailers
 from .values import from_python, struct_from_python, struct_to_python, to_python
@@ -45,62 +49,77 @@ class InferenceService:
         # No request_deserializer: the handlers get bytes (see the module docstring).
         return grpc.method_handlers_generic_handler(SERVICE, {
             "Infer": grpc.unary_unary_rpc_method_handler(
-                self._guarded(self.infer), response_serializer=pb.InferResponse.SerializeToString),
+                self._guarded("Infer", self.infer), response_serializer=pb.InferResponse.SerializeToString),
             "GetJob": grpc.unary_unary_rpc_method_handler(
-                self._guarded(self.get_job), response_serializer=pb.Job.SerializeToString),
+                self._guarded("GetJob", self.get_job), response_serializer=pb.Job.SerializeToString),
             "InferStream": grpc.unary_stream_rpc_method_handler(
-                self._guarded_stream(self.infer_stream),
+                self._guarded_stream("InferStream", self.infer_stream),
                 response_serializer=pb.InferStreamResponse.SerializeToString),
         })
 
-    def _guarded(self, fn: Callable[[bytes, grpc.aio.ServicerContext], Awaitable[M]],
+    def _guarded(self, method: str, fn: Callable[[bytes, grpc.aio.ServicerContext], Awaitable[M]],
                  ) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[M]]:
-        """Every ApiError becomes its status; anything else INTERNAL, logged, never its text."""
+        """Every ApiError becomes its status; anything else INTERNAL, logged, never its text. Counted in the metrics."""
         async def call(raw: bytes, context: grpc.aio.ServicerContext) -> M:
+            seen = Observed(f"/{SERVICE}/{method}")
+            _OBSERVED.set(seen)
             try:
-                return await fn(raw, context)
-            except ApiError as err:
-                await context.abort(grpc_code(err), err.message, trailing_metadata=trailers(err))
-            except (asyncio.CancelledError, grpc.aio.AbortError):
-                raise
-            except Exception:
-                error_id = os.urandom(8).hex()
-                log.exception("gRPC request failed", extra={"error_id": error_id})
-                err = ApiError("internal", "internal error; quote the error id", error_id=error_id)
-                await context.abort(grpc_code(err), err.message, trailing_metadata=trailers(err))
-            raise AssertionError("unreachable: abort raises")
+                reply = await fn(raw, context)
+                if isinstance(reply, pb.InferResponse) and reply.WhichOneof("outcome") == "accepted":
+                    seen.status = 202
+                return reply
+            except BaseException as exc:
+                await self._fail(context, seen, exc)
+                raise  # what _fail does not turn into an abort (a cancelled call)
+            finally:
+                seen.count(self.st)
         return call
 
-    def _guarded_stream(self, fn: Callable[[bytes, grpc.aio.ServicerContext], AsyncIterator[M]],
+    def _guarded_stream(self, method: str, fn: Callable[[bytes, grpc.aio.ServicerContext], AsyncIterator[M]],
                         ) -> Callable[[bytes, grpc.aio.ServicerContext], AsyncIterator[M]]:
         """_guarded() for a server stream: an error before or after messages ends the call with its status."""
         async def call(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[M]:
+            seen = Observed(f"/{SERVICE}/{method}")
+            _OBSERVED.set(seen)
             try:
                 async for message in fn(raw, context):
+                    if isinstance(message, pb.InferStreamResponse) and message.WhichOneof("event") == "accepted":
+                        seen.status = 202
                     yield message
-            except ApiError as err:
-                await context.abort(grpc_code(err), err.message, trailing_metadata=trailers(err))
-            except (asyncio.CancelledError, grpc.aio.AbortError):
+            except BaseException as exc:
+                await self._fail(context, seen, exc)
                 raise
-            except Exception:
-                error_id = os.urandom(8).hex()
-                log.exception("gRPC stream failed", extra={"error_id": error_id})
-                err = ApiError("internal", "internal error; quote the error id", error_id=error_id)
-                await context.abort(grpc_code(err), err.message, trailing_metadata=trailers(err))
+            finally:
+                seen.count(self.st)
         return call
+
+    async def _fail(self, context: grpc.aio.ServicerContext, seen: "Observed", exc: BaseException) -> None:
+        """Abort with the status of `exc` (an ApiError's, else INTERNAL); a cancelled call is only counted."""
+        if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+            seen.status = 499  # the client went away (or its deadline passed), as HTTP counts it
+            return
+        if isinstance(exc, grpc.aio.AbortError):
+            return
+        if isinstance(exc, ApiError):
+            err = exc
+        else:
+            err = ApiError("internal", "internal error; quote the error id", error_id=os.urandom(8).hex())
+            log.error("gRPC request failed", exc_info=exc, extra={"error_id": err.error_id})
+        seen.status, seen.code = err.status, err.code
+        await context.abort(grpc_code(err), err.message, trailing_metadata=trailers(err))
 
     async def infer(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.InferResponse:
         table = self.st.table()  # this request keeps this table, whatever reloads meanwhile
         sub = self._submission(raw, table, context)
         # Shielded: a client that cancels or hits its deadline never stops a record or a publish half way.
-        outcome = await asyncio.shield(asyncio.ensure_future(submit(self.st, table, sub)))
+        outcome = await asyncio.shield(asyncio.ensure_future(submit(self.st, table, sub, _hooks())))
         return _response(outcome, sub)
 
     async def infer_stream(self, raw: bytes, context: grpc.aio.ServicerContext,
                            ) -> AsyncIterator[pb.InferStreamResponse]:
         table = self.st.table()
         sub = self._submission(raw, table, context)
-        opening = asyncio.ensure_future(submit_stream(self.st, table, sub))
+        opening = asyncio.ensure_future(submit_stream(self.st, table, sub, _hooks()))
         try:
             opened = await asyncio.shield(opening)  # as in infer(): the record and publish complete
         except asyncio.CancelledError:
@@ -161,6 +180,36 @@ class InferenceService:
         elif result is not None:
             job.result.CopyFrom(_result(result))
         return job
+
+
+@dataclass(slots=True)
+class Observed:
+    """One call as the metrics count it: the HTTP endpoint's labels, with the RPC's path as the endpoint."""
+
+    endpoint: str
+    status: int = 200  # the HTTP status the outcome corresponds to (202 for accepted, 499 for a client gone)
+    code: str = ""
+    machine_profile: str = ""
+    started: float = field(default_factory=time.perf_counter)
+
+    def count(self, st: GatewayState) -> None:
+        m = st.metrics
+        m.requests.labels(self.endpoint, str(self.status), self.machine_profile).inc()
+        m.latency.labels(self.endpoint, self.machine_profile).observe(time.perf_counter() - self.started)
+        if self.code:
+            m.errors.labels(self.endpoint, self.code).inc()
+
+
+_OBSERVED: ContextVar[Observed] = ContextVar("switchyard_grpc_call")
+
+
+def _hooks() -> Hooks:
+    seen = _OBSERVED.get()
+
+    def on_resolved(res: Resolution) -> None:
+        seen.machine_profile = res.lane.machine_profile
+
+    return Hooks(on_resolved)
 
 
 def _metadata(context: grpc.aio.ServicerContext, name: str) -> str | None:

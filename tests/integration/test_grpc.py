@@ -224,6 +224,29 @@ async def test_the_gateway_specs_grpc_limit_applies(nats_server: NatsServer, tmp
         assert r.status == 202, r.body
 
 
+@pytest.mark.parametrize(("min_ping_s", "refused"), [(1, False), (30, True)])
+async def test_the_client_ping_floor_comes_from_the_spec(nats_server: NatsServer, tmp_path: Path,
+                                                         min_ping_s: int, refused: bool) -> None:
+    """A client pinging every 1.5 s through a 10 s hold: allowed with a 1 s floor, GOAWAY (too_many_pings) with 30 s."""
+    config = copy_manifests(tmp_path / "config")
+    gw_yaml = config / "gateway.yaml"
+    gw_yaml.write_text(gw_yaml.read_text().replace(
+        "  maxRequestBodyBytes: 4096\n",
+        f"  maxRequestBodyBytes: 4096\n  listeners: {{grpc: {{minClientPingIntervalSeconds: {min_ping_s}}}}}\n"))
+    pinging = [("grpc.keepalive_time_ms", 1500), ("grpc.keepalive_permit_without_calls", 1),
+               ("grpc.http2.max_pings_without_data", 0)]
+    async with grpc_gateway(nats_server.url, config) as g:
+        async with grpc.aio.insecure_channel(g.target, options=pinging) as channel:
+            held = pb_grpc.InferenceStub(channel).Infer(
+                pb.InferRequest(op="encode", model="test/echo", items=[_value("x")], wait_seconds=10),
+                metadata=ECHO_ONLY, timeout=30)
+            if refused:
+                got, details, _ = await g.refused(held)
+                assert got == grpc.StatusCode.UNAVAILABLE and "Too many pings" in details
+            else:
+                assert (await held).accepted.job_id
+
+
 async def test_health_follows_readiness(nats_server: NatsServer) -> None:
     async with grpc_gateway(nats_server.url) as g:
         health = health_pb2_grpc.HealthStub(g.channel)

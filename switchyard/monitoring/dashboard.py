@@ -222,4 +222,13 @@ def dashboard() -> Dashboard:
                    Query(f"sum by (outcome) (rate(switchyard_operator_reconciles_total[{RI}]))", "passes {{outcome}}")),
                   width=6),
         )),
+        Row("TLS", (
+            Panel("Certificate expiry", "Time left on the certificate each gateway serves (spec.listeners.tls); "
+                  "a rotated Secret is picked up without a restart, so this rises again after a renewal.",
+                  (Query(f"min by (instance) (switchyard_gateway_tls_certificate_expiry_timestamp_seconds{{{NS}}})"
+                         " - time()", "{{instance}}"),), unit="s"),
+            Panel("Certificate reloads", "Certificate files reloaded by outcome: rejected means the new pair did "
+                  "not load and the previous one is still served.",
+                  (Query(_rate("switchyard_gateway_tls_reloads_total", "outcome"), "{{outcome}}"),), unit="ops"),
+        )),
     ))

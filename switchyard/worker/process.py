@@ -114,6 +114,12 @@ class Processor:
         A cancel from the gateway closes the generator (its finally runs) and ends the item.
         """
         cancelled = self.cancels.watch(reply)
+        if cancelled.is_set():  # cancelled while queued (or its stream already ended): never start it
+            self.cancels.unwatch(reply)
+            log.info("stream cancelled before it started", extra=_fields(item))
+            await self._finish(msg, item, _failed(item, self._worker_id, "cancelled", CANCELLED), trace,
+                               term=True, reply=b"")
+            return
         chunks = invoker.chunks(item.items, ctx)
         joined: list[Any] = []  # the job record's result: every chunk, as a request that does not stream gets it
         seq = 0

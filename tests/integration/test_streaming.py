@@ -303,3 +303,41 @@ async def test_a_consumer_too_slow_ends_the_stream_instead_of_buffering_without_
         await until(lambda: stream._overflow, 5, "the buffer overflowed")
         got = [(c.payload, c.error.code if c.error else None) async for c in stream]
         assert got == [(0, None), (1, None), (2, None), (3, None), (None, "stream_gap")]
+
+
+async def test_a_stream_cancelled_while_queued_never_starts(nats_server, nats_client) -> None:  # type: ignore[no-untyped-def]
+    from switchyard.subjects import WORK_STREAM
+
+    started: list[str] = []
+
+    async def agen(items: list[Any], ctx: Any) -> AsyncIterator[Any]:
+        started.append(items[0])
+        while True:
+            yield items[0]
+            await asyncio.sleep(0.05)
+
+    async with gateway(nats_server.url) as gw, worker(nats_server.url, agen, concurrency=1):
+        await gw.wait_for_workers(ECHO)
+        first = await gw.http.post(f"{gw.url}/v1/generate/test/echo", json={"items": ["first"]}, headers=SSE)
+        async for _ in events(first):
+            break  # the only slot is busy with it now
+        second = await gw.http.post(f"{gw.url}/v1/generate/test/echo", json={"items": ["second"]}, headers=SSE)
+        assert second.status == 200  # headers sent: the stream is open, the item queued behind the first
+        second.close()
+        js = nats_client.jetstream()
+
+        async def settled() -> bool:
+            info = await js.consumer_info(WORK_STREAM, ECHO.consumer)
+            return info.num_pending == 0 and info.num_ack_pending == 0
+
+        # The cancel of the second goes out while it waits; then the first one is let go of too.
+        deadline = time.monotonic() + 10
+        while "switchyard_gateway_client_disconnects_total 1.0" not in await gw.metrics():
+            assert time.monotonic() < deadline, "the gateway never noticed the second client leave"
+            await asyncio.sleep(0.05)
+        first.close()
+        deadline = time.monotonic() + 15
+        while not await settled():
+            assert time.monotonic() < deadline, "items not settled"
+            await asyncio.sleep(0.1)
+        assert started == ["first"]

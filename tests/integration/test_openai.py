@@ -441,6 +441,13 @@ async def test_a_generator_handler_streams_piece_by_piece_and_a_client_that_leav
             text = [c.choices[0].text async for c in await client.completions.create(
                 model="demo/stream", prompt="a b c", stream=True)]
             assert "".join(text) == "a b c"
+            # without stream: true the same handler's pieces come joined, one per choice
+            whole = await client.chat.completions.create(
+                model="demo/stream", n=2, messages=[{"role": "user", "content": "one two three"}])
+            assert [c.message.content for c in whole.choices] == ["one two three"] * 2
+            assert whole.usage.completion_tokens == 6
+            comp = await client.completions.create(model="demo/stream", prompt=["a b", "c d e"])
+            assert [c.text for c in comp.choices] == ["a b", "c d e"]
 
             # 100 words at 0.2 s each would take 20 s: leave after the first event.
             body = {"model": "demo/stream:slow", "stream": True,

@@ -167,12 +167,12 @@ def _starting(acc: Accepted, model: str, *, own_id: bool, headers: dict[str, str
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     return await _call(request, "chat", ChatBody, lambda body, result, rid, n: json_response(
-        results.chat_completion(result, n, body.model, rid)))
+        results.chat_completion(sse.joined(result, n, chat=True), n, body.model, rid)))
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
     return await _call(request, "generate", CompletionBody, lambda body, result, rid, n: json_response(
-        results.completion(result, n, body.model, rid)))
+        results.completion(sse.joined(result, n, chat=False), n, body.model, rid)))
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:

@@ -18,6 +18,7 @@ chunk's position (which is the item's for a handler that does not stream).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,6 +27,7 @@ import orjson
 from aiohttp import web
 
 from ...errors import ApiError
+from ...messages import Result
 from ..http import ClientDisconnected
 from ..streaming import StreamChunk
 from .errors import error_type
@@ -137,6 +139,29 @@ def _usage(counts: dict[str, int] | None) -> dict[str, int] | None:
         return None
     p, c = int(counts.get("input_tokens", 0) or 0), int(counts.get("output_tokens", 0) or 0)
     return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+def joined(result: Result, n: int, *, chat: bool) -> Result:
+    """A streaming handler's answer to a request that did not stream: every piece it yielded, in
+    order (worker/process.py), joined into one result per choice by the index rule above.
+
+    Results that are already one per choice (no piece carries an "index") pass as they are.
+    Only the text is joined; a piece's other delta fields (tool_calls, ...) need `stream: true`.
+    """
+    items = result.items or []
+    if not result.ok or (len(items) == n and not any(isinstance(p, dict) and "index" in p for p in items)):
+        return result
+    texts, reasons = [""] * n, ["stop"] * n
+    for seq, piece in enumerate(items):
+        index = _choice(piece, seq, n)
+        if index >= n:
+            raise _bad(seq, f"a piece of one of the request's {n} choice(s) (give it an \"index\")")
+        text = chat_delta(piece, seq).get("content") if chat else text_delta(piece, seq)
+        texts[index] += text if isinstance(text, str) else ""
+        reasons[index] = _finish_reason(piece, seq) or reasons[index]
+    one = ({"message": {"role": "assistant", "content": t}, "finish_reason": r} if chat
+           else {"text": t, "finish_reason": r} for t, r in zip(texts, reasons))
+    return dataclasses.replace(result, items=list(one))
 
 
 def error_event(err: ApiError) -> bytes:

@@ -8,6 +8,9 @@ request into a `Submission`, calls `submit()`, and renders the outcome in its ow
   runs when a worker starts (a 202 in HTTP);
 - an `ApiError` raised for everything refused (auth, unknown model, limits, deadline, ...).
 
+`submit_stream()` is the same with the result streamed chunk by chunk (streaming.py): a
+`ChunkStream` instead of an `Answered`, or the same `Accepted`.
+
 The rules live here once: resolve → lane, pinned pools get `no_capacity`, `Prefer: wait`
 holds, the create-only job record before the publish, dedup by tenant-scoped request id, and
 the learned cold-start ETA. A front end never re-implements any of them.

@@ -103,6 +103,8 @@ class OpenAiStream:
 
     def data(self, payload: Any, seq: int) -> bytes:
         index = _choice(payload, seq, self.items)
+        if index >= self.items:
+            raise _bad(seq, f"a piece of one of the request's {self.items} choice(s) (give it an \"index\")")
         reason = _finish_reason(payload, seq)
         logprobs = payload.get("logprobs") if isinstance(payload, dict) else None
         if self.chat:

@@ -1,5 +1,8 @@
 """switchyard.v1.Inference: the gRPC front end of the inference core (submit.py), as inference.py is HTTP's.
 
+Infer is submit(), InferStream is submit_stream() (streaming.py), GetJob is jobs.describe_job():
+the rules live there, this module only translates messages and errors (status.py).
+
 Requests arrive as raw bytes and are parsed here, not by grpcio: the size check runs first,
 against the current table's limit (a hot reload can lower it), and a message that does
 not parse gets INVALID_ARGUMENT with Switchyard's code rather than grpcio's bare INTERNAL.
@@ -11,9 +14,9 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -27,9 +30,9 @@ from ..eta import retry_after
 from ..http import MAX_REQUEST_ID, REQUEST_ID
 from ..inference import MAX_ITEMS, OPERATIONS, result_body
 from ..jobs import describe_job
+from ..resolve import Resolution
 from ..state import GatewayState
 from ..streaming import ChunkStream
-from ..resolve import Resolution
 from ..submit import Accepted, Hooks, Outcome, Submission, result_error, submit, submit_stream
 from . import inference_pb2 as pb
 from .status import grpc_code, trailers

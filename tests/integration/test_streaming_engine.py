@@ -1,10 +1,10 @@
 """The engine adapter (switchyard.worker.engine) against a real OpenAI-compatible server: LiteLLM's
 proxy from PyPI with a mock response configured (no model, no network), not a stub of ours.
 
-The proxy runs from its own virtualenv (its dependencies would clash with the project's):
-    python -m venv ~/.cache/switchyard/litellm-venv
-    ~/.cache/switchyard/litellm-venv/bin/pip install 'litellm[proxy]'
-or any `litellm` on PATH. Without one these tests are skipped, saying so.
+The proxy runs from its own virtualenv (its dependencies would clash with the project's), which
+`ensure_litellm()` makes on first use under ~/.cache/switchyard/litellm-venv, like the Go tools
+of tests/controlplane (a few minutes once; about 750 MB). 1.108.7: the newest whose `proxy`
+extra resolves here.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import http.client
 import os
 import secrets
-import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -46,9 +46,21 @@ spec:
 """
 
 
-def litellm_binary() -> str | None:
-    cached = Path.home() / ".cache" / "switchyard" / "litellm-venv" / "bin" / "litellm"
-    return str(cached) if cached.exists() else shutil.which("litellm")
+LITELLM = "1.108.7"
+VENV = Path.home() / ".cache" / "switchyard" / "litellm-venv"
+
+
+def ensure_litellm() -> str:
+    """The proxy's binary, installing the pinned LiteLLM into its own cached venv when missing."""
+    stamp = VENV / f".installed-{LITELLM}"
+    if not stamp.exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True, timeout=300)
+        done = subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", f"litellm[proxy]=={LITELLM}"],
+                              capture_output=True, text=True, timeout=1500)
+        if done.returncode != 0:
+            raise AssertionError(f"installing litellm[proxy]=={LITELLM} failed:\n{done.stderr[-3000:]}")
+        stamp.touch()
+    return str(VENV / "bin" / "litellm")
 
 
 def _start(binary: str, d: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -76,9 +88,7 @@ def _start(binary: str, d: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 @pytest.fixture(scope="module")
 def engine_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = litellm_binary()
-    if binary is None:
-        pytest.skip("LiteLLM's proxy is not installed (see this module's docstring)")
+    binary = ensure_litellm()
     d = tmp_path_factory.mktemp("litellm")
     (d / "config.yaml").write_text(
         "model_list:\n"

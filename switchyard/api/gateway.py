@@ -58,7 +58,8 @@ class GrpcListener(Model):
 
 
 class ListenerTls(Model):
-    """HTTPS on the HTTP and metrics listeners, from a Secret the operator mounts into the gateway pods."""
+    """TLS on the HTTP (WebSocket included), gRPC and metrics listeners, from a Secret the operator mounts
+    into the gateway pods. The KEDA scaler listener stays plain: only the in-cluster scaler reaches it."""
 
     secret_name: str = Field(
         pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253,
@@ -75,8 +76,8 @@ class Listeners(Model):
     scaler: ScalerListener = Field(default_factory=ScalerListener)
     grpc: GrpcListener | None = Field(default=None, description="The gRPC listener (switchyard.v1.Inference). "
                                                                 "Empty: no gRPC.")
-    tls: ListenerTls | None = Field(default=None, description="TLS on the HTTP and metrics listeners. "
-                                                              "Empty: plain HTTP.")
+    tls: ListenerTls | None = Field(default=None, description="TLS on the HTTP (WebSocket included), gRPC "
+                                                              "and metrics listeners. Empty: plain HTTP and gRPC.")
 
     @model_validator(mode="after")
     def _grpc_port_is_its_own(self) -> "Listeners":

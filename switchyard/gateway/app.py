@@ -17,7 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..api.table import HttpLimits
-from . import configs, health, inference, jobs, pools, websocket
+from . import configs, health, inference, jobs, openapi, pools, websocket
 from ..tasks import cancel_all
 from .config import DirectoryConfig, TableHolder
 from .advisories import DeadLetters
@@ -74,6 +74,7 @@ def build_app(st: GatewayState, *, access_log: bool = True) -> web.Application:
     r.add_delete("/v1/pools/{name}", pools.delete_pool)
     r.add_post("/v1/{op}/{model:.+}", inference.infer)
     websocket.setup(app)  # GET /v1/ws
+    openapi.setup(app)  # GET /openapi.json, GET /docs: every route above, described
     return app
 
 

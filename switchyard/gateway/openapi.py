@@ -1,0 +1,398 @@
+"""GET /openapi.json (OpenAPI 3.1) and GET /docs: the HTTP API described from the models it validates with.
+
+Request schemas come from the pydantic models the gateway parses bodies with (OpenAI's in
+openai_api/bodies.py, /v1/configs/resolve's ResolveBody). The native inference body and the
+pool body are checked by hand on the hot path (inference._body, pools._validate); their
+models here only describe them, and tests/unit/test_openapi.py proves each agrees with its
+hand check on good and bad bodies. The document names no model, key or tenant, so it is
+served without a key; it is the same for every request, so it is built once per process.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any, Literal
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
+
+from .. import __version__
+from ..api.meta import DNS_LABEL
+from ..errors import STATUS
+from .configs import ResolveBody
+from .inference import MAX_ITEMS, OPERATIONS
+from .openai_api.bodies import ChatBody, CompletionBody, EmbeddingBody, ImageBody, SpeechBody
+from .openai_api.errors import error_type
+from .pools import MAX_MODELS, MAX_NAME
+
+OPENAPI_PATH = "/openapi.json"
+DOCS_PATH = "/docs"
+
+# -- models: bodies checked by hand elsewhere, and the answers ----------------------------
+
+
+class InferenceBody(BaseModel):
+    """POST /v1/{op}/{model}: the items the worker gets, and its params. (Checked by inference._body.)"""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    items: list[Any] = Field(min_length=1, max_length=MAX_ITEMS)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class PoolBody(BaseModel):
+    """POST /v1/pools (checked by pools._validate, which also checks models and profiles against the table)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(min_length=1, max_length=MAX_NAME, pattern=DNS_LABEL)
+    gpus: dict[str, int] = Field(min_length=1, description="workers per machine profile, e.g. {\"l4\": 1}")
+    models: list[str] = Field(default_factory=list, max_length=MAX_MODELS)
+    ttl_seconds: int | None = Field(default=None, ge=1, description="at most spec.poolApi.maxTtlSeconds")
+    tenant: str | None = Field(default=None, max_length=MAX_NAME, pattern=DNS_LABEL,
+                               description="admin keys only; others create for their own tenant")
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    error_id: str | None = Field(default=None, description="names the gateway log line with the detail")
+
+
+class Error(BaseModel):
+    error: ErrorDetail
+
+
+class OpenAiErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str
+    error_id: str | None = None
+
+
+class OpenAiError(BaseModel):
+    error: OpenAiErrorDetail
+
+
+class InferenceResult(BaseModel):
+    id: str
+    model: str
+    items: list[Any]
+    worker: str
+    timing: dict[str, Any]
+
+
+class Provisioning(BaseModel):
+    """202: no live worker; the item is queued as a job (Location: /v1/jobs/{id}, Retry-After)."""
+
+    status: Literal["provisioning"]
+    job_id: str
+    machine_profile: str
+    bundle: str
+    pool: str
+    estimated_wait_s: float | None
+    message: str
+
+
+class Job(BaseModel):
+    id: str
+    state: str
+    result: InferenceResult | Error | None
+    model: str
+    pool: str
+    machine_profile: str
+    bundle: str
+    updated_at: float
+    estimated_wait_s: float | None = None
+
+
+class PoolWorkers(BaseModel):
+    reserved: int
+    ready: int
+
+
+class Pool(BaseModel):
+    name: str
+    tenant: str | None
+    models: list[str]
+    gpus: dict[str, int]
+    ttl_seconds: int | None
+    expires_at: str | None
+    state: Literal["active", "expired"]
+    workers: dict[str, PoolWorkers]
+
+
+class PoolList(BaseModel):
+    pools: list[Pool]
+
+
+class PoolDeleted(BaseModel):
+    name: str
+    deleted: bool
+
+
+class Status(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    config_epoch: int
+
+
+class Health(BaseModel):
+    """Anyone gets `status`; an admin key also gets the fleet (workers, pending items, config)."""
+
+    model_config = ConfigDict(extra="allow")
+    status: Literal["healthy", "degraded"]
+
+
+class Version(BaseModel):
+    status: str
+    name: str
+    version: str
+    api_versions: list[str]
+
+
+class OpenAiModel(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class OpenAiModelList(BaseModel):
+    object: Literal["list"]
+    data: list[OpenAiModel]
+
+
+_REQUESTS: list[type[BaseModel]] = [InferenceBody, PoolBody, ResolveBody, ChatBody, CompletionBody, EmbeddingBody,
+                                    ImageBody, SpeechBody]
+_ANSWERS: list[type[BaseModel]] = [Error, OpenAiError, InferenceResult, Provisioning, Job, Pool, PoolList,
+                                   PoolDeleted, Status, Ready, Health, Version, OpenAiModel, OpenAiModelList]
+
+# -- operations ---------------------------------------------------------------------------
+
+_OBJECT: dict[str, Any] = {"type": "object"}
+_PUBLIC: list[dict[str, list[str]]] = []  # no key needed
+_KEYED = [{"bearer": []}]
+# Errors every keyed call may answer (auth, the middleware's limits, the queue), beyond its own.
+_COMMON = (400, 401, 403, 405, 408, 413, 500, 503)
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK", **extra: Any) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}, **extra}
+
+
+def _op(tag: str, summary: str, ok: dict[str, dict[str, Any]], *, errors: tuple[int, ...] = (),
+        body: type[BaseModel] | None = None, keyed: bool = True, openai: bool = False,
+        params: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
+    prefix = "OpenAi" if openai else ""
+    statuses = sorted(set(errors) | (set(_COMMON) if keyed else set()))
+    op: dict[str, Any] = {"tags": [tag], "summary": summary, "security": _KEYED if keyed else _PUBLIC,
+                          "responses": {**ok, **{str(s): {"$ref": f"#/components/responses/{prefix}E{s}"}
+                                                 for s in statuses}}}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
+    if params:
+        op["parameters"] = list(params)
+    return op
+
+
+def _path(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}, "description": description}
+
+
+def _header(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": False, "schema": {"type": "string"},
+            "description": description}
+
+
+_ROUTING_HEADERS = (
+    _header("X-Machine-Profile", "run on this machine profile"),
+    _header("X-Pool", "run in this pool"),
+    _header("X-Bundle", "run on workers of this bundle"),
+    _header("X-Request-ID", "idempotency key and job id; echoed on the answer"),
+    _header("Prefer", "`wait=N`: hold up to N seconds through a cold start instead of answering 202"),
+    _header("Accept", "`text/event-stream`: stream the result as Server-Sent Events"),
+)
+_SSE = ("Server-Sent Events: `event: chunk` (data `{seq, payload}`) per chunk, then `event: done` "
+        "(data `{id, chunks, usage, timing}`) or `event: error` (data `{error: {code, message}, chunks}`)")
+_OPENAI_SSE = "with `\"stream\": true`: OpenAI's chunk objects as Server-Sent Events, ending with `data: [DONE]`"
+
+
+def _openai_call(summary: str, body: type[BaseModel], ok: dict[str, Any]) -> dict[str, Any]:
+    return _op("openai", summary, {"200": ok}, errors=(404, 409, 422, 429, 502, 504), body=body, openai=True,
+               params=_ROUTING_HEADERS[:5])
+
+
+def _paths() -> dict[str, Any]:
+    id_ = _path("id", "its id")
+    pool = _path("name", "the pool's name")
+    native_ok = {
+        "200": {"description": "the result, or the stream with `Accept: text/event-stream`",
+                "content": {"application/json": {"schema": _ref(InferenceResult)},
+                            "text/event-stream": {"schema": {"type": "string", "description": _SSE}}}},
+        "202": _json(_ref(Provisioning), "no live worker: queued as a job",
+                     headers={"Location": {"schema": {"type": "string"}, "description": "/v1/jobs/{id}"},
+                              "Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}),
+    }
+    openai_json = _json(_OBJECT, f"OpenAI's response object; {_OPENAI_SSE}")
+    openai_json["content"]["text/event-stream"] = {"schema": {"type": "string"}}
+    return {
+        "/": {"get": _op("discovery", "an empty object (a liveness probe for clients that poll /)",
+                         {"200": _json(_OBJECT)}, keyed=False)},
+        "/status": {"get": _op("discovery", "version information", {"200": _json(_ref(Version))}, keyed=False)},
+        "/healthz": {"get": _op("health", "liveness", {"200": _json(_ref(Status))}, keyed=False)},
+        "/readyz": {"get": _op("health", "readiness: NATS connected and a routing table loaded",
+                               {"200": _json(_ref(Ready))}, errors=(503,), keyed=False)},
+        "/health": {"get": _op("health", "status; the fleet for an admin key", {"200": _json(_ref(Health))},
+                               errors=(401,), keyed=False)},
+        OPENAPI_PATH: {"get": _op("discovery", "this document", {"200": _json(_OBJECT)}, keyed=False)},
+        DOCS_PATH: {"get": _op("discovery", "this document, rendered", {"200": {
+            "description": "an HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}},
+            keyed=False)},
+        "/v1/metadata": {"get": _op("openai", "capabilities and endpoints, for service discovery",
+                                    {"200": _json(_OBJECT)}, openai=True)},
+        "/v1/models": {"get": _op("openai", "the models the key may call, in OpenAI's list shape",
+                                  {"200": _json(_ref(OpenAiModelList))})},
+        "/v1/models/{id}": {"get": _op("openai", "one model the key may call", {"200": _json(_ref(OpenAiModel))},
+                                       errors=(404,), openai=True, params=(id_,))},
+        "/v1/chat/completions": {"post": _openai_call("chat completion (the model's `chat` operation)", ChatBody,
+                                                      openai_json)},
+        "/v1/completions": {"post": _openai_call("completion (`generate`)", CompletionBody, openai_json)},
+        "/v1/embeddings": {"post": _openai_call("embeddings (`encode`)", EmbeddingBody, _json(_OBJECT))},
+        "/v1/images/generations": {"post": _openai_call("images (`image`)", ImageBody, _json(_OBJECT))},
+        "/v1/audio/speech": {"post": _openai_call("speech (`speech`): the audio bytes", SpeechBody, {
+            "description": "audio", "content": {"application/octet-stream": {
+                "schema": {"type": "string", "contentMediaType": "application/octet-stream"}}}})},
+        "/v1/configs/models": {"get": _op("configs", "the models the key may call, with their routes",
+                                          {"200": _json(_OBJECT)})},
+        "/v1/configs/models/{id}": {"get": _op("configs", "one model's route", {"200": _json(_OBJECT)},
+                                               errors=(404,), params=(id_,))},
+        "/v1/configs/bundles": {"get": _op("configs", "bundles and their models", {"200": _json(_OBJECT)})},
+        "/v1/configs/bundles/{id}": {"get": _op("configs", "one bundle", {"200": _json(_OBJECT)}, errors=(404,),
+                                                params=(id_,))},
+        "/v1/configs/resolve": {"post": _op("configs", "dry run: where a request would go",
+                                            {"200": _json(_OBJECT)}, errors=(404, 409), body=ResolveBody)},
+        "/v1/jobs/{id}": {"get": _op("native", "a job's state and result", {"200": _json(_ref(Job))}, errors=(404,),
+                                     params=(id_, {"name": "tenant", "in": "query", "required": False,
+                                                   "schema": {"type": "string"},
+                                                   "description": "admin keys: the job's tenant"}))},
+        "/v1/pools": {
+            "post": _op("pools", "create a pool (idempotent for the same spec)",
+                        {"201": _json(_ref(Pool), "created"), "200": _json(_ref(Pool), "exists with this spec")},
+                        errors=(404, 409, 422), body=PoolBody),
+            "get": _op("pools", "the pools the key may see", {"200": _json(_ref(PoolList))}),
+        },
+        "/v1/pools/{name}": {
+            "get": _op("pools", "one pool", {"200": _json(_ref(Pool))}, errors=(404,), params=(pool,)),
+            "delete": _op("pools", "delete a pool made through /v1/pools", {"200": _json(_ref(PoolDeleted))},
+                          errors=(404, 409), params=(pool,)),
+        },
+        "/v1/pools/{name}/renew": {"post": _op("pools", "renew a pool's lease", {"200": _json(_ref(Pool))},
+                                               errors=(404, 409, 410), params=(pool,))},
+        "/v1/{op}/{model}": {"post": _op(
+            "native", "run items on a model's operation", native_ok, errors=(404, 409, 422, 502, 504),
+            body=InferenceBody,
+            params=(_path("op", f"one of: {', '.join(sorted(OPERATIONS))}") | {
+                "schema": {"type": "string", "enum": sorted(OPERATIONS)}},
+                    _path("model", "model id, optionally `model:profile`"), *_ROUTING_HEADERS))},
+        "/v1/ws": {"get": _op(
+            "websocket", "WebSocket upgrade: many requests and their results on one connection (docs/api.md)",
+            {"101": {"description": "Switching Protocols: the connection is a WebSocket from here on"}},
+            params=(
+                {"name": "Upgrade", "in": "header", "required": True, "schema": {"const": "websocket"}},))},
+    }
+
+
+def _error_responses(defined: dict[str, Any]) -> dict[str, Any]:
+    """One response per status, per shape, each naming the codes it may carry."""
+    by_status: dict[int, list[str]] = {}
+    for code, status in STATUS.items():
+        by_status.setdefault(status, []).append(code)
+    out: dict[str, Any] = {}
+    for status, codes in sorted(by_status.items()):
+        codes = sorted(codes)
+        native = {"allOf": [_ref(Error), {"properties": {"error": {"properties": {"code": {"enum": codes}}}}}]}
+        openai = {"allOf": [_ref(OpenAiError), {"properties": {"error": {"properties": {
+            "code": {"enum": codes}, "type": {"const": error_type(status)}}}}}]}
+        out[f"E{status}"] = _json(native, f"codes: {', '.join(codes)}")
+        out[f"OpenAiE{status}"] = _json(openai, f"OpenAI's error shape; codes: {', '.join(codes)}")
+    return out
+
+
+def build() -> dict[str, Any]:
+    _, defs = models_json_schema([(m, "validation") for m in _REQUESTS + _ANSWERS],
+                                 ref_template="#/components/schemas/{model}")
+    schemas = defs["$defs"]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Switchyard gateway", "version": __version__,
+            "description": "Every error is `{\"error\": {\"code\", \"message\"}}` (OpenAI's shape on the OpenAI "
+                           "paths) with the status of its code (x-error-codes). Prometheus metrics are served on "
+                           "the separate metrics port (GET /metrics), not by this listener.",
+        },
+        "paths": _paths(),
+        "components": {
+            "schemas": schemas,
+            "responses": _error_responses(schemas),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "an API key of the Gateway's spec.keys"}},
+        },
+        "x-error-codes": dict(STATUS),
+    }
+
+
+@cache
+def document() -> bytes:
+    return orjson.dumps(build())
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.Response(body=document(), content_type="application/json")
+
+
+# Self-contained: servers often have no internet, so no CDN renderer. A few lines of plain JS list
+# every operation with its parameters and schemas; the schemas are shown as JSON, resolved by name.
+_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Switchyard gateway API</title>
+<style>body{font-family:sans-serif;max-width:70em;margin:auto}summary{cursor:pointer;padding:.3em}
+code.m{display:inline-block;width:4.5em;font-weight:bold}pre{background:#f4f4f4;padding:.5em;overflow:auto}</style>
+</head><body><h1>Switchyard gateway API</h1><p id="info">Loading <a href="/openapi.json">/openapi.json</a>…</p>
+<div id="ops"></div><h2>Schemas</h2><div id="schemas"></div>
+<script>
+const el = (tag, text) => { const e = document.createElement(tag); if (text) e.textContent = text; return e; };
+const block = (title, value) => { const d = el("details"); d.append(el("summary", title),
+  el("pre", JSON.stringify(value, null, 2))); return d; };
+fetch("/openapi.json").then(r => r.json()).then(doc => {
+  document.getElementById("info").textContent = doc.info.title + " " + doc.info.version + ". " + doc.info.description;
+  const ops = document.getElementById("ops");
+  for (const [path, item] of Object.entries(doc.paths)) for (const [method, op] of Object.entries(item)) {
+    const d = el("details"), s = el("summary"), m = el("code", method.toUpperCase());
+    m.className = "m"; s.append(m, el("code", path), " " + op.summary); d.append(s);
+    if (op.parameters) d.append(block("parameters", op.parameters));
+    if (op.requestBody) d.append(block("request body", op.requestBody.content));
+    d.append(block("responses", op.responses)); ops.append(d);
+  }
+  const schemas = document.getElementById("schemas");
+  for (const [name, s] of Object.entries(doc.components.schemas)) schemas.append(block(name, s));
+  schemas.append(block("error responses", doc.components.responses));
+});
+</script></body></html>
+"""
+
+
+async def docs(request: web.Request) -> web.Response:
+    return web.Response(text=_PAGE, content_type="text/html")
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get(OPENAPI_PATH, openapi_json)
+    app.router.add_get(DOCS_PATH, docs)

@@ -11,11 +11,11 @@ served without a key; it is the same for every request, so it is built once per 
 from __future__ import annotations
 
 from functools import cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.json_schema import models_json_schema
 
 from .. import __version__
@@ -25,7 +25,7 @@ from .configs import ResolveBody
 from .inference import MAX_ITEMS, OPERATIONS
 from .openai_api.bodies import ChatBody, CompletionBody, EmbeddingBody, ImageBody, SpeechBody
 from .openai_api.errors import error_type
-from .pools import MAX_MODELS, MAX_NAME
+from .pools import DEFAULT_TTL_S, MAX_MODELS, MAX_NAME
 
 OPENAPI_PATH = "/openapi.json"
 DOCS_PATH = "/docs"
@@ -46,11 +46,19 @@ class PoolBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(min_length=1, max_length=MAX_NAME, pattern=DNS_LABEL)
-    gpus: dict[str, int] = Field(min_length=1, description="workers per machine profile, e.g. {\"l4\": 1}")
-    models: list[str] = Field(default_factory=list, max_length=MAX_MODELS)
-    ttl_seconds: int | None = Field(default=None, ge=1, description="at most spec.poolApi.maxTtlSeconds")
+    gpus: dict[str, Annotated[int, Field(ge=0)]] = Field(min_length=1, description="workers per machine profile, e.g. {\"l4\": 1}")
+    models: list[str] = Field(default_factory=list, max_length=MAX_MODELS, json_schema_extra={"uniqueItems": True})
+    ttl_seconds: int = Field(default=DEFAULT_TTL_S, ge=1,
+                             description="at most spec.poolApi.maxTtlSeconds (the default, when that is lower)")
     tenant: str | None = Field(default=None, max_length=MAX_NAME, pattern=DNS_LABEL,
                                description="admin keys only; others create for their own tenant")
+
+    @field_validator("models")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("models names a model twice")
+        return v
 
 
 class ErrorDetail(BaseModel):

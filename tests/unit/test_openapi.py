@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -9,10 +10,17 @@ import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 from pydantic import ValidationError
 
+from switchyard.api import compile_table, load_dir
+from switchyard.api.table import KeyRoute, RoutingTable
+
 from switchyard.errors import STATUS, ApiError
 from switchyard.gateway import openapi
 from switchyard.gateway.app import build_app, new_state
+from switchyard.gateway.auth import authenticate
 from switchyard.gateway.inference import MAX_ITEMS, _body
+from switchyard.gateway.pools import MAX_MODELS, _validate
+
+MANIFESTS = Path(__file__).parents[1] / "integration" / "manifests"
 
 
 def _doc() -> dict[str, Any]:
@@ -87,3 +95,52 @@ def test_inference_model_refuses_what_the_hand_check_refuses(body: Any) -> None:
     assert exc.value.code == "bad_request"
     with pytest.raises(ValidationError):
         openapi.InferenceBody.model_validate(body)
+
+
+@pytest.fixture(scope="module")
+def pool_table() -> RoutingTable:
+    rs, _ = load_dir(MANIFESTS)
+    return compile_table(rs).raise_for_issues()
+
+
+GOOD_POOLS: list[Any] = [{"name": "p1", "gpus": {"cpu": 1}},
+                         {"name": "a-b-9", "gpus": {"cpu": 0}, "models": [], "ttl_seconds": 60, "tenant": "t-1"},
+                         {"name": "p", "gpus": {"cpu": 2}, "tenant": None}]
+BAD_POOLS: list[Any] = [None, [], "p1", {"gpus": {"cpu": 1}}, {"name": "", "gpus": {"cpu": 1}},
+                        {"name": "Big_Name", "gpus": {"cpu": 1}}, {"name": "-p", "gpus": {"cpu": 1}},
+                        {"name": "p" * 64, "gpus": {"cpu": 1}}, {"name": 7, "gpus": {"cpu": 1}}, {"name": "p1"},
+                        {"name": "p1", "gpus": {}}, {"name": "p1", "gpus": [1]}, {"name": "p1", "gpus": {"cpu": -1}},
+                        {"name": "p1", "gpus": {"cpu": "1"}}, {"name": "p1", "gpus": {"cpu": True}},
+                        {"name": "p1", "gpus": {"cpu": 1.5}}, {"name": "p1", "gpus": {"cpu": 1}, "ttl_seconds": 0},
+                        {"name": "p1", "gpus": {"cpu": 1}, "ttl_seconds": "60"},
+                        {"name": "p1", "gpus": {"cpu": 1}, "ttl_seconds": True},
+                        {"name": "p1", "gpus": {"cpu": 1}, "ttl_seconds": None},
+                        {"name": "p1", "gpus": {"cpu": 1}, "tenant": "Bad"},
+                        {"name": "p1", "gpus": {"cpu": 1}, "tenant": 3},
+                        {"name": "p1", "gpus": {"cpu": 1}, "models": "test/echo"},
+                        {"name": "p1", "gpus": {"cpu": 1}, "models": [1]},
+                        {"name": "p1", "gpus": {"cpu": 1}, "models": ["test/echo", "test/echo"]},
+                        {"name": "p1", "gpus": {"cpu": 1}, "models": [f"m{i}" for i in range(MAX_MODELS + 1)]},
+                        {"name": "p1", "gpus": {"cpu": 1}, "size": 3}]
+
+
+def _admin(table: RoutingTable) -> KeyRoute:
+    key = authenticate(table, "Bearer admin-key-0123456789abcdef")
+    assert key is not None and key.admin
+    return key
+
+
+@pytest.mark.parametrize("body", GOOD_POOLS, ids=range(len(GOOD_POOLS)))
+def test_pool_model_accepts_what_the_hand_check_accepts(pool_table: RoutingTable, body: Any) -> None:
+    record = _validate(pool_table, _admin(pool_table), body)
+    parsed = openapi.PoolBody.model_validate(body)
+    assert (parsed.name, dict(parsed.gpus), tuple(parsed.models)) == (record.name, dict(record.gpus), record.models)
+
+
+@pytest.mark.parametrize("body", BAD_POOLS, ids=range(len(BAD_POOLS)))
+def test_pool_model_refuses_what_the_hand_check_refuses(pool_table: RoutingTable, body: Any) -> None:
+    with pytest.raises(ApiError) as exc:
+        _validate(pool_table, _admin(pool_table), body)
+    assert exc.value.code == "bad_request", exc.value
+    with pytest.raises(ValidationError):
+        openapi.PoolBody.model_validate(body)

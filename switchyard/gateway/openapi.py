@@ -175,10 +175,139 @@ class OpenAiModelList(BaseModel):
     data: list[OpenAiModel]
 
 
+class ConfigBundleRef(BaseModel):
+    name: str
+    priority: int
+    profiles: list[str]
+
+
+class ConfigModel(BaseModel):
+    id: str
+    upstream: str
+    operations: list[str]
+    machine_profiles: list[str]
+    default_machine_profile: str
+    bundles: list[ConfigBundleRef]
+    profiles: dict[str, dict[str, Any]]
+    timeout_s: float
+    max_attempts: int
+    worker_service: str | None
+    live_workers: int
+
+
+class ConfigModelList(BaseModel):
+    models: list[str]
+    epoch: int
+    hash: str
+    details: list[ConfigModel]
+
+
+class ConfigBundle(BaseModel):
+    name: str
+    models: list[str]
+    live_workers: int
+
+
+class ConfigBundleList(BaseModel):
+    bundles: list[ConfigBundle]
+
+
+class Resolved(BaseModel):
+    """POST /v1/configs/resolve: where the request would go, and what would happen (nothing is queued)."""
+
+    model: str
+    profile: str | None
+    upstream: str
+    bundle: str
+    machine_profile: str
+    pool: str
+    pinned_pool: bool
+    subject: str
+    live_workers: int
+    outcome: Literal["queue", "reject_503", "provision_202"]
+    epoch: int
+
+
+class Metadata(BaseModel):
+    name: Literal["switchyard"]
+    version: str
+    capabilities: dict[str, Any]
+    endpoints: dict[str, list[dict[str, str]]]
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    prompt_tokens: int
+    total_tokens: int
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: dict[str, Any]
+    finish_reason: str
+    logprobs: Any
+
+
+class ChatCompletion(BaseModel):
+    """`stream: true` sends chat.completion.chunk objects as Server-Sent Events instead, then `data: [DONE]`."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    system_fingerprint: str | None
+    usage: Usage | None = None
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: str
+    logprobs: Any
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    system_fingerprint: str | None
+    usage: Usage | None = None
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str = Field(description="floats, or base64 little-endian float32 with "
+                                                     "encoding_format=base64")
+
+
+class Embeddings(BaseModel):
+    object: Literal["list"]
+    data: list[Embedding]
+    model: str
+    usage: Usage | None = None
+
+
+class Image(BaseModel):
+    b64_json: str
+    revised_prompt: str | None = None
+
+
+class Images(BaseModel):
+    created: int
+    data: list[Image]
+    usage: dict[str, int] | None = None
+
+
 _REQUESTS: list[type[BaseModel]] = [InferenceBody, PoolBody, ResolveBody, ChatBody, CompletionBody, EmbeddingBody,
                                     ImageBody, SpeechBody]
 _ANSWERS: list[type[BaseModel]] = [Error, OpenAiError, InferenceResult, Provisioning, Job, Pool, PoolList,
-                                   PoolDeleted, Status, Ready, Health, Version, OpenAiModel, OpenAiModelList]
+                                   PoolDeleted, Status, Ready, Health, Version, OpenAiModel, OpenAiModelList,
+                                   ConfigModelList, ConfigModel, ConfigBundleList, ConfigBundle, Resolved, Metadata,
+                                   ChatCompletion, Completion, Embeddings, Images]
 
 # -- operations ---------------------------------------------------------------------------
 
@@ -250,8 +379,11 @@ def _paths() -> dict[str, Any]:
                      headers={"Location": {"schema": {"type": "string"}, "description": "/v1/jobs/{id}"},
                               "Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}),
     }
-    openai_json = _json(_OBJECT, f"OpenAI's response object; {_OPENAI_SSE}")
-    openai_json["content"]["text/event-stream"] = {"schema": {"type": "string"}}
+    def streamed(model: type[BaseModel]) -> dict[str, Any]:
+        ok = _json(_ref(model), f"OpenAI's response object; {_OPENAI_SSE}")
+        ok["content"]["text/event-stream"] = {"schema": {"type": "string"}}
+        return ok
+
     return {
         "/": {"get": _op("discovery", "an empty object (a liveness probe for clients that poll /)",
                          {"200": _json(_OBJECT)}, keyed=False)},
@@ -266,28 +398,29 @@ def _paths() -> dict[str, Any]:
             "description": "an HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}},
             keyed=False)},
         "/v1/metadata": {"get": _op("openai", "capabilities and endpoints, for service discovery",
-                                    {"200": _json(_OBJECT)}, openai=True)},
+                                    {"200": _json(_ref(Metadata))}, openai=True)},
         "/v1/models": {"get": _op("openai", "the models the key may call, in OpenAI's list shape",
                                   {"200": _json(_ref(OpenAiModelList))})},
         "/v1/models/{id}": {"get": _op("openai", "one model the key may call", {"200": _json(_ref(OpenAiModel))},
                                        errors=(404,), openai=True, params=(id_,))},
         "/v1/chat/completions": {"post": _openai_call("chat completion (the model's `chat` operation)", ChatBody,
-                                                      openai_json)},
-        "/v1/completions": {"post": _openai_call("completion (`generate`)", CompletionBody, openai_json)},
-        "/v1/embeddings": {"post": _openai_call("embeddings (`encode`)", EmbeddingBody, _json(_OBJECT))},
-        "/v1/images/generations": {"post": _openai_call("images (`image`)", ImageBody, _json(_OBJECT))},
+                                                      streamed(ChatCompletion))},
+        "/v1/completions": {"post": _openai_call("completion (`generate`)", CompletionBody, streamed(Completion))},
+        "/v1/embeddings": {"post": _openai_call("embeddings (`encode`)", EmbeddingBody, _json(_ref(Embeddings)))},
+        "/v1/images/generations": {"post": _openai_call("images (`image`)", ImageBody, _json(_ref(Images)))},
         "/v1/audio/speech": {"post": _openai_call("speech (`speech`): the audio bytes", SpeechBody, {
             "description": "audio", "content": {"application/octet-stream": {
                 "schema": {"type": "string", "contentMediaType": "application/octet-stream"}}}})},
         "/v1/configs/models": {"get": _op("configs", "the models the key may call, with their routes",
-                                          {"200": _json(_OBJECT)})},
-        "/v1/configs/models/{id}": {"get": _op("configs", "one model's route", {"200": _json(_OBJECT)},
+                                          {"200": _json(_ref(ConfigModelList))})},
+        "/v1/configs/models/{id}": {"get": _op("configs", "one model's route", {"200": _json(_ref(ConfigModel))},
                                                errors=(404,), params=(id_,))},
-        "/v1/configs/bundles": {"get": _op("configs", "bundles and their models", {"200": _json(_OBJECT)})},
-        "/v1/configs/bundles/{id}": {"get": _op("configs", "one bundle", {"200": _json(_OBJECT)}, errors=(404,),
+        "/v1/configs/bundles": {"get": _op("configs", "bundles and their models",
+                                           {"200": _json(_ref(ConfigBundleList))})},
+        "/v1/configs/bundles/{id}": {"get": _op("configs", "one bundle", {"200": _json(_ref(ConfigBundle))}, errors=(404,),
                                                 params=(id_,))},
         "/v1/configs/resolve": {"post": _op("configs", "dry run: where a request would go",
-                                            {"200": _json(_OBJECT)}, errors=(404, 409), body=ResolveBody)},
+                                            {"200": _json(_ref(Resolved))}, errors=(404, 409), body=ResolveBody)},
         "/v1/jobs/{id}": {"get": _op("native", "a job's state and result", {"200": _json(_ref(Job))}, errors=(404,),
                                      params=(id_, {"name": "tenant", "in": "query", "required": False,
                                                    "schema": {"type": "string"},

@@ -15,8 +15,9 @@ from switchyard.natsserver import NatsServer
 pytestmark = pytest.mark.timeout(60)
 
 
-def echo(items: list[Any], ctx: Any) -> list[Any]:
-    return items
+def answer(items: list[Any], ctx: Any) -> list[Any]:
+    """A completion for each prompt, a vector for each text: what OpenAI's shapes need."""
+    return [f"re: {i['prompt']}" if "prompt" in i else [float(len(i["text"])), 1.0] for i in items]
 
 
 def check(doc: dict[str, Any], reply: Reply, path: str, method: str = "get") -> None:
@@ -85,8 +86,27 @@ async def test_real_answers_match_their_schemas(nats_server: NatsServer) -> None
         check(doc, await gw.call("GET", "/v1/pools/oa", headers=ADMIN), "/v1/pools/{name}")
         check(doc, await gw.call("DELETE", "/v1/pools/oa", headers=ADMIN), "/v1/pools/{name}", "delete")
         # A worker: the 200 result, and the job finished.
-        async with worker(nats_server.url, echo):
+        # Config views and discovery.
+        check(doc, await gw.call("GET", "/v1/configs/models", headers=ADMIN), "/v1/configs/models")
+        check(doc, await gw.call("GET", "/v1/configs/models/test/gpu", headers=ADMIN), "/v1/configs/models/{id}")
+        check(doc, await gw.call("GET", "/v1/configs/bundles", headers=ADMIN), "/v1/configs/bundles")
+        check(doc, await gw.call("GET", "/v1/configs/bundles/special", headers=ADMIN), "/v1/configs/bundles/{id}")
+        resolved = await gw.call("POST", "/v1/configs/resolve", headers=ADMIN,
+                                 json={"model": "test/gpu:sparse", "op": "encode"})
+        assert resolved.status == 200, resolved.body
+        check(doc, resolved, "/v1/configs/resolve", "post")
+        check(doc, await gw.call("GET", "/v1/metadata", headers=ADMIN), "/v1/metadata")
+        # A worker: the 200 results, native and OpenAI's.
+        async with worker(nats_server.url, answer):
             await gw.wait_for_workers(ECHO)
             ok = await gw.infer(items=[{"text": "a"}])
             assert ok.status == 200, ok.body
             check(doc, ok, "/v1/{op}/{model}", "post")
+            done = await gw.call("POST", "/v1/completions", headers=ADMIN,
+                                 json={"model": "test/echo", "prompt": ["a", "b"]})
+            assert done.status == 200, done.body
+            check(doc, done, "/v1/completions", "post")
+            vectors = await gw.call("POST", "/v1/embeddings", headers=ADMIN,
+                                    json={"model": "test/echo", "input": ["x", "yz"]})
+            assert vectors.status == 200, vectors.body
+            check(doc, vectors, "/v1/embeddings", "post")

@@ -144,3 +144,7 @@ def test_pool_model_refuses_what_the_hand_check_refuses(pool_table: RoutingTable
     assert exc.value.code == "bad_request", exc.value
     with pytest.raises(ValidationError):
         openapi.PoolBody.model_validate(body)
+
+
+def test_built_once_per_process() -> None:
+    assert openapi.document() is openapi.document()

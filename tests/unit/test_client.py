@@ -464,9 +464,11 @@ async def test_unreachable_gateway_raises_transport_error() -> None:
 
 
 async def test_request_timeout_is_not_retried(gateway: FakeGateway) -> None:
-    async with AsyncClient(gateway.url, API_KEY, timeout=0.2) as c:
+    # A timeout well above a loaded machine's request latency, far below the handler's sleep: the
+    # request surely reached the gateway (0.2 s let it time out first in a full run under load).
+    async with AsyncClient(gateway.url, API_KEY, timeout=1.0) as c:
         with pytest.raises(RequestTimeout) as info:
-            await c.encode("slow/0.6", "x", request_id="rid-slow")
+            await c.encode("slow/2", "x", request_id="rid-slow")
     assert info.value.request_id == "rid-slow" and isinstance(info.value, TransportError)
     assert len(gateway.requests_to("/v1/encode/")) == 1  # the gateway may still be working on it
 

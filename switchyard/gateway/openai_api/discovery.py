@@ -68,7 +68,10 @@ async def metadata(request: web.Request) -> web.Response:
                        for m, p, op in OPENAI_ENDPOINTS],
             "native": [{"method": "POST", "path": "/v1/{operation}/{model}"},
                        {"method": "GET", "path": "/v1/jobs/{id}"},
-                       {"method": "GET", "path": "/v1/configs/models"}],
+                       {"method": "GET", "path": "/v1/configs/models"},
+                       {"method": "GET", "path": "/v1/pools"},
+                       {"method": "GET", "path": "/v1/ws"}],  # the WebSocket upgrade
+            "description": [{"method": "GET", "path": p} for p in ("/openapi.json", "/docs")],
             "health": [{"method": "GET", "path": p} for p in ("/healthz", "/readyz", "/health", "/status")],
         },
     })

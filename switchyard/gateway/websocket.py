@@ -8,6 +8,13 @@ frame with a `type` and the client's `id`, which the answers to it carry:
   through the same core as POST /v1/{op}/{model} (submit.py); the answer is `result`,
   `accepted` (no live worker: a queued job) or `error`. Results come back as they finish, in
   any order. At most MAX_IN_FLIGHT per connection; past it an `error` `too_many_in_flight`.
+  With `"stream": true` the result streams (submit_stream, the same rules as SSE): `chunk`
+  messages (id, seq, payload) in order, then one `done` (chunks, usage, timing) or `error`;
+  `accepted` when no worker is live and no `wait` hold saw the stream begin. A stream counts
+  against MAX_IN_FLIGHT until its last message.
+- `cancel` names a stream in flight on this connection: its ChunkStream closes (the worker's
+  generator stops) and the answer is `cancelled`; no message for that id follows it. Closing
+  the socket cancels every stream in flight on it.
 - `subscribe` with topic `jobs`: a `job` message each time one of the key's tenant's jobs
   changes state (an admin may name another `tenant`); topic `status` (admin keys only): a
   `status` message with live workers, lanes and their pending items every `interval_s`.
@@ -15,7 +22,14 @@ frame with a `type` and the client's `id`, which the answers to it carry:
 
 Frames larger than the Gateway's maxRequestBodyBytes close the connection (1009), so does a key
 removed by a config reload (1008). The server pings every PING_S and drops a peer that does not
-answer; client pings are answered. Work accepted before a client goes away still runs.
+answer; client pings are answered. Work accepted before a client goes away still runs (a plain
+request's job; a stream is cancelled, as over SSE).
+
+A slow reader cannot make the gateway buffer without bound: each stream's backlog is bounded by
+streaming.py (past it the stream ends with `stream_gap`), and sends are serialized and wait for
+the socket to drain past SEND_BUFFER_BYTES, so the socket's own buffer stays about that size.
+A client that takes no frame for SEND_STALL_S is dropped (its streams are cancelled) rather than
+left holding workers that generate into a full buffer.
 """
 
 from __future__ import annotations
@@ -40,15 +54,18 @@ from .auth import authenticate, tenant_of
 from .health import fleet
 from .http import MAX_REQUEST_ID, REQUEST_ID
 from .inference import MAX_ITEMS, OPERATIONS, result_body
+from .streaming import ChunkStream
 from .jobs import _describe as describe_job  # GET /v1/jobs/{id}'s view of a record
 from .state import STATE, GatewayState
-from .submit import Accepted, Submission, result_error, submit
+from .submit import Accepted, Submission, result_error, submit, submit_stream
 
 log = logging.getLogger("switchyard.gateway.websocket")
 
 MAX_IN_FLIGHT = 32  # infer messages awaiting their answer, per connection
 MAX_SUBSCRIPTIONS = 4  # per connection
 PING_S = 20.0  # server pings; no pong within half of it closes the connection
+SEND_BUFFER_BYTES = 64 * 1024  # written past this, a send waits for the socket to drain
+SEND_STALL_S = 30.0  # a send that cannot finish in this long: the client stopped reading
 KEY_IN_URL = ("key", "api_key", "apikey", "token", "access_token", "authorization")
 WEBSOCKETS = web.AppKey("switchyard_websockets", set)
 
@@ -71,6 +88,11 @@ class Infer(_Message):
     bundle: str | None = Field(default=None, max_length=253)
     request_id: Id | None = None  # dedup key, as X-Request-ID; default: a fresh one per message
     wait: int | None = Field(default=None, ge=0, le=3600)  # as Prefer: wait=N
+    stream: bool = Field(default=False, strict=True)  # chunks as the worker yields them, as Accept: text/event-stream
+
+
+class Cancel(_Message):
+    type: Literal["cancel"]  # id: the stream's
 
 
 class Subscribe(_Message):
@@ -84,7 +106,7 @@ class Unsubscribe(_Message):
     type: Literal["unsubscribe"]
 
 
-Message = TypeAdapter(Annotated[Infer | Subscribe | Unsubscribe, Field(discriminator="type")])
+Message = TypeAdapter(Annotated[Infer | Cancel | Subscribe | Unsubscribe, Field(discriminator="type")])
 
 
 def setup(app: web.Application) -> None:
@@ -107,15 +129,17 @@ async def handle(request: web.Request) -> web.StreamResponse:
                                       "with the upgrade request")
     authorization = request.headers.get("Authorization")
     key = authenticate(table, authorization)  # 401 before any upgrade
+    # No permessage-deflate: frames stay bounded as sent. writer_limit: aiohttp checks for a full socket
+    # only every writer_limit bytes written (256 KiB by default).
     ws = web.WebSocketResponse(heartbeat=PING_S, autoping=True, max_msg_size=table.max_request_body_bytes,
-                               compress=False)  # no permessage-deflate: frames stay bounded as sent
+                               compress=False, writer_limit=SEND_BUFFER_BYTES)
     if not ws.can_prepare(request).ok:
         raise ApiError("bad_request", "GET /v1/ws takes a WebSocket upgrade (Connection: Upgrade, "
                                       "Upgrade: websocket)")
     await ws.prepare(request)
     request.app[WEBSOCKETS].add(ws)
     try:
-        await Connection(st, ws, authorization, key).run()
+        await Connection(st, ws, authorization, key, request.transport).run()
     finally:
         request.app[WEBSOCKETS].discard(ws)
     return ws
@@ -125,10 +149,14 @@ class Connection:
     """One client's socket: its key, its requests in flight and its subscriptions."""
 
     def __init__(self, st: GatewayState, ws: web.WebSocketResponse, authorization: str | None,
-                 key: KeyRoute | None) -> None:
+                 key: KeyRoute | None, transport: asyncio.BaseTransport | None = None) -> None:
         self.st, self.ws, self.authorization, self.key = st, ws, authorization, key
+        self._transport = transport  # to drop a client that stopped reading (no close frame can reach it)
         self.in_flight: dict[str, asyncio.Task[None]] = {}
+        self.streams: set[str] = set()  # the ids in in_flight that stream
         self.subscriptions: dict[str, asyncio.Task[None]] = {}
+        # One frame at a time: with concurrent senders aiohttp's drain check lets each write past it.
+        self._send_lock = asyncio.Lock()
 
     async def run(self) -> None:
         try:
@@ -142,6 +170,8 @@ class Connection:
         finally:
             for task in self.subscriptions.values():
                 task.cancel()
+            for msg_id in self.streams:  # nobody reads them any more: the workers stop generating
+                self.in_flight[msg_id].cancel()
             # Requests already submitted finish (their work is accepted); their answers have nowhere to go.
             await asyncio.gather(*self.in_flight.values(), *self.subscriptions.values(), return_exceptions=True)
 
@@ -169,6 +199,8 @@ class Connection:
             return
         if isinstance(msg, Infer):
             await self._infer(msg, table)
+        elif isinstance(msg, Cancel):
+            await self._cancel(msg.id)
         elif isinstance(msg, Subscribe):
             await self._subscribe(msg)
         else:
@@ -195,9 +227,16 @@ class Connection:
                          request_id=msg.request_id or os.urandom(16).hex(), key=self.key,
                          machine_profile=msg.machine_profile, pool=msg.pool, bundle=msg.bundle,
                          prefer=(f"wait={msg.wait}",) if msg.wait is not None else ())
-        task = asyncio.create_task(self._run(msg.id, sub, table))
+        task = asyncio.create_task(self._stream(msg.id, sub, table) if msg.stream else self._run(msg.id, sub, table))
         self.in_flight[msg.id] = task
-        task.add_done_callback(lambda _: self.in_flight.pop(msg.id, None))
+        if msg.stream:
+            self.streams.add(msg.id)
+
+        def ended(_: asyncio.Task[None]) -> None:
+            self.in_flight.pop(msg.id, None)
+            self.streams.discard(msg.id)
+
+        task.add_done_callback(ended)
 
     async def _run(self, msg_id: str, sub: Submission, table: RoutingTable) -> None:
         try:
@@ -209,15 +248,63 @@ class Connection:
             return await self._error(msg_id, ApiError("internal", "internal error; quote the request id"),
                                      sub.request_id)
         if isinstance(outcome, Accepted):
-            lane = outcome.resolution.lane
-            await self._send({"type": "accepted", "id": msg_id, "job_id": outcome.job_id,
-                              "request_id": sub.request_id, "estimated_wait_s": outcome.eta_s,
-                              "machine_profile": lane.machine_profile, "bundle": lane.bundle, "pool": lane.pool})
+            await self._accepted(msg_id, sub, outcome)
         elif not outcome.result.ok:
             await self._error(msg_id, result_error(outcome.result), sub.request_id)
         else:
             await self._send({"type": "result", "id": msg_id, "request_id": sub.request_id,
                               "result": result_body(outcome.result, sub.model_ref)})
+
+    async def _stream(self, msg_id: str, sub: Submission, table: RoutingTable) -> None:
+        try:
+            outcome = await submit_stream(self.st, table, sub)
+        except ApiError as exc:
+            return await self._error(msg_id, exc, sub.request_id)
+        except Exception:  # noqa: BLE001 - every failure still answers in our format
+            log.exception("websocket stream failed", extra={"request_id": sub.request_id})
+            return await self._error(msg_id, ApiError("internal", "internal error; quote the request id"),
+                                     sub.request_id)
+        if isinstance(outcome, Accepted):
+            return await self._accepted(msg_id, sub, outcome)
+        await self._forward(msg_id, sub, outcome)
+
+    async def _forward(self, msg_id: str, sub: Submission, stream: ChunkStream) -> None:
+        ended = False
+        try:
+            async for chunk in stream:
+                if chunk.error is not None:
+                    await self._error(msg_id, chunk.error, sub.request_id, chunks=chunk.seq)
+                elif chunk.final:
+                    await self._send({"type": "done", "id": msg_id, "request_id": sub.request_id,
+                                      "chunks": chunk.seq, "usage": chunk.usage, "timing": chunk.timing})
+                else:
+                    await self._send({"type": "chunk", "id": msg_id, "seq": chunk.seq, "payload": chunk.payload})
+                ended = chunk.final
+        finally:
+            await stream.aclose()  # a cancel, a closed socket: the worker stops generating
+            if not ended and self.ws.closed:
+                self.st.metrics.client_disconnects.inc()
+
+    async def _cancel(self, msg_id: str) -> None:
+        """Close a stream of this connection; ids are per connection, so another's is simply unknown."""
+        task = self.in_flight.get(msg_id)
+        if task is None:
+            return await self._error(msg_id, ApiError("not_found", f"no request {msg_id!r} in flight on this "
+                                                                   "connection"))
+        if msg_id not in self.streams:
+            return await self._error(msg_id, ApiError(
+                "bad_request", f"request {msg_id!r} does not stream: it runs to its end and its result comes "
+                               "(accepted work is never dropped); only streams are cancelled"))
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task  # its stream is closed and it sends nothing more: `cancelled` is the id's last message
+        await self._send({"type": "cancelled", "id": msg_id})
+
+    async def _accepted(self, msg_id: str, sub: Submission, outcome: Accepted) -> None:
+        lane = outcome.resolution.lane
+        await self._send({"type": "accepted", "id": msg_id, "job_id": outcome.job_id,
+                          "request_id": sub.request_id, "estimated_wait_s": outcome.eta_s,
+                          "machine_profile": lane.machine_profile, "bundle": lane.bundle, "pool": lane.pool})
 
     # -- subscriptions ---------------------------------------------------------------------
 
@@ -272,15 +359,26 @@ class Connection:
     async def _send(self, message: dict[str, Any]) -> None:
         if self.ws.closed:
             return
+        frame = orjson.dumps(message).decode()
         try:
-            await self.ws.send_str(orjson.dumps(message).decode())
+            async with self._send_lock:
+                await asyncio.wait_for(self.ws.send_str(frame), SEND_STALL_S)
         except (ConnectionError, RuntimeError):  # the client went away meanwhile
             pass
+        except asyncio.TimeoutError:
+            # It takes nothing: drop it (ending the read loop, which cancels its streams). The frame that
+            # timed out was written whole before the wait (uncompressed), so nothing half-sent follows.
+            log.info("websocket client stopped reading; connection dropped")
+            if self._transport is not None:
+                self._transport.abort()
 
-    async def _error(self, msg_id: str | None, err: ApiError, request_id: str | None = None) -> None:
+    async def _error(self, msg_id: str | None, err: ApiError, request_id: str | None = None,
+                     chunks: int | None = None) -> None:
         out: dict[str, Any] = {"type": "error", "id": msg_id, "status": err.status, **err.body()}
         if request_id is not None:
             out["request_id"] = request_id
+        if chunks is not None:  # a stream's end: how many chunks came before it
+            out["chunks"] = chunks
         await self._send(out)
 
 

@@ -14,6 +14,10 @@ What counts as a command (the convention the docs follow):
 - ``python`` fences are snippets. Each runs as a script, unless it is a fragment of the
   reader's own code, listed in `SKIPPED_SNIPPETS` with the reason.
 
+Commands run as written, only the local ports of DOC_PORTS moved. ``curl`` lines go to the
+gateway the docs start, and so do ``grpcurl`` lines (kind ``grpcurl``), with the grpcurl that
+tests/controlplane/build-tool.sh builds from its Go module first on PATH.
+
 `kind()` says how the tests run a command; `SKIPPED` lists, with the reason, the commands
 that cannot run here. A command that is neither runnable nor listed makes
 tests/unit/test_docs_listed.py fail, so a new kind of command cannot go unrun unnoticed.
@@ -31,8 +35,8 @@ SHELL_TAGS = {"sh", "bash", "shell", "console"}
 LEFT_OUT = {"tests", "build", "dist", "node_modules"}
 
 # Ports the docs use for services on this machine; the tests move them to free ones
-# (NATS, the gateway's HTTP and metrics listeners) because other tests share the host.
-DOC_PORTS = {"nats": 4222, "http": 8080, "metrics": 9090}
+# (NATS, the gateway's HTTP, metrics and gRPC listeners) because other tests share the host.
+DOC_PORTS = {"nats": 4222, "http": 8080, "metrics": 9090, "grpc": 50051}
 
 _NO_CONTROLLERS = ("there is no scheduler or kubelet beside the test API server, so no Pod ever runs and "
                    "no Deployment or StatefulSet finishes rolling out (the operator runs as a process "
@@ -209,8 +213,8 @@ MONITORING_SECTIONS = ("Monitoring with kustomize", "Monitoring with Helm")
 
 
 def kind(cmd: Command) -> str:
-    """How the tests run it: gateway, worker, demo, make-test, curl, pip, kubectl, helm, monitoring, skip,
-    or unknown."""
+    """How the tests run it: gateway, worker, demo, make-test, curl, grpcurl, pip, kubectl, helm, monitoring,
+    skip, or unknown."""
     if skip_reason(cmd) is not None:
         return "skip"
     if cmd.section == HELM_SECTION:
@@ -228,6 +232,8 @@ def kind(cmd: Command) -> str:
         return "make-test"
     if words[:1] == ["curl"]:
         return "curl"
+    if words[:1] == ["grpcurl"]:  # the built one on PATH (tests/controlplane/build-tool.sh grpcurl)
+        return "grpcurl"
     if words[:2] == ["pip", "install"]:
         return "pip"
     if words[:1] == ["kubectl"]:

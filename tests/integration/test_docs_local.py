@@ -7,13 +7,14 @@ How they run:
 - Every command runs through `bash -c` from the repository root, with this test's venv
   first on PATH (as after `make install` and activating .venv) and SWITCHYARD_NATS_URL set
   to a real nats-server this module starts (the NATS the docs assume is running).
-- The docs' fixed local ports (NATS 4222, gateway 8080, metrics 9090) are moved to free
+- The docs' fixed local ports (NATS 4222, gateway 8080, metrics 9090, gRPC 50051) are moved to free
   ports, the same in every command, because other tests share this host. Nothing else
   in a command is changed.
 - `switchyard gateway` and `switchyard worker` / `python -m switchyard.worker` start as
   background processes and must come up: the gateway's /readyz answers 200, a worker's
   heartbeat appears in the `sy_workers` bucket. Then every `curl` line runs against them
-  and must answer JSON without an error.
+  and must answer JSON without an error, and so must every `grpcurl` line (against the
+  gateway's gRPC port), run with the grpcurl build-tool.sh builds first on PATH.
 - A fence with `pip install` lines is a fresh environment: the test makes a new venv,
   runs the fence's commands in order in it, from a copy of the repository.
 - `make demo` runs as the long-running process it is; each curl line it prints is run,
@@ -46,6 +47,7 @@ import yaml
 
 from cli_processes import stop, wait_for_heartbeat
 from switchyard.natsserver import NatsServer, free_port
+from switchyard.testing.gotools import GoToolBuildError, ensure_built
 from switchyard.testing import doccommands as dc
 
 ROOT = dc.ROOT
@@ -66,6 +68,7 @@ def _unique(cmds: list[dc.Command]) -> list[dc.Command]:
 
 SERVERS = _unique([c for c in ALL if dc.kind(c) in ("gateway", "worker") and not _in_install_fence(c)])
 CURLS = _unique([c for c in ALL if dc.kind(c) == "curl" and not _in_install_fence(c)])
+GRPCURLS = _unique([c for c in ALL if dc.kind(c) == "grpcurl"])
 DEMOS = _unique([c for c in ALL if dc.kind(c) == "demo"])
 
 
@@ -142,7 +145,7 @@ def _start_servers(cmds: list[dc.Command], stack: Stack, env: dict[str, str], cw
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     nats = NatsServer().start()
-    ports = {"nats": nats.port, "http": free_port(), "metrics": free_port()}
+    ports = {"nats": nats.port, "http": free_port(), "metrics": free_port(), "grpc": free_port()}
     st = Stack(nats, ports, _env(Path(sys.executable).parent, nats.url), tmp_path_factory.mktemp("doc-logs"))
     try:
         _start_servers(SERVERS, st, st.env, ROOT)
@@ -176,6 +179,39 @@ def test_curl_command(stack: Stack, cmd: dc.Command) -> None:
     _run_curl(dc.with_ports(cmd.text, stack.ports), stack.env, cmd.where)
 
 
+def _json_values(text: str) -> list[Any]:
+    """Every JSON value in grpcurl's output: one per message, a stream's one after another."""
+    decoder, values, at = json.JSONDecoder(), [], 0
+    while rest := text[at:].lstrip():
+        value, at = decoder.raw_decode(text, len(text) - len(rest))
+        values.append(value)
+    return values
+
+
+@pytest.mark.parametrize("cmd", GRPCURLS, ids=_id)
+def test_grpcurl_command(stack: Stack, cmd: dc.Command) -> None:
+    try:
+        tool_dir = ensure_built("grpcurl")
+    except GoToolBuildError as exc:
+        pytest.skip(f"grpcurl could not be built: {exc}")
+    env = {**stack.env, "PATH": f"{tool_dir}{os.pathsep}{stack.env['PATH']}"}
+    done = subprocess.run(["bash", "-c", dc.with_ports(cmd.text, stack.ports)], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"{cmd.where}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    if cmd.words[-1:] == ["list"]:  # services, one a line: ours among them
+        assert "switchyard.v1.Inference" in done.stdout.split(), done.stdout
+        return
+    values = _json_values(done.stdout)
+    assert values and all(isinstance(v, dict) for v in values), f"{cmd.where}: {done.stdout[:500]!r}"
+    method = cmd.words[-1]
+    if method.endswith("Health/Check"):
+        assert values == [{"status": "SERVING"}]
+    elif method.endswith("/Infer"):
+        assert [set(v) & {"result", "accepted"} for v in values] == [{"result"}], values  # the worker is up
+    elif method.endswith("/InferStream"):
+        assert all("chunk" in v for v in values[:-1]) and "end" in values[-1], values
+
+
 def _tree_copy(dest: Path) -> Path:
     """The checkout as a reader has it: tracked files and untracked ones git does not ignore."""
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
@@ -193,7 +229,7 @@ def test_install_fence_in_a_fresh_venv(fence: tuple[str, int], tmp_path: Path) -
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=120)
     nats = NatsServer().start()
-    ports = {"nats": nats.port, "http": free_port(), "metrics": free_port()}
+    ports = {"nats": nats.port, "http": free_port(), "metrics": free_port(), "grpc": free_port()}
     st = Stack(nats, ports, _env(venv / "bin", nats.url), tmp_path)
     tree = _tree_copy(tmp_path / "checkout")
     try:

@@ -51,6 +51,7 @@ from ..jsondepth import MAX_JSON_DEPTH, too_deep
 from ..messages import JobRecord
 from ..subjects import JOBS_BUCKET
 from .auth import authenticate, tenant_of
+from .grpc.service import _close_orphan as close_orphan  # a stream opened for a caller gone meanwhile
 from .health import fleet
 from .http import MAX_REQUEST_ID, REQUEST_ID
 from .inference import MAX_ITEMS, OPERATIONS, result_body
@@ -256,8 +257,14 @@ class Connection:
                               "result": result_body(outcome.result, sub.model_ref)})
 
     async def _stream(self, msg_id: str, sub: Submission, table: RoutingTable) -> None:
+        opening = asyncio.ensure_future(submit_stream(self.st, table, sub))
         try:
-            outcome = await submit_stream(self.st, table, sub)
+            # Shielded, as gRPC's InferStream: a cancel or a closed socket never stops a record or a
+            # publish half way (accepted work is never lost); a stream it opens meanwhile is closed.
+            outcome = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(close_orphan)
+            raise
         except ApiError as exc:
             return await self._error(msg_id, exc, sub.request_id)
         except Exception:  # noqa: BLE001 - every failure still answers in our format

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from dataplane import ADMIN, ECHO, ECHO_ONLY, gateway, until, worker
+from dataplane import ADMIN, ECHO, ECHO_ONLY, gateway, job_final, until, worker
 from switchyard.subjects import Lane
 from switchyard.gateway import streaming, websocket
 from switchyard.natsserver import NatsServer
@@ -269,3 +269,17 @@ async def test_a_client_that_stops_reading_is_dropped_and_its_stream_cancelled(
                 assert msg.json()["type"] == "chunk"
             assert msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.ERROR)
         assert (await gw.call("GET", "/healthz")).status == 200
+
+
+async def test_a_stream_cancelled_during_its_hold_stays_a_queued_job(nats_server: NatsServer) -> None:
+    async with gateway(nats_server.url) as gw:
+        async with gw.http.ws_connect(gw.url + "/v1/ws", headers=ADMIN) as ws:
+            await ws.send_json(stream("held", "still runs", wait=30, request_id="held-job"))
+            await until(lambda: gw.state.holds._held[ECHO] == 1, 10, "the stream is held")
+            await ws.send_json({"type": "cancel", "id": "held"})
+            assert (await receive(ws)) == {"type": "cancelled", "id": "held"}
+        # Accepted work is never lost: the job runs once a worker starts, its record gets the result.
+        async with worker(nats_server.url, tokens):
+            r = await job_final(gw, "held-job")
+        assert r.body["state"] == "succeeded", r.body
+        assert r.body["result"]["items"] == [{"index": 0, "text": "still"}, {"index": 0, "text": " runs"}]

@@ -41,7 +41,7 @@ async def describe_job(st: GatewayState, key: KeyRoute | None, job_id: str, aske
     record = await st.dispatcher.job(job_key(tenant, job_id))
     if record is None:
         raise ApiError("unknown_job", f"no job {job_id!r} (results are kept for a limited time)")
-    body = _describe(record)
+    body = record_view(record)
     if body["state"] == "queued":
         route = st.table().models.get(record.model)
         lane = Lane(record.model, record.bundle, record.machine_profile, record.pool)
@@ -50,7 +50,8 @@ async def describe_job(st: GatewayState, key: KeyRoute | None, job_id: str, aske
     return body
 
 
-def _describe(record: JobRecord) -> dict[str, object]:
+def record_view(record: JobRecord) -> dict[str, object]:
+    """A job record as GET /v1/jobs/{id} shows it (without the queued ETA)."""
     state = record.state
     if not record.final and record.deadline and time.time() > record.deadline + EXPIRY_GRACE_S:
         state = "expired"

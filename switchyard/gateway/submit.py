@@ -108,6 +108,12 @@ async def submit_stream(st: GatewayState, table: RoutingTable, sub: Submission,
     return await open_stream(st, item, res)
 
 
+def close_orphan(opening: asyncio.Future[Accepted | ChunkStream]) -> None:
+    """Done-callback for a shielded submit_stream() whose caller left: cancel the stream once it opens."""
+    if not opening.cancelled() and opening.exception() is None and isinstance(opening.result(), ChunkStream):
+        asyncio.ensure_future(opening.result().aclose())
+
+
 def _prepare(st: GatewayState, table: RoutingTable, sub: Submission, hooks: Hooks) -> tuple[WorkItem, Resolution]:
     rt = hooks.trace
     # An expired pool may already be gone from the table: say why before resolving.

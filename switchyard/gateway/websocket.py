@@ -51,14 +51,13 @@ from ..jsondepth import MAX_JSON_DEPTH, too_deep
 from ..messages import JobRecord
 from ..subjects import JOBS_BUCKET
 from .auth import authenticate, tenant_of
-from .grpc.service import _close_orphan as close_orphan  # a stream opened for a caller gone meanwhile
 from .health import fleet
 from .http import MAX_REQUEST_ID, REQUEST_ID
 from .inference import MAX_ITEMS, OPERATIONS, result_body
 from .streaming import ChunkStream
-from .jobs import _describe as describe_job  # GET /v1/jobs/{id}'s view of a record
+from .jobs import record_view  # GET /v1/jobs/{id}'s view of a record
 from .state import STATE, GatewayState
-from .submit import Accepted, Submission, result_error, submit, submit_stream
+from .submit import Accepted, Submission, close_orphan, result_error, submit, submit_stream
 
 log = logging.getLogger("switchyard.gateway.websocket")
 
@@ -351,7 +350,7 @@ class Connection:
             async for m in sub.messages:
                 record = _record(m)
                 if record is not None:
-                    await self._send({"type": "job", "id": sub_id, "job": describe_job(record)})
+                    await self._send({"type": "job", "id": sub_id, "job": record_view(record)})
         finally:
             with suppress(Exception):
                 await sub.unsubscribe()

@@ -32,8 +32,7 @@ from ..inference import MAX_ITEMS, OPERATIONS, result_body
 from ..jobs import describe_job
 from ..resolve import Resolution
 from ..state import GatewayState
-from ..streaming import ChunkStream
-from ..submit import Accepted, Hooks, Outcome, Submission, result_error, submit, submit_stream
+from ..submit import Accepted, Hooks, Outcome, Submission, close_orphan, result_error, submit, submit_stream
 from . import inference_pb2 as pb
 from .status import grpc_code, trailers
 from .values import from_python, struct_from_python, struct_to_python, to_python
@@ -126,7 +125,7 @@ class InferenceService:
         try:
             opened = await asyncio.shield(opening)  # as in infer(): the record and publish complete
         except asyncio.CancelledError:
-            opening.add_done_callback(_close_orphan)  # the client left: cancel the item once it is queued
+            opening.add_done_callback(close_orphan)  # the client left: cancel the item once it is queued
             raise
         if isinstance(opened, Accepted):
             yield pb.InferStreamResponse(request_id=sub.request_id, accepted=_accepted(opened))
@@ -243,11 +242,6 @@ def _request_id(rid: str) -> str:
         raise ApiError("invalid_request_id", f"request_id must be 1-{MAX_REQUEST_ID} characters of "
                                              "A-Z a-z 0-9 _ = - and inner dots")
     return rid
-
-
-def _close_orphan(opening: asyncio.Future[Accepted | ChunkStream]) -> None:
-    if not opening.cancelled() and opening.exception() is None and isinstance(opening.result(), ChunkStream):
-        asyncio.ensure_future(opening.result().aclose())
 
 
 def _accepted(acc: Accepted) -> pb.Accepted:

@@ -3,7 +3,7 @@
 Request schemas come from the pydantic models the gateway parses bodies with (OpenAI's in
 openai_api/bodies.py, /v1/configs/resolve's ResolveBody). The native inference body and the
 pool body are checked by hand on the hot path (inference._body, pools._validate); their
-models here only describe them, and tests/unit/test_openapi.py proves each agrees with its
+models here only describe them, and tests/unit/test_openapi_document.py proves each agrees with its
 hand check on good and bad bodies. The document names no model, key or tenant, so it is
 served without a key; it is the same for every request, so it is built once per process.
 """

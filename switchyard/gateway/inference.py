@@ -12,7 +12,6 @@ import orjson
 from aiohttp import web
 
 from ..api.table import RoutingTable
-from ..api.upstream import Operation
 from ..errors import ApiError
 from ..messages import Result
 from .auth import authenticate
@@ -21,11 +20,9 @@ from .http import MACHINE_PROFILE, RID, json_response, read_json
 from .resolve import Resolution
 from .state import GatewayState, state_of
 from .streaming import ChunkStream
-from .submit import Accepted, Hooks, Outcome, Submission, result_error, submit, submit_stream
+from .submit import Accepted, Hooks, Outcome, Submission, check_items, check_operation, result_error, submit, submit_stream
 from .tracing import Trace, traced
 
-OPERATIONS = frozenset(Operation.__args__)  # type: ignore[attr-defined]
-MAX_ITEMS = 10_000
 
 
 async def infer(request: web.Request) -> web.StreamResponse:
@@ -39,10 +36,9 @@ async def infer(request: web.Request) -> web.StreamResponse:
 async def _infer(request: web.Request, st: GatewayState, table: RoutingTable,
                  rt: Trace | None) -> web.Response:
     op, model_ref = request.match_info["op"], request.match_info["model"]
-    if op not in OPERATIONS:
-        if op == "configs":
-            raise ApiError("method_not_allowed", "config endpoints are read-only on the gateway")
-        raise ApiError("not_found", f"unknown operation {op!r} (operations: {', '.join(sorted(OPERATIONS))})")
+    if op == "configs":
+        raise ApiError("method_not_allowed", "config endpoints are read-only on the gateway")
+    check_operation(op)
     key = authenticate(table, request.headers.get("Authorization"))
     items, params = _body(await read_json(request, table.max_request_body_bytes))
     h = request.headers
@@ -114,10 +110,7 @@ def _body(body: Any) -> tuple[list[Any], dict[str, Any]]:
     if unknown:
         raise ApiError("bad_request", f"unknown body field(s): {', '.join(sorted(unknown))}")
     items, params = body.get("items"), body.get("params", {})
-    if not isinstance(items, list) or not items:
-        raise ApiError("bad_request", '"items" must be a non-empty array')
-    if len(items) > MAX_ITEMS:
-        raise ApiError("bad_request", f'"items" holds {len(items)} entries; the limit is {MAX_ITEMS}')
+    check_items(items)
     if not isinstance(params, dict):
         raise ApiError("bad_request", '"params" must be an object')
     return items, params

@@ -22,7 +22,7 @@ from .. import __version__
 from ..api.meta import DNS_LABEL
 from ..errors import STATUS
 from .configs import ResolveBody
-from .inference import MAX_ITEMS, OPERATIONS
+from .submit import MAX_ITEMS, OPERATIONS
 from .openai_api.bodies import ChatBody, CompletionBody, EmbeddingBody, ImageBody, SpeechBody
 from .openai_api.errors import error_type
 from .pools import DEFAULT_TTL_S, MAX_MODELS, MAX_NAME

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..api.table import KeyRoute, RoutingTable
+from ..api.upstream import Operation
 from ..errors import ApiError
 from ..messages import JobRecord, Result, WorkItem
 from ..subjects import DEDUPE_WINDOW_S
@@ -37,6 +38,20 @@ from .streaming import ChunkStream, open_stream
 from .tracing import Trace
 
 NO_CAPACITY_RETRY_AFTER_S = 10
+OPERATIONS = frozenset(Operation.__args__)  # type: ignore[attr-defined]
+MAX_ITEMS = 10_000  # items in one work item, whatever protocol carried them
+
+
+def check_operation(op: str) -> None:
+    if op not in OPERATIONS:
+        raise ApiError("not_found", f"unknown operation {op!r} (operations: {', '.join(sorted(OPERATIONS))})")
+
+
+def check_items(items: Any) -> None:
+    if not isinstance(items, list) or not items:
+        raise ApiError("bad_request", '"items" must be a non-empty array')
+    if len(items) > MAX_ITEMS:
+        raise ApiError("bad_request", f'"items" holds {len(items)} entries; the limit is {MAX_ITEMS}')
 
 
 @dataclass(frozen=True, slots=True)

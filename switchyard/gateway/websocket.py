@@ -53,11 +53,11 @@ from ..subjects import JOBS_BUCKET
 from .auth import authenticate, tenant_of
 from .health import fleet
 from .http import MAX_REQUEST_ID, REQUEST_ID
-from .inference import MAX_ITEMS, OPERATIONS, result_body
+from .inference import result_body
 from .streaming import ChunkStream
 from .jobs import record_view  # GET /v1/jobs/{id}'s view of a record
 from .state import STATE, GatewayState
-from .submit import Accepted, Submission, close_orphan, result_error, submit, submit_stream
+from .submit import MAX_ITEMS, Accepted, Submission, check_operation, close_orphan, result_error, submit, submit_stream
 
 log = logging.getLogger("switchyard.gateway.websocket")
 
@@ -220,9 +220,10 @@ class Connection:
             return await self._error(msg.id, ApiError(
                 "too_many_in_flight", f"this connection has {MAX_IN_FLIGHT} requests in flight, its limit; "
                                       "wait for a result before sending more (or open another connection)"))
-        if msg.op not in OPERATIONS:
-            return await self._error(msg.id, ApiError(
-                "not_found", f"unknown operation {msg.op!r} (operations: {', '.join(sorted(OPERATIONS))})"))
+        try:
+            check_operation(msg.op)
+        except ApiError as exc:
+            return await self._error(msg.id, exc)
         sub = Submission(op=msg.op, model_ref=msg.model, items=msg.items, params=msg.params,
                          request_id=msg.request_id or os.urandom(16).hex(), key=self.key,
                          machine_profile=msg.machine_profile, pool=msg.pool, bundle=msg.bundle,

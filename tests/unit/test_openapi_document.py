@@ -17,7 +17,8 @@ from switchyard.errors import STATUS, ApiError
 from switchyard.gateway import openapi
 from switchyard.gateway.app import build_app, new_state
 from switchyard.gateway.auth import authenticate
-from switchyard.gateway.inference import MAX_ITEMS, _body
+from switchyard.gateway.inference import _body
+from switchyard.gateway.submit import MAX_ITEMS
 from switchyard.gateway.pools import MAX_MODELS, _validate
 
 MANIFESTS = Path(__file__).parents[1] / "integration" / "manifests"

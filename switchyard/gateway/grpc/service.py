@@ -28,11 +28,11 @@ from ...messages import Result
 from ..auth import authenticate
 from ..eta import retry_after
 from ..http import MAX_REQUEST_ID, REQUEST_ID
-from ..inference import MAX_ITEMS, OPERATIONS, result_body
+from ..inference import result_body
 from ..jobs import describe_job
 from ..resolve import Resolution
 from ..state import GatewayState
-from ..submit import Accepted, Hooks, Outcome, Submission, close_orphan, result_error, submit, submit_stream
+from ..submit import Accepted, Hooks, Outcome, Submission, check_items, check_operation, close_orphan, result_error, submit, submit_stream
 from . import inference_pb2 as pb
 from .status import grpc_code, trailers
 from .values import from_python, struct_from_python, struct_to_python, to_python
@@ -150,13 +150,9 @@ class InferenceService:
         _check_size(raw, table)
         key = authenticate(table, _metadata(context, "authorization"))
         req = _parse(pb.InferRequest, raw)
-        if req.op not in OPERATIONS:
-            raise ApiError("not_found", f"unknown operation {req.op!r} (operations: {', '.join(sorted(OPERATIONS))})")
+        check_operation(req.op)
         items = [to_python(v) for v in req.items]
-        if not items:
-            raise ApiError("bad_request", '"items" must be a non-empty array')
-        if len(items) > MAX_ITEMS:
-            raise ApiError("bad_request", f'"items" holds {len(items)} entries; the limit is {MAX_ITEMS}')
+        check_items(items)
         return Submission(op=req.op, model_ref=req.model, items=items, params=struct_to_python(req.params),
                           request_id=_request_id(req.request_id), key=key,
                           machine_profile=req.machine_profile or None, pool=req.pool or None,

@@ -21,12 +21,12 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from ..submit import MAX_ITEMS  # items in one work item
 from .errors import OpenAiError
 
 MAX_CHOICES = 128  # OpenAI's own limit on n for chat and completions
 MAX_IMAGES = 10  # OpenAI's limit on n for images
 MAX_INPUTS = 2048  # OpenAI's limit on embedding inputs (and here on prompts per completion request)
-MAX_ITEMS = 10_000  # the native API's limit on items per work item (inference.py)
 MAX_SPEECH_CHARS = 4096
 
 B = TypeVar("B", bound=BaseModel)

@@ -20,8 +20,8 @@ from .subjects import job_key
 
 VERSION = 1
 
-JobState = Literal["queued", "running", "succeeded", "failed", "expired"]
-FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "expired"})
+JobState = Literal["queued", "running", "succeeded", "failed", "expired", "cancelled"]
+FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "expired", "cancelled"})
 
 
 @lru_cache(maxsize=None)
@@ -187,6 +187,9 @@ class JobRecord:
     updated_at: float = field(default_factory=time.time)
     tenant: str = ""
     deadline: float = 0.0  # the item's; a record still open after it is reported expired
+    kind: str = "item"  # "item": one work item; "plan": a Planner run (its steps live in RUNS_BUCKET)
+    created_at: float = 0.0  # when the gateway accepted it (0 in records written before this field)
+    op: str = ""  # the operation (a plan: the Planner's name)
 
     @property
     def final(self) -> bool:

@@ -20,6 +20,12 @@ WORKERS_BUCKET = "sy_workers"  # worker heartbeats, TTL'd
 JOBS_BUCKET = "sy_jobs"  # state and result of accepted-but-not-awaited items
 COLDSTART_BUCKET = "sy_coldstart"  # measured cold starts per lane, shared by gateway replicas
 POOLS_BUCKET = "sy_pools"  # standalone mode: pools made through POST /v1/pools
+RUNS_BUCKET = "sy_runs"  # Planner runs: each step's state, key = job_key(tenant, run id)
+EVENTS_STREAM = "SWITCHYARD_EVENTS"  # job.status and capacity.update events, for SSE resume
+EVENTS_PREFIX = "sy.events"  # + <kind>.<tenant token>
+DEAD_STREAM = "SWITCHYARD_DEAD"  # items failed after their last attempt (dead letters)
+DEAD_PREFIX = "sy.dead"  # + <lane subject tail>
+JOB_CANCEL_PREFIX = "_sy.jobcancel"  # + token(job key): stop a job wherever it is (jobs API)
 INBOX_PREFIX = "_sy.inbox"  # + <gateway instance>.<sequence>
 CANCEL_PREFIX = "_sy.cancel"  # + <gateway instance>.<sequence>: stop a streamed item (cancel_subject)
 DEDUPE_WINDOW_S = 120.0
@@ -33,6 +39,11 @@ def job_key(tenant: str, request_id: str) -> str:
     Scoped by tenant, so two tenants choosing the same X-Request-ID never meet.
     """
     return f"{tenant}.{request_id}" if tenant else request_id
+
+
+def job_cancel_subject(key: str) -> str:
+    """Where a cancelled job's worker (or Planner run) hears of it; key is job_key(tenant, id)."""
+    return f"{JOB_CANCEL_PREFIX}.{token(key)}"
 
 
 def cancel_subject(reply: str) -> str:

@@ -10,8 +10,8 @@ from .errors import SwitchyardError, error_for
 
 __all__ = ["InferenceResult", "Accepted", "Job", "JobState", "ModelInfo", "PoolInfo", "FINAL_STATES"]
 
-JobState = Literal["queued", "running", "succeeded", "failed", "expired"]
-FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "expired"})
+JobState = Literal["queued", "running", "succeeded", "failed", "expired", "cancelled"]
+FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "expired", "cancelled"})
 
 
 @dataclass(slots=True)

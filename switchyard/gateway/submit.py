@@ -123,6 +123,20 @@ async def submit_stream(st: GatewayState, table: RoutingTable, sub: Submission,
     return await open_stream(st, item, res)
 
 
+async def queue_job(st: GatewayState, table: RoutingTable, sub: Submission, hooks: Hooks | None = None) -> Accepted:
+    """submit() as a job whatever the lane's state: recorded, queued durably, answered at once.
+
+    For work whose outcome must outlive this gateway (Planner steps, plans.py): the record in
+    the jobs bucket is the result's only home. A pinned pool without a worker is still
+    `no_capacity`; `Prefer` is not read. The same request id again finds the same job.
+    """
+    hooks = hooks or Hooks()
+    item, res = _prepare(st, table, sub, hooks)
+    if res.pinned and st.registry.serving(res.lane) == 0:
+        await _cold(st, table, sub, item, res, hooks.trace, streamed=False)  # raises no_capacity
+    return await _accept(st, item, res, table.result_ttl_seconds, None, hooks.trace)  # type: ignore[return-value]
+
+
 def close_orphan(opening: asyncio.Future[Accepted | ChunkStream]) -> None:
     """Done-callback for a shielded submit_stream() whose caller left: cancel the stream once it opens."""
     if not opening.cancelled() and opening.exception() is None and isinstance(opening.result(), ChunkStream):
@@ -222,7 +236,10 @@ async def _accept(st: GatewayState, item: WorkItem, res: Resolution, ttl_s: int,
             rt.begin_publish(item, res.lane.subject)
         packed = st.dispatcher.pack(item)  # an item too large is refused before any record exists
         # The ETA's KV reads run alongside the record and the publish: they add no latency.
-        eta = asyncio.create_task(st.eta.on_accept(res.lane, res.route.cold_start_s, ttl_s))
+        # Only a cold lane opens a cold-start episode (queue_job() also queues on live lanes).
+        eta = asyncio.create_task(st.eta.on_accept(res.lane, res.route.cold_start_s, ttl_s)
+                                  if st.registry.serving(res.lane) == 0
+                                  else st.eta.for_job(res.lane, res.route.cold_start_s, time.time()))
         record, revision = await st.dispatcher.create_job(item.key, JobRecord(
             id=item.id, state="queued", model=item.model, pool=item.pool, machine_profile=item.machine_profile,
             bundle=item.bundle, tenant=item.tenant, deadline=item.deadline,

@@ -40,7 +40,7 @@ async def _infer(request: web.Request, st: GatewayState, table: RoutingTable,
         raise ApiError("method_not_allowed", "config endpoints are read-only on the gateway")
     check_operation(op)
     key = authenticate(table, request.headers.get("Authorization"))
-    items, params = _body(await read_json(request, table.max_request_body_bytes))
+    items, params = parse_body(await read_json(request, table.max_request_body_bytes))
     h = request.headers
     sub = Submission(op=op, model_ref=model_ref, items=items, params=params, request_id=request[RID], key=key,
                      machine_profile=h.get("X-Machine-Profile"), pool=h.get("X-Pool"), bundle=h.get("X-Bundle"),
@@ -103,7 +103,7 @@ def respond(outcome: Outcome, model_ref: str) -> web.Response:
     return json_response(result_body(outcome.result, model_ref), headers=applied)
 
 
-def _body(body: Any) -> tuple[list[Any], dict[str, Any]]:
+def parse_body(body: Any) -> tuple[list[Any], dict[str, Any]]:
     if not isinstance(body, dict):
         raise ApiError("bad_request", 'body must be a JSON object like {"items": [...], "params": {...}}')
     unknown = set(body) - {"items", "params"}

@@ -20,7 +20,8 @@ from nats.js.kv import KeyValue
 
 from .api.table import QueueLimits
 from .subjects import (
-    COLDSTART_BUCKET, DEDUPE_WINDOW_S, JOBS_BUCKET, POOLS_BUCKET, WORK_PREFIX, WORK_STREAM, WORKERS_BUCKET, Lane,
+    COLDSTART_BUCKET, DEDUPE_WINDOW_S, EVENTS_PREFIX, EVENTS_STREAM, JOBS_BUCKET, POOLS_BUCKET, RUNS_BUCKET,
+    WORK_PREFIX, WORK_STREAM, WORKERS_BUCKET, Lane,
 )
 
 HEARTBEAT_TTL_S = 10.0
@@ -97,6 +98,31 @@ async def ensure_pools_bucket(js: JetStreamContext, replicas: int = 1) -> KeyVal
     # Standalone pools: no TTL (a pool's expiry is its renewal time plus its own ttl, judged by the gateway).
     return await _bucket(js, KeyValueConfig(bucket=POOLS_BUCKET, storage=StorageType.FILE, history=1,
                                             replicas=replicas))
+
+
+async def ensure_runs_bucket(js: JetStreamContext, ttl_s: float = 3600.0, replicas: int = 1) -> KeyValue:
+    # Planner runs (gateway/planrun.py): kept as long as their job records, so a run's steps stay readable.
+    return await _bucket(js, KeyValueConfig(bucket=RUNS_BUCKET, ttl=ttl_s, storage=StorageType.FILE, history=1,
+                                            replicas=replicas))
+
+
+EVENTS_MAX_AGE_S = 3600.0  # how far back Last-Event-ID can resume (gateway/events.py)
+EVENTS_MAX_BYTES = 256 * 1024**2
+
+
+def events_stream_config(replicas: int = 1) -> StreamConfig:
+    # Limits retention: every SSE connection reads it with its own consumer, and it forgets old events
+    # by age and size. The duplicate window lets every gateway replica bridge the same KV update once.
+    return StreamConfig(name=EVENTS_STREAM, subjects=[f"{EVENTS_PREFIX}.>"], retention=RetentionPolicy.LIMITS,
+                        storage=StorageType.FILE, discard=DiscardPolicy.OLD, max_age=EVENTS_MAX_AGE_S,
+                        max_bytes=EVENTS_MAX_BYTES, duplicate_window=DEDUPE_WINDOW_S, num_replicas=replicas)
+
+
+async def ensure_events_stream(js: JetStreamContext, replicas: int = 1) -> None:
+    try:
+        await js.add_stream(events_stream_config(replicas))
+    except BadRequestError:
+        pass  # exists
 
 
 async def kv_get(kv: KeyValue, key: str) -> KeyValue.Entry | None:

@@ -21,6 +21,7 @@ STATUS: Mapping[str, int] = {
     "unknown_model": 404,
     "unknown_pool": 404,
     "unknown_job": 404,
+    "unknown_planner": 404,  # POST /v1/plans/{planner}: no such Planner on this Gateway
     "method_not_allowed": 405,
     "pool_expired": 410,  # its Lease was not renewed in time
     "incompatible_bundle": 409,

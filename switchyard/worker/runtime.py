@@ -48,6 +48,7 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._bg: list[asyncio.Task[None]] = []
         self._side: set[asyncio.Task[None]] = set()
+        self._handback: list[Msg] = []  # arrived while stopping: nak'd once the pull requests are gone
         self._executor: ThreadPoolExecutor | None = None
         self._processor: Processor | None = None
         self._heartbeat: Heartbeater | None = None
@@ -134,11 +135,13 @@ class Worker:
 
     def _dispatch(self, msg: Msg) -> None:
         if self._stopping:
-            # Arrived while draining: hand it straight back so another worker takes it.
+            # Arrived while stopping: handed back by stop() once our pull requests are withdrawn.
+            # A nak now would reach the server while a request of ours is still open there, and it
+            # would redeliver the item to us at once, again and again (each time an attempt).
             self._slots.release(1)
-            task = asyncio.create_task(settle(msg.nak))
-        else:
-            task = asyncio.create_task(self._run(msg))
+            self._handback.append(msg)
+            return
+        task = asyncio.create_task(self._run(msg))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -205,6 +208,7 @@ class Worker:
                 await _quiet(asyncio.wait_for(self._heartbeat.beat(), 2.0))
             for p in self._pullers:
                 await p.close()
+            await self._hand_back()
             await cancel_all(self._bg[: len(self._pullers)])
             await self._drain(timeout)
             await cancel_all([*self._bg, *self._side])
@@ -219,6 +223,13 @@ class Worker:
                 self._executor.shutdown(wait=False, cancel_futures=True)
             self._stopped.set()
             log.info("worker stopped", extra={"worker": self.worker_id})
+
+    async def _hand_back(self) -> None:
+        """Nak what arrived while stopping. The pullers' unsubscribes went out first on this same
+        connection, so the server sees no interest left here and gives the items to another worker."""
+        msgs, self._handback = self._handback, []
+        for msg in msgs:
+            await settle(msg.nak)
 
     async def _drain(self, timeout: float) -> None:
         pending = set(self._tasks)

@@ -384,13 +384,50 @@ async def test_drain_timeout_hands_items_back(nats_server: NatsServer, nats_clie
     try:
         item = make_item(inbox.subject)
         await publish(js, item)
-        await eventually(lambda: _ack_pending(js, 1), timeout=10)
+
+        async def handler_running() -> bool:
+            return first.count == 1
+
+        # The handler itself, not merely the delivery (which can sit unread in the socket when
+        # ack_pending already says 1): then the drain timeout, not the arrival, is what is tested.
+        await eventually(handler_running, timeout=10)
     finally:
         t0 = time.monotonic()
         await asyncio.wait_for(w.stop(), 10)
     assert time.monotonic() - t0 < 1.5  # the drain timeout, not the handler, bounds the stop
     async with running(make_config(nats_server.url, Calls())) as second:
         res = await inbox.next(timeout=5)  # handed back at once (nak), not after ack_wait
+    assert res.id == item.id and res.ok and res.worker == second.worker_id and res.attempt == 2
+
+
+async def test_item_arriving_while_stopping_is_handed_back_once(nats_server: NatsServer, nats_client: NATS) -> None:
+    """An item that lands after stop() began, while the worker's pull request is still open, goes
+    back to the stream once: its nak must not reach the server before the pull request is gone,
+    or the server redelivers it to the same stopping worker, again and again."""
+    js = nats_client.jetstream()
+    inbox = await Inbox(nats_client).open()
+    first = Calls()
+    w = Worker(make_config(nats_server.url, first))
+    await asyncio.wait_for(w.start(), 15)
+    item = make_item(inbox.subject)
+    heartbeater = w.heartbeat
+    assert heartbeater is not None
+    draining_beat = heartbeater.beat
+
+    async def beat_after_an_arrival() -> None:
+        # Timing injection, not a fake part: stop() sends its draining beat before it stops pulling;
+        # the item is published then and given time to reach the worker (and, were it bounced back
+        # and forth, to be redelivered many times) before the beat goes out.
+        await publish(js, item)
+        await eventually(lambda: _ack_pending(js, 1), timeout=10)
+        await asyncio.sleep(0.5)
+        await draining_beat()
+
+    heartbeater.beat = beat_after_an_arrival  # type: ignore[method-assign]
+    await asyncio.wait_for(w.stop(), 10)
+    assert first.count == 0  # never run by the stopping worker
+    async with running(make_config(nats_server.url, Calls())) as second:
+        res = await inbox.next(timeout=5)
     assert res.id == item.id and res.ok and res.worker == second.worker_id and res.attempt == 2
 
 

@@ -100,7 +100,7 @@ class Result:
     error: dict[str, str] | None = None  # {"code", "message", "error_id"?}
     worker: str = ""
     attempt: int = 1
-    state: str = "succeeded"  # succeeded | failed | expired
+    state: str = "succeeded"  # succeeded | failed | expired | cancelled
     timing: dict[str, float] = field(default_factory=dict)  # queue_ms, compute_ms
     usage: dict[str, int] | None = None  # token counts the handler put in ctx.usage (input_tokens, output_tokens)
 
@@ -190,6 +190,10 @@ class JobRecord:
     kind: str = "item"  # "item": one work item; "plan": a Planner run (its steps live in RUNS_BUCKET)
     created_at: float = 0.0  # when the gateway accepted it (0 in records written before this field)
     op: str = ""  # the operation (a plan: the Planner's name)
+    attempt: int = 0  # the delivery that wrote it (running or final); 0 while queued
+    started_at: float = 0.0  # when its last attempt started running
+    # Earlier outcomes of a dead letter that was re-queued ({"state", "error", "attempt", "worker", "at"}).
+    history: list[dict[str, Any]] | None = None
 
     @property
     def final(self) -> bool:

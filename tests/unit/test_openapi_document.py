@@ -17,7 +17,7 @@ from switchyard.errors import STATUS, ApiError
 from switchyard.gateway import openapi
 from switchyard.gateway.app import build_app, new_state
 from switchyard.gateway.auth import authenticate
-from switchyard.gateway.inference import _body
+from switchyard.gateway.inference import parse_body
 from switchyard.gateway.submit import MAX_ITEMS
 from switchyard.gateway.pools import MAX_MODELS, _validate
 
@@ -84,7 +84,7 @@ BAD_BODIES: list[Any] = [None, [], "x", 1, {}, {"params": {}}, {"items": []}, {"
 
 @pytest.mark.parametrize("body", GOOD_BODIES, ids=range(len(GOOD_BODIES)))
 def test_inference_model_accepts_what_the_hand_check_accepts(body: Any) -> None:
-    items, params = _body(body)
+    items, params = parse_body(body)
     parsed = openapi.InferenceBody.model_validate(body)
     assert (parsed.items, parsed.params) == (items, params)
 
@@ -92,7 +92,7 @@ def test_inference_model_accepts_what_the_hand_check_accepts(body: Any) -> None:
 @pytest.mark.parametrize("body", BAD_BODIES, ids=range(len(BAD_BODIES)))
 def test_inference_model_refuses_what_the_hand_check_refuses(body: Any) -> None:
     with pytest.raises(ApiError) as exc:
-        _body(body)
+        parse_body(body)
     assert exc.value.code == "bad_request"
     with pytest.raises(ValidationError):
         openapi.InferenceBody.model_validate(body)

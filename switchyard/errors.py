@@ -26,6 +26,7 @@ STATUS: Mapping[str, int] = {
     "pool_expired": 410,  # its Lease was not renewed in time
     "incompatible_bundle": 409,
     "duplicate_request": 409,
+    "job_not_finished": 409,  # DELETE /v1/jobs/{id} of a job still queued or running: cancel it first
     "pool_exists": 409,  # POST /v1/pools: the name is taken (by any tenant) with another spec
     "pool_protected": 409,  # the default pool, or one declared in manifests: not managed through /v1/pools
     "too_many_pools": 409,  # the tenant holds spec.poolApi.maxPoolsPerTenant pools already
@@ -34,6 +35,7 @@ STATUS: Mapping[str, int] = {
     "payload_too_large": 413,
     "pool_too_large": 422,  # reserves more workers than spec.poolApi.maxWorkersPerPool
     "invalid_input": 422,  # the worker refused the items (a permanent error)
+    "deadline_unreachable": 422,  # X-Job-Deadline shorter than the lane's learned ETA: refused at admission
     "internal": 500,
     "worker_error": 502,  # the worker failed on every attempt
     "worker_lost": 502,  # a streaming worker died after chunks were sent (gateway/streaming.py)

@@ -19,6 +19,7 @@ from nats.js.errors import BadRequestError
 from nats.js.kv import KeyValue
 
 from .api.table import QueueLimits
+from .deadletters import dead_stream_config, ensure_dead_stream
 from .subjects import (
     COLDSTART_BUCKET, DEDUPE_WINDOW_S, EVENTS_PREFIX, EVENTS_STREAM, JOBS_BUCKET, POOLS_BUCKET, RUNS_BUCKET,
     WORK_PREFIX, WORK_STREAM, WORKERS_BUCKET, Lane,
@@ -65,6 +66,11 @@ async def apply_queue_limits(js: JetStreamContext, limits: QueueLimits,
     jobs = await ensure_jobs_bucket(js, jobs_ttl_s, limits.replicas)
     await ensure_coldstart_bucket(js, limits.replicas)
     await ensure_pools_bucket(js, limits.replicas)
+    dead = dead_stream_config(limits.replicas)
+    try:
+        await js.add_stream(dead)
+    except BadRequestError:
+        await js.update_stream(dead)
     for bucket in (WORKERS_BUCKET, JOBS_BUCKET, COLDSTART_BUCKET, POOLS_BUCKET):
         await _set_replicas(js, f"KV_{bucket}", limits.replicas)  # a KV bucket is the stream KV_<bucket>
     return workers, jobs
@@ -76,6 +82,7 @@ async def ensure_work_stream(js: JetStreamContext) -> None:
         await js.add_stream(work_stream_config())
     except BadRequestError:
         pass  # exists with the gateway's config (replicas, limits): not the worker's to change
+    await ensure_dead_stream(js)
 
 
 async def ensure_workers_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:

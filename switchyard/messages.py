@@ -166,6 +166,8 @@ class Heartbeat:
     interval_s: float = 2.0
     host: str = ""  # pod name in Kubernetes: matched against the worker Service's EndpointSlices
     draining: bool = False  # stopping: finishes what it holds, takes nothing new; gateways drop it at once
+    concurrency: int = 0  # items it runs at once (0 from workers older than this field): GET /v1/capacity
+    holders: dict[str, int] | None = None  # tenant -> items of theirs in flight here (admin view of capacity)
 
     def encode(self) -> bytes:
         return _pack(self)

@@ -17,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..api.table import HttpLimits
+from . import capacity, deadletter_api, joblist
 from . import configs, health, inference, jobs, openapi, pools, websocket
 from ..tasks import cancel_all
 from .config import DirectoryConfig, TableHolder
@@ -66,7 +67,14 @@ def build_app(st: GatewayState, *, access_log: bool = True) -> web.Application:
     r.add_get("/v1/configs/bundles", configs.list_bundles)
     r.add_get("/v1/configs/bundles/{id}", configs.get_bundle)
     r.add_post("/v1/configs/resolve", configs.dry_run)
+    r.add_get("/v1/jobs", joblist.list_jobs)
     r.add_get("/v1/jobs/{id}", jobs.get_job)
+    r.add_post("/v1/jobs/{id}/cancel", jobs.cancel_job)
+    r.add_delete("/v1/jobs/{id}", jobs.delete_job)
+    r.add_get("/v1/capacity", capacity.get_capacity)
+    r.add_get("/v1/deadletters", deadletter_api.list_dead_letters)
+    r.add_post("/v1/deadletters/requeue", deadletter_api.requeue_dead_letters)
+    r.add_get("/v1/deadletters/{seq}", deadletter_api.get_dead_letter)
     r.add_post("/v1/pools", pools.create_pool)
     r.add_get("/v1/pools", pools.list_pools)
     r.add_get("/v1/pools/{name}", pools.get_pool)

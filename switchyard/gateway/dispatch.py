@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from contextlib import suppress
 from typing import Awaitable, Callable
 
 import nats
@@ -30,7 +31,7 @@ from ..jetstream import (
     apply_queue_limits, ensure_coldstart_bucket, ensure_jobs_bucket, ensure_work_stream, ensure_workers_bucket,
 )
 from ..messages import JobRecord, Result, WorkItem
-from ..subjects import INBOX_PREFIX, cancel_subject, token
+from ..subjects import INBOX_PREFIX, cancel_subject, job_cancel_subject, token
 
 log = logging.getLogger("switchyard.gateway.nats")
 
@@ -337,6 +338,66 @@ class Dispatcher:
         except (nats.errors.Error, asyncio.TimeoutError) as exc:
             raise unavailable(str(exc) or type(exc).__name__) from None
         return JobRecord.decode(entry.value) if entry.value else None
+
+    async def job_entry(self, key: str) -> tuple[JobRecord, int] | None:
+        """The record and its revision (for a compare-and-set), or None."""
+        try:
+            entry = await self._jobs_bucket().get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise unavailable(str(exc) or type(exc).__name__) from None
+        return (JobRecord.decode(entry.value), entry.revision or 0) if entry.value else None
+
+    async def update_job(self, key: str, record: JobRecord, revision: int) -> bool:
+        """Compare-and-set: False when someone moved the record on since `revision`."""
+        try:
+            await self._jobs_bucket().update(key, record.encode(), last=revision)
+            return True
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise unavailable(str(exc) or type(exc).__name__) from None
+
+    async def purge_job(self, key: str, revision: int) -> bool:
+        """Remove a record and its result for good (DELETE /v1/jobs/{id}); False when it moved on meanwhile."""
+        jobs = self._jobs_bucket()
+        try:
+            await jobs.delete(key, last=revision)  # the compare-and-set: nothing changed since it was read
+            await jobs.purge(key)  # the delete marker goes too: the key is as if it never existed
+            return True
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise unavailable(str(exc) or type(exc).__name__) from None
+
+    async def tenant_jobs(self, tenant: str, limit: int) -> list[JobRecord]:
+        """Every live record of one tenant (keys `<tenant>.>`), read from the bucket at most `limit` of them."""
+        jobs = self._jobs_bucket()
+        out: list[JobRecord] = []
+        try:
+            watcher = await jobs.watch(f"{tenant}.>", ignore_deletes=True, meta_only=False)
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise unavailable(str(exc) or type(exc).__name__) from None
+        try:
+            while len(out) < limit:
+                entry = await watcher.updates(timeout=self.publish_timeout)
+                if entry is None:  # the initial values are all in
+                    break
+                if entry.value and entry.operation is None:
+                    out.append(JobRecord.decode(entry.value))
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise unavailable(str(exc) or type(exc).__name__) from None
+        finally:
+            with suppress(Exception):
+                await watcher.stop()
+        return out
+
+    async def cancel_job_signal(self, key: str) -> None:
+        """Tell whoever runs the job (its worker, a Planner run) to stop: core NATS, like stream cancels."""
+        if self.nc is None or not self.nc.is_connected:
+            raise unavailable("not connected to NATS")
+        await self.nc.publish(job_cancel_subject(key), b"")
 
     def _jobs_bucket(self) -> KeyValue:
         if not self.connected or self.jobs is None:

@@ -20,7 +20,10 @@ from .http import MACHINE_PROFILE, RID, json_response, read_json
 from .resolve import Resolution
 from .state import GatewayState, state_of
 from .streaming import ChunkStream
-from .submit import Accepted, Hooks, Outcome, Submission, check_items, check_operation, result_error, submit, submit_stream
+from .submit import (
+    Accepted, Hooks, Outcome, Submission, check_items, check_operation, job_deadline, respond_async, result_error, submit,
+    submit_stream,
+)
 from .tracing import Trace, traced
 
 
@@ -42,14 +45,16 @@ async def _infer(request: web.Request, st: GatewayState, table: RoutingTable,
     key = authenticate(table, request.headers.get("Authorization"))
     items, params = parse_body(await read_json(request, table.max_request_body_bytes))
     h = request.headers
+    prefer = h.getall("Prefer", ())
     sub = Submission(op=op, model_ref=model_ref, items=items, params=params, request_id=request[RID], key=key,
                      machine_profile=h.get("X-Machine-Profile"), pool=h.get("X-Pool"), bundle=h.get("X-Bundle"),
-                     prefer=h.getall("Prefer", ()))
+                     prefer=prefer, respond_async=bool(prefer) and respond_async(prefer),
+                     deadline_s=job_deadline(h.get("X-Job-Deadline")))
 
     def on_resolved(res: Resolution) -> None:
         request[MACHINE_PROFILE] = res.lane.machine_profile
 
-    if "text/event-stream" in h.get("Accept", ""):
+    if "text/event-stream" in h.get("Accept", "") and not sub.respond_async:
         streamed = await submit_stream(st, table, sub, Hooks(on_resolved, rt))
         if isinstance(streamed, Accepted):
             return _accepted(streamed, {"Preference-Applied": streamed.preference_applied}
@@ -119,11 +124,14 @@ def parse_body(body: Any) -> tuple[list[Any], dict[str, Any]]:
 def _accepted(acc: Accepted, headers: dict[str, str] | None = None) -> web.Response:
     # Retry-After is the ETA rounded up: the earliest time a worker is expected, learned per lane (eta.py).
     lane = acc.resolution.lane
+    asked = acc.preference_applied == "respond-async"  # a job because the caller asked, maybe on a live lane
     return json_response(
-        {"status": "provisioning", "job_id": acc.job_id, "machine_profile": lane.machine_profile,
-         "bundle": lane.bundle, "pool": lane.pool, "estimated_wait_s": acc.eta_s,
-         "message": f"no live worker for {lane.machine_profile}/{lane.bundle} in pool "
-                    f"{lane.pool!r}; the item is queued and runs when one starts"},
+        {"status": "queued" if asked else "provisioning", "job_id": acc.job_id,
+         "machine_profile": lane.machine_profile, "bundle": lane.bundle, "pool": lane.pool,
+         "estimated_wait_s": acc.eta_s,
+         "message": "the item is queued as a job (Prefer: respond-async); follow Location for its result"
+                    if asked else f"no live worker for {lane.machine_profile}/{lane.bundle} in pool "
+                                  f"{lane.pool!r}; the item is queued and runs when one starts"},
         status=202,
         headers={"Retry-After": str(retry_after(acc.eta_s)), "Location": f"/v1/jobs/{acc.job_id}",
                  **(headers or {})},

@@ -92,9 +92,10 @@ class InferenceResult(BaseModel):
 
 
 class Provisioning(BaseModel):
-    """202: no live worker; the item is queued as a job (Location: /v1/jobs/{id}, Retry-After)."""
+    """202: no live worker (`provisioning`), or `Prefer: respond-async` (`queued`): the item is a job
+    (Location: /v1/jobs/{id}, Retry-After)."""
 
-    status: Literal["provisioning"]
+    status: Literal["provisioning", "queued"]
     job_id: str
     machine_profile: str
     bundle: str
@@ -105,14 +106,89 @@ class Provisioning(BaseModel):
 
 class Job(BaseModel):
     id: str
-    state: str
+    kind: Literal["item", "plan"]
+    state: Literal["queued", "running", "succeeded", "failed", "expired", "cancelled"]
     result: InferenceResult | Error | None
     model: str
+    op: str | None
     pool: str
     machine_profile: str
     bundle: str
+    attempts: int
+    created_at: float | None
+    started_at: float | None
     updated_at: float
-    estimated_wait_s: float | None = None
+    deadline: float | None
+    history: list[dict[str, Any]] | None = Field(default=None, description="earlier outcomes of a re-queued dead letter")
+    estimated_wait_s: float | None = Field(default=None, description="while queued")
+    queue_position: int | None = Field(default=None, description="while queued: items ahead of it on its lane")
+    steps: list[dict[str, Any]] | None = Field(default=None, description="a Planner run's steps")
+
+
+class JobList(BaseModel):
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+class JobCancelled(Job):
+    cancelled: bool = Field(description="false: the job had already ended, and stays as it was")
+    message: str
+
+
+class JobDeleted(BaseModel):
+    id: str
+    deleted: bool
+
+
+class Fleet(BaseModel):
+    pool: str
+    machine_profile: str
+    bundle: str
+    models: list[str]
+    workers: int
+    capacity: int = Field(description="live workers x their concurrency")
+    used: int
+    available: int
+    queued: int
+    queued_by_model: dict[str, int]
+    scaling: Literal["scaled_to_zero", "scaling_up", "idle", "serving", "saturated"]
+    holders: dict[str, int] | None = Field(default=None, description="admin keys: tenant -> items in flight")
+
+
+class Capacity(BaseModel):
+    fleets: list[Fleet]
+
+
+class DeadLetter(BaseModel):
+    id: int
+    job_id: str
+    tenant: str
+    model: str
+    op: str
+    pool: str
+    machine_profile: str
+    bundle: str
+    error: ErrorDetail | None
+    attempts: int
+    max_attempts: int
+    worker: str
+    failed_at: float
+    enqueued_at: float
+    items: list[Any] | None = None
+    params: dict[str, Any] | None = None
+
+
+class DeadLetterList(BaseModel):
+    dead_letters: list[DeadLetter]
+    next_after: int | None
+
+
+class RequeueBody(BaseModel):
+    ids: list[int] = Field(min_length=1, max_length=100)
+
+
+class Requeued(BaseModel):
+    requeued: list[dict[str, Any]]
 
 
 class PoolWorkers(BaseModel):
@@ -303,7 +379,8 @@ class Images(BaseModel):
 
 
 _REQUESTS: list[type[BaseModel]] = [InferenceBody, PoolBody, ResolveBody, ChatBody, CompletionBody, EmbeddingBody,
-                                    ImageBody, SpeechBody]
+                                    ImageBody, SpeechBody, RequeueBody]
+_JOBS: list[type[BaseModel]] = [JobList, JobCancelled, JobDeleted, Capacity, DeadLetterList, DeadLetter, Requeued]
 _ANSWERS: list[type[BaseModel]] = [Error, OpenAiError, InferenceResult, Provisioning, Job, Pool, PoolList,
                                    PoolDeleted, Status, Ready, Health, Version, OpenAiModel, OpenAiModelList,
                                    ConfigModelList, ConfigModel, ConfigBundleList, ConfigBundle, Resolved, Metadata,
@@ -341,6 +418,10 @@ def _op(tag: str, summary: str, ok: dict[str, dict[str, Any]], *, errors: tuple[
     return op
 
 
+def _query(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": {"type": "string"}, "description": description}
+
+
 def _path(name: str, description: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}, "description": description}
 
@@ -355,8 +436,11 @@ _ROUTING_HEADERS = (
     _header("X-Pool", "run in this pool"),
     _header("X-Bundle", "run on workers of this bundle"),
     _header("X-Request-ID", "idempotency key and job id; echoed on the answer"),
-    _header("Prefer", "`wait=N`: hold up to N seconds through a cold start instead of answering 202"),
+    _header("Prefer", "`wait=N`: hold up to N seconds through a cold start instead of answering 202; "
+                      "`respond-async` (native HTTP): answer 202 with the job at once, even with a live worker"),
     _header("Accept", "`text/event-stream`: stream the result as Server-Sent Events"),
+    _header("X-Job-Deadline", "seconds within which the item must start: refused (422 deadline_unreachable) "
+                              "when the learned ETA is longer, else it ends `expired` if it has not started"),
 )
 _SSE = ("Server-Sent Events: `event: chunk` (data `{seq, payload}`) per chunk, then `event: done` "
         "(data `{id, chunks, usage, timing}`) or `event: error` (data `{error: {code, message}, chunks}`)")
@@ -370,6 +454,7 @@ def _openai_call(summary: str, body: type[BaseModel], ok: dict[str, Any]) -> dic
 
 def _paths() -> dict[str, Any]:
     id_ = _path("id", "its id")
+    tenant_q = _query("tenant", "admin keys: the job's tenant")
     pool = _path("name", "the pool's name")
     native_ok = {
         "200": {"description": "the result, or the stream with `Accept: text/event-stream`",
@@ -421,10 +506,31 @@ def _paths() -> dict[str, Any]:
                                                 params=(id_,))},
         "/v1/configs/resolve": {"post": _op("configs", "dry run: where a request would go",
                                             {"200": _json(_ref(Resolved))}, errors=(404, 409), body=ResolveBody)},
-        "/v1/jobs/{id}": {"get": _op("native", "a job's state and result", {"200": _json(_ref(Job))}, errors=(404,),
-                                     params=(id_, {"name": "tenant", "in": "query", "required": False,
-                                                   "schema": {"type": "string"},
-                                                   "description": "admin keys: the job's tenant"}))},
+        "/v1/jobs/{id}": {"get": _op("jobs", "a job's state and result", {"200": _json(_ref(Job))}, errors=(404,),
+                                     params=(id_, tenant_q)),
+                          "delete": _op("jobs", "remove a finished job's record and result",
+                                        {"200": _json(_ref(JobDeleted))}, errors=(404, 409), params=(id_, tenant_q))},
+        "/v1/jobs/{id}/cancel": {"post": _op("jobs", "cancel a job (a finished one stays as it was)",
+                                             {"200": _json(_ref(JobCancelled))}, errors=(404,),
+                                             params=(id_, tenant_q))},
+        "/v1/jobs": {"get": _op("jobs", "the key's jobs, newest first", {"200": _json(_ref(JobList))},
+                                params=(_query("state", "comma-separated states"), _query("model", "model id"),
+                                        _query("kind", "item or plan"),
+                                        _query("since", "created at or after (unix seconds)"),
+                                        _query("until", "created before (unix seconds)"),
+                                        _query("limit", "1 to 500 (50)"), _query("cursor", "next_cursor of a page"),
+                                        tenant_q))},
+        "/v1/capacity": {"get": _op("jobs", "slots per pool, machine profile and bundle",
+                                    {"200": _json(_ref(Capacity))})},
+        "/v1/deadletters": {"get": _op("deadletters", "items failed after their last attempt (admin keys)",
+                                       {"200": _json(_ref(DeadLetterList))},
+                                       params=(_query("model", "model id"), _query("after", "list after this id"),
+                                               _query("limit", "1 to 200 (50)")))},
+        "/v1/deadletters/{seq}": {"get": _op("deadletters", "one dead letter, with its items (admin keys)",
+                                             {"200": _json(_ref(DeadLetter))}, errors=(404,),
+                                             params=(_path("seq", "its id"),))},
+        "/v1/deadletters/requeue": {"post": _op("deadletters", "re-queue dead letters as jobs (admin keys)",
+                                                {"200": _json(_ref(Requeued))}, body=RequeueBody)},
         "/v1/pools": {
             "post": _op("pools", "create a pool (idempotent for the same spec)",
                         {"201": _json(_ref(Pool), "created"), "200": _json(_ref(Pool), "exists with this spec")},
@@ -469,7 +575,7 @@ def _error_responses(defined: dict[str, Any]) -> dict[str, Any]:
 
 
 def build() -> dict[str, Any]:
-    _, defs = models_json_schema([(m, "validation") for m in _REQUESTS + _ANSWERS],
+    _, defs = models_json_schema([(m, "validation") for m in _REQUESTS + _ANSWERS + _JOBS],
                                  ref_template="#/components/schemas/{model}")
     schemas = defs["$defs"]
     return {

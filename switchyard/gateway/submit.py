@@ -19,6 +19,7 @@ the learned cold-start ETA. A front end never re-implements any of them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +69,8 @@ class Submission:
     pool: str | None = None  # X-Pool
     bundle: str | None = None  # X-Bundle
     prefer: Sequence[str] = ()  # Prefer header values (RFC 7240); only `wait` is read
+    respond_async: bool = False  # `Prefer: respond-async` (native HTTP): a job at once, even with a live worker
+    deadline_s: int | None = None  # X-Job-Deadline: must start within this; refused up front when the ETA is longer
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,12 +103,34 @@ class Hooks:
     trace: Trace | None = None
 
 
+def respond_async(headers: Sequence[str]) -> bool:
+    """`Prefer: respond-async` (RFC 7240 §4.1) among the Prefer header values."""
+    return any(pref.partition(";")[0].strip().lower() == "respond-async"
+               for header in headers for pref in header.split(","))
+
+
+MAX_JOB_DEADLINE_S = 7 * 86_400  # the longest jobs TTL a Gateway may set
+
+
+def job_deadline(raw: str | None) -> int | None:
+    """X-Job-Deadline: whole seconds from now, 1 to MAX_JOB_DEADLINE_S (the jobs TTL bounds it further)."""
+    if raw is None:
+        return None
+    raw = raw.strip()
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_JOB_DEADLINE_S:
+        raise ApiError("bad_request", f"X-Job-Deadline must be whole seconds from 1 to {MAX_JOB_DEADLINE_S}, "
+                                      f"got {raw[:32]!r}")
+    return int(raw)
+
+
 async def submit(st: GatewayState, table: RoutingTable, sub: Submission, hooks: Hooks | None = None) -> Outcome:
     hooks = hooks or Hooks()
+    if sub.respond_async:
+        return dataclasses.replace(await queue_job(st, table, sub, hooks), preference_applied="respond-async")
     item, res = _prepare(st, table, sub, hooks)
     if st.registry.serving(res.lane) == 0:
         return await _cold(st, table, sub, item, res, hooks.trace, streamed=False)  # type: ignore[return-value]
-    return await _run(st, item, res, hooks.trace)
+    return await _run(st, item, res, hooks.trace, sub.deadline_s)
 
 
 async def submit_stream(st: GatewayState, table: RoutingTable, sub: Submission,
@@ -134,7 +159,8 @@ async def queue_job(st: GatewayState, table: RoutingTable, sub: Submission, hook
     item, res = _prepare(st, table, sub, hooks)
     if res.pinned and st.registry.serving(res.lane) == 0:
         await _cold(st, table, sub, item, res, hooks.trace, streamed=False)  # raises no_capacity
-    return await _accept(st, item, res, table.result_ttl_seconds, None, hooks.trace)  # type: ignore[return-value]
+    await _admit(st, table, sub, res)
+    return await _accept(st, item, res, _life(table, sub), None, hooks.trace)  # type: ignore[return-value]
 
 
 def close_orphan(opening: asyncio.Future[Accepted | ChunkStream]) -> None:
@@ -171,10 +197,37 @@ async def _cold(st: GatewayState, table: RoutingTable, sub: Submission, item: Wo
                        f"{res.lane.bundle}", headers={"Retry-After": str(NO_CAPACITY_RETRY_AFTER_S)})
     # Prefer is read only here: the hot path with a live worker never parses it.
     held = hold_seconds(sub.prefer, res.route.timeout_s)
-    return await _accept(st, item, res, table.result_ttl_seconds, held, rt, streamed)
+    await _admit(st, table, sub, res)
+    return await _accept(st, item, res, _life(table, sub), held, rt, streamed)
 
 
-async def _run(st: GatewayState, item: WorkItem, res: Resolution, rt: Trace | None) -> Outcome:
+def _life(table: RoutingTable, sub: Submission) -> int:
+    """How long a job may wait to start: the jobs TTL, or its X-Job-Deadline when sooner."""
+    ttl = table.result_ttl_seconds
+    return min(ttl, sub.deadline_s) if sub.deadline_s is not None else ttl
+
+
+async def _admit(st: GatewayState, table: RoutingTable, sub: Submission, res: Resolution) -> None:
+    """A job with a deadline that the lane's learned ETA already exceeds is refused before it is queued.
+
+    Read-only (no cold-start episode is opened for work that is refused). A deadline the ETA
+    allows may still pass in the queue: the worker then ends the job `expired` without running it.
+    """
+    if sub.deadline_s is None:
+        return
+    if sub.deadline_s > table.result_ttl_seconds:
+        raise ApiError("bad_request", f"X-Job-Deadline {sub.deadline_s}s is past the Gateway's result TTL "
+                                      f"({table.result_ttl_seconds}s): the job would be forgotten before it")
+    eta = await st.eta.for_job(res.lane, res.route.cold_start_s, time.time())
+    if eta > sub.deadline_s:
+        raise ApiError("deadline_unreachable",
+                       f"the job must start within {sub.deadline_s}s, but {res.lane.machine_profile}/"
+                       f"{res.lane.bundle} in pool {res.lane.pool!r} is expected to start a worker in "
+                       f"{eta:g}s; nothing was queued")
+
+
+async def _run(st: GatewayState, item: WorkItem, res: Resolution, rt: Trace | None,
+               sub_deadline: int | None = None) -> Outcome:
     """A worker is live: queue the item and wait for its result on our inbox.
 
     The waiter exists before the publish, so PubAck and result are awaited concurrently:
@@ -182,7 +235,7 @@ async def _run(st: GatewayState, item: WorkItem, res: Resolution, rt: Trace | No
     PubAck (nothing is answered before JetStream has stored the item). One deadline
     covers both.
     """
-    timeout = res.route.timeout_s
+    timeout = res.route.timeout_s if sub_deadline is None else min(res.route.timeout_s, sub_deadline)
     item.deadline = time.time() + timeout
     waiter: asyncio.Future[Result | None] = st.dispatcher.expect_result(item)  # type: ignore[assignment]
     # A timer on the future rather than asyncio.timeout(): same deadline, far less work per request.
@@ -242,7 +295,7 @@ async def _accept(st: GatewayState, item: WorkItem, res: Resolution, ttl_s: int,
                                   else st.eta.for_job(res.lane, res.route.cold_start_s, time.time()))
         record, revision = await st.dispatcher.create_job(item.key, JobRecord(
             id=item.id, state="queued", model=item.model, pool=item.pool, machine_profile=item.machine_profile,
-            bundle=item.bundle, tenant=item.tenant, deadline=item.deadline,
+            bundle=item.bundle, tenant=item.tenant, deadline=item.deadline, created_at=item.enqueued_at, op=item.op,
         ))
         if revision is None and not (record.state == "queued"
                                      and time.time() - record.updated_at < DEDUPE_WINDOW_S / 2):

@@ -1,8 +1,10 @@
-"""Cancels of streamed items, from gateways whose client went away (subjects.cancel_subject).
+"""Cancels: of streamed items, from gateways whose client went away (subjects.cancel_subject), and
+of jobs, from POST /v1/jobs/{id}/cancel (subjects.job_cancel_subject).
 
-One wildcard subscription per worker: cancels are rare, and a cancel that comes before the
-item reached this worker (still queued, or pulled by another worker first) is remembered for
-a while, so the item is not run for nobody when it does arrive.
+One wildcard subscription per kind and worker: cancels are rare, and a cancel that comes before
+the item reached this worker (still queued, or pulled by another worker first) is remembered for
+a while, so the item is not run for nobody when it does arrive. (A cancelled job is also skipped
+by its record, which is already `cancelled` when the worker tries to mark it running.)
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections import OrderedDict
 
 from nats.aio.msg import Msg
 
-from ..subjects import cancel_subject
+from ..subjects import cancel_subject, job_cancel_subject
 
 REMEMBER_S = 600.0  # an early cancel outlives any sane time in the queue of a streamed item
 REMEMBER_MAX = 10_000
@@ -37,11 +39,20 @@ class Cancels:
 
     def watch(self, reply: str) -> asyncio.Event:
         """The event is set when the gateway cancels the item streaming to `reply` (maybe already)."""
-        subject = cancel_subject(reply)
-        event = self._watching[subject] = asyncio.Event()
-        if self._early.pop(subject, None) is not None:
-            event.set()
-        return event
+        return self._watch(cancel_subject(reply), asyncio.Event())
 
     def unwatch(self, reply: str) -> None:
         self._watching.pop(cancel_subject(reply), None)
+
+    def watch_job(self, key: str, event: asyncio.Event) -> asyncio.Event:
+        """Set `event` when the job with this key (subjects.job_key) is cancelled (maybe already)."""
+        return self._watch(job_cancel_subject(key), event)
+
+    def unwatch_job(self, key: str) -> None:
+        self._watching.pop(job_cancel_subject(key), None)
+
+    def _watch(self, subject: str, event: asyncio.Event) -> asyncio.Event:
+        self._watching[subject] = event
+        if self._early.pop(subject, None) is not None:
+            event.set()
+        return event

@@ -19,12 +19,14 @@ log = logging.getLogger("switchyard.worker")
 
 class Heartbeater:
     def __init__(self, js: JetStreamContext, config: WorkerConfig, in_flight: Callable[[], int],
-                 healthy: Callable[[], bool] = lambda: True, draining: Callable[[], bool] = lambda: False) -> None:
+                 healthy: Callable[[], bool] = lambda: True, draining: Callable[[], bool] = lambda: False,
+                 holders: Callable[[], dict[str, int]] = dict) -> None:
         self._js = js
         self._cfg = config
         self._in_flight = in_flight
         self._healthy = healthy
         self._draining = draining
+        self._holders = holders
         self._kv: KeyValue | None = None
         self.started_at = time.time()
         self.key = config.heartbeat_key
@@ -35,7 +37,8 @@ class Heartbeater:
                        machine_profile=self._cfg.machine_profile, pool=self._cfg.pool,
                        in_flight=self._in_flight(), healthy=self._healthy(), started_at=self.started_at,
                        interval_s=self._cfg.heartbeat_interval_s, host=self._cfg.host,
-                       draining=self._draining())
+                       draining=self._draining(), concurrency=self._cfg.concurrency,
+                       holders=self._holders() or None)
         if self._kv is None:
             self._kv = await ensure_workers_bucket(self._js)
         try:

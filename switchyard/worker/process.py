@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
 import nats.js.errors
@@ -14,7 +16,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from ..deadletters import term_dead_letter
+from ..deadletters import keep_dead_letter, term_dead_letter
 from ..jetstream import ensure_jobs_bucket
 from ..messages import Chunk, JobRecord, Result, WorkItem, as_dict
 from .cancels import Cancels
@@ -28,6 +30,11 @@ log = logging.getLogger("switchyard.worker")
 
 HANDLER_FAILED = "the handler failed on this item; the worker's log holds the detail under error_id"
 CANCELLED = "the client closed the stream; the worker stopped the handler"
+JOB_CANCELLED = "the job was cancelled (POST /v1/jobs/{id}/cancel); the worker stopped the handler"
+
+
+class JobCancelled(Exception):
+    """The job was cancelled through the API while its handler ran."""
 
 
 class Processor:
@@ -42,6 +49,10 @@ class Processor:
         self._jobs: KeyValue | None = None
         self.cancels = Cancels()  # runtime.py subscribes it to the cancel subjects
         self.record_retry_s = 10.0  # how long to keep retrying a jobs-bucket write (NATS restarts)
+        self._holding: Counter[str] = Counter()  # tenant -> items in flight (heartbeat: GET /v1/capacity)
+
+    def holders(self) -> dict[str, int]:
+        return {tenant: n for tenant, n in self._holding.items() if n > 0}
 
     async def handle(self, msg: Msg) -> None:
         try:
@@ -50,11 +61,17 @@ class Processor:
             log.error("undecodable work item, terminated", extra={"subject": msg.subject, "error": str(exc)})
             await settle(msg.term)
             return
-        if self._tracing is None:  # all that tracing costs while it is off
-            await self._handle(msg, item, None)
-            return
-        with self._tracing.delivery(item, msg, self._worker_id) as trace:
-            await self._handle(msg, item, trace)
+        self._holding[item.tenant] += 1
+        try:
+            if self._tracing is None:  # all that tracing costs while it is off
+                await self._handle(msg, item, None)
+                return
+            with self._tracing.delivery(item, msg, self._worker_id) as trace:
+                await self._handle(msg, item, trace)
+        finally:
+            self._holding[item.tenant] -= 1
+            if not self._holding[item.tenant]:
+                del self._holding[item.tenant]
 
     async def _handle(self, msg: Msg, item: WorkItem, trace: Delivery | None) -> None:
         attempt = item.attempt = msg.metadata.num_delivered
@@ -87,10 +104,17 @@ class Processor:
             await self._stream(msg, item, ctx, self._invoke, item.reply, started, t0, trace)
             return
         try:
-            if trace is None:
-                out = await self._invoke(item.items, ctx)
+            if not item.keep_result:  # nothing can cancel it by job id: the hot path stays as it was
+                out = await self._invoke(item.items, ctx) if trace is None else await trace.handler(
+                    self._invoke, item.items, ctx)
             else:
-                out = await trace.handler(self._invoke, item.items, ctx)
+                out = await self._cancellable(item, ctx, trace)
+        except JobCancelled:
+            log.info("job cancelled while it ran", extra=_fields(item))
+            res = Result(id=item.id, ok=False, state="cancelled", worker=self._worker_id, attempt=attempt,
+                         error={"code": "cancelled", "message": JOB_CANCELLED}, timing=_timing(item, started, t0))
+            await self._finish(msg, item, res, trace, term=True)  # its record already says cancelled
+            return
         except PermanentError as exc:
             log.warning("permanent error", extra=_fields(item, code=exc.code, error=exc.message))
             res = _failed(item, self._worker_id, exc.code, exc.message)
@@ -103,6 +127,28 @@ class Processor:
         res = Result(id=item.id, ok=True, items=out, worker=self._worker_id, attempt=attempt,
                      state="succeeded", timing=_timing(item, started, t0), usage=ctx.usage or None)
         await self._finish(msg, item, res, trace)
+
+    async def _cancellable(self, item: WorkItem, ctx: Context, trace: Delivery | None) -> Any:
+        """Run the handler until it returns or the job is cancelled (job_cancel_subject): then JobCancelled.
+
+        An async handler is cancelled where it awaits. A sync one runs in a thread that nothing can
+        interrupt: the item ends `cancelled` at once and the thread finishes on its own (it can see
+        `ctx.cancelled` and return early).
+        """
+        self.cancels.watch_job(item.key, ctx.cancel)
+        call = self._invoke(item.items, ctx) if trace is None else trace.handler(self._invoke, item.items, ctx)
+        task = asyncio.ensure_future(call)
+        stop = asyncio.ensure_future(ctx.cancel.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if ctx.cancelled:  # even when it finished meanwhile: the record already says cancelled
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                raise JobCancelled
+            return task.result()
+        finally:
+            stop.cancel()
+            self.cancels.unwatch_job(item.key)
 
     async def _stream(self, msg: Msg, item: WorkItem, ctx: Context, invoker: StreamingInvoker, reply: str,
                       started: float, t0: float, trace: Delivery | None) -> None:
@@ -233,6 +279,11 @@ class Processor:
             log.error("could not deliver result, leaving item unacked", extra=_fields(item, error=str(exc)))
             return
         if dead_letter:
+            try:
+                await keep_dead_letter(self._js, msg.subject, item, res)
+            except Exception as exc:  # noqa: BLE001 - its outcome is delivered; only the letter is missing
+                log.error("could not keep the dead letter", extra=_fields(item, error=str(exc)))
+        if dead_letter:
             await settle(term_dead_letter, msg=msg)
         else:
             await settle(msg.term if term else msg.ack)
@@ -244,7 +295,8 @@ class Processor:
         """False when the job already has a final record (which stays as it is)."""
         rec = JobRecord(id=item.id, state=state, model=item.model, pool=item.pool,
                         machine_profile=item.machine_profile, bundle=item.bundle, result=result,
-                        tenant=item.tenant, deadline=item.deadline)
+                        tenant=item.tenant, deadline=item.deadline, op=item.op, attempt=item.attempt,
+                        created_at=item.enqueued_at, started_at=time.time() if state == "running" else 0.0)
         deadline = time.monotonic() + self.record_retry_s
         delay = 0.1
         while True:
@@ -266,7 +318,8 @@ async def _advance(jobs: KeyValue, key: str, rec: JobRecord) -> bool:
     """Move a job record on, by compare-and-set: a final record is never overwritten.
 
     A redelivered item that runs again after its first outcome was recorded leaves
-    that outcome in place; so does a request id reused once its job has ended.
+    that outcome in place; so does a request id reused once its job has ended, and a job
+    cancelled through the API. What the gateway wrote (kind, op, created_at, history) stays.
     """
     while True:
         try:
@@ -277,10 +330,15 @@ async def _advance(jobs: KeyValue, key: str, rec: JobRecord) -> bool:
                 return True
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue  # someone created it meanwhile: read it
-        if entry.value and JobRecord.decode(entry.value).final:
-            return False
+        new = rec
+        if entry.value:
+            old = JobRecord.decode(entry.value)
+            if old.final:
+                return False
+            new = dataclasses.replace(old, state=rec.state, result=rec.result, updated_at=rec.updated_at,
+                                      attempt=rec.attempt, started_at=rec.started_at or old.started_at)
         try:
-            await jobs.update(key, rec.encode(), last=entry.revision)
+            await jobs.update(key, new.encode(), last=entry.revision)
             return True
         except nats.js.errors.KeyWrongLastSequenceError:
             continue

@@ -14,7 +14,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from ..subjects import CANCEL_PREFIX
+from ..subjects import CANCEL_PREFIX, JOB_CANCEL_PREFIX
 from ..tasks import cancel_all
 from .config import WorkerConfig
 from .health import start_health_server
@@ -103,6 +103,8 @@ class Worker:
             js = self._nc.jetstream()
             invoker = make_invoker(cfg.handler, self._executor)
             self._processor = Processor(self._nc, js, cfg, invoker, self.tracing)
+            # Jobs cancelled through the API (POST /v1/jobs/{id}/cancel): before any pull, like stream cancels.
+            await self._nc.subscribe(f"{JOB_CANCEL_PREFIX}.>", cb=self._processor.cancels.on_msg)
             if isinstance(invoker, StreamingInvoker):
                 # Before any pull: a cancel for an item this worker is about to get must not be missed.
                 await self._nc.subscribe(f"{CANCEL_PREFIX}.>", cb=self._processor.cancels.on_msg)
@@ -115,7 +117,7 @@ class Worker:
                 await p.open()
                 self._pullers.append(p)
             self._heartbeat = Heartbeater(js, cfg, lambda: len(self._flights), self.healthy,
-                                          lambda: self._stopping)
+                                          lambda: self._stopping, self._processor.holders)
             await self._heartbeat.beat()  # visible as soon as start() returns
         except BaseException:
             await self._nc.close()

@@ -131,7 +131,7 @@ async def job_final(gw: GatewayUnderTest, job_id: str, headers: dict[str, str] =
     deadline = time.monotonic() + timeout
     while True:
         r = await gw.call("GET", f"/v1/jobs/{job_id}", headers=headers)
-        if r.status == 200 and r.body["state"] in ("succeeded", "failed", "expired"):
+        if r.status == 200 and r.body["state"] in ("succeeded", "failed", "expired", "cancelled"):
             return r
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} not final after {timeout}s: {r.status} {r.body}")

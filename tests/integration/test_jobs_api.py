@@ -1,0 +1,140 @@
+"""The jobs API against real NATS, gateway and workers: respond-async, GET /v1/jobs (isolation,
+filters, pages), the richer GET /v1/jobs/{id}, DELETE, and job deadlines (refused at admission,
+or expired in the queue)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from switchyard.natsserver import NatsServer
+
+from dataplane import ADMIN, ECHO, gateway, job_final, until, worker
+
+OTHER = {"Authorization": "Bearer other-key-0123456789abcdef"}
+OTHER_ROTATED = {"Authorization": "Bearer other-rotated-key-0123456789"}
+ASYNC = {"Prefer": "respond-async"}
+
+
+def echo(items: list[Any], ctx: Any) -> list[Any]:
+    return items
+
+
+async def test_respond_async_answers_202_with_a_live_worker_and_the_job_succeeds(nats_server: NatsServer) -> None:
+    async with gateway(nats_server.url) as gw, worker(nats_server.url, echo):
+        await gw.wait_for_workers(ECHO)
+        r = await gw.infer(headers={**ASYNC, "X-Request-ID": "async-1"}, items=[{"text": "a"}])
+        assert r.status == 202, r.body
+        assert r.headers["Preference-Applied"] == "respond-async"
+        assert r.headers["Location"] == "/v1/jobs/async-1"
+        assert r.body["status"] == "queued" and r.body["job_id"] == "async-1"
+        done = await job_final(gw, "async-1")
+        body = done.body
+        assert body["state"] == "succeeded" and body["result"]["items"] == [{"text": "a"}]
+        assert body["kind"] == "item" and body["op"] == "encode" and body["attempts"] == 1
+        assert body["created_at"] <= body["started_at"] <= body["updated_at"]
+        # Without the preference, a live lane still answers at once with the result.
+        sync = await gw.infer(items=[{"text": "b"}])
+        assert sync.status == 200 and sync.body["items"] == [{"text": "b"}]
+
+
+async def test_list_jobs_is_per_tenant_filtered_and_paged(nats_server: NatsServer) -> None:
+    async with gateway(nats_server.url) as gw:
+        for i in range(3):  # no worker: queued jobs
+            assert (await gw.infer(headers={"X-Request-ID": f"adm-{i}"})).status == 202
+        assert (await gw.call("POST", "/v1/encode/test/echo", headers={**OTHER, "X-Request-ID": "oth-0"},
+                              json={"items": [1]})).status == 202
+        # The same id from another tenant is another job.
+        assert (await gw.call("POST", "/v1/encode/test/echo", headers={**OTHER, "X-Request-ID": "adm-0"},
+                              json={"items": [2]})).status == 202
+
+        mine = await gw.call("GET", "/v1/jobs", headers=ADMIN)
+        assert mine.status == 200
+        assert [j["id"] for j in mine.body["jobs"]] == ["adm-2", "adm-1", "adm-0"]  # newest first
+        assert all(j["state"] == "queued" for j in mine.body["jobs"]) and mine.body["next_cursor"] is None
+        theirs = await gw.call("GET", "/v1/jobs", headers=OTHER_ROTATED)  # another key of tenant "other"
+        assert sorted(j["id"] for j in theirs.body["jobs"]) == ["adm-0", "oth-0"]
+        assert {j["result"] for j in theirs.body["jobs"]} == {None}
+        # A tenant cannot read, list, cancel or delete another's jobs: the same 404 as none.
+        assert (await gw.call("GET", "/v1/jobs/adm-1", headers=OTHER)).status == 404
+        assert (await gw.call("POST", "/v1/jobs/adm-1/cancel", headers=OTHER)).status == 404
+        assert (await gw.call("DELETE", "/v1/jobs/adm-1", headers=OTHER)).status == 404
+        refused = await gw.call("GET", "/v1/jobs?tenant=admin", headers=OTHER)
+        assert refused.status == 403 and refused.body["error"]["code"] == "forbidden"
+        # An admin names the tenant.
+        seen = await gw.call("GET", "/v1/jobs?tenant=other", headers=ADMIN)
+        assert sorted(j["id"] for j in seen.body["jobs"]) == ["adm-0", "oth-0"]
+
+        page1 = await gw.call("GET", "/v1/jobs?limit=2", headers=ADMIN)
+        assert [j["id"] for j in page1.body["jobs"]] == ["adm-2", "adm-1"] and page1.body["next_cursor"]
+        page2 = await gw.call("GET", f"/v1/jobs?limit=2&cursor={page1.body['next_cursor']}", headers=ADMIN)
+        assert [j["id"] for j in page2.body["jobs"]] == ["adm-0"] and page2.body["next_cursor"] is None
+
+        assert (await gw.call("GET", "/v1/jobs?state=succeeded", headers=ADMIN)).body["jobs"] == []
+        assert len((await gw.call("GET", "/v1/jobs?state=queued,running", headers=ADMIN)).body["jobs"]) == 3
+        assert (await gw.call("GET", "/v1/jobs?model=test/gpu", headers=ADMIN)).body["jobs"] == []
+        assert (await gw.call("GET", "/v1/jobs?since=9999999999", headers=ADMIN)).body["jobs"] == []
+        assert len((await gw.call("GET", "/v1/jobs?until=9999999999", headers=ADMIN)).body["jobs"]) == 3
+        for bad in ("state=done", "limit=0", "limit=501", "limit=x", "since=-1", "since=nan", "cursor=zz",
+                    "priority=1", "kind=batch"):
+            r = await gw.call("GET", f"/v1/jobs?{bad}", headers=ADMIN)
+            assert r.status == 400 and r.body["error"]["code"] == "bad_request", (bad, r.body)
+
+        queued = await gw.call("GET", "/v1/jobs/adm-0", headers=ADMIN)
+        assert queued.body["queue_position"] == 0 and queued.body["estimated_wait_s"] > 0
+        assert (await gw.call("GET", "/v1/jobs/adm-2", headers=ADMIN)).body["queue_position"] == 2
+
+
+async def test_delete_removes_a_finished_job_only(nats_server: NatsServer) -> None:
+    async with gateway(nats_server.url) as gw:
+        assert (await gw.infer(headers={"X-Request-ID": "del-1"})).status == 202
+        open_job = await gw.call("DELETE", "/v1/jobs/del-1", headers=ADMIN)
+        assert open_job.status == 409 and open_job.body["error"]["code"] == "job_not_finished"
+        async with worker(nats_server.url, echo):
+            assert (await job_final(gw, "del-1")).body["state"] == "succeeded"
+        gone = await gw.call("DELETE", "/v1/jobs/del-1", headers=ADMIN)
+        assert gone.status == 200 and gone.body == {"id": "del-1", "deleted": True}
+        assert (await gw.call("GET", "/v1/jobs/del-1", headers=ADMIN)).status == 404
+        assert (await gw.call("DELETE", "/v1/jobs/del-1", headers=ADMIN)).status == 404
+        assert "del-1" not in [j["id"] for j in (await gw.call("GET", "/v1/jobs", headers=ADMIN)).body["jobs"]]
+
+
+async def test_a_deadline_shorter_than_the_eta_is_refused_and_nothing_is_queued(nats_server: NatsServer) -> None:
+    async with gateway(nats_server.url) as gw:
+        # No worker: the learned ETA is the Upstream's cold start (180 s by default).
+        r = await gw.infer(headers={"X-Job-Deadline": "30", "X-Request-ID": "dl-1"})
+        assert r.status == 422 and r.body["error"]["code"] == "deadline_unreachable", r.body
+        assert (await gw.call("GET", "/v1/jobs/dl-1", headers=ADMIN)).status == 404
+        assert gw.state.demand.by_lane.get(ECHO, 0) == 0
+        for bad in ("0", "-5", "1.5", "soon", "604801"):
+            r = await gw.infer(headers={"X-Job-Deadline": bad})
+            assert r.status == 400 and r.body["error"]["code"] == "bad_request", (bad, r.body)
+        r = await gw.infer(headers={"X-Job-Deadline": "7200"})  # past the jobs TTL (3600 s)
+        assert r.status == 400 and "TTL" in r.body["error"]["message"]
+        ok = await gw.infer(headers={"X-Job-Deadline": "600", "X-Request-ID": "dl-2"})
+        assert ok.status == 202
+        job = (await gw.call("GET", "/v1/jobs/dl-2", headers=ADMIN)).body
+        assert 599 < job["deadline"] - job["created_at"] < 601
+
+
+async def test_a_job_whose_deadline_passes_in_the_queue_ends_expired(nats_server: NatsServer) -> None:
+    release = asyncio.Event()
+
+    async def busy(items: list[Any], ctx: Any) -> list[Any]:
+        if items == ["block"]:
+            await release.wait()
+        return items
+
+    async with gateway(nats_server.url) as gw, worker(nats_server.url, busy, concurrency=1):
+        await gw.wait_for_workers(ECHO)
+        first = await gw.infer(headers={**ASYNC, "X-Request-ID": "blocker"}, items=["block"])
+        assert first.status == 202
+        await until(lambda: any(b.in_flight for b in gw.state.registry.live()), 10, "the blocker runs")
+        # A live lane's ETA is ~1 s: a 2 s deadline is admitted, then passes behind the blocker.
+        late = await gw.infer(headers={**ASYNC, "X-Job-Deadline": "2", "X-Request-ID": "late"}, items=["x"])
+        assert late.status == 202, late.body
+        await asyncio.sleep(2.5)
+        release.set()
+        body = (await job_final(gw, "late")).body
+        assert body["state"] == "expired" and body["result"]["error"]["code"] == "deadline_exceeded"
+        assert (await job_final(gw, "blocker")).body["state"] == "succeeded"

@@ -2,7 +2,8 @@
 
 capacity = the live workers' concurrency summed, used = their items in flight, available =
 the difference, queued = items stored on the group's lanes (the pending demand the scaler
-reads), and a scaling state derived from those. Nothing new is stored: heartbeats (sy_workers)
+reads) less those in flight (a work-queue stream keeps an item until its worker acks it), and a
+scaling state derived from those. Nothing new is stored: heartbeats (sy_workers)
 and the stream's per-subject counts are what every gateway replica already holds.
 
 Holders (which tenants' items are in flight) are shown to admin keys only. Other keys see the
@@ -33,7 +34,6 @@ class Group:
     used: int = 0
     queued: int = 0
     models: set[str] = field(default_factory=set)
-    queued_by_model: Counter[str] = field(default_factory=Counter)
     holders: Counter[str] = field(default_factory=Counter)
 
     def state(self) -> str:
@@ -63,7 +63,7 @@ def capacity_view(st: GatewayState, key: KeyRoute | None) -> list[dict[str, obje
             "models": sorted(g.models if admin or key is None else {m for m in g.models if key.allows_model(m)}),
             "workers": g.workers, "capacity": g.capacity, "used": g.used,
             "available": max(0, g.capacity - g.used), "queued": g.queued,
-            "queued_by_model": dict(g.queued_by_model), "scaling": g.state(),
+            "scaling": g.state(),
         }
         if admin and key is not None:
             row["holders"] = dict(g.holders)
@@ -88,5 +88,6 @@ def gather(beats: list[Heartbeat], by_lane: dict[Lane, int]) -> dict[GroupKey, G
         g = groups[(lane.pool, lane.machine_profile, lane.bundle)]
         g.models.add(lane.model)
         g.queued += n
-        g.queued_by_model[lane.model] += n
+    for g in groups.values():
+        g.queued = max(0, g.queued - g.used)  # stored items include the unacked ones in flight
     return groups

@@ -150,7 +150,6 @@ class Fleet(BaseModel):
     used: int
     available: int
     queued: int
-    queued_by_model: dict[str, int]
     scaling: Literal["scaled_to_zero", "scaling_up", "idle", "serving", "saturated"]
     holders: dict[str, int] | None = Field(default=None, description="admin keys: tenant -> items in flight")
 

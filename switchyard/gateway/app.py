@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..api.table import HttpLimits
 from . import capacity, deadletter_api, joblist
-from . import configs, health, inference, jobs, openapi, pools, websocket
+from . import configs, health, inference, jobs, openapi, plans, pools, websocket
 from ..tasks import cancel_all
 from .config import DirectoryConfig, TableHolder
 from .advisories import DeadLetters
@@ -80,6 +80,7 @@ def build_app(st: GatewayState, *, access_log: bool = True) -> web.Application:
     r.add_get("/v1/pools/{name}", pools.get_pool)
     r.add_post("/v1/pools/{name}/renew", pools.renew_pool)
     r.add_delete("/v1/pools/{name}", pools.delete_pool)
+    plans.setup(app)  # GET /v1/plans, POST /v1/plans/{planner}: before the route below would take them
     r.add_post("/v1/{op}/{model:.+}", inference.infer)
     websocket.setup(app)  # GET /v1/ws
     openapi.setup(app)  # GET /openapi.json, GET /docs: every route above, described

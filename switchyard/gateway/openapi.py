@@ -377,13 +377,61 @@ class Images(BaseModel):
     usage: dict[str, int] | None = None
 
 
+class PlanStep(BaseModel):
+    name: str
+    state: str
+    job_id: str = Field(description="the step's own job: `<run id>/<step>`")
+    model: str
+    operation: str
+    depends_on: list[str]
+    estimated_wait_s: float | None = Field(default=None, description="while its lane is cold")
+    error: ErrorDetail | None = None
+
+
+class PlanRun(BaseModel):
+    """202: the run is a job (Location: /v1/jobs/{id})."""
+
+    status: Literal["running"]
+    job_id: str
+    planner: str
+    steps: list[PlanStep]
+
+
+class PlanResult(BaseModel):
+    """200 (Prefer: wait, and the run ended in time): the output step's result."""
+
+    id: str
+    planner: str
+    items: list[Any]
+    timing: dict[str, Any]
+    steps: list[PlanStep]
+
+
+class PlannerStep(BaseModel):
+    name: str
+    model: str
+    operation: str
+    depends_on: list[str]
+
+
+class Planner(BaseModel):
+    name: str
+    output: str
+    steps: list[PlannerStep]
+
+
+class PlannerList(BaseModel):
+    planners: list[Planner]
+
+
 _REQUESTS: list[type[BaseModel]] = [InferenceBody, PoolBody, ResolveBody, ChatBody, CompletionBody, EmbeddingBody,
                                     ImageBody, SpeechBody, RequeueBody]
 _JOBS: list[type[BaseModel]] = [JobList, JobCancelled, JobDeleted, Capacity, DeadLetterList, DeadLetter, Requeued]
 _ANSWERS: list[type[BaseModel]] = [Error, OpenAiError, InferenceResult, Provisioning, Job, Pool, PoolList,
                                    PoolDeleted, Status, Ready, Health, Version, OpenAiModel, OpenAiModelList,
                                    ConfigModelList, ConfigModel, ConfigBundleList, ConfigBundle, Resolved, Metadata,
-                                   ChatCompletion, Completion, Embeddings, Images]
+                                   ChatCompletion, Completion, Embeddings, Images, PlanRun, PlanResult,
+                                   PlannerList]
 
 # -- operations ---------------------------------------------------------------------------
 
@@ -549,6 +597,15 @@ def _paths() -> dict[str, Any]:
             params=(_path("op", f"one of: {', '.join(sorted(OPERATIONS))}") | {
                 "schema": {"type": "string", "enum": sorted(OPERATIONS)}},
                     _path("model", "model id, optionally `model:profile`"), *_ROUTING_HEADERS))},
+        "/v1/plans": {"get": _op("plans", "the Planners the key may run", {"200": _json(_ref(PlannerList))})},
+        "/v1/plans/{planner}": {"post": _op(
+            "plans", "run a Planner's DAG; the run is a job (docs/jobs.md)",
+            {"200": _json(_ref(PlanResult), "with `Prefer: wait=N`: the run ended within N s"),
+             "202": _json(_ref(PlanRun), "the run, as a job",
+                          headers={"Location": {"schema": {"type": "string"}, "description": "/v1/jobs/{id}"}})},
+            errors=(404, 409, 422, 502, 504), body=InferenceBody,
+            params=(_path("planner", "the Planner's name"), *_ROUTING_HEADERS[:2], _ROUTING_HEADERS[3],
+                    _header("Prefer", "`wait=N`: hold up to N seconds (at most 600) for the run to end")))},
         "/v1/ws": {"get": _op(
             "websocket", "WebSocket upgrade: many requests and their results on one connection (docs/api.md)",
             {"101": {"description": "Switching Protocols: the connection is a WebSocket from here on"}},

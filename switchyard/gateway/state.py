@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from aiohttp import web
 
@@ -34,6 +34,7 @@ class GatewayState:
     pool_store: PoolStore | None = None  # /v1/pools: Pool resources (cluster) or the sy_pools bucket
     holds: Holds = field(default_factory=Holds)  # Prefer: wait, per lane
     eta: ColdStarts = field(init=False)  # learned cold-start ETA of 202s
+    plan_runs: Any = None  # planrun.PlanRuns, set by plans.setup(): the Planner runs this gateway drives
 
     def __post_init__(self) -> None:
         self.eta = ColdStarts(lambda: self.dispatcher.coldstart if self.dispatcher.connected else None,

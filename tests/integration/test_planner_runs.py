@@ -1,0 +1,220 @@
+"""Planner runs against real NATS, a real gateway and real workers (issue 11, "Planners run").
+
+The DAG `diamond`: `a` (request items) -> `b` and `c` in parallel (a's items) -> `d` (one map per item
+keyed by b and c). Workers run the `tag` handler below in process: it wraps each item with the step's
+tag, so the answer shows exactly which input reached which step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from switchyard.natsserver import NatsServer
+from switchyard.gateway.plans import run_steps
+from switchyard.subjects import job_key
+from switchyard.worker.errors import PermanentError
+
+from dataplane import ADMIN, ECHO, ECHO_ONLY, GatewayUnderTest, copy_manifests, gateway, job_final, until, worker
+
+PLANNERS = """
+apiVersion: switchyard.dev/v1alpha1
+kind: Planner
+metadata: {name: diamond}
+spec:
+  steps:
+    - {name: a, model: test/echo, operation: encode, params: {tag: a}}
+    - {name: b, model: test/echo, operation: encode, dependsOn: [a], params: {tag: b}}
+    - {name: c, model: test/echo, operation: encode, dependsOn: [a], params: {tag: c}}
+    - {name: d, model: test/echo, operation: generate, dependsOn: [b, c], params: {tag: d}}
+  output: d
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: Planner
+metadata: {name: on-gpu}
+spec:
+  steps:
+    - {name: only, model: test/gpu, operation: encode}
+"""
+
+calls: Counter[str] = Counter()  # request id ("<run>/<step>") -> times its handler ran
+both_started = asyncio.Event()
+started: set[str] = set()
+release = asyncio.Event()
+
+
+async def tag(items: list[Any], ctx: Any) -> list[Any]:
+    """Wraps each item with the step's tag. `b` and `c` wait until both run (proof that they run at
+    once: one waiting for the other to end would never see it start); `fail` fails for good;
+    `hold` waits for the test's release."""
+    calls[ctx.request_id] += 1
+    t = ctx.params.get("tag")
+    if ctx.params.get("together"):
+        started.add(t)
+        if {"b", "c"} <= started:
+            both_started.set()
+        await asyncio.wait_for(both_started.wait(), 15)
+    if ctx.params.get("fail"):
+        raise PermanentError("refused by the test handler")
+    if ctx.params.get("hold"):
+        await asyncio.wait_for(release.wait(), 30)
+    return [{"tag": t, "in": item} for item in items]
+
+
+def manifests(tmp_path: Path, extra: str = "") -> Path:
+    config = copy_manifests(tmp_path / "config")
+    (config / "planners.yaml").write_text(PLANNERS + extra)
+    return config
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    calls.clear()
+    started.clear()
+    both_started.clear()
+    release.clear()
+
+
+def wrapped(tag_: str, inner: Any) -> dict[str, Any]:
+    return {"tag": tag_, "in": inner}
+
+
+async def run(gw: GatewayUnderTest, planner: str, items: list[Any], headers: dict[str, str] | None = None,
+              params: dict[str, Any] | None = None) -> Any:
+    body: dict[str, Any] = {"items": items}
+    if params is not None:
+        body["params"] = params
+    return await gw.call("POST", f"/v1/plans/{planner}", headers={**ADMIN, **(headers or {})}, json=body)
+
+
+async def test_a_diamond_runs_its_parallel_branch_and_answers_the_output_step(nats_server: NatsServer,
+                                                                             tmp_path: Path) -> None:
+    extra = """---
+apiVersion: switchyard.dev/v1alpha1
+kind: Planner
+metadata: {name: together}
+spec:
+  steps:
+    - {name: a, model: test/echo, operation: encode, params: {tag: a}}
+    - {name: b, model: test/echo, operation: encode, dependsOn: [a], params: {tag: b, together: true}}
+    - {name: c, model: test/echo, operation: encode, dependsOn: [a], params: {tag: c, together: true}}
+    - {name: d, model: test/echo, operation: generate, dependsOn: [b, c], params: {tag: d}}
+  output: d
+"""
+    async with gateway(nats_server.url, manifests(tmp_path, extra)) as gw, \
+            worker(nats_server.url, tag, concurrency=4):
+        await gw.wait_for_workers(ECHO)
+        r = await run(gw, "together", ["x", "y"], {"Prefer": "wait=20", "X-Request-ID": "run-1"})
+        assert r.status == 200, r.body
+        assert r.headers["Preference-Applied"] == "wait=20"
+        a = [wrapped("a", "x"), wrapped("a", "y")]
+        assert r.body["items"] == [wrapped("d", {"b": wrapped("b", a[i]), "c": wrapped("c", a[i])}) for i in range(2)]
+        assert r.body["id"] == "run-1" and r.body["planner"] == "together"
+        assert [(s["name"], s["state"], s["job_id"]) for s in r.body["steps"]] == [
+            (n, "succeeded", f"run-1/{n}") for n in "abcd"]
+        assert dict(calls) == {f"run-1/{n}": 1 for n in "abcd"}
+        # The run is a job: kind plan, its output as its result.
+        job = await job_final(gw, "run-1")
+        assert job.body["state"] == "succeeded"
+        assert job.body["result"]["items"] == r.body["items"]
+        # The same request id again is the same run: nothing runs twice.
+        again = await run(gw, "together", ["x", "y"], {"X-Request-ID": "run-1"})
+        assert again.status == 202 and again.body["job_id"] == "run-1"
+        assert [s["state"] for s in again.body["steps"]] == ["succeeded"] * 4
+        assert sum(calls.values()) == 4
+
+
+async def test_without_a_worker_the_run_waits_with_its_steps_queued_then_completes(nats_server: NatsServer,
+                                                                                   tmp_path: Path) -> None:
+    async with gateway(nats_server.url, manifests(tmp_path)) as gw:
+        r = await run(gw, "diamond", [1], {"X-Request-ID": "cold-run"})
+        assert r.status == 202, r.body
+        assert r.headers["Location"] == "/v1/jobs/cold-run"
+        assert r.body["status"] == "running"
+        first = r.body["steps"][0]
+        assert first["name"] == "a" and first["state"] == "queued" and first["estimated_wait_s"] > 0
+        assert [s["state"] for s in r.body["steps"][1:]] == ["pending"] * 3
+        async with worker(nats_server.url, tag, concurrency=4):
+            job = await job_final(gw, "cold-run", timeout=30)
+        assert job.body["state"] == "succeeded"
+        a = wrapped("a", 1)
+        assert job.body["result"]["items"] == [wrapped("d", {"b": wrapped("b", a), "c": wrapped("c", a)})]
+        steps = await run_steps(gw.state, job_key("admin", "cold-run"))
+        assert [s["state"] for s in steps or []] == ["succeeded"] * 4
+
+
+async def test_a_failed_step_fails_the_run_names_it_and_cancels_its_siblings(nats_server: NatsServer,
+                                                                            tmp_path: Path) -> None:
+    extra = """---
+apiVersion: switchyard.dev/v1alpha1
+kind: Planner
+metadata: {name: breaks}
+spec:
+  steps:
+    - {name: a, model: test/echo, operation: encode, params: {tag: a}}
+    - {name: b, model: test/echo, operation: encode, dependsOn: [a], params: {tag: b, together: true, fail: true}}
+    - {name: c, model: test/echo, operation: encode, dependsOn: [a], params: {tag: c, together: true, hold: true}}
+    - {name: d, model: test/echo, operation: generate, dependsOn: [b, c], params: {tag: d}}
+  output: d
+"""
+    async with gateway(nats_server.url, manifests(tmp_path, extra)) as gw, \
+            worker(nats_server.url, tag, concurrency=4):
+        await gw.wait_for_workers(ECHO)
+        r = await run(gw, "breaks", ["x"], {"Prefer": "wait=20", "X-Request-ID": "bad-run"})
+        assert r.status == 422, r.body  # b's invalid_input, named
+        assert r.body["error"]["code"] == "invalid_input"
+        assert "step 'b'" in r.body["error"]["message"]
+        steps = {s["name"]: s for s in await run_steps(gw.state, job_key("admin", "bad-run")) or []}
+        assert steps["a"]["state"] == "succeeded"
+        assert steps["b"]["state"] == "failed" and "step 'b'" in steps["b"]["error"]["message"]
+        assert steps["c"]["state"] == "cancelled"  # was running: cancelled, not waited for
+        assert steps["d"]["state"] == "cancelled"  # never queued
+        release.set()  # c's handler ends now: its result does not overwrite the cancel
+        await asyncio.sleep(0.5)
+        job = await job_final(gw, "bad-run")
+        assert job.body["state"] == "failed"
+        assert "step 'b'" in job.body["result"]["error"]["message"]
+        steps = {s["name"]: s for s in await run_steps(gw.state, job_key("admin", "bad-run")) or []}
+        assert steps["c"]["state"] == "cancelled"
+        assert "bad-run/d" not in calls
+
+
+async def test_bad_requests_and_other_keys(nats_server: NatsServer, tmp_path: Path) -> None:
+    async with gateway(nats_server.url, manifests(tmp_path)) as gw:
+        r = await run(gw, "nope", [1])
+        assert (r.status, r.body["error"]["code"]) == (404, "unknown_planner")
+        r = await run(gw, "diamond", [1], {"X-Bundle": "default"})
+        assert (r.status, r.body["error"]["code"]) == (400, "bad_request")
+        assert "X-Bundle" in r.body["error"]["message"]
+        for body in ({"items": []}, {"items": [1], "extra": 1}, [1]):
+            r = await gw.call("POST", "/v1/plans/diamond", headers=ADMIN, json=body)
+            assert (r.status, r.body["error"]["code"]) == (400, "bad_request"), body
+        # A pinned pool without a worker: refused before anything is recorded.
+        r = await run(gw, "diamond", [1], {"X-Pool": "default", "X-Request-ID": "pinned"})
+        assert (r.status, r.body["error"]["code"]) == (503, "no_capacity")
+        assert (await gw.call("GET", "/v1/jobs/pinned", headers=ADMIN)).status == 404
+        # A key limited to test/echo neither sees nor runs the Planner on test/gpu.
+        listed = await gw.call("GET", "/v1/plans", headers=ECHO_ONLY)
+        assert [p["name"] for p in listed.body["planners"]] == ["diamond"]
+        assert listed.body["planners"][0]["output"] == "d"
+        r = await gw.call("POST", "/v1/plans/on-gpu", headers=ECHO_ONLY, json={"items": [1]})
+        assert (r.status, r.body["error"]["code"]) == (403, "forbidden")
+        admin = await gw.call("GET", "/v1/plans", headers=ADMIN)
+        assert [p["name"] for p in admin.body["planners"]] == ["diamond", "on-gpu"]
+        # A request id that names an ordinary job is not a run.
+        assert (await gw.infer(headers={"X-Request-ID": "taken"})).status == 202
+        r = await run(gw, "diamond", [1], {"X-Request-ID": "taken"})
+        assert (r.status, r.body["error"]["code"]) == (409, "duplicate_request")
+        # Tenants never share run ids: the other tenant's same id is its own run, and it cannot read ours.
+        r = await run(gw, "diamond", [1], {"X-Request-ID": "shared-id"})
+        assert r.status == 202
+        other = {"Authorization": "Bearer other-key-0123456789abcdef"}
+        assert (await gw.call("GET", "/v1/jobs/shared-id", headers=other)).status == 404
+        r = await gw.call("POST", "/v1/plans/diamond", headers={**other, "X-Request-ID": "shared-id"},
+                          json={"items": [2]})
+        assert r.status == 202 and [s["state"] for s in r.body["steps"]][0] == "queued"
+        assert await run_steps(gw.state, job_key("other", "shared-id")) is not None

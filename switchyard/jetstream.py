@@ -21,7 +21,7 @@ from nats.js.kv import KeyValue
 from .api.table import QueueLimits
 from .deadletters import dead_stream_config, ensure_dead_stream
 from .subjects import (
-    COLDSTART_BUCKET, DEDUPE_WINDOW_S, EVENTS_PREFIX, EVENTS_STREAM, JOBS_BUCKET, POOLS_BUCKET, RUNS_BUCKET,
+    COLDSTART_BUCKET, DEDUPE_WINDOW_S, EVENTS_PREFIX, EVENTS_STREAM, JOBS_BUCKET, POOLS_BUCKET, RESULTS_BUCKET, RUNS_BUCKET,
     WORK_PREFIX, WORK_STREAM, WORKERS_BUCKET, Lane,
 )
 
@@ -64,6 +64,7 @@ async def apply_queue_limits(js: JetStreamContext, limits: QueueLimits,
         await js.update_stream(cfg)  # exists with another config: a worker's defaults, or an older spec
     workers = await ensure_workers_bucket(js, limits.replicas)
     jobs = await ensure_jobs_bucket(js, jobs_ttl_s, limits.replicas)
+    await _set_max_age(js, f"KV_{JOBS_BUCKET}", jobs_ttl_s)  # a changed jobs.resultTtlSeconds applies at once
     await ensure_coldstart_bucket(js, limits.replicas)
     await ensure_pools_bucket(js, limits.replicas)
     dead = dead_stream_config(limits.replicas)
@@ -93,6 +94,19 @@ async def ensure_workers_bucket(js: JetStreamContext, replicas: int = 1) -> KeyV
 async def ensure_jobs_bucket(js: JetStreamContext, ttl_s: float = 3600.0, replicas: int = 1) -> KeyValue:
     return await _bucket(js, KeyValueConfig(bucket=JOBS_BUCKET, ttl=ttl_s,
                                             storage=StorageType.FILE, history=1, replicas=replicas))
+
+
+async def ensure_results_bucket(js: JetStreamContext, ttl_s: float, replicas: int = 1) -> KeyValue:
+    """Results of requests answered at once (spec.jobs.syncResultTtlSeconds); the gateway's only.
+
+    Memory storage: a short window to fetch an answer whose connection dropped, not a record to
+    keep through a NATS restart. A changed TTL (and the replicas) apply to a bucket that exists.
+    """
+    kv = await _bucket(js, KeyValueConfig(bucket=RESULTS_BUCKET, ttl=ttl_s, storage=StorageType.MEMORY, history=1,
+                                          replicas=replicas))
+    await _set_max_age(js, f"KV_{RESULTS_BUCKET}", ttl_s)
+    await _set_replicas(js, f"KV_{RESULTS_BUCKET}", replicas)
+    return kv
 
 
 async def ensure_coldstart_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
@@ -151,6 +165,14 @@ async def _bucket(js: JetStreamContext, cfg: KeyValueConfig) -> KeyValue:
         return await js.create_key_value(cfg)
     except BadRequestError:
         return await js.key_value(cfg.bucket)  # another process made it in between
+
+
+async def _set_max_age(js: JetStreamContext, stream: str, max_age_s: float) -> None:
+    info = await js.stream_info(stream)
+    if abs((info.config.max_age or 0.0) - max_age_s) > 0.5:
+        # JetStream refuses a duplicate window longer than max_age (a KV bucket's is min(ttl, 2 min)).
+        window = min(info.config.duplicate_window or max_age_s, max_age_s)
+        await js.update_stream(dataclasses.replace(info.config, max_age=max_age_s, duplicate_window=window))
 
 
 async def _set_replicas(js: JetStreamContext, stream: str, replicas: int) -> None:

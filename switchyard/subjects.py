@@ -20,6 +20,7 @@ WORKERS_BUCKET = "sy_workers"  # worker heartbeats, TTL'd
 JOBS_BUCKET = "sy_jobs"  # state and result of accepted-but-not-awaited items
 COLDSTART_BUCKET = "sy_coldstart"  # measured cold starts per lane, shared by gateway replicas
 POOLS_BUCKET = "sy_pools"  # standalone mode: pools made through POST /v1/pools
+RESULTS_BUCKET = "sy_results"  # results of requests answered at once, re-fetchable for a short while
 RUNS_BUCKET = "sy_runs"  # Planner runs: each step's state, key = job_key(tenant, run id)
 EVENTS_STREAM = "SWITCHYARD_EVENTS"  # job.status and capacity.update events, for SSE resume
 EVENTS_PREFIX = "sy.events"  # + <kind>.<tenant token>

@@ -63,6 +63,7 @@ def compile_table(rs: ResourceSet, *, gateway: str | None = None, epoch: int = 1
         max_request_body_bytes=spec.max_request_body_bytes,
         anonymous=spec.auth.anonymous,
         result_ttl_seconds=spec.jobs.result_ttl_seconds,
+        sync_result_ttl_seconds=spec.jobs.sync_result_ttl_seconds,
         cors=CorsRoute(tuple(spec.cors.allow_origins), tuple(spec.cors.allow_headers),
                        spec.cors.max_age_seconds),
         models=MappingProxyType(models),

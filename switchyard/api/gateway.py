@@ -171,7 +171,13 @@ class Queue(Model):
 
 
 class Jobs(Model):
-    result_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 86_400, description="How long results of 202 jobs are kept.")
+    result_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 86_400,
+                                    description="How long jobs (202s, Planner runs) and their results are kept. "
+                                                "A change applies to the jobs bucket at once, old records included.")
+    sync_result_ttl_seconds: int = Field(default=300, ge=0, le=3600,
+                                         description="How long the result of a request answered at once (200, or the "
+                                                     "worker's error) can be fetched again by its X-Request-ID: "
+                                                     "GET /v1/jobs/{id}, or the same request again. 0: not kept.")
 
 
 class PoolApi(Model):

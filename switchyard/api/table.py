@@ -158,6 +158,7 @@ class RoutingTable:
     tracing: TracingRoute | None = None  # None: tracing off (the request path checks only this)
     openai_wait_s: int = 0  # spec.openai.defaultWaitSeconds: the hold of an OpenAI request without Prefer: wait
     grpc: GrpcLimits | None = None  # spec.listeners.grpc; None: no gRPC listener
+    sync_result_ttl_seconds: int = 300  # spec.jobs.syncResultTtlSeconds: synchronous results kept to re-fetch
     hash: str = field(default="")
 
     def __post_init__(self) -> None:
@@ -189,6 +190,7 @@ class RoutingTable:
             "maxRequestBodyBytes": self.max_request_body_bytes,
             "anonymous": self.anonymous,
             "resultTtlSeconds": self.result_ttl_seconds,
+            "syncResultTtlSeconds": self.sync_result_ttl_seconds,
             "cors": {
                 "allowOrigins": list(self.cors.allow_origins),
                 "allowHeaders": list(self.cors.allow_headers),
@@ -263,6 +265,7 @@ class RoutingTable:
             max_request_body_bytes=int(d["maxRequestBodyBytes"]),
             anonymous=bool(d["anonymous"]),
             result_ttl_seconds=int(d["resultTtlSeconds"]),
+            sync_result_ttl_seconds=int(d.get("syncResultTtlSeconds", 300)),
             cors=CorsRoute(tuple(cors["allowOrigins"]), tuple(cors["allowHeaders"]),
                            int(cors["maxAgeSeconds"])),
             models=_frozen({k: _model_from_dict(k, v) for k, v in d["models"].items()}),

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..api.table import HttpLimits
 from . import capacity, deadletter_api, joblist
-from . import configs, health, inference, jobs, openapi, plans, pools, websocket
+from . import configs, events, health, inference, jobs, openapi, plans, pools, websocket
 from ..tasks import cancel_all
 from .config import DirectoryConfig, TableHolder
 from .advisories import DeadLetters
@@ -82,6 +82,7 @@ def build_app(st: GatewayState, *, access_log: bool = True) -> web.Application:
     r.add_delete("/v1/pools/{name}", pools.delete_pool)
     plans.setup(app)  # GET /v1/plans, POST /v1/plans/{planner}: before the route below would take them
     r.add_post("/v1/{op}/{model:.+}", inference.infer)
+    events.setup(app, st)  # GET /v1/events, and the bridges that feed it
     websocket.setup(app)  # GET /v1/ws
     openapi.setup(app)  # GET /openapi.json, GET /docs: every route above, described
     return app
@@ -105,6 +106,7 @@ def new_state(nats_url: str, holder: TableHolder | None = None, instance: str | 
     dispatcher = Dispatcher(nats_url, instance, on_state=lambda up: metrics.nats_connected.set(1 if up else 0),
                             on_reconnect=registry.resync,
                             jobs_ttl_s=lambda: holder.table.result_ttl_seconds if holder.table else 3600.0,
+                            sync_ttl_s=lambda: holder.table.sync_result_ttl_seconds if holder.table else 0.0,
                             queue_limits=lambda: holder.table.queue if holder.table else None)
     holder.on_change(lambda t: dispatcher.queue_changed())  # hot reload of spec.queue
     return GatewayState(instance, holder, dispatcher, registry, Demand(metrics), metrics)

@@ -28,7 +28,8 @@ from nats.js.kv import KeyValue
 from ..api.table import QueueLimits
 from ..errors import ApiError
 from ..jetstream import (
-    apply_queue_limits, ensure_coldstart_bucket, ensure_jobs_bucket, ensure_work_stream, ensure_workers_bucket,
+    apply_queue_limits, ensure_coldstart_bucket, ensure_jobs_bucket, ensure_results_bucket, ensure_work_stream,
+    ensure_workers_bucket,
 )
 from ..messages import JobRecord, Result, WorkItem
 from ..subjects import INBOX_PREFIX, cancel_subject, job_cancel_subject, token
@@ -95,6 +96,7 @@ def _pub_ack(msg: Msg) -> PubAck:
 class Dispatcher:
     def __init__(self, url: str, instance: str, *, publish_timeout: float = 5.0,
                  jobs_ttl_s: Callable[[], float] = lambda: 3600.0,
+                 sync_ttl_s: Callable[[], float] = lambda: 300.0,
                  queue_limits: Callable[[], QueueLimits | None] = lambda: None,
                  on_state: Callable[[bool], None] = lambda up: None,
                  on_reconnect: Callable[[], Awaitable[None]] | None = None) -> None:
@@ -103,8 +105,12 @@ class Dispatcher:
         self.inbox = f"{INBOX_PREFIX}.{self.instance}"
         self.publish_timeout = publish_timeout
         self.jobs_ttl_s = jobs_ttl_s
+        self.sync_ttl_s = sync_ttl_s  # spec.jobs.syncResultTtlSeconds; 0: synchronous results are not kept
+        self.results: KeyValue | None = None  # sy_results, when they are kept
+        self._keeping: set[asyncio.Task[None]] = set()  # result writes in flight (a reference keeps them alive)
         self.queue_limits = queue_limits
         self._applied: QueueLimits | None = None  # spec.queue as last applied to JetStream
+        self._applied_ttls: tuple[float, float] | None = None  # the jobs and sync-result TTLs, likewise
         self._apply_lock = asyncio.Lock()
         self._retry: asyncio.Task[None] | None = None
         self._on_state = on_state
@@ -164,7 +170,10 @@ class Dispatcher:
             else:
                 self.workers, self.jobs = await apply_queue_limits(self.js, limits, ttl)
             self.coldstart = await ensure_coldstart_bucket(self.js)  # binds the one apply_queue_limits made
-            self._applied = limits
+            sync_ttl = self.sync_ttl_s()
+            self.results = (await ensure_results_bucket(self.js, sync_ttl, limits.replicas if limits else 1)
+                            if sync_ttl > 0 else None)
+            self._applied, self._applied_ttls = limits, (ttl, sync_ttl)
 
     async def _prepare_until_applied(self) -> None:
         """Apply spec.queue until JetStream takes it (a cluster short of peers, a single server
@@ -173,7 +182,7 @@ class Dispatcher:
         while not self._closing:
             try:
                 await self._prepare()
-                if self._applied == self.queue_limits():
+                if self._applied == self.queue_limits() and self._applied_ttls == self._ttls():
                     return
                 continue
             except Exception as exc:  # noqa: BLE001 - logged and retried; the cause is in the message
@@ -186,9 +195,13 @@ class Dispatcher:
 
     def queue_changed(self) -> None:
         """A new table: apply its spec.queue (replicas, limits) unless it is what JetStream has."""
-        if self.js is None or not self.ready.is_set() or self.queue_limits() == self._applied:
+        if self.js is None or not self.ready.is_set() or (self.queue_limits() == self._applied
+                                                          and self._ttls() == self._applied_ttls):
             return  # not connected yet: connect() applies the table it finds
         self._retry_prepare()
+
+    def _ttls(self) -> tuple[float, float]:
+        return self.jobs_ttl_s(), self.sync_ttl_s()
 
     def _retry_prepare(self) -> None:
         if self._retry is None or self._retry.done():
@@ -398,6 +411,32 @@ class Dispatcher:
         if self.nc is None or not self.nc.is_connected:
             raise unavailable("not connected to NATS")
         await self.nc.publish(job_cancel_subject(key), b"")
+
+    def keep_sync_result(self, key: str, record: JobRecord) -> None:
+        """Keep a synchronous answer for re-fetch, in the background: the answer never waits for it."""
+        if self.results is None or not self.connected:
+            return
+        task = asyncio.ensure_future(self._keep(self.results, key, record))
+        self._keeping.add(task)
+        task.add_done_callback(self._keeping.discard)
+
+    async def _keep(self, kv: KeyValue, key: str, record: JobRecord) -> None:
+        try:
+            await kv.put(key, record.encode())
+        except Exception as exc:  # noqa: BLE001 - the client has its answer; only the copy is missing
+            log.warning("could not keep a synchronous result", extra={"job": key, "error": str(exc)})
+
+    async def sync_result(self, key: str) -> JobRecord | None:
+        """A synchronous answer still kept (spec.jobs.syncResultTtlSeconds), or None."""
+        if self.results is None or not self.connected:
+            return None
+        try:
+            entry = await self.results.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise unavailable(str(exc) or type(exc).__name__) from None
+        return JobRecord.decode(entry.value) if entry.value else None
 
     def _jobs_bucket(self) -> KeyValue:
         if not self.connected or self.jobs is None:

@@ -105,7 +105,7 @@ def _job_key(key: KeyRoute | None, job_id: str, asked: str | None) -> str:
 async def describe_job(st: GatewayState, key: KeyRoute | None, job_id: str, asked: str | None) -> dict[str, object]:
     """The job as every protocol reports it (HTTP here, gRPC's GetJob); unknown_job when not the key's to read."""
     jkey = _job_key(key, job_id, asked)
-    record = await st.dispatcher.job(jkey)
+    record = await st.dispatcher.job(jkey) or await st.dispatcher.sync_result(jkey)  # a 200's answer, for a while
     if record is None:
         raise ApiError("unknown_job", f"no job {job_id!r} (results are kept for a limited time)")
     body = record_view(record)

@@ -28,7 +28,7 @@ from typing import Any
 from ..api.table import KeyRoute, RoutingTable
 from ..api.upstream import Operation
 from ..errors import ApiError
-from ..messages import JobRecord, Result, WorkItem
+from ..messages import JobRecord, Result, WorkItem, as_dict
 from ..subjects import DEDUPE_WINDOW_S
 from .auth import tenant_of
 from .eta import remaining
@@ -257,7 +257,15 @@ async def _run(st: GatewayState, item: WorkItem, res: Resolution, rt: Trace | No
     if result is None:
         raise ApiError("deadline_exceeded",
                        f"no result within {timeout:g}s; the item will not run after its deadline")
+    if st.dispatcher.results is not None:  # spec.jobs.syncResultTtlSeconds: re-fetchable by request id
+        st.dispatcher.keep_sync_result(item.key, _answered_record(item, result))
     return Answered(result, res)
+
+
+def _answered_record(item: WorkItem, result: Result) -> JobRecord:
+    return JobRecord(id=item.id, state=result.state, model=item.model, pool=item.pool,
+                     machine_profile=item.machine_profile, bundle=item.bundle, result=as_dict(result),
+                     tenant=item.tenant, created_at=item.enqueued_at, op=item.op, attempt=result.attempt)
 
 
 def _expire(waiter: asyncio.Future[Result | None]) -> None:
@@ -356,8 +364,10 @@ async def _duplicate(st: GatewayState, item: WorkItem, res: Resolution) -> Outco
         # Read the ETA only: opening a cold-start episode here (a worker may well be live) would
         # teach the history a "cold start" of a fraction of a second.
         return Accepted(item.id, res, await st.eta.for_job(res.lane, res.route.cold_start_s, record.updated_at))
+    kept = (f" and can be fetched again with GET /v1/jobs/{item.id} for {int(st.dispatcher.sync_ttl_s())} s"
+            if st.dispatcher.results is not None else "")
     raise ApiError("duplicate_request",
-                   f"request id {item.id!r} was already accepted; its result went to the first caller. "
+                   f"request id {item.id!r} was already accepted; its result went to the first caller{kept}. "
                    "Send a new X-Request-ID for new work")
 
 

@@ -5,11 +5,12 @@ or expired in the queue)."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from switchyard.natsserver import NatsServer
 
-from dataplane import ADMIN, ECHO, gateway, job_final, until, worker
+from dataplane import ADMIN, ECHO, copy_manifests, gateway, job_final, until, worker
 
 OTHER = {"Authorization": "Bearer other-key-0123456789abcdef"}
 OTHER_ROTATED = {"Authorization": "Bearer other-rotated-key-0123456789"}
@@ -138,3 +139,58 @@ async def test_a_job_whose_deadline_passes_in_the_queue_ends_expired(nats_server
         body = (await job_final(gw, "late")).body
         assert body["state"] == "expired" and body["result"]["error"]["code"] == "deadline_exceeded"
         assert (await job_final(gw, "blocker")).body["state"] == "succeeded"
+
+
+async def test_a_synchronous_answer_is_fetched_again_by_its_request_id(nats_server: NatsServer) -> None:
+    calls: list[Any] = []
+
+    def counted(items: list[Any], ctx: Any) -> list[Any]:
+        calls.append(items)
+        return items
+
+    async with gateway(nats_server.url) as gw, worker(nats_server.url, counted):
+        await gw.wait_for_workers(ECHO)
+        first = await gw.infer(headers={"X-Request-ID": "sync-1"}, items=["once"])
+        assert first.status == 200 and first.body["items"] == ["once"]
+
+        async def fetched() -> Any:
+            for _ in range(100):  # kept in the background, after the answer went out
+                r = await gw.call("GET", "/v1/jobs/sync-1", headers=ADMIN)
+                if r.status == 200:
+                    return r
+                await asyncio.sleep(0.05)
+            raise AssertionError("the synchronous result was never kept")
+
+        again = await fetched()
+        assert again.body["state"] == "succeeded" and again.body["result"]["items"] == ["once"]
+        assert again.body["result"]["worker"] == first.body["worker"]
+        assert (await gw.call("GET", "/v1/jobs/sync-1", headers=OTHER)).status == 404  # the admin tenant's
+        # The same request again is not run again: the refusal says where the answer is.
+        retry = await gw.infer(headers={"X-Request-ID": "sync-1"}, items=["once"])
+        assert retry.status == 409 and "GET /v1/jobs/sync-1" in retry.body["error"]["message"]
+        assert calls == [["once"]]
+        # Not a job: not listed, not cancellable, not deletable.
+        assert (await gw.call("GET", "/v1/jobs", headers=ADMIN)).body["jobs"] == []
+        assert (await gw.call("DELETE", "/v1/jobs/sync-1", headers=ADMIN)).status == 404
+
+
+async def test_the_gateway_ttls_apply_to_the_buckets_that_exist(nats_server: NatsServer, tmp_path: Path) -> None:
+    config = copy_manifests(tmp_path / "config")
+    async with gateway(nats_server.url, config) as gw:
+        js = gw.state.dispatcher.js
+
+        async def max_ages() -> tuple[float, float]:
+            return ((await js.stream_info("KV_sy_jobs")).config.max_age,
+                    (await js.stream_info("KV_sy_results")).config.max_age)
+
+        assert await max_ages() == (3600.0, 300.0)
+        text = (config / "gateway.yaml").read_text()
+        (config / "gateway.yaml").write_text(text.replace(
+            "  maxRequestBodyBytes: 4096\n",
+            "  maxRequestBodyBytes: 4096\n  jobs: {resultTtlSeconds: 120, syncResultTtlSeconds: 60}\n"))
+        for _ in range(200):
+            if await max_ages() == (120.0, 60.0):
+                break
+            await asyncio.sleep(0.05)
+        assert await max_ages() == (120.0, 60.0)
+        assert (await js.stream_info("SWITCHYARD_WORK")).config.max_age == 120.0 + 3600.0

@@ -32,6 +32,7 @@ STATUS: Mapping[str, int] = {
     "too_many_pools": 409,  # the tenant holds spec.poolApi.maxPoolsPerTenant pools already
     "request_timeout": 408,  # request line, headers or body not received in time (spec.listeners.http)
     "too_many_in_flight": 429,  # /v1/ws: the connection's requests in flight are at its cap
+    "too_many_event_streams": 429,  # GET /v1/events: the tenant's open streams on this gateway are at the cap
     "payload_too_large": 413,
     "pool_too_large": 422,  # reserves more workers than spec.poolApi.maxWorkersPerPool
     "invalid_input": 422,  # the worker refused the items (a permanent error)

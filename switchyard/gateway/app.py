@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..api.table import HttpLimits
 from . import capacity, deadletter_api, joblist
-from . import configs, health, inference, jobs, openapi, plans, pools, websocket
+from . import configs, events, health, inference, jobs, openapi, plans, pools, websocket
 from ..tasks import cancel_all
 from .config import DirectoryConfig, TableHolder
 from .advisories import DeadLetters
@@ -82,6 +82,7 @@ def build_app(st: GatewayState, *, access_log: bool = True) -> web.Application:
     r.add_delete("/v1/pools/{name}", pools.delete_pool)
     plans.setup(app)  # GET /v1/plans, POST /v1/plans/{planner}: before the route below would take them
     r.add_post("/v1/{op}/{model:.+}", inference.infer)
+    events.setup(app, st)  # GET /v1/events, and the bridges that feed it
     websocket.setup(app)  # GET /v1/ws
     openapi.setup(app)  # GET /openapi.json, GET /docs: every route above, described
     return app

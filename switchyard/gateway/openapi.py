@@ -598,6 +598,12 @@ def _paths() -> dict[str, Any]:
                 "schema": {"type": "string", "enum": sorted(OPERATIONS)}},
                     _path("model", "model id, optionally `model:profile`"), *_ROUTING_HEADERS))},
         "/v1/plans": {"get": _op("plans", "the Planners the key may run", {"200": _json(_ref(PlannerList))})},
+        "/v1/events": {"get": _op(
+            "events", "live events as Server-Sent Events: the key's job.status, capacity.update (docs/jobs.md)",
+            {"200": {"description": "`id: <seq>`, `event: job.status | capacity.update | gap`, `data: {...}`; "
+                                    "`: keepalive` comments", "content": {"text/event-stream": {"schema": {
+                                        "type": "string"}}}}},
+            errors=(429,), params=(_header("Last-Event-ID", "resume right after this event id"),))},
         "/v1/plans/{planner}": {"post": _op(
             "plans", "run a Planner's DAG; the run is a job (docs/jobs.md)",
             {"200": _json(_ref(PlanResult), "with `Prefer: wait=N`: the run ended within N s"),

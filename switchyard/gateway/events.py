@@ -1,0 +1,315 @@
+"""Live events: GET /v1/events (Server-Sent Events), backed by the SWITCHYARD_EVENTS stream.
+
+Two kinds, each a message on `sy.events.<kind>...`:
+
+- `job.status` (`sy.events.job.<tenant token>`): every change of every job record, bridged from
+  the jobs bucket's KV updates (`bridge_forever`), so no code that writes a record needs to know
+  about events. Gateway replicas share one durable consumer of the bucket's stream, and publish
+  with `Nats-Msg-Id` = `<job key>@<KV revision>`: an update is one event however many replicas
+  (or redeliveries) saw it.
+- `capacity.update` (`sy.events.capacity`): the fleets' capacity (capacity.py) with the ETA of each
+  fleet scaling up from zero, whenever it changes (`capacity_forever`); one event per change per
+  CAPACITY_EVERY_S slot across replicas (the slot is the Nats-Msg-Id).
+
+An event's SSE `id` is its stream sequence. A reconnect with `Last-Event-ID` resumes right after
+it, without gaps, for as long as the stream keeps events (EVENTS_MAX_AGE_S, EVENTS_MAX_BYTES);
+past that, the first event is `event: gap` naming the first sequence still kept. A key reads its
+own tenant's job events; capacity events show the fleets it may use, holders only to admin keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import suppress
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+import orjson
+from aiohttp import web
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from ..api.table import DEFAULT_COLD_START_S, KeyRoute
+from ..errors import ApiError
+from ..jetstream import EVENTS_MAX_AGE_S, ensure_events_stream
+from ..messages import JobRecord
+from ..subjects import EVENTS_PREFIX, EVENTS_STREAM, JOBS_BUCKET, token
+from .auth import authenticate, tenant_of
+from .capacity import capacity_view
+from .state import GatewayState, state_of
+
+log = logging.getLogger("switchyard.gateway.events")
+
+JOB_EVENTS = f"{EVENTS_PREFIX}.job"  # + .<tenant token>
+CAPACITY_EVENTS = f"{EVENTS_PREFIX}.capacity"
+BRIDGE_CONSUMER = "sy_events_bridge"  # durable, on KV_sy_jobs, shared by every gateway replica
+CAPACITY_EVERY_S = 2.0
+KEEPALIVE_S = 10.0  # an SSE comment after this long without events: proxies keep the stream open
+POLL_S = 1.0  # a client that left (or a gateway that stops) is noticed within this
+MAX_STREAMS_PER_TENANT = 16  # open /v1/events per tenant per gateway process: each holds a consumer
+_ADMIN_VIEW = KeyRoute(name="", sha256="", pools=None, models=None, admin=True)  # the full capacity view
+
+
+def job_subject(tenant: str) -> str:
+    return f"{JOB_EVENTS}.{token(tenant)}"
+
+
+def job_event(record: JobRecord) -> dict[str, Any]:
+    """What a job.status event says: the state, not the result (GET /v1/jobs/{id} has it)."""
+    event: dict[str, Any] = {"id": record.id, "kind": record.kind, "state": record.state, "model": record.model,
+                             "op": record.op, "updated_at": record.updated_at}
+    error = (record.result or {}).get("error") if record.state != "succeeded" else None
+    if error:
+        event["error"] = {"code": error.get("code"), "message": error.get("message")}
+    return event
+
+
+# -- the bridges: KV updates and capacity into the events stream ------------------------------
+
+async def _connected(st: GatewayState) -> None:
+    while not st.dispatcher.connected or st.dispatcher.js is None:
+        await asyncio.sleep(0.2)
+
+
+async def bridge_forever(st: GatewayState) -> None:
+    """Every job record change becomes a job.status event (see the module docstring)."""
+    while True:
+        try:
+            await _bridge(st)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - NATS away or restarting: bind again
+            log.debug("events bridge restarts", extra={"error": str(exc) or type(exc).__name__})
+        await asyncio.sleep(1.0)
+
+
+async def _bridge(st: GatewayState) -> None:
+    await _connected(st)
+    js = st.dispatcher.js
+    assert js is not None
+    await ensure_events_stream(js, st.holder.table.queue.replicas if st.holder.table else 1)
+    stream = f"KV_{JOBS_BUCKET}"
+    # Made once, by the first gateway: from each record's current state, so nothing written before it is lost.
+    config = ConsumerConfig(durable_name=BRIDGE_CONSUMER, deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                            ack_policy=AckPolicy.EXPLICIT, ack_wait=30, max_ack_pending=4096,
+                            filter_subject=f"$KV.{JOBS_BUCKET}.>")
+    with suppress(nats.js.errors.BadRequestError):  # exists: every replica binds the same one
+        await js.add_consumer(stream, config=config)
+    sub = await js.pull_subscribe_bind(durable=BRIDGE_CONSUMER, stream=stream)
+    prefix = len(f"$KV.{JOBS_BUCKET}.")
+    while True:
+        try:
+            msgs = await sub.fetch(batch=256, timeout=5)
+        except nats.errors.TimeoutError:
+            continue
+        for msg in msgs:
+            if msg.data:  # a delete or purge has no record: DELETE /v1/jobs/{id} removed it
+                key = msg.subject[prefix:]
+                try:
+                    record = JobRecord.decode(msg.data)
+                except (ValueError, TypeError):
+                    await msg.ack()
+                    continue
+                tenant = record.tenant or key.partition(".")[0]
+                await js.publish(job_subject(tenant), orjson.dumps(job_event(record)),
+                                 headers={"Nats-Msg-Id": f"{key}@{msg.metadata.sequence.stream}"})
+            await msg.ack()
+
+
+async def capacity_forever(st: GatewayState) -> None:
+    """A capacity.update event whenever this replica's view of the fleets changes."""
+    last = b""
+    while True:
+        await asyncio.sleep(CAPACITY_EVERY_S)
+        if not st.dispatcher.connected or st.dispatcher.js is None or st.holder.table is None:
+            continue
+        try:
+            fleets = capacity_view(st, _ADMIN_VIEW)
+            for row in fleets:
+                if row["scaling"] == "scaling_up":
+                    row["estimated_wait_s"] = await _fleet_eta(st, row)
+            data = orjson.dumps({"fleets": fleets}, option=orjson.OPT_SORT_KEYS)
+            if data == last:
+                continue
+            slot = int(time.time() // CAPACITY_EVERY_S)
+            digest = hashlib.sha256(data).hexdigest()[:16]
+            # A duplicate is this same view, published by another replica in this slot.
+            await st.dispatcher.js.publish(CAPACITY_EVENTS, data, headers={"Nats-Msg-Id": f"capacity.{slot}.{digest}"})
+            last = data
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - next round
+            log.debug("capacity event not published", extra={"error": str(exc) or type(exc).__name__})
+
+
+async def _fleet_eta(st: GatewayState, row: dict[str, Any]) -> float:
+    """The learned cold-start ETA of a fleet scaling up from zero (its first queued lane's)."""
+    table = st.holder.table
+    for lane, n in st.demand.by_lane.items():
+        if n > 0 and (lane.pool, lane.machine_profile, lane.bundle) == (row["pool"], row["machine_profile"],
+                                                                          row["bundle"]):
+            route = table.models.get(lane.model) if table else None
+            return await st.eta.for_job(lane, route.cold_start_s if route else DEFAULT_COLD_START_S, time.time())
+    return DEFAULT_COLD_START_S
+
+
+def visible_capacity(data: dict[str, Any], key: KeyRoute | None) -> dict[str, Any] | None:
+    """A capacity event as `key` may see it (capacity.py's rules): the pools and models it may use,
+    holders for admin keys only; None when nothing is left."""
+    if key is None or key.admin:
+        return data
+    fleets = []
+    for row in data.get("fleets", []):
+        models = [m for m in row.get("models", []) if key.allows_model(m)]
+        if not key.allows_pool(row["pool"]) or not models:
+            continue
+        fleets.append({**{k: v for k, v in row.items() if k != "holders"}, "models": models})
+    return {"fleets": fleets} if fleets else None
+
+
+# -- GET /v1/events ------------------------------------------------------------------------
+
+class _Streams:
+    """Open event streams per tenant in this process (each holds a JetStream consumer)."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, int] = {}
+
+    def acquire(self, tenant: str) -> None:
+        if self.open.get(tenant, 0) >= MAX_STREAMS_PER_TENANT:
+            raise ApiError("too_many_event_streams", f"this tenant has {MAX_STREAMS_PER_TENANT} event streams open "
+                                                     "on this gateway; close one first")
+        self.open[tenant] = self.open.get(tenant, 0) + 1
+
+    def release(self, tenant: str) -> None:
+        self.open[tenant] -= 1
+        if not self.open[tenant]:
+            del self.open[tenant]
+
+
+STREAMS = web.AppKey("switchyard_event_streams", _Streams)
+CLOSING = web.AppKey("switchyard_events_closing", asyncio.Event)  # set on shutdown: open streams end
+
+
+def last_event_id(value: str | None) -> int | None:
+    if value is None or value == "":
+        return None
+    if not value.isdigit() or len(value) > 19:
+        raise ApiError("bad_request", "Last-Event-ID must be the id of an event this endpoint sent (digits)")
+    return int(value)
+
+
+async def get_events(request: web.Request) -> web.StreamResponse:
+    st = state_of(request)
+    key = authenticate(st.table(), request.headers.get("Authorization"))
+    after = last_event_id(request.headers.get("Last-Event-ID"))
+    tenant = tenant_of(key)
+    if not st.dispatcher.connected or st.dispatcher.js is None:
+        raise ApiError("queue_unavailable", "events unavailable: not connected to NATS", headers={"Retry-After": "2"})
+    streams = request.app[STREAMS]
+    streams.acquire(tenant)
+    try:
+        return await _serve(request, st, key, tenant, after)
+    finally:
+        streams.release(tenant)
+
+
+async def _serve(request: web.Request, st: GatewayState, key: KeyRoute | None, tenant: str,
+                 after: int | None) -> web.StreamResponse:
+    js = st.dispatcher.js
+    assert js is not None
+    await ensure_events_stream(js, st.holder.table.queue.replicas if st.holder.table else 1)
+    gap = None
+    if after is None:
+        policy = {"deliver_policy": DeliverPolicy.NEW}
+    else:
+        first = (await js.stream_info(EVENTS_STREAM)).state.first_seq
+        if after + 1 < first:
+            gap = {"after": after, "first_kept": first,
+                   "message": f"events older than {EVENTS_MAX_AGE_S:g} s (or past the stream's size) are no "
+                              "longer kept; some may be missing"}
+        policy = {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": max(after + 1, first, 1)}
+    name = f"sse_{uuid.uuid4().hex}"
+    await js.add_consumer(EVENTS_STREAM, config=ConsumerConfig(
+        name=name, ack_policy=AckPolicy.NONE, inactive_threshold=60.0,
+        filter_subjects=[job_subject(tenant), CAPACITY_EVENTS], **policy))
+    sub = await js.pull_subscribe_bind(name, stream=EVENTS_STREAM)
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                       "X-Accel-Buffering": "no"})
+    try:
+        await resp.prepare(request)
+        await resp.write(b"retry: 1000\n\n")
+        if gap is not None:
+            await resp.write(_sse("gap", gap))
+        closing = request.app[CLOSING]
+        transport = request.transport
+        async for seq, kind, data in _events(sub, key, lambda: closing.is_set() or transport is None
+                                             or transport.is_closing()):
+            await resp.write(_sse(kind, data, seq))
+    except (ConnectionError, asyncio.CancelledError):
+        pass  # the client went away
+    finally:
+        with suppress(Exception):
+            await sub.unsubscribe()
+        with suppress(Exception):
+            await js.delete_consumer(EVENTS_STREAM, name)
+    return resp
+
+
+async def _events(sub: Any, key: KeyRoute | None, gone: Callable[[], bool]
+                  ) -> AsyncIterator[tuple[int | None, str, Any]]:
+    """(sequence, kind, data) in stream order; (None, "", None) after KEEPALIVE_S without any.
+    Ends when `gone()`: the client left (noticed within POLL_S) or the gateway stops."""
+    quiet_since = time.monotonic()
+    while not gone():
+        try:
+            msgs = await sub.fetch(batch=64, timeout=POLL_S)
+        except nats.errors.TimeoutError:
+            if time.monotonic() - quiet_since >= KEEPALIVE_S:
+                quiet_since = time.monotonic()
+                yield None, "", None
+            continue
+        quiet_since = time.monotonic()
+        for msg in msgs:
+            seq = msg.metadata.sequence.stream
+            data = orjson.loads(msg.data)
+            if msg.subject == CAPACITY_EVENTS:
+                data = visible_capacity(data, key)
+                if data is not None:
+                    yield seq, "capacity.update", data
+            else:
+                yield seq, "job.status", data
+
+
+def _sse(kind: str, data: Any, seq: int | None = None) -> bytes:
+    if not kind:
+        return b": keepalive\n\n"
+    head = (f"id: {seq}\n" if seq is not None else "") + f"event: {kind}\n"
+    return head.encode() + b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+def setup(app: web.Application, st: GatewayState) -> None:
+    app[STREAMS] = _Streams()
+    app[CLOSING] = asyncio.Event()
+
+    async def closing(app: web.Application) -> None:
+        app[CLOSING].set()
+
+    app.on_shutdown.append(closing)
+    app.router.add_get("/v1/events", get_events)
+
+    async def bridges(_: web.Application) -> AsyncIterator[None]:
+        tasks = [asyncio.create_task(bridge_forever(st)), asyncio.create_task(capacity_forever(st))]
+        yield
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with suppress(BaseException):
+                await task
+
+    app.cleanup_ctx.append(bridges)

@@ -1,0 +1,137 @@
+"""GET /v1/events against real NATS, a real gateway and a real worker: job.status events bridged from
+the jobs bucket, capacity.update events, tenant isolation, and a Last-Event-ID resume after a dropped
+connection that misses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+import aiohttp
+import orjson
+
+from switchyard.gateway.events import MAX_STREAMS_PER_TENANT
+from switchyard.natsserver import NatsServer
+from switchyard.worker.handlers import echo
+
+from dataplane import ADMIN, ECHO, ECHO_ONLY, GatewayUnderTest, gateway, job_final, until, worker
+
+OTHER = {"Authorization": "Bearer other-key-0123456789abcdef"}
+
+
+class Events:
+    """One open /v1/events connection, read in the background into `events` ({id, event, data})."""
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self.resp = resp
+        self.events: list[dict[str, Any]] = []
+        self.opened = asyncio.Event()
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        block: dict[str, Any] = {}
+        async for raw in self.resp.content:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("retry:"):
+                self.opened.set()  # the gateway's consumer exists: events from now on arrive
+            elif line.startswith("id: "):
+                block["id"] = int(line[4:])
+            elif line.startswith("event: "):
+                block["event"] = line[7:]
+            elif line.startswith("data: "):
+                block["data"] = orjson.loads(line[6:])
+            elif line == "" and "event" in block:
+                self.events.append(block)
+                block = {}
+
+    def of(self, kind: str, job: str | None = None) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["event"] == kind and (job is None or e["data"]["id"] == job)]
+
+    def close(self) -> None:
+        self._task.cancel()
+        self.resp.close()
+
+
+@asynccontextmanager
+async def events(gw: GatewayUnderTest, headers: dict[str, str]) -> AsyncIterator[Events]:
+    resp = await gw.http.get(gw.url + "/v1/events", headers=headers)
+    assert resp.status == 200, await resp.text()
+    assert resp.headers["Content-Type"] == "text/event-stream"
+    stream = Events(resp)
+    try:
+        await asyncio.wait_for(stream.opened.wait(), 10)
+        yield stream
+    finally:
+        stream.close()
+
+
+def states(evs: list[dict[str, Any]]) -> list[str]:
+    return [e["data"]["state"] for e in evs]
+
+
+async def test_job_events_resume_after_a_dropped_connection_without_gaps(nats_server: NatsServer) -> None:
+    async with gateway(nats_server.url) as gw, events(gw, ADMIN) as steady, events(gw, OTHER) as other:
+        dropped = await gw.http.get(gw.url + "/v1/events", headers=ADMIN)
+        first = Events(dropped)
+        await asyncio.wait_for(first.opened.wait(), 10)
+        r = await gw.infer(headers={"X-Request-ID": "ev-1"})
+        assert r.status == 202
+        await until(lambda: len(first.of("job.status", "ev-1")) == 1, 15, "the queued event")
+        queued = first.of("job.status", "ev-1")[0]
+        assert queued["data"]["state"] == "queued" and queued["data"]["kind"] == "item"
+        first.close()  # the connection drops; the job goes on
+        async with worker(nats_server.url, echo):
+            await job_final(gw, "ev-1")
+            await until(lambda: states(steady.of("job.status", "ev-1")) == ["queued", "running", "succeeded"],
+                        15, "every state on the steady connection")
+            resumed = await gw.http.get(gw.url + "/v1/events", headers={**ADMIN, "Last-Event-ID": str(queued["id"])})
+            assert resumed.status == 200
+            back = Events(resumed)
+            try:
+                await until(lambda: len(back.of("job.status")) >= 2, 15, "the missed events after the resume")
+                # Exactly what the steady connection saw after the last event the dropped one had: same ids, same data.
+                after = [e for e in steady.of("job.status") if e["id"] > queued["id"]]
+                assert back.of("job.status")[:len(after)] == after
+                assert states(back.of("job.status", "ev-1")) == ["running", "succeeded"]
+            finally:
+                back.close()
+            # The other tenant sees its own job's events and never ours.
+            r = await gw.infer(headers={**OTHER, "X-Request-ID": "ev-other"})
+            assert r.status == 200
+            mine = await gw.call("POST", "/v1/encode/test/echo",
+                                 headers={**OTHER, "X-Request-ID": "ev-other-job", "Prefer": "respond-async"},
+                                 json={"items": [1]})
+            assert mine.status == 202, mine.body
+            await until(lambda: states(other.of("job.status", "ev-other-job"))[-1:] == ["succeeded"], 15,
+                        "the other tenant's own job")
+            assert {e["data"]["id"] for e in other.of("job.status")} == {"ev-other-job"}
+            assert not steady.of("job.status", "ev-other-job")
+
+
+async def test_capacity_events_and_bad_requests(nats_server: NatsServer) -> None:
+    async with gateway(nats_server.url) as gw, events(gw, ADMIN) as admin, events(gw, OTHER) as other, \
+            worker(nats_server.url, echo):
+        await gw.wait_for_workers(ECHO)
+
+        def live(stream: Events) -> list[dict[str, Any]]:
+            return [row for e in stream.of("capacity.update") for row in e["data"]["fleets"]
+                    if row["pool"] == "default" and row["workers"] >= 1]
+
+        await until(lambda: bool(live(admin)) and bool(live(other)), 20, "capacity events with the live worker")
+        assert "holders" in live(admin)[-1] and "holders" not in live(other)[-1]
+        assert live(admin)[-1]["models"] == ["test/echo"]
+        r = await gw.call("GET", "/v1/events", headers={**ADMIN, "Last-Event-ID": "not-a-number"})
+        assert (r.status, r.body["error"]["code"]) == (400, "bad_request")
+        r = await gw.call("GET", "/v1/events")
+        assert (r.status, r.body["error"]["code"]) == (401, "unauthorized")
+        # Each stream holds a consumer: a tenant has at most MAX_STREAMS_PER_TENANT open per gateway.
+        held = [await gw.http.get(gw.url + "/v1/events", headers=ECHO_ONLY) for _ in range(MAX_STREAMS_PER_TENANT)]
+        try:
+            assert {resp.status for resp in held} == {200}
+            r = await gw.call("GET", "/v1/events", headers=ECHO_ONLY)
+            assert (r.status, r.body["error"]["code"]) == (429, "too_many_event_streams")
+            assert (await gw.http.get(gw.url + "/v1/events", headers=OTHER)).status == 200  # another tenant's own cap
+        finally:
+            for resp in held:
+                resp.close()

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from .async_client import AsyncClient
 from .errors import (
-    BadRequest, CapacityTimeout, Conflict, DeadlineExceeded, DuplicateRequest, Forbidden,
-    IncompatibleBundle, InvalidInput, NoCapacity, NotFound, NotReady, PayloadTooLarge, PoolExists,
+    BadRequest, CapacityTimeout, Conflict, DeadlineExceeded, DeadlineUnreachable, DuplicateRequest, Forbidden,
+    IncompatibleBundle, InvalidInput, JobCancelled, JobNotFinished, NoCapacity, NotFound, NotReady, PayloadTooLarge,
+    PoolExists,
     PoolExpired, PoolProtected, PoolTooLarge, QueueUnavailable, RequestTimeout, ServerError, SwitchyardError,
     TooManyPools, TransportError, Unauthorized, Unavailable, UnknownJob, UnknownModel, UnknownPool, WorkerError,
 )
-from .models import Accepted, InferenceResult, Job, ModelInfo, PoolInfo
+from .models import Accepted, InferenceResult, Job, JobPage, ModelInfo, PoolInfo
 from .sync_client import Client
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "PayloadTooLarge", "InvalidInput", "ServerError", "WorkerError", "Unavailable", "NoCapacity",
     "QueueUnavailable", "NotReady", "DeadlineExceeded", "CapacityTimeout", "TransportError",
     "RequestTimeout", "PoolExists", "PoolExpired", "PoolProtected", "TooManyPools", "PoolTooLarge",
+    "JobNotFinished", "DeadlineUnreachable", "JobCancelled", "JobPage",
 ]

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Mapping
+from urllib.parse import urlencode
 
 import aiohttp
 import orjson
@@ -18,7 +19,7 @@ from .errors import (
     CapacityTimeout, PoolExpired, RequestTimeout, SwitchyardError, TransportError, Unavailable, UnknownJob,
     UnknownPool, error_from_response,
 )
-from .models import Accepted, InferenceResult, Job, ModelInfo, PoolInfo
+from .models import Accepted, InferenceResult, Job, JobPage, ModelInfo, PoolInfo
 
 __all__ = ["AsyncClient"]
 
@@ -105,7 +106,8 @@ class AsyncClient:
     async def infer(self, op: str, model: str, items: Any, *, params: Mapping[str, Any] | None = None,
                     gpu: str | None = None, pool: str | None = None, bundle: str | None = None,
                     request_id: str | None = None, wait_for_capacity: bool = False,
-                    capacity_timeout: float = 600, poll_interval: float = 2.0) -> InferenceResult | Accepted:
+                    capacity_timeout: float = 600, poll_interval: float = 2.0, respond_async: bool = False,
+                    deadline_s: int | None = None) -> InferenceResult | Accepted:
         """Run `op` on `model` for `items` (one item or a list; a str means {"text": str}).
 
         gpu: machine profile (e.g. "l4"), or "pool/profile". pool: pins the pool
@@ -116,13 +118,21 @@ class AsyncClient:
         it finishes or `capacity_timeout` s pass, which raises `CapacityTimeout`. It first
         asks the gateway to hold the request through the cold start (`Prefer: wait=N`, N
         below this client's `timeout`), so a worker that starts meanwhile answers at once.
+        respond_async: always a job (`Prefer: respond-async`): an `Accepted` at once, even with a
+        live worker (with `wait_for_capacity`, the job is then polled as above, without a hold).
+        deadline_s: the item must start within this many seconds (`X-Job-Deadline`); raises
+        `DeadlineUnreachable` at once when the lane's learned ETA is already longer.
         """
         started = time.monotonic()
         request_id = request_id or _core.new_request_id()
         body = orjson.dumps({"items": _core.normalize_items(items), "params": dict(params or {})})
         headers = {"Content-Type": "application/json", **_core.lane_headers(gpu, pool, bundle)}
-        if wait_for_capacity:
+        if respond_async:
+            headers["Prefer"] = "respond-async"
+        elif wait_for_capacity:
             headers.update(_core.prefer_wait(capacity_timeout, self.timeout))
+        if deadline_s is not None:
+            headers["X-Job-Deadline"] = str(int(deadline_s))
         reply = await self._send("POST", _core.infer_path(op, model), body=body, headers=headers,
                                  request_id=request_id)
         data = reply.json()
@@ -195,6 +205,53 @@ class AsyncClient:
             if current.done:
                 return current.unwrap()
             state, last_error = current.state, None
+
+    async def list_jobs(self, *, state: str | list[str] | None = None, model: str | None = None,
+                        kind: str | None = None, since: float | None = None, until: float | None = None,
+                        limit: int | None = None, cursor: str | None = None) -> JobPage:
+        """This key's jobs, newest first, one page (`JobPage.next_cursor` asks for the next)."""
+        states = ",".join(state) if isinstance(state, list) else state
+        query = _core.drop_none({"state": states, "model": model, "kind": kind, "since": since, "until": until,
+                                 "limit": limit, "cursor": cursor})
+        path = "/v1/jobs" + ("?" + urlencode({k: str(v) for k, v in query.items()}) if query else "")
+        data = (await self._send("GET", path)).json()
+        return JobPage.from_json(data if isinstance(data, dict) else {})
+
+    async def cancel_job(self, job_id: str) -> Job:
+        """Cancel a job: a queued one never runs, a running one's worker stops it. The job as it is
+        now; `job.raw["cancelled"]` is False when it had already ended (it stays as it was)."""
+        data = (await self._send("POST", _core.job_path(job_id) + "/cancel")).json()
+        return Job.from_json(data if isinstance(data, dict) else {})
+
+    async def delete_job(self, job_id: str) -> None:
+        """Remove a finished job's record and result; `JobNotFinished` while it is queued or running."""
+        await self._send("DELETE", _core.job_path(job_id))
+
+    async def capacity(self) -> list[dict[str, Any]]:
+        """Slots per pool, machine profile and bundle (`GET /v1/capacity`), as the gateway answers them."""
+        data = (await self._send("GET", "/v1/capacity")).json()
+        fleets = data.get("fleets") if isinstance(data, dict) else None
+        return [f for f in fleets or [] if isinstance(f, dict)]
+
+    async def dead_letters(self, *, model: str | None = None, after: int | None = None,
+                           limit: int | None = None) -> dict[str, Any]:
+        """Admin keys: items failed after their last attempt, oldest first (`next_after` pages on)."""
+        query = _core.drop_none({"model": model, "after": after, "limit": limit})
+        path = "/v1/deadletters" + ("?" + urlencode({k: str(v) for k, v in query.items()}) if query else "")
+        data = (await self._send("GET", path)).json()
+        return data if isinstance(data, dict) else {}
+
+    async def dead_letter(self, letter_id: int) -> dict[str, Any]:
+        """Admin keys: one dead letter, with its items and params."""
+        data = (await self._send("GET", f"/v1/deadletters/{int(letter_id)}")).json()
+        return data if isinstance(data, dict) else {}
+
+    async def requeue_dead_letters(self, ids: list[int]) -> list[dict[str, Any]]:
+        """Admin keys: queue dead letters again as jobs under their job ids; one outcome per id."""
+        body = orjson.dumps({"ids": [int(i) for i in ids]})
+        data = (await self._send("POST", "/v1/deadletters/requeue", body=body,
+                                 headers={"Content-Type": "application/json"})).json()
+        return list(data.get("requeued") or []) if isinstance(data, dict) else []
 
     # -- discovery -------------------------------------------------------------------
 

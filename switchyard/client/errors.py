@@ -19,7 +19,7 @@ __all__ = [
     "PayloadTooLarge", "InvalidInput", "ServerError", "WorkerError", "Unavailable", "NoCapacity",
     "QueueUnavailable", "NotReady", "DeadlineExceeded", "CapacityTimeout", "TransportError",
     "RequestTimeout", "PoolExpired", "PoolExists", "PoolProtected", "TooManyPools", "PoolTooLarge",
-    "error_for", "error_from_response",
+    "JobNotFinished", "DeadlineUnreachable", "JobCancelled", "error_for", "error_from_response",
 ]
 
 
@@ -124,6 +124,12 @@ class TooManyPools(Conflict):
     default_code = "too_many_pools"
 
 
+class JobNotFinished(Conflict):
+    """delete_job: the job is still queued or running; cancel it first."""
+
+    default_code = "job_not_finished"
+
+
 class PoolExpired(SwitchyardError):
     """410: the pool's lease lapsed; a renewal cannot revive it. Delete it and create it again."""
 
@@ -138,6 +144,18 @@ class PoolTooLarge(SwitchyardError):
 
 class PayloadTooLarge(SwitchyardError):
     default_status, default_code = 413, "payload_too_large"
+
+
+class DeadlineUnreachable(SwitchyardError):
+    """The job's deadline is shorter than the lane's learned ETA: refused, nothing was queued."""
+
+    default_status, default_code = 422, "deadline_unreachable"
+
+
+class JobCancelled(SwitchyardError):
+    """The job was cancelled (cancel_job) before it finished."""
+
+    default_status, default_code = 409, "cancelled"
 
 
 class InvalidInput(SwitchyardError):
@@ -211,7 +229,8 @@ class RequestTimeout(TransportError):
 _BY_CODE: dict[str, type[SwitchyardError]] = {
     cls.default_code: cls
     for cls in (UnknownModel, UnknownPool, UnknownJob, IncompatibleBundle, DuplicateRequest,
-                NoCapacity, QueueUnavailable, NotReady, PoolExists, PoolProtected, TooManyPools, PoolTooLarge)
+                NoCapacity, QueueUnavailable, NotReady, PoolExists, PoolProtected, TooManyPools, PoolTooLarge,
+                JobNotFinished, DeadlineUnreachable, JobCancelled)
 }
 
 _BY_STATUS: dict[int, type[SwitchyardError]] = {
@@ -223,8 +242,8 @@ _BY_STATUS: dict[int, type[SwitchyardError]] = {
 def error_for(status: int | None, code: str, message: str, request_id: str | None = None, *,
               retry_after: float | None = None, error_id: str | None = None) -> SwitchyardError:
     """The typed error for a code; `status=None` takes the code's status (job results carry none)."""
-    if status is None:
-        status = STATUS.get(code, 500)
+    if status is None:  # "cancelled" is a job's outcome, not a gateway answer: its class says its status
+        status = STATUS.get(code) or getattr(_BY_CODE.get(code), "default_status", 500)
     cls = _BY_CODE.get(code) or _BY_STATUS.get(status)
     if cls is None:
         cls = ServerError if status >= 500 else SwitchyardError

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from .errors import SwitchyardError, error_for
 
-__all__ = ["InferenceResult", "Accepted", "Job", "JobState", "ModelInfo", "PoolInfo", "FINAL_STATES"]
+__all__ = ["InferenceResult", "Accepted", "Job", "JobPage", "JobState", "ModelInfo", "PoolInfo", "FINAL_STATES"]
 
 JobState = Literal["queued", "running", "succeeded", "failed", "expired", "cancelled"]
 FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "expired", "cancelled"})
@@ -94,6 +94,12 @@ class Job:
     machine_profile: str | None = None
     bundle: str | None = None
     updated_at: float | None = None  # unix seconds
+    kind: str = "item"  # "item", or "plan" (a Planner run)
+    attempts: int = 0
+    created_at: float | None = None
+    started_at: float | None = None
+    estimated_wait_s: float | None = None  # while queued
+    queue_position: int | None = None  # while queued: items ahead of it on its lane (None: far back)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -131,11 +137,32 @@ class Job:
         elif result is None and error is None and state == "succeeded":
             error = SwitchyardError(200, "invalid_response", f"job {job_id!r} succeeded without a result",
                                     job_id)
-        updated = data.get("updated_at")
+        position = data.get("queue_position")
         return cls(id=job_id, state=state, result=result, error=error, model=data.get("model"),
                    pool=data.get("pool"), machine_profile=data.get("machine_profile"),
-                   bundle=data.get("bundle"),
-                   updated_at=float(updated) if isinstance(updated, (int, float)) else None, raw=data)
+                   bundle=data.get("bundle"), updated_at=_seconds(data.get("updated_at")),
+                   kind=str(data.get("kind") or "item"), attempts=int(data.get("attempts") or 0),
+                   created_at=_seconds(data.get("created_at")), started_at=_seconds(data.get("started_at")),
+                   estimated_wait_s=_seconds(data.get("estimated_wait_s")),
+                   queue_position=position if isinstance(position, int) else None, raw=data)
+
+
+@dataclass(slots=True)
+class JobPage:
+    """One page of `list_jobs`: newest first; pass `next_cursor` back for the next (None: the last)."""
+
+    jobs: list[Job]
+    next_cursor: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "JobPage":
+        cursor = data.get("next_cursor")
+        return cls(jobs=[Job.from_json(j) for j in data.get("jobs") or [] if isinstance(j, dict)],
+                   next_cursor=cursor if isinstance(cursor, str) else None)
+
+
+def _seconds(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 @dataclass(slots=True)

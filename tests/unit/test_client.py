@@ -29,7 +29,8 @@ from switchyard.client import (
     DuplicateRequest, Forbidden, IncompatibleBundle, InferenceResult, InvalidInput, NoCapacity,
     NotFound, NotReady, PayloadTooLarge, QueueUnavailable, RequestTimeout, ServerError, SwitchyardError,
     TransportError, Unauthorized, Unavailable, UnknownJob, UnknownModel, UnknownPool, WorkerError,
-    PoolExists, PoolExpired, PoolInfo, PoolProtected, PoolTooLarge, TooManyPools,
+    PoolExists, PoolExpired, PoolInfo, PoolProtected, PoolTooLarge, TooManyPools, DeadlineUnreachable,
+    JobNotFinished,
 )
 from switchyard.client._core import RetryPolicy, normalize_items, parse_retry_after, poll_delays
 from switchyard.errors import STATUS
@@ -330,7 +331,8 @@ CONTRACT_ERRORS: list[tuple[str, type[SwitchyardError]]] = [
     ("not_ready", NotReady), ("deadline_exceeded", DeadlineExceeded), ("internal", ServerError),
     ("queue_full", Unavailable), ("pool_exists", PoolExists), ("pool_protected", PoolProtected),
     ("too_many_pools", TooManyPools), ("pool_too_large", PoolTooLarge), ("pool_expired", PoolExpired),
-    ("pools_unavailable", Unavailable),
+    ("pools_unavailable", Unavailable), ("job_not_finished", JobNotFinished),
+    ("deadline_unreachable", DeadlineUnreachable),
 ]
 
 

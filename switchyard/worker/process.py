@@ -160,8 +160,11 @@ class Processor:
         A cancel from the gateway closes the generator (its finally runs) and ends the item.
         """
         cancelled = self.cancels.watch(reply)
+        if item.keep_result:  # a streamed job (a hold that ran out) is cancelled through the jobs API too
+            self.cancels.watch_job(item.key, cancelled)
         if cancelled.is_set():  # cancelled while queued (or its stream already ended): never start it
             self.cancels.unwatch(reply)
+            self.cancels.unwatch_job(item.key)
             log.info("stream cancelled before it started", extra=_fields(item))
             await self._finish(msg, item, _failed(item, self._worker_id, "cancelled", CANCELLED), trace,
                                term=True, reply=b"")
@@ -222,6 +225,7 @@ class Processor:
             return
         finally:
             self.cancels.unwatch(reply)
+            self.cancels.unwatch_job(item.key)
             await chunks.aclose()
         res = Result(id=item.id, ok=True, items=joined, worker=self._worker_id, attempt=item.attempt,
                      state="succeeded", timing=_timing(item, started, t0), usage=ctx.usage or None)

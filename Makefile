@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Marks a finished install; tests point it elsewhere so `make demo` does not reinstall their venv.
 STAMP ?= $(VENV)/.installed
 
-.PHONY: demo test test-unit test-integration test-k8s bench install crds clean
+.PHONY: demo test test-unit test-integration test-k8s bench golden install crds clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
@@ -40,6 +40,9 @@ bench: $(STAMP)  ## gateway vs direct NATS request-reply floor; see docs/perform
 	$(BIN)/python -m bench.operator
 	$(BIN)/python -m bench.coldstart
 	$(BIN)/python -m bench.streaming
+
+golden: $(STAMP)  ## rewrite the translators' golden files (tests/unit/testdata/translate/) after a deliberate change
+	$(BIN)/python tests/unit/translate_golden.py --update
 
 clean:
 	rm -rf $(VENV) build *.egg-info

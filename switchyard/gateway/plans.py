@@ -18,6 +18,7 @@ from aiohttp import web
 from ..api.table import DEFAULT_COLD_START_S, KeyRoute, PlannerRoute
 from ..errors import ApiError
 from ..subjects import Lane, job_key
+from . import jobs
 from .auth import authenticate, tenant_of
 from .hold import wait_preference
 from .http import RID, json_response, read_json
@@ -34,6 +35,7 @@ def setup(app: web.Application) -> None:
     """Routes (before /v1/{op}/{model}, which would match them too) and the run sweep's lifetime."""
     st: GatewayState = app[STATE]  # type: ignore[assignment]
     runs = st.plan_runs = PlanRuns(st)
+    jobs.run_steps_hook = run_steps  # GET /v1/jobs/{id} of a run shows its steps
     app.router.add_get("/v1/plans", list_plans)
     app.router.add_post("/v1/plans/{planner}", run_plan)
 

@@ -45,6 +45,7 @@ calls: Counter[str] = Counter()  # request id ("<run>/<step>") -> times its hand
 both_started = asyncio.Event()
 started: set[str] = set()
 release = asyncio.Event()
+cancelled: set[str] = set()  # request ids whose handler was cancelled where it awaited
 
 
 async def tag(items: list[Any], ctx: Any) -> list[Any]:
@@ -61,7 +62,11 @@ async def tag(items: list[Any], ctx: Any) -> list[Any]:
     if ctx.params.get("fail"):
         raise PermanentError("refused by the test handler")
     if ctx.params.get("hold"):
-        await asyncio.wait_for(release.wait(), 30)
+        try:
+            await asyncio.wait_for(release.wait(), 30)
+        except asyncio.CancelledError:
+            cancelled.add(ctx.request_id)  # the worker stopped it: the job was cancelled
+            raise
     return [{"tag": t, "in": item} for item in items]
 
 
@@ -77,6 +82,7 @@ def _reset() -> None:
     started.clear()
     both_started.clear()
     release.clear()
+    cancelled.clear()
 
 
 def wrapped(tag_: str, inner: Any) -> dict[str, Any]:
@@ -120,6 +126,8 @@ spec:
         # The run is a job: kind plan, its output as its result.
         job = await job_final(gw, "run-1")
         assert job.body["state"] == "succeeded"
+        assert (job.body["kind"], job.body["op"]) == ("plan", "together")
+        assert [(s["name"], s["state"]) for s in job.body["steps"]] == [(n, "succeeded") for n in "abcd"]
         assert job.body["result"]["items"] == r.body["items"]
         # The same request id again is the same run: nothing runs twice.
         again = await run(gw, "together", ["x", "y"], {"X-Request-ID": "run-1"})
@@ -143,8 +151,7 @@ async def test_without_a_worker_the_run_waits_with_its_steps_queued_then_complet
         assert job.body["state"] == "succeeded"
         a = wrapped("a", 1)
         assert job.body["result"]["items"] == [wrapped("d", {"b": wrapped("b", a), "c": wrapped("c", a)})]
-        steps = await run_steps(gw.state, job_key("admin", "cold-run"))
-        assert [s["state"] for s in steps or []] == ["succeeded"] * 4
+        assert [s["state"] for s in job.body["steps"]] == ["succeeded"] * 4
 
 
 async def test_a_failed_step_fails_the_run_names_it_and_cancels_its_siblings(nats_server: NatsServer,
@@ -178,8 +185,8 @@ spec:
         job = await job_final(gw, "bad-run")
         assert job.body["state"] == "failed"
         assert "step 'b'" in job.body["result"]["error"]["message"]
-        steps = {s["name"]: s for s in await run_steps(gw.state, job_key("admin", "bad-run")) or []}
-        assert steps["c"]["state"] == "cancelled"
+        steps = {s["name"]: s for s in job.body["steps"]}
+        assert steps["c"]["state"] == "cancelled" and steps["b"]["state"] == "failed"
         assert "bad-run/d" not in calls
 
 
@@ -218,3 +225,36 @@ async def test_bad_requests_and_other_keys(nats_server: NatsServer, tmp_path: Pa
                           json={"items": [2]})
         assert r.status == 202 and [s["state"] for s in r.body["steps"]][0] == "queued"
         assert await run_steps(gw.state, job_key("other", "shared-id")) is not None
+
+
+async def test_cancelling_a_run_cancels_its_running_step_on_its_worker(nats_server: NatsServer,
+                                                                       tmp_path: Path) -> None:
+    extra = """---
+apiVersion: switchyard.dev/v1alpha1
+kind: Planner
+metadata: {name: long}
+spec:
+  steps:
+    - {name: a, model: test/echo, operation: encode, params: {tag: a, hold: true}}
+    - {name: b, model: test/echo, operation: encode, dependsOn: [a], params: {tag: b}}
+"""
+    async with gateway(nats_server.url, manifests(tmp_path, extra)) as gw, \
+            worker(nats_server.url, tag, concurrency=4):
+        await gw.wait_for_workers(ECHO)
+        assert (await run(gw, "long", [1], {"X-Request-ID": "stop-me"})).status == 202
+        await until(lambda: calls["stop-me/a"] == 1, 15, "step a running")
+        other = {"Authorization": "Bearer other-key-0123456789abcdef"}
+        assert (await gw.call("POST", "/v1/jobs/stop-me/cancel", headers=other)).status == 404  # not theirs
+        r = await gw.call("POST", "/v1/jobs/stop-me/cancel", headers=ADMIN)
+        assert r.status == 200, r.body
+        await until(lambda: "stop-me/a" in cancelled, 15, "the worker cancelling step a's handler")
+        job = await gw.call("GET", "/v1/jobs/stop-me", headers=ADMIN)
+        assert job.body["state"] == "cancelled"
+        deadline = asyncio.get_running_loop().time() + 15
+        while True:
+            steps = {s["name"]: s["state"] for s in (await gw.call("GET", "/v1/jobs/stop-me", headers=ADMIN)).body["steps"]}
+            if steps == {"a": "cancelled", "b": "cancelled"}:
+                break
+            assert asyncio.get_running_loop().time() < deadline, steps
+            await asyncio.sleep(0.1)
+        assert "stop-me/b" not in calls

@@ -27,6 +27,7 @@ STATUS: Mapping[str, int] = {
     "incompatible_bundle": 409,
     "duplicate_request": 409,
     "job_not_finished": 409,  # DELETE /v1/jobs/{id} of a job still queued or running: cancel it first
+    "cancelled": 409,  # the job was cancelled (POST /v1/jobs/{id}/cancel) while a request held it
     "pool_exists": 409,  # POST /v1/pools: the name is taken (by any tenant) with another spec
     "pool_protected": 409,  # the default pool, or one declared in manifests: not managed through /v1/pools
     "too_many_pools": 409,  # the tenant holds spec.poolApi.maxPoolsPerTenant pools already

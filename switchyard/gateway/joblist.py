@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from typing import get_args
 
 import orjson
@@ -86,7 +87,7 @@ def _states(raw: str | None) -> frozenset[str]:
     return asked
 
 
-def _time(q: "web.MultiDictProxy[str]", name: str) -> float | None:  # type: ignore[name-defined]
+def _time(q: Mapping[str, str], name: str) -> float | None:
     raw = q.get(name)
     if raw is None:
         return None

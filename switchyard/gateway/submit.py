@@ -379,6 +379,8 @@ def result_error(result: Result) -> ApiError:
     error_id = err.get("error_id")
     if result.state == "expired":
         return ApiError("deadline_exceeded", message)
+    if result.state == "cancelled":
+        return ApiError("cancelled", message)
     if err.get("code") == "invalid_input":
         return ApiError("invalid_input", message, error_id=error_id)
     return ApiError("worker_error", f"{message} (after {result.attempt} attempt(s))", error_id=error_id)

@@ -100,3 +100,22 @@ async def test_cancelling_a_finished_job_changes_nothing(nats_server: NatsServer
         assert r.status == 200 and r.body["cancelled"] is False and r.body["state"] == "succeeded"
         assert (await gw.call("GET", "/v1/jobs/done-1", headers=ADMIN)).body["result"]["items"] == [{"text": "hi"}]
         assert (await gw.call("POST", "/v1/jobs/nope/cancel", headers=ADMIN)).status == 404
+
+
+async def test_a_request_holding_a_job_that_is_cancelled_answers_409(nats_server: NatsServer) -> None:
+    started = asyncio.Event()
+
+    async def forever(items: list[Any], ctx: Any) -> list[Any]:
+        started.set()
+        await asyncio.sleep(3600)
+        return items
+
+    async with gateway(nats_server.url) as gw:
+        held = asyncio.create_task(gw.infer(headers={"Prefer": "wait=20", "X-Request-ID": "held-1"}))
+        await until(lambda: gw.state.demand.by_lane.get(ECHO, 0) == 1, 10, "the job is queued")
+        async with worker(nats_server.url, forever):
+            await asyncio.wait_for(started.wait(), 15)
+            assert (await gw.call("POST", "/v1/jobs/held-1/cancel", headers=ADMIN)).body["cancelled"] is True
+            r = await asyncio.wait_for(held, 15)
+            assert r.status == 409 and r.body["error"]["code"] == "cancelled", r.body
+            assert r.headers.get("Preference-Applied") == "wait=20"

@@ -78,10 +78,10 @@ def manifests(tmp_path: Path, extra: str = "") -> Path:
 
 @pytest.fixture(autouse=True)
 def _reset() -> None:
+    global both_started, release
+    both_started, release = asyncio.Event(), asyncio.Event()  # an Event binds to the loop of its first wait
     calls.clear()
     started.clear()
-    both_started.clear()
-    release.clear()
     cancelled.clear()
 
 

@@ -410,21 +410,20 @@ async def test_item_arriving_while_stopping_is_handed_back_once(nats_server: Nat
     w = Worker(make_config(nats_server.url, first))
     await asyncio.wait_for(w.start(), 15)
     item = make_item(inbox.subject)
-    heartbeater = w.heartbeat
-    assert heartbeater is not None
-    draining_beat = heartbeater.beat
+    puller = w.pullers[0]
+    stop_pulling = puller.close
 
-    async def beat_after_an_arrival() -> None:
-        # Timing injection, not a fake part: stop() sends its draining beat before it stops pulling;
-        # the item is published then and given time to reach the worker (and, were it bounced back
-        # and forth, to be redelivered many times) before the beat goes out.
+    async def close_after_an_arrival() -> None:
+        # Timing injection, not a fake part: stop() has begun (draining) and has not yet withdrawn its
+        # pull request when the item is published; it is given time to reach the worker (and, were
+        # it bounced back and forth, to be redelivered many times) before the request goes.
         await publish(js, item)
         await eventually(lambda: _ack_pending(js, 1), timeout=10)
         await asyncio.sleep(0.5)
-        await draining_beat()
+        await stop_pulling()
 
-    heartbeater.beat = beat_after_an_arrival  # type: ignore[method-assign]
-    await asyncio.wait_for(w.stop(), 10)
+    puller.close = close_after_an_arrival  # type: ignore[method-assign]
+    await asyncio.wait_for(w.stop(), 20)
     assert first.count == 0  # never run by the stopping worker
     async with running(make_config(nats_server.url, Calls())) as second:
         res = await inbox.next(timeout=5)

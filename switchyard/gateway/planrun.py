@@ -93,6 +93,7 @@ class RunRecord:
     lease_until: float = 0.0
     created_at: float = field(default_factory=time.time)
     ended_at: float = 0.0
+    output_items: list[Any] | None = None  # the output step's items once succeeded (also in the job record)
 
     @property
     def key(self) -> str:
@@ -309,7 +310,7 @@ class PlanRuns:
                     if any(s.state == "pending" for s in run.steps):  # queueing refused for now: retried
                         await asyncio.sleep(1.0)
                         continue
-                    await self._end(d, "succeeded", None)
+                    await self._end(d, "succeeded", None, results.get(run.output))
                     return
                 await asyncio.wait([*waits.values(), cancel_wait], return_when=asyncio.FIRST_COMPLETED)
                 failed = None
@@ -374,28 +375,42 @@ class PlanRuns:
         return job_key(run.tenant, step_job_id(run.id, step))
 
     async def _final_record(self, key: str) -> JobRecord:
-        """The step's record once final: KV updates as they happen, and a re-read every RECHECK_S."""
+        """The step's record once final: from the KV updates themselves (each carries the record),
+        after one read, and a re-read every RECHECK_S (an update missed while disconnected)."""
         nc = self.st.dispatcher.nc
         assert nc is not None
-        changed = asyncio.Event()
-        sub = await nc.subscribe(f"$KV.{JOBS_BUCKET}.{key}", cb=_setter(changed))
+        updates: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def on_update(msg: Msg) -> None:
+            updates.put_nowait(msg.data)
+
+        sub = await nc.subscribe(f"$KV.{JOBS_BUCKET}.{key}", cb=on_update)
         try:
             with suppress(Exception):
                 await nc.flush()  # subscribed before the first read: no update falls in between
+            rec: JobRecord | None = None
+            read = True
             while True:
-                changed.clear()
-                with suppress(ApiError):
-                    rec = await self.st.dispatcher.job(key)
-                    if rec is None:  # gone (its TTL, or deleted): nothing will ever finish it
-                        return JobRecord(id=key, state="expired", result={
-                            "ok": False, "error": {"code": "deadline_exceeded", "message": "the step's record is gone"}})
-                    if rec.final:
-                        return rec
-                    if rec.deadline and time.time() > rec.deadline + EXPIRY_GRACE_S:
-                        rec.state = "expired"
-                        return rec
-                with suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(changed.wait(), RECHECK_S)
+                if read:
+                    with suppress(ApiError):
+                        rec = await self.st.dispatcher.job(key)
+                        if rec is None:  # gone (its TTL, or deleted): nothing will ever finish it
+                            return JobRecord(id=key, state="expired", result={"ok": False, "error": {
+                                "code": "deadline_exceeded", "message": "the step's record is gone"}})
+                if rec is not None and rec.final:
+                    return rec
+                if rec is not None and rec.deadline and time.time() > rec.deadline + EXPIRY_GRACE_S:
+                    rec.state = "expired"
+                    return rec
+                try:
+                    data = await asyncio.wait_for(updates.get(), RECHECK_S)
+                except asyncio.TimeoutError:
+                    read = True
+                    continue
+                read = not data  # a delete or purge: read what is left
+                if data:
+                    with suppress(ValueError, TypeError):
+                        rec = JobRecord.decode(data)
         finally:
             with suppress(Exception):
                 await sub.unsubscribe()
@@ -441,14 +456,16 @@ class PlanRuns:
             await nc.publish(job_cancel_subject(key), b"")  # its worker stops it if it runs
         return state
 
-    async def _end(self, d: _Driven, state: str, error: dict[str, Any] | None) -> None:
+    async def _end(self, d: _Driven, state: str, error: dict[str, Any] | None,
+                   items: list[Any] | None = None) -> None:
         """Final: the run record, then the job record (by compare-and-set: a cancel wins over our outcome)."""
         run = d.run
         run.state, run.error, run.ended_at = state, error, time.time()
-        await self._save(d)
-        items = None
         if state == "succeeded":
-            items = await self._result_items(run, run.output)
+            if items is None:  # the output step ended before this gateway took the run over
+                items = await self._result_items(run, run.output)
+            run.output_items = items
+        await self._save(d)
         result = Result(id=run.id, ok=state == "succeeded", items=items, error=error, state=state,
                         timing={"compute_ms": round((run.ended_at - run.created_at) * 1000, 3)})
         jobs = self.st.dispatcher.jobs

@@ -108,36 +108,37 @@ async def run_plan(request: web.Request) -> web.Response:
         applied = {"Preference-Applied": f"wait={held}"}
         ended = await runs.wait(run.key, held)
         if ended is not None:
-            return await _ended(st, runs, ended, applied)
+            return await _ended(st, ended, applied)
     body = {"status": "running", "job_id": run.id, "planner": planner.name,
             "steps": await run_steps(st, run.key) or []}
     return json_response(body, status=202, headers={"Location": f"/v1/jobs/{run.id}", **(applied or {})})
 
 
-async def _ended(st: GatewayState, runs: PlanRuns, run: RunRecord, applied: dict[str, str]) -> web.Response:
+async def _ended(st: GatewayState, run: RunRecord, applied: dict[str, str]) -> web.Response:
+    """The held request's answer, from the run as its driver left it (no reads)."""
     if run.state != "succeeded":
         err = run.error or {"code": "cancelled", "message": "the run was cancelled"}
         raise ApiError(err["code"], err["message"], headers=applied)
-    record = await st.dispatcher.job(run.key)
-    result = (record.result if record else None) or {}
-    return json_response({"id": run.id, "planner": run.planner, "items": result.get("items"),
-                          "timing": result.get("timing"), "steps": await run_steps(st, run.key) or []},
-                         headers=applied)
+    return json_response({"id": run.id, "planner": run.planner, "items": run.output_items,
+                          "timing": {"compute_ms": round((run.ended_at - run.created_at) * 1000, 3)},
+                          "steps": await steps_view(st, run)}, headers=applied)
 
 
 async def run_steps(st: GatewayState, key: str) -> list[dict[str, Any]] | None:
     """Each step of the run with job key `key` (job_key(tenant, run id)): name, state, its job id,
     and while queued its ETA; None when there is no such run. GET /v1/jobs/{id} shows these for kind=plan."""
     found = await _runs(st).read(key)
-    if found is None:
-        return None
-    run, _ = found
+    return None if found is None else await steps_view(st, found[0])
+
+
+async def steps_view(st: GatewayState, run: RunRecord) -> list[dict[str, Any]]:
+    """A step queued by the run is read from its job record (its live state, and the ETA while queued)."""
     table = st.holder.table
     out = []
     for s in run.steps:
         view: dict[str, Any] = {"name": s.name, "state": s.state, "job_id": step_job_id(run.id, s.name),
                                 "model": s.model, "operation": s.operation, "depends_on": s.depends_on}
-        if s.state == "queued":  # queued by the run: its job record has the live state
+        if s.state == "queued":
             rec = await st.dispatcher.job(job_key(run.tenant, step_job_id(run.id, s.name)))
             if rec is not None:
                 view["state"] = rec.state

@@ -34,6 +34,7 @@ def run_gateway(args: argparse.Namespace) -> int:
         return 2
     st = new_state(args.nats)
     background: list[Callable[[], Awaitable[None]]]
+    nudger = None
     if args.config_dir:
         source = directory_source(st, args.config_dir, gateway=args.gateway)
         try:
@@ -60,12 +61,16 @@ def run_gateway(args: argparse.Namespace) -> int:
             from ..gateway.scaledobjects import Nudger
 
             # KEDA backs off while a scaler is absent: tell it this one is up (scaledobjects.py).
-            background.append(Nudger(st.holder, args.namespace, args.kubeconfig).run)
+            nudger = Nudger(st.holder, args.namespace, args.kubeconfig)
+            background.append(nudger.run)
 
     async def main() -> None:
         running = await start(st, Listen(args.host, args.port, args.metrics_port, args.scaler_port, tls=tls,
                                              grpc_port=args.grpc_port),
                               access_log=not args.no_access_log, background=background)
+        if nudger is not None and running.scaler is not None:
+            # Read when it checks its touches (after the first, which takes API round trips).
+            nudger.streams = running.scaler.servicer.open_streams
         await serve_forever(running)
 
     from .main import run

@@ -23,6 +23,19 @@ after the scaler is up, the stream reopened as soon as KEDA has reconciled. The
 operator keeps both when it re-applies the ScaledObject, so the two never fight
 over them. The price is one scale-loop restart per gateway start.
 
+KEDA v2.21 can lose that restart to a race. Its reconcile builds the new generation's
+scalers (hpa.go, GetScalersCache) before it cancels the old scale loop, and the old loop,
+on its way out, clears the ScaledObject's scalers cache (scale_handler.go,
+ClearScalersCache), which by then holds the new ones. If the new loop's push scaler took
+them first, their connection is closed under it and every retry logs "no pooled
+connection ... the scaler is closed" until the next poll builds the cache again
+(pollingInterval, 30 s by default). Seen 3 times in 63 restarts with KEDA on 8 Go threads
+of a loaded 2-core machine, and in the full test suite. So the gateway checks its touch: a ScaledObject that has no
+StreamIsActive stream here, opened after the touch and still open SETTLE_S later (the race
+cuts it within milliseconds), after STREAM_WAIT_S is touched again (`scalerStartedAt`
+only), at most RETOUCHES times. With several gateway replicas KEDA's stream may have gone
+to another one: touching again then costs one more scale-loop restart, nothing else.
+
 The gateway's Role allows `get` and `patch` on exactly the ScaledObjects that
 scale on its Gateway (resourceNames), nothing else.
 """
@@ -31,7 +44,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -48,6 +62,9 @@ STARTED_KEY = "scalerStartedAt"  # trigger metadata; ignored by the scaler
 ADDRESS_KEY = "scalerAddress"
 DNS_SCHEME = "dns:///"  # gRPC's default resolver, spelled out
 TRIGGER_TYPE = "external-push"
+STREAM_WAIT_S = 8.0  # KEDA reopens the stream within about 1 s of a touch; a loaded machine, a few
+SETTLE_S = 1.0  # a stream that has stayed open this long was not cut by KEDA's race
+RETOUCHES = 2
 
 Obj = dict[str, Any]
 
@@ -89,8 +106,10 @@ def gateway_written(so: Obj | None, address: str) -> dict[str, str]:
     return {}
 
 
-async def nudge(api: client.ApiClient, namespace: str, names: Iterable[str], when: str) -> list[str]:
-    """Touch the named ScaledObjects; return the names touched."""
+async def nudge(api: client.ApiClient, namespace: str, names: Iterable[str], when: str,
+                respell: bool = True) -> list[str]:
+    """Touch the named ScaledObjects; return the names touched. `respell`: also switch the
+    address's spelling (a fresh gRPC connection); without it only `scalerStartedAt` changes."""
     objects = client.CustomObjectsApi(api)
     touched = []
     for name in sorted(set(names)):
@@ -101,7 +120,7 @@ async def nudge(api: client.ApiClient, namespace: str, names: Iterable[str], whe
                 if exc.status not in (403, 404):  # 403: it scales on another Gateway
                     log.warning("cannot read ScaledObject", extra={"scaled_object": name, "status": exc.status})
                 break
-            triggers = [_touched(t, when) if t.get("type") == TRIGGER_TYPE else t
+            triggers = [_touched(t, when, respell) if t.get("type") == TRIGGER_TYPE else t
                         for t in so["spec"].get("triggers") or []]
             patch = {"metadata": {"resourceVersion": so["metadata"]["resourceVersion"]},
                      "spec": {"triggers": triggers}}
@@ -118,20 +137,24 @@ async def nudge(api: client.ApiClient, namespace: str, names: Iterable[str], whe
     return touched
 
 
-def _touched(trigger: Obj, when: str) -> Obj:
+def _touched(trigger: Obj, when: str, respell: bool = True) -> Obj:
     md = dict(trigger.get("metadata") or {})
     md[STARTED_KEY] = when
-    if md.get(ADDRESS_KEY):
+    if respell and md.get(ADDRESS_KEY):
         md[ADDRESS_KEY] = respelled(md[ADDRESS_KEY])
     return {**trigger, "metadata": md}
 
 
 class Nudger:
-    """Once the routing table is loaded, touch the ScaledObjects of its models."""
+    """Once the routing table is loaded, touch the ScaledObjects of its models; touch again
+    those that open no StreamIsActive stream here (`streams`: ExternalScaler.open_streams;
+    None: do not check)."""
 
-    def __init__(self, holder: TableHolder, namespace: str, kubeconfig: str | None = None) -> None:
+    def __init__(self, holder: TableHolder, namespace: str, kubeconfig: str | None = None,
+                 streams: Mapping[str, list[float]] | None = None) -> None:
         self.holder, self.namespace, self.kubeconfig = holder, namespace, kubeconfig
-        self.when = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.streams = streams
+        self.when = _now()
 
     async def run(self) -> None:
         from ..kubeclient import api_client
@@ -142,8 +165,41 @@ class Nudger:
         names = set().union(*(candidate_names(r) for r in self.holder.table.models.values()))
         api = await api_client(self.kubeconfig)
         try:
+            since = time.monotonic()
             touched = await nudge(api, self.namespace, names, self.when)
+            if touched:
+                log.info("touched ScaledObjects so KEDA reconciles them now", extra={"scaled_objects": touched})
+            for _ in range(RETOUCHES):
+                missing = await self._without_stream(touched, since)
+                if not missing:
+                    break
+                log.warning("KEDA opened no activity stream after the touch; touching again",
+                            extra={"scaled_objects": missing, "waited_s": STREAM_WAIT_S})
+                since = time.monotonic()
+                touched = await nudge(api, self.namespace, missing, _now(), respell=False)
         finally:
             await api.close()
-        if touched:
-            log.info("touched ScaledObjects so KEDA reconciles them now", extra={"scaled_objects": touched})
+
+    async def _without_stream(self, names: list[str], since: float) -> list[str]:
+        """Those of `names` with no stream here opened after `since` and open SETTLE_S later, once
+        STREAM_WAIT_S has passed ([] at once when not checking)."""
+        if self.streams is None or not names:
+            return []
+        streams = self.streams
+
+        def missing() -> list[str]:
+            return [n for n in names if not any(t >= since for t in streams.get(f"{self.namespace}/{n}", ()))]
+
+        deadline = time.monotonic() + STREAM_WAIT_S
+        while True:
+            if not missing():
+                await asyncio.sleep(SETTLE_S)
+                if not missing():
+                    return []
+            if time.monotonic() >= deadline:
+                return missing()
+            await asyncio.sleep(0.2)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -176,6 +177,8 @@ class ExternalScaler(pb_grpc.ExternalScalerServicer):
                  registry: CollectorRegistry | None = None) -> None:
         self._js = js
         self.activity = Activity(self._all_counts, interval_s, registry)
+        # "namespace/name" -> when each of its open streams opened (monotonic): the Nudger checks its touches by it.
+        self.open_streams: dict[str, list[float]] = {}
 
     async def _counts(self, subject_filter: str) -> dict[str, int]:
         js = self._js()
@@ -205,10 +208,16 @@ class ExternalScaler(pb_grpc.ExternalScalerServicer):
     async def StreamIsActive(self, request: pb.ScaledObjectRef,  # noqa: N802
                              context: grpc.aio.ServicerContext) -> AsyncIterator[pb.IsActiveResponse]:
         target = await _target(request, context)
-        log.info("KEDA opened an activity stream",
-                 extra={"scaled_object": f"{request.namespace}/{request.name}", "model": target.model})
-        async for active in self.activity.changes(target):
-            yield pb.IsActiveResponse(result=active)
+        key, opened = f"{request.namespace}/{request.name}", time.monotonic()
+        self.open_streams.setdefault(key, []).append(opened)
+        log.info("KEDA opened an activity stream", extra={"scaled_object": key, "model": target.model})
+        try:
+            async for active in self.activity.changes(target):
+                yield pb.IsActiveResponse(result=active)
+        finally:
+            self.open_streams[key].remove(opened)
+            if not self.open_streams[key]:
+                del self.open_streams[key]
 
     async def GetMetricSpec(self, request: pb.ScaledObjectRef,  # noqa: N802
                             context: grpc.aio.ServicerContext) -> pb.GetMetricSpecResponse:

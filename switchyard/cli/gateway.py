@@ -45,6 +45,16 @@ def run_gateway(args: argparse.Namespace) -> int:
                 print(f"  {issue}", file=sys.stderr)
             return 2
         background = [source.watch]
+    elif getattr(args, "catalog_dir", None):
+        from ..gateway.catalogdir import CatalogDirConfig
+
+        catalog_source = CatalogDirConfig(args.catalog_dir, st.holder)
+        try:
+            catalog_source.load()
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"switchyard gateway: no complete catalog in {args.catalog_dir}: {exc}", file=sys.stderr)
+            return 2
+        background = [catalog_source.watch]
     else:
         from ..gateway.cluster import ClusterConfig
 

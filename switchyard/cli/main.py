@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     src = gw.add_mutually_exclusive_group(required=True)
     src.add_argument("--config-dir", help="standalone: directory of Gateway/Upstream/Pool/Planner YAML")
     src.add_argument("--configmap", help="cluster mode: the ConfigMap the operator writes the routing table to")
+    src.add_argument("--catalog-dir", help="standalone: a compiled routing table (switchyard.api.catalog.write_dir: "
+                                           "routing.json, or catalog.json and its shards)")
     gw.add_argument("--gateway", default=None, help="which Gateway to serve when the directory has several")
     gw.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "default"),
                     help="cluster mode: namespace of the ConfigMap, worker EndpointSlices and pool Leases")

@@ -1,6 +1,10 @@
 """Cluster mode: the routing table, worker endpoints and pool leases from Kubernetes.
 
-- ConfigMap `<configmap>` key `routing.json`: the table the operator compiled.
+- ConfigMap `<configmap>`: the table the operator compiled, either inline (key
+  `routing.json`) or, past the object size wall, as a catalog: an index (key
+  `catalog.json`) naming the digest of each shard ConfigMap `<configmap>-<i>`
+  (api/catalog.py). Only the index is watched; a changed index fetches the shards
+  whose digest changed, and the table is swapped only once every shard matches.
 - EndpointSlices of the worker Services: a heartbeat counts only while its pod is
   a ready endpoint, so a pod Kubernetes takes out of service stops getting
   synchronous work at once instead of when its heartbeats lapse.
@@ -10,12 +14,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
 from kubernetes_asyncio import client
 
+from ..api import catalog
 from ..api.table import RoutingTable
 from ..kubeclient import api_client
 from ..messages import Heartbeat
@@ -39,6 +46,10 @@ class ClusterConfig:
         self._ready: set[str] = set()  # pod names (and hostnames) ready in some worker Service
         self._leases: dict[str, tuple[datetime | None, int]] = {}  # pool -> (renewed, duration)
         self.informers: list[Informer] = []
+        self._index: dict[str, Any] | None = None  # the newest catalog index seen, not yet installed
+        self._index_changed = asyncio.Event()
+        self._shards: dict[int, tuple[str, dict[str, Any]]] = {}  # shard -> (digest, models), fetched
+        self.shard_reads = 0  # shard ConfigMaps fetched, for bench/scale.py
 
     # -- wiring ------------------------------------------------------------------
 
@@ -57,7 +68,7 @@ class ClusterConfig:
         ]
         self.registry.admit = self._admit
         try:
-            await asyncio.gather(*(i.run() for i in self.informers))
+            await asyncio.gather(*(i.run() for i in self.informers), self._load_catalogs(core))
         finally:
             await api.close()
 
@@ -68,14 +79,60 @@ class ClusterConfig:
             log.warning("routing ConfigMap missing; still serving the last table",
                         extra={"configmap": self.configmap})
             return
-        raw = (items[0].get("data") or {}).get(TABLE_KEY)
-        if not raw:
-            log.error("routing ConfigMap has no routing.json", extra={"configmap": self.configmap})
-            return
+        data = items[0].get("data") or {}
         try:
-            self.holder.swap(RoutingTable.from_json(raw))
+            if data.get(TABLE_KEY):
+                self._index = None  # back to inline: any catalog load under way is stale
+                self.holder.swap(RoutingTable.from_json(data[TABLE_KEY]))
+            elif data.get(catalog.INDEX_KEY):
+                self._index = orjson.loads(data[catalog.INDEX_KEY])
+                self._index_changed.set()
+            else:
+                log.error("routing ConfigMap has neither routing.json nor catalog.json",
+                          extra={"configmap": self.configmap})
         except (ValueError, KeyError, TypeError) as exc:
             log.error("unreadable routing table; still serving the last one", extra={"error": str(exc)})
+
+    async def _load_catalogs(self, core: client.CoreV1Api) -> None:
+        """Install each new catalog index once all of its shards are here. A shard newer or older
+        than the index (the operator writes shards first, the index last) means: wait a moment and
+        fetch again; a newer index replaces the one being loaded."""
+        while True:
+            await self._index_changed.wait()
+            self._index_changed.clear()
+            for attempt in range(20):  # ~10 s: past it, the next index (or relist) tries again
+                index = self._index
+                if index is None or self._index_changed.is_set():
+                    break
+                try:
+                    self.holder.swap(await self._assemble(core, index))
+                    break
+                except ValueError as exc:
+                    log.info("catalog incomplete; fetching again", extra={"error": str(exc), "attempt": attempt})
+                except Exception as exc:  # noqa: BLE001 - API server away: keep the last table, retry
+                    log.warning("could not read catalog shards", extra={"error": repr(exc)})
+                await asyncio.sleep(0.5)
+            else:
+                log.error("catalog never complete; still serving the last table", extra={"configmap": self.configmap})
+
+    async def _assemble(self, core: client.CoreV1Api, index: dict[str, Any]) -> RoutingTable:
+        wanted = {int(r["index"]): r["digest"] for r in index["shards"]}
+        stale = [i for i, digest in wanted.items() if self._shards.get(i, ("", {}))[0] != digest]
+        gate = asyncio.Semaphore(8)
+
+        async def fetch(i: int) -> None:
+            async with gate:
+                resp = await core.read_namespaced_config_map(catalog.shard_object(self.configmap, i),
+                                                             self.namespace, _preload_content=False)
+                body = await resp.json()
+            self.shard_reads += 1
+            payload = base64.b64decode((body.get("binaryData") or {}).get(catalog.SHARD_KEY, ""))
+            self._shards[i] = catalog.decode_shard(payload)
+
+        await asyncio.gather(*(fetch(i) for i in stale))
+        table = catalog.assemble(index, self._shards)
+        self._shards = {i: s for i, s in self._shards.items() if i in wanted}
+        return table
 
     # -- worker endpoints ----------------------------------------------------------
 

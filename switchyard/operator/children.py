@@ -6,11 +6,15 @@ updates the same objects instead of creating duplicates.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
+
+from ..api import catalog as cat
 from ..api.gateway import Gateway
 from ..api.pool import DEFAULT_POOL, Pool
 from ..api.table import RoutingTable
@@ -24,6 +28,7 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "switchyard-operator", "app.kubern
 OWNER_LABEL = "switchyard.dev/owner"  # <kind>.<name>, for pruning without a garbage collector
 EPOCH_ANNOTATION = "switchyard.dev/epoch"
 HASH_ANNOTATION = "switchyard.dev/hash"
+DIGEST_ANNOTATION = "switchyard.dev/digest"  # a catalog shard's content digest, as its index names it
 RUN_AS = 65532
 TLS_DIR = "/etc/switchyard/tls"  # where the Gateway's spec.listeners.tls Secret is mounted
 
@@ -42,6 +47,10 @@ def gateway_name(gw: str) -> str:
 
 def routing_name(gw: str) -> str:
     return f"{gw}-routing"
+
+
+def shard_name(gw: str, i: int) -> str:
+    return cat.shard_object(routing_name(gw), i)
 
 
 def lease_name(pool: str) -> str:
@@ -65,10 +74,27 @@ def _meta(owner: Any, name: str, extra_labels: dict[str, str] | None = None) -> 
 # -- Gateway ---------------------------------------------------------------------------
 
 def routing_configmap(gw: Gateway, table: RoutingTable) -> Obj:
+    """The table inline, as one ConfigMap (routing.json): what a catalog below the inline size is."""
+    return routing_configmaps(gw, cat.Catalog(table, table.to_json(), None, ()))[-1]
+
+
+def routing_configmaps(gw: Gateway, catalog: cat.Catalog) -> list[Obj]:
+    """The table as stored objects (api/catalog.py): shards first, the index ConfigMap last, the
+    order they must be written in so that a gateway never assembles half of two epochs."""
+    table = catalog.table
     meta = _meta(gw, routing_name(gw.name))
     meta["annotations"] = {EPOCH_ANNOTATION: str(table.epoch), HASH_ANNOTATION: table.hash}
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
-            "data": {TABLE_KEY: table.to_json().decode()}}
+    if catalog.inline is not None:
+        return [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {TABLE_KEY: catalog.inline.decode()}}]
+    out: list[Obj] = []
+    for shard in catalog.shards:
+        smeta = _meta(gw, shard_name(gw.name, shard.index))
+        smeta["annotations"] = {DIGEST_ANNOTATION: shard.digest}  # no epoch: an unchanged shard is never rewritten
+        out.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": smeta,
+                    "binaryData": {cat.SHARD_KEY: base64.b64encode(shard.payload).decode()}})
+    out.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
+                "data": {cat.INDEX_KEY: orjson.dumps(catalog.index).decode()}})
+    return out
 
 
 def gateway_service_account(gw: Gateway) -> Obj:
@@ -76,11 +102,12 @@ def gateway_service_account(gw: Gateway) -> Obj:
 
 
 def gateway_role(gw: Gateway, scaled_objects: Sequence[str] = ()) -> Obj:
-    """Exactly what a gateway pod needs: read its routing ConfigMap, worker endpoints and pool
+    """Exactly what a gateway pod needs: read its routing ConfigMaps (index and shards), worker endpoints and pool
     leases; create, renew (an annotation) and delete Pools for /v1/pools; touch the ScaledObjects
     that scale on it when its scaler starts (scaledobjects.py)."""
     rules: list[Obj] = [
-        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [routing_name(gw.name)],
+        {"apiGroups": [""], "resources": ["configmaps"],
+         "resourceNames": [routing_name(gw.name), *(shard_name(gw.name, i) for i in range(cat.MAX_SHARDS))],
          "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["list", "watch"]},
@@ -287,6 +314,10 @@ def renewal(renewed: float, ttl: int, renewed_at: str | None, now: float) -> flo
     return ts
 
 
-def gateway_children(gw: Gateway, table: RoutingTable, image: str, scaled_objects: Sequence[str] = ()) -> list[Obj]:
-    return [routing_configmap(gw, table), gateway_service_account(gw), gateway_role(gw, scaled_objects),
+def gateway_children(gw: Gateway, table: RoutingTable | None, image: str,
+                     scaled_objects: Sequence[str] = ()) -> list[Obj]:
+    """The Gateway's children; the routing ConfigMap (inline) first, unless `table` is None (the
+    reconciler writes a sharded catalog itself, through routing_configmaps)."""
+    routing = [routing_configmap(gw, table)] if table is not None else []
+    return [*routing, gateway_service_account(gw), gateway_role(gw, scaled_objects),
             gateway_role_binding(gw), gateway_service(gw), gateway_deployment(gw, image)]

@@ -8,11 +8,14 @@ nothing changed. Objects are plain dicts, as on the wire.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
+
+from .ratelimit import TokenBucket
 
 FIELD_MANAGER = "switchyard-operator"
 Obj = dict[str, Any]
@@ -70,11 +73,16 @@ def api_error(exc: ApiException) -> str:
 
 
 class Kube:
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, writes: TokenBucket | None = None) -> None:
         self.api = api
+        self.writes = writes  # bounds the write rate (ratelimit.py); None: unbounded
+        self.requests: Counter[str] = Counter()  # method -> requests sent, for bench/scale.py
 
     async def _call(self, method: str, path: str, *, body: Any = None, query: list[tuple[str, str]] | None = None,
                     content_type: str = "application/json", timeout: float = 30) -> Obj:
+        self.requests[method] += 1
+        if method != "GET" and self.writes is not None:
+            await self.writes.take()
         data = await self.api.call_api(
             path, method, query_params=query or [], header_params={"Content-Type": content_type,
                                                                   "Accept": "application/json"},

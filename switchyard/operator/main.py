@@ -10,6 +10,7 @@ import signal
 import kopf
 
 from .. import logs
+from ..api import catalog
 from ..kubeclient import api_client
 from ..tasks import cancel_all
 from .election import LeaderElection
@@ -17,6 +18,7 @@ from .handlers import register, settings
 from .kube import RESOURCE_KINDS, Kube
 from .metrics import OperatorMetrics
 from .metrics import serve as serve_metrics
+from .ratelimit import TokenBucket
 from .reconcile import Reconciler
 from .workqueue import NamespaceQueue
 
@@ -24,8 +26,9 @@ log = logging.getLogger("switchyard.operator")
 
 async def run(args: argparse.Namespace) -> None:
     api = await api_client(args.kubeconfig)
-    kube = Kube(api)
-    reconciler = Reconciler(kube, image=args.image)
+    kube = Kube(api, TokenBucket(args.max_writes_per_second))
+    reconciler = Reconciler(kube, image=args.image, catalog_limits=catalog.Limits(
+        inline_bytes=args.catalog_inline_bytes, max_bytes=args.catalog_max_bytes))
     metrics = OperatorMetrics()
     elector: LeaderElection
 
@@ -53,7 +56,8 @@ async def run(args: argparse.Namespace) -> None:
 
     background: set[asyncio.Task[None]] = set()
 
-    elector = LeaderElection(kube, args.lease_namespace, args.identity, lease_s=args.lease_seconds,
+    # Its own client, outside the write bound: a lease renewal never waits behind a burst of writes.
+    elector = LeaderElection(Kube(api), args.lease_namespace, args.identity, lease_s=args.lease_seconds,
                              renew_s=max(1.0, args.lease_seconds / 3), on_elected=elected, metrics=metrics)
     # First, so a taken port fails the start instead of leaving an operator nobody can scrape.
     metrics_runner = (await serve_metrics(metrics, args.metrics_host, args.metrics_port)

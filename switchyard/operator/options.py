@@ -23,3 +23,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-port", type=int, default=None,
                    help="serve Prometheus metrics on this port at /metrics; default: not served")
     p.add_argument("--metrics-host", default="0.0.0.0", help="address the metrics port listens on")
+    # Imported lazily elsewhere; the defaults are repeated from switchyard/api/catalog.py's Limits.
+    p.add_argument("--catalog-inline-bytes", type=int, default=256 * 1024,
+                   help="a routing table up to this size is one ConfigMap key routing.json; above, it is sharded")
+    p.add_argument("--catalog-max-bytes", type=int, default=16 * 1024 * 1024,
+                   help="the most a Gateway's sharded table may take, compressed; past it the Gateway reports "
+                        "Ready=False CatalogTooLarge and gateways keep the last table")
+    p.add_argument("--max-writes-per-second", type=float, default=50.0,
+                   help="the operator's API-server write rate (token bucket; burst twice this)")

@@ -22,6 +22,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from ..api import ConfigIssue, compile_table
+from ..api import catalog as cat
 from ..api.gateway import Gateway
 from ..api.issues import issues_from_validation
 from ..api.loader import KINDS, ResourceSet
@@ -56,6 +57,7 @@ class Observed:
     children: dict[tuple[str, str], Obj] = field(default_factory=dict)  # (kind, name) -> managed child
     pool_fleets: dict[str, list[fleets.PoolFleet]] = field(default_factory=dict)  # pool -> fleets it runs
     unrendered: dict[str, list[str]] = field(default_factory=dict)  # pool -> why some workers are not run
+    too_large: dict[str, str] = field(default_factory=dict)  # gateway -> why its catalog cannot be stored
 
     def problem(self, key: str, text: str, into: dict[str, list[str]] | None = None) -> None:
         target = self.issues if into is None else into
@@ -71,9 +73,10 @@ class Outcome:
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, image: str) -> None:
+    def __init__(self, kube: Kube, image: str, catalog_limits: cat.Limits = cat.Limits()) -> None:
         self.kube = kube
         self.image = image
+        self.catalog_limits = catalog_limits
         # What we last applied, and the resourceVersion it produced: a pass that finds
         # both unchanged skips the write, so a quiet namespace costs reads only.
         self._applied: dict[tuple[str, str, str], tuple[str, str]] = {}
@@ -90,7 +93,8 @@ class Reconciler:
         for gw in gateways:
             names = [f.name for up, g in scaled_on.values() if g is gw for f in children.fleets(up)]
             table = await self._gateway(gw, rs, obs, names)
-            outcome.tables[gw.name] = table
+            if table is not None:
+                outcome.tables[gw.name] = table
         await self._upstreams(ns, obs, scaled_on)
         await self._pools(ns, obs, gateways, expired)
         await self._statuses(ns, obs, outcome, expired)
@@ -178,7 +182,10 @@ class Reconciler:
 
     # -- act -------------------------------------------------------------------------------
 
-    async def _gateway(self, gw: Gateway, rs: ResourceSet, obs: Observed, scaled_objects: list[str]) -> RoutingTable:
+    async def _gateway(self, gw: Gateway, rs: ResourceSet, obs: Observed,
+                       scaled_objects: list[str]) -> RoutingTable | None:
+        """Compile and store the Gateway's table; None when it cannot be stored (too large): the
+        gateways then keep serving the last table, and the Gateway says why in its status."""
         result = compile_table(rs, gateway=gw.name)
         for issue in result.issues:
             obs.problem(_key(issue), f"{issue.field}: {issue.message}" if issue.field else issue.message)
@@ -187,9 +194,25 @@ class Reconciler:
         old_epoch = int(old.get(children.EPOCH_ANNOTATION, "0") or 0)
         epoch = old_epoch if old.get(children.HASH_ANNOTATION) == result.table.hash else old_epoch + 1
         table = result.table.with_epoch(max(epoch, 1))
-        for obj in children.gateway_children(gw, table, self.image, scaled_objects):  # the ConfigMap first
+        try:
+            catalog: cat.Catalog | None = cat.split(table, self.catalog_limits)
+        except cat.CatalogTooLarge as exc:
+            obs.too_large[gw.name] = str(exc)
+            catalog = None
+        routing = children.routing_configmaps(gw, catalog) if catalog is not None else []
+        # Shards first, a few at a time (only changed ones are written), then the index.
+        await bounded([self._ensure(obj, obs) for obj in routing[:-1]])
+        for obj in routing[-1:] + children.gateway_children(gw, None, self.image, scaled_objects):
             await self._ensure(obj, obs)
-        return table
+        if catalog is not None:  # shards the index no longer names: only after it was written
+            keep = {o["metadata"]["name"] for o in routing}
+            prefix = children.routing_name(gw.name) + "-"
+            for (kind, name), child in list(obs.children.items()):
+                if kind == "ConfigMap" and name.startswith(prefix) and name not in keep and \
+                        (child["metadata"].get("labels") or {}).get(children.OWNER_LABEL) == f"gateway.{gw.name}":
+                    await self.kube.delete(CONFIGMAP, gw.metadata.namespace or "", name)
+                    self._applied.pop(("ConfigMap", gw.metadata.namespace or "", name), None)
+        return table if catalog is not None else None
 
     def _scaled_on(self, obs: Observed, gateways: list[Gateway]) -> dict[str, tuple[Upstream, Gateway]]:
         """Upstream key -> (Upstream, the Gateway whose scaler KEDA asks); a problem where there is none."""
@@ -349,7 +372,11 @@ class Reconciler:
         status: Obj = {"observedGeneration": gen}
         workers = _pool_workers(obs, name) if kind == "Pool" and name not in expired and not problems else {}
         reserved, ready_n = (sum(w[k] for w in workers.values()) for k in ("reserved", "ready"))
-        if kind == "Pool" and name in expired:
+        if kind == "Gateway" and name in obs.too_large:
+            ready = condition("Ready", False, "CatalogTooLarge",
+                              f"the routing table cannot be stored: {obs.too_large[name]}; gateways keep serving "
+                              "the last table stored", gen, prev)
+        elif kind == "Pool" and name in expired:
             ready = condition("Ready", False, "LeaseExpired",
                               "the pool's Lease was not renewed in time; requests for it get 410", gen, prev)
             status["phase"] = "Expired"
@@ -423,15 +450,20 @@ class Reconciler:
     async def _prune(self, ns: str, obs: Observed) -> None:
         """Delete children whose owner is gone (works with or without a garbage collector)."""
         owners = {raw["metadata"].get("uid") for raw in obs.raw.values()}
+
+        async def prune(kind_name: str, name: str) -> None:
+            await self.kube.delete(BY_KIND[kind_name], ns, name)
+            self._applied.pop((kind_name, ns, name), None)
+            log.info("pruned orphan", extra={"kind": kind_name, "namespace": ns, "object": name})
+
+        deletes: list[Awaitable[None]] = []
         for (kind_name, name), child in obs.children.items():
             refs = child["metadata"].get("ownerReferences") or []
             if kind_name == "Deployment" and _is_pool_fleet(child):
                 continue  # retired by _pools: scaled to 0 before it goes
             if refs and not any(r.get("uid") in owners for r in refs):
-                kind = BY_KIND[kind_name]
-                await self.kube.delete(kind, ns, name)
-                self._applied.pop((kind_name, ns, name), None)
-                log.info("pruned orphan", extra={"kind": kind_name, "namespace": ns, "object": name})
+                deletes.append(prune(kind_name, name))
+        await bounded(deletes)  # thousands when many Upstreams go at once
 
 
 async def bounded(coros: list[Awaitable[None]], limit: int = 8) -> None:

@@ -40,6 +40,7 @@ bench: $(STAMP)  ## gateway vs direct NATS request-reply floor; see docs/perform
 	$(BIN)/python -m bench.operator
 	$(BIN)/python -m bench.coldstart
 	$(BIN)/python -m bench.streaming
+	$(BIN)/python -m bench.syncresults
 	$(BIN)/python -m bench.planner
 
 golden: $(STAMP)  ## rewrite the translators' golden files (tests/unit/testdata/translate/) after a deliberate change

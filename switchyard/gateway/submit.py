@@ -258,7 +258,7 @@ async def _run(st: GatewayState, item: WorkItem, res: Resolution, rt: Trace | No
         raise ApiError("deadline_exceeded",
                        f"no result within {timeout:g}s; the item will not run after its deadline")
     if st.dispatcher.results is not None:  # spec.jobs.syncResultTtlSeconds: re-fetchable by request id
-        st.dispatcher.keep_sync_result(item.key, _answered_record(item, result))
+        await st.dispatcher.keep_sync_result(item.key, _answered_record(item, result))
     return Answered(result, res)
 
 

@@ -26,6 +26,7 @@ from .subjects import (
 )
 
 HEARTBEAT_TTL_S = 10.0
+RESULTS_MAX_BYTES = 256 * 1024 * 1024  # sy_results: synchronous answers kept to re-fetch (memory storage)
 
 
 # Every item's deadline is at most max(jobs TTL, an Upstream's timeoutSeconds, which is <= 3600 s)
@@ -100,12 +101,19 @@ async def ensure_results_bucket(js: JetStreamContext, ttl_s: float, replicas: in
     """Results of requests answered at once (spec.jobs.syncResultTtlSeconds); the gateway's only.
 
     Memory storage: a short window to fetch an answer whose connection dropped, not a record to
-    keep through a NATS restart. A changed TTL (and the replicas) apply to a bucket that exists.
+    keep through a NATS restart. At most RESULTS_MAX_BYTES, the oldest dropped first, so a busy
+    gateway cannot fill nats-server's memory with them. A changed TTL (and the replicas) apply
+    to a bucket that exists.
     """
     kv = await _bucket(js, KeyValueConfig(bucket=RESULTS_BUCKET, ttl=ttl_s, storage=StorageType.MEMORY, history=1,
-                                          replicas=replicas))
-    await _set_max_age(js, f"KV_{RESULTS_BUCKET}", ttl_s)
-    await _set_replicas(js, f"KV_{RESULTS_BUCKET}", replicas)
+                                          replicas=replicas, max_bytes=RESULTS_MAX_BYTES))
+    stream = f"KV_{RESULTS_BUCKET}"
+    info = await js.stream_info(stream)
+    if info.config.discard != DiscardPolicy.OLD or info.config.max_bytes != RESULTS_MAX_BYTES:
+        await js.update_stream(dataclasses.replace(info.config, discard=DiscardPolicy.OLD,
+                                                   max_bytes=RESULTS_MAX_BYTES))
+    await _set_max_age(js, stream, ttl_s)
+    await _set_replicas(js, stream, replicas)
     return kv
 
 

@@ -184,6 +184,8 @@ async def test_the_gateway_ttls_apply_to_the_buckets_that_exist(nats_server: Nat
                     (await js.stream_info("KV_sy_results")).config.max_age)
 
         assert await max_ages() == (3600.0, 300.0)
+        results = (await js.stream_info("KV_sy_results")).config
+        assert results.max_bytes == 256 * 1024 * 1024 and results.discard == "old"  # bounded, newest kept
         text = (config / "gateway.yaml").read_text()
         (config / "gateway.yaml").write_text(text.replace(
             "  maxRequestBodyBytes: 4096\n",

@@ -25,7 +25,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import suppress
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import nats.errors
@@ -172,118 +172,117 @@ def visible_capacity(data: dict[str, Any], key: KeyRoute | None) -> dict[str, An
     return {"fleets": fleets} if fleets else None
 
 
-# -- GET /v1/events ------------------------------------------------------------------------
+# -- GET /v1/events (and the WebSocket's `events` topic) ------------------------------------
 
-class _Streams:
-    """Open event streams per tenant in this process (each holds a JetStream consumer)."""
-
-    def __init__(self) -> None:
-        self.open: dict[str, int] = {}
-
-    def acquire(self, tenant: str) -> None:
-        if self.open.get(tenant, 0) >= MAX_STREAMS_PER_TENANT:
-            raise ApiError("too_many_event_streams", f"this tenant has {MAX_STREAMS_PER_TENANT} event streams open "
-                                                     "on this gateway; close one first")
-        self.open[tenant] = self.open.get(tenant, 0) + 1
-
-    def release(self, tenant: str) -> None:
-        self.open[tenant] -= 1
-        if not self.open[tenant]:
-            del self.open[tenant]
+_open: dict[tuple[str, str], int] = {}  # (gateway instance, tenant) -> event feeds open
 
 
-STREAMS = web.AppKey("switchyard_event_streams", _Streams)
-CLOSING = web.AppKey("switchyard_events_closing", asyncio.Event)  # set on shutdown: open streams end
-
-
-def last_event_id(value: str | None) -> int | None:
+def last_event_id(value: str | int | None) -> int | None:
     if value is None or value == "":
         return None
-    if not value.isdigit() or len(value) > 19:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if not isinstance(value, str) or not value.isdigit() or len(value) > 19:
         raise ApiError("bad_request", "Last-Event-ID must be the id of an event this endpoint sent (digits)")
     return int(value)
+
+
+class Feed:
+    """One reader of the events stream: its tenant's job subject and the capacity subject, in order."""
+
+    def __init__(self, sub: Any, key: KeyRoute | None, gap: dict[str, Any] | None) -> None:
+        self.sub, self.key, self.gap = sub, key, gap
+
+    async def events(self, gone: Callable[[], bool]) -> AsyncIterator[tuple[int | None, str, Any]]:
+        """(sequence, kind, data) in stream order; (None, "", None) after KEEPALIVE_S without any.
+        Ends when `gone()`: the client left (noticed within POLL_S) or the gateway stops."""
+        quiet_since = time.monotonic()
+        while not gone():
+            try:
+                msgs = await self.sub.fetch(batch=64, timeout=POLL_S)
+            except nats.errors.TimeoutError:
+                if time.monotonic() - quiet_since >= KEEPALIVE_S:
+                    quiet_since = time.monotonic()
+                    yield None, "", None
+                continue
+            quiet_since = time.monotonic()
+            for msg in msgs:
+                seq = msg.metadata.sequence.stream
+                data = orjson.loads(msg.data)
+                if msg.subject == CAPACITY_EVENTS:
+                    data = visible_capacity(data, self.key)
+                    if data is not None:
+                        yield seq, "capacity.update", data
+                else:
+                    yield seq, "job.status", data
+
+
+@asynccontextmanager
+async def open_feed(st: GatewayState, key: KeyRoute | None, after: int | None) -> AsyncIterator[Feed]:
+    """A consumer of the events stream for `key`'s tenant, from right after `after` (else from now);
+    at most MAX_STREAMS_PER_TENANT open per tenant on this gateway. Deleted on exit."""
+    tenant = tenant_of(key)
+    js = st.dispatcher.js
+    if not st.dispatcher.connected or js is None:
+        raise ApiError("queue_unavailable", "events unavailable: not connected to NATS", headers={"Retry-After": "2"})
+    slot = (st.instance, tenant)
+    if _open.get(slot, 0) >= MAX_STREAMS_PER_TENANT:
+        raise ApiError("too_many_event_streams", f"this tenant has {MAX_STREAMS_PER_TENANT} event streams open "
+                                                 "on this gateway; close one first")
+    _open[slot] = _open.get(slot, 0) + 1
+    name = f"sse_{uuid.uuid4().hex}"
+    sub = None
+    try:
+        await ensure_events_stream(js, st.holder.table.queue.replicas if st.holder.table else 1)
+        gap = None
+        if after is None:
+            policy: dict[str, Any] = {"deliver_policy": DeliverPolicy.NEW}
+        else:
+            first = (await js.stream_info(EVENTS_STREAM)).state.first_seq
+            if after + 1 < first:
+                gap = {"after": after, "first_kept": first,
+                       "message": f"events older than {EVENTS_MAX_AGE_S:g} s (or past the stream's size) are no "
+                                  "longer kept; some may be missing"}
+            policy = {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": max(after + 1, first, 1)}
+        await js.add_consumer(EVENTS_STREAM, config=ConsumerConfig(
+            name=name, ack_policy=AckPolicy.NONE, inactive_threshold=60.0,
+            filter_subjects=[job_subject(tenant), CAPACITY_EVENTS], **policy))
+        sub = await js.pull_subscribe_bind(name, stream=EVENTS_STREAM)
+        yield Feed(sub, key, gap)
+    finally:
+        _open[slot] -= 1
+        if not _open[slot]:
+            del _open[slot]
+        if sub is not None:
+            with suppress(Exception):
+                await sub.unsubscribe()
+        with suppress(Exception):
+            await js.delete_consumer(EVENTS_STREAM, name)
+
+
+CLOSING = web.AppKey("switchyard_events_closing", asyncio.Event)  # set on shutdown: open streams end
 
 
 async def get_events(request: web.Request) -> web.StreamResponse:
     st = state_of(request)
     key = authenticate(st.table(), request.headers.get("Authorization"))
     after = last_event_id(request.headers.get("Last-Event-ID"))
-    tenant = tenant_of(key)
-    if not st.dispatcher.connected or st.dispatcher.js is None:
-        raise ApiError("queue_unavailable", "events unavailable: not connected to NATS", headers={"Retry-After": "2"})
-    streams = request.app[STREAMS]
-    streams.acquire(tenant)
-    try:
-        return await _serve(request, st, key, tenant, after)
-    finally:
-        streams.release(tenant)
-
-
-async def _serve(request: web.Request, st: GatewayState, key: KeyRoute | None, tenant: str,
-                 after: int | None) -> web.StreamResponse:
-    js = st.dispatcher.js
-    assert js is not None
-    await ensure_events_stream(js, st.holder.table.queue.replicas if st.holder.table else 1)
-    gap = None
-    if after is None:
-        policy = {"deliver_policy": DeliverPolicy.NEW}
-    else:
-        first = (await js.stream_info(EVENTS_STREAM)).state.first_seq
-        if after + 1 < first:
-            gap = {"after": after, "first_kept": first,
-                   "message": f"events older than {EVENTS_MAX_AGE_S:g} s (or past the stream's size) are no "
-                              "longer kept; some may be missing"}
-        policy = {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": max(after + 1, first, 1)}
-    name = f"sse_{uuid.uuid4().hex}"
-    await js.add_consumer(EVENTS_STREAM, config=ConsumerConfig(
-        name=name, ack_policy=AckPolicy.NONE, inactive_threshold=60.0,
-        filter_subjects=[job_subject(tenant), CAPACITY_EVENTS], **policy))
-    sub = await js.pull_subscribe_bind(name, stream=EVENTS_STREAM)
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                       "X-Accel-Buffering": "no"})
-    try:
-        await resp.prepare(request)
-        await resp.write(b"retry: 1000\n\n")
-        if gap is not None:
-            await resp.write(_sse("gap", gap))
+    async with open_feed(st, key, after) as feed:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                           "X-Accel-Buffering": "no"})
         closing = request.app[CLOSING]
         transport = request.transport
-        async for seq, kind, data in _events(sub, key, lambda: closing.is_set() or transport is None
-                                             or transport.is_closing()):
-            await resp.write(_sse(kind, data, seq))
-    except (ConnectionError, asyncio.CancelledError):
-        pass  # the client went away
-    finally:
-        with suppress(Exception):
-            await sub.unsubscribe()
-        with suppress(Exception):
-            await js.delete_consumer(EVENTS_STREAM, name)
-    return resp
-
-
-async def _events(sub: Any, key: KeyRoute | None, gone: Callable[[], bool]
-                  ) -> AsyncIterator[tuple[int | None, str, Any]]:
-    """(sequence, kind, data) in stream order; (None, "", None) after KEEPALIVE_S without any.
-    Ends when `gone()`: the client left (noticed within POLL_S) or the gateway stops."""
-    quiet_since = time.monotonic()
-    while not gone():
         try:
-            msgs = await sub.fetch(batch=64, timeout=POLL_S)
-        except nats.errors.TimeoutError:
-            if time.monotonic() - quiet_since >= KEEPALIVE_S:
-                quiet_since = time.monotonic()
-                yield None, "", None
-            continue
-        quiet_since = time.monotonic()
-        for msg in msgs:
-            seq = msg.metadata.sequence.stream
-            data = orjson.loads(msg.data)
-            if msg.subject == CAPACITY_EVENTS:
-                data = visible_capacity(data, key)
-                if data is not None:
-                    yield seq, "capacity.update", data
-            else:
-                yield seq, "job.status", data
+            await resp.prepare(request)
+            await resp.write(b"retry: 1000\n\n")
+            if feed.gap is not None:
+                await resp.write(_sse("gap", feed.gap))
+            async for seq, kind, data in feed.events(lambda: closing.is_set() or transport is None
+                                                     or transport.is_closing()):
+                await resp.write(_sse(kind, data, seq))
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # the client went away
+        return resp
 
 
 def _sse(kind: str, data: Any, seq: int | None = None) -> bytes:
@@ -294,7 +293,6 @@ def _sse(kind: str, data: Any, seq: int | None = None) -> bytes:
 
 
 def setup(app: web.Application, st: GatewayState) -> None:
-    app[STREAMS] = _Streams()
     app[CLOSING] = asyncio.Event()
 
     async def closing(app: web.Application) -> None:

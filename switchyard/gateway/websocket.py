@@ -18,6 +18,9 @@ frame with a `type` and the client's `id`, which the answers to it carry:
 - `subscribe` with topic `jobs`: a `job` message each time one of the key's tenant's jobs
   changes state (an admin may name another `tenant`); topic `status` (admin keys only): a
   `status` message with live workers, lanes and their pending items every `interval_s`.
+  Topic `events`: the events of GET /v1/events (events.py), each an `event` message with its
+  `event_id`, `event` (job.status, capacity.update, gap) and `data`; `last_event_id` resumes
+  after that event, as Last-Event-ID does.
 - `unsubscribe` stops one.
 
 Frames larger than the Gateway's maxRequestBodyBytes close the connection (1009), so does a key
@@ -37,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from contextlib import suppress
+from contextlib import AsyncExitStack, suppress
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -51,6 +54,7 @@ from ..jsondepth import MAX_JSON_DEPTH, too_deep
 from ..messages import JobRecord
 from ..subjects import JOBS_BUCKET
 from .auth import authenticate, tenant_of
+from .events import Feed, open_feed
 from .health import fleet
 from .http import MAX_REQUEST_ID, REQUEST_ID
 from .inference import result_body
@@ -97,9 +101,10 @@ class Cancel(_Message):
 
 class Subscribe(_Message):
     type: Literal["subscribe"]
-    topic: Literal["jobs", "status"]
+    topic: Literal["jobs", "status", "events"]
     tenant: str | None = Field(default=None, max_length=63)  # jobs of another tenant: admin keys only
     interval_s: float = Field(default=2.0, ge=0.5, le=60)  # status only
+    last_event_id: int | None = Field(default=None, ge=0)  # events only: resume right after this event
 
 
 class Unsubscribe(_Message):
@@ -333,7 +338,17 @@ class Connection:
             if not REQUEST_ID.match(msg.tenant) or "." in msg.tenant:
                 return await self._error(msg.id, ApiError("bad_request", "tenant must be a tenant name"))
             tenant = msg.tenant
-        if msg.topic == "jobs":
+        if msg.topic == "events":
+            if tenant != tenant_of(self.key):
+                return await self._error(msg.id, ApiError("bad_request", "the events topic has the key's own "
+                                                                         "tenant's events only"))
+            exits = AsyncExitStack()
+            try:
+                feed = await exits.enter_async_context(open_feed(self.st, self.key, msg.last_event_id))
+            except ApiError as err:
+                return await self._error(msg.id, err)
+            task = asyncio.create_task(self._events(msg.id, feed, exits))
+        elif msg.topic == "jobs":
             nc = self.st.dispatcher.nc
             if nc is None or not self.st.dispatcher.connected:
                 return await self._error(msg.id, ApiError("queue_unavailable", "not connected to NATS"))
@@ -355,6 +370,14 @@ class Connection:
         finally:
             with suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _events(self, sub_id: str, feed: Feed, exits: AsyncExitStack) -> None:
+        async with exits:  # the feed's consumer goes with the subscription
+            if feed.gap is not None:
+                await self._send({"type": "event", "id": sub_id, "event_id": None, "event": "gap", "data": feed.gap})
+            async for seq, kind, data in feed.events(lambda: self.ws.closed):
+                if kind:  # keepalives: the socket has its own pings
+                    await self._send({"type": "event", "id": sub_id, "event_id": seq, "event": kind, "data": data})
 
     async def _status(self, sub_id: str, interval_s: float) -> None:
         while True:

@@ -135,3 +135,34 @@ async def test_capacity_events_and_bad_requests(nats_server: NatsServer) -> None
         finally:
             for resp in held:
                 resp.close()
+
+
+async def test_the_same_events_over_the_websocket_events_topic(nats_server: NatsServer) -> None:
+    async with gateway(nats_server.url) as gw, events(gw, ADMIN) as sse:
+        async with gw.http.ws_connect(gw.url + "/v1/ws", headers=ADMIN) as ws:
+            await ws.send_json({"type": "subscribe", "id": "e", "topic": "events"})
+            assert (await ws.receive_json(timeout=10))["type"] == "subscribed"
+            assert (await gw.infer(headers={"X-Request-ID": "ws-ev"})).status == 202
+            got = await ws.receive_json(timeout=10)
+            while got.get("event") != "job.status":
+                got = await ws.receive_json(timeout=10)
+            await until(lambda: bool(sse.of("job.status", "ws-ev")), 10, "the SSE event")
+            first = sse.of("job.status", "ws-ev")[0]
+            assert (got["id"], got["event_id"], got["data"]) == ("e", first["id"], first["data"])
+            # Another tenant's subscription never sees it, and an admin cannot name another tenant here.
+            await ws.send_json({"type": "subscribe", "id": "x", "topic": "events", "tenant": "other"})
+            refused = await ws.receive_json(timeout=10)
+            while refused.get("type") == "event":
+                refused = await ws.receive_json(timeout=10)
+            assert (refused["type"], refused["id"], refused["error"]["code"]) == ("error", "x", "bad_request")
+        async with worker(nats_server.url, echo):
+            await job_final(gw, "ws-ev")
+            await until(lambda: states(sse.of("job.status", "ws-ev")) == ["queued", "running", "succeeded"], 15,
+                        "every state over SSE")
+        async with gw.http.ws_connect(gw.url + "/v1/ws", headers=ADMIN) as ws:  # resume after the first
+            await ws.send_json({"type": "subscribe", "id": "r", "topic": "events", "last_event_id": first["id"]})
+            seen: list[dict[str, Any]] = []
+            while len([m for m in seen if m.get("event") == "job.status"]) < 2:
+                seen.append(await ws.receive_json(timeout=10))
+            jobs = [(m["event_id"], m["data"]["state"]) for m in seen if m.get("event") == "job.status"]
+            assert jobs == [(e["id"], e["data"]["state"]) for e in sse.of("job.status", "ws-ev")[1:]]

@@ -418,6 +418,9 @@ class Planner(BaseModel):
     name: str
     output: str
     steps: list[PlannerStep]
+    runs: dict[str, int] = Field(description="runs by state (running, succeeded, failed, cancelled) while "
+                                             "the runs bucket keeps them: the key's tenant's, every tenant's "
+                                             "for an admin key")
 
 
 class PlannerList(BaseModel):

@@ -161,6 +161,17 @@ class PlanRuns:
         self._kv: KeyValue | None = None
         self._driving: dict[str, asyncio.Task[None]] = {}
         self._finished: dict[str, asyncio.Future[RunRecord]] = {}  # for a request that holds (Prefer: wait)
+        # Every run the sweep's watch has seen, while the runs bucket keeps it: key -> (tenant, planner,
+        # state, created_at). GET /v1/plans counts runs and outcomes from it.
+        self.seen: dict[str, tuple[str, str, str, float]] = {}
+
+    def counts(self, planner: str, tenant: str | None) -> dict[str, int]:
+        """Runs of `planner` by state (of `tenant`, or of every tenant), as long as the runs bucket keeps them."""
+        out = {"running": 0, "succeeded": 0, "failed": 0, "cancelled": 0}
+        for who, name, state, _ in self.seen.values():
+            if name == planner and (tenant is None or who == tenant) and state in out:
+                out[state] += 1
+        return out
 
     # -- the runs bucket --------------------------------------------------------
 
@@ -514,10 +525,18 @@ class PlanRuns:
                             leases[entry.key] = run.lease_until
                         else:
                             leases.pop(entry.key, None)
+                        if run is None:
+                            self.seen.pop(entry.key, None)
+                        else:
+                            self.seen[entry.key] = (run.tenant, run.planner, run.state, run.created_at)
                 now = time.time()
                 if now < next_check:
                     continue
                 next_check = now + SWEEP_S
+                table = self.st.holder.table
+                kept_s = table.result_ttl_seconds if table else 3600.0
+                for key in [k for k, v in self.seen.items() if v[3] < now - kept_s]:
+                    del self.seen[key]  # the bucket's TTL removed it (a TTL expiry sends no update)
                 for key, until in list(leases.items()):
                     if until < now and key not in self._driving:
                         await self._take_over(kv, key)

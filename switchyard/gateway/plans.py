@@ -65,10 +65,14 @@ async def list_plans(request: web.Request) -> web.Response:
     st = state_of(request)
     table = st.table()
     key = authenticate(table, request.headers.get("Authorization"))
+    runs = _runs(st)
+    # Run counts: the key's own tenant's runs; every tenant's for an admin key.
+    tenant = None if key is not None and key.admin else tenant_of(key)
     return json_response({"planners": [
         {"name": p.name, "output": p.output,
          "steps": [{"name": s.name, "model": s.model, "operation": s.operation, "depends_on": list(s.depends_on)}
-                   for s in p.steps]}
+                   for s in p.steps],
+         "runs": runs.counts(p.name, tenant)}
         for name, p in sorted(table.planners.items()) if may_run(key, p)]})
 
 

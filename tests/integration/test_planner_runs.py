@@ -134,6 +134,19 @@ spec:
         assert again.status == 202 and again.body["job_id"] == "run-1"
         assert [s["state"] for s in again.body["steps"]] == ["succeeded"] * 4
         assert sum(calls.values()) == 4
+        # GET /v1/plans counts runs and outcomes: the key's own tenant's, every tenant's for an admin.
+        other = {"Authorization": "Bearer other-key-0123456789abcdef"}
+
+        async def runs_of(headers: dict[str, str]) -> dict[str, int]:
+            listed = await gw.call("GET", "/v1/plans", headers=headers)
+            return next(p["runs"] for p in listed.body["planners"] if p["name"] == "together")
+
+        deadline = asyncio.get_running_loop().time() + 10
+        while (await runs_of(ADMIN))["succeeded"] != 1:
+            assert asyncio.get_running_loop().time() < deadline, await runs_of(ADMIN)
+            await asyncio.sleep(0.1)
+        assert await runs_of(ADMIN) == {"running": 0, "succeeded": 1, "failed": 0, "cancelled": 0}
+        assert await runs_of(other) == {"running": 0, "succeeded": 0, "failed": 0, "cancelled": 0}
 
 
 async def test_without_a_worker_the_run_waits_with_its_steps_queued_then_completes(nats_server: NatsServer,

@@ -124,7 +124,7 @@ def parse_body(body: Any) -> tuple[list[Any], dict[str, Any]]:
 def _accepted(acc: Accepted, headers: dict[str, str] | None = None) -> web.Response:
     # Retry-After is the ETA rounded up: the earliest time a worker is expected, learned per lane (eta.py).
     lane = acc.resolution.lane
-    asked = acc.preference_applied == "respond-async"  # a job because the caller asked, maybe on a live lane
+    asked = acc.asked  # a job because the caller asked (Prefer: respond-async), maybe on a live lane
     return json_response(
         {"status": "queued" if asked else "provisioning", "job_id": acc.job_id,
          "machine_profile": lane.machine_profile, "bundle": lane.bundle, "pool": lane.pool,

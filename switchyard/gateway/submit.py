@@ -75,12 +75,13 @@ class Submission:
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """No live worker: the item is a queued job and runs when a worker starts."""
+    """No live worker (or the caller asked, `Prefer: respond-async`): the item is a queued job."""
 
     job_id: str
     resolution: Resolution
     eta_s: float  # estimated_wait_s: the learned cold-start time left (eta.py)
-    preference_applied: str | None = None  # "wait=N" when a hold ran out
+    preference_applied: str | None = None  # "wait=N" when a hold ran out; "respond-async"
+    asked: bool = False  # a job because the caller asked (Prefer: respond-async), live worker or not
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +127,7 @@ def job_deadline(raw: str | None) -> int | None:
 async def submit(st: GatewayState, table: RoutingTable, sub: Submission, hooks: Hooks | None = None) -> Outcome:
     hooks = hooks or Hooks()
     if sub.respond_async:
-        return dataclasses.replace(await queue_job(st, table, sub, hooks), preference_applied="respond-async")
+        return await _async_job(st, table, sub, hooks)
     item, res = _prepare(st, table, sub, hooks)
     if st.registry.serving(res.lane) == 0:
         return await _cold(st, table, sub, item, res, hooks.trace, streamed=False)  # type: ignore[return-value]
@@ -161,6 +162,21 @@ async def queue_job(st: GatewayState, table: RoutingTable, sub: Submission, hook
         await _cold(st, table, sub, item, res, hooks.trace, streamed=False)  # raises no_capacity
     await _admit(st, table, sub, res)
     return await _accept(st, item, res, _life(table, sub), None, hooks.trace)  # type: ignore[return-value]
+
+
+async def _async_job(st: GatewayState, table: RoutingTable, sub: Submission, hooks: Hooks) -> Outcome:
+    """`Prefer: respond-async`: a job whatever the lane's state; with `wait=N` as well (RFC 7240 §4.3),
+    the answer if it comes within N s, else the job: a hold, on a live lane too."""
+    item, res = _prepare(st, table, sub, hooks)
+    if res.pinned and st.registry.serving(res.lane) == 0:
+        await _cold(st, table, sub, item, res, hooks.trace, streamed=False)  # raises no_capacity
+    await _admit(st, table, sub, res)
+    held = hold_seconds(sub.prefer, res.route.timeout_s)
+    outcome = await _accept(st, item, res, _life(table, sub), held, hooks.trace)
+    if isinstance(outcome, Accepted):
+        return dataclasses.replace(outcome, asked=True, preference_applied=outcome.preference_applied
+                                   or "respond-async")
+    return outcome  # type: ignore[return-value]
 
 
 def close_orphan(opening: asyncio.Future[Accepted | ChunkStream]) -> None:

@@ -37,6 +37,10 @@ async def test_respond_async_answers_202_with_a_live_worker_and_the_job_succeeds
         # Without the preference, a live lane still answers at once with the result.
         sync = await gw.infer(items=[{"text": "b"}])
         assert sync.status == 200 and sync.body["items"] == [{"text": "b"}]
+        # With wait=N too (RFC 7240 4.3): the answer when it comes within N s, and the job keeps it.
+        both = await gw.infer(headers={"Prefer": "respond-async, wait=10", "X-Request-ID": "async-2"}, items=["c"])
+        assert both.status == 200 and both.body["items"] == ["c"] and both.headers["Preference-Applied"] == "wait=10"
+        assert (await job_final(gw, "async-2")).body["result"]["items"] == ["c"]
 
 
 async def test_list_jobs_is_per_tenant_filtered_and_paged(nats_server: NatsServer) -> None:

@@ -18,7 +18,7 @@ from .errors import (
     PoolExpired, PoolProtected, PoolTooLarge, QueueUnavailable, RequestTimeout, ServerError, SwitchyardError,
     TooManyPools, TransportError, Unauthorized, Unavailable, UnknownJob, UnknownModel, UnknownPool, WorkerError,
 )
-from .models import Accepted, InferenceResult, Job, JobPage, ModelInfo, PoolInfo
+from .models import Accepted, Event, InferenceResult, Job, JobPage, ModelInfo, PoolInfo
 from .sync_client import Client
 
 __all__ = [
@@ -29,5 +29,5 @@ __all__ = [
     "PayloadTooLarge", "InvalidInput", "ServerError", "WorkerError", "Unavailable", "NoCapacity",
     "QueueUnavailable", "NotReady", "DeadlineExceeded", "CapacityTimeout", "TransportError",
     "RequestTimeout", "PoolExists", "PoolExpired", "PoolProtected", "TooManyPools", "PoolTooLarge",
-    "JobNotFinished", "DeadlineUnreachable", "JobCancelled", "JobPage",
+    "JobNotFinished", "DeadlineUnreachable", "JobCancelled", "JobPage", "Event",
 ]

@@ -7,8 +7,9 @@ import logging
 import time
 from dataclasses import dataclass
 from types import TracebackType
+from collections.abc import AsyncIterator
 from typing import Any, Mapping
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import orjson
@@ -19,7 +20,7 @@ from .errors import (
     CapacityTimeout, PoolExpired, RequestTimeout, SwitchyardError, TransportError, Unavailable, UnknownJob,
     UnknownPool, error_from_response,
 )
-from .models import Accepted, InferenceResult, Job, JobPage, ModelInfo, PoolInfo
+from .models import Accepted, Event, InferenceResult, Job, JobPage, ModelInfo, PoolInfo
 
 __all__ = ["AsyncClient"]
 
@@ -253,6 +254,70 @@ class AsyncClient:
                                  headers={"Content-Type": "application/json"})).json()
         return list(data.get("requeued") or []) if isinstance(data, dict) else []
 
+    # -- planners and events ------------------------------------------------------------
+
+    async def plans(self) -> list[dict[str, Any]]:
+        """The Planners this key may run, with their steps and run counts (`GET /v1/plans`)."""
+        data = (await self._send("GET", "/v1/plans")).json()
+        return [p for p in (data.get("planners") or []) if isinstance(p, dict)] if isinstance(data, dict) else []
+
+    async def run_plan(self, planner: str, items: Any, *, params: Mapping[str, Any] | None = None,
+                       gpu: str | None = None, pool: str | None = None, request_id: str | None = None,
+                       wait_for_result: bool = False, timeout: float = 600,
+                       poll_interval: float = 2.0) -> InferenceResult | Accepted:
+        """Run a Planner's DAG on `items`: an `Accepted` for the run (a job) at once, or with
+        `wait_for_result=True` the output step's `InferenceResult` (held with `Prefer: wait`, then
+        polled until `timeout`; a failed step raises its typed error, the step named in the message).
+        The same `request_id` again is the same run."""
+        request_id = request_id or _core.new_request_id()
+        body = orjson.dumps({"items": _core.normalize_items(items), "params": dict(params or {})})
+        headers = {"Content-Type": "application/json", **_core.lane_headers(gpu, pool, None)}
+        if wait_for_result:
+            headers.update(_core.prefer_wait(timeout, self.timeout))
+        started = time.monotonic()
+        reply = await self._send("POST", f"/v1/plans/{quote(planner, safe='')}", body=body, headers=headers,
+                                 request_id=request_id)
+        data = reply.json()
+        if not isinstance(data, dict):
+            raise SwitchyardError(reply.status, "invalid_response", "expected a JSON object", reply.request_id)
+        if reply.status == 202:
+            accepted = Accepted.from_json(data, retry_after=None, location=reply.headers.get("Location"),
+                                          request_id=reply.request_id)
+            if not wait_for_result:
+                return accepted
+            return await self.wait_for_job(accepted.job_id, timeout - (time.monotonic() - started),
+                                           poll_interval=poll_interval)
+        return InferenceResult.from_json(data, request_id=reply.request_id, job_id=str(data.get("id", "")))
+
+    async def events(self, *, last_event_id: int | None = None, reconnect: bool = True) -> AsyncIterator[Event]:
+        """`GET /v1/events` as an endless async iterator: this key's job.status events and the
+        capacity.update events. A dropped connection is re-opened with `Last-Event-ID` (unless
+        `reconnect=False`), so no event is missed within the gateway's window; a `gap` event says
+        when some were."""
+        last = last_event_id
+        while True:
+            headers = dict(self._headers)
+            if last is not None:
+                headers["Last-Event-ID"] = str(last)
+            try:
+                async with self._get_session().get(
+                        self.url + "/v1/events", headers=headers,
+                        timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._client_timeout.sock_connect,
+                                                      sock_read=EVENTS_READ_TIMEOUT_S)) as resp:
+                    if resp.status != 200:
+                        raise error_from_response(resp.status, await resp.read(), resp.headers, reason=resp.reason)
+                    async for event in _sse_events(resp.content):
+                        if event.id is not None:
+                            last = event.id
+                        yield event
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
+                if not reconnect:
+                    raise TransportError(0, None, f"GET {self.url}/v1/events: {exc or type(exc).__name__}") from exc
+            except Unavailable:
+                if not reconnect:
+                    raise
+            await asyncio.sleep(1.0)
+
     # -- discovery -------------------------------------------------------------------
 
     async def models(self) -> list[ModelInfo]:
@@ -413,3 +478,24 @@ class AsyncClient:
                 raise failure
             await asyncio.sleep(self.retry.delay(attempt, retry_after))
         raise AssertionError("unreachable")
+
+
+EVENTS_READ_TIMEOUT_S = 35.0  # the gateway sends a keepalive after 10 s without events
+
+
+async def _sse_events(content: aiohttp.StreamReader) -> AsyncIterator[Event]:
+    """Server-Sent Events as the gateway writes them (one `data:` line per event)."""
+    block: dict[str, Any] = {}
+    async for raw in content:
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if not line:
+            if "event" in block:
+                yield Event(block.get("id"), block["event"], block.get("data") or {})
+            block = {}
+        elif line.startswith("id:"):
+            value = line[3:].strip()
+            block["id"] = int(value) if value.isdigit() else None
+        elif line.startswith("event:"):
+            block["event"] = line[6:].strip()
+        elif line.startswith("data:"):
+            block["data"] = orjson.loads(line[5:].strip())

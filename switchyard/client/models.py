@@ -241,3 +241,13 @@ class PoolInfo:
             workers={str(k): dict(v) for k, v in workers.items() if isinstance(v, dict)},
             raw=data,
         )
+
+
+@dataclass(slots=True)
+class Event:
+    """One event of `GET /v1/events`: `event` is job.status, capacity.update or gap; `id` is what
+    `Last-Event-ID` resumes after (None on a gap)."""
+
+    id: int | None
+    event: str
+    data: dict[str, Any]

@@ -98,6 +98,8 @@ class Client:
     dead_letters = _blocking(AsyncClient.dead_letters)
     dead_letter = _blocking(AsyncClient.dead_letter)
     requeue_dead_letters = _blocking(AsyncClient.requeue_dead_letters)
+    plans = _blocking(AsyncClient.plans)
+    run_plan = _blocking(AsyncClient.run_plan)  # events(): AsyncClient only (an endless async iterator)
     models = _blocking(AsyncClient.models)
     health = _blocking(AsyncClient.health)
     resolve = _blocking(AsyncClient.resolve)

@@ -23,7 +23,6 @@ import asyncio
 import hashlib
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -199,22 +198,21 @@ class Feed:
         quiet_since = time.monotonic()
         while not gone():
             try:
-                msgs = await self.sub.fetch(batch=64, timeout=POLL_S)
+                msg = await self.sub.next_msg(timeout=POLL_S)
             except nats.errors.TimeoutError:
                 if time.monotonic() - quiet_since >= KEEPALIVE_S:
                     quiet_since = time.monotonic()
                     yield None, "", None
                 continue
             quiet_since = time.monotonic()
-            for msg in msgs:
-                seq = msg.metadata.sequence.stream
-                data = orjson.loads(msg.data)
-                if msg.subject == CAPACITY_EVENTS:
-                    data = visible_capacity(data, self.key)
-                    if data is not None:
-                        yield seq, "capacity.update", data
-                else:
-                    yield seq, "job.status", data
+            seq = msg.metadata.sequence.stream
+            data = orjson.loads(msg.data)
+            if msg.subject == CAPACITY_EVENTS:
+                data = visible_capacity(data, self.key)
+                if data is not None:
+                    yield seq, "capacity.update", data
+            else:
+                yield seq, "job.status", data
 
 
 @asynccontextmanager
@@ -230,24 +228,24 @@ async def open_feed(st: GatewayState, key: KeyRoute | None, after: int | None) -
         raise ApiError("too_many_event_streams", f"this tenant has {MAX_STREAMS_PER_TENANT} event streams open "
                                                  "on this gateway; close one first")
     _open[slot] = _open.get(slot, 0) + 1
-    name = f"sse_{uuid.uuid4().hex}"
     sub = None
     try:
         await ensure_events_stream(js, st.holder.table.queue.replicas if st.holder.table else 1)
         gap = None
+        config = ConsumerConfig(filter_subjects=[job_subject(tenant), CAPACITY_EVENTS], inactive_threshold=60.0)
         if after is None:
-            policy: dict[str, Any] = {"deliver_policy": DeliverPolicy.NEW}
+            config.deliver_policy = DeliverPolicy.NEW
         else:
             first = (await js.stream_info(EVENTS_STREAM)).state.first_seq
             if after + 1 < first:
                 gap = {"after": after, "first_kept": first,
                        "message": f"events older than {EVENTS_MAX_AGE_S:g} s (or past the stream's size) are no "
                                   "longer kept; some may be missing"}
-            policy = {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": max(after + 1, first, 1)}
-        await js.add_consumer(EVENTS_STREAM, config=ConsumerConfig(
-            name=name, ack_policy=AckPolicy.NONE, inactive_threshold=60.0,
-            filter_subjects=[job_subject(tenant), CAPACITY_EVENTS], **policy))
-        sub = await js.pull_subscribe_bind(name, stream=EVENTS_STREAM)
+            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = max(after + 1, first, 1)
+        # An ordered push consumer: nats-py checks each delivery's sequence and re-creates the consumer
+        # from the last one seen on a gap, so no event is skipped and none comes out of order.
+        sub = await js.subscribe(job_subject(tenant), stream=EVENTS_STREAM, ordered_consumer=True, config=config)
         yield Feed(sub, key, gap)
     finally:
         _open[slot] -= 1
@@ -255,9 +253,7 @@ async def open_feed(st: GatewayState, key: KeyRoute | None, after: int | None) -
             del _open[slot]
         if sub is not None:
             with suppress(Exception):
-                await sub.unsubscribe()
-        with suppress(Exception):
-            await js.delete_consumer(EVENTS_STREAM, name)
+                await sub.unsubscribe()  # the ephemeral consumer goes with its interest
 
 
 CLOSING = web.AppKey("switchyard_events_closing", asyncio.Event)  # set on shutdown: open streams end

@@ -11,6 +11,7 @@ from typing import Any, AsyncIterator
 import aiohttp
 import orjson
 
+from switchyard.client import AsyncClient
 from switchyard.gateway.events import MAX_STREAMS_PER_TENANT
 from switchyard.natsserver import NatsServer
 from switchyard.worker.handlers import echo
@@ -118,7 +119,10 @@ async def test_capacity_events_and_bad_requests(nats_server: NatsServer) -> None
             return [row for e in stream.of("capacity.update") for row in e["data"]["fleets"]
                     if row["pool"] == "default" and row["workers"] >= 1]
 
-        await until(lambda: bool(live(admin)) and bool(live(other)), 20, "capacity events with the live worker")
+        try:
+            await until(lambda: bool(live(admin)) and bool(live(other)), 20, "capacity events with the live worker")
+        except AssertionError:
+            raise AssertionError(f"admin saw {admin.events}, other saw {other.events}") from None
         assert "holders" in live(admin)[-1] and "holders" not in live(other)[-1]
         assert live(admin)[-1]["models"] == ["test/echo"]
         r = await gw.call("GET", "/v1/events", headers={**ADMIN, "Last-Event-ID": "not-a-number"})
@@ -166,3 +170,29 @@ async def test_the_same_events_over_the_websocket_events_topic(nats_server: Nats
                 seen.append(await ws.receive_json(timeout=10))
             jobs = [(m["event_id"], m["data"]["state"]) for m in seen if m.get("event") == "job.status"]
             assert jobs == [(e["id"], e["data"]["state"]) for e in sse.of("job.status", "ws-ev")[1:]]
+
+
+async def test_the_sdk_follows_events_and_resumes_after_a_drop(nats_server: NatsServer) -> None:
+    async with gateway(nats_server.url) as gw, events(gw, ADMIN) as sse, \
+            AsyncClient(gw.url, "admin-key-0123456789abcdef") as sy:
+        feed = sy.events()
+        first_task = asyncio.ensure_future(feed.__anext__())
+        await asyncio.sleep(0.5)  # the SDK's stream is open before the job changes
+        assert (await gw.infer(headers={"X-Request-ID": "sdk-ev"})).status == 202
+        first = await asyncio.wait_for(first_task, 15)
+        while first.event != "job.status":
+            first = await asyncio.wait_for(feed.__anext__(), 15)
+        assert (first.data["id"], first.data["state"]) == ("sdk-ev", "queued")
+        await feed.aclose()
+        async with worker(nats_server.url, echo):
+            await job_final(gw, "sdk-ev")
+            await until(lambda: states(sse.of("job.status", "sdk-ev")) == ["queued", "running", "succeeded"], 15,
+                        "every state over SSE")
+        resumed = sy.events(last_event_id=first.id)
+        got = []
+        while len(got) < 2:
+            event = await asyncio.wait_for(resumed.__anext__(), 15)
+            if event.event == "job.status":
+                got.append((event.id, event.data["state"]))
+        await resumed.aclose()
+        assert got == [(e["id"], e["data"]["state"]) for e in sse.of("job.status", "sdk-ev")[1:]]

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from switchyard.client import Accepted, AsyncClient
 from switchyard.natsserver import NatsServer
 from switchyard.gateway.plans import run_steps
 from switchyard.subjects import job_key
@@ -147,6 +148,15 @@ spec:
             await asyncio.sleep(0.1)
         assert await runs_of(ADMIN) == {"running": 0, "succeeded": 1, "failed": 0, "cancelled": 0}
         assert await runs_of(other) == {"running": 0, "succeeded": 0, "failed": 0, "cancelled": 0}
+        # The SDK: the same run through AsyncClient.run_plan, held for its result.
+        async with AsyncClient(gw.url, "admin-key-0123456789abcdef") as sy:
+            out = await sy.run_plan("together", ["x", "y"], request_id="run-sdk", wait_for_result=True, timeout=30)
+            a = [wrapped("a", {"text": v}) for v in "xy"]  # the SDK sends a str as {"text": str}
+            assert out.items == [wrapped("d", {"b": wrapped("b", a[i]), "c": wrapped("c", a[i])}) for i in range(2)]
+            assert out.job_id == "run-sdk"
+            assert "together" in [p["name"] for p in await sy.plans()]
+            accepted = await sy.run_plan("on-gpu", "z", request_id="run-sdk-2")  # no gpu worker: queued
+            assert isinstance(accepted, Accepted) and accepted.job_id == "run-sdk-2"
 
 
 async def test_without_a_worker_the_run_waits_with_its_steps_queued_then_completes(nats_server: NatsServer,

@@ -1,4 +1,4 @@
-"""Planner: a named DAG of model calls (executed in a later release)."""
+"""Planner: a named DAG of model calls, run through the queue by POST /v1/plans/{planner} (docs/jobs.md)."""
 
 from __future__ import annotations
 

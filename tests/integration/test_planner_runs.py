@@ -281,3 +281,19 @@ spec:
             assert asyncio.get_running_loop().time() < deadline, steps
             await asyncio.sleep(0.1)
         assert "stop-me/b" not in calls
+
+
+async def test_a_run_too_large_for_one_nats_message_is_refused_and_leaves_nothing(nats_server: NatsServer,
+                                                                                   tmp_path: Path) -> None:
+    config = manifests(tmp_path)
+    gw_yaml = config / "gateway.yaml"
+    gw_yaml.write_text(gw_yaml.read_text().replace("maxRequestBodyBytes: 4096", "maxRequestBodyBytes: 4194304"))
+    async with gateway(nats_server.url, config) as gw:
+        limit = gw.state.dispatcher.nc.max_payload  # the server's max_payload (1 MiB by default)
+        big = ["x" * 1000] * (limit // 1000 + 10)  # the request fits the body limit, the run record does not
+        r = await run(gw, "diamond", big, {"X-Request-ID": "too-big"})
+        assert (r.status, r.body["error"]["code"]) == (413, "payload_too_large"), r.body
+        assert (await gw.call("GET", "/v1/jobs/too-big", headers=ADMIN)).status == 404
+        # Just under: accepted (its steps then carry the items through the queue as any item does).
+        r = await run(gw, "diamond", ["x" * 1000] * (limit // 1000 - 100), {"X-Request-ID": "fits"})
+        assert r.status == 202, r.body

@@ -131,6 +131,8 @@ async def submit(st: GatewayState, table: RoutingTable, sub: Submission, hooks: 
     item, res = _prepare(st, table, sub, hooks)
     if st.registry.serving(res.lane) == 0:
         return await _cold(st, table, sub, item, res, hooks.trace, streamed=False)  # type: ignore[return-value]
+    if sub.deadline_s is not None:
+        await _admit(st, table, sub, res)  # the same bounds as a job's (a live lane's ETA is 1 s)
     return await _run(st, item, res, hooks.trace, sub.deadline_s)
 
 

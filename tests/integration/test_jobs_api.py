@@ -200,3 +200,19 @@ async def test_the_gateway_ttls_apply_to_the_buckets_that_exist(nats_server: Nat
             await asyncio.sleep(0.05)
         assert await max_ages() == (120.0, 60.0)
         assert (await js.stream_info("SWITCHYARD_WORK")).config.max_age == 120.0 + 3600.0
+
+
+async def test_a_synchronous_request_keeps_to_its_deadline(nats_server: NatsServer) -> None:
+    async def slow(items: list[Any], ctx: Any) -> list[Any]:
+        await asyncio.sleep(float(ctx.params.get("sleep", 0)))
+        return items
+
+    async with gateway(nats_server.url) as gw, worker(nats_server.url, slow):
+        await gw.wait_for_workers(ECHO)
+        fast = await gw.infer(headers={"X-Job-Deadline": "5"}, items=["f"])
+        assert fast.status == 200 and fast.body["items"] == ["f"]
+        # Past the Upstream's 20 s timeout would be a 504 too; the deadline makes it 1 s.
+        late = await gw.infer(headers={"X-Job-Deadline": "1"}, items=["s"], params={"sleep": 3})
+        assert late.status == 504 and late.body["error"]["code"] == "deadline_exceeded", late.body
+        too_long = await gw.infer(headers={"X-Job-Deadline": "7200"}, items=["t"])
+        assert too_long.status == 400 and "TTL" in too_long.body["error"]["message"]

@@ -119,3 +119,17 @@ async def test_a_request_holding_a_job_that_is_cancelled_answers_409(nats_server
             r = await asyncio.wait_for(held, 15)
             assert r.status == 409 and r.body["error"]["code"] == "cancelled", r.body
             assert r.headers.get("Preference-Applied") == "wait=20"
+
+
+async def test_an_admin_cancels_and_deletes_another_tenants_job_by_naming_the_tenant(nats_server: NatsServer) -> None:
+    async with gateway(nats_server.url) as gw:
+        r = await gw.call("POST", "/v1/encode/test/echo", headers={**OTHER, "X-Request-ID": "theirs"},
+                          json={"items": [1]})
+        assert r.status == 202
+        assert (await gw.call("POST", "/v1/jobs/theirs/cancel", headers=ADMIN)).status == 404  # not the admin's
+        r = await gw.call("POST", "/v1/jobs/theirs/cancel?tenant=other", headers=ADMIN)
+        assert r.status == 200 and r.body["cancelled"] is True
+        assert (await gw.call("GET", "/v1/jobs/theirs", headers=OTHER)).body["state"] == "cancelled"
+        # ?tenant= from a tenant's key is ignored: the call acts on its own job (here: deletes it).
+        assert (await gw.call("DELETE", "/v1/jobs/theirs?tenant=admin", headers=OTHER)).status == 200
+        assert (await gw.call("GET", "/v1/jobs/theirs", headers=OTHER)).status == 404

@@ -37,7 +37,7 @@ from ..api.table import DEFAULT_COLD_START_S, KeyRoute
 from ..errors import ApiError
 from ..jetstream import EVENTS_MAX_AGE_S, ensure_events_stream
 from ..messages import JobRecord
-from ..subjects import EVENTS_PREFIX, EVENTS_STREAM, JOBS_BUCKET, token
+from ..subjects import EVENTS_PREFIX, EVENTS_STREAM, JOBS_BUCKET, Lane, token
 from .auth import authenticate, tenant_of
 from .capacity import capacity_view
 from .state import GatewayState, state_of
@@ -115,9 +115,23 @@ async def _bridge(st: GatewayState) -> None:
                     await msg.ack()
                     continue
                 tenant = record.tenant or key.partition(".")[0]
-                await js.publish(job_subject(tenant), orjson.dumps(job_event(record)),
+                event = job_event(record)
+                if record.state == "queued" and record.model:
+                    event["estimated_wait_s"] = await _job_eta(st, record)
+                await js.publish(job_subject(tenant), orjson.dumps(event),
                                  headers={"Nats-Msg-Id": f"{key}@{msg.metadata.sequence.stream}"})
             await msg.ack()
+
+
+async def _job_eta(st: GatewayState, record: JobRecord) -> float:
+    """A queued job's ETA, as GET /v1/jobs/{id} reports it (1 when a worker is live on its lane)."""
+    table = st.holder.table
+    route = table.models.get(record.model) if table else None
+    lane = Lane(record.model, record.bundle, record.machine_profile, record.pool)
+    try:
+        return await st.eta.for_job(lane, route.cold_start_s if route else DEFAULT_COLD_START_S, record.updated_at)
+    except ValueError:  # a record without a lane (empty parts)
+        return DEFAULT_COLD_START_S
 
 
 async def capacity_forever(st: GatewayState) -> None:

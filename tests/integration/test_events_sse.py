@@ -81,6 +81,7 @@ async def test_job_events_resume_after_a_dropped_connection_without_gaps(nats_se
         await until(lambda: len(first.of("job.status", "ev-1")) == 1, 15, "the queued event")
         queued = first.of("job.status", "ev-1")[0]
         assert queued["data"]["state"] == "queued" and queued["data"]["kind"] == "item"
+        assert queued["data"]["estimated_wait_s"] > 1  # the lane is cold: the learned (here default) ETA
         first.close()  # the connection drops; the job goes on
         async with worker(nats_server.url, echo):
             await job_final(gw, "ev-1")

@@ -34,6 +34,9 @@ RESULTS_MAX_BYTES = 256 * 1024 * 1024  # sy_results: synchronous answers kept to
 MAX_AGE_MARGIN_S = 3600.0
 
 
+MAX_LANES = 200_000  # e.g. 10,000 models x 2 profiles x 10 pools; see docs/performance.md for what that costs
+
+
 def work_stream_config(limits: QueueLimits = QueueLimits(), jobs_ttl_s: float = 3600.0) -> StreamConfig:
     # Work-queue retention: an item leaves the stream only when a worker acks it,
     # and file storage keeps it across a NATS restart.
@@ -52,6 +55,10 @@ def work_stream_config(limits: QueueLimits = QueueLimits(), jobs_ttl_s: float = 
         max_age=jobs_ttl_s + MAX_AGE_MARGIN_S,
         duplicate_window=DEDUPE_WINDOW_S,
         max_msg_size=64 * 1024 * 1024,
+        # One durable consumer per lane. nats-server 2.15 caps a stream that names no limit at
+        # 1,000 consumers (and reads -1 as "use that default"), so without this a catalog past
+        # ~500 models x 2 profiles would leave lanes no worker can bind (issue 13).
+        max_consumers=MAX_LANES,
     )
 
 

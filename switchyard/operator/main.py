@@ -28,7 +28,8 @@ async def run(args: argparse.Namespace) -> None:
     api = await api_client(args.kubeconfig)
     kube = Kube(api, TokenBucket(args.max_writes_per_second))
     reconciler = Reconciler(kube, image=args.image, catalog_limits=catalog.Limits(
-        inline_bytes=args.catalog_inline_bytes, max_bytes=args.catalog_max_bytes))
+        inline_bytes=args.catalog_inline_bytes, max_bytes=args.catalog_max_bytes),
+        writes_per_pass=args.writes_per_pass)
     metrics = OperatorMetrics()
     elector: LeaderElection
 

@@ -31,3 +31,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "Ready=False CatalogTooLarge and gateways keep the last table")
     p.add_argument("--max-writes-per-second", type=float, default=50.0,
                    help="the operator's API-server write rate (token bucket; burst twice this)")
+    p.add_argument("--writes-per-pass", type=int, default=400,
+                   help="Upstream writes (ScaledObjects, fleets, statuses) one pass makes; the rest of a burst "
+                        "goes to the next pass, so a routing change never waits behind it")

@@ -46,6 +46,11 @@ Obj = dict[str, Any]
 CHILD_KINDS = (CONFIGMAP, SERVICE_ACCOUNT, ROLE, ROLE_BINDING, SERVICE, DEPLOYMENT, SCALED_OBJECT, LEASE)
 MACHINE_PROFILE_LABEL = "switchyard.dev/machine-profile"
 MANAGED = "app.kubernetes.io/managed-by=switchyard-operator"
+# Upstream writes (ScaledObjects, rendered fleets, statuses) one pass may make. A burst of
+# thousands of Upstreams is spread over several short passes, each of which reads and
+# compiles afresh, so the routing table (written first, never budgeted) never waits
+# behind the burst: a change reaches gateways within one short pass.
+WRITES_PER_PASS = 400
 
 
 @dataclass
@@ -58,6 +63,8 @@ class Observed:
     pool_fleets: dict[str, list[fleets.PoolFleet]] = field(default_factory=dict)  # pool -> fleets it runs
     unrendered: dict[str, list[str]] = field(default_factory=dict)  # pool -> why some workers are not run
     too_large: dict[str, str] = field(default_factory=dict)  # gateway -> why its catalog cannot be stored
+    budget: int = 0  # writes of Upstream children and statuses this pass may still make
+    deferred: set[str] = field(default_factory=set)  # "Kind/name" whose writes wait for the next pass
 
     def problem(self, key: str, text: str, into: dict[str, list[str]] | None = None) -> None:
         target = self.issues if into is None else into
@@ -73,16 +80,19 @@ class Outcome:
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, image: str, catalog_limits: cat.Limits = cat.Limits()) -> None:
+    def __init__(self, kube: Kube, image: str, catalog_limits: cat.Limits = cat.Limits(),
+                 writes_per_pass: int = WRITES_PER_PASS) -> None:
         self.kube = kube
         self.image = image
         self.catalog_limits = catalog_limits
+        self.writes_per_pass = writes_per_pass
         # What we last applied, and the resourceVersion it produced: a pass that finds
         # both unchanged skips the write, so a quiet namespace costs reads only.
         self._applied: dict[tuple[str, str, str], tuple[str, str]] = {}
 
     async def reconcile(self, ns: str) -> Outcome:
         obs = await self._observe(ns)
+        obs.budget = self.writes_per_pass
         outcome = Outcome()
         gateways = sorted((m for k, m in obs.models.items() if k.startswith("Gateway/")), key=lambda g: g.name)
         if gateways:
@@ -99,6 +109,10 @@ class Reconciler:
         await self._pools(ns, obs, gateways, expired)
         await self._statuses(ns, obs, outcome, expired)
         await self._prune(ns, obs)
+        if obs.deferred:  # a burst: the rest in the next pass, which reads (and compiles) afresh
+            outcome.requeue_after = 0.0
+            log.info("pass write budget spent; continuing in the next pass",
+                     extra={"namespace": ns, "deferred": len(obs.deferred), "budget": self.writes_per_pass})
         return outcome
 
     # -- observe ---------------------------------------------------------------------
@@ -248,10 +262,10 @@ class Reconciler:
                     wanted["Deployment"].add(fleet.deployment)
                     writes.append(self._fleet(key, dep, so, obs))
                 else:
-                    writes.append(self._ensure(so, obs))
+                    writes.append(self._ensure(so, obs, budget_for=key))
             if any(f.rendered for f in children.fleets(up)):
                 wanted["Service"].add(up.spec.workers.service)
-                writes.append(self._ensure(fleets.worker_service(up), obs))
+                writes.append(self._ensure(fleets.worker_service(up), obs, budget_for=key))
         await bounded(writes)
         # A valid Upstream's children that no fleet wants any more (fleets changed, or no Gateway
         # left to scale on): never leave KEDA scaling a Deployment on a stale trigger.
@@ -279,8 +293,8 @@ class Reconciler:
             obs.problem(key, f"workers: Deployment {name!r} exists and is not this Upstream's rendered fleet; "
                              "rename it, or name it in a fleet's deployment")
             return
-        await self._ensure(dep, obs)
-        await self._ensure(so, obs)
+        await self._ensure(dep, obs, budget_for=key)
+        await self._ensure(so, obs, budget_for=key)
 
     async def _pools(self, ns: str, obs: Observed, gateways: list[Gateway], expired: set[str]) -> None:
         """Pool fleets: while a valid pool's Lease is live, each of its models' rendered fleets on the
@@ -407,7 +421,11 @@ class Reconciler:
             status["workers"] = workers or None
         status = _drop_none(status)
         current = raw.get("status") or {}
+        if kind == "Upstream" and key in obs.deferred:
+            return  # its children are not all written yet: Ready would claim too much
         if {k: current.get(k) for k in status} != status or ("workers" in current and "workers" not in status):
+            if kind == "Upstream" and not self._spend(obs, key):
+                return
             await write_status(self.kube, raw, status)
         # Workers starting is progress, not a fault: no Warning Event for it.
         if ready["status"] == "False" and ready["reason"] != "WorkersStarting" and ready_changed(prev, ready):
@@ -435,8 +453,11 @@ class Reconciler:
             out[name] = dict(counts)
         return out
 
-    async def _ensure(self, obj: Obj, obs: Observed) -> None:
-        """Server-side apply, unless this exact object is what we applied and nobody touched it since."""
+    async def _ensure(self, obj: Obj, obs: Observed, budget_for: str | None = None) -> None:
+        """Server-side apply, unless this exact object is what we applied and nobody touched it since.
+
+        `budget_for`: the resource whose child this is; its write counts against the pass's
+        budget, and waits for the next pass once that is spent."""
         meta = obj["metadata"]
         key = (obj["kind"], meta["namespace"], meta["name"])
         digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
@@ -444,8 +465,20 @@ class Reconciler:
         rv = current["metadata"]["resourceVersion"] if current else ""
         if self._applied.get(key) == (digest, rv):
             return
+        if budget_for is not None and not self._spend(obs, budget_for):
+            return
         result = await self.kube.apply(obj)
         self._applied[key] = (digest, result["metadata"]["resourceVersion"])
+
+    @staticmethod
+    def _spend(obs: Observed, key: str) -> bool:
+        """One write from the pass's budget (checked and spent before any await: writes run
+        concurrently); False, and `key` deferred, once it is spent."""
+        if obs.budget <= 0:
+            obs.deferred.add(key)
+            return False
+        obs.budget -= 1
+        return True
 
     async def _prune(self, ns: str, obs: Observed) -> None:
         """Delete children whose owner is gone (works with or without a garbage collector)."""

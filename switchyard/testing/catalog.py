@@ -6,6 +6,7 @@ the issue measured (~470 bytes of routing table each); names sort in creation or
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from ..api.meta import API_VERSION
@@ -38,3 +39,34 @@ def upstream(i: int, service: str = "scale-worker") -> dict[str, Any]:
 
 def upstreams(n: int, start: int = 0) -> list[dict[str, Any]]:
     return [upstream(i) for i in range(start, start + n)]
+
+
+async def create_all(kubeconfig: str, namespace: str, objs: list[dict[str, Any]], concurrency: int = 16) -> None:
+    """Create many objects through the API, a bounded number at a time; existing ones are kept."""
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    from ..kubeclient import api_client
+    from ..operator.kube import Kube
+
+    api = await api_client(kubeconfig)
+    kube, gate = Kube(api), asyncio.Semaphore(concurrency)
+
+    async def one(obj: dict[str, Any]) -> None:
+        async with gate:
+            try:
+                await kube.create({**obj, "metadata": {**obj["metadata"], "namespace": namespace}})
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+
+    try:
+        await asyncio.gather(*(one(o) for o in objs))
+    finally:
+        await api.close()
+
+
+def bucket_of(i: int, shards: int) -> int:
+    """The shard that holds generated model i in a catalog of `shards` shards."""
+    from ..api.catalog import bucket
+
+    return bucket(model_name(i), shards)

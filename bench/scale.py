@@ -292,6 +292,7 @@ def main() -> None:
     for n in sizes:
         print(f"data path at {n} models (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
         rows.append(data_path(n, args))
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     ops = [] if args.no_operator else operator(sizes)
     for o in ops:
         o["steady_pass_rw"] = f"{o['steady_pass_reads']}/{o['steady_pass_writes']}"

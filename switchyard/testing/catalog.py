@@ -53,11 +53,16 @@ async def create_all(kubeconfig: str, namespace: str, objs: list[dict[str, Any]]
 
     async def one(obj: dict[str, Any]) -> None:
         async with gate:
-            try:
-                await kube.create({**obj, "metadata": {**obj["metadata"], "namespace": namespace}})
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
+            for attempt in range(30):
+                try:
+                    await kube.create({**obj, "metadata": {**obj["metadata"], "namespace": namespace}})
+                    return
+                except ApiException as exc:
+                    if exc.status == 409:
+                        return
+                    if exc.status != 429 or attempt == 29:  # 429: the API server is still starting
+                        raise
+                await asyncio.sleep(1.0)
 
     try:
         await asyncio.gather(*(one(o) for o in objs))

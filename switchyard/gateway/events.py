@@ -38,6 +38,7 @@ from ..errors import ApiError
 from ..jetstream import EVENTS_MAX_AGE_S, ensure_events_stream
 from ..messages import JobRecord
 from ..subjects import EVENTS_PREFIX, EVENTS_STREAM, JOBS_BUCKET, Lane, token
+from ..tasks import cancel_all
 from .auth import authenticate, tenant_of
 from .capacity import capacity_view
 from .state import GatewayState, state_of
@@ -314,10 +315,6 @@ def setup(app: web.Application, st: GatewayState) -> None:
     async def bridges(_: web.Application) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(bridge_forever(st)), asyncio.create_task(capacity_forever(st))]
         yield
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with suppress(BaseException):
-                await task
+        await cancel_all(tasks)  # fetch() can swallow one cancel on 3.11 (see switchyard/tasks.py)
 
     app.cleanup_ctx.append(bridges)

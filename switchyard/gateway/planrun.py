@@ -40,6 +40,7 @@ from ..errors import ApiError
 from ..jetstream import ensure_runs_bucket
 from ..messages import FINAL_STATES, JobRecord, Result, as_dict
 from ..subjects import JOBS_BUCKET, job_cancel_subject, job_key
+from ..tasks import cancel_all
 from .dispatch import unavailable
 from .state import GatewayState
 from .submit import Submission, queue_job, result_error
@@ -566,12 +567,7 @@ class PlanRuns:
 
     async def stop(self) -> None:
         """Stop driving (the gateway stops): each run's lease lapses and another gateway takes it over."""
-        tasks = list(self._driving.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with suppress(BaseException):
-                await task
+        await cancel_all(list(self._driving.values()))
 
 
 def _key_named(table: RoutingTable, name: str | None) -> KeyRoute | None:

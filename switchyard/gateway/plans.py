@@ -10,7 +10,6 @@ refuses the run before anything is recorded.
 from __future__ import annotations
 
 import asyncio
-from contextlib import suppress
 from typing import Any, AsyncIterator
 
 from aiohttp import web
@@ -18,6 +17,7 @@ from aiohttp import web
 from ..api.table import DEFAULT_COLD_START_S, KeyRoute, PlannerRoute
 from ..errors import ApiError
 from ..subjects import Lane, job_key
+from ..tasks import cancel_all
 from . import jobs
 from .auth import authenticate, tenant_of
 from .hold import wait_preference
@@ -42,9 +42,7 @@ def setup(app: web.Application) -> None:
     async def sweep(_: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(runs.sweep_forever())
         yield
-        task.cancel()
-        with suppress(BaseException):
-            await task
+        await cancel_all([task])  # a cancel swallowed by a NATS request must not hang the stop
         await runs.stop()
 
     app.cleanup_ctx.append(sweep)

@@ -29,7 +29,7 @@ from ..api.table import QueueLimits
 from ..errors import ApiError
 from ..jetstream import (
     apply_queue_limits, ensure_coldstart_bucket, ensure_jobs_bucket, ensure_results_bucket, ensure_work_stream,
-    ensure_workers_bucket,
+    ensure_workers_bucket, kv_get,
 )
 from ..messages import JobRecord, Result, WorkItem
 from ..subjects import INBOX_PREFIX, RESULTS_BUCKET, cancel_subject, job_cancel_subject, token
@@ -41,6 +41,14 @@ RETRY_AFTER_S = "2"
 
 def unavailable(why: str) -> ApiError:
     return ApiError("queue_unavailable", f"work queue unavailable: {why}", headers={"Retry-After": RETRY_AFTER_S})
+
+
+async def read_entry(kv: KeyValue, key: str) -> KeyValue.Entry | None:
+    """kv_get on a request's path: NATS away or slow answers 503 queue_unavailable, not a 500."""
+    try:
+        return await kv_get(kv, key)
+    except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        raise unavailable(str(exc) or type(exc).__name__) from None
 
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024  # nats-server's default max_payload
@@ -342,24 +350,13 @@ class Dispatcher:
             log.warning("could not remove unqueued job record", extra={"job": key, "error": str(exc)})
 
     async def job(self, key: str) -> JobRecord | None:
-        jobs = self._jobs_bucket()
-        try:
-            entry = await jobs.get(key)
-        except nats.js.errors.KeyNotFoundError:
-            return None
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
-            raise unavailable(str(exc) or type(exc).__name__) from None
-        return JobRecord.decode(entry.value) if entry.value else None
+        entry = await read_entry(self._jobs_bucket(), key)
+        return JobRecord.decode(entry.value) if entry is not None else None
 
     async def job_entry(self, key: str) -> tuple[JobRecord, int] | None:
         """The record and its revision (for a compare-and-set), or None."""
-        try:
-            entry = await self._jobs_bucket().get(key)
-        except nats.js.errors.KeyNotFoundError:
-            return None
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
-            raise unavailable(str(exc) or type(exc).__name__) from None
-        return (JobRecord.decode(entry.value), entry.revision or 0) if entry.value else None
+        entry = await read_entry(self._jobs_bucket(), key)
+        return (JobRecord.decode(entry.value), entry.revision or 0) if entry is not None else None
 
     async def update_job(self, key: str, record: JobRecord, revision: int) -> bool:
         """Compare-and-set: False when someone moved the record on since `revision`."""
@@ -429,13 +426,8 @@ class Dispatcher:
         """A synchronous answer still kept (spec.jobs.syncResultTtlSeconds), or None."""
         if self.results is None or not self.connected:
             return None
-        try:
-            entry = await self.results.get(key)
-        except nats.js.errors.KeyNotFoundError:
-            return None
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
-            raise unavailable(str(exc) or type(exc).__name__) from None
-        return JobRecord.decode(entry.value) if entry.value else None
+        entry = await read_entry(self.results, key)
+        return JobRecord.decode(entry.value) if entry is not None else None
 
     def _jobs_bucket(self) -> KeyValue:
         if not self.connected or self.jobs is None:

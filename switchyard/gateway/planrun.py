@@ -41,7 +41,7 @@ from ..jetstream import ensure_runs_bucket
 from ..messages import FINAL_STATES, JobRecord, Result, as_dict
 from ..subjects import JOBS_BUCKET, job_cancel_subject, job_key
 from ..tasks import cancel_all
-from .dispatch import unavailable
+from .dispatch import read_entry, unavailable
 from .state import GatewayState
 from .submit import Submission, queue_job, result_error
 
@@ -187,16 +187,8 @@ class PlanRuns:
         return self._kv
 
     async def read(self, key: str) -> tuple[RunRecord, int] | None:
-        kv = await self.bucket()
-        try:
-            entry = await kv.get(key)
-        except nats.js.errors.KeyNotFoundError:
-            return None
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
-            raise unavailable(str(exc) or type(exc).__name__) from None
-        if not entry.value:
-            return None
-        return RunRecord.decode(entry.value), entry.revision or 0
+        entry = await read_entry(await self.bucket(), key)
+        return (RunRecord.decode(entry.value), entry.revision or 0) if entry is not None else None
 
     # -- starting ---------------------------------------------------------------
 

@@ -61,7 +61,10 @@ def test_a_request_at_zero_starts_a_worker_pod_completes_and_the_fleet_returns_t
 
         # Ready: the real EndpointSlice controller publishes the pod, so the gateway routes to it at once.
         wait(lambda: name in stack.ready_endpoints(), 30, f"{name} a ready endpoint\n{stack.log_tails()}")
-        wait(lambda: stack.get("upstream", "echo")["status"]["liveWorkers"] == {"cpu": 1}, 30, "liveWorkers")
+        # A liveness bound, not a timing claim: the status follows the operator's pass after the
+        # EndpointSlice event, and in one full CI run (c8dfac4, load from ~960 tests) that took over
+        # 30 s. Why a pass came that late is not yet known (see the stop's note).
+        wait(lambda: stack.get("upstream", "echo")["status"]["liveWorkers"] == {"cpu": 1}, 90, "liveWorkers")
         warm = wait(lambda: client.encode(MODEL, ["warm"], params=FAST), 30, "a synchronous answer")
         assert isinstance(warm, InferenceResult) and warm.items == [{"text": "warm"}], warm
 

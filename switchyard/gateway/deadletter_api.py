@@ -32,8 +32,11 @@ MAX_REQUEUE = 100  # letters in one POST /v1/deadletters/requeue
 
 
 def _admin(st: GatewayState, request: web.Request) -> KeyRoute | None:
-    key = authenticate(st.table(), request.headers.get("Authorization"))
-    if key is not None and not key.admin:
+    table = st.table()
+    key = authenticate(table, request.headers.get("Authorization"))
+    # Anonymous callers act as admins only where no key exists: a gateway with keys and
+    # anonymous access on must not show keyed tenants' items to whoever sends no key.
+    if (key is None and table.keys) or (key is not None and not key.admin):
         raise ApiError("forbidden", "dead letters hold every tenant's items: admin keys only")
     return key
 

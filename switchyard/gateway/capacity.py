@@ -52,7 +52,8 @@ async def get_capacity(request: web.Request) -> web.Response:
 
 def capacity_view(st: GatewayState, key: KeyRoute | None) -> list[dict[str, object]]:
     groups = gather(st.registry.live(), st.demand.by_lane)
-    admin = key is None or key.admin  # no auth configured: a single-tenant gateway
+    # Without a key, holders (other tenants' names) show only where no key exists at all.
+    admin = key.admin if key is not None else not st.table().keys
     out = []
     for (pool, mp, bundle), g in sorted(groups.items()):
         if key is not None and not key.admin:

@@ -64,7 +64,9 @@ def install(cp: ControlPlane) -> None:
                *[f"crd/{p}.switchyard.dev" for p in ("gateways", "upstreams", "pools", "planners")], check=True)
 
 
-def wait(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+def wait(cond: Callable[[], Any], timeout: float, what: str | Callable[[], str], interval: float = 0.05) -> Any:
+    """Poll `cond` until truthy. `what` may be a callable (e.g. log tails), read only on a timeout,
+    so the failure shows the logs as they were when it gave up."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -75,7 +77,8 @@ def wait(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    said = what() if callable(what) else what
+    raise AssertionError(f"timed out after {timeout}s waiting for {said} (last: {last!r})")
 
 
 @dataclass

@@ -76,7 +76,7 @@ def test_create_pool_brings_up_dedicated_workers_that_serve_only_the_pool_until_
             # The gateway wrote the Pool; the operator renders its fleet at the reserved size.
             pool = wait(lambda: stack.get("pool", POOL), 30, "the Pool resource")
             assert pool["spec"]["gatewayRef"] == "main" and pool["spec"]["models"] == [MODEL]
-            dep = wait(lambda: stack.get("deployment", POOL_FLEET), 60, f"the pool fleet\n{stack.log_tails()}")
+            dep = wait(lambda: stack.get("deployment", POOL_FLEET), 60, lambda: f"the pool fleet\n{stack.log_tails()}")
             assert dep["spec"]["replicas"] == 1
             args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
             assert args[args.index("--pool") + 1] == POOL
@@ -84,7 +84,7 @@ def test_create_pool_brings_up_dedicated_workers_that_serve_only_the_pool_until_
             # The Deployment and ReplicaSet controllers make the pod; the test node runs the worker. The
             # lease outlives several TTLs meanwhile: the SDK's renewals move it (through the operator).
             ready = wait(lambda: (p := user.get_pool(POOL)).ready("cpu") == p.reserved("cpu") == 1 and p, 120,
-                         f"the pool's worker ready\n{stack.log_tails()}")
+                         lambda: f"the pool's worker ready\n{stack.log_tails()}")
             assert ready.active
             print(f"pool ready {time.monotonic() - started:.1f} s after create_pool")  # a figure for docs/scaling.md
             (pod,) = stack.fleet_pods(POOL_FLEET)
@@ -94,7 +94,7 @@ def test_create_pool_brings_up_dedicated_workers_that_serve_only_the_pool_until_
             assert cond["reason"] == "WorkersReady"
             assert stack.get("pool", POOL)["status"]["workers"] == {"cpu": {"reserved": 1, "ready": 1}}
             # The SDK renews every ttl/3 (the gateway annotates the Pool), and the operator moves the Lease.
-            wait(lambda: lease_renewals(stack) >= 2, 3 * TTL_S, f"the lease renewed\n{stack.log_tails()}")
+            wait(lambda: lease_renewals(stack) >= 2, 3 * TTL_S, lambda: f"the lease renewed\n{stack.log_tails()}")
 
             # Pinned requests are served by the pool's worker, and by nothing else: the Upstream's own
             # fleet is at zero, and stays there (its ScaledObject counts the default pool's lanes only).
@@ -119,8 +119,8 @@ def test_create_pool_brings_up_dedicated_workers_that_serve_only_the_pool_until_
         # Nobody renews: the lease lapses, the operator retires the fleet (scaled to 0, then deleted),
         # the worker drains, and pinned requests answer 410.
         wait(lambda: stack.get("deployment", POOL_FLEET) is None, TTL_S + 90,
-             f"the pool fleet removed\n{stack.log_tails()}")
-        wait(lambda: not stack.fleet_pods(POOL_FLEET), 60, f"the pool's pod removed\n{stack.log_tails()}")
+             lambda: f"the pool fleet removed\n{stack.log_tails()}")
+        wait(lambda: not stack.fleet_pods(POOL_FLEET), 60, lambda: f"the pool's pod removed\n{stack.log_tails()}")
         print(f"pool fleet and pod gone {time.monotonic() - closed:.1f} s after the last renewer closed")
         wait(lambda: "exited 0" in [w for _, p, w in node.events if p == pod], 60, f"{pod} exited")
         what = [w for _, p, w in node.events if p == pod]

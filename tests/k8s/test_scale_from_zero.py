@@ -42,7 +42,7 @@ def test_a_request_at_zero_starts_a_worker_pod_completes_and_the_fleet_returns_t
 
         wait(lambda: stack.metric('switchyard_gateway_scaler_pushes_total{active="true"}') >= 1, 30,
              "StreamIsActive pushed true")
-        wait(lambda: stack.replicas() == 1, 30, f"KEDA scaled {FLEET} to 1\n{stack.log_tails()}")
+        wait(lambda: stack.replicas() == 1, 30, lambda: f"KEDA scaled {FLEET} to 1\n{stack.log_tails()}")
         (pod,) = wait(lambda: stack.pods(), 30, "the ReplicaSet's pod")
         name = pod["metadata"]["name"]
         # Admitted in a namespace that enforces Pod Security "restricted"; scheduled as the Gateway's
@@ -51,7 +51,7 @@ def test_a_request_at_zero_starts_a_worker_pod_completes_and_the_fleet_returns_t
             == "restricted"
         assert pod["spec"]["nodeSelector"] == NODE_LABELS
         wait(lambda: stack.get("pod", name)["spec"].get("nodeName") == node.name, 30, "the pod bound")
-        wait(lambda: node.event_times("started"), 30, f"the test node started the worker\n{stack.log_tails()}")
+        wait(lambda: node.event_times("started"), 30, lambda: f"the test node started the worker\n{stack.log_tails()}")
 
         result = waiting.result(timeout=120)
         assert isinstance(result, InferenceResult) and result.items == [{"text": "cold"}]
@@ -60,11 +60,12 @@ def test_a_request_at_zero_starts_a_worker_pod_completes_and_the_fleet_returns_t
             assert done.items == [{"text": f"queued-{i}"}], done
 
         # Ready: the real EndpointSlice controller publishes the pod, so the gateway routes to it at once.
-        wait(lambda: name in stack.ready_endpoints(), 30, f"{name} a ready endpoint\n{stack.log_tails()}")
+        wait(lambda: name in stack.ready_endpoints(), 30, lambda: f"{name} a ready endpoint\n{stack.log_tails()}")
         # A liveness bound, not a timing claim: the status follows the operator's pass after the
         # EndpointSlice event, and in one full CI run (c8dfac4, load from ~960 tests) that took over
         # 30 s. Why a pass came that late is not yet known (see the stop's note).
-        wait(lambda: stack.get("upstream", "echo")["status"]["liveWorkers"] == {"cpu": 1}, 90, "liveWorkers")
+        wait(lambda: stack.get("upstream", "echo")["status"]["liveWorkers"] == {"cpu": 1}, 90,
+             lambda: f"liveWorkers\n{stack.get('upstream', 'echo').get('status')}\n{stack.log_tails()}")
         warm = wait(lambda: client.encode(MODEL, ["warm"], params=FAST), 30, "a synchronous answer")
         assert isinstance(warm, InferenceResult) and warm.items == [{"text": "warm"}], warm
 
@@ -77,8 +78,8 @@ def test_a_request_at_zero_starts_a_worker_pod_completes_and_the_fleet_returns_t
         _drained(node, name, in_flight=1)
 
         # Idle: after the cooldown KEDA scales to 0, the ReplicaSet's new pod is deleted, and it drains too.
-        wait(lambda: stack.replicas() == 0, 60, f"KEDA scaled {FLEET} back to 0\n{stack.log_tails()}")
-        wait(lambda: not stack.pods(), 60, f"the pods removed\n{stack.log_tails()}")
+        wait(lambda: stack.replicas() == 0, 60, lambda: f"KEDA scaled {FLEET} back to 0\n{stack.log_tails()}")
+        wait(lambda: not stack.pods(), 60, lambda: f"the pods removed\n{stack.log_tails()}")
         for other in {p for _, p, w in node.events if w == "started"} - {name}:
             _drained(node, other, in_flight=0)
 

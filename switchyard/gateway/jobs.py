@@ -1,5 +1,8 @@
 """One job: GET /v1/jobs/{id}, POST /v1/jobs/{id}/cancel, DELETE /v1/jobs/{id}, from the jobs bucket.
 
+describe_job(), cancel() and delete() are the rules; the HTTP handlers here, gRPC (grpc/service.py)
+and WebSocket (websocket.py) only translate them.
+
 A job belongs to the tenant whose request made it. Another tenant gets the same
 404 as for a job that never existed, so ids cannot be probed; an admin key reads
 (and cancels, and deletes) any tenant's job by naming the tenant (`?tenant=`).
@@ -44,11 +47,24 @@ async def get_job(request: web.Request) -> web.Response:
 
 
 async def cancel_job(request: web.Request) -> web.Response:
-    """A queued job never runs; a running one is told to stop through NATS; a final one stays as it is."""
     st = state_of(request)
     key = authenticate(st.table(), request.headers.get("Authorization"))
-    job_id = request.match_info["id"]
-    jkey = _job_key(key, job_id, request.query.get("tenant"))
+    return json_response(await cancel(st, key, request.match_info["id"], request.query.get("tenant")))
+
+
+async def delete_job(request: web.Request) -> web.Response:
+    st = state_of(request)
+    key = authenticate(st.table(), request.headers.get("Authorization"))
+    return json_response(await delete(st, key, request.match_info["id"], request.query.get("tenant")))
+
+
+async def cancel(st: GatewayState, key: KeyRoute | None, job_id: str, asked: str | None) -> dict[str, object]:
+    """A queued job never runs; a running one is told to stop through NATS; a final one stays as it is.
+
+    Every protocol's cancel (HTTP here, gRPC's CancelJob, WebSocket's job.cancel): the job's view
+    with `cancelled` and a `message`; unknown_job when not the key's to touch.
+    """
+    jkey = _job_key(key, job_id, asked)
     while True:
         found = await st.dispatcher.job_entry(jkey)
         if found is None:
@@ -58,7 +74,7 @@ async def cancel_job(request: web.Request) -> web.Response:
             body = record_view(record)
             body["cancelled"] = False
             body["message"] = f"job {job_id!r} already ended ({body['state']}); nothing to cancel"
-            return json_response(body)
+            return body
         was = record.state
         record.state, record.updated_at = "cancelled", time.time()
         record.result = {"id": record.id, "ok": False, "state": "cancelled", "attempt": record.attempt,
@@ -71,25 +87,24 @@ async def cancel_job(request: web.Request) -> web.Response:
     body["cancelled"] = True
     body["message"] = ("the job will not run" if was == "queued"
                        else "the job's worker was told to stop; it ends cancelled")
-    return json_response(body)
+    return body
 
 
-async def delete_job(request: web.Request) -> web.Response:
-    """Remove a final job's record and result; a job still queued or running is refused (cancel it first)."""
-    st = state_of(request)
-    key = authenticate(st.table(), request.headers.get("Authorization"))
-    job_id = request.match_info["id"]
-    jkey = _job_key(key, job_id, request.query.get("tenant"))
+async def delete(st: GatewayState, key: KeyRoute | None, job_id: str, asked: str | None) -> dict[str, object]:
+    """Remove a final job's record and result; a job still queued or running is refused (cancel it first).
+
+    Every protocol's delete (HTTP here, gRPC's DeleteJob, WebSocket's job.delete).
+    """
+    jkey = _job_key(key, job_id, asked)
     found = await st.dispatcher.job_entry(jkey)
     if found is None:
         raise ApiError("unknown_job", f"no job {job_id!r}")
     record, revision = found
     if not (record.final or _lapsed(record)):
-        raise ApiError("job_not_finished", f"job {job_id!r} is {record.state}: cancel it first "
-                                           f"(POST /v1/jobs/{job_id}/cancel), then delete it")
+        raise ApiError("job_not_finished", f"job {job_id!r} is {record.state}: cancel it first, then delete it")
     if not await st.dispatcher.purge_job(jkey, revision):
         raise ApiError("job_not_finished", f"job {job_id!r} changed while being deleted; try again")
-    return json_response({"id": job_id, "deleted": True})
+    return {"id": job_id, "deleted": True}
 
 
 def _job_key(key: KeyRoute | None, job_id: str, asked: str | None) -> str:

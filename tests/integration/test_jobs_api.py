@@ -81,7 +81,7 @@ async def test_list_jobs_is_per_tenant_filtered_and_paged(nats_server: NatsServe
         assert (await gw.call("GET", "/v1/jobs?since=9999999999", headers=ADMIN)).body["jobs"] == []
         assert len((await gw.call("GET", "/v1/jobs?until=9999999999", headers=ADMIN)).body["jobs"]) == 3
         for bad in ("state=done", "limit=0", "limit=501", "limit=x", "since=-1", "since=nan", "cursor=zz",
-                    "priority=1", "kind=batch"):
+                    "priority=1", "kind=batch", "limit=%C2%B2", "state=,", "since=1e400"):
             r = await gw.call("GET", f"/v1/jobs?{bad}", headers=ADMIN)
             assert r.status == 400 and r.body["error"]["code"] == "bad_request", (bad, r.body)
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dswitchyard/v1/inference.proto\x12\rswitchyard.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xf0\x01\n\x0cInferRequest\x12\n\n\x02op\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12%\n\x05items\x18\x03 \x03(\x0b\x32\x16.google.protobuf.Value\x12\'\n\x06params\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x17\n\x0fmachine_profile\x18\x06 \x01(\t\x12\x0c\n\x04pool\x18\x07 \x01(\t\x12\x0e\n\x06\x62undle\x18\x08 \x01(\t\x12\x19\n\x0cwait_seconds\x18\t \x01(\rH\x00\x88\x01\x01\x42\x0f\n\r_wait_seconds\"\xa0\x01\n\rInferResponse\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x15.switchyard.v1.ResultH\x00\x12+\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x0b\x32\x17.switchyard.v1.AcceptedH\x00\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x1a\n\x12preference_applied\x18\x04 \x01(\tB\t\n\x07outcome\"\x83\x01\n\x06Result\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12%\n\x05items\x18\x03 \x03(\x0b\x32\x16.google.protobuf.Value\x12\x0e\n\x06worker\x18\x04 \x01(\t\x12\'\n\x06timing\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xa3\x01\n\x08\x41\x63\x63\x65pted\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x17\n\x0fmachine_profile\x18\x03 \x01(\t\x12\x0e\n\x06\x62undle\x18\x04 \x01(\t\x12\x0c\n\x04pool\x18\x05 \x01(\t\x12\x18\n\x10\x65stimated_wait_s\x18\x06 \x01(\x01\x12\x15\n\rretry_after_s\x18\x07 \x01(\r\x12\x0f\n\x07message\x18\x08 \x01(\t\"\xb5\x01\n\x13InferStreamResponse\x12+\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x1a.switchyard.v1.StreamChunkH\x00\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x18.switchyard.v1.StreamEndH\x00\x12+\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x0b\x32\x17.switchyard.v1.AcceptedH\x00\x12\x12\n\nrequest_id\x18\x04 \x01(\tB\x07\n\x05\x65vent\"C\n\x0bStreamChunk\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\'\n\x07payload\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\"}\n\tStreamEnd\x12\x0e\n\x06\x63hunks\x18\x01 \x01(\x04\x12\x32\n\x05usage\x18\x02 \x03(\x0b\x32#.switchyard.v1.StreamEnd.UsageEntry\x1a,\n\nUsageEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"/\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"8\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08\x65rror_id\x18\x03 \x01(\t\"\x89\x02\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x15.switchyard.v1.ResultH\x00\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x14.switchyard.v1.ErrorH\x00\x12\r\n\x05model\x18\x05 \x01(\t\x12\x0c\n\x04pool\x18\x06 \x01(\t\x12\x17\n\x0fmachine_profile\x18\x07 \x01(\t\x12\x0e\n\x06\x62undle\x18\x08 \x01(\t\x12\x12\n\nupdated_at\x18\t \x01(\x01\x12\x1d\n\x10\x65stimated_wait_s\x18\n \x01(\x01H\x01\x88\x01\x01\x42\t\n\x07outcomeB\x13\n\x11_estimated_wait_s2\xdd\x01\n\tInference\x12\x42\n\x05Infer\x12\x1b.switchyard.v1.InferRequest\x1a\x1c.switchyard.v1.InferResponse\x12:\n\x06GetJob\x12\x1c.switchyard.v1.GetJobRequest\x1a\x12.switchyard.v1.Job\x12P\n\x0bInferStream\x12\x1b.switchyard.v1.InferRequest\x1a\".switchyard.v1.InferStreamResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dswitchyard/v1/inference.proto\x12\rswitchyard.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x87\x02\n\x0cInferRequest\x12\n\n\x02op\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12%\n\x05items\x18\x03 \x03(\x0b\x32\x16.google.protobuf.Value\x12\'\n\x06params\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x17\n\x0fmachine_profile\x18\x06 \x01(\t\x12\x0c\n\x04pool\x18\x07 \x01(\t\x12\x0e\n\x06\x62undle\x18\x08 \x01(\t\x12\x19\n\x0cwait_seconds\x18\t \x01(\rH\x00\x88\x01\x01\x12\x15\n\rrespond_async\x18\n \x01(\x08\x42\x0f\n\r_wait_seconds\"\xa0\x01\n\rInferResponse\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x15.switchyard.v1.ResultH\x00\x12+\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x0b\x32\x17.switchyard.v1.AcceptedH\x00\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x1a\n\x12preference_applied\x18\x04 \x01(\tB\t\n\x07outcome\"\x83\x01\n\x06Result\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12%\n\x05items\x18\x03 \x03(\x0b\x32\x16.google.protobuf.Value\x12\x0e\n\x06worker\x18\x04 \x01(\t\x12\'\n\x06timing\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xa3\x01\n\x08\x41\x63\x63\x65pted\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x17\n\x0fmachine_profile\x18\x03 \x01(\t\x12\x0e\n\x06\x62undle\x18\x04 \x01(\t\x12\x0c\n\x04pool\x18\x05 \x01(\t\x12\x18\n\x10\x65stimated_wait_s\x18\x06 \x01(\x01\x12\x15\n\rretry_after_s\x18\x07 \x01(\r\x12\x0f\n\x07message\x18\x08 \x01(\t\"\xb5\x01\n\x13InferStreamResponse\x12+\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x1a.switchyard.v1.StreamChunkH\x00\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x18.switchyard.v1.StreamEndH\x00\x12+\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x0b\x32\x17.switchyard.v1.AcceptedH\x00\x12\x12\n\nrequest_id\x18\x04 \x01(\tB\x07\n\x05\x65vent\"C\n\x0bStreamChunk\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\'\n\x07payload\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\"}\n\tStreamEnd\x12\x0e\n\x06\x63hunks\x18\x01 \x01(\x04\x12\x32\n\x05usage\x18\x02 \x03(\x0b\x32#.switchyard.v1.StreamEnd.UsageEntry\x1a,\n\nUsageEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"/\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"8\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08\x65rror_id\x18\x03 \x01(\t\"\x9f\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x15.switchyard.v1.ResultH\x00\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x14.switchyard.v1.ErrorH\x00\x12\r\n\x05model\x18\x05 \x01(\t\x12\x0c\n\x04pool\x18\x06 \x01(\t\x12\x17\n\x0fmachine_profile\x18\x07 \x01(\t\x12\x0e\n\x06\x62undle\x18\x08 \x01(\t\x12\x12\n\nupdated_at\x18\t \x01(\x01\x12\x1d\n\x10\x65stimated_wait_s\x18\n \x01(\x01H\x01\x88\x01\x01\x12\x0c\n\x04kind\x18\x0b \x01(\t\x12\n\n\x02op\x18\x0c \x01(\t\x12\x10\n\x08\x61ttempts\x18\r \x01(\r\x12\x12\n\ncreated_at\x18\x0e \x01(\x01\x12\x12\n\nstarted_at\x18\x0f \x01(\x01\x12\x10\n\x08\x64\x65\x61\x64line\x18\x10 \x01(\x01\x12\x1b\n\x0equeue_position\x18\x11 \x01(\rH\x02\x88\x01\x01\x42\t\n\x07outcomeB\x13\n\x11_estimated_wait_sB\x11\n\x0f_queue_position\"\xa8\x01\n\x0fListJobsRequest\x12\r\n\x05state\x18\x01 \x03(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x12\n\x05since\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05until\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\r\n\x05limit\x18\x06 \x01(\r\x12\x0e\n\x06\x63ursor\x18\x07 \x01(\t\x12\x0e\n\x06tenant\x18\x08 \x01(\tB\x08\n\x06_sinceB\x08\n\x06_until\"I\n\x10ListJobsResponse\x12 \n\x04jobs\x18\x01 \x03(\x0b\x32\x12.switchyard.v1.Job\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"2\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"X\n\x11\x43\x61ncelJobResponse\x12\x1f\n\x03job\x18\x01 \x01(\x0b\x32\x12.switchyard.v1.Job\x12\x11\n\tcancelled\x18\x02 \x01(\x08\x12\x0f\n\x07message\x18\x03 \x01(\t\"2\n\x10\x44\x65leteJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"4\n\x11\x44\x65leteJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\x32\xca\x03\n\tInference\x12\x42\n\x05Infer\x12\x1b.switchyard.v1.InferRequest\x1a\x1c.switchyard.v1.InferResponse\x12:\n\x06GetJob\x12\x1c.switchyard.v1.GetJobRequest\x1a\x12.switchyard.v1.Job\x12K\n\x08ListJobs\x12\x1e.switchyard.v1.ListJobsRequest\x1a\x1f.switchyard.v1.ListJobsResponse\x12N\n\tCancelJob\x12\x1f.switchyard.v1.CancelJobRequest\x1a .switchyard.v1.CancelJobResponse\x12N\n\tDeleteJob\x12\x1f.switchyard.v1.DeleteJobRequest\x1a .switchyard.v1.DeleteJobResponse\x12P\n\x0bInferStream\x12\x1b.switchyard.v1.InferRequest\x1a\".switchyard.v1.InferStreamResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,27 +35,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMEND_USAGEENTRY']._loaded_options = None
   _globals['_STREAMEND_USAGEENTRY']._serialized_options = b'8\001'
   _globals['_INFERREQUEST']._serialized_start=79
-  _globals['_INFERREQUEST']._serialized_end=319
-  _globals['_INFERRESPONSE']._serialized_start=322
-  _globals['_INFERRESPONSE']._serialized_end=482
-  _globals['_RESULT']._serialized_start=485
-  _globals['_RESULT']._serialized_end=616
-  _globals['_ACCEPTED']._serialized_start=619
-  _globals['_ACCEPTED']._serialized_end=782
-  _globals['_INFERSTREAMRESPONSE']._serialized_start=785
-  _globals['_INFERSTREAMRESPONSE']._serialized_end=966
-  _globals['_STREAMCHUNK']._serialized_start=968
-  _globals['_STREAMCHUNK']._serialized_end=1035
-  _globals['_STREAMEND']._serialized_start=1037
-  _globals['_STREAMEND']._serialized_end=1162
-  _globals['_STREAMEND_USAGEENTRY']._serialized_start=1118
-  _globals['_STREAMEND_USAGEENTRY']._serialized_end=1162
-  _globals['_GETJOBREQUEST']._serialized_start=1164
-  _globals['_GETJOBREQUEST']._serialized_end=1211
-  _globals['_ERROR']._serialized_start=1213
-  _globals['_ERROR']._serialized_end=1269
-  _globals['_JOB']._serialized_start=1272
-  _globals['_JOB']._serialized_end=1537
-  _globals['_INFERENCE']._serialized_start=1540
-  _globals['_INFERENCE']._serialized_end=1761
+  _globals['_INFERREQUEST']._serialized_end=342
+  _globals['_INFERRESPONSE']._serialized_start=345
+  _globals['_INFERRESPONSE']._serialized_end=505
+  _globals['_RESULT']._serialized_start=508
+  _globals['_RESULT']._serialized_end=639
+  _globals['_ACCEPTED']._serialized_start=642
+  _globals['_ACCEPTED']._serialized_end=805
+  _globals['_INFERSTREAMRESPONSE']._serialized_start=808
+  _globals['_INFERSTREAMRESPONSE']._serialized_end=989
+  _globals['_STREAMCHUNK']._serialized_start=991
+  _globals['_STREAMCHUNK']._serialized_end=1058
+  _globals['_STREAMEND']._serialized_start=1060
+  _globals['_STREAMEND']._serialized_end=1185
+  _globals['_STREAMEND_USAGEENTRY']._serialized_start=1141
+  _globals['_STREAMEND_USAGEENTRY']._serialized_end=1185
+  _globals['_GETJOBREQUEST']._serialized_start=1187
+  _globals['_GETJOBREQUEST']._serialized_end=1234
+  _globals['_ERROR']._serialized_start=1236
+  _globals['_ERROR']._serialized_end=1292
+  _globals['_JOB']._serialized_start=1295
+  _globals['_JOB']._serialized_end=1710
+  _globals['_LISTJOBSREQUEST']._serialized_start=1713
+  _globals['_LISTJOBSREQUEST']._serialized_end=1881
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1883
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1956
+  _globals['_CANCELJOBREQUEST']._serialized_start=1958
+  _globals['_CANCELJOBREQUEST']._serialized_end=2008
+  _globals['_CANCELJOBRESPONSE']._serialized_start=2010
+  _globals['_CANCELJOBRESPONSE']._serialized_end=2098
+  _globals['_DELETEJOBREQUEST']._serialized_start=2100
+  _globals['_DELETEJOBREQUEST']._serialized_end=2150
+  _globals['_DELETEJOBRESPONSE']._serialized_start=2152
+  _globals['_DELETEJOBRESPONSE']._serialized_end=2204
+  _globals['_INFERENCE']._serialized_start=2207
+  _globals['_INFERENCE']._serialized_end=2665
 # @@protoc_insertion_point(module_scope)

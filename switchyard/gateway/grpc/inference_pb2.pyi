@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class InferRequest(_message.Message):
-    __slots__ = ("op", "model", "items", "params", "request_id", "machine_profile", "pool", "bundle", "wait_seconds")
+    __slots__ = ("op", "model", "items", "params", "request_id", "machine_profile", "pool", "bundle", "wait_seconds", "respond_async")
     OP_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class InferRequest(_message.Message):
     POOL_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_FIELD_NUMBER: _ClassVar[int]
     WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RESPOND_ASYNC_FIELD_NUMBER: _ClassVar[int]
     op: str
     model: str
     items: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Value]
@@ -27,7 +28,8 @@ class InferRequest(_message.Message):
     pool: str
     bundle: str
     wait_seconds: int
-    def __init__(self, op: _Optional[str] = ..., model: _Optional[str] = ..., items: _Optional[_Iterable[_Union[_struct_pb2.Value, _Mapping]]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ..., machine_profile: _Optional[str] = ..., pool: _Optional[str] = ..., bundle: _Optional[str] = ..., wait_seconds: _Optional[int] = ...) -> None: ...
+    respond_async: bool
+    def __init__(self, op: _Optional[str] = ..., model: _Optional[str] = ..., items: _Optional[_Iterable[_Union[_struct_pb2.Value, _Mapping]]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ..., machine_profile: _Optional[str] = ..., pool: _Optional[str] = ..., bundle: _Optional[str] = ..., wait_seconds: _Optional[int] = ..., respond_async: _Optional[bool] = ...) -> None: ...
 
 class InferResponse(_message.Message):
     __slots__ = ("result", "accepted", "request_id", "preference_applied")
@@ -129,7 +131,7 @@ class Error(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., error_id: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "state", "result", "error", "model", "pool", "machine_profile", "bundle", "updated_at", "estimated_wait_s")
+    __slots__ = ("id", "state", "result", "error", "model", "pool", "machine_profile", "bundle", "updated_at", "estimated_wait_s", "kind", "op", "attempts", "created_at", "started_at", "deadline", "queue_position")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +142,13 @@ class Job(_message.Message):
     BUNDLE_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: str
     result: Result
@@ -150,4 +159,73 @@ class Job(_message.Message):
     bundle: str
     updated_at: float
     estimated_wait_s: float
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., model: _Optional[str] = ..., pool: _Optional[str] = ..., machine_profile: _Optional[str] = ..., bundle: _Optional[str] = ..., updated_at: _Optional[float] = ..., estimated_wait_s: _Optional[float] = ...) -> None: ...
+    kind: str
+    op: str
+    attempts: int
+    created_at: float
+    started_at: float
+    deadline: float
+    queue_position: int
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., model: _Optional[str] = ..., pool: _Optional[str] = ..., machine_profile: _Optional[str] = ..., bundle: _Optional[str] = ..., updated_at: _Optional[float] = ..., estimated_wait_s: _Optional[float] = ..., kind: _Optional[str] = ..., op: _Optional[str] = ..., attempts: _Optional[int] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., deadline: _Optional[float] = ..., queue_position: _Optional[int] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("state", "model", "kind", "since", "until", "limit", "cursor", "tenant")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    state: _containers.RepeatedScalarFieldContainer[str]
+    model: str
+    kind: str
+    since: float
+    until: float
+    limit: int
+    cursor: str
+    tenant: str
+    def __init__(self, state: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., kind: _Optional[str] = ..., since: _Optional[float] = ..., until: _Optional[float] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs", "next_cursor")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    next_cursor: str
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
+class CancelJobRequest(_message.Message):
+    __slots__ = ("job_id", "tenant")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    tenant: str
+    def __init__(self, job_id: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class CancelJobResponse(_message.Message):
+    __slots__ = ("job", "cancelled", "message")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    cancelled: bool
+    message: str
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., cancelled: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+
+class DeleteJobRequest(_message.Message):
+    __slots__ = ("job_id", "tenant")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    tenant: str
+    def __init__(self, job_id: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class DeleteJobResponse(_message.Message):
+    __slots__ = ("job_id", "deleted")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    deleted: bool
+    def __init__(self, job_id: _Optional[str] = ..., deleted: _Optional[bool] = ...) -> None: ...

@@ -44,6 +44,21 @@ class InferenceStub:
                 request_serializer=switchyard_dot_v1_dot_inference__pb2.GetJobRequest.SerializeToString,
                 response_deserializer=switchyard_dot_v1_dot_inference__pb2.Job.FromString,
                 _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/switchyard.v1.Inference/ListJobs',
+                request_serializer=switchyard_dot_v1_dot_inference__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_inference__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/switchyard.v1.Inference/CancelJob',
+                request_serializer=switchyard_dot_v1_dot_inference__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_inference__pb2.CancelJobResponse.FromString,
+                _registered_method=True)
+        self.DeleteJob = channel.unary_unary(
+                '/switchyard.v1.Inference/DeleteJob',
+                request_serializer=switchyard_dot_v1_dot_inference__pb2.DeleteJobRequest.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_inference__pb2.DeleteJobResponse.FromString,
+                _registered_method=True)
         self.InferStream = channel.unary_stream(
                 '/switchyard.v1.Inference/InferStream',
                 request_serializer=switchyard_dot_v1_dot_inference__pb2.InferRequest.SerializeToString,
@@ -55,7 +70,7 @@ class InferenceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Infer(self, request, context):
-        """One request: the worker's result, or, when no worker is live, the queued job (HTTP's 202).
+        """One request: the worker's result, or, when no worker is live (or `respond_async`), the queued job (HTTP's 202).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -63,6 +78,27 @@ class InferenceServicer:
 
     def GetJob(self, request, context):
         """The state of a job an Infer answered with `accepted`; another tenant's job is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """The key's tenant's jobs, newest first, filtered and paged as GET /v1/jobs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """A queued job never runs; a running one's worker is told to stop; a final one stays as it is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteJob(self, request, context):
+        """Removes a final job; one still queued or running is FAILED_PRECONDITION (job_not_finished).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -89,6 +125,21 @@ def add_InferenceServicer_to_server(servicer, server):
                     servicer.GetJob,
                     request_deserializer=switchyard_dot_v1_dot_inference__pb2.GetJobRequest.FromString,
                     response_serializer=switchyard_dot_v1_dot_inference__pb2.Job.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=switchyard_dot_v1_dot_inference__pb2.ListJobsRequest.FromString,
+                    response_serializer=switchyard_dot_v1_dot_inference__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=switchyard_dot_v1_dot_inference__pb2.CancelJobRequest.FromString,
+                    response_serializer=switchyard_dot_v1_dot_inference__pb2.CancelJobResponse.SerializeToString,
+            ),
+            'DeleteJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteJob,
+                    request_deserializer=switchyard_dot_v1_dot_inference__pb2.DeleteJobRequest.FromString,
+                    response_serializer=switchyard_dot_v1_dot_inference__pb2.DeleteJobResponse.SerializeToString,
             ),
             'InferStream': grpc.unary_stream_rpc_method_handler(
                     servicer.InferStream,
@@ -150,6 +201,87 @@ class Inference:
             '/switchyard.v1.Inference/GetJob',
             switchyard_dot_v1_dot_inference__pb2.GetJobRequest.SerializeToString,
             switchyard_dot_v1_dot_inference__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.v1.Inference/ListJobs',
+            switchyard_dot_v1_dot_inference__pb2.ListJobsRequest.SerializeToString,
+            switchyard_dot_v1_dot_inference__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.v1.Inference/CancelJob',
+            switchyard_dot_v1_dot_inference__pb2.CancelJobRequest.SerializeToString,
+            switchyard_dot_v1_dot_inference__pb2.CancelJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.v1.Inference/DeleteJob',
+            switchyard_dot_v1_dot_inference__pb2.DeleteJobRequest.SerializeToString,
+            switchyard_dot_v1_dot_inference__pb2.DeleteJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

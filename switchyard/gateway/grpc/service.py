@@ -1,7 +1,8 @@
 """switchyard.v1.Inference: the gRPC front end of the inference core (submit.py), as inference.py is HTTP's.
 
-Infer is submit(), InferStream is submit_stream() (streaming.py), GetJob is jobs.describe_job():
-the rules live there, this module only translates messages and errors (status.py).
+Infer is submit(), InferStream is submit_stream() (streaming.py), GetJob, CancelJob and DeleteJob
+are jobs.describe_job(), cancel() and delete(), ListJobs is joblist.find_jobs(): the rules live
+there, this module only translates messages and errors (status.py).
 
 Requests arrive as raw bytes and are parsed here, not by grpcio: the size check runs first,
 against the current table's limit (a hot reload can lower it), and a message that does
@@ -22,14 +23,15 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from ...api.table import RoutingTable
+from ...api.table import KeyRoute, RoutingTable
 from ...errors import ApiError
 from ...messages import Result
 from ..auth import authenticate
 from ..eta import retry_after
 from ..http import MAX_REQUEST_ID, REQUEST_ID
 from ..inference import result_body
-from ..jobs import describe_job
+from ..joblist import DEFAULT_LIMIT, JobQuery, find_jobs
+from ..jobs import cancel, delete, describe_job
 from ..resolve import Resolution
 from ..state import GatewayState
 from ..submit import Accepted, Hooks, Outcome, Submission, check_items, check_operation, close_orphan, result_error, submit, submit_stream
@@ -54,6 +56,14 @@ class InferenceService:
                 self._guarded("Infer", self.infer), response_serializer=pb.InferResponse.SerializeToString),
             "GetJob": grpc.unary_unary_rpc_method_handler(
                 self._guarded("GetJob", self.get_job), response_serializer=pb.Job.SerializeToString),
+            "ListJobs": grpc.unary_unary_rpc_method_handler(
+                self._guarded("ListJobs", self.list_jobs), response_serializer=pb.ListJobsResponse.SerializeToString),
+            "CancelJob": grpc.unary_unary_rpc_method_handler(
+                self._guarded("CancelJob", self.cancel_job),
+                response_serializer=pb.CancelJobResponse.SerializeToString),
+            "DeleteJob": grpc.unary_unary_rpc_method_handler(
+                self._guarded("DeleteJob", self.delete_job),
+                response_serializer=pb.DeleteJobResponse.SerializeToString),
             "InferStream": grpc.unary_stream_rpc_method_handler(
                 self._guarded_stream("InferStream", self.infer_stream),
                 response_serializer=pb.InferStreamResponse.SerializeToString),
@@ -121,6 +131,9 @@ class InferenceService:
                            ) -> AsyncIterator[pb.InferStreamResponse]:
         table = self.st.table()
         sub = self._submission(raw, table, context)
+        if sub.respond_async:  # a job's joined result is read with GetJob: nothing to stream
+            raise ApiError("bad_request", "respond_async asks for a job, which does not stream: use Infer "
+                                          "with respond_async, then GetJob")
         opening = asyncio.ensure_future(submit_stream(self.st, table, sub, _hooks()))
         try:
             opened = await asyncio.shield(opening)  # as in infer(): the record and publish complete
@@ -157,27 +170,37 @@ class InferenceService:
                           request_id=_request_id(req.request_id), key=key,
                           machine_profile=req.machine_profile or None, pool=req.pool or None,
                           bundle=req.bundle or None,
-                          prefer=(f"wait={req.wait_seconds}",) if req.HasField("wait_seconds") else ())
+                          prefer=(f"wait={req.wait_seconds}",) if req.HasField("wait_seconds") else (),
+                          respond_async=req.respond_async)
 
-    async def get_job(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.Job:
+    def _job_call(self, raw: bytes, cls: type[M], context: grpc.aio.ServicerContext) -> tuple[KeyRoute | None, M]:
         table = self.st.table()
         _check_size(raw, table)
         key = authenticate(table, _metadata(context, "authorization"))
-        req = _parse(pb.GetJobRequest, raw)
-        body = await describe_job(self.st, key, req.job_id, req.tenant or None)
-        job = pb.Job(id=str(body["id"]), state=str(body["state"]), model=str(body["model"]),
-                     pool=str(body["pool"]), machine_profile=str(body["machine_profile"]),
-                     bundle=str(body["bundle"]), updated_at=float(body["updated_at"]))  # type: ignore[arg-type]
-        if "estimated_wait_s" in body:
-            job.estimated_wait_s = float(body["estimated_wait_s"])  # type: ignore[arg-type]
-        result: Any = body["result"]
-        if result is not None and "error" in result:
-            err = result["error"]
-            job.error.CopyFrom(pb.Error(code=err.get("code", ""), message=err.get("message", ""),
-                                        error_id=err.get("error_id") or ""))
-        elif result is not None:
-            job.result.CopyFrom(_result(result))
-        return job
+        return key, _parse(cls, raw)
+
+    async def get_job(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.Job:
+        key, req = self._job_call(raw, pb.GetJobRequest, context)
+        return _job(await describe_job(self.st, key, req.job_id, req.tenant or None))
+
+    async def list_jobs(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
+        key, req = self._job_call(raw, pb.ListJobsRequest, context)
+        query = JobQuery(states=frozenset(req.state), model=req.model or None, kind=req.kind or None,
+                         since=req.since if req.HasField("since") else None,
+                         until=req.until if req.HasField("until") else None,
+                         limit=req.limit or DEFAULT_LIMIT, cursor=req.cursor or None, tenant=req.tenant or None)
+        page = await find_jobs(self.st, key, query)
+        return pb.ListJobsResponse(jobs=[_job(view) for view in page["jobs"]], next_cursor=page["next_cursor"] or "")
+
+    async def cancel_job(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.CancelJobResponse:
+        key, req = self._job_call(raw, pb.CancelJobRequest, context)
+        body = await cancel(self.st, key, req.job_id, req.tenant or None)
+        return pb.CancelJobResponse(job=_job(body), cancelled=bool(body["cancelled"]), message=str(body["message"]))
+
+    async def delete_job(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.DeleteJobResponse:
+        key, req = self._job_call(raw, pb.DeleteJobRequest, context)
+        body = await delete(self.st, key, req.job_id, req.tenant or None)
+        return pb.DeleteJobResponse(job_id=str(body["id"]), deleted=bool(body["deleted"]))
 
 
 @dataclass(slots=True)
@@ -243,10 +266,32 @@ def _request_id(rid: str) -> str:
 def _accepted(acc: Accepted) -> pb.Accepted:
     lane = acc.resolution.lane
     return pb.Accepted(
-        job_id=acc.job_id, status="provisioning", machine_profile=lane.machine_profile, bundle=lane.bundle,
-        pool=lane.pool, estimated_wait_s=acc.eta_s, retry_after_s=retry_after(acc.eta_s),
-        message=f"no live worker for {lane.machine_profile}/{lane.bundle} in pool {lane.pool!r}; "
-                "the item is queued and runs when one starts")
+        job_id=acc.job_id, status="queued" if acc.asked else "provisioning", machine_profile=lane.machine_profile,
+        bundle=lane.bundle, pool=lane.pool, estimated_wait_s=acc.eta_s, retry_after_s=retry_after(acc.eta_s),
+        message="the item is queued as a job (respond_async); follow it with GetJob" if acc.asked
+        else f"no live worker for {lane.machine_profile}/{lane.bundle} in pool {lane.pool!r}; "
+             "the item is queued and runs when one starts")
+
+
+def _job(body: dict[str, Any]) -> pb.Job:
+    """A job as jobs.record_view() (and describe_job()) shows it, as the Job message."""
+    job = pb.Job(id=body["id"], state=body["state"], model=body["model"], pool=body["pool"],
+                 machine_profile=body["machine_profile"], bundle=body["bundle"], updated_at=body["updated_at"],
+                 kind=body["kind"], op=body["op"] or "", attempts=body["attempts"],
+                 created_at=body["created_at"] or 0.0, started_at=body["started_at"] or 0.0,
+                 deadline=body["deadline"] or 0.0)
+    if "estimated_wait_s" in body:
+        job.estimated_wait_s = float(body["estimated_wait_s"])
+    if body.get("queue_position") is not None:
+        job.queue_position = body["queue_position"]
+    result: Any = body["result"]
+    if result is not None and "error" in result:
+        err = result["error"]
+        job.error.CopyFrom(pb.Error(code=err.get("code", ""), message=err.get("message", ""),
+                                    error_id=err.get("error_id") or ""))
+    elif result is not None:
+        job.result.CopyFrom(_result(result))
+    return job
 
 
 def _response(outcome: Outcome, sub: Submission) -> pb.InferResponse:

@@ -4,9 +4,9 @@ The connection is authenticated once, by the `Authorization: Bearer` header of t
 (a key in the URL is refused: URLs end up in logs). Every message is a JSON object in a text
 frame with a `type` and the client's `id`, which the answers to it carry:
 
-- `infer`: op, model, items, params (and machine_profile, pool, bundle, request_id, wait) go
+- `infer`: op, model, items, params (and machine_profile, pool, bundle, request_id, wait, async) go
   through the same core as POST /v1/{op}/{model} (submit.py); the answer is `result`,
-  `accepted` (no live worker: a queued job) or `error`. Results come back as they finish, in
+  `accepted` (no live worker, or `"async": true` as Prefer: respond-async: a queued job) or `error`. Results come back as they finish, in
   any order. At most MAX_IN_FLIGHT per connection; past it an `error` `too_many_in_flight`.
   With `"stream": true` the result streams (submit_stream, the same rules as SSE): `chunk`
   messages (id, seq, payload) in order, then one `done` (chunks, usage, timing) or `error`;
@@ -22,6 +22,10 @@ frame with a `type` and the client's `id`, which the answers to it carry:
   `event_id`, `event` (job.status, capacity.update, gap) and `data`; `last_event_id` resumes
   after that event, as Last-Event-ID does.
 - `unsubscribe` stops one.
+- `job.get`, `jobs.list`, `job.cancel`, `job.delete`: GET /v1/jobs/{id}, GET /v1/jobs, POST
+  /v1/jobs/{id}/cancel and DELETE /v1/jobs/{id}, by the same functions (jobs.py, joblist.py);
+  the answer is `job`, `jobs`, `job` (with `cancelled`, `message`), `deleted`, or `error`. Each
+  counts against MAX_IN_FLIGHT until answered (a listing reads the tenant's records).
 
 Frames larger than the Gateway's maxRequestBodyBytes close the connection (1009), so does a key
 removed by a config reload (1008). The server pings every PING_S and drops a peer that does not
@@ -59,7 +63,8 @@ from .health import fleet
 from .http import MAX_REQUEST_ID, REQUEST_ID
 from .inference import result_body
 from .streaming import ChunkStream
-from .jobs import record_view  # GET /v1/jobs/{id}'s view of a record
+from .joblist import DEFAULT_LIMIT, JobQuery, find_jobs
+from .jobs import cancel, delete, describe_job, record_view  # record_view: GET /v1/jobs/{id}'s view of a record
 from .state import STATE, GatewayState
 from .submit import MAX_ITEMS, Accepted, Submission, check_operation, close_orphan, result_error, submit, submit_stream
 
@@ -93,6 +98,7 @@ class Infer(_Message):
     request_id: Id | None = None  # dedup key, as X-Request-ID; default: a fresh one per message
     wait: int | None = Field(default=None, ge=0, le=3600)  # as Prefer: wait=N
     stream: bool = Field(default=False, strict=True)  # chunks as the worker yields them, as Accept: text/event-stream
+    respond_async: bool = Field(default=False, strict=True, alias="async")  # as Prefer: respond-async
 
 
 class Cancel(_Message):
@@ -111,7 +117,30 @@ class Unsubscribe(_Message):
     type: Literal["unsubscribe"]
 
 
-Message = TypeAdapter(Annotated[Infer | Cancel | Subscribe | Unsubscribe, Field(discriminator="type")])
+class JobCall(_Message):
+    """job.get, job.cancel, job.delete: one job of the key's tenant (an admin names another's with `tenant`)."""
+
+    type: Literal["job.get", "job.cancel", "job.delete"]
+    job_id: str = Field(max_length=1024)  # a malformed id is unknown_job (jobs.py), as over HTTP and gRPC
+    tenant: str | None = Field(default=None, max_length=63)  # admin keys only; ignored for others, as ?tenant=
+
+
+class JobsList(_Message):
+    """jobs.list: GET /v1/jobs's parameters as JSON (values checked by joblist.find_jobs)."""
+
+    type: Literal["jobs.list"]
+    state: list[Annotated[str, Field(max_length=32)]] = Field(default_factory=list, max_length=16)
+    model: str | None = Field(default=None, max_length=253)
+    kind: str | None = Field(default=None, max_length=16)
+    since: float | None = None
+    until: float | None = None
+    limit: int = Field(default=DEFAULT_LIMIT, strict=True)
+    cursor: str | None = Field(default=None, max_length=512)
+    tenant: str | None = Field(default=None, max_length=63)  # admin keys only: forbidden for others
+
+
+Message = TypeAdapter(Annotated[Infer | Cancel | Subscribe | Unsubscribe | JobCall | JobsList,
+                                Field(discriminator="type")])
 
 
 def setup(app: web.Application) -> None:
@@ -208,6 +237,9 @@ class Connection:
             await self._cancel(msg.id)
         elif isinstance(msg, Subscribe):
             await self._subscribe(msg)
+        elif isinstance(msg, (JobCall, JobsList)):
+            if await self._admit(msg.id):
+                self._track(msg.id, asyncio.create_task(self._job_call(msg, self.key)), stream=False)
         else:
             task = self.subscriptions.pop(msg.id, None)
             if task is None:
@@ -217,32 +249,47 @@ class Connection:
 
     # -- infer -----------------------------------------------------------------------------
 
-    async def _infer(self, msg: Infer, table: RoutingTable) -> None:
-        if msg.id in self.in_flight:
-            return await self._error(msg.id, ApiError("bad_request", f"id {msg.id!r} is already in flight on "
-                                                                     "this connection; use a new id"))
+    async def _admit(self, msg_id: str) -> bool:
+        """Room for one more request in flight (an infer, a stream, a job call) under an id not in use."""
+        if msg_id in self.in_flight:
+            await self._error(msg_id, ApiError("bad_request", f"id {msg_id!r} is already in flight on "
+                                                              "this connection; use a new id"))
+            return False
         if len(self.in_flight) >= MAX_IN_FLIGHT:
-            return await self._error(msg.id, ApiError(
+            await self._error(msg_id, ApiError(
                 "too_many_in_flight", f"this connection has {MAX_IN_FLIGHT} requests in flight, its limit; "
                                       "wait for a result before sending more (or open another connection)"))
+            return False
+        return True
+
+    def _track(self, msg_id: str, task: asyncio.Task[None], stream: bool) -> None:
+        self.in_flight[msg_id] = task
+        if stream:
+            self.streams.add(msg_id)
+
+        def ended(_: asyncio.Task[None]) -> None:
+            self.in_flight.pop(msg_id, None)
+            self.streams.discard(msg_id)
+
+        task.add_done_callback(ended)
+
+    async def _infer(self, msg: Infer, table: RoutingTable) -> None:
+        if not await self._admit(msg.id):
+            return
         try:
             check_operation(msg.op)
+            if msg.stream and msg.respond_async:
+                raise ApiError("bad_request", '"async" asks for a job, which does not stream: send one or the '
+                                              "other (a job's result is read with job.get or the jobs topic)")
         except ApiError as exc:
             return await self._error(msg.id, exc)
         sub = Submission(op=msg.op, model_ref=msg.model, items=msg.items, params=msg.params,
                          request_id=msg.request_id or os.urandom(16).hex(), key=self.key,
                          machine_profile=msg.machine_profile, pool=msg.pool, bundle=msg.bundle,
-                         prefer=(f"wait={msg.wait}",) if msg.wait is not None else ())
+                         prefer=(f"wait={msg.wait}",) if msg.wait is not None else (),
+                         respond_async=msg.respond_async)
         task = asyncio.create_task(self._stream(msg.id, sub, table) if msg.stream else self._run(msg.id, sub, table))
-        self.in_flight[msg.id] = task
-        if msg.stream:
-            self.streams.add(msg.id)
-
-        def ended(_: asyncio.Task[None]) -> None:
-            self.in_flight.pop(msg.id, None)
-            self.streams.discard(msg.id)
-
-        task.add_done_callback(ended)
+        self._track(msg.id, task, msg.stream)
 
     async def _run(self, msg_id: str, sub: Submission, table: RoutingTable) -> None:
         try:
@@ -315,8 +362,34 @@ class Connection:
     async def _accepted(self, msg_id: str, sub: Submission, outcome: Accepted) -> None:
         lane = outcome.resolution.lane
         await self._send({"type": "accepted", "id": msg_id, "job_id": outcome.job_id,
+                          "status": "queued" if outcome.asked else "provisioning",
                           "request_id": sub.request_id, "estimated_wait_s": outcome.eta_s,
                           "machine_profile": lane.machine_profile, "bundle": lane.bundle, "pool": lane.pool})
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    async def _job_call(self, msg: JobCall | JobsList, key: KeyRoute | None) -> None:
+        """One job operation, with the key as it was when the message came; it counts as a request in flight."""
+        try:
+            if isinstance(msg, JobsList):
+                query = JobQuery(states=frozenset(msg.state), model=msg.model, kind=msg.kind, since=msg.since,
+                                 until=msg.until, limit=msg.limit, cursor=msg.cursor, tenant=msg.tenant)
+                answer: dict[str, Any] = {"type": "jobs", **await find_jobs(self.st, key, query)}
+            elif msg.type == "job.get":
+                answer = {"type": "job", "job": await describe_job(self.st, key, msg.job_id, msg.tenant)}
+            elif msg.type == "job.cancel":
+                body = await cancel(self.st, key, msg.job_id, msg.tenant)
+                cancelled, message = body.pop("cancelled"), body.pop("message")
+                answer = {"type": "job", "job": body, "cancelled": cancelled, "message": message}
+            else:
+                body = await delete(self.st, key, msg.job_id, msg.tenant)
+                answer = {"type": "deleted", "job_id": body["id"]}
+        except ApiError as exc:
+            return await self._error(msg.id, exc)
+        except Exception:  # noqa: BLE001 - every failure still answers in our format
+            log.exception("websocket job call failed", extra={"type": msg.type})
+            return await self._error(msg.id, ApiError("internal", "internal error"))
+        await self._send({**answer, "id": msg.id})
 
     # -- subscriptions ---------------------------------------------------------------------
 

@@ -21,8 +21,8 @@ from nats.js.kv import KeyValue
 from .api.table import QueueLimits
 from .deadletters import dead_stream_config, ensure_dead_stream
 from .subjects import (
-    COLDSTART_BUCKET, DEDUPE_WINDOW_S, EVENTS_PREFIX, EVENTS_STREAM, JOBS_BUCKET, POOLS_BUCKET, RESULTS_BUCKET, RUNS_BUCKET,
-    WORK_PREFIX, WORK_STREAM, WORKERS_BUCKET, Lane,
+    COLDSTART_BUCKET, DEDUPE_WINDOW_S, EVENTS_PREFIX, EVENTS_STREAM, JOBS_BUCKET, PLANSTATS_BUCKET, POOLS_BUCKET,
+    RESULTS_BUCKET, RUNS_BUCKET, WORK_PREFIX, WORK_STREAM, WORKERS_BUCKET, Lane,
 )
 
 HEARTBEAT_TTL_S = 10.0
@@ -140,6 +140,21 @@ async def ensure_runs_bucket(js: JetStreamContext, ttl_s: float = 3600.0, replic
     # Planner runs (gateway/planrun.py): kept as long as their job records, so a run's steps stay readable.
     return await _bucket(js, KeyValueConfig(bucket=RUNS_BUCKET, ttl=ttl_s, storage=StorageType.FILE, history=1,
                                             replicas=replicas))
+
+
+PLANSTATS_HISTORY = 64  # the last writes of a counter stay in the store, so their message ids survive a NATS restart
+
+
+async def ensure_planstats_bucket(js: JetStreamContext, dedupe_window_s: float = 3600.0,
+                                  replicas: int = 1) -> KeyValue:
+    """Planner run counts (gateway/planstats.py): no TTL, and a duplicate window as long as a run record can
+    still be picked up again, so counting a run's start or end a second time is dropped by JetStream."""
+    kv = await _bucket(js, KeyValueConfig(bucket=PLANSTATS_BUCKET, storage=StorageType.FILE,
+                                          history=PLANSTATS_HISTORY, replicas=replicas))
+    info = await js.stream_info(f"KV_{PLANSTATS_BUCKET}")
+    if abs((info.config.duplicate_window or 0.0) - dedupe_window_s) > 0.5:
+        await js.update_stream(dataclasses.replace(info.config, duplicate_window=dedupe_window_s))
+    return kv
 
 
 EVENTS_MAX_AGE_S = 3600.0  # how far back Last-Event-ID can resume (gateway/events.py)

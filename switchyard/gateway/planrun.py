@@ -18,6 +18,12 @@ gateway watches the runs bucket; a run whose lease lapsed (its gateway was SIGKI
 over by the one gateway whose compare-and-set wins, and continues: steps already final are read,
 not re-run, and a step queued again gets the same Nats-Msg-Id and job key, so JetStream's dedup
 and the create-only record keep it from running twice.
+
+Counting (planstats.py): the driver counts a run's start, then its end once the final run record is
+written, and marks each in the run record (`counted`). A run whose end is not marked yet keeps its
+lease, so a gateway that dies between its final write and the count is taken over like a running
+run, and the new driver finishes the job record and counts the end: the same message id, so a count
+that did land is not counted twice.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import asyncio
 import logging
 import time
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Awaitable, Callable
 
 import nats.errors
@@ -42,6 +48,7 @@ from ..messages import FINAL_STATES, JobRecord, Result, as_dict
 from ..subjects import JOBS_BUCKET, job_cancel_subject, job_key
 from ..tasks import cancel_all
 from .dispatch import read_entry, unavailable
+from .planstats import OUTCOMES, PlanStats
 from .state import GatewayState
 from .submit import Submission, queue_job, result_error
 
@@ -95,6 +102,7 @@ class RunRecord:
     created_at: float = field(default_factory=time.time)
     ended_at: float = 0.0
     output_items: list[Any] | None = None  # the output step's items once succeeded (also in the job record)
+    counted: str = ""  # "": not counted yet; "start": its start is counted; "end": its end too (planstats.py)
 
     @property
     def key(self) -> str:
@@ -109,7 +117,8 @@ class RunRecord:
     @classmethod
     def decode(cls, raw: bytes) -> "RunRecord":
         data = orjson.loads(raw)
-        data.pop("v", None)
+        known = {f.name for f in fields(cls)}  # a field a newer gateway added is left out, not an error
+        data = {k: v for k, v in data.items() if k in known}
         data["steps"] = [StepRun(**s) for s in data["steps"]]
         return cls(**data)
 
@@ -162,17 +171,11 @@ class PlanRuns:
         self._kv: KeyValue | None = None
         self._driving: dict[str, asyncio.Task[None]] = {}
         self._finished: dict[str, asyncio.Future[RunRecord]] = {}  # for a request that holds (Prefer: wait)
-        # Every run the sweep's watch has seen, while the runs bucket keeps it: key -> (tenant, planner,
-        # state, created_at). GET /v1/plans counts runs and outcomes from it.
-        self.seen: dict[str, tuple[str, str, str, float]] = {}
+        self.stats = PlanStats(st.dispatcher, self._settings)  # runs counted per Planner (GET /v1/plans, status)
 
-    def counts(self, planner: str, tenant: str | None) -> dict[str, int]:
-        """Runs of `planner` by state (of `tenant`, or of every tenant), as long as the runs bucket keeps them."""
-        out = {"running": 0, "succeeded": 0, "failed": 0, "cancelled": 0}
-        for who, name, state, _ in self.seen.values():
-            if name == planner and (tenant is None or who == tenant) and state in out:
-                out[state] += 1
-        return out
+    def _settings(self) -> tuple[float, int]:
+        table = self.st.holder.table
+        return (table.result_ttl_seconds, table.queue.replicas) if table else (3600.0, 1)
 
     # -- the runs bucket --------------------------------------------------------
 
@@ -181,9 +184,7 @@ class PlanRuns:
         if not d.connected or d.js is None:
             raise unavailable("not connected to NATS")
         if self._kv is None:
-            table = self.st.holder.table
-            self._kv = await ensure_runs_bucket(d.js, table.result_ttl_seconds if table else 3600.0,
-                                                table.queue.replicas if table else 1)
+            self._kv = await ensure_runs_bucket(d.js, *self._settings())
         return self._kv
 
     async def read(self, key: str) -> tuple[RunRecord, int] | None:
@@ -251,7 +252,13 @@ class PlanRuns:
         sub = await nc.subscribe(job_cancel_subject(key), cb=_setter(d.cancelled))
         renew = asyncio.create_task(self._renew(d))
         try:
-            await self._advance(d)
+            if d.run.counted == "":
+                await self.stats.started(d.run.planner, d.run.tenant, key, d.run.created_at)
+                d.run.counted = "start"  # written with the next save; counted again (a duplicate) if it never is
+            if d.run.state == "running":
+                await self._advance(d)
+            else:
+                await self._finish(d)  # its gateway died between the final write and counting the end
         except LeaseLost:
             log.info("plan run taken over by another gateway", extra={"run": key})
         except asyncio.CancelledError:
@@ -276,7 +283,7 @@ class PlanRuns:
     async def _save(self, d: _Driven) -> None:
         """Write the run record (and a fresh lease) by compare-and-set; LeaseLost when someone else wrote."""
         async with d.lock:
-            if d.run.state == "running":
+            if d.run.state == "running" or d.run.counted != "end":
                 d.run.lease_until = time.time() + LEASE_S
             kv = await self.bucket()
             try:
@@ -462,7 +469,7 @@ class PlanRuns:
 
     async def _end(self, d: _Driven, state: str, error: dict[str, Any] | None,
                    items: list[Any] | None = None) -> None:
-        """Final: the run record, then the job record (by compare-and-set: a cancel wins over our outcome)."""
+        """Final: the run record (the one write that decides the outcome), then _finish."""
         run = d.run
         run.state, run.error, run.ended_at = state, error, time.time()
         if state == "succeeded":
@@ -470,8 +477,23 @@ class PlanRuns:
                 items = await self._result_items(run, run.output)
             run.output_items = items
         await self._save(d)
-        result = Result(id=run.id, ok=state == "succeeded", items=items, error=error, state=state,
-                        timing={"compute_ms": round((run.ended_at - run.created_at) * 1000, 3)})
+        await self._finish(d)
+
+    async def _finish(self, d: _Driven) -> None:
+        """After the final run record: the job record, then the end counted and marked in the run record."""
+        run = d.run
+        outcome = await self._final_job(run)
+        if run.counted != "end":
+            await self.stats.ended(run.planner, run.tenant, run.key, run.created_at, outcome,
+                                   run.error if outcome == run.state else None, run.ended_at)
+            run.counted = "end"
+            await self._save(d)
+
+    async def _final_job(self, run: RunRecord) -> str:
+        """Write the run's outcome into its job record by compare-and-set (a cancel wins over our outcome);
+        the outcome the job record ends with, which is the one counted."""
+        result = Result(id=run.id, ok=run.state == "succeeded", items=run.output_items, error=run.error,
+                        state=run.state, timing={"compute_ms": round((run.ended_at - run.created_at) * 1000, 3)})
         jobs = self.st.dispatcher.jobs
         assert jobs is not None
         for _ in range(10):
@@ -479,14 +501,15 @@ class PlanRuns:
                 entry = await jobs.get(run.key)
                 rec = JobRecord.decode(entry.value)
                 if rec.final:
-                    return
-                rec.state, rec.result, rec.updated_at = state, as_dict(result), time.time()
+                    return rec.state if rec.state in OUTCOMES else run.state
+                rec.state, rec.result, rec.updated_at = run.state, as_dict(result), time.time()
                 await jobs.update(run.key, rec.encode(), last=entry.revision)
-                return
+                return run.state
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue
             except nats.js.errors.KeyNotFoundError:
-                return
+                return run.state  # deleted (DELETE /v1/jobs/{id}, or its TTL)
+        return run.state
 
     # -- taking over --------------------------------------------------------------
 
@@ -506,7 +529,7 @@ class PlanRuns:
             await asyncio.sleep(SWEEP_S)
         kv = await self.bucket()
         watcher = await kv.watchall()
-        leases: dict[str, float] = {}  # open runs: key -> lease_until
+        leases: dict[str, float] = {}  # open runs (running, or their end not counted yet): key -> lease_until
         try:
             next_check = 0.0
             while True:
@@ -514,22 +537,14 @@ class PlanRuns:
                     entry = await watcher.updates(timeout=SWEEP_S)
                     if entry is not None and entry.key:
                         run = RunRecord.decode(entry.value) if entry.value else None
-                        if run is not None and run.state == "running":
+                        if run is not None and _open(run):
                             leases[entry.key] = run.lease_until
                         else:
                             leases.pop(entry.key, None)
-                        if run is None:
-                            self.seen.pop(entry.key, None)
-                        else:
-                            self.seen[entry.key] = (run.tenant, run.planner, run.state, run.created_at)
                 now = time.time()
                 if now < next_check:
                     continue
                 next_check = now + SWEEP_S
-                table = self.st.holder.table
-                kept_s = table.result_ttl_seconds if table else 3600.0
-                for key in [k for k, v in self.seen.items() if v[3] < now - kept_s]:
-                    del self.seen[key]  # the bucket's TTL removed it (a TTL expiry sends no update)
                 for key, until in list(leases.items()):
                     if until < now and key not in self._driving:
                         await self._take_over(kv, key)
@@ -546,7 +561,7 @@ class PlanRuns:
             return
         run = RunRecord.decode(entry.value)
         now = time.time()
-        if run.state != "running" or run.lease_until >= now:
+        if not _open(run) or run.lease_until >= now:
             return
         previous = run.owner
         run.owner, run.lease_until = self.st.instance, now + LEASE_S
@@ -560,6 +575,11 @@ class PlanRuns:
     async def stop(self) -> None:
         """Stop driving (the gateway stops): each run's lease lapses and another gateway takes it over."""
         await cancel_all(list(self._driving.values()))
+
+
+def _open(run: RunRecord) -> bool:
+    """A run some gateway must still drive: running, or ended with its end not counted yet."""
+    return run.state == "running" or run.counted != "end"
 
 
 def _key_named(table: RoutingTable, name: str | None) -> KeyRoute | None:

@@ -10,6 +10,7 @@ refuses the run before anything is recorded.
 from __future__ import annotations
 
 import asyncio
+from contextlib import suppress
 from typing import Any, AsyncIterator
 
 from aiohttp import web
@@ -29,6 +30,7 @@ from .state import STATE, GatewayState, state_of
 from .submit import NO_CAPACITY_RETRY_AFTER_S
 
 MAX_HOLD_S = 600  # Prefer: wait on a plan run is capped here (each step has its own Upstream timeout)
+STATS_WAIT_S = 2.0  # GET /v1/plans on a gateway just started waits this long for the run counts
 
 
 def setup(app: web.Application) -> None:
@@ -40,9 +42,9 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/v1/plans/{planner}", run_plan)
 
     async def sweep(_: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(runs.sweep_forever())
+        tasks = [asyncio.create_task(runs.sweep_forever()), asyncio.create_task(runs.stats.watch_forever())]
         yield
-        await cancel_all([task])  # a cancel swallowed by a NATS request must not hang the stop
+        await cancel_all(tasks)  # a cancel swallowed by a NATS request must not hang the stop
         await runs.stop()
 
     app.cleanup_ctx.append(sweep)
@@ -63,14 +65,20 @@ async def list_plans(request: web.Request) -> web.Response:
     st = state_of(request)
     table = st.table()
     key = authenticate(table, request.headers.get("Authorization"))
-    runs = _runs(st)
-    # Run counts: the key's own tenant's runs; every tenant's for an admin key.
+    stats = _runs(st).stats
+    if not stats.synced.is_set():  # counts not read from NATS yet: zeros would be a wrong answer
+        with suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stats.synced.wait(), STATS_WAIT_S)
+        if not stats.synced.is_set():
+            raise ApiError("not_ready", "the Planners' run counts are not loaded from NATS yet",
+                           headers={"Retry-After": "1"})
+    # Run counts (planstats.py): the key's own tenant's runs; every tenant's for an admin key.
     tenant = None if key is not None and key.admin else tenant_of(key)
     return json_response({"planners": [
         {"name": p.name, "output": p.output,
          "steps": [{"name": s.name, "model": s.model, "operation": s.operation, "depends_on": list(s.depends_on)}
                    for s in p.steps],
-         "runs": runs.counts(p.name, tenant)}
+         "runs": stats.of(p.name, tenant).view()}
         for name, p in sorted(table.planners.items()) if may_run(key, p)]})
 
 

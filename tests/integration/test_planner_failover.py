@@ -86,6 +86,17 @@ async def test_sigkill_of_the_gateway_mid_run_another_replica_completes_it_once(
             assert job["result"]["items"] == [{"tag": "c", "in": {"tag": "b", "in": {"tag": "a", "in": "x"}}}]
             assert dict(calls) == {"survivor/a": 1, "survivor/b": 1, "survivor/c": 1}
             assert "took over a plan run" in (tmp_path / "second.log").read_text()
+            # Counted once: started by the first gateway, ended by the second (planstats.py).
+            deadline = time.monotonic() + 20
+            while True:
+                async with http.get(urls[1] + "/v1/plans", headers=ADMIN) as resp:
+                    runs = next(p["runs"] for p in (await resp.json())["planners"] if p["name"] == "chain")
+                counted = {k: runs[k] for k in ("started", "running", "succeeded", "failed", "cancelled")}
+                if counted["succeeded"]:
+                    break
+                assert time.monotonic() < deadline, runs
+                await asyncio.sleep(0.2)
+            assert counted == {"started": 1, "running": 0, "succeeded": 1, "failed": 0, "cancelled": 0}
     finally:
         for proc in gateways:
             stop(proc)

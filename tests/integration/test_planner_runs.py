@@ -140,14 +140,15 @@ spec:
 
         async def runs_of(headers: dict[str, str]) -> dict[str, int]:
             listed = await gw.call("GET", "/v1/plans", headers=headers)
-            return next(p["runs"] for p in listed.body["planners"] if p["name"] == "together")
+            runs = next(p["runs"] for p in listed.body["planners"] if p["name"] == "together")
+            return {k: runs[k] for k in ("started", "running", "succeeded", "failed", "cancelled")}
 
         deadline = asyncio.get_running_loop().time() + 10
         while (await runs_of(ADMIN))["succeeded"] != 1:
             assert asyncio.get_running_loop().time() < deadline, await runs_of(ADMIN)
             await asyncio.sleep(0.1)
-        assert await runs_of(ADMIN) == {"running": 0, "succeeded": 1, "failed": 0, "cancelled": 0}
-        assert await runs_of(other) == {"running": 0, "succeeded": 0, "failed": 0, "cancelled": 0}
+        assert await runs_of(ADMIN) == {"started": 1, "running": 0, "succeeded": 1, "failed": 0, "cancelled": 0}
+        assert await runs_of(other) == {"started": 0, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0}
         # The SDK: the same run through AsyncClient.run_plan, held for its result.
         async with AsyncClient(gw.url, "admin-key-0123456789abcdef") as sy:
             out = await sy.run_plan("together", ["x", "y"], request_id="run-sdk", wait_for_result=True, timeout=30)

@@ -49,6 +49,7 @@ from cli_processes import stop, wait_for_heartbeat
 from switchyard.natsserver import NatsServer, free_port
 from switchyard.testing.gotools import GoToolBuildError, ensure_built
 from switchyard.testing import doccommands as dc
+from switchyard.gateway.joblist import STATES
 
 ROOT = dc.ROOT
 ALL = dc.commands()
@@ -206,8 +207,15 @@ def test_grpcurl_command(stack: Stack, cmd: dc.Command) -> None:
     method = cmd.words[-1]
     if method.endswith("Health/Check"):
         assert values == [{"status": "SERVING"}]
+    elif method.endswith("/Infer") and '"respond_async": true' in cmd.text:  # a job, the worker up or not
+        assert [(set(v) & {"result", "accepted"}, v.get("accepted", {}).get("status")) for v in values] == [
+            ({"accepted"}, "queued")], values
     elif method.endswith("/Infer"):
         assert [set(v) & {"result", "accepted"} for v in values] == [{"result"}], values  # the worker is up
+    elif method.endswith("/ListJobs"):  # one page; {} when the key has no jobs (proto3 JSON drops empty fields)
+        assert len(values) == 1 and set(values[0]) <= {"jobs", "nextCursor"}, values
+        asked = json.loads(cmd.words[cmd.words.index("-d") + 1]).get("state") or STATES
+        assert all(j["state"] in asked for j in values[0].get("jobs", [])), values  # the filter held
     elif method.endswith("/InferStream"):
         assert all("chunk" in v for v in values[:-1]) and "end" in values[-1], values
 

@@ -100,14 +100,18 @@ async def test_list_jobs_shows_the_keys_tenant_only_with_the_http_filters_and_cu
         code, _, trailers = await g.refused(g.stub.ListJobs(pb.ListJobsRequest(tenant="echo-only"), metadata=OTHER))
         assert code == grpc.StatusCode.PERMISSION_DENIED and trailers["switchyard-error-code"] == "forbidden"
 
-        for bad in ({"state": ["done"]}, {"limit": 501}, {"kind": "batch"}, {"since": -1}, {"until": math.nan},
-                    {"since": math.inf}, {"cursor": "zz"}, {"cursor": "x" * 600}):
+        assert len(await ids(g, ECHO_ONLY, limit=500)) == 3  # the largest page
+        for bad in ({"state": ["done"]}, {"limit": 501}, {"limit": 2**32 - 1}, {"kind": "batch"}, {"since": -1},
+                    {"until": math.nan}, {"since": math.inf}, {"cursor": "zz"}, {"cursor": "x" * 600}):
             code, _, trailers = await g.refused(g.stub.ListJobs(pb.ListJobsRequest(**bad), metadata=ECHO_ONLY))
             assert code == grpc.StatusCode.INVALID_ARGUMENT and trailers["switchyard-error-code"] == "bad_request", bad
         code, _, _ = await g.refused(g.stub.ListJobs(pb.ListJobsRequest(tenant="a.b"), metadata=ADMIN))
         assert code == grpc.StatusCode.INVALID_ARGUMENT
         code, _, _ = await g.refused(g.stub.ListJobs(pb.ListJobsRequest(), metadata=()))
         assert code == grpc.StatusCode.UNAUTHENTICATED
+        # Past the Gateway's message limit (maxRequestBodyBytes 4096 here), as for Infer.
+        code, _, trailers = await g.refused(g.stub.ListJobs(pb.ListJobsRequest(model="m" * 4100), metadata=ECHO_ONLY))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and trailers["switchyard-error-code"] == "payload_too_large"
 
 
 async def test_a_cancelled_queued_job_never_runs_and_another_tenant_cannot_touch_it(nats_server: NatsServer) -> None:

@@ -112,7 +112,9 @@ async def test_jobs_list_shows_the_keys_tenant_only_with_the_http_filters_and_cu
             assert await admin.ids(tenant="echo-only") == ["j-2", "j-1", "j-0"]
             assert refused(await admin.call("jobs.list", tenant="a.b"), 400, "bad_request")
         assert refused(await theirs.call("jobs.list", tenant="echo-only"), 403, "forbidden")
+        assert len(await mine.ids(limit=500)) == 3  # the largest page
         for bad in ({"state": ["done"]}, {"state": "queued"}, {"limit": 0}, {"limit": 501}, {"limit": 2.5},
+                    {"limit": 10**30}, {"limit": True},
                     {"kind": "batch"}, {"since": -1}, {"until": -5}, {"cursor": "zz"}, {"cursor": "x" * 600},
                     {"state": ["queued"] * 17}, {"priority": 1}):
             assert refused(await mine.call("jobs.list", **bad), 400, "bad_request"), bad

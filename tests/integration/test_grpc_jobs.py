@@ -166,6 +166,11 @@ async def test_a_cancelled_queued_job_never_runs_and_another_tenant_cannot_touch
         for bad in ("", "a/b", "x" * 200):
             code, _, _ = await g.refused(g.stub.CancelJob(pb.CancelJobRequest(job_id=bad), metadata=ECHO_ONLY))
             assert code == grpc.StatusCode.NOT_FOUND, bad
+        # Counted like HTTP requests, under the RPC's path.
+        m = g.gw.state.metrics
+        assert m.requests.labels("/switchyard.v1.Inference/CancelJob", "200", "")._value.get() == 3
+        assert m.errors.labels("/switchyard.v1.Inference/CancelJob", "unknown_job")._value.get() == 6
+        assert m.errors.labels("/switchyard.v1.Inference/DeleteJob", "job_not_finished")._value.get() == 1
 
 
 async def test_cancelling_a_running_job_stops_its_handler_on_the_worker(nats_server: NatsServer) -> None:

@@ -42,7 +42,34 @@ class PlannerSpec(Model):
         return self
 
 
-class Planner(Resource[PlannerSpec, Status]):
+class PlannerFailure(Model):
+    at: str = Field(description="When the run failed (RFC 3339).")
+    step: str | None = Field(default=None, max_length=63,
+                             description="The step that failed it; empty when the run failed before its steps "
+                                         "could run (its API key was removed, a join of unequal item counts).")
+    code: str = Field(max_length=64, description="The run's error code (as its job's `result.error.code`).")
+
+
+class PlannerRuns(Model):
+    """Runs of the Planner on every gateway sharing its NATS, every tenant's; counts, not the runs themselves."""
+
+    started: int = Field(ge=0, description="Runs accepted since the counts began.")
+    running: int = Field(ge=0, description="Of those, the runs not ended yet.")
+    succeeded: int = Field(ge=0, description="Runs that answered their output step's result.")
+    failed: int = Field(ge=0, description="Runs a failed step (or a refused one) ended.")
+    cancelled: int = Field(ge=0, description="Runs cancelled through POST /v1/jobs/{id}/cancel.")
+    last_run_at: str | None = Field(default=None, description="When the latest run started (RFC 3339).")
+    last_failure: PlannerFailure | None = Field(default=None, description="The latest failed run.")
+
+
+class PlannerStatus(Status):
+    phase: str | None = Field(default=None, description="Valid or Invalid (the operator's).")
+    runs: PlannerRuns | None = Field(
+        default=None, description="Run counts, written by the gateways every few seconds while they change "
+                                  "(kept in JetStream, exact across gateway replicas; docs/jobs.md#planners).")
+
+
+class Planner(Resource[PlannerSpec, PlannerStatus]):
     KIND: ClassVar[str] = "Planner"
     PLURAL: ClassVar[str] = "planners"
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ("syplan",)

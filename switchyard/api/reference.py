@@ -12,6 +12,7 @@ from .crd import KINDS, crd
 
 LIMITS = (("minimum", "≥"), ("maximum", "≤"), ("minLength", "min length"), ("maxLength", "max length"),
           ("minItems", "min items"), ("maxItems", "max items"), ("maxProperties", "max entries"))
+COMMON_STATUS = ("observedGeneration", "conditions")
 
 
 def _type(node: dict[str, Any]) -> str:
@@ -65,6 +66,12 @@ def render() -> str:
         if rules:
             out += ["", "Checked by the API server (CEL):", ""]
             out += [f"- `{field}`: {message}" for field, message in rules]
+        status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
+        own = {k: v for k, v in status.get("properties", {}).items() if k not in COMMON_STATUS}
+        if own:  # observedGeneration and the Ready condition are every kind's: said once, not per kind
+            out += ["", "Status, besides `observedGeneration` and `conditions` (Ready):", "",
+                    "| field | type | required | default | limits | description |", "|---|---|---|---|---|---|"]
+            _rows({**status, "properties": own}, "status", out, [])
         out.append("")
     return "\n".join(out)
 

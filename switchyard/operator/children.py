@@ -103,7 +103,8 @@ def gateway_service_account(gw: Gateway) -> Obj:
 
 def gateway_role(gw: Gateway, scaled_objects: Sequence[str] = ()) -> Obj:
     """Exactly what a gateway pod needs: read its routing ConfigMaps (index and shards), worker endpoints and pool
-    leases; create, renew (an annotation) and delete Pools for /v1/pools; touch the ScaledObjects
+    leases; create, renew (an annotation) and delete Pools for /v1/pools; write the run counts into Planners'
+    status (server-side apply of `status.runs` only, gateway/plannerstatus.py); touch the ScaledObjects
     that scale on it when its scaler starts (scaledobjects.py)."""
     rules: list[Obj] = [
         {"apiGroups": [""], "resources": ["configmaps"],
@@ -113,6 +114,7 @@ def gateway_role(gw: Gateway, scaled_objects: Sequence[str] = ()) -> Obj:
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["list", "watch"]},
         {"apiGroups": ["switchyard.dev"], "resources": ["pools"],
          "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+        {"apiGroups": ["switchyard.dev"], "resources": ["planners/status"], "verbs": ["patch"]},
     ]
     if scaled_objects:  # never an empty resourceNames: that would mean every ScaledObject
         rules.append({"apiGroups": ["keda.sh"], "resources": ["scaledobjects"],

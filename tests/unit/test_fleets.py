@@ -229,7 +229,9 @@ def test_the_gateway_role_manages_pools_and_nothing_more() -> None:
     rules = children.gateway_role(gateway())["rules"]
     assert [r for r in rules if r["apiGroups"] == ["switchyard.dev"]] == [
         {"apiGroups": ["switchyard.dev"], "resources": ["pools"],
-         "verbs": ["get", "list", "watch", "create", "patch", "delete"]}]
+         "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+        # Planner run counts (gateway/plannerstatus.py): a patch of the status subresource, nothing else.
+        {"apiGroups": ["switchyard.dev"], "resources": ["planners/status"], "verbs": ["patch"]}]
 
 
 T0 = 1_800_000_000.0  # the lease's renewTime in these cases

@@ -160,9 +160,7 @@ class InferenceService:
             await opened.aclose()  # before the end (client gone, error): cancels the item on its worker
 
     def _submission(self, raw: bytes, table: RoutingTable, context: grpc.aio.ServicerContext) -> Submission:
-        _check_size(raw, table)
-        key = authenticate(table, _metadata(context, "authorization"))
-        req = _parse(pb.InferRequest, raw)
+        key, req = _read(raw, pb.InferRequest, table, context)
         check_operation(req.op)
         items = [to_python(v) for v in req.items]
         check_items(items)
@@ -173,18 +171,12 @@ class InferenceService:
                           prefer=(f"wait={req.wait_seconds}",) if req.HasField("wait_seconds") else (),
                           respond_async=req.respond_async)
 
-    def _job_call(self, raw: bytes, cls: type[M], context: grpc.aio.ServicerContext) -> tuple[KeyRoute | None, M]:
-        table = self.st.table()
-        _check_size(raw, table)
-        key = authenticate(table, _metadata(context, "authorization"))
-        return key, _parse(cls, raw)
-
     async def get_job(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.Job:
-        key, req = self._job_call(raw, pb.GetJobRequest, context)
+        key, req = _read(raw, pb.GetJobRequest, self.st.table(), context)
         return _job(await describe_job(self.st, key, req.job_id, req.tenant or None))
 
     async def list_jobs(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
-        key, req = self._job_call(raw, pb.ListJobsRequest, context)
+        key, req = _read(raw, pb.ListJobsRequest, self.st.table(), context)
         query = JobQuery(states=frozenset(req.state), model=req.model or None, kind=req.kind or None,
                          since=req.since if req.HasField("since") else None,
                          until=req.until if req.HasField("until") else None,
@@ -193,12 +185,14 @@ class InferenceService:
         return pb.ListJobsResponse(jobs=[_job(view) for view in page["jobs"]], next_cursor=page["next_cursor"] or "")
 
     async def cancel_job(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.CancelJobResponse:
-        key, req = self._job_call(raw, pb.CancelJobRequest, context)
-        body = await cancel(self.st, key, req.job_id, req.tenant or None)
+        key, req = _read(raw, pb.CancelJobRequest, self.st.table(), context)
+        # Shielded: a client that leaves between the record's change and the worker's signal must not
+        # leave a job marked cancelled that its worker was never told about.
+        body = await asyncio.shield(asyncio.ensure_future(cancel(self.st, key, req.job_id, req.tenant or None)))
         return pb.CancelJobResponse(job=_job(body), cancelled=bool(body["cancelled"]), message=str(body["message"]))
 
     async def delete_job(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.DeleteJobResponse:
-        key, req = self._job_call(raw, pb.DeleteJobRequest, context)
+        key, req = _read(raw, pb.DeleteJobRequest, self.st.table(), context)
         body = await delete(self.st, key, req.job_id, req.tenant or None)
         return pb.DeleteJobResponse(job_id=str(body["id"]), deleted=bool(body["deleted"]))
 
@@ -244,6 +238,14 @@ def _check_size(raw: bytes, table: RoutingTable) -> None:
     limit = table.grpc.max_receive_bytes if table.grpc is not None else table.max_request_body_bytes
     if len(raw) > limit:
         raise ApiError("payload_too_large", f"request message is {len(raw)} bytes; the limit is {limit}")
+
+
+def _read(raw: bytes, cls: type[M], table: RoutingTable, context: grpc.aio.ServicerContext,
+          ) -> tuple[KeyRoute | None, M]:
+    """Every RPC's start: the size limit first, then the key, then the message."""
+    _check_size(raw, table)
+    key = authenticate(table, _metadata(context, "authorization"))
+    return key, _parse(cls, raw)
 
 
 def _parse(cls: type[M], raw: bytes) -> M:

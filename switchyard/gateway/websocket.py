@@ -6,8 +6,9 @@ frame with a `type` and the client's `id`, which the answers to it carry:
 
 - `infer`: op, model, items, params (and machine_profile, pool, bundle, request_id, wait, async) go
   through the same core as POST /v1/{op}/{model} (submit.py); the answer is `result`,
-  `accepted` (no live worker, or `"async": true` as Prefer: respond-async: a queued job) or `error`. Results come back as they finish, in
-  any order. At most MAX_IN_FLIGHT per connection; past it an `error` `too_many_in_flight`.
+  `accepted` (a queued job: no live worker, or `"async": true`, which is Prefer: respond-async)
+  or `error`. Results come back as they finish, in any order. At most MAX_IN_FLIGHT per
+  connection (job calls included); past it an `error` `too_many_in_flight`.
   With `"stream": true` the result streams (submit_stream, the same rules as SSE): `chunk`
   messages (id, seq, payload) in order, then one `done` (chunks, usage, timing) or `error`;
   `accepted` when no worker is live and no `wait` hold saw the stream begin. A stream counts

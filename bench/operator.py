@@ -26,7 +26,7 @@ from pathlib import Path
 
 from kubernetes_asyncio import client
 
-from switchyard.gateway.informer import Informer
+from switchyard.informer import Informer
 from switchyard.kubeclient import api_client
 from switchyard.natsserver import NatsServer, free_port
 from switchyard.testing.controlplane import ControlPlane

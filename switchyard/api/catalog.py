@@ -97,10 +97,10 @@ def split(table: RoutingTable, limits: Limits = Limits()) -> Catalog:
     Raises CatalogTooLarge when it would need more than `max_shards` shards or `max_bytes`."""
     inline_bytes, shard_bytes = limits.inline_bytes, limits.shard_bytes
     max_shards, max_bytes = min(limits.max_shards, MAX_SHARDS), limits.max_bytes
-    raw = table.to_json()
+    d = table.to_dict()
+    raw = orjson.dumps(d, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)  # table.to_json(), once
     if len(raw) <= inline_bytes:
         return Catalog(table, raw, None, ())
-    d = table.to_dict()
     models: dict[str, Any] = d.pop("models")
     n = _pow2(max(1, -(-len(models) // MODELS_PER_SHARD)))
     while True:
@@ -130,9 +130,20 @@ def _shards(models: Mapping[str, Any], n: int) -> list[Shard]:
     out = []
     for i, b in enumerate(buckets):
         body = orjson.dumps(b, option=orjson.OPT_SORT_KEYS)
-        # mtime=0: the same models give the same bytes, so an unchanged shard is never rewritten
-        out.append(Shard(i, gzip.compress(body, compresslevel=6, mtime=0), _digest(body), len(b)))
+        digest = _digest(body)
+        # mtime=0: the same models give the same bytes, so an unchanged shard is never rewritten;
+        # and an unchanged shard is not compressed again (the operator splits on every pass)
+        payload = _compressed.get(digest)
+        if payload is None:
+            payload = gzip.compress(body, compresslevel=6, mtime=0)
+            if len(_compressed) >= 4 * MAX_SHARDS:
+                _compressed.clear()
+            _compressed[digest] = payload
+        out.append(Shard(i, payload, digest, len(b)))
     return out
+
+
+_compressed: dict[str, bytes] = {}  # digest of a shard's JSON -> its gzip bytes
 
 
 def _digest(body: bytes) -> str:

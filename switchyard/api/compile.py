@@ -22,6 +22,13 @@ from .table import (
 from .upstream import Upstream
 
 
+# id(Upstream) -> (that Upstream, its route): the caller's memo across compiles. The operator
+# keeps validated Upstreams by resourceVersion, so an unchanged one is the same object next
+# pass and its route (and the route's JSON form) is reused; the memo holds each Upstream, so
+# an id is never reused while it is in there. The output is what a compile without it gives.
+RouteMemo = dict[int, tuple[Upstream, ModelRoute]]
+
+
 @dataclass(frozen=True)
 class CompileResult:
     table: RoutingTable
@@ -33,7 +40,8 @@ class CompileResult:
         return self.table
 
 
-def compile_table(rs: ResourceSet, *, gateway: str | None = None, epoch: int = 1) -> CompileResult:
+def compile_table(rs: ResourceSet, *, gateway: str | None = None, epoch: int = 1,
+                  memo: RouteMemo | None = None) -> CompileResult:
     """Compile the resources that belong to `gateway` (the only one when None).
 
     Invalid resources are left out of the table and reported; the rest still
@@ -45,7 +53,7 @@ def compile_table(rs: ResourceSet, *, gateway: str | None = None, epoch: int = 1
     spec = gw.spec if gw else GatewaySpec()
     mine = lambda ref: ref is None or ref == name  # noqa: E731
 
-    models = _models([u for u in rs.upstreams if mine(u.spec.gateway_ref)], issues)
+    models = _models([u for u in rs.upstreams if mine(u.spec.gateway_ref)], issues, memo)
     pools = _pools([p for p in rs.pools if mine(p.spec.gateway_ref)], models, issues)
     if spec.default_pool not in pools and gw is not None:
         issues.append(ConfigIssue(gw.ref, "spec.defaultPool", f"pool {spec.default_pool!r} does not exist"))
@@ -114,9 +122,10 @@ def _pick_gateway(gateways: list[Gateway], wanted: str | None, issues: list[Conf
     return gateways[0] if gateways else None
 
 
-def _models(upstreams: list[Upstream], issues: list[ConfigIssue]) -> dict[str, ModelRoute]:
+def _models(upstreams: list[Upstream], issues: list[ConfigIssue], memo: RouteMemo | None) -> dict[str, ModelRoute]:
     out: dict[str, ModelRoute] = {}
     owner: dict[str, str] = {}
+    used: RouteMemo = {}
     for u in sorted(upstreams, key=lambda u: u.name):
         s = u.spec
         if s.model in out:
@@ -124,23 +133,34 @@ def _models(upstreams: list[Upstream], issues: list[ConfigIssue]) -> dict[str, M
                                       f"model {s.model!r} is already served by Upstream {owner[s.model]}"))
             continue
         owner[s.model] = u.name
-        out[s.model] = ModelRoute(
-            model=s.model,
-            upstream=u.name,
-            operations=tuple(sorted(set(s.operations))),
-            bundles=tuple(
-                BundleRoute(b.name, b.priority, tuple(b.profiles))
-                for b in sorted(s.bundles, key=lambda b: (b.priority, b.name))
-            ),
-            profiles=MappingProxyType({p.name: MappingProxyType(dict(p.params)) for p in s.profiles}),
-            machine_profiles=tuple(s.machine_profiles),
-            default_machine_profile=s.default_machine_profile or s.machine_profiles[0],
-            timeout_s=s.timeout_seconds,
-            max_attempts=s.max_attempts,
-            worker_service=s.workers.service,
-            cold_start_s=float(s.scaling.cold_start_seconds),
-        )
+        held = memo.get(id(u)) if memo is not None else None
+        route = held[1] if held is not None and held[0] is u else _route(u)
+        used[id(u)] = (u, route)
+        out[s.model] = route
+    if memo is not None:  # only what this compile used: a deleted Upstream leaves the memo
+        memo.clear()
+        memo.update(used)
     return out
+
+
+def _route(u: Upstream) -> ModelRoute:
+    s = u.spec
+    return ModelRoute(
+        model=s.model,
+        upstream=u.name,
+        operations=tuple(sorted(set(s.operations))),
+        bundles=tuple(
+            BundleRoute(b.name, b.priority, tuple(b.profiles))
+            for b in sorted(s.bundles, key=lambda b: (b.priority, b.name))
+        ),
+        profiles=MappingProxyType({p.name: MappingProxyType(dict(p.params)) for p in s.profiles}),
+        machine_profiles=tuple(s.machine_profiles),
+        default_machine_profile=s.default_machine_profile or s.machine_profiles[0],
+        timeout_s=s.timeout_seconds,
+        max_attempts=s.max_attempts,
+        worker_service=s.workers.service,
+        cold_start_s=float(s.scaling.cold_start_seconds),
+    )
 
 
 def _pools(pools: list[Pool], models: dict[str, ModelRoute], issues: list[ConfigIssue]) -> dict[str, PoolRoute]:

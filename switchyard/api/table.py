@@ -7,7 +7,7 @@ process. Both go through `switchyard.api.compile`, so they cannot disagree.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
@@ -40,6 +40,9 @@ class ModelRoute:
     max_attempts: int
     worker_service: str
     cold_start_s: float = DEFAULT_COLD_START_S  # the ETA of a 202 until a cold start is measured
+    # Its JSON form, made once: the operator reuses routes of unchanged Upstreams from pass to
+    # pass (compile.RouteMemo), so a table of 10,000 models does not rebuild 10,000 dicts each time.
+    wire: dict[str, Any] | None = field(default=None, init=False, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +176,7 @@ class RoutingTable:
         return sorted({mp for r in self.models.values() for mp in r.machine_profiles})
 
     def with_epoch(self, epoch: int) -> "RoutingTable":
-        return RoutingTable.from_dict({**self.to_dict(), "epoch": epoch})
+        return replace(self, epoch=epoch)  # the hash leaves the epoch out: it stays valid
 
     # -- serialization -----------------------------------------------------
 
@@ -317,6 +320,13 @@ def content_hash(d: Mapping[str, Any]) -> str:
 
 
 def _model_to_dict(r: ModelRoute) -> dict[str, Any]:
+    """Shared, never to be modified: made once per route (see ModelRoute.wire)."""
+    if r.wire is None:
+        object.__setattr__(r, "wire", _model_wire(r))
+    return r.wire  # type: ignore[return-value]
+
+
+def _model_wire(r: ModelRoute) -> dict[str, Any]:
     return {
         "upstream": r.upstream,
         "operations": list(r.operations),

@@ -27,7 +27,7 @@ from ..api.table import RoutingTable
 from ..kubeclient import api_client
 from ..messages import Heartbeat
 from .config import TableHolder
-from .informer import Informer, Obj
+from ..informer import Informer, Obj
 from .registry import Registry
 
 log = logging.getLogger("switchyard.gateway.cluster")

@@ -9,7 +9,7 @@ from typing import Iterator
 import pytest
 from kubernetes_asyncio import client
 
-from switchyard.gateway.informer import Informer
+from switchyard.informer import Informer
 from switchyard.kubeclient import api_client
 from switchyard.testing.controlplane import ControlPlane
 

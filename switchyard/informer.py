@@ -4,35 +4,42 @@ Lists, hands the full state over, then watches from the list's resourceVersion.
 A 410 Gone (the watch fell out of etcd's window) means relist; any other failure
 (API server restart, a connection an idle load balancer dropped) means reconnect
 with backoff. Server-side watch timeouts plus a client read timeout make sure a
-silently dead connection is noticed within about a minute.
+silently dead connection is noticed within about a minute. With `relist_s`, the
+watch also ends after that long and the informer lists afresh: a cache that an
+event somehow missed is repaired within that bound (level-triggered, as a list was).
+
+Shared by the gateway (cluster mode) and the operator's cache (operator/cache.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Awaitable, Callable
 
 import aiohttp
-from kubernetes_asyncio import watch
+from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-log = logging.getLogger("switchyard.gateway.informer")
+log = logging.getLogger("switchyard.informer")
 
 Obj = dict[str, Any]
+ListFn = Callable[..., Awaitable[Any]]
 WATCH_TIMEOUT_S = 50  # the server ends each watch after this; we start another
 READ_TIMEOUT_S = 75  # no byte for this long: the connection is dead
 
 
 class Informer:
-    def __init__(self, name: str, list_fn: Callable[..., Awaitable[Any]], *,
+    def __init__(self, name: str, list_fn: ListFn, *,
                  on_sync: Callable[[list[Obj]], None], on_event: Callable[[str, Obj], None],
-                 namespace: str | None = None, **selectors: str) -> None:
+                 namespace: str | None = None, relist_s: float | None = None, **selectors: str) -> None:
         self.name = name
         self._list = list_fn
         self._args = (namespace,) if namespace else ()
         self._selectors = {k: v for k, v in selectors.items() if v}
         self._on_sync, self._on_event = on_sync, on_event
+        self.relist_s = relist_s
         self.relists = 0
         self.synced = asyncio.Event()
 
@@ -43,6 +50,7 @@ class Informer:
                 rv = await self._relist()
                 backoff = 0.5
                 await self._watch(rv)
+                continue  # relist_s is up: list afresh
             except ApiException as exc:
                 if exc.status == 410:
                     log.info("watch expired; relisting", extra={"informer": self.name})
@@ -64,13 +72,33 @@ class Informer:
         return body["metadata"]["resourceVersion"]
 
     async def _watch(self, rv: str) -> None:
-        while True:  # one server-side watch after another, resuming from the last version
+        until = None if self.relist_s is None else time.monotonic() + self.relist_s
+        while until is None or time.monotonic() < until:  # one server-side watch after another
+            left = WATCH_TIMEOUT_S if until is None else max(1, min(WATCH_TIMEOUT_S, int(until - time.monotonic())))
             async with watch.Watch() as w:
                 stream = w.stream(self._list, *self._args, **self._selectors, resource_version=rv,
-                                  timeout_seconds=WATCH_TIMEOUT_S, allow_watch_bookmarks=True,
+                                  timeout_seconds=left, allow_watch_bookmarks=True,
                                   _request_timeout=READ_TIMEOUT_S)
                 async for event in stream:
                     raw = event["raw_object"]
                     rv = raw.get("metadata", {}).get("resourceVersion", rv)
                     if event["type"] != "BOOKMARK":
                         self._on_event(event["type"], raw)
+
+
+def path_lister(api: client.ApiClient, path: str) -> ListFn:
+    """A list-or-watch function for any collection path (e.g. /apis/keda.sh/v1alpha1/scaledobjects),
+    shaped like the generated clients' list_* so an Informer takes it. Objects stay plain dicts:
+    it names no return type, so a watch does not build client models of them."""
+    names = {"label_selector": "labelSelector", "field_selector": "fieldSelector", "watch": "watch",
+             "resource_version": "resourceVersion", "timeout_seconds": "timeoutSeconds",
+             "allow_watch_bookmarks": "allowWatchBookmarks"}
+
+    async def list_fn(_preload_content: bool = False, _request_timeout: float | None = None, **kw: Any) -> Any:
+        query = [(names[k], str(v).lower() if isinstance(v, bool) else str(v)) for k, v in kw.items()
+                 if v is not None]
+        return await api.call_api(path, "GET", query_params=query, header_params={"Accept": "application/json"},
+                                  auth_settings=["BearerToken"], _preload_content=False,
+                                  _request_timeout=_request_timeout)
+
+    return list_fn

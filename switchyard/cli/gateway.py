@@ -67,6 +67,13 @@ def run_gateway(args: argparse.Namespace) -> int:
         st.pool_store = KubePoolStore(args.namespace, lambda: st.holder.table.gateway if st.holder.table else None,
                                       cluster.pool_expires_at, args.kubeconfig)
         background = [cluster.run]
+
+        async def planner_status() -> None:  # status.runs of the Planners (plannerstatus.py)
+            from ..gateway.plannerstatus import PlannerStatusWriter
+
+            await PlannerStatusWriter(st.holder, st.plan_runs.stats, args.namespace, args.kubeconfig).run()
+
+        background.append(planner_status)
         if args.scaler_port is not None:
             from ..gateway.scaledobjects import Nudger
 

@@ -7,7 +7,8 @@ import logging
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from inspect import isawaitable
 from typing import Any, Mapping
 from urllib.parse import quote, urlencode
 
@@ -108,7 +109,8 @@ class AsyncClient:
                     gpu: str | None = None, pool: str | None = None, bundle: str | None = None,
                     request_id: str | None = None, wait_for_capacity: bool = False,
                     capacity_timeout: float = 600, poll_interval: float = 2.0, respond_async: bool = False,
-                    deadline_s: int | None = None) -> InferenceResult | Accepted:
+                    deadline_s: int | None = None,
+                    on_progress: Callable[[Job], Any] | None = None) -> InferenceResult | Accepted:
         """Run `op` on `model` for `items` (one item or a list; a str means {"text": str}).
 
         gpu: machine profile (e.g. "l4"), or "pool/profile". pool: pins the pool
@@ -123,6 +125,8 @@ class AsyncClient:
         live worker (with `wait_for_capacity`, the job is then polled as above, without a hold).
         deadline_s: the item must start within this many seconds (`X-Job-Deadline`); raises
         `DeadlineUnreachable` at once when the lane's learned ETA is already longer.
+        on_progress: with `wait_for_capacity`, called with the job (`Job`: state, queue_position,
+        estimated_wait_s) after each poll until it is final (see `wait_for_job`).
         """
         started = time.monotonic()
         request_id = request_id or _core.new_request_id()
@@ -134,8 +138,18 @@ class AsyncClient:
             headers.update(_core.prefer_wait(capacity_timeout, self.timeout))
         if deadline_s is not None:
             headers["X-Job-Deadline"] = str(int(deadline_s))
-        reply = await self._send("POST", _core.infer_path(op, model), body=body, headers=headers,
-                                 request_id=request_id)
+        # A held request (Prefer: wait) says nothing until it ends: its job is polled meanwhile for on_progress.
+        poller = (asyncio.create_task(self._progress_while_held(request_id, poll_interval, on_progress))
+                  if on_progress is not None and "Prefer" in headers and not respond_async else None)
+        try:
+            reply = await self._send("POST", _core.infer_path(op, model), body=body, headers=headers,
+                                     request_id=request_id)
+        finally:
+            if poller is not None:
+                poller.cancel()
+                await asyncio.gather(poller, return_exceptions=True)
+        if poller is not None and not poller.cancelled() and poller.exception() is not None:
+            raise poller.exception()  # type: ignore[misc]  # the callback's own error
         data = reply.json()
         if reply.status == 202:
             accepted = Accepted.from_json(
@@ -145,7 +159,7 @@ class AsyncClient:
             if not wait_for_capacity:
                 return accepted
             left = capacity_timeout - (time.monotonic() - started)  # the hold counts against the timeout
-            return await self.wait_for_job(accepted, left, poll_interval=poll_interval)
+            return await self.wait_for_job(accepted, left, poll_interval=poll_interval, on_progress=on_progress)
         if not isinstance(data, dict):
             raise SwitchyardError(reply.status, "invalid_response", "expected a JSON object", reply.request_id)
         return InferenceResult.from_json(data, request_id=reply.request_id)
@@ -167,12 +181,15 @@ class AsyncClient:
         data = reply.json()
         return Job.from_json(data if isinstance(data, dict) else {})
 
-    async def wait_for_job(self, job: str | Accepted, timeout: float = 600, *,
-                           poll_interval: float = 2.0) -> InferenceResult:
+    async def wait_for_job(self, job: str | Accepted, timeout: float = 600, *, poll_interval: float = 2.0,
+                           on_progress: Callable[[Job], Any] | None = None) -> InferenceResult:
         """Poll a job until it is final: its result, its typed error, or `CapacityTimeout`.
 
         Given the `Accepted` of a 202, the first poll honours its Retry-After, and a
         404 counts as "not recorded yet" (the item is known to be queued).
+        on_progress: called with the `Job` after each poll that finds it not final yet (its
+        `state`, and while queued its `queue_position` and `estimated_wait_s`); a coroutine
+        function is awaited. With `Client` it runs on the client's background thread.
         """
         accepted = job if isinstance(job, Accepted) else None
         job_id = accepted.job_id if accepted else str(job)
@@ -206,6 +223,26 @@ class AsyncClient:
             if current.done:
                 return current.unwrap()
             state, last_error = current.state, None
+            if on_progress is not None:
+                called = on_progress(current)
+                if isawaitable(called):
+                    await called
+
+    async def _progress_while_held(self, job_id: str, poll_interval: float,
+                                   on_progress: Callable[[Job], Any]) -> None:
+        """on_progress with the job every `poll_interval` s while the gateway holds its request."""
+        while True:
+            await asyncio.sleep(poll_interval)
+            try:
+                reply = await self._send("GET", _core.job_path(job_id), retry=False)
+            except (UnknownJob, TransportError, Unavailable):
+                continue  # not recorded yet (a live lane's request is no job), or the gateway is away
+            data = reply.json()
+            current = Job.from_json(data if isinstance(data, dict) else {})
+            if not current.done:
+                called = on_progress(current)
+                if isawaitable(called):
+                    await called
 
     async def list_jobs(self, *, state: str | list[str] | None = None, model: str | None = None,
                         kind: str | None = None, since: float | None = None, until: float | None = None,

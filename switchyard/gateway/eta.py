@@ -91,18 +91,24 @@ class ColdStarts:
 
     async def for_job(self, lane: Lane, default_s: float, queued_at: float) -> float:
         """The ETA of a job still queued on `lane` (its episode's start, else the job's own)."""
+        return (await self.for_jobs(lane, default_s, [queued_at]))[0]
+
+    async def for_jobs(self, lane: Lane, default_s: float, queued_at: list[float]) -> list[float]:
+        """for_job of several jobs of one lane, reading its episode and history once (progress.py)."""
         if self._serving(lane) > 0:
-            return 1.0  # a worker is live: the job is in line, not waiting for a cold start
+            return [1.0] * len(queued_at)  # a worker is live: the jobs are in line, not waiting for a cold start
         kv = self._bucket()
-        if kv is None:
-            return remaining(default_s, self._clock() - queued_at)
-        try:
-            episode = await kv_get(kv, f"ep.{lane_key(lane)}")
-            started = float(orjson.loads(episode.value)["started_at"]) if episode else queued_at
-            samples = await self._samples(kv, lane)
-        except Exception:  # noqa: BLE001 - an unreadable history is no history
-            started, samples = queued_at, []
-        return remaining(estimate(samples, default_s), self._clock() - started)
+        started: float | None = None
+        samples: list[float] = []
+        if kv is not None:
+            try:
+                episode = await kv_get(kv, f"ep.{lane_key(lane)}")
+                started = float(orjson.loads(episode.value)["started_at"]) if episode else None
+                samples = await self._samples(kv, lane)
+            except Exception:  # noqa: BLE001 - an unreadable history is no history
+                started, samples = None, []
+        total, now = estimate(samples, default_s), self._clock()
+        return [remaining(total, now - (started if started is not None else q)) for q in queued_at]
 
     async def _open(self, kv: KeyValue, lane: Lane, now: float, stale_after_s: float, eta_s: float) -> float:
         key = f"ep.{lane_key(lane)}"

@@ -1,6 +1,6 @@
 """Live events: GET /v1/events (Server-Sent Events), backed by the SWITCHYARD_EVENTS stream.
 
-Two kinds, each a message on `sy.events.<kind>...`:
+Two stored kinds, each a message on `sy.events.<kind>...`, and one live kind:
 
 - `job.status` (`sy.events.job.<tenant token>`): every change of every job record, bridged from
   the jobs bucket's KV updates (`bridge_forever`), so no code that writes a record needs to know
@@ -10,6 +10,10 @@ Two kinds, each a message on `sy.events.<kind>...`:
 - `capacity.update` (`sy.events.capacity`): the fleets' capacity (capacity.py) with the ETA of each
   fleet scaling up from zero, whenever it changes (`capacity_forever`); one event per change per
   CAPACITY_EVERY_S slot across replicas (the slot is the Nats-Msg-Id).
+
+- `job.progress` (core NATS `_sy.progress.<tenant token>`, never stored): a queued job's queue position
+  and ETA while it waits, from one replica's pass over the lanes (progress.py). Merged into each
+  feed as it comes; it has no `id`, so it never moves a client's Last-Event-ID.
 
 An event's SSE `id` is its stream sequence. A reconnect with `Last-Event-ID` resumes right after
 it, without gaps, for as long as the stream keeps events (EVENTS_MAX_AGE_S, EVENTS_MAX_BYTES);
@@ -23,6 +27,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -41,6 +46,7 @@ from ..subjects import EVENTS_PREFIX, EVENTS_STREAM, JOBS_BUCKET, Lane, token
 from ..tasks import cancel_all
 from .auth import authenticate, tenant_of
 from .capacity import capacity_view
+from .progress import Progress, progress_subject
 from .state import GatewayState, state_of
 
 log = logging.getLogger("switchyard.gateway.events")
@@ -52,6 +58,7 @@ CAPACITY_EVERY_S = 2.0
 KEEPALIVE_S = 10.0  # an SSE comment after this long without events: proxies keep the stream open
 POLL_S = 1.0  # a client that left (or a gateway that stops) is noticed within this
 MAX_STREAMS_PER_TENANT = 16  # open /v1/events per tenant per gateway process: each holds a consumer
+MAX_MOVED_ON = 4096  # per feed: jobs remembered as running or ended, whose late progress is dropped
 _ADMIN_VIEW = KeyRoute(name="", sha256="", pools=None, models=None, admin=True)  # the full capacity view
 
 
@@ -102,26 +109,32 @@ async def _bridge(st: GatewayState) -> None:
         await js.add_consumer(stream, config=config)
     sub = await js.pull_subscribe_bind(durable=BRIDGE_CONSUMER, stream=stream)
     prefix = len(f"$KV.{JOBS_BUCKET}.")
-    while True:
-        try:
-            msgs = await sub.fetch(batch=256, timeout=5)
-        except nats.errors.TimeoutError:
-            continue
-        for msg in msgs:
-            if msg.data:  # a delete or purge has no record: DELETE /v1/jobs/{id} removed it
-                key = msg.subject[prefix:]
-                try:
-                    record = JobRecord.decode(msg.data)
-                except (ValueError, TypeError):
-                    await msg.ack()
-                    continue
-                tenant = record.tenant or key.partition(".")[0]
-                event = job_event(record)
-                if record.state == "queued" and record.model:
-                    event["estimated_wait_s"] = await _job_eta(st, record)
-                await js.publish(job_subject(tenant), orjson.dumps(event),
-                                 headers={"Nats-Msg-Id": f"{key}@{msg.metadata.sequence.stream}"})
-            await msg.ack()
+    try:
+        while True:
+            try:
+                msgs = await sub.fetch(batch=256, timeout=5)
+            except nats.errors.TimeoutError:
+                continue
+            for msg in msgs:
+                if msg.data:  # a delete or purge has no record: DELETE /v1/jobs/{id} removed it
+                    key = msg.subject[prefix:]
+                    try:
+                        record = JobRecord.decode(msg.data)
+                    except (ValueError, TypeError):
+                        await msg.ack()
+                        continue
+                    tenant = record.tenant or key.partition(".")[0]
+                    event = job_event(record)
+                    if record.state == "queued" and record.model:
+                        event["estimated_wait_s"] = await _job_eta(st, record)
+                    await js.publish(job_subject(tenant), orjson.dumps(event),
+                                     headers={"Nats-Msg-Id": f"{key}@{msg.metadata.sequence.stream}"})
+                await msg.ack()
+    finally:
+        # nats-py's fetch() never marks what it took as done, so a drain at close would wait its whole
+        # timeout (30 s) for this subscription: leave it first (the durable consumer stays).
+        with suppress(Exception):
+            await sub.unsubscribe()
 
 
 async def _job_eta(st: GatewayState, record: JobRecord) -> float:
@@ -202,32 +215,77 @@ def last_event_id(value: str | int | None) -> int | None:
 
 
 class Feed:
-    """One reader of the events stream: its tenant's job subject and the capacity subject, in order."""
+    """One reader of the events stream (its tenant's job subject and the capacity subject, in order),
+    merged with its tenant's live job.progress events (core NATS, progress.py; no sequence)."""
 
-    def __init__(self, sub: Any, key: KeyRoute | None, gap: dict[str, Any] | None) -> None:
-        self.sub, self.key, self.gap = sub, key, gap
+    def __init__(self, sub: Any, key: KeyRoute | None, gap: dict[str, Any] | None, live: Any = None) -> None:
+        self.sub, self.key, self.gap, self.live = sub, key, gap, live
+        # Jobs whose last job.status said they no longer wait: a progress snapshot read just before the
+        # job moved on, arriving after its job.status, is dropped (bounded: the most recent MAX_MOVED_ON).
+        self._moved_on: OrderedDict[str, None] = OrderedDict()
 
     async def events(self, gone: Callable[[], bool]) -> AsyncIterator[tuple[int | None, str, Any]]:
-        """(sequence, kind, data) in stream order; (None, "", None) after KEEPALIVE_S without any.
-        Ends when `gone()`: the client left (noticed within POLL_S) or the gateway stops."""
+        """(sequence, kind, data) in stream order, job.progress (sequence None) as they come; (None, "", None)
+        after KEEPALIVE_S without any. Ends when `gone()`: the client left (noticed within POLL_S) or the
+        gateway stops."""
         quiet_since = time.monotonic()
-        while not gone():
-            try:
-                msg = await self.sub.next_msg(timeout=POLL_S)
-            except nats.errors.TimeoutError:
-                if time.monotonic() - quiet_since >= KEEPALIVE_S:
+        stored: asyncio.Future[Any] | None = None
+        live: asyncio.Future[Any] | None = None
+        try:
+            while not gone():
+                # A pending read is kept across rounds, never cancelled mid-way: a message it took is not lost.
+                stored = stored or asyncio.ensure_future(self.sub.next_msg(timeout=POLL_S))
+                if self.live is not None:
+                    live = live or asyncio.ensure_future(self.live.next_msg(timeout=POLL_S))
+                done, _ = await asyncio.wait([f for f in (stored, live) if f is not None],
+                                             return_when=asyncio.FIRST_COMPLETED)
+                got = False
+                if stored in done:
+                    msg, stored = _taken(stored), None
+                    if msg is not None:
+                        got = True
+                        for event in self._stored(msg):
+                            yield event
+                if live is not None and live in done:
+                    msg, live = _taken(live), None
+                    if msg is not None:
+                        got = True
+                        data = orjson.loads(msg.data)
+                        if data.get("id") not in self._moved_on:
+                            yield None, "job.progress", data
+                if got:
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since >= KEEPALIVE_S:
                     quiet_since = time.monotonic()
                     yield None, "", None
-                continue
-            quiet_since = time.monotonic()
-            seq = msg.metadata.sequence.stream
-            data = orjson.loads(msg.data)
-            if msg.subject == CAPACITY_EVENTS:
-                data = visible_capacity(data, self.key)
-                if data is not None:
-                    yield seq, "capacity.update", data
-            else:
-                yield seq, "job.status", data
+        finally:
+            for pending in (stored, live):
+                if pending is not None:
+                    pending.cancel()
+
+    def _stored(self, msg: Any) -> list[tuple[int | None, str, Any]]:
+        seq = msg.metadata.sequence.stream
+        data = orjson.loads(msg.data)
+        if msg.subject == CAPACITY_EVENTS:
+            data = visible_capacity(data, self.key)
+            return [] if data is None else [(seq, "capacity.update", data)]
+        job = data.get("id")
+        if data.get("state") == "queued":
+            self._moved_on.pop(job, None)  # queued (again: a re-queued dead letter): its progress counts
+        else:
+            self._moved_on[job] = None
+            self._moved_on.move_to_end(job)
+            if len(self._moved_on) > MAX_MOVED_ON:
+                self._moved_on.popitem(last=False)
+        return [(seq, "job.status", data)]
+
+
+def _taken(read: asyncio.Future[Any]) -> Any:
+    """The message a finished next_msg() read, or None when it timed out."""
+    try:
+        return read.result()
+    except nats.errors.TimeoutError:
+        return None
 
 
 @asynccontextmanager
@@ -235,15 +293,15 @@ async def open_feed(st: GatewayState, key: KeyRoute | None, after: int | None) -
     """A consumer of the events stream for `key`'s tenant, from right after `after` (else from now);
     at most MAX_STREAMS_PER_TENANT open per tenant on this gateway. Deleted on exit."""
     tenant = tenant_of(key)
-    js = st.dispatcher.js
-    if not st.dispatcher.connected or js is None:
+    js, nc = st.dispatcher.js, st.dispatcher.nc
+    if not st.dispatcher.connected or js is None or nc is None:
         raise ApiError("queue_unavailable", "events unavailable: not connected to NATS", headers={"Retry-After": "2"})
     slot = (st.instance, tenant)
     if _open.get(slot, 0) >= MAX_STREAMS_PER_TENANT:
         raise ApiError("too_many_event_streams", f"this tenant has {MAX_STREAMS_PER_TENANT} event streams open "
                                                  "on this gateway; close one first")
     _open[slot] = _open.get(slot, 0) + 1
-    sub = None
+    sub = live = None
     try:
         await ensure_events_stream(js, st.holder.table.queue.replicas if st.holder.table else 1)
         gap = None
@@ -261,8 +319,13 @@ async def open_feed(st: GatewayState, key: KeyRoute | None, after: int | None) -
         # An ordered push consumer: nats-py checks each delivery's sequence and re-creates the consumer
         # from the last one seen on a gap, so no event is skipped and none comes out of order.
         sub = await js.subscribe(job_subject(tenant), stream=EVENTS_STREAM, ordered_consumer=True, config=config)
-        yield Feed(sub, key, gap)
+        # The tenant's job.progress (core NATS: live snapshots, not kept); a slow reader loses old ones only.
+        live = await nc.subscribe(progress_subject(tenant), pending_msgs_limit=1024)
+        yield Feed(sub, key, gap, live)
     finally:
+        if live is not None:
+            with suppress(Exception):
+                await live.unsubscribe()
         _open[slot] -= 1
         if not _open[slot]:
             del _open[slot]
@@ -303,8 +366,12 @@ def _sse(kind: str, data: Any, seq: int | None = None) -> bytes:
     return head.encode() + b"data: " + orjson.dumps(data) + b"\n\n"
 
 
+PROGRESS = web.AppKey("switchyard_progress", Progress)  # the job.progress pass (runs while it holds the lease)
+
+
 def setup(app: web.Application, st: GatewayState) -> None:
     app[CLOSING] = asyncio.Event()
+    app[PROGRESS] = Progress(st)
 
     async def closing(app: web.Application) -> None:
         app[CLOSING].set()
@@ -313,7 +380,8 @@ def setup(app: web.Application, st: GatewayState) -> None:
     app.router.add_get("/v1/events", get_events)
 
     async def bridges(_: web.Application) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(bridge_forever(st)), asyncio.create_task(capacity_forever(st))]
+        tasks = [asyncio.create_task(bridge_forever(st)), asyncio.create_task(capacity_forever(st)),
+                 asyncio.create_task(app[PROGRESS].run_forever())]
         yield
         await cancel_all(tasks)  # fetch() can swallow one cancel on 3.11 (see switchyard/tasks.py)
 

@@ -129,6 +129,8 @@ def _accepted(acc: Accepted, headers: dict[str, str] | None = None) -> web.Respo
         {"status": "queued" if asked else "provisioning", "job_id": acc.job_id,
          "machine_profile": lane.machine_profile, "bundle": lane.bundle, "pool": lane.pool,
          "estimated_wait_s": acc.eta_s,
+         **({"queue_position": acc.queue_position} if acc.queue_position is not None else {}),
+         "events": "/v1/events",  # job.progress (position, ETA) and job.status of this job, live
          "message": "the item is queued as a job (Prefer: respond-async); follow Location for its result"
                     if asked else f"no live worker for {lane.machine_profile}/{lane.bundle} in pool "
                                   f"{lane.pool!r}; the item is queued and runs when one starts"},

@@ -16,23 +16,21 @@ from __future__ import annotations
 import time
 from typing import Awaitable, Callable
 
-import nats.js.errors
 from aiohttp import web
 
 from ..api.table import DEFAULT_COLD_START_S, KeyRoute
 from ..errors import ApiError
 from ..messages import JobRecord, Result
-from ..subjects import WORK_STREAM, Lane, job_key
+from ..subjects import Lane, job_key
 from .auth import authenticate, tenant_of
 from .http import REQUEST_ID, json_response
 from .inference import result_body
+from .progress import POSITION_SCAN_MAX, queue_position
 from .state import GatewayState, state_of
 
 # A record still open this long past its item's deadline was lost with a gateway that
 # died between recording and queueing it: report it expired rather than queued forever.
 EXPIRY_GRACE_S = 60.0
-# Queue position is counted by reading the lane's stored items in order: at most this many.
-POSITION_SCAN_MAX = 50
 
 # Hook for Planner runs (kind "plan"): their steps, from the runs bucket. The Planner part of
 # issue 11 sets it (gateway/plans.py: `run_steps(st, key)`); until then a run shows no steps.
@@ -129,31 +127,13 @@ async def describe_job(st: GatewayState, key: KeyRoute | None, job_id: str, aske
         lane = Lane(record.model, record.bundle, record.machine_profile, record.pool)
         default_s = route.cold_start_s if route else DEFAULT_COLD_START_S  # a model since removed
         body["estimated_wait_s"] = await st.eta.for_job(lane, default_s, record.updated_at)
-        body["queue_position"] = await queue_position(st, lane, jkey)
+        position, beyond = await queue_position(st, lane, jkey)
+        body["queue_position"] = position
+        if beyond:  # counted only so deep: each item ahead is read (progress.py)
+            body["queue_note"] = f"more than {POSITION_SCAN_MAX} items ahead"
     if record.kind == "plan" and run_steps_hook is not None:
         body["steps"] = await run_steps_hook(st, jkey)
     return body
-
-
-async def queue_position(st: GatewayState, lane: Lane, jkey: str) -> int | None:
-    """Items stored ahead of this one on its lane (0: next), by reading the lane in order.
-
-    None when it is not among the first POSITION_SCAN_MAX (or no longer stored: just pulled).
-    Work-queue retention forbids a second consumer on a lane, so this reads by sequence instead.
-    """
-    js = st.dispatcher.js
-    if js is None or not st.dispatcher.connected:
-        return None
-    seq = 1
-    for position in range(POSITION_SCAN_MAX):
-        try:
-            msg = await js.get_msg(WORK_STREAM, seq=seq, subject=lane.subject, next=True)
-        except (nats.js.errors.NotFoundError, nats.errors.Error, TimeoutError):
-            return None
-        if (msg.headers or {}).get("Nats-Msg-Id") == jkey:
-            return position
-        seq = (msg.seq or seq) + 1
-    return None
 
 
 def _lapsed(record: JobRecord) -> bool:

@@ -101,6 +101,9 @@ class Provisioning(BaseModel):
     bundle: str
     pool: str
     estimated_wait_s: float | None
+    queue_position: int | None = Field(default=None, description="after a `Prefer: wait` hold ran out: waiting "
+                                                                  "items ahead of it on its lane")
+    events: str = Field(description="GET /v1/events: this job's job.progress and job.status, live")
     message: str
 
 
@@ -121,7 +124,9 @@ class Job(BaseModel):
     deadline: float | None
     history: list[dict[str, Any]] | None = Field(default=None, description="earlier outcomes of a re-queued dead letter")
     estimated_wait_s: float | None = Field(default=None, description="while queued")
-    queue_position: int | None = Field(default=None, description="while queued: items ahead of it on its lane")
+    queue_position: int | None = Field(default=None, description="while queued: waiting items ahead of it on its "
+                                                                  "lane (null: further back than 50, see queue_note)")
+    queue_note: str | None = Field(default=None, description="while queued and further back than 50")
     steps: list[dict[str, Any]] | None = Field(default=None, description="a Planner run's steps")
 
 
@@ -602,10 +607,12 @@ def _paths() -> dict[str, Any]:
                     _path("model", "model id, optionally `model:profile`"), *_ROUTING_HEADERS))},
         "/v1/plans": {"get": _op("plans", "the Planners the key may run", {"200": _json(_ref(PlannerList))})},
         "/v1/events": {"get": _op(
-            "events", "live events as Server-Sent Events: the key's job.status, capacity.update (docs/jobs.md)",
+            "events", "live events as Server-Sent Events: the key's job.status, job.progress, capacity.update "
+                      "(docs/jobs.md)",
             {"200": {"description": "`id: <seq>`, `event: job.status | capacity.update | gap`, `data: {...}`; "
-                                    "`: keepalive` comments", "content": {"text/event-stream": {"schema": {
-                                        "type": "string"}}}}},
+                                    "`event: job.progress` (no id: a queued job's queue_position and "
+                                    "estimated_wait_s); `: keepalive` comments",
+                     "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
             errors=(429,), params=(_header("Last-Event-ID", "resume right after this event id"),))},
         "/v1/plans/{planner}": {"post": _op(
             "plans", "run a Planner's DAG; the run is a job (docs/jobs.md)",

@@ -33,6 +33,7 @@ from ..subjects import DEDUPE_WINDOW_S
 from .auth import tenant_of
 from .eta import remaining
 from .hold import hold_seconds
+from .progress import queue_position
 from .resolve import Resolution, resolve, split_machine_profile
 from .state import GatewayState
 from .streaming import ChunkStream, open_stream
@@ -82,6 +83,7 @@ class Accepted:
     eta_s: float  # estimated_wait_s: the learned cold-start time left (eta.py)
     preference_applied: str | None = None  # "wait=N" when a hold ran out; "respond-async"
     asked: bool = False  # a job because the caller asked (Prefer: respond-async), live worker or not
+    queue_position: int | None = None  # after a hold ran out: waiting items ahead (progress.py); else unread
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,10 +346,12 @@ async def _accept(st: GatewayState, item: WorkItem, res: Resolution, ttl_s: int,
             if await stream.first(wait_s):
                 handed_over = True
                 return stream
-            return Accepted(item.id, res, remaining(await eta, time.monotonic() - started), f"wait={wait_s}")
+            return await _positioned(st, Accepted(item.id, res, remaining(await eta, time.monotonic() - started),
+                                                  f"wait={wait_s}"), item.key)
         if waiter is None or wait_s is None or revision is None:
             return Accepted(item.id, res, await eta)
-        return await _hold(waiter, wait_s, item.id, res, await eta)
+        outcome = await _hold(waiter, wait_s, item.id, res, await eta)
+        return await _positioned(st, outcome, item.key) if isinstance(outcome, Accepted) else outcome
     finally:
         if waiter is not None:
             waiter.cancel()
@@ -373,6 +377,12 @@ async def _hold(waiter: asyncio.Future[Result | None], wait_s: int, job_id: str,
     if result is None:
         return Accepted(job_id, res, remaining(eta_s, loop.time() - started), applied)
     return Answered(result, res, applied)
+
+
+async def _positioned(st: GatewayState, acc: Accepted, key: str) -> Accepted:
+    """A hold that ran out ends in a 202 its client cannot follow mid-body: it says where the job stands."""
+    position, _ = await queue_position(st, acc.resolution.lane, key)
+    return dataclasses.replace(acc, queue_position=position)
 
 
 async def _duplicate(st: GatewayState, item: WorkItem, res: Resolution) -> Outcome:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 import aiohttp
+import orjson
 
 from switchyard.gateway.app import Listen, Running, directory_source, new_state, start
 from switchyard.gateway.config import DirectoryConfig
@@ -31,6 +32,7 @@ MANIFESTS = Path(__file__).parent / "manifests"
 ADMIN = {"Authorization": "Bearer admin-key-0123456789abcdef"}
 TENANT = {"Authorization": "Bearer tenant-key-0123456789abcdef"}
 ECHO_ONLY = {"Authorization": "Bearer echo-only-key-0123456789ab"}
+OTHER = {"Authorization": "Bearer other-key-0123456789abcdef"}
 ECHO = Lane("test/echo", "default", "cpu", "default")
 
 
@@ -141,3 +143,49 @@ async def job_final(gw: GatewayUnderTest, job_id: str, headers: dict[str, str] =
 def copy_manifests(dest: Path) -> Path:
     shutil.copytree(MANIFESTS, dest, dirs_exist_ok=True)
     return dest
+
+
+class Events:
+    """One open /v1/events connection, read in the background into `events` ({id, event, data})."""
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self.resp = resp
+        self.events: list[dict[str, Any]] = []
+        self.opened = asyncio.Event()
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        block: dict[str, Any] = {}
+        async for raw in self.resp.content:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("retry:"):
+                self.opened.set()  # the gateway's consumer exists: events from now on arrive
+            elif line.startswith("id: "):
+                block["id"] = int(line[4:])
+            elif line.startswith("event: "):
+                block["event"] = line[7:]
+            elif line.startswith("data: "):
+                block["data"] = orjson.loads(line[6:])
+            elif line == "" and "event" in block:
+                self.events.append({"id": None, **block})  # job.progress has no id
+                block = {}
+
+    def of(self, kind: str, job: str | None = None) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["event"] == kind and (job is None or e["data"]["id"] == job)]
+
+    def close(self) -> None:
+        self._task.cancel()
+        self.resp.close()
+
+
+@asynccontextmanager
+async def events(gw: GatewayUnderTest, headers: dict[str, str]) -> AsyncIterator[Events]:
+    resp = await gw.http.get(gw.url + "/v1/events", headers=headers)
+    assert resp.status == 200, await resp.text()
+    assert resp.headers["Content-Type"] == "text/event-stream"
+    stream = Events(resp)
+    try:
+        await asyncio.wait_for(stream.opened.wait(), 10)
+        yield stream
+    finally:
+        stream.close()

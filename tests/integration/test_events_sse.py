@@ -5,66 +5,14 @@ connection that misses nothing."""
 from __future__ import annotations
 
 import asyncio
-from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
-
-import aiohttp
-import orjson
+from typing import Any
 
 from switchyard.client import AsyncClient
 from switchyard.gateway.events import MAX_STREAMS_PER_TENANT
 from switchyard.natsserver import NatsServer
 from switchyard.worker.handlers import echo
 
-from dataplane import ADMIN, ECHO, ECHO_ONLY, GatewayUnderTest, gateway, job_final, until, worker
-
-OTHER = {"Authorization": "Bearer other-key-0123456789abcdef"}
-
-
-class Events:
-    """One open /v1/events connection, read in the background into `events` ({id, event, data})."""
-
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
-        self.resp = resp
-        self.events: list[dict[str, Any]] = []
-        self.opened = asyncio.Event()
-        self._task = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        block: dict[str, Any] = {}
-        async for raw in self.resp.content:
-            line = raw.decode().rstrip("\n")
-            if line.startswith("retry:"):
-                self.opened.set()  # the gateway's consumer exists: events from now on arrive
-            elif line.startswith("id: "):
-                block["id"] = int(line[4:])
-            elif line.startswith("event: "):
-                block["event"] = line[7:]
-            elif line.startswith("data: "):
-                block["data"] = orjson.loads(line[6:])
-            elif line == "" and "event" in block:
-                self.events.append(block)
-                block = {}
-
-    def of(self, kind: str, job: str | None = None) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["event"] == kind and (job is None or e["data"]["id"] == job)]
-
-    def close(self) -> None:
-        self._task.cancel()
-        self.resp.close()
-
-
-@asynccontextmanager
-async def events(gw: GatewayUnderTest, headers: dict[str, str]) -> AsyncIterator[Events]:
-    resp = await gw.http.get(gw.url + "/v1/events", headers=headers)
-    assert resp.status == 200, await resp.text()
-    assert resp.headers["Content-Type"] == "text/event-stream"
-    stream = Events(resp)
-    try:
-        await asyncio.wait_for(stream.opened.wait(), 10)
-        yield stream
-    finally:
-        stream.close()
+from dataplane import ADMIN, ECHO, ECHO_ONLY, OTHER, Events, events, gateway, job_final, until, worker
 
 
 def states(evs: list[dict[str, Any]]) -> list[str]:

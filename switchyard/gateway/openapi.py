@@ -419,13 +419,29 @@ class PlannerStep(BaseModel):
     depends_on: list[str]
 
 
+class PlannerFailure(BaseModel):
+    at: float
+    step: str | None = Field(description="null: the run failed before a step ran")
+    code: str
+
+
+class PlannerRuns(BaseModel):
+    """A Planner's runs since the counts began: the key's tenant's, every tenant's for an admin key."""
+
+    started: int
+    running: int = Field(description="started, less the runs that ended")
+    succeeded: int
+    failed: int
+    cancelled: int
+    last_run_at: float | None = Field(description="when the latest run started")
+    last_failure: PlannerFailure | None
+
+
 class Planner(BaseModel):
     name: str
     output: str
     steps: list[PlannerStep]
-    runs: dict[str, int] = Field(description="runs by state (running, succeeded, failed, cancelled) while "
-                                             "the runs bucket keeps them: the key's tenant's, every tenant's "
-                                             "for an admin key")
+    runs: PlannerRuns
 
 
 class PlannerList(BaseModel):

@@ -20,7 +20,8 @@ from switchyard.natsserver import NatsServer
 from switchyard.subjects import PLANSTATS_BUCKET, job_key
 from switchyard.worker.errors import PermanentError
 
-from dataplane import ADMIN, ECHO, GatewayUnderTest, copy_manifests, gateway, job_final, until, worker
+from dataplane import ADMIN, ECHO, GatewayUnderTest, copy_manifests, gateway, job_final, worker
+from test_openapi import _doc, check
 
 OTHER = {"Authorization": "Bearer other-key-0123456789abcdef"}
 
@@ -126,6 +127,8 @@ async def test_outcomes_are_counted_per_tenant_and_survive_a_gateway_restart(nat
         assert await counts_become(gw, "pair", counts(started=1, succeeded=1), OTHER)
         other_breaks = await runs_of(gw, "breaks", OTHER)
         assert {k: other_breaks[k] for k in counts()} == counts() and other_breaks["last_failure"] is None
+        # The answer matches its OpenAPI schema, with and without a last failure.
+        check(await _doc(gw), await gw.call("GET", "/v1/plans", headers=ADMIN), "/v1/plans")
         # The counters are the bucket's, one record per (Planner, tenant), not a gateway's memory.
         kv = await gw.state.dispatcher.js.key_value(PLANSTATS_BUCKET)
         stored = orjson.loads((await kv.get(stats_key("pair", "other"))).value)

@@ -25,9 +25,12 @@ FAST = {"sleep_s": 0}
 def test_a_request_at_zero_starts_a_worker_pod_completes_and_the_fleet_returns_to_zero(
         installed: ControlPlane, keda: KedaOperator, keda_bin: Path, namespace: str, tmp_path: Path,
         nats: NatsServer) -> None:
-    # The sleep handler echoes after params.sleep_s: 0 here, but for the item in flight at a SIGTERM.
+    # The latch handler (switchyard/testing/handlers.py) echoes at once, or, for the held item, once
+    # the test creates a file: that item keeps the lane's demand above zero, so the fleet stays up
+    # through the warm checks however slow the machine (a 2 s cooldown once scaled it away first).
+    release = tmp_path / "release-held"
     with ColdStartStack(installed, keda_bin, namespace, nats.url, tmp_path, cooldown=2, polling=1,
-                        handler="switchyard.worker.handlers:sleep") as stack, \
+                        handler="switchyard.testing.handlers:latch") as stack, \
             Client(stack.url, KEY, timeout=30) as client, ThreadPoolExecutor(1) as pool:
         node = stack.node
         assert node is not None
@@ -36,6 +39,8 @@ def test_a_request_at_zero_starts_a_worker_pod_completes_and_the_fleet_returns_t
         # Accepted at zero: 202s, the items queued for the fleet.
         accepted = [client.encode(MODEL, [f"queued-{i}"], params=FAST) for i in range(3)]
         assert all(isinstance(a, Accepted) for a in accepted), accepted
+        held = client.encode(MODEL, ["held"], params={"until": str(release)})
+        assert isinstance(held, Accepted), held
         # The SDK call that waits for capacity, while the loop runs.
         waiting = pool.submit(client.encode, MODEL, ["cold"], params=FAST, wait_for_capacity=True,
                               capacity_timeout=120, poll_interval=0.2)
@@ -59,21 +64,21 @@ def test_a_request_at_zero_starts_a_worker_pod_completes_and_the_fleet_returns_t
             done = client.wait_for_job(a, 60, poll_interval=0.2)
             assert done.items == [{"text": f"queued-{i}"}], done
 
-        # Ready: the real EndpointSlice controller publishes the pod, so the gateway routes to it at once.
+        # Ready: the real EndpointSlice controller publishes the pod, so the gateway routes to it at once,
+        # and the operator's next pass reports it in the Upstream's status.
         wait(lambda: name in stack.ready_endpoints(), 30, lambda: f"{name} a ready endpoint\n{stack.log_tails()}")
-        # A liveness bound, not a timing claim: the status follows the operator's pass after the
-        # EndpointSlice event, and in one full CI run (c8dfac4, load from ~960 tests) that took over
-        # 30 s. Why a pass came that late is not yet known (see the stop's note).
-        wait(lambda: stack.get("upstream", "echo")["status"]["liveWorkers"] == {"cpu": 1}, 90,
+        wait(lambda: stack.get("upstream", "echo")["status"]["liveWorkers"] == {"cpu": 1}, 60,
              lambda: f"liveWorkers\n{stack.get('upstream', 'echo').get('status')}\n{stack.log_tails()}")
         warm = wait(lambda: client.encode(MODEL, ["warm"], params=FAST), 30, "a synchronous answer")
         assert isinstance(warm, InferenceResult) and warm.items == [{"text": "warm"}], warm
 
         # A pod deleted with an item in flight: SIGTERM, the worker finishes the item, then exits.
-        slow = pool.submit(client.encode, MODEL, ["slow"], params={"sleep_s": 3})
-        wait(lambda: stack.metric("switchyard_gateway_worker_in_flight{") >= 1, 30, "the slow item in flight")
+        wait(lambda: stack.metric("switchyard_gateway_worker_in_flight{") >= 1, 30, "the held item in flight")
         installed.kubectl("delete", "pod", name, "-n", namespace, "--wait=false", check=True)
-        assert slow.result(timeout=60).items == [{"text": "slow"}]
+        wait(lambda: "SIGTERM" in [w for _, p, w in node.events if p == name], 60, f"{name} sent SIGTERM")
+        release.touch()
+        done = client.wait_for_job(held, 60, poll_interval=0.2)
+        assert done.items == [{"text": "held"}], done
         wait(lambda: "removed" in [w for _, p, w in node.events if p == name], 60, f"{name} removed")
         _drained(node, name, in_flight=1)
 

@@ -18,9 +18,12 @@ profiles per model):
   one stream-info request with per-subject counts, whatever the number of lanes) and
   nats-server's RSS.
 - Operator (one real kube-apiserver + etcd for all sizes): the Reconciler in this
-  process, counting its API-server requests: the first pass, a pass with nothing
-  changed, a pass after one Upstream changed (and its writes), and how long a gateway
-  in cluster mode takes to serve that change.
+  process reading from the operator's watch cache (operator/cache.py), counting its
+  API-server requests (LISTs, the cache's included; GETs; writes): the first pass, the
+  pass after it (which reads back the first one's status writes), a pass with nothing
+  changed, a pass after one Upstream changed (patched through another client, so the
+  change reaches the pass through the cache's watch), and how long a gateway in cluster
+  mode takes to serve that change, split into patch -> catalog written -> served.
 
 Results go to bench/results/scale.json.
 """
@@ -170,22 +173,33 @@ async def operator_at(cp: Any, n: int, have: int) -> dict[str, Any]:
     """Grow namespace `bench` to n Upstreams, then time passes and count their requests; a gateway
     in cluster mode (as its ServiceAccount) times a change from the patch until it serves it."""
     from switchyard.kubeclient import api_client
+    from switchyard.operator.cache import Cache
     from switchyard.operator.kube import UPSTREAM, Kube
-    from switchyard.operator.reconcile import Reconciler
+    from switchyard.operator.reconcile import WATCHED, Reconciler
 
     t = time.monotonic()
     await gen.create_all(str(cp.kubeconfig), "bench", gen.upstreams(n - have, have), concurrency=16)
     out: dict[str, Any] = {"models": n, "create_s": time.monotonic() - t}
     api = await api_client(str(cp.kubeconfig))
     kube = Kube(api)
-    rec = Reconciler(kube, image="bench", writes_per_pass=10**9)  # the whole burst in one pass, timed
+    # The operator's watch cache, as `switchyard operator` runs it: passes read from memory.
+    cache = Cache(api, WATCHED, namespaces=["bench"])
+    kube.observer = cache
+    t = time.monotonic()
+    watching = asyncio.create_task(cache.run())
+    await cache.wait_synced()
+    out["cache_sync_s"] = time.monotonic() - t
+    rec = Reconciler(kube, image="bench", writes_per_pass=10**9, reads=cache)  # the whole burst in one pass
+
+    def lists() -> int:
+        return sum(i.relists for i in cache.informers)
 
     async def timed(label: str) -> None:
         from kubernetes_asyncio.client.exceptions import ApiException
 
         for attempt in range(60):  # 429 "storage is (re)initializing": a fresh API server, not what is timed
             kube.requests.clear()
-            t0 = time.monotonic()
+            lists0, t0 = lists(), time.monotonic()
             try:
                 await rec.reconcile("bench")
                 break
@@ -194,14 +208,17 @@ async def operator_at(cp: Any, n: int, have: int) -> dict[str, Any]:
                     raise
                 await asyncio.sleep(1.0)
         out[f"{label}_s"] = time.monotonic() - t0
+        # LISTs: the cache's (none once synced); reads: GETs the pass sent itself (API-key Secrets)
+        out[f"{label}_lists"] = lists() - lists0 + kube.requests["LIST"]
         out[f"{label}_reads"] = kube.requests["GET"]
-        out[f"{label}_writes"] = sum(v for k, v in kube.requests.items() if k != "GET")
+        out[f"{label}_writes"] = sum(v for k, v in kube.requests.items() if k not in ("GET", "LIST"))
 
     port = free_port()
     server = NatsServer().start()
     gateway = None
     try:
         await timed("first_pass")
+        await timed("settle_pass")  # reads back the first pass's own writes (10,000 statuses): validates them
         await timed("steady_pass")
         gateway = spawn(*switchyard_command(), "gateway", "--configmap", "main-routing", "--namespace", "bench",
                         "--kubeconfig", str(cp.service_account_kubeconfig("bench", "main-gateway")),
@@ -210,22 +227,33 @@ async def operator_at(cp: Any, n: int, have: int) -> dict[str, Any]:
         url = f"http://127.0.0.1:{port}"
         await asyncio.to_thread(wait_until, lambda: _get(f"{url}/readyz")[0] == 200, "cluster gateway ready", 120)
         i = n - 1
+        old_rv = (cache.get(UPSTREAM, "bench", gen.upstream_name(i)) or {})["metadata"]["resourceVersion"]
         t = time.monotonic()
-        await kube.merge_patch(UPSTREAM, "bench", gen.upstream_name(i),
-                               {"spec": {"operations": ["encode", "generate", "rerank"]}})
+        # Patched through a client the cache does not hear from: the change reaches the pass
+        # through the cache's watch, as a user's kubectl edit does.
+        await Kube(api).merge_patch(UPSTREAM, "bench", gen.upstream_name(i),
+                                    {"spec": {"operations": ["encode", "generate", "rerank"]}})
+
+        while (cache.get(UPSTREAM, "bench", gen.upstream_name(i)) or {})["metadata"]["resourceVersion"] == old_rv:
+            await asyncio.sleep(0.002)
+        out["watch_s"] = time.monotonic() - t
         await timed("change_pass")
+        out["patch_to_written_s"] = time.monotonic() - t
         while _get(f"{url}/v1/rerank/{gen.model_name(i)}", b'{"items": [1]}',
                    {"Content-Type": "application/json"})[0] != 202:
             if time.monotonic() - t > 60:
                 raise TimeoutError("change never served")
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.005)
         out["propagation_s"] = time.monotonic() - t
+        out["gateway_side_s"] = out["propagation_s"] - out["patch_to_written_s"]
     finally:
         if gateway is not None:
             stop([gateway])
         server.stop()
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
         await api.close()
-    out["rss_mb"] = rss_mb(os.getpid())  # this process: the Reconciler and what it caches, plus the bench
+    out["rss_mb"] = rss_mb(os.getpid())  # this process: the Reconciler and its cache, plus the bench
     return out
 
 
@@ -277,10 +305,15 @@ def report(rows: list[dict[str, Any]], ops: list[dict[str, Any]]) -> str:
         row("operator: create N Upstreams (s)", "{:.1f}", "create_s", src)
         row("operator: first pass (s)", "{:.2f}", "first_pass_s", src)
         row("operator: first pass writes", "{:,}", "first_pass_writes", src)
+        row("operator: the pass after it (s)", "{:.2f}", "settle_pass_s", src)
         row("operator: steady pass (s)", "{:.2f}", "steady_pass_s", src)
-        row("operator: steady pass reads/writes", "{}", "steady_pass_rw", src)
+        row("operator: cache sync (list all) (s)", "{:.2f}", "cache_sync_s", src)
+        row("operator: steady pass LIST/GET/write", "{}", "steady_pass_rw", src)
         row("operator: pass after 1 change (s)", "{:.2f}", "change_pass_s", src)
-        row("operator: requests per change r/w", "{}", "change_pass_rw", src)
+        row("operator: per change LIST/GET/write", "{}", "change_pass_rw", src)
+        row("patch -> operator's watch sees it (s)", "{:.3f}", "watch_s", src)
+        row("patch -> catalog written (s)", "{:.2f}", "patch_to_written_s", src)
+        row("catalog written -> gateway serves (s)", "{:.2f}", "gateway_side_s", src)
         row("operator process RSS (MB)", "{:.0f}", "rss_mb", src)
         row("change -> gateway serves it (s)", "{:.2f}", "propagation_s", src)
     return "\n".join(lines)
@@ -305,8 +338,8 @@ def main() -> None:
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     ops = [] if args.no_operator else operator(sizes)
     for o in ops:
-        o["steady_pass_rw"] = f"{o['steady_pass_reads']}/{o['steady_pass_writes']}"
-        o["change_pass_rw"] = f"{o['change_pass_reads']}/{o['change_pass_writes']}"
+        for p in ("steady_pass", "change_pass"):
+            o[f"{p}_rw"] = f"{o[f'{p}_lists']}/{o[f'{p}_reads']}/{o[f'{p}_writes']}"
     print(f"machine: {info.get('cpu', '?')}, {info['cores']} cores, {info.get('ram_gib', '?')} GiB; "
           f"load before {info['load_before']:.2f}, after {os.getloadavg()[0]:.2f}")
     print(report(rows or [{"models": n} for n in sizes], ops))

@@ -14,7 +14,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "gateway": ("nats", "msgpack", "pydantic", "yaml", "prometheus_client", "kubernetes_asyncio", "grpc",
                 "google.protobuf", "grpc_health", "grpc_reflection"),
     "worker": ("nats", "msgpack", "pydantic", "yaml"),
-    "operator": ("kopf", "kubernetes_asyncio", "pydantic", "yaml", "nats", "msgpack", "prometheus_client"),
+    "operator": ("kubernetes_asyncio", "pydantic", "yaml", "nats", "msgpack", "prometheus_client"),
     "dev": ("nats", "msgpack", "pydantic", "yaml", "prometheus_client"),
     # Imported only when tracing is on (switchyard/tracing.py): gateway and worker run without it.
     "tracing": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"),

@@ -66,6 +66,8 @@ class Informer:
         resp = await self._list(*self._args, **self._selectors, _preload_content=False,
                                 _request_timeout=READ_TIMEOUT_S)
         body = await resp.json()
+        if not 200 <= resp.status <= 299:  # unread content is not checked by the client: a Status
+            raise ApiException(status=resp.status, reason=str(body.get("message") or body.get("reason")))
         self._on_sync(body.get("items") or [])
         self.relists += 1
         self.synced.set()

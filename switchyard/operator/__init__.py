@@ -1,1 +1,1 @@
-"""The kopf operator: Gateway/Upstream/Pool/Planner -> ConfigMaps, Leases, ScaledObjects, Deployments."""
+"""The operator: Gateway/Upstream/Pool/Planner -> ConfigMaps, Leases, ScaledObjects, Deployments."""

@@ -1,7 +1,6 @@
 """Leader election on a coordination.k8s.io Lease, as client-go does it.
 
-kopf's peering pauses every operator when two of equal priority meet; we run
-kopf standalone instead and let exactly one replica act: the holder of the Lease.
+Every replica keeps its watch cache warm; exactly one acts: the holder of the Lease.
 Expiry is judged by when *we* last saw the lease change (not by the holder's
 clock), and every write carries the resourceVersion it read, so two candidates
 cannot both win.

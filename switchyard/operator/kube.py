@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -72,15 +72,24 @@ def api_error(exc: ApiException) -> str:
         return f"{exc.status} {exc.reason}"
 
 
+class Observer(Protocol):
+    """Told of every write's answer (operator/cache.py keeps it, so a pass sees its own writes)."""
+
+    def observe(self, obj: Obj) -> None: ...
+
+    def forget(self, kind: Kind, namespace: str | None, name: str) -> None: ...
+
+
 class Kube:
     def __init__(self, api: client.ApiClient, writes: TokenBucket | None = None) -> None:
         self.api = api
         self.writes = writes  # bounds the write rate (ratelimit.py); None: unbounded
-        self.requests: Counter[str] = Counter()  # method -> requests sent, for bench/scale.py
+        self.requests: Counter[str] = Counter()  # method (LIST apart from GET) -> requests sent, for bench/scale.py
+        self.observer: Observer | None = None
 
     async def _call(self, method: str, path: str, *, body: Any = None, query: list[tuple[str, str]] | None = None,
-                    content_type: str = "application/json", timeout: float = 30) -> Obj:
-        self.requests[method] += 1
+                    content_type: str = "application/json", timeout: float = 30, counted_as: str | None = None) -> Obj:
+        self.requests[counted_as or method] += 1
         if method != "GET" and self.writes is not None:
             await self.writes.take()
         data = await self.api.call_api(
@@ -89,7 +98,10 @@ class Kube:
             body=body, auth_settings=["BearerToken"], response_types_map={200: "object", 201: "object"},
             _return_http_data_only=True, _request_timeout=timeout,
         )
-        return data if isinstance(data, dict) else {}
+        data = data if isinstance(data, dict) else {}
+        if method in ("PATCH", "POST", "PUT") and self.observer is not None and "metadata" in data:
+            self.observer.observe(data)
+        return data
 
     async def apply(self, obj: Obj, *, status: bool = False) -> Obj:
         """Server-side apply of the whole object (or of its status)."""
@@ -110,7 +122,7 @@ class Kube:
 
     async def list(self, kind: Kind, namespace: str | None = None, *, labels: str | None = None) -> list[Obj]:
         query = [("labelSelector", labels)] if labels else []
-        return (await self._call("GET", kind.path(namespace), query=query)).get("items") or []
+        return (await self._call("GET", kind.path(namespace), query=query, counted_as="LIST")).get("items") or []
 
     async def create(self, obj: Obj, *, field_manager: str | None = None) -> Obj:
         kind = BY_KIND[obj["kind"]]
@@ -138,3 +150,5 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+        if self.observer is not None:
+            self.observer.forget(kind, namespace, name)

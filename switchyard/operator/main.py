@@ -1,4 +1,4 @@
-"""`switchyard operator`: kopf for watching, a Lease for leadership, a queue of namespace passes."""
+"""`switchyard operator`: a cache kept by watches, a Lease for leadership, a queue of namespace passes."""
 
 from __future__ import annotations
 
@@ -7,19 +7,17 @@ import asyncio
 import logging
 import signal
 
-import kopf
-
 from .. import logs
 from ..api import catalog
 from ..kubeclient import api_client
 from ..tasks import cancel_all
 from .election import LeaderElection
-from .handlers import register, settings
+from .cache import Cache
 from .kube import RESOURCE_KINDS, Kube
 from .metrics import OperatorMetrics
 from .metrics import serve as serve_metrics
 from .ratelimit import TokenBucket
-from .reconcile import Reconciler
+from .reconcile import WATCHED, Reconciler
 from .workqueue import NamespaceQueue
 
 log = logging.getLogger("switchyard.operator")
@@ -27,9 +25,14 @@ log = logging.getLogger("switchyard.operator")
 async def run(args: argparse.Namespace) -> None:
     api = await api_client(args.kubeconfig)
     kube = Kube(api, TokenBucket(args.max_writes_per_second))
+    namespaces = args.namespaces.split(",") if args.namespaces else ()
+    # Every replica keeps its cache warm; each event is a hint that its namespace needs a pass.
+    cache = Cache(api, WATCHED, namespaces=namespaces, on_change=lambda ns: queue.enqueue(ns),
+                  relist_s=args.relist_seconds)
+    kube.observer = cache
     reconciler = Reconciler(kube, image=args.image, catalog_limits=catalog.Limits(
         inline_bytes=args.catalog_inline_bytes, max_bytes=args.catalog_max_bytes),
-        writes_per_pass=args.writes_per_pass)
+        writes_per_pass=args.writes_per_pass, reads=cache)
     metrics = OperatorMetrics()
     elector: LeaderElection
 
@@ -37,18 +40,9 @@ async def run(args: argparse.Namespace) -> None:
                            resync_s=args.resync_seconds)
 
     async def discover() -> None:
-        # A new leader has no idea what it missed: find every namespace with resources.
-        delay = 0.5
-        while True:
-            try:
-                for kind in RESOURCE_KINDS:
-                    for obj in await kube.list(kind, None):
-                        queue.known.add(obj["metadata"]["namespace"])
-                break
-            except Exception as exc:  # noqa: BLE001 - e.g. 429 while the API server warms up
-                log.warning("could not list resources; retrying", extra={"error": repr(exc)})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        # A new leader has no idea what it missed: every namespace with resources, from the cache.
+        await cache.wait_synced()
+        queue.known.update(cache.namespaces(RESOURCE_KINDS))
         queue.enqueue_all()
 
     async def elected() -> None:
@@ -63,16 +57,13 @@ async def run(args: argparse.Namespace) -> None:
     # First, so a taken port fails the start instead of leaving an operator nobody can scrape.
     metrics_runner = (await serve_metrics(metrics, args.metrics_host, args.metrics_port)
                       if args.metrics_port is not None else None)
-    registry = register(queue, kubeconfig=args.kubeconfig)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    namespaces = args.namespaces.split(",") if args.namespaces else ()
     tasks = [
-        asyncio.create_task(kopf.operator(registry=registry, settings=settings(), standalone=True,
-                                          clusterwide=not namespaces, namespaces=namespaces)),
+        asyncio.create_task(cache.run()),
         asyncio.create_task(elector.run()),
         asyncio.create_task(queue.run()),
     ]
@@ -95,6 +86,5 @@ async def run(args: argparse.Namespace) -> None:
 
 def main(args: argparse.Namespace) -> int:
     logs.setup(args.log_level)
-    logging.getLogger("kopf").setLevel(logging.WARNING)
     asyncio.run(run(args))
     return 0

@@ -1,4 +1,4 @@
-"""Command-line options of `switchyard operator` (kept apart so `--help` does not import kopf)."""
+"""Command-line options of `switchyard operator` (kept apart so `--help` imports no Kubernetes client)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lease-namespace", default=env("POD_NAMESPACE", "switchyard-system"))
     p.add_argument("--identity", default=env("POD_NAME", f"{socket.gethostname()}-{os.getpid()}"))
     p.add_argument("--lease-seconds", type=int, default=15)
-    p.add_argument("--resync-seconds", type=float, default=60.0)
+    p.add_argument("--resync-seconds", type=float, default=60.0,
+                   help="every namespace gets a pass this often, changed or not (from the watch cache)")
+    p.add_argument("--relist-seconds", type=float, default=300.0,
+                   help="the watch cache lists every kind afresh this often, repairing anything a watch missed")
     p.add_argument("--image", default=env("SWITCHYARD_IMAGE", DEFAULT_IMAGE), help="image for gateway pods")
     p.add_argument("--log-level", default=env("SWITCHYARD_LOG_LEVEL", "INFO"))
     p.add_argument("--metrics-port", type=int, default=None,

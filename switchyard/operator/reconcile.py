@@ -16,12 +16,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Awaitable
+from typing import Any, Awaitable, Protocol
 
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from ..api import ConfigIssue, compile_table
+from ..api.compile import RouteMemo
 from ..api import catalog as cat
 from ..api.gateway import Gateway
 from ..api.issues import issues_from_validation
@@ -34,9 +35,10 @@ from ..gateway import scaledobjects
 from ..gateway.cluster import POOL_LABEL, SERVICE_LABEL
 from ..gateway.poolstore import API_LABEL as POOL_API_LABEL
 from . import children, fleets
+from .cache import Watched, settle
 from .kube import (
     BY_KIND, CONFIGMAP, DEPLOYMENT, ENDPOINT_SLICE, LEASE, POD, RESOURCE_KINDS, ROLE, ROLE_BINDING, SCALED_OBJECT,
-    SECRET, SERVICE, SERVICE_ACCOUNT, Kube,
+    SECRET, SERVICE, SERVICE_ACCOUNT, Kind, Kube,
 )
 from .status import condition, micro, now_micro, ready_changed, warn, write_status
 
@@ -46,6 +48,10 @@ Obj = dict[str, Any]
 CHILD_KINDS = (CONFIGMAP, SERVICE_ACCOUNT, ROLE, ROLE_BINDING, SERVICE, DEPLOYMENT, SCALED_OBJECT, LEASE)
 MACHINE_PROFILE_LABEL = "switchyard.dev/machine-profile"
 MANAGED = "app.kubernetes.io/managed-by=switchyard-operator"
+# What a pass reads, as the operator's cache watches it (operator/cache.py). Pods change
+# with every readiness flip: read, but their changes reach a pass through EndpointSlices.
+WATCHED = (*(Watched(k, MANAGED) for k in CHILD_KINDS), *(Watched(k) for k in RESOURCE_KINDS),
+           Watched(ENDPOINT_SLICE), Watched(POD, MACHINE_PROFILE_LABEL, hint=False))
 # Upstream writes (ScaledObjects, rendered fleets, statuses) one pass may make. A burst of
 # thousands of Upstreams is spread over several short passes, each of which reads and
 # compiles afresh, so the routing table (written first, never budgeted) never waits
@@ -65,6 +71,18 @@ class Observed:
     too_large: dict[str, str] = field(default_factory=dict)  # gateway -> why its catalog cannot be stored
     budget: int = 0  # writes of Upstream children and statuses this pass may still make
     deferred: set[str] = field(default_factory=set)  # "Kind/name" whose writes wait for the next pass
+    # "Upstream/name" -> (the validated Upstream, its fleets): made once per Upstream object, which
+    # stays the same object across passes while its resourceVersion does (Reconciler._valid)
+    fleet_refs: dict[str, tuple[Any, list[children.FleetRef]]] = field(default_factory=dict)
+    fleet_refs_before: dict[str, tuple[Any, list[children.FleetRef]]] = field(default_factory=dict)
+    validated: int = 0  # resources validated afresh this pass (changed since the last one)
+
+    def fleets(self, key: str, up: Upstream) -> list[children.FleetRef]:
+        held = self.fleet_refs.get(key) or self.fleet_refs_before.get(key)
+        if held is None or held[0] is not up:
+            held = (up, children.fleets(up))
+        self.fleet_refs[key] = held
+        return held[1]
 
     def problem(self, key: str, text: str, into: dict[str, list[str]] | None = None) -> None:
         target = self.issues if into is None else into
@@ -79,10 +97,26 @@ class Outcome:
     tables: dict[str, RoutingTable] = field(default_factory=dict)
 
 
+class Lister(Protocol):
+    async def list(self, kind: Kind, namespace: str | None, *, labels: str | None = None) -> list[Obj]: ...
+
+
 class Reconciler:
     def __init__(self, kube: Kube, image: str, catalog_limits: cat.Limits = cat.Limits(),
-                 writes_per_pass: int = WRITES_PER_PASS) -> None:
+                 writes_per_pass: int = WRITES_PER_PASS, reads: Lister | None = None) -> None:
         self.kube = kube
+        self.reads: Lister = reads or kube  # the operator's cache; the API server itself when None
+        # (kind, namespace, name) -> (resourceVersion, model or None, problems): a pass validates
+        # only the resources that changed since the last one.
+        self._valid: dict[str, dict[tuple[str, str], tuple[str, Any, list[str]]]] = {}
+        # Per namespace and Gateway: the routes of unchanged Upstreams, reused by compile_table.
+        self._routes: dict[tuple[str, str], RouteMemo] = {}
+        # Per namespace, "Upstream/name" -> what its children and status were derived from when
+        # they were last found (or made) current: an Upstream whose inputs did not move is skipped,
+        # so a change to one of 10,000 renders one Upstream's children and one status.
+        self._children_done: dict[str, dict[str, tuple[Any, list[str], list[tuple[str, str]]]]] = {}
+        self._status_done: dict[str, dict[str, Any]] = {}
+        self._fleet_refs: dict[str, dict[str, tuple[Any, list[children.FleetRef]]]] = {}
         self.image = image
         self.catalog_limits = catalog_limits
         self.writes_per_pass = writes_per_pass
@@ -101,7 +135,7 @@ class Reconciler:
         rs = await self._resource_set(ns, obs, expired)
         scaled_on = self._scaled_on(obs, gateways)
         for gw in gateways:
-            names = [f.name for up, g in scaled_on.values() if g is gw for f in children.fleets(up)]
+            names = [f.name for key, (up, g) in scaled_on.items() if g is gw for f in obs.fleets(key, up)]
             table = await self._gateway(gw, rs, obs, names)
             if table is not None:
                 outcome.tables[gw.name] = table
@@ -109,6 +143,8 @@ class Reconciler:
         await self._pools(ns, obs, gateways, expired)
         await self._statuses(ns, obs, outcome, expired)
         await self._prune(ns, obs)
+        self._fleet_refs[ns] = obs.fleet_refs
+        settle(obs.validated)
         if obs.deferred:  # a burst: the rest in the next pass, which reads (and compiles) afresh
             outcome.requeue_after = 0.0
             log.info("pass write budget spent; continuing in the next pass",
@@ -119,21 +155,37 @@ class Reconciler:
 
     async def _observe(self, ns: str) -> Observed:
         obs = Observed()
-        listings = await asyncio.gather(*(self.kube.list(k, ns, labels=MANAGED) for k in CHILD_KINDS),
-                                        *(self.kube.list(k, ns) for k in RESOURCE_KINDS))
+        listings = await asyncio.gather(*(self.reads.list(k, ns, labels=MANAGED) for k in CHILD_KINDS),
+                                        *(self.reads.list(k, ns) for k in RESOURCE_KINDS))
         for kind, items in zip(CHILD_KINDS, listings):
             for child in items:
                 obs.children[(kind.kind, child["metadata"]["name"])] = child
+        before, valid, made = self._valid.get(ns, {}), {}, 0
         for kind, items in zip(RESOURCE_KINDS, listings[len(CHILD_KINDS):]):
             for raw in items:
-                key = f"{kind.kind}/{raw['metadata']['name']}"
+                name, rv = raw["metadata"]["name"], raw["metadata"].get("resourceVersion", "")
+                key = f"{kind.kind}/{name}"
                 obs.raw[key] = raw
-                try:
-                    obs.models[key] = KINDS[kind.kind].model_validate(raw)
-                except ValidationError as exc:
-                    for issue in issues_from_validation(key, exc):
-                        obs.problem(key, f"{issue.field}: {issue.message}")
+                held = before.get((kind.kind, name))
+                if held is None or held[0] != rv or not rv:
+                    held = (rv, *self._validate(kind.kind, key, raw))
+                    made += 1
+                valid[(kind.kind, name)] = held
+                if held[1] is not None:
+                    obs.models[key] = held[1]
+                for text in held[2]:
+                    obs.problem(key, text)
+        self._valid[ns] = valid
+        obs.validated = made
+        obs.fleet_refs_before = self._fleet_refs.get(ns, {})
         return obs
+
+    @staticmethod
+    def _validate(kind: str, key: str, raw: Obj) -> tuple[Any, list[str]]:
+        try:
+            return KINDS[kind].model_validate(raw), []
+        except ValidationError as exc:
+            return None, [f"{issue.field}: {issue.message}" for issue in issues_from_validation(key, exc)]
 
     async def _ensure_default_pool(self, ns: str, obs: Observed) -> None:
         """`default` always exists: recreated whenever it is missing."""
@@ -200,7 +252,8 @@ class Reconciler:
                        scaled_objects: list[str]) -> RoutingTable | None:
         """Compile and store the Gateway's table; None when it cannot be stored (too large): the
         gateways then keep serving the last table, and the Gateway says why in its status."""
-        result = compile_table(rs, gateway=gw.name)
+        result = compile_table(rs, gateway=gw.name,
+                               memo=self._routes.setdefault((gw.metadata.namespace or "", gw.name), {}))
         for issue in result.issues:
             obs.problem(_key(issue), f"{issue.field}: {issue.message}" if issue.field else issue.message)
         current = obs.children.get(("ConfigMap", children.routing_name(gw.name)))
@@ -246,26 +299,45 @@ class Reconciler:
     async def _upstreams(self, ns: str, obs: Observed, scaled_on: dict[str, tuple[Upstream, Gateway]]) -> None:
         writes: list[Awaitable[None]] = []
         wanted: dict[str, set[str]] = {"ScaledObject": set(), "Deployment": set(), "Service": set()}
+        done, fresh = self._children_done.get(ns, {}), {}
+        self._children_done[ns] = fresh
         for key, (up, gw) in scaled_on.items():
+            sig = self._children_inputs(key, up, gw, obs)
+            held = done.get(key)
+            if held is not None and held[0] == sig:  # nothing it is derived from moved: all current
+                for why in held[1]:
+                    obs.problem(key, why)
+                for kind, name in held[2]:
+                    wanted[kind].add(name)
+                fresh[key] = held
+                continue
+            problems: list[str] = []
+            mine: list[tuple[str, str]] = []
+            ups: list[Awaitable[None]] = []
             profiles = {p.name: p for p in gw.spec.machine_profiles}
-            for fleet in children.fleets(up):
+            for fleet in obs.fleets(key, up):
                 if fleet.rendered:
                     if (why := fleets.problem(up, gw, fleet)) is not None:
-                        obs.problem(key, why)  # no ScaledObject either: KEDA would scale nothing
+                        problems.append(why)  # no ScaledObject either: KEDA would scale nothing
                         continue
-                wanted["ScaledObject"].add(fleet.name)
+                mine.append(("ScaledObject", fleet.name))
                 kept = scaledobjects.gateway_written(obs.children.get(("ScaledObject", fleet.name)),
                                                      children.scaler_address(gw))
                 so = children.scaled_object(up, gw, fleet, kept)
                 if fleet.rendered:
                     dep = fleets.fleet_deployment(up, gw, fleet, profiles[fleet.machine_profile or ""])
-                    wanted["Deployment"].add(fleet.deployment)
-                    writes.append(self._fleet(key, dep, so, obs))
+                    mine.append(("Deployment", fleet.deployment))
+                    ups.append(self._fleet(key, dep, so, obs, problems))
                 else:
-                    writes.append(self._ensure(so, obs, budget_for=key))
-            if any(f.rendered for f in children.fleets(up)):
-                wanted["Service"].add(up.spec.workers.service)
-                writes.append(self._ensure(fleets.worker_service(up), obs, budget_for=key))
+                    ups.append(self._ensure(so, obs, budget_for=key))
+            if any(f.rendered for f in obs.fleets(key, up)):
+                mine.append(("Service", up.spec.workers.service))
+                ups.append(self._ensure(fleets.worker_service(up), obs, budget_for=key))
+            for why in problems:
+                obs.problem(key, why)
+            for kind, name in mine:
+                wanted[kind].add(name)
+            writes.append(self._upstream_children(key, ups, (sig, problems, mine), obs, fresh))
         await bounded(writes)
         # A valid Upstream's children that no fleet wants any more (fleets changed, or no Gateway
         # left to scale on): never leave KEDA scaling a Deployment on a stale trigger.
@@ -277,7 +349,29 @@ class Reconciler:
                 self._applied.pop((kind, ns, name), None)
                 log.info("deleted a child no fleet wants", extra={"namespace": ns, "kind": kind, "object": name})
 
-    async def _fleet(self, key: str, dep: Obj, so: Obj, obs: Observed) -> None:
+    @staticmethod
+    def _children_inputs(key: str, up: Upstream, gw: Gateway, obs: Observed) -> Any:
+        """What an Upstream's children are rendered from: it, its Gateway, and its children as they are."""
+        def rv(obj: Obj | None) -> str | None:
+            return obj["metadata"].get("resourceVersion") if obj is not None else None
+
+        refs = obs.fleets(key, up)
+        names = [("ScaledObject", f.name) for f in refs] + [("Deployment", f.deployment) for f in refs if f.rendered] \
+            + [("Service", up.spec.workers.service)]
+        return (rv(obs.raw.get(key)), rv(obs.raw.get(f"Gateway/{gw.name}")),
+                tuple(rv(obs.children.get(n)) for n in names))
+
+    async def _upstream_children(self, key: str, writes: list[Awaitable[None]],
+                                 done: tuple[Any, list[str], list[tuple[str, str]]], obs: Observed,
+                                 into: dict[str, Any]) -> None:
+        for write in writes:
+            await write
+        # All written (or found current): skipped until an input moves. Not with a problem: a
+        # Deployment in the way may go without any input of ours moving.
+        if key not in obs.deferred and not done[1]:
+            into[key] = done
+
+    async def _fleet(self, key: str, dep: Obj, so: Obj, obs: Observed, problems: list[str]) -> None:
         """A rendered fleet's Deployment, then its ScaledObject. Created at 0 replicas once, then applied
         without `replicas` (KEDA's). A Deployment of that name the Upstream does not own is left alone."""
         name, mine = dep["metadata"]["name"], dep["metadata"]["labels"][children.OWNER_LABEL]
@@ -290,8 +384,10 @@ class Reconciler:
                     raise
                 current = await self.kube.get(DEPLOYMENT, dep["metadata"]["namespace"], name)  # not ours, or a race
         if current is not None and (current["metadata"].get("labels") or {}).get(children.OWNER_LABEL) != mine:
-            obs.problem(key, f"workers: Deployment {name!r} exists and is not this Upstream's rendered fleet; "
-                             "rename it, or name it in a fleet's deployment")
+            why = (f"workers: Deployment {name!r} exists and is not this Upstream's rendered fleet; "
+                   "rename it, or name it in a fleet's deployment")
+            problems.append(why)
+            obs.problem(key, why)
             return
         await self._ensure(dep, obs, budget_for=key)
         await self._ensure(so, obs, budget_for=key)
@@ -375,10 +471,22 @@ class Reconciler:
 
     async def _statuses(self, ns: str, obs: Observed, outcome: Outcome, expired: set[str]) -> None:
         live = await self._live_workers(ns, obs)
-        await bounded([self._status(key, raw, obs, outcome, expired, live) for key, raw in obs.raw.items()])
+        done, fresh = self._status_done.get(ns, {}), {}
+        self._status_done[ns] = fresh
+        todo = []
+        for key, raw in obs.raw.items():
+            sig = None
+            if key.startswith("Upstream/"):  # the many: skipped while what their status says is unchanged
+                sig = (raw["metadata"].get("resourceVersion"), tuple(obs.issues.get(key, [])),
+                       tuple(sorted(live.get(key.split("/", 1)[1], {}).items())), key in obs.deferred)
+                if sig[0] and done.get(key) == sig:
+                    fresh[key] = sig
+                    continue
+            todo.append(self._status(key, raw, obs, outcome, expired, live, sig, fresh))
+        await bounded(todo)
 
     async def _status(self, key: str, raw: Obj, obs: Observed, outcome: Outcome, expired: set[str],
-                      live: dict[str, dict[str, int]]) -> None:
+                      live: dict[str, dict[str, int]], sig: Any = None, done: dict[str, Any] | None = None) -> None:
         kind, name = key.split("/", 1)
         problems = obs.issues.get(key, [])
         prev = (raw.get("status") or {}).get("conditions")
@@ -427,6 +535,8 @@ class Reconciler:
             if kind == "Upstream" and not self._spend(obs, key):
                 return
             await write_status(self.kube, raw, status)
+        elif sig is not None and done is not None:
+            done[key] = sig  # found as it should be: skipped until one of its inputs moves
         # Workers starting is progress, not a fault: no Warning Event for it.
         if ready["status"] == "False" and ready["reason"] != "WorkersStarting" and ready_changed(prev, ready):
             await warn(self.kube, raw, ready["reason"], ready["message"])
@@ -436,16 +546,16 @@ class Reconciler:
         ups = {k.split("/", 1)[1]: m for k, m in obs.models.items() if k.startswith("Upstream/")}
         if not ups:
             return {}
-        slices = await self.kube.list(ENDPOINT_SLICE, ns)
+        by_service: dict[str, list[Obj]] = {}
+        for s in await self.reads.list(ENDPOINT_SLICE, ns):
+            by_service.setdefault((s["metadata"].get("labels") or {}).get(SERVICE_LABEL, ""), []).append(s)
         profile_of = {p["metadata"]["name"]: p["metadata"]["labels"][MACHINE_PROFILE_LABEL]
-                      for p in await self.kube.list(POD, ns, labels=MACHINE_PROFILE_LABEL)}
+                      for p in await self.reads.list(POD, ns, labels=MACHINE_PROFILE_LABEL)}
         out: dict[str, dict[str, int]] = {}
         for name, up in ups.items():
             counts: Counter[str] = Counter()
             only = up.spec.machine_profiles[0] if len(up.spec.machine_profiles) == 1 else "unknown"
-            for s in slices:
-                if (s["metadata"].get("labels") or {}).get(SERVICE_LABEL) != up.spec.workers.service:
-                    continue
+            for s in by_service.get(up.spec.workers.service, []):
                 for ep in s.get("endpoints") or []:
                     if (ep.get("conditions") or {}).get("ready", True):
                         pod = (ep.get("targetRef") or {}).get("name", "")

@@ -211,7 +211,17 @@ async def _set_replicas(js: JetStreamContext, stream: str, replicas: int) -> Non
         await js.update_stream(dataclasses.replace(info.config, num_replicas=replicas))
 
 
-def lane_consumer_config(lane: Lane, ack_wait_s: float = 30.0, max_ack_pending: int = 1024) -> ConsumerConfig:
+# A lane consumer costs nats-server ~52 kB whatever its settings (memory storage saves ~10 %,
+# docs/performance.md); what bounds the total is how many exist. One that no worker has pulled
+# from for this long is removed by the server: the lane's items stay in the work-queue stream
+# (unacknowledged ones included), and the next worker of the lane creates it again at start or
+# on its next pull. So NATS holds consumers for lanes with a worker in the last hour, not for
+# every lane that ever had one (thousands, in a catalog of 10,000 models scaled to zero).
+LANE_INACTIVE_S = 3600.0
+
+
+def lane_consumer_config(lane: Lane, ack_wait_s: float = 30.0, max_ack_pending: int = 1024,
+                         inactive_s: float = LANE_INACTIVE_S) -> ConsumerConfig:
     """One durable pull consumer per lane, shared by all of the lane's workers."""
     return ConsumerConfig(
         durable_name=lane.consumer,
@@ -221,4 +231,5 @@ def lane_consumer_config(lane: Lane, ack_wait_s: float = 30.0, max_ack_pending: 
         ack_wait=ack_wait_s,
         max_deliver=-1,  # attempts are counted by the worker so the last one can report
         max_ack_pending=max_ack_pending,
+        inactive_threshold=inactive_s,
     )

@@ -18,6 +18,7 @@ def test_positions_count_only_the_items_still_waiting_ahead() -> None:
         job("a", "cancelled", "cancelled"),  # its worker acks it without running it
         job("b", "second"),
         job("a", "done", "succeeded"),
+        Entry("a.lapsed", JobRecord(id="lapsed", state="queued", tenant="a", deadline=1.0)),  # ends expired, unrun
         job("c", "third"),
     ], complete=True)
     assert scan.positions() == {"b.first": 0, "b.second": 2, "c.third": 3}

@@ -245,8 +245,8 @@ class PoolInfo:
 
 @dataclass(slots=True)
 class Event:
-    """One event of `GET /v1/events`: `event` is job.status, capacity.update or gap; `id` is what
-    `Last-Event-ID` resumes after (None on a gap)."""
+    """One event of `GET /v1/events`: `event` is job.status, job.progress, capacity.update or gap; `id` is
+    what `Last-Event-ID` resumes after (None on a gap and on job.progress, a live snapshot never replayed)."""
 
     id: int | None
     event: str

@@ -175,6 +175,13 @@ async def test_the_sdk_reports_progress_while_it_waits(nats_server: NatsServer) 
         holding = asyncio.create_task(sy.encode("test/echo", ["second"], request_id="sdk-held", wait_for_capacity=True,
                                                 capacity_timeout=60, poll_interval=0.5, on_progress=on_held))
         await until(lambda: len(polled) >= 2 and len(held) >= 2, 30, "two progress callbacks of each")
+        # The same figures pushed: AsyncClient.events() yields job.progress, without an id.
+        feed = sy.events()
+        pushed = await asyncio.wait_for(feed.__anext__(), 15)
+        while pushed.event != "job.progress" or pushed.data["id"] != "sdk-held":
+            pushed = await asyncio.wait_for(feed.__anext__(), 15)
+        await feed.aclose()
+        assert (pushed.id, pushed.data["queue_position"]) == (None, 1)
         assert {(j.id, j.state, j.queue_position) for j in polled} == {("sdk-job", "queued", 0)}
         assert {(j.id, j.state, j.queue_position) for j in held} == {("sdk-held", "queued", 1)}
         assert all(j.estimated_wait_s and j.estimated_wait_s > 1 for j in polled + held)

@@ -219,7 +219,7 @@ class Progress:
         sent: dict[Lane, dict[str, Sent]] = {}
         reads = published = 0
         for i, lane in enumerate(order):
-            if reads + POSITION_SCAN_MAX > MAX_READS_PER_PASS:
+            if i and reads + POSITION_SCAN_MAX > MAX_READS_PER_PASS:  # the first lane is always read
                 self._next_lane = start + i
                 # Lanes not read this pass keep what their jobs were last sent (they hear again next pass).
                 sent.update({lane: self.sent[lane] for lane in order[i:] if lane in self.sent})

@@ -10,8 +10,10 @@ from typing import Any
 
 import nats
 import orjson
+import pytest
 
 from switchyard.client import Accepted, AsyncClient, Job
+import switchyard.gateway.progress as progress_module
 from switchyard.gateway.events import PROGRESS
 from switchyard.gateway.progress import (
     LEASE_KEY, LEASE_S, POSITION_SCAN_MAX, PROGRESS_EVERY_S, RESEND_S, take_lease,
@@ -193,7 +195,7 @@ async def test_the_sdk_reports_progress_while_it_waits(nats_server: NatsServer) 
 
 
 async def test_a_job_past_the_counted_depth_says_so(nats_server: NatsServer) -> None:
-    async with gateway(nats_server.url) as gw:
+    async with gateway(nats_server.url) as gw, events(gw, ADMIN) as follower:
         for i in range(POSITION_SCAN_MAX):
             assert (await gw.infer(headers={"X-Request-ID": f"deep-{i}"})).status == 202
         assert (await gw.infer(headers={"X-Request-ID": "deepest"})).status == 202
@@ -202,3 +204,20 @@ async def test_a_job_past_the_counted_depth_says_so(nats_server: NatsServer) -> 
         assert job.body["queue_note"] == f"more than {POSITION_SCAN_MAX} items ahead"
         last = await gw.call("GET", f"/v1/jobs/deep-{POSITION_SCAN_MAX - 1}", headers=ADMIN)
         assert last.body["queue_position"] == POSITION_SCAN_MAX - 1 and "queue_note" not in last.body
+        # A pass reads the lane 50 deep, so it sends the 50th job its position and cannot name the 51st.
+        await until(lambda: bool(progress(follower, f"deep-{POSITION_SCAN_MAX - 1}")), 15, "the 50th job's progress")
+        assert progress(follower, f"deep-{POSITION_SCAN_MAX - 1}")[0]["queue_position"] == POSITION_SCAN_MAX - 1
+        assert not progress(follower, "deepest")
+
+
+async def test_lanes_past_one_pass_budget_are_read_in_the_next(nats_server: NatsServer,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(progress_module, "MAX_READS_PER_PASS", POSITION_SCAN_MAX)  # one lane a pass
+    async with gateway(nats_server.url) as gw, events(gw, ADMIN) as follower:
+        for model in ("test/echo", "test/slow"):  # two lanes
+            r = await gw.infer(model, headers={"X-Request-ID": f"lane-{model[5:]}"})
+            assert r.status == 202, r.body
+        await until(lambda: bool(progress(follower, "lane-echo")) and bool(progress(follower, "lane-slow")), 20,
+                    "progress on both lanes, one a pass")
+        assert progress(follower, "lane-echo")[0]["queue_position"] == 0
+        assert progress(follower, "lane-slow")[0]["queue_position"] == 0

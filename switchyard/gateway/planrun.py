@@ -251,10 +251,9 @@ class PlanRuns:
         assert nc is not None
         sub = await nc.subscribe(job_cancel_subject(key), cb=_setter(d.cancelled))
         renew = asyncio.create_task(self._renew(d))
+        # Counted beside the first steps' queueing, not before it; _finish counts it if this did not.
+        counting = asyncio.create_task(self._count_start(d)) if d.run.counted == "" else None
         try:
-            if d.run.counted == "":
-                await self.stats.started(d.run.planner, d.run.tenant, key, d.run.created_at)
-                d.run.counted = "start"  # written with the next save; counted again (a duplicate) if it never is
             if d.run.state == "running":
                 await self._advance(d)
             else:
@@ -268,11 +267,22 @@ class PlanRuns:
             return
         finally:
             renew.cancel()
+            if counting is not None:
+                counting.cancel()
             with suppress(Exception):
                 await sub.unsubscribe()
         fut = self._finished.get(key)
         if fut is not None and not fut.done() and d.run.state in FINAL_STATES:
             fut.set_result(d.run)
+
+    async def _count_start(self, d: _Driven) -> None:
+        try:
+            await self.stats.started(d.run.planner, d.run.tenant, d.run.key, d.run.created_at)
+        except Exception as exc:  # noqa: BLE001 - NATS away: _finish counts it (the same id) before the end
+            log.warning("could not count a plan run's start yet", extra={"run": d.run.key, "error": repr(exc)})
+            return
+        if d.run.counted == "":
+            d.run.counted = "start"  # written with the next save; counted again (a duplicate) if it never is
 
     async def _renew(self, d: _Driven) -> None:
         while True:
@@ -483,6 +493,11 @@ class PlanRuns:
         """After the final run record: the job record, then the end counted and marked in the run record."""
         run = d.run
         outcome = await self._final_job(run)
+        fut = self._finished.get(run.key)
+        if fut is not None and not fut.done():  # a held request answers now: counting is bookkeeping
+            fut.set_result(run)
+        if run.counted == "":  # its start was not counted yet (or not marked): the same id, counted once
+            await self.stats.started(run.planner, run.tenant, run.key, run.created_at)
         if run.counted != "end":
             await self.stats.ended(run.planner, run.tenant, run.key, run.created_at, outcome,
                                    run.error if outcome == run.state else None, run.ended_at)

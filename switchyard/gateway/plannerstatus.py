@@ -90,6 +90,11 @@ class PlannerStatusWriter:
                 if exc.status == 404:  # removed since the table was compiled: nothing to write
                     self._written[name] = runs
                     continue
+                if exc.status == 403:  # a Role without planners/status: said once per change, not every round
+                    self._written[name] = runs
+                    log.warning("the gateway's Role may not patch planners/status: the Planner's run counts "
+                                "stay out of its status", extra={"planner": name})
+                    continue
                 log.warning("cannot write a Planner's run counts; trying again",
                             extra={"planner": name, "status": exc.status, "reason": exc.reason})
                 continue

@@ -92,7 +92,7 @@ class Cache:
             old = {ns: objs for ns, objs in by_ns.items() if scope is None or ns == scope}
             new: dict[str, dict[str, Obj]] = {}
             for obj in items:
-                meta = obj["metadata"]
+                meta = _slim(obj)["metadata"]
                 new.setdefault(meta["namespace"], {})[meta["name"]] = obj
             for ns in old.keys() - new.keys():
                 del by_ns[ns]
@@ -116,7 +116,7 @@ class Cache:
         return event
 
     def _put(self, kind: str, obj: Obj) -> None:
-        meta = obj["metadata"]
+        meta = _slim(obj)["metadata"]
         objs = self._objs[kind].setdefault(meta["namespace"], {})
         held = objs.get(meta["name"])
         if held is None or _newer(meta.get("resourceVersion", ""), held["metadata"].get("resourceVersion", "")):
@@ -136,6 +136,13 @@ def settle(made: int) -> None:
     and this runs at relists and bursts, not at every pass."""
     if made >= BULK:
         gc.freeze()
+
+
+def _slim(obj: Obj) -> Obj:
+    """Without managedFields, which no pass reads: often the largest part of an applied object
+    (client-go's informers drop them the same way)."""
+    obj["metadata"].pop("managedFields", None)
+    return obj
 
 
 def _versions(objs: dict[str, Obj]) -> dict[str, str]:

@@ -106,7 +106,7 @@ class Reconciler:
                  writes_per_pass: int = WRITES_PER_PASS, reads: Lister | None = None) -> None:
         self.kube = kube
         self.reads: Lister = reads or kube  # the operator's cache; the API server itself when None
-        # (kind, namespace, name) -> (resourceVersion, model or None, problems): a pass validates
+        # namespace -> (kind, name) -> (resourceVersion, model or None, problems): a pass validates
         # only the resources that changed since the last one.
         self._valid: dict[str, dict[tuple[str, str], tuple[str, Any, list[str]]]] = {}
         # Per namespace and Gateway: the routes of unchanged Upstreams, reused by compile_table.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -144,7 +145,9 @@ class PlanStats:
         js = self.dispatcher.js
         assert js is not None
         key = stats_key(planner, tenant)
-        for _ in range(CAS_TRIES):
+        for attempt in range(CAS_TRIES):
+            if attempt:  # lost to another writer: a little jitter, so a crowd of them does not lose together again
+                await asyncio.sleep(random.random() * 0.002 * min(attempt, 10))
             try:
                 entry = await kv_get(kv, key)
                 counts = Counts.decode(entry.value) if entry is not None else Counts(planner, tenant)

@@ -121,11 +121,13 @@ def test_a_pool_runs_its_models_fleets_at_the_reserved_size_and_reports_ready_wo
                "-p", json.dumps({"status": {"replicas": 0, "readyReplicas": 0}}), check=True)  # the controller's part
     wait(lambda: get(cp, ns, "deployment", "pool-team-a-minilm-cpu") is None, 30, "the cpu fleet deleted")
 
-    # The gateway serves /v1/pools in cluster mode: its Role grants exactly that on Pools.
+    # The gateway serves /v1/pools in cluster mode: its Role grants exactly that on Pools, and on
+    # Planners only the patch of their status (the run counts, gateway/plannerstatus.py).
     role = get(cp, ns, "role", "main-gateway")
     assert [r for r in role["rules"] if r["apiGroups"] == ["switchyard.dev"]] == [
         {"apiGroups": ["switchyard.dev"], "resources": ["pools"],
-         "verbs": ["get", "list", "watch", "create", "patch", "delete"]}]
+         "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+        {"apiGroups": ["switchyard.dev"], "resources": ["planners/status"], "verbs": ["patch"]}]
 
 
 def test_a_renewal_annotation_extends_the_lease_forward_only(installed: ControlPlane, namespace: str,

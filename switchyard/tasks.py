@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Iterable
+from typing import Any, Awaitable, Callable, Iterable, NoReturn
 
 log = logging.getLogger("switchyard.tasks")
 
@@ -29,3 +29,22 @@ async def cancel_all(tasks: Iterable[asyncio.Future[Any]], *, every_s: float = 0
     for task in tasks:  # retrieve outcomes, so none is reported as never retrieved
         if task.done() and not task.cancelled():
             task.exception()
+
+
+async def forever(step: Callable[[], Awaitable[Any]], *, pause_s: float, what: str, logger: logging.Logger,
+                  pause_first: bool = False) -> NoReturn:
+    """Run `step` again and again: a watch that ends when NATS goes away, or a periodic pass.
+
+    A failure is the expected kind (NATS away or restarting): logged at debug, and the step runs
+    again after `pause_s` (before each run instead, with `pause_first`). Only a cancel ends it."""
+    while True:
+        if pause_first:
+            await asyncio.sleep(pause_s)
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - see the docstring: run the step again
+            logger.debug(f"{what} failed; again", extra={"error": str(exc) or type(exc).__name__})
+        if not pause_first:
+            await asyncio.sleep(pause_s)

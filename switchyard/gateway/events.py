@@ -43,7 +43,7 @@ from ..errors import ApiError
 from ..jetstream import EVENTS_MAX_AGE_S, ensure_events_stream
 from ..messages import JobRecord
 from ..subjects import EVENTS_PREFIX, EVENTS_STREAM, JOBS_BUCKET, Lane, token
-from ..tasks import cancel_all
+from ..tasks import cancel_all, forever
 from .auth import authenticate, tenant_of
 from .capacity import capacity_view
 from .progress import Progress, progress_subject
@@ -85,14 +85,7 @@ async def _connected(st: GatewayState) -> None:
 
 async def bridge_forever(st: GatewayState) -> None:
     """Every job record change becomes a job.status event (see the module docstring)."""
-    while True:
-        try:
-            await _bridge(st)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - NATS away or restarting: bind again
-            log.debug("events bridge restarts", extra={"error": str(exc) or type(exc).__name__})
-        await asyncio.sleep(1.0)
+    await forever(lambda: _bridge(st), pause_s=1.0, what="events bridge", logger=log)
 
 
 async def _bridge(st: GatewayState) -> None:

@@ -46,7 +46,7 @@ from ..errors import ApiError
 from ..jetstream import ensure_runs_bucket
 from ..messages import FINAL_STATES, JobRecord, Result, as_dict
 from ..subjects import JOBS_BUCKET, job_cancel_subject, job_key
-from ..tasks import cancel_all
+from ..tasks import cancel_all, forever
 from .dispatch import read_entry, unavailable
 from .planstats import OUTCOMES, PlanStats
 from .state import GatewayState
@@ -530,14 +530,7 @@ class PlanRuns:
 
     async def sweep_forever(self) -> None:
         """Watch the runs bucket; take over any run whose lease lapsed (its gateway died)."""
-        while True:
-            try:
-                await self._sweep()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - NATS away or restarting: watch again
-                log.debug("plan run sweep restarts", extra={"error": str(exc) or type(exc).__name__})
-            await asyncio.sleep(SWEEP_S)
+        await forever(self._sweep, pause_s=SWEEP_S, what="plan run sweep", logger=log)
 
     async def _sweep(self) -> None:
         while not self.st.dispatcher.connected:

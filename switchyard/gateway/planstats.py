@@ -31,6 +31,7 @@ from nats.js.kv import KeyValue
 from ..jetstream import ensure_planstats_bucket, kv_get
 from ..messages import as_dict
 from ..subjects import PLANSTATS_BUCKET, token
+from ..tasks import forever
 from .dispatch import Dispatcher, unavailable
 
 log = logging.getLogger("switchyard.gateway.planstats")
@@ -173,14 +174,7 @@ class PlanStats:
         return total
 
     async def watch_forever(self) -> None:
-        while True:
-            try:
-                await self._watch()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - NATS away or restarting: watch again
-                log.debug("plan stats watch restarts", extra={"error": str(exc) or type(exc).__name__})
-            await asyncio.sleep(WATCH_RETRY_S)
+        await forever(self._watch, pause_s=WATCH_RETRY_S, what="plan stats watch", logger=log)
 
     async def _watch(self) -> None:
         while not self.dispatcher.connected:

@@ -44,6 +44,7 @@ from ..errors import ApiError
 from ..jetstream import kv_get
 from ..messages import JobRecord
 from ..subjects import WORK_STREAM, Lane, token
+from ..tasks import forever
 from .eta import WRONG_LAST_SEQUENCE
 from .state import GatewayState
 
@@ -191,14 +192,7 @@ class Progress:
         self.published = 0  # job.progress events sent by this replica, ever
 
     async def run_forever(self) -> None:
-        while True:
-            await asyncio.sleep(PROGRESS_EVERY_S)
-            try:
-                await self.pass_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - NATS away or restarting: next pass
-                log.debug("progress pass failed", extra={"error": str(exc) or type(exc).__name__})
+        await forever(self.pass_once, pause_s=PROGRESS_EVERY_S, what="progress pass", logger=log, pause_first=True)
 
     async def pass_once(self) -> int:
         """One pass; the number of job.progress events published."""

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Sequence
 
-from .. import __version__
+from .. import __version__, earlystop
 from ..extras import MissingExtra, require
 
 
@@ -25,6 +25,7 @@ def _dispatch(argv: list[str]) -> int:
     if argv[:1] == ["worker"]:
         # Handed over before parsing: an argparse REMAINDER refuses a first argument that
         # looks like a flag, so `switchyard worker --nats ...` would exit 2.
+        earlystop.install()  # before the imports: a pod stopped while starting exits 0 (earlystop.py)
         require("worker", "switchyard worker")
         from ..worker.cli import main as worker_main
 

@@ -14,6 +14,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from .. import earlystop
 from ..subjects import CANCEL_PREFIX, JOB_CANCEL_PREFIX
 from ..tasks import cancel_all
 from .config import WorkerConfig
@@ -288,6 +289,8 @@ async def serve(config: WorkerConfig, health_port: int | None = None, health_hos
     sigs = (signal.SIGTERM, signal.SIGINT)
     for sig in sigs:
         loop.add_signal_handler(sig, on_signal)
+    if earlystop.requested():  # told to stop while still importing: never start
+        stop.set()
     try:
         if await _start_retrying(worker, stop):
             await stop.wait()

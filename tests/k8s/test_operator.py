@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -252,3 +253,28 @@ def test_operator_survives_an_api_server_restart(installed: ControlPlane, namesp
                check=True)
     wait(lambda: routing(cp, ns)["models"]["switchyard/echo"]["timeoutSeconds"] == 11, 60,
          "change after the restart propagates")
+
+
+def test_an_operator_scoped_to_namespaces_never_touches_another(installed: ControlPlane, namespace: str,
+                                                                tmp_path: Path) -> None:
+    """`--namespaces` bounds what the operator reads and writes. A leader once found its namespaces
+    by listing every namespace's resources, and then reconciled them all: an operator scoped to one
+    namespace rendered, and renewed pool Leases in, namespaces it was never given."""
+    cp, ns = installed, namespace
+    other = f"{ns[:50]}-other"
+    cp.kubectl("create", "namespace", other, check=True)
+    apply_examples(cp, other)
+    apply_examples(cp, ns)
+    proc = operator(cp, tmp_path, "op-scoped", ns)
+    try:
+        wait(lambda: routing(cp, ns), 60, "the routing table in the operator's namespace")
+        # Past its first round as leader and one resync (every 5 s): under the old discovery both had
+        # rendered the other namespace's table at once. An absence needs a window; this is it.
+        time.sleep(6)
+        assert get(cp, other, "configmap", "main-routing") is None
+        assert not (get(cp, other, "upstream", "echo").get("status") or {})
+        assert not [e for e in kubectl_json(cp, "get", "events", "-n", other)["items"]
+                    if (e.get("source") or {}).get("component") == "switchyard-operator"]
+    finally:
+        proc.kill()
+        print(proc.tail(60))

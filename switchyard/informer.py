@@ -21,10 +21,10 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
+from .contracts import Obj
 
 log = logging.getLogger("switchyard.informer")
 
-Obj = dict[str, Any]
 ListFn = Callable[..., Awaitable[Any]]
 WATCH_TIMEOUT_S = 50  # the server ends each watch after this; we start another
 READ_TIMEOUT_S = 75  # no byte for this long: the connection is dead

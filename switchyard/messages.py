@@ -12,16 +12,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 
 import msgpack
 
+from .contracts import FINAL_STATES
 from .subjects import job_key
 
 VERSION = 1
 
-JobState = Literal["queued", "running", "succeeded", "failed", "expired", "cancelled"]
-FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "expired", "cancelled"})
 
 
 @lru_cache(maxsize=None)

@@ -33,13 +33,10 @@ from typing import Any
 
 import yaml
 
-from .gateway import Gateway
+from .loader import KINDS as LOADER_KINDS
 from .meta import DNS_LABEL, GROUP, VERSION
-from .planner import Planner
-from .pool import Pool
-from .upstream import Upstream
 
-KINDS = (Gateway, Upstream, Pool, Planner)
+KINDS = tuple(LOADER_KINDS.values())  # one list of kinds: loader.KINDS
 ROOT = Path(__file__).resolve().parents[2]
 # manifests/ and the Helm chart hold copies: kustomize refuses files outside its root, and
 # Helm installs only what its chart's crds/ holds.

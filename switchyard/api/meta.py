@@ -7,9 +7,7 @@ from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-GROUP = "switchyard.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+from ..contracts import API_VERSION, GROUP, VERSION  # noqa: F401 - re-exported: the resources' apiVersion
 
 # DNS-1123 label: what Kubernetes accepts for most object names.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"

@@ -4,14 +4,13 @@ so fields the gateway adds later are reachable before this SDK names them."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+from ..contracts import FINAL_STATES, JobState
 from .errors import SwitchyardError, error_for
 
 __all__ = ["InferenceResult", "Accepted", "Job", "JobPage", "JobState", "ModelInfo", "PoolInfo", "FINAL_STATES"]
 
-JobState = Literal["queued", "running", "succeeded", "failed", "expired", "cancelled"]
-FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "expired", "cancelled"})
 
 
 @dataclass(slots=True)

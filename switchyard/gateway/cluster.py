@@ -24,6 +24,7 @@ from kubernetes_asyncio import client
 
 from ..api import catalog
 from ..api.table import RoutingTable
+from ..contracts import POOL_LABEL, SERVICE_LABEL, TABLE_KEY, endpoint_ready
 from ..kubeclient import api_client
 from ..messages import Heartbeat
 from .config import TableHolder
@@ -32,9 +33,6 @@ from .registry import Registry
 
 log = logging.getLogger("switchyard.gateway.cluster")
 
-TABLE_KEY = "routing.json"
-POOL_LABEL = "switchyard.dev/pool"
-SERVICE_LABEL = "kubernetes.io/service-name"
 
 
 class ClusterConfig:
@@ -156,8 +154,7 @@ class ClusterConfig:
             if (s["metadata"].get("labels") or {}).get(SERVICE_LABEL) not in services:
                 continue
             for ep in s.get("endpoints") or []:
-                cond = ep.get("conditions") or {}
-                if cond.get("ready", True) is False or cond.get("terminating"):
+                if not endpoint_ready(ep):
                     continue
                 ref = ep.get("targetRef") or {}
                 ready.update(n for n in (ref.get("name"), ep.get("hostname")) if n)

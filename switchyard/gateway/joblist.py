@@ -22,7 +22,8 @@ from aiohttp import web
 
 from ..api.table import KeyRoute
 from ..errors import ApiError
-from ..messages import JobRecord, JobState
+from ..contracts import JobState
+from ..messages import JobRecord
 from .auth import authenticate, tenant_of
 from .http import REQUEST_ID, json_response
 from .jobs import record_view

@@ -17,11 +17,11 @@ from typing import Any, Callable
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from ..api.meta import API_VERSION, GROUP, VERSION
 from ..api.pool import RENEWED_AT_ANNOTATION, Pool
+from ..contracts import API_VERSION, GROUP, POOL_API_LABEL, VERSION
 from ..errors import ApiError
 from ..kubeclient import api_client
-from .poolstore import API_LABEL, LeaseLapsed, NameTaken, PoolRecord, PoolStore, iso, parse_time
+from .poolstore import LeaseLapsed, NameTaken, PoolRecord, PoolStore, iso, parse_time
 
 PLURAL = Pool.PLURAL
 MERGE_PATCH = "application/merge-patch+json"
@@ -96,7 +96,7 @@ class KubePoolStore(PoolStore):
         api = await self._objects()
         body = {
             "apiVersion": API_VERSION, "kind": Pool.KIND,
-            "metadata": {"name": record.name, "labels": {API_LABEL: "true"},
+            "metadata": {"name": record.name, "labels": {POOL_API_LABEL: "true"},
                          "annotations": {RENEWED_AT_ANNOTATION: iso(record.renewed_at)}},
             "spec": {"gpus": dict(record.gpus), "models": list(record.models), "tenant": record.tenant,
                      "ttlSeconds": record.ttl_seconds, "gatewayRef": self._gateway()},
@@ -150,7 +150,7 @@ def _record(obj: dict[str, Any]) -> PoolRecord:
         gpus={str(k): int(v) for k, v in (spec.get("gpus") or {}).items()},
         models=tuple(sorted(spec.get("models") or ())), ttl_seconds=int(spec.get("ttlSeconds", 3600)),
         renewed_at=max(renewed or 0.0, created),
-        api=(meta.get("labels") or {}).get(API_LABEL) == "true", gateway=spec.get("gatewayRef"))
+        api=(meta.get("labels") or {}).get(POOL_API_LABEL) == "true", gateway=spec.get("gatewayRef"))
 
 
 def _unavailable(exc: ApiException) -> ApiError:

@@ -23,7 +23,7 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from ..api.meta import API_VERSION, GROUP, VERSION
+from ..contracts import API_VERSION, GROUP, VERSION
 from ..api.planner import Planner, PlannerRuns
 from ..kubeclient import api_client
 from .config import TableHolder

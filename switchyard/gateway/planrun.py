@@ -44,7 +44,8 @@ from nats.js.kv import KeyValue
 from ..api.table import KeyRoute, PlannerRoute, RoutingTable
 from ..errors import ApiError
 from ..jetstream import ensure_runs_bucket
-from ..messages import FINAL_STATES, JobRecord, Result, as_dict
+from ..contracts import FINAL_STATES
+from ..messages import JobRecord, Result, as_dict
 from ..subjects import JOBS_BUCKET, job_cancel_subject, job_key
 from ..tasks import cancel_all, forever
 from .dispatch import read_entry, unavailable

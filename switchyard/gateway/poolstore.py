@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
-API_LABEL = "switchyard.dev/pool-api"  # on Pools made through /v1/pools: only those count and may be deleted
 
 
 @dataclass(frozen=True, slots=True)

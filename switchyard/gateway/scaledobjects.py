@@ -47,33 +47,21 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from ..api.table import ModelRoute
+from ..contracts import ADDRESS_KEY, STARTED_KEY, TRIGGER_TYPE, Obj, respelled, scaled_object_name
 from .config import TableHolder
 
 log = logging.getLogger("switchyard.gateway.scaledobjects")
 
 GROUP, VERSION, PLURAL = "keda.sh", "v1alpha1", "scaledobjects"
-STARTED_KEY = "scalerStartedAt"  # trigger metadata; ignored by the scaler
-ADDRESS_KEY = "scalerAddress"
-DNS_SCHEME = "dns:///"  # gRPC's default resolver, spelled out
-TRIGGER_TYPE = "external-push"
 STREAM_WAIT_S = 8.0  # KEDA reopens the stream within about 1 s of a touch; a loaded machine, a few
 SETTLE_S = 1.0  # a stream that has stayed open this long was not cut by KEDA's race
 RETOUCHES = 2
 
-Obj = dict[str, Any]
-
-
-def scaled_object_name(upstream: str, machine_profile: str | None = None, bundle: str | None = None) -> str:
-    """The ScaledObject of one fleet: `<upstream>`, `<upstream>.<profile>` or `<upstream>.<profile>.<bundle>`.
-
-    The parts are DNS labels, which have no dots, so two fleets never share a name."""
-    return ".".join(p for p in (upstream, machine_profile, bundle) if p)
 
 
 def candidate_names(route: ModelRoute) -> set[str]:
@@ -83,27 +71,6 @@ def candidate_names(route: ModelRoute) -> set[str]:
         names.add(scaled_object_name(route.upstream, mp))
         names.update(scaled_object_name(route.upstream, mp, b.name) for b in route.bundles)
     return names
-
-
-def respelled(address: str) -> str:
-    """The other spelling of the same gRPC target: host:port <-> dns:///host:port."""
-    return address[len(DNS_SCHEME):] if address.startswith(DNS_SCHEME) else DNS_SCHEME + address
-
-
-def gateway_written(so: Obj | None, address: str) -> dict[str, str]:
-    """What a gateway wrote into this ScaledObject's trigger, for the operator to keep.
-
-    `address` is the one the operator renders; its other spelling is kept, any other
-    address is not (the Gateway's scaler address changed)."""
-    for trigger in ((so or {}).get("spec") or {}).get("triggers") or []:
-        if trigger.get("type") != TRIGGER_TYPE:
-            continue
-        md = trigger.get("metadata") or {}
-        kept = {STARTED_KEY: str(md[STARTED_KEY])} if md.get(STARTED_KEY) else {}
-        if md.get(ADDRESS_KEY) == respelled(address) and md.get(STARTED_KEY):
-            kept[ADDRESS_KEY] = md[ADDRESS_KEY]
-        return kept
-    return {}
 
 
 async def nudge(api: client.ApiClient, namespace: str, names: Iterable[str], when: str,

@@ -19,12 +19,11 @@ from ..api.gateway import Gateway
 from ..api.pool import DEFAULT_POOL, Pool
 from ..api.table import RoutingTable
 from ..api.upstream import Upstream
-from ..gateway.cluster import POOL_LABEL, TABLE_KEY
-from ..gateway.scaledobjects import scaled_object_name
+from ..contracts import MANAGED_BY as _MANAGED_BY
+from ..contracts import ADDRESS_KEY, POOL_LABEL, TABLE_KEY, TRIGGER_TYPE, Obj, scaled_object_name
 
-Obj = dict[str, Any]
 
-MANAGED_BY = {"app.kubernetes.io/managed-by": "switchyard-operator", "app.kubernetes.io/part-of": "switchyard"}
+MANAGED_BY = {**_MANAGED_BY, "app.kubernetes.io/part-of": "switchyard"}
 OWNER_LABEL = "switchyard.dev/owner"  # <kind>.<name>, for pruning without a garbage collector
 EPOCH_ANNOTATION = "switchyard.dev/epoch"
 HASH_ANNOTATION = "switchyard.dev/hash"
@@ -251,7 +250,7 @@ def scaled_object(up: Upstream, gw: Gateway, fleet: FleetRef | None = None,
     sc = up.spec.scaling
     fleet = fleet or fleets(up)[0]
     metadata = {
-        "scalerAddress": scaler_address(gw),
+        ADDRESS_KEY: scaler_address(gw),
         "model": up.spec.model,
         "upstream": up.name,
         "targetPendingPerReplica": str(sc.target_pending_per_replica),
@@ -270,7 +269,7 @@ def scaled_object(up: Upstream, gw: Gateway, fleet: FleetRef | None = None,
         "maxReplicaCount": sc.max_replicas,
         "pollingInterval": sc.polling_interval_seconds,
         "cooldownPeriod": sc.cooldown_seconds,
-        "triggers": [{"type": "external-push", "metadata": metadata}],
+        "triggers": [{"type": TRIGGER_TYPE, "metadata": metadata}],
     }
     if sc.min_replicas == 0:
         spec["idleReplicaCount"] = 0

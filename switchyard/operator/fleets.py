@@ -19,7 +19,7 @@ from typing import Any
 from ..api.gateway import Gateway, MachineProfile
 from ..api.pool import DEFAULT_POOL, Pool
 from ..api.upstream import Upstream
-from ..gateway.cluster import POOL_LABEL
+from ..contracts import MACHINE_PROFILE_LABEL, POOL_LABEL
 from .children import MANAGED_BY, RESTRICTED_CONTAINER, RUN_AS, FleetRef, Obj, _meta, fleets, rendered_name
 
 HEALTH_PORT = 8081
@@ -27,7 +27,6 @@ DRAIN_MARGIN_S = 5  # the drain outlasts an item started just before SIGTERM
 GRACE_MARGIN_S = 10  # the kubelet's SIGKILL comes after the drain, never during it
 UPSTREAM_LABEL = "switchyard.dev/upstream"
 FLEET_LABEL = "switchyard.dev/fleet"
-MACHINE_PROFILE_LABEL = "switchyard.dev/machine-profile"
 BUNDLE_LABEL = "switchyard.dev/bundle"
 SEED_MANAGER = "switchyard-operator-seed"  # owns spec.replicas from creation until KEDA takes it
 

@@ -15,10 +15,10 @@ from typing import Any, Protocol
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from ..contracts import Obj
 from .ratelimit import TokenBucket
 
 FIELD_MANAGER = "switchyard-operator"
-Obj = dict[str, Any]
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,10 @@ from ..api.pool import DEFAULT_POOL, RENEWED_AT_ANNOTATION, Pool
 from ..api.secret import Secret
 from ..api.table import RoutingTable
 from ..api.upstream import Upstream
-from ..gateway import scaledobjects
-from ..gateway.cluster import POOL_LABEL, SERVICE_LABEL
-from ..gateway.poolstore import API_LABEL as POOL_API_LABEL
+from ..contracts import (
+    MACHINE_PROFILE_LABEL, MANAGED_SELECTOR, POOL_API_LABEL, POOL_LABEL, SERVICE_LABEL, Obj, endpoint_ready,
+    gateway_written,
+)
 from . import children, fleets
 from .cache import Watched, settle
 from .kube import (
@@ -44,13 +45,10 @@ from .status import condition, micro, now_micro, ready_changed, warn, write_stat
 
 log = logging.getLogger("switchyard.operator")
 
-Obj = dict[str, Any]
 CHILD_KINDS = (CONFIGMAP, SERVICE_ACCOUNT, ROLE, ROLE_BINDING, SERVICE, DEPLOYMENT, SCALED_OBJECT, LEASE)
-MACHINE_PROFILE_LABEL = "switchyard.dev/machine-profile"
-MANAGED = "app.kubernetes.io/managed-by=switchyard-operator"
 # What a pass reads, as the operator's cache watches it (operator/cache.py). Pods change
 # with every readiness flip: read, but their changes reach a pass through EndpointSlices.
-WATCHED = (*(Watched(k, MANAGED) for k in CHILD_KINDS), *(Watched(k) for k in RESOURCE_KINDS),
+WATCHED = (*(Watched(k, MANAGED_SELECTOR) for k in CHILD_KINDS), *(Watched(k) for k in RESOURCE_KINDS),
            Watched(ENDPOINT_SLICE), Watched(POD, MACHINE_PROFILE_LABEL, hint=False))
 # Upstream writes (ScaledObjects, rendered fleets, statuses) one pass may make. A burst of
 # thousands of Upstreams is spread over several short passes, each of which reads and
@@ -155,7 +153,7 @@ class Reconciler:
 
     async def _observe(self, ns: str) -> Observed:
         obs = Observed()
-        listings = await asyncio.gather(*(self.reads.list(k, ns, labels=MANAGED) for k in CHILD_KINDS),
+        listings = await asyncio.gather(*(self.reads.list(k, ns, labels=MANAGED_SELECTOR) for k in CHILD_KINDS),
                                         *(self.reads.list(k, ns) for k in RESOURCE_KINDS))
         for kind, items in zip(CHILD_KINDS, listings):
             for child in items:
@@ -321,7 +319,7 @@ class Reconciler:
                         problems.append(why)  # no ScaledObject either: KEDA would scale nothing
                         continue
                 mine.append(("ScaledObject", fleet.name))
-                kept = scaledobjects.gateway_written(obs.children.get(("ScaledObject", fleet.name)),
+                kept = gateway_written(obs.children.get(("ScaledObject", fleet.name)),
                                                      children.scaler_address(gw))
                 so = children.scaled_object(up, gw, fleet, kept)
                 if fleet.rendered:
@@ -557,7 +555,7 @@ class Reconciler:
             only = up.spec.machine_profiles[0] if len(up.spec.machine_profiles) == 1 else "unknown"
             for s in by_service.get(up.spec.workers.service, []):
                 for ep in s.get("endpoints") or []:
-                    if (ep.get("conditions") or {}).get("ready", True):
+                    if endpoint_ready(ep):  # terminating ones too are not live (contracts.py)
                         pod = (ep.get("targetRef") or {}).get("name", "")
                         counts[profile_of.get(pod, only)] += 1
             out[name] = dict(counts)

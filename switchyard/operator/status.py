@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from ..contracts import Obj
 from .kube import Kube
 
-Obj = dict[str, Any]
 
 
 def now_iso() -> str:

@@ -39,11 +39,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
+from ..contracts import Obj
 from .controlplane import ControlPlane
 
-Obj = dict[str, Any]
 ENTRYPOINTS = {"switchyard": str(Path(sys.executable).with_name("switchyard"))}  # image entrypoint -> local
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 

@@ -23,7 +23,8 @@ import grpc
 from cluster import Proc, get, operator, wait
 from switchyard.gateway.externalscaler import externalscaler_pb2 as pb
 from switchyard.gateway.externalscaler import externalscaler_pb2_grpc as pb_grpc
-from switchyard.gateway.scaledobjects import RETOUCHES, SETTLE_S, STARTED_KEY, STREAM_WAIT_S
+from switchyard.contracts import STARTED_KEY
+from switchyard.gateway.scaledobjects import RETOUCHES, SETTLE_S, STREAM_WAIT_S
 from switchyard.gateway.scaler import METRIC
 from switchyard.natsserver import NatsServer, free_port
 from switchyard.testing import http

@@ -18,7 +18,7 @@ import pytest
 from cluster import ROOT, Proc, get, kubectl_json, operator, wait
 from test_argocd_health import health as argocd_health  # manifests/argocd/health.lua in a real Lua 5.1
 from switchyard.api.pool import RENEWED_AT_ANNOTATION
-from switchyard.gateway.poolstore import API_LABEL as POOL_API_LABEL
+from switchyard.contracts import POOL_API_LABEL
 from switchyard.operator.children import RENEW_SKEW_S
 from switchyard.testing.controlplane import ControlPlane
 

@@ -10,7 +10,8 @@ from pydantic import ValidationError
 from switchyard.api.gateway import Gateway
 from switchyard.api.upstream import Upstream, UpstreamSpec
 from switchyard.cli.main import build_parser
-from switchyard.gateway.scaledobjects import STARTED_KEY, _touched, gateway_written
+from switchyard.contracts import STARTED_KEY, gateway_written
+from switchyard.gateway.scaledobjects import _touched
 from switchyard.operator import children
 
 

@@ -5,9 +5,23 @@ Every error leaves the gateway as `{"error": {"code", "message"}}` with the stat
 
 from __future__ import annotations
 
-from typing import Mapping
+import logging
+from typing import Literal, Mapping
 
-# code -> HTTP status
+log = logging.getLogger("switchyard.errors")
+
+ErrorCode = Literal[
+    "bad_request", "invalid_json", "invalid_request_id", "too_deep", "unsupported_operation",
+    "unknown_machine_profile", "unauthorized", "forbidden", "not_found", "unknown_model", "unknown_pool",
+    "unknown_job", "unknown_planner", "method_not_allowed", "pool_expired", "incompatible_bundle",
+    "duplicate_request", "job_not_finished", "cancelled", "pool_exists", "pool_protected", "too_many_pools",
+    "request_timeout", "too_many_in_flight", "too_many_event_streams", "payload_too_large", "pool_too_large",
+    "invalid_input", "deadline_unreachable", "client_closed_request", "internal", "worker_error", "worker_lost",
+    "stream_gap", "no_capacity", "queue_unavailable", "queue_full", "pools_unavailable", "not_ready",
+    "too_many_connections", "worker_starting", "deadline_exceeded",
+]
+
+# code -> HTTP status; tests/unit/test_error_codes.py keeps it, ErrorCode and every ApiError("...") in step.
 STATUS: Mapping[str, int] = {
     "bad_request": 400,
     "invalid_json": 400,
@@ -38,6 +52,7 @@ STATUS: Mapping[str, int] = {
     "pool_too_large": 422,  # reserves more workers than spec.poolApi.maxWorkersPerPool
     "invalid_input": 422,  # the worker refused the items (a permanent error)
     "deadline_unreachable": 422,  # X-Job-Deadline shorter than the lane's learned ETA: refused at admission
+    "client_closed_request": 499,  # never sent (the client left); as nginx logs it, for counters and access logs
     "internal": 500,
     "worker_error": 502,  # the worker failed on every attempt
     "worker_lost": 502,  # a streaming worker died after chunks were sent (gateway/streaming.py)
@@ -48,6 +63,7 @@ STATUS: Mapping[str, int] = {
     "pools_unavailable": 503,  # the pool store (NATS KV, or the Kubernetes API in cluster mode) cannot be reached now
     "not_ready": 503,  # no routing table loaded yet
     "too_many_connections": 503,  # spec.listeners.http.maxConnections reached; the connection is closed
+    "worker_starting": 503,  # the OpenAI API's answer for a cold lane (its SDKs retry a 503 after Retry-After)
     "deadline_exceeded": 504,
 }
 
@@ -55,11 +71,13 @@ STATUS: Mapping[str, int] = {
 class ApiError(Exception):
     """An error answer: status, stable code, human message, optional headers."""
 
-    def __init__(self, code: str, message: str, *, status: int | None = None,
+    def __init__(self, code: ErrorCode, message: str, *, status: int | None = None,
                  headers: Mapping[str, str] | None = None, error_id: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        if code not in STATUS:  # a code from outside (a worker's, a stored run's): say so, never silently
+            log.error("an error code missing from the status table answers 500", extra={"code": code})
         self.status = status or STATUS.get(code, 500)
         self.headers = dict(headers or {})
         self.error_id = error_id  # names the log line that holds the detail

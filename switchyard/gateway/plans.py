@@ -35,7 +35,7 @@ STATS_WAIT_S = 2.0  # GET /v1/plans on a gateway just started waits this long fo
 
 def setup(app: web.Application) -> None:
     """Routes (before /v1/{op}/{model}, which would match them too) and the run sweep's lifetime."""
-    st: GatewayState = app[STATE]  # type: ignore[assignment]
+    st = app[STATE]
     runs = st.plan_runs = PlanRuns(st)
     jobs.run_steps_hook = run_steps  # GET /v1/jobs/{id} of a run shows its steps
     app.router.add_get("/v1/plans", list_plans)

@@ -18,9 +18,6 @@ from .metrics import Metrics
 from .poolstore import PoolStore
 from .registry import Registry
 
-STATE = web.AppKey("switchyard_state", object)
-
-
 @dataclass
 class GatewayState:
     instance: str
@@ -52,5 +49,8 @@ class GatewayState:
         return table
 
 
+STATE = web.AppKey("switchyard_state", GatewayState)
+
+
 def state_of(request: web.Request) -> GatewayState:
-    return request.app[STATE]  # type: ignore[return-value]
+    return request.app[STATE]

@@ -157,7 +157,7 @@ def setup(app: web.Application) -> None:
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
-    st: GatewayState = request.app[STATE]
+    st = request.app[STATE]
     table = st.table()
     if any(k.lower() in KEY_IN_URL for k in request.query):
         raise ApiError("bad_request", "never put an API key in the URL; send 'Authorization: Bearer <key>' "

@@ -21,6 +21,7 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
+
 from .contracts import Obj
 
 log = logging.getLogger("switchyard.informer")

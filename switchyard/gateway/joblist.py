@@ -21,8 +21,8 @@ import orjson
 from aiohttp import web
 
 from ..api.table import KeyRoute
-from ..errors import ApiError
 from ..contracts import JobState
+from ..errors import ApiError
 from ..messages import JobRecord
 from .auth import authenticate, tenant_of
 from .http import REQUEST_ID, json_response

@@ -13,6 +13,7 @@ final write either wins (the worker's write then fails, and it stops) or finds t
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Awaitable, Callable
 
@@ -60,8 +61,14 @@ async def cancel(st: GatewayState, key: KeyRoute | None, job_id: str, asked: str
     """A queued job never runs; a running one is told to stop through NATS; a final one stays as it is.
 
     Every protocol's cancel (HTTP here, gRPC's CancelJob, WebSocket's job.cancel): the job's view
-    with `cancelled` and a `message`; unknown_job when not the key's to touch.
+    with `cancelled` and a `message`; unknown_job when not the key's to touch. Shielded: a caller that
+    leaves (a gRPC client gone, a WebSocket closing with the call in flight) between the record's
+    change and the worker's signal must not leave a job marked cancelled whose worker was never told.
     """
+    return await asyncio.shield(_cancel(st, key, job_id, asked))
+
+
+async def _cancel(st: GatewayState, key: KeyRoute | None, job_id: str, asked: str | None) -> dict[str, object]:
     jkey = _job_key(key, job_id, asked)
     while True:
         found = await st.dispatcher.job_entry(jkey)

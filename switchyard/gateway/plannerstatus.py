@@ -23,8 +23,8 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from ..contracts import API_VERSION, GROUP, VERSION
 from ..api.planner import Planner, PlannerRuns
+from ..contracts import API_VERSION, GROUP, VERSION
 from ..kubeclient import api_client
 from .config import TableHolder
 from .planstats import Counts, PlanStats

@@ -42,9 +42,9 @@ from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
 from ..api.table import KeyRoute, PlannerRoute, RoutingTable
+from ..contracts import FINAL_STATES
 from ..errors import ApiError
 from ..jetstream import ensure_runs_bucket
-from ..contracts import FINAL_STATES
 from ..messages import JobRecord, Result, as_dict
 from ..subjects import JOBS_BUCKET, job_cancel_subject, job_key
 from ..tasks import cancel_all, forever

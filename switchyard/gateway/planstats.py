@@ -33,6 +33,7 @@ from ..messages import as_dict
 from ..subjects import PLANSTATS_BUCKET, token
 from ..tasks import forever
 from .dispatch import Dispatcher, unavailable
+from .eta import WRONG_LAST_SEQUENCE
 
 log = logging.getLogger("switchyard.gateway.planstats")
 
@@ -157,8 +158,10 @@ class PlanStats:
                     "Nats-Msg-Id": msg_id,
                     "Nats-Expected-Last-Subject-Sequence": str(entry.revision if entry is not None else 0)})
                 return
-            except nats.js.errors.BadRequestError:
-                continue  # wrong last sequence: another gateway counted meanwhile; read again
+            except nats.js.errors.BadRequestError as exc:
+                if exc.err_code in WRONG_LAST_SEQUENCE:
+                    continue  # another gateway counted meanwhile: read again
+                raise unavailable(f"cannot count the plan run: {exc}") from None
             except (nats.errors.Error, asyncio.TimeoutError) as exc:
                 raise unavailable(f"cannot count the plan run: {exc or type(exc).__name__}") from None
         raise unavailable(f"cannot count the plan run: {CAS_TRIES} concurrent writers in a row")

@@ -319,8 +319,7 @@ class Reconciler:
                         problems.append(why)  # no ScaledObject either: KEDA would scale nothing
                         continue
                 mine.append(("ScaledObject", fleet.name))
-                kept = gateway_written(obs.children.get(("ScaledObject", fleet.name)),
-                                                     children.scaler_address(gw))
+                kept = gateway_written(obs.children.get(("ScaledObject", fleet.name)), children.scaler_address(gw))
                 so = children.scaled_object(up, gw, fleet, kept)
                 if fleet.rendered:
                     dep = fleets.fleet_deployment(up, gw, fleet, profiles[fleet.machine_profile or ""])

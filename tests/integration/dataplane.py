@@ -120,6 +120,23 @@ def kill(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
     proc.wait(20)
 
 
+def blocking_handler() -> tuple[Callable[..., Any], asyncio.Event, asyncio.Event]:
+    """An async handler that waits until its worker cancels it (a job cancelled while running):
+    (handler, started once it runs, stopped once the cancel reached it where it waited)."""
+    started, stopped = asyncio.Event(), asyncio.Event()
+
+    async def forever(items: list[Any], ctx: Any) -> list[Any]:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
+        return items
+
+    return forever, started, stopped
+
+
 async def until(cond: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not cond():

@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from dataplane import ECHO, until, worker
+from dataplane import ECHO, blocking_handler, until, worker
 from switchyard.gateway.grpc import inference_pb2 as pb
 from switchyard.natsserver import NatsServer
 from test_grpc import ADMIN, ECHO_ONLY, OTHER, GrpcGateway, _plain, _value, grpc_gateway
@@ -174,16 +174,7 @@ async def test_a_cancelled_queued_job_never_runs_and_another_tenant_cannot_touch
 
 
 async def test_cancelling_a_running_job_stops_its_handler_on_the_worker(nats_server: NatsServer) -> None:
-    started, stopped = asyncio.Event(), asyncio.Event()
-
-    async def forever(items: list[Any], ctx: Any) -> list[Any]:
-        started.set()
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            stopped.set()  # the worker heard the cancel on _sy.jobcancel and stopped the handler here
-            raise
-        return items
+    forever, started, stopped = blocking_handler()  # stopped: the cancel reached the handler on the worker
 
     async with grpc_gateway(nats_server.url) as g, worker(nats_server.url, forever) as w:
         await g.gw.wait_for_workers(ECHO)

@@ -9,7 +9,7 @@ from typing import Any
 
 from switchyard.natsserver import NatsServer
 
-from dataplane import ADMIN, ECHO, gateway, job_final, until, worker
+from dataplane import ADMIN, ECHO, blocking_handler, gateway, job_final, until, worker
 
 OTHER = {"Authorization": "Bearer other-key-0123456789abcdef"}
 ASYNC = {"Prefer": "respond-async"}
@@ -36,16 +36,7 @@ async def test_a_queued_job_that_is_cancelled_never_runs(nats_server: NatsServer
 
 
 async def test_a_running_async_handler_is_cancelled_through_nats(nats_server: NatsServer) -> None:
-    started, stopped = asyncio.Event(), asyncio.Event()
-
-    async def forever(items: list[Any], ctx: Any) -> list[Any]:
-        started.set()
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            stopped.set()  # the worker observed the cancel: the handler was stopped where it waited
-            raise
-        return items
+    forever, started, stopped = blocking_handler()  # stopped: the cancel reached the handler on the worker
 
     async with gateway(nats_server.url) as gw, worker(nats_server.url, forever) as w:
         await gw.wait_for_workers(ECHO)

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from dataplane import ECHO, ECHO_ONLY, GatewayUnderTest, gateway, until, worker
+from dataplane import ECHO, ECHO_ONLY, GatewayUnderTest, blocking_handler, gateway, until, worker
 from switchyard.gateway import websocket
 from switchyard.natsserver import NatsServer
 from test_websocket import OTHER, infer, receive
@@ -170,16 +170,7 @@ async def test_a_cancelled_queued_job_never_runs_and_another_tenant_cannot_touch
 
 
 async def test_cancelling_a_running_job_stops_its_handler_on_the_worker(nats_server: NatsServer) -> None:
-    started, stopped = asyncio.Event(), asyncio.Event()
-
-    async def forever(items: list[Any], ctx: Any) -> list[Any]:
-        started.set()
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            stopped.set()  # the worker heard the cancel on _sy.jobcancel and stopped the handler here
-            raise
-        return items
+    forever, started, stopped = blocking_handler()  # stopped: the cancel reached the handler on the worker
 
     async with gateway(nats_server.url) as gw, worker(nats_server.url, forever) as w, socket(gw, ECHO_ONLY) as s:
         await gw.wait_for_workers(ECHO)

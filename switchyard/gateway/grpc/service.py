@@ -186,9 +186,7 @@ class InferenceService:
 
     async def cancel_job(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.CancelJobResponse:
         key, req = _read(raw, pb.CancelJobRequest, self.st.table(), context)
-        # Shielded: a client that leaves between the record's change and the worker's signal must not
-        # leave a job marked cancelled that its worker was never told about.
-        body = await asyncio.shield(asyncio.ensure_future(cancel(self.st, key, req.job_id, req.tenant or None)))
+        body = await cancel(self.st, key, req.job_id, req.tenant or None)  # shielded inside (jobs.py)
         return pb.CancelJobResponse(job=_job(body), cancelled=bool(body["cancelled"]), message=str(body["message"]))
 
     async def delete_job(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.DeleteJobResponse:

@@ -204,7 +204,7 @@ def _keys(gw: Gateway, rs: ResourceSet, pools: dict[str, PoolRoute], models: dic
             issues.append(ConfigIssue(gw.ref, field, f"names unknown pool or model {bad[0]!r}"))
             continue
         out.append(KeyRoute(k.name, hash_key(value), _opt(k.pools), _opt(k.models), k.tenant or "", k.admin,
-                            k.manage_pools))
+                            k.manage_pools, k.tier))
     return tuple(out)
 
 

@@ -134,6 +134,9 @@ class ApiKey(Model):
                                                    "and manage every tenant's pools.")
     manage_pools: bool = Field(default=False, description="May create, renew and delete its tenant's pools "
                                                           "through /v1/pools (within spec.poolApi).")
+    tier: str = Field(default="default", pattern=DNS_LABEL, max_length=63,
+                      description="Service tier of the key (e.g. free, pro): the limits that apply to it are chosen "
+                                  "by tier.")
 
 
 class Auth(Model):

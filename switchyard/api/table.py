@@ -67,6 +67,7 @@ class KeyRoute:
     tenant: str = ""  # jobs and request ids are scoped by it; "" = the key's name
     admin: bool = False  # reads every tenant's jobs and the /health detail, manages every pool
     manage_pools: bool = False  # creates, renews and deletes its tenant's pools (/v1/pools)
+    tier: str = "default"  # spec.auth.apiKeys[].tier: which limits apply
 
     @property
     def owner(self) -> str:
@@ -207,7 +208,8 @@ class RoutingTable:
             },
             "keys": [
                 {"name": k.name, "sha256": k.sha256, "pools": _opt_list(k.pools), "models": _opt_list(k.models),
-                 "tenant": k.tenant, "admin": k.admin, "managePools": k.manage_pools}
+                 "tenant": k.tenant, "admin": k.admin, "managePools": k.manage_pools,
+                 **({"tier": k.tier} if k.tier != "default" else {})}  # absent when default: the hash stays
                 for k in self.keys
             ],
             "http": {
@@ -279,7 +281,8 @@ class RoutingTable:
             }),
             keys=tuple(
                 KeyRoute(k["name"], k["sha256"], _opt_tuple(k.get("pools")), _opt_tuple(k.get("models")),
-                         k.get("tenant", ""), bool(k.get("admin", False)), bool(k.get("managePools", False)))
+                         k.get("tenant", ""), bool(k.get("admin", False)), bool(k.get("managePools", False)),
+                         str(k.get("tier", "default")))
                 for k in d["keys"]
             ),
             http=_http_from_dict(d.get("http", {})),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 
@@ -40,3 +42,38 @@ def setup(level: str = "INFO") -> None:
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.Formatter.converter = time.gmtime
+
+
+class Repeats:
+    """Log a swallowed failure without flooding: the first of a kind at once, then at most one line
+    per `every_s` for as long as it keeps repeating, with how many were left out in between.
+
+    A kind is (what failed, the exception's type and text): a NATS outage seen by a loop every 2 s
+    is one line a minute, and a different failure still shows at once."""
+
+    def __init__(self, logger: logging.Logger, every_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger, self.every_s, self._clock = logger, every_s, clock
+        self._seen: dict[tuple[str, str, str], tuple[float, int]] = {}  # kind -> (last logged at, left out since)
+
+    def failed(self, what: str, exc: BaseException, *, level: int = logging.WARNING, exc_info: bool = False,
+               **fields: Any) -> bool:
+        """Log `what` failed with `exc` unless the same failure was logged less than `every_s` ago; True if logged."""
+        kind = (what, type(exc).__name__, str(exc))
+        now = self._clock()
+        logged_at, left_out = self._seen.get(kind, (None, 0))
+        if logged_at is not None and now - logged_at < self.every_s:
+            self._seen[kind] = (logged_at, left_out + 1)
+            return False
+        if len(self._seen) >= 256:  # failures whose text varies (ids in it): forget, never grow without bound
+            self._seen.clear()
+        self._seen[kind] = (now, 0)
+        self.logger.log(level, f"{what} failed", exc_info=exc if exc_info else None,
+                        extra={**fields, "error": str(exc) or type(exc).__name__, "error_type": type(exc).__name__,
+                               "repeats_left_out": left_out})
+        return True
+
+    def recovered(self, what: str) -> None:
+        """`what` works again: its next failure is logged at once."""
+        for kind in [k for k in self._seen if k[0] == what]:
+            del self._seen[kind]

@@ -8,8 +8,10 @@ so a worker can neither lower the replicas nor undo the limits a gateway applied
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
+import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -26,6 +28,9 @@ from .subjects import (
 )
 
 HEARTBEAT_TTL_S = 10.0
+# What a NATS call raises when the server is away, restarting or refuses: the failures a background
+# loop expects, logs and retries (anything else is a bug, and is logged with its traceback).
+NATS_FAILURES: tuple[type[BaseException], ...] = (nats.errors.Error, asyncio.TimeoutError, OSError)
 RESULTS_MAX_BYTES = 256 * 1024 * 1024  # sy_results: synchronous answers kept to re-fetch (memory storage)
 
 
@@ -189,7 +194,7 @@ async def _bucket(js: JetStreamContext, cfg: KeyValueConfig) -> KeyValue:
     """Bind to the bucket, else create it (`cfg.replicas` applies only to a new bucket)."""
     try:
         return await js.key_value(cfg.bucket)
-    except Exception:  # noqa: BLE001 - nats-py raises BucketNotFoundError or NotFoundError by version
+    except nats.js.errors.NotFoundError:  # BucketNotFoundError (a NotFoundError) or NotFoundError, by version
         pass
     try:
         return await js.create_key_value(cfg)

@@ -19,6 +19,7 @@ ErrorCode = Literal[
     "invalid_input", "deadline_unreachable", "client_closed_request", "internal", "worker_error", "worker_lost",
     "stream_gap", "no_capacity", "queue_unavailable", "queue_full", "pools_unavailable", "not_ready",
     "too_many_connections", "worker_starting", "deadline_exceeded",
+    "rate_limited", "quota_exceeded", "concurrency_limited", "limits_unavailable", "policy_unavailable",
 ]
 
 # code -> HTTP status; tests/unit/test_error_codes.py keeps it, ErrorCode and every ApiError("...") in step.
@@ -48,6 +49,9 @@ STATUS: Mapping[str, int] = {
     "request_timeout": 408,  # request line, headers or body not received in time (spec.listeners.http)
     "too_many_in_flight": 429,  # /v1/ws: the connection's requests in flight are at its cap
     "too_many_event_streams": 429,  # GET /v1/events: the tenant's open streams on this gateway are at the cap
+    "rate_limited": 429,  # spec.policy: a requests, items or tokens limit of the window is used up (Retry-After)
+    "quota_exceeded": 429,  # spec.policy: a daily or monthly quota is used up (Retry-After: the period's end)
+    "concurrency_limited": 429,  # spec.policy: the concurrent-requests limit is reached, across every replica
     "payload_too_large": 413,
     "pool_too_large": 422,  # reserves more workers than spec.poolApi.maxWorkersPerPool
     "invalid_input": 422,  # the worker refused the items (a permanent error)
@@ -62,6 +66,8 @@ STATUS: Mapping[str, int] = {
     "queue_full": 503,  # the work stream is at spec.queue limits: nothing accepted is dropped for it
     "pools_unavailable": 503,  # the pool store (NATS KV, or the Kubernetes API in cluster mode) cannot be reached now
     "not_ready": 503,  # no routing table loaded yet
+    "limits_unavailable": 503,  # spec.policy limits cannot be counted (NATS away): limited requests fail closed
+    "policy_unavailable": 503,  # spec.policy names a stage this gateway does not have installed: nothing runs
     "too_many_connections": 503,  # spec.listeners.http.maxConnections reached; the connection is closed
     "worker_starting": 503,  # the OpenAI API's answer for a cold lane (its SDKs retry a 503 after Retry-After)
     "deadline_exceeded": 504,

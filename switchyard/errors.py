@@ -18,7 +18,7 @@ ErrorCode = Literal[
     "request_timeout", "too_many_in_flight", "too_many_event_streams", "payload_too_large", "pool_too_large",
     "invalid_input", "deadline_unreachable", "client_closed_request", "internal", "worker_error", "worker_lost",
     "stream_gap", "no_capacity", "queue_unavailable", "queue_full", "pools_unavailable", "not_ready",
-    "too_many_connections", "worker_starting", "deadline_exceeded",
+    "too_many_connections", "worker_starting", "circuit_open", "deadline_exceeded",
     "rate_limited", "quota_exceeded", "concurrency_limited", "limits_unavailable", "policy_unavailable",
 ]
 
@@ -70,6 +70,7 @@ STATUS: Mapping[str, int] = {
     "policy_unavailable": 503,  # spec.policy names a stage this gateway does not have installed: nothing runs
     "too_many_connections": 503,  # spec.listeners.http.maxConnections reached; the connection is closed
     "worker_starting": 503,  # the OpenAI API's answer for a cold lane (its SDKs retry a 503 after Retry-After)
+    "circuit_open": 503,  # the lane's workers failed spec.circuitBreaker.consecutiveFailures times in a row
     "deadline_exceeded": 504,
 }
 

@@ -18,7 +18,7 @@ ErrorCode = Literal[
     "request_timeout", "too_many_in_flight", "too_many_event_streams", "payload_too_large", "pool_too_large",
     "invalid_input", "deadline_unreachable", "client_closed_request", "internal", "worker_error", "worker_lost",
     "stream_gap", "no_capacity", "queue_unavailable", "queue_full", "pools_unavailable", "not_ready",
-    "too_many_connections", "worker_starting", "circuit_open", "deadline_exceeded",
+    "too_many_connections", "worker_starting", "circuit_open", "deadline_exceeded", "usage_range_too_large",
     "rate_limited", "quota_exceeded", "concurrency_limited", "limits_unavailable", "policy_unavailable",
 ]
 
@@ -53,6 +53,7 @@ STATUS: Mapping[str, int] = {
     "quota_exceeded": 429,  # spec.policy: a daily or monthly quota is used up (Retry-After: the period's end)
     "concurrency_limited": 429,  # spec.policy: the concurrent-requests limit is reached, across every replica
     "payload_too_large": 413,
+    "usage_range_too_large": 413,  # GET /v1/usage: the range holds more ledger records than one request may sum
     "pool_too_large": 422,  # reserves more workers than spec.poolApi.maxWorkersPerPool
     "invalid_input": 422,  # the worker refused the items (a permanent error)
     "deadline_unreachable": 422,  # X-Job-Deadline shorter than the lane's learned ETA: refused at admission

@@ -7,7 +7,8 @@ Standard library only, so any component (and the SDK, which has no extras) can i
 
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, Literal
 
 Obj = dict[str, Any]  # a Kubernetes object as on the wire
 

@@ -6,9 +6,10 @@ Standalone mode loads the very files users `kubectl apply`; any other kind in th
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -38,11 +39,17 @@ class ResourceSet:
     secrets: list[Secret] = field(default_factory=list)
 
     def add(self, obj: Gateway | Upstream | Pool | Planner | Secret) -> None:
-        bucket = {
-            Gateway: self.gateways, Upstream: self.upstreams, Pool: self.pools,
-            Planner: self.planners, Secret: self.secrets,
-        }[type(obj)]
-        bucket.append(obj)
+        match obj:
+            case Gateway():
+                self.gateways.append(obj)
+            case Upstream():
+                self.upstreams.append(obj)
+            case Pool():
+                self.pools.append(obj)
+            case Planner():
+                self.planners.append(obj)
+            case Secret():
+                self.secrets.append(obj)
 
 
 def parse_objects(objs: Iterable[dict[str, Any]], source: str = "<input>") -> tuple[ResourceSet, list[ConfigIssue]]:

@@ -7,7 +7,10 @@ from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from ..contracts import API_VERSION, GROUP, VERSION  # noqa: F401 - re-exported: the resources' apiVersion
+# Re-exported: the resources' apiVersion.
+from ..contracts import API_VERSION as API_VERSION
+from ..contracts import GROUP as GROUP
+from ..contracts import VERSION as VERSION
 
 # DNS-1123 label: what Kubernetes accepts for most object names.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -71,7 +74,7 @@ class Resource(BaseModel, Generic[SpecT, StatusT]):
     PLURAL: ClassVar[str] = ""
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ()
 
-    apiVersion: Literal["switchyard.dev/v1alpha1"] = API_VERSION
+    apiVersion: Literal["switchyard.dev/v1alpha1"] = "switchyard.dev/v1alpha1"  # API_VERSION, as a type
     kind: str
     metadata: ObjectMeta
     spec: SpecT
@@ -88,5 +91,5 @@ class Resource(BaseModel, Generic[SpecT, StatusT]):
         return f"{self.KIND}/{ns}/{self.name}" if ns else f"{self.KIND}/{self.name}"
 
     @classmethod
-    def from_dict(cls, obj: dict[str, Any]) -> "Resource[SpecT, StatusT]":
+    def from_dict(cls, obj: dict[str, Any]) -> Resource[SpecT, StatusT]:
         return cls.model_validate(obj)

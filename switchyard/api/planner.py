@@ -14,7 +14,8 @@ class Step(Model):
     name: str = Field(pattern=DNS_LABEL, max_length=63, description="Step name, referenced by dependsOn.")
     model: str = Field(min_length=1, max_length=260, description="Model id, optionally with :profile.")
     operation: Operation = Field(description="Operation to call on the model.")
-    depends_on: list[Label] = Field(default_factory=list, max_length=64, description="Steps whose results this step needs.")
+    depends_on: list[Label] = Field(default_factory=list, max_length=64,
+                                    description="Steps whose results this step needs.")
     params: dict[str, Any] = Field(default_factory=dict, description="Params sent with the call.")
 
 
@@ -24,7 +25,7 @@ class PlannerSpec(Model):
     gateway_ref: str | None = Field(default=None, description="Gateway serving the planner; empty means every Gateway.")
 
     @model_validator(mode="after")
-    def _is_dag(self) -> "PlannerSpec":
+    def _is_dag(self) -> PlannerSpec:
         names = [s.name for s in self.steps]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -87,7 +88,7 @@ def find_cycle(deps: dict[str, list[str]]) -> list[str] | None:
         stack.append(node)
         for dep in deps.get(node, []):
             if state.get(dep) == 1:
-                return stack[stack.index(dep):] + [dep]
+                return [*stack[stack.index(dep):], dep]
             if dep not in state:
                 found = visit(dep)
                 if found:

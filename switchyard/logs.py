@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -77,3 +78,15 @@ class Repeats:
         """`what` works again: its next failure is logged at once."""
         for kind in [k for k in self._seen if k[0] == what]:
             del self._seen[kind]
+
+
+@contextmanager
+def swallowed(logger: logging.Logger, what: str, kinds: tuple[type[BaseException], ...], *,
+              level: int = logging.DEBUG, **fields: Any) -> Iterator[None]:
+    """`contextlib.suppress(*kinds)`, with a line saying what failed: for clean-up that may fail
+    when the connection is already gone (unsubscribe, stop a watcher), where nothing else can be done."""
+    try:
+        yield
+    except kinds as exc:
+        logger.log(level, f"{what} failed", extra={**fields, "error": str(exc) or type(exc).__name__,
+                                                   "error_type": type(exc).__name__})

@@ -9,7 +9,6 @@ import signal
 import socket
 import uuid
 from collections import Counter
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
@@ -19,6 +18,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ..api.table import HttpLimits
 from . import capacity, deadletter_api, joblist
 from . import configs, events, health, inference, jobs, openapi, plans, pools, websocket
+from ..jetstream import NATS_FAILURES
+from ..logs import Repeats
 from ..tasks import cancel_all
 from .config import DirectoryConfig, TableHolder
 from .advisories import DeadLetters
@@ -239,17 +240,19 @@ async def _observe(st: GatewayState) -> None:
     # Read at scrape time, as /readyz decides: NATS connected and a routing table loaded.
     st.metrics.ready.set_function(lambda: float(st.dispatcher.connected and st.holder.table is not None))
     dead_letters = DeadLetters(st.metrics)
+    failures = Repeats(log)
     subscribed = False
     exported: set[tuple[str, str, str, str]] = set()
     while True:
         connected = st.dispatcher.connected and st.dispatcher.js is not None
         if connected and not subscribed and st.dispatcher.nc is not None and st.dispatcher.js is not None:
-            with suppress(Exception):  # retried on the next round; the subscription survives reconnects
+            try:  # retried on the next round; the subscription survives reconnects
                 await dead_letters.subscribe(st.dispatcher.nc, st.dispatcher.js)
                 subscribed = True
+            except NATS_FAILURES as exc:
+                failures.failed("dead-letter advisory subscription", exc)
         if connected and st.dispatcher.js is not None:
-            with suppress(Exception):
-                await st.demand.poll(st.dispatcher.js)
+            await st.demand.refresh(st.dispatcher.js)  # logs its own failures
         live = st.registry.live()
         st.metrics.worker_in_flight.clear()
         fleets: Counter[tuple[str, str, str, str]] = Counter()

@@ -18,6 +18,8 @@ import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import StreamInfo
 
+from ..jetstream import NATS_FAILURES
+from ..logs import Repeats
 from ..subjects import WORK_PREFIX, WORK_STREAM, Lane, token
 from .metrics import Metrics
 
@@ -39,6 +41,21 @@ class Demand:
         self.oldest: dict[GroupKey, float] = {}  # lane group -> when its oldest stored item was stored
         self._clock = clock
         self._exported: set[GroupKey] = set()
+        self._failures = Repeats(log)
+
+    async def refresh(self, js: JetStreamContext) -> None:
+        """One poll for the gateway's observe loop, which must go on whatever happens: a failure leaves
+        the last figures exported (KEDA reads them: stale beats absent) and is logged, once a minute
+        while it repeats."""
+        try:
+            await self.poll(js)
+        except NATS_FAILURES as exc:  # NATS away or restarting, the stream not there yet
+            self._failures.failed("demand poll", exc, stream=WORK_STREAM)
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug must not end the loop that exports every gauge
+            self._failures.failed("demand poll", exc, level=logging.ERROR, exc_info=True, stream=WORK_STREAM)
+            return
+        self._failures.recovered("demand poll")
 
     async def poll(self, js: JetStreamContext) -> None:
         info = await js.stream_info(WORK_STREAM, subjects_filter=f"{WORK_PREFIX}.>")

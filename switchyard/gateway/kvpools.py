@@ -13,7 +13,6 @@ import logging
 import time
 from typing import Callable
 
-import nats.errors
 import nats.js.errors
 import orjson
 from nats.aio.client import Client as NATS
@@ -24,13 +23,15 @@ from nats.js.kv import KeyValue
 from ..api.meta import API_VERSION
 from ..api.pool import Pool
 from ..errors import ApiError
-from ..jetstream import ensure_pools_bucket, kv_get
+from ..jetstream import NATS_FAILURES, ensure_pools_bucket, kv_get
+from ..logs import Repeats
 from ..subjects import POOLS_BUCKET
 from .poolstore import LeaseLapsed, NameTaken, PoolRecord, PoolStore, iso
 
 log = logging.getLogger("switchyard.gateway.kvpools")
 
 KV_PREFIX = f"$KV.{POOLS_BUCKET}."
+UNREACHABLE: tuple[type[BaseException], ...] = (ApiError, *NATS_FAILURES)  # what _bucket and a resync raise then
 RESYNC_S = 10.0  # a full listing this often: what a lost subscription message missed
 
 
@@ -45,6 +46,7 @@ class KvPoolStore(PoolStore):
         self._view: dict[str, PoolRecord] = {}
         self._subscribed = False
         self.synced = asyncio.Event()
+        self._failures = Repeats(log)
 
     # -- the watched view (routing, 410s) ------------------------------------------------
 
@@ -78,10 +80,12 @@ class KvPoolStore(PoolStore):
                     self._subscribed = True
                 await self._resync(kv)
                 self.synced.set()
-                await asyncio.sleep(RESYNC_S)
-            except (ApiError, nats.errors.Error, asyncio.TimeoutError) as exc:
-                log.debug("pools bucket not reachable yet", extra={"error": str(exc) or type(exc).__name__})
+            except UNREACHABLE as exc:  # NATS away: the view stays as it was, and is read again
+                self._failures.failed("pools bucket resync", exc, bucket=POOLS_BUCKET)
                 await asyncio.sleep(0.5)
+            else:
+                self._failures.recovered("pools bucket resync")
+                await asyncio.sleep(RESYNC_S)
 
     async def _resync(self, kv: KeyValue) -> None:
         fresh = {r.name: r for r in await self._read_all(kv)}

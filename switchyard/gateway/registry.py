@@ -14,10 +14,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
+from ..jetstream import NATS_FAILURES, kv_get
+from ..logs import Repeats
 from ..messages import Heartbeat
 from ..subjects import WORKERS_BUCKET, Lane
 
@@ -41,6 +44,7 @@ class Registry:
         self._clock = clock
         self._workers: dict[str, Seen] = {}
         self._kv: KeyValue | None = None
+        self._failures = Repeats(log)
         # Cluster mode: also require the worker to be a ready endpoint of its Service.
         self.admit: Callable[[Heartbeat], bool] | None = None
 
@@ -54,16 +58,18 @@ class Registry:
         if self._kv is None:
             return
         try:
-            keys = await self._kv.keys()
-        except Exception:  # noqa: BLE001 - NoKeysError when the bucket is empty
-            keys = []
-        for key in keys:
             try:
-                entry = await self._kv.get(key)
-            except Exception:  # noqa: BLE001 - deleted between keys() and get()
-                continue
-            if entry.value:
-                self._put(key, entry.value)
+                keys = await self._kv.keys()
+            except nats.js.errors.NoKeysError:  # an empty bucket: no worker yet
+                keys = []
+            for key in keys:
+                entry = await kv_get(self._kv, key)  # None: deleted between keys() and get()
+                if entry is not None and entry.value:
+                    self._put(key, entry.value)
+        except NATS_FAILURES as exc:  # NATS away again: the next reconnect reads it all again
+            self._failures.failed("worker registry resync", exc, bucket=WORKERS_BUCKET)
+            return
+        self._failures.recovered("worker registry resync")
 
     async def _on_msg(self, msg: Msg) -> None:
         key = msg.subject[len(KV_PREFIX):]

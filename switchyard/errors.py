@@ -12,7 +12,8 @@ log = logging.getLogger("switchyard.errors")
 
 ErrorCode = Literal[
     "bad_request", "invalid_json", "invalid_request_id", "too_deep", "unsupported_operation",
-    "unknown_machine_profile", "unauthorized", "forbidden", "not_found", "unknown_model", "unknown_pool",
+    "unknown_machine_profile", "api_key_in_url", "unauthorized", "key_expired", "key_not_yet_valid", "forbidden",
+    "ip_not_allowed", "too_many_auth_failures", "not_found", "unknown_model", "unknown_pool",
     "unknown_job", "unknown_planner", "method_not_allowed", "pool_expired", "incompatible_bundle",
     "duplicate_request", "job_not_finished", "cancelled", "pool_exists", "pool_protected", "too_many_pools",
     "request_timeout", "too_many_in_flight", "too_many_event_streams", "payload_too_large", "pool_too_large",
@@ -30,8 +31,13 @@ STATUS: Mapping[str, int] = {
     "too_deep": 400,  # arrays and objects nested past switchyard.jsondepth.MAX_JSON_DEPTH
     "unsupported_operation": 400,
     "unknown_machine_profile": 400,
+    "api_key_in_url": 400,  # a query parameter named like a key (api_key, token...): keys go in headers only
     "unauthorized": 401,
+    "key_expired": 401,  # past the key's notAfter, or its rotation's sunsetAt
+    "key_not_yet_valid": 401,  # before the key's notBefore
     "forbidden": 403,
+    "ip_not_allowed": 403,  # the client IP is outside the key's allowedCidrs
+    "too_many_auth_failures": 429,  # spec.auth.maxFailuresPerMinute unknown keys from this client IP (Retry-After)
     "not_found": 404,
     "unknown_model": 404,
     "unknown_pool": 404,

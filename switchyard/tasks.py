@@ -1,4 +1,4 @@
-"""Stopping background tasks for sure.
+"""Background tasks: started together, run again after a failure, and stopped for sure.
 
 On Python 3.11 `asyncio.wait_for` swallows a cancellation that arrives as its inner
 future completes (gh-86296, fixed in 3.12), and nats-py awaits every request that way.
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable, Iterable, NoReturn
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, NoReturn
 
 log = logging.getLogger("switchyard.tasks")
 
@@ -48,3 +49,30 @@ async def forever(step: Callable[[], Awaitable[Any]], *, pause_s: float, what: s
             logger.debug(f"{what} failed; again", extra={"error": str(exc) or type(exc).__name__})
         if not pause_first:
             await asyncio.sleep(pause_s)
+
+
+class Background:
+    """The long-lived tasks of one component: each started with `start()`, all stopped by `stop()`.
+
+    None of them is meant to end by itself; `until_one_ends()` tells the component when one did
+    (a failure it cannot run without) or when it was asked to stop."""
+
+    def __init__(self) -> None:
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    def start(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self.tasks.append(task)
+        return task
+
+    async def until_one_ends(self, stopping: asyncio.Event) -> list[asyncio.Task[Any]]:
+        """Wait for `stopping`, or for a task to end; the tasks that ended (none: told to stop)."""
+        waiter = asyncio.ensure_future(stopping.wait())
+        try:
+            done, _ = await asyncio.wait([waiter, *self.tasks], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        return [t for t in done if t is not waiter]
+
+    async def stop(self) -> None:
+        await cancel_all(self.tasks)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import aiohttp
 
-from .. import logs
+from .. import logs, runtime
 from ..api import load_dir
 from ..gateway.app import Listen, directory_source, new_state, serve_forever, start
 from ..natsserver import NatsServer, free_port
@@ -106,15 +106,7 @@ def run_dev(args: argparse.Namespace) -> int:
             await serve_forever(running)
             return 0
 
-        from .main import run
-
-        result: list[int] = []
-
-        async def wrapped() -> None:
-            result.append(await main())
-
-        run(wrapped())
-        return result[0] if result else 0
+        return runtime.run(main)
     finally:
         for w in workers:
             w.terminate()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Awaitable, Callable
 
-from .. import logs
+from .. import logs, runtime
 from ..api import CompileError
 from ..gateway.app import Listen, directory_source, new_state, serve_forever, start
 from ..gateway.tls import TlsConfigError, TlsFiles, server_context
@@ -90,7 +90,5 @@ def run_gateway(args: argparse.Namespace) -> int:
             nudger.streams = running.scaler.servicer.open_streams
         await serve_forever(running)
 
-    from .main import run
-
-    run(main())
+    runtime.run(main)
     return 0

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import sys
-from typing import Sequence
+from collections.abc import Mapping, Sequence
 
 from .. import __version__, earlystop
 from ..extras import MissingExtra, require
+from ..gateway.settings import GatewaySettings
+from ..settings import load
+from .settings import DevSettings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,7 +48,9 @@ def _dispatch(argv: list[str]) -> int:
     return run_dev(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """Every command's flags; the defaults of those a variable can set come from `environ` (the process's)."""
+    gw_env, dev_env = load(GatewaySettings, environ), load(DevSettings, environ)
     parser = argparse.ArgumentParser(prog="switchyard", description=__doc__)
     parser.add_argument("--version", action="version", version=f"switchyard {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -59,10 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--catalog-dir", help="standalone: a compiled routing table (switchyard.api.catalog.write_dir: "
                                            "routing.json, or catalog.json and its shards)")
     gw.add_argument("--gateway", default=None, help="which Gateway to serve when the directory has several")
-    gw.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "default"),
+    gw.add_argument("--namespace", default=gw_env.namespace,
                     help="cluster mode: namespace of the ConfigMap, worker EndpointSlices and pool Leases")
     gw.add_argument("--kubeconfig", default=None, help="cluster mode: default in-cluster, then ~/.kube/config")
-    gw.add_argument("--nats", default=os.environ.get("SWITCHYARD_NATS_URL", "nats://127.0.0.1:4222"))
+    gw.add_argument("--nats", default=gw_env.nats_url, help="NATS URL(s), comma-separated (env SWITCHYARD_NATS_URL)")
     gw.add_argument("--host", default="127.0.0.1")
     gw.add_argument("--port", type=int, default=8080)
     gw.add_argument("--metrics-port", type=int, default=9090)
@@ -78,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
     gw.add_argument("--tls-min-version", choices=["1.2", "1.3"], default="1.2",
                     help="oldest TLS version accepted (default 1.2; older ones are never offered)")
-    gw.add_argument("--log-level", default="INFO")
+    gw.add_argument("--log-level", default=gw_env.log_level, help="env SWITCHYARD_LOG_LEVEL; default INFO")
     gw.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
 
     # Listed for --help only; main() hands `worker` to the worker's own parser.
@@ -87,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     op = sub.add_parser("operator", help="run the Kubernetes operator")
     from ..operator.options import add_arguments as operator_arguments
 
-    operator_arguments(op)
+    operator_arguments(op, environ)
 
     dev = sub.add_parser("dev", help="NATS + gateway on examples/ + an echo worker, on this machine")
     dev.add_argument("--config-dir", default=None,
@@ -96,19 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--metrics-port", type=int, default=9090)
     dev.add_argument("--nats-port", type=int, default=4222)
     dev.add_argument("--check", action="store_true", help="send one request, print it, and exit")
-    dev.add_argument("--log-level", default="WARNING")
+    dev.add_argument("--log-level", default=dev_env.log_level, help="env SWITCHYARD_LOG_LEVEL; default WARNING")
 
     return parser
-
-
-def run(coro: object) -> None:
-    """asyncio.run on uvloop when it is installed."""
-    try:
-        import uvloop
-
-        uvloop.run(coro)  # type: ignore[arg-type]
-    except ImportError:
-        asyncio.run(coro)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

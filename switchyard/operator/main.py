@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 
-from .. import logs
+from .. import logs, runtime
 from ..api import catalog
 from ..kubeclient import api_client
-from ..tasks import cancel_all
-from .election import LeaderElection
+from ..tasks import Background
 from .cache import Cache
+from .election import LeaderElection
 from .kube import RESOURCE_KINDS, Kube
 from .metrics import OperatorMetrics
 from .metrics import serve as serve_metrics
@@ -57,34 +56,27 @@ async def run(args: argparse.Namespace) -> None:
     # First, so a taken port fails the start instead of leaving an operator nobody can scrape.
     metrics_runner = (await serve_metrics(metrics, args.metrics_host, args.metrics_port)
                       if args.metrics_port is not None else None)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
-    tasks = [
-        asyncio.create_task(cache.run()),
-        asyncio.create_task(elector.run()),
-        asyncio.create_task(queue.run()),
-    ]
-    log.info("operator started", extra={"identity": args.identity, "lease": args.lease_namespace,
-                                        "metrics_port": args.metrics_port})
-    waiter = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
-    failed = [t for t in done if t is not waiter]
-    for task in failed:  # none of these ends by itself: say why, and exit non-zero
-        exc = None if task.cancelled() else task.exception()
-        log.error("operator component stopped", extra={"task": task.get_coro().__qualname__,
-                                                        "error": repr(exc)}, exc_info=exc)
-    await cancel_all(tasks)
-    if metrics_runner is not None:
-        await metrics_runner.cleanup()
-    await api.close()
+    tasks = Background()
+    with runtime.StopSignals() as signals:
+        tasks.start(cache.run(), name="cache")
+        tasks.start(elector.run(), name="election")
+        tasks.start(queue.run(), name="queue")
+        log.info("operator started", extra={"identity": args.identity, "lease": args.lease_namespace,
+                                            "metrics_port": args.metrics_port})
+        failed = await tasks.until_one_ends(signals.stopping)
+        for task in failed:  # none of these ends by itself: say why, and exit non-zero
+            exc = None if task.cancelled() else task.exception()
+            log.error("operator component stopped", extra={"task": task.get_coro().__qualname__,
+                                                            "error": repr(exc)}, exc_info=exc)
+        await tasks.stop()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
+        await api.close()
     if failed:
         raise SystemExit(1)
 
 
 def main(args: argparse.Namespace) -> int:
     logs.setup(args.log_level)
-    asyncio.run(run(args))
+    runtime.run(lambda: run(args), uvloop=False)  # asyncio's loop, as before: kubernetes_asyncio is tested on it
     return 0

@@ -3,26 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import os
-import socket
+from collections.abc import Mapping
 
-DEFAULT_IMAGE = "ghcr.io/switchyard-dev/switchyard:0.1.0"
+from ..settings import load
+from .settings import OperatorSettings
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    env = os.environ.get
-    p.add_argument("--kubeconfig", default=env("KUBECONFIG"), help="default: in-cluster service account")
-    p.add_argument("--namespaces", default=env("SWITCHYARD_WATCH_NAMESPACES"),
+def add_arguments(p: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> None:
+    """The operator's flags; their defaults come from its environment (OperatorSettings)."""
+    env = load(OperatorSettings, environ)
+    p.add_argument("--kubeconfig", default=env.kubeconfig, help="default: in-cluster service account")
+    p.add_argument("--namespaces", default=env.namespaces,
                    help="comma-separated namespaces to watch; default every namespace")
-    p.add_argument("--lease-namespace", default=env("POD_NAMESPACE", "switchyard-system"))
-    p.add_argument("--identity", default=env("POD_NAME", f"{socket.gethostname()}-{os.getpid()}"))
+    p.add_argument("--lease-namespace", default=env.lease_namespace)
+    p.add_argument("--identity", default=env.identity)
     p.add_argument("--lease-seconds", type=int, default=15)
     p.add_argument("--resync-seconds", type=float, default=60.0,
                    help="every namespace gets a pass this often, changed or not (from the watch cache)")
     p.add_argument("--relist-seconds", type=float, default=300.0,
                    help="the watch cache lists every kind afresh this often, repairing anything a watch missed")
-    p.add_argument("--image", default=env("SWITCHYARD_IMAGE", DEFAULT_IMAGE), help="image for gateway pods")
-    p.add_argument("--log-level", default=env("SWITCHYARD_LOG_LEVEL", "INFO"))
+    p.add_argument("--image", default=env.image, help="image for gateway pods")
+    p.add_argument("--log-level", default=env.log_level)
     p.add_argument("--metrics-port", type=int, default=None,
                    help="serve Prometheus metrics on this port at /metrics; default: not served")
     p.add_argument("--metrics-host", default="0.0.0.0", help="address the metrics port listens on")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from switchyard.tasks import cancel_all
+from switchyard.tasks import Background, cancel_all
 
 
 async def test_a_loop_that_swallowed_its_first_cancellation_still_stops() -> None:
@@ -38,3 +38,28 @@ async def test_finished_and_failed_tasks_are_fine() -> None:
     await asyncio.sleep(0.01)
     await cancel_all([done, failed])
     assert done.done() and failed.done()
+
+
+async def test_background_reports_the_task_that_ended_and_stops_the_rest() -> None:
+    async def fail() -> None:
+        await asyncio.sleep(0.01)
+        raise RuntimeError("lost the API server")
+
+    tasks = Background()
+    forever = tasks.start(asyncio.sleep(3600), name="forever")
+    failing = tasks.start(fail(), name="failing")
+    ended = await asyncio.wait_for(tasks.until_one_ends(asyncio.Event()), 30)
+    assert ended == [failing] and isinstance(failing.exception(), RuntimeError)
+    await asyncio.wait_for(tasks.stop(), 30)
+    assert forever.cancelled()
+
+
+async def test_background_returns_nothing_ended_when_told_to_stop() -> None:
+    tasks = Background()
+    forever = tasks.start(asyncio.sleep(3600))
+    stopping = asyncio.Event()
+    stopping.set()
+    assert await asyncio.wait_for(tasks.until_one_ends(stopping), 30) == []
+    assert not forever.done()
+    await tasks.stop()
+    assert forever.cancelled()

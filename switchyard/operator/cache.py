@@ -14,6 +14,7 @@ sees it even before its watch event arrives (as client-go's mutation cache does)
 from __future__ import annotations
 
 import asyncio
+import builtins
 import gc
 import logging
 from collections.abc import Callable, Sequence
@@ -45,7 +46,7 @@ class Cache:
             Informer(f"{w.kind.plural}{'@' + ns if ns else ''}", path_lister(api, w.kind.path(ns)),
                      on_sync=self._synced(w, ns), on_event=self._event(w), relist_s=relist_s,
                      label_selector=w.labels or "")
-            for w in watched for ns in (namespaces or [None])
+            for w in watched for ns in ([*namespaces] if namespaces else [None])
         ]
 
     async def run(self) -> None:
@@ -86,8 +87,9 @@ class Cache:
 
     # -- informer callbacks ---------------------------------------------------------------
 
-    def _synced(self, w: Watched, scope: str | None) -> Callable[[list[Obj]], None]:
-        def sync(items: list[Obj]) -> None:
+    # builtins.list: `list` here is the method above.
+    def _synced(self, w: Watched, scope: str | None) -> Callable[[builtins.list[Obj]], None]:
+        def sync(items: builtins.list[Obj]) -> None:
             by_ns = self._objs[w.kind.kind]
             old = {ns: objs for ns, objs in by_ns.items() if scope is None or ns == scope}
             new: dict[str, dict[str, Obj]] = {}

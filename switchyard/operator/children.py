@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -19,9 +19,8 @@ from ..api.gateway import Gateway
 from ..api.pool import DEFAULT_POOL, Pool
 from ..api.table import RoutingTable
 from ..api.upstream import Upstream
-from ..contracts import MANAGED_BY as _MANAGED_BY
 from ..contracts import ADDRESS_KEY, POOL_LABEL, TABLE_KEY, TRIGGER_TYPE, Obj, scaled_object_name
-
+from ..contracts import MANAGED_BY as _MANAGED_BY
 
 MANAGED_BY = {**_MANAGED_BY, "app.kubernetes.io/part-of": "switchyard"}
 OWNER_LABEL = "switchyard.dev/owner"  # <kind>.<name>, for pruning without a garbage collector
@@ -84,7 +83,8 @@ def routing_configmaps(gw: Gateway, catalog: cat.Catalog) -> list[Obj]:
     meta = _meta(gw, routing_name(gw.name))
     meta["annotations"] = {EPOCH_ANNOTATION: str(table.epoch), HASH_ANNOTATION: table.hash}
     if catalog.inline is not None:
-        return [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {TABLE_KEY: catalog.inline.decode()}}]
+        return [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
+                 "data": {TABLE_KEY: catalog.inline.decode()}}]
     out: list[Obj] = []
     for shard in catalog.shards:
         smeta = _meta(gw, shard_name(gw.name, shard.index))
@@ -139,7 +139,7 @@ def gateway_deployment(gw: Gateway, image: str) -> Obj:
     s = gw.spec
     http, metrics, scaler = s.listeners.http.port, s.listeners.metrics.port, s.listeners.scaler.port
     labels = gateway_selector(gw)
-    container = {
+    container: Obj = {
         "name": "gateway",
         "image": s.image or image,
         "args": ["gateway", "--configmap", routing_name(gw.name), "--namespace", gw.metadata.namespace or "default",
@@ -204,7 +204,8 @@ def gateway_service(gw: Gateway) -> Obj:
 
 def scaler_address(gw: Gateway) -> str:
     """Where KEDA dials the gateways' external scaler: the override, else the gateway Service."""
-    return gw.spec.scaler.address or f"{gateway_name(gw.name)}.{gw.metadata.namespace}.svc:{gw.spec.listeners.scaler.port}"
+    service = f"{gateway_name(gw.name)}.{gw.metadata.namespace}.svc"
+    return gw.spec.scaler.address or f"{service}:{gw.spec.listeners.scaler.port}"
 
 
 @dataclass(frozen=True)
@@ -309,7 +310,7 @@ def renewal(renewed: float, ttl: int, renewed_at: str | None, now: float) -> flo
         at = datetime.fromisoformat(renewed_at.replace("Z", "+00:00"))
     except ValueError:
         return None
-    ts = min((at if at.tzinfo else at.replace(tzinfo=timezone.utc)).timestamp(), now + RENEW_SKEW_S)
+    ts = min((at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp(), now + RENEW_SKEW_S)
     if ts <= renewed or ts >= renewed + ttl:
         return None
     return ts

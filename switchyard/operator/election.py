@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from ..contracts import Obj
 from .kube import LEASE, Kube
 from .metrics import OperatorMetrics
 from .status import now_micro
@@ -41,7 +42,7 @@ class LeaderElection:
             while True:
                 try:
                     won = await self._try()
-                except (ApiException, OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, ApiException, OSError) as exc:
                     log.warning("lease unreachable", extra={"error": str(exc)})
                     won = self.is_leader and time.monotonic() - self._renewed_at < self.lease_s - self.renew_s
                 await self._set(won)
@@ -90,7 +91,7 @@ class LeaderElection:
         self._renewed_at = time.monotonic()
         return True
 
-    def _lease(self, current: dict, transitions: int) -> dict:
+    def _lease(self, current: Obj, transitions: int) -> Obj:
         spec = dict(current.get("spec") or {})
         if spec.get("holderIdentity") != self.identity:
             spec["acquireTime"] = now_micro()

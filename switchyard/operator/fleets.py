@@ -19,8 +19,8 @@ from typing import Any
 from ..api.gateway import Gateway, MachineProfile
 from ..api.pool import DEFAULT_POOL, Pool
 from ..api.upstream import Upstream
-from ..contracts import MACHINE_PROFILE_LABEL, POOL_LABEL
-from .children import MANAGED_BY, RESTRICTED_CONTAINER, RUN_AS, FleetRef, Obj, _meta, fleets, rendered_name
+from ..contracts import MACHINE_PROFILE_LABEL, POOL_LABEL, Obj
+from .children import MANAGED_BY, RESTRICTED_CONTAINER, RUN_AS, FleetRef, _meta, fleets, rendered_name
 
 HEALTH_PORT = 8081
 DRAIN_MARGIN_S = 5  # the drain outlasts an item started just before SIGTERM

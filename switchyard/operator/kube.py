@@ -67,7 +67,7 @@ BY_KIND = {k.kind: k for k in (CONFIGMAP, SECRET, SERVICE, SERVICE_ACCOUNT, EVEN
 def api_error(exc: ApiException) -> str:
     """The API server's own words (its Status message), not just the HTTP reason."""
     try:
-        return f"{exc.status} {json.loads(exc.body).get('message', exc.reason)}"
+        return f"{exc.status} {json.loads(exc.body or b'').get('message', exc.reason)}"
     except (TypeError, ValueError):
         return f"{exc.status} {exc.reason}"
 
@@ -138,7 +138,8 @@ class Kube:
         """A JSON merge patch (e.g. only spec.replicas); None when the object is gone."""
         try:
             return await self._call("PATCH", kind.path(namespace, name), body=patch,
-                                    query=[("fieldManager", FIELD_MANAGER)], content_type="application/merge-patch+json")
+                                    query=[("fieldManager", FIELD_MANAGER)],
+                                    content_type="application/merge-patch+json")
         except ApiException as exc:
             if exc.status == 404:
                 return None

@@ -66,7 +66,7 @@ async def run(args: argparse.Namespace) -> None:
         failed = await tasks.until_one_ends(signals.stopping)
         for task in failed:  # none of these ends by itself: say why, and exit non-zero
             exc = None if task.cancelled() else task.exception()
-            log.error("operator component stopped", extra={"task": task.get_coro().__qualname__,
+            log.error("operator component stopped", extra={"task": task.get_name(),
                                                             "error": repr(exc)}, exc_info=exc)
         await tasks.stop()
         if metrics_runner is not None:

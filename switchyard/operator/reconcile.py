@@ -14,16 +14,17 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from ..api import ConfigIssue, compile_table
-from ..api.compile import RouteMemo
 from ..api import catalog as cat
+from ..api.compile import RouteMemo
 from ..api.gateway import Gateway
 from ..api.issues import issues_from_validation
 from ..api.loader import KINDS, ResourceSet
@@ -32,14 +33,34 @@ from ..api.secret import Secret
 from ..api.table import RoutingTable
 from ..api.upstream import Upstream
 from ..contracts import (
-    MACHINE_PROFILE_LABEL, MANAGED_SELECTOR, POOL_API_LABEL, POOL_LABEL, SERVICE_LABEL, Obj, endpoint_ready,
+    MACHINE_PROFILE_LABEL,
+    MANAGED_SELECTOR,
+    POOL_API_LABEL,
+    POOL_LABEL,
+    SERVICE_LABEL,
+    Obj,
+    endpoint_ready,
     gateway_written,
 )
 from . import children, fleets
 from .cache import Watched, settle
+from .children import FleetRef
 from .kube import (
-    BY_KIND, CONFIGMAP, DEPLOYMENT, ENDPOINT_SLICE, LEASE, POD, RESOURCE_KINDS, ROLE, ROLE_BINDING, SCALED_OBJECT,
-    SECRET, SERVICE, SERVICE_ACCOUNT, Kind, Kube,
+    BY_KIND,
+    CONFIGMAP,
+    DEPLOYMENT,
+    ENDPOINT_SLICE,
+    LEASE,
+    POD,
+    RESOURCE_KINDS,
+    ROLE,
+    ROLE_BINDING,
+    SCALED_OBJECT,
+    SECRET,
+    SERVICE,
+    SERVICE_ACCOUNT,
+    Kind,
+    Kube,
 )
 from .status import condition, micro, now_micro, ready_changed, warn, write_status
 
@@ -55,6 +76,8 @@ WATCHED = (*(Watched(k, MANAGED_SELECTOR) for k in CHILD_KINDS), *(Watched(k) fo
 # compiles afresh, so the routing table (written first, never budgeted) never waits
 # behind the burst: a change reaches gateways within one short pass.
 WRITES_PER_PASS = 400
+# An Upstream's children as last found current: (what they were derived from, its problems, (kind, name) it owns).
+ChildrenDone = tuple[Any, list[str], list[tuple[str, str]]]
 
 
 @dataclass
@@ -71,11 +94,11 @@ class Observed:
     deferred: set[str] = field(default_factory=set)  # "Kind/name" whose writes wait for the next pass
     # "Upstream/name" -> (the validated Upstream, its fleets): made once per Upstream object, which
     # stays the same object across passes while its resourceVersion does (Reconciler._valid)
-    fleet_refs: dict[str, tuple[Any, list[children.FleetRef]]] = field(default_factory=dict)
-    fleet_refs_before: dict[str, tuple[Any, list[children.FleetRef]]] = field(default_factory=dict)
+    fleet_refs: dict[str, tuple[Any, list[FleetRef]]] = field(default_factory=dict)
+    fleet_refs_before: dict[str, tuple[Any, list[FleetRef]]] = field(default_factory=dict)
     validated: int = 0  # resources validated afresh this pass (changed since the last one)
 
-    def fleets(self, key: str, up: Upstream) -> list[children.FleetRef]:
+    def fleets(self, key: str, up: Upstream) -> list[FleetRef]:
         held = self.fleet_refs.get(key) or self.fleet_refs_before.get(key)
         if held is None or held[0] is not up:
             held = (up, children.fleets(up))
@@ -112,7 +135,7 @@ class Reconciler:
         # Per namespace, "Upstream/name" -> what its children and status were derived from when
         # they were last found (or made) current: an Upstream whose inputs did not move is skipped,
         # so a change to one of 10,000 renders one Upstream's children and one status.
-        self._children_done: dict[str, dict[str, tuple[Any, list[str], list[tuple[str, str]]]]] = {}
+        self._children_done: dict[str, dict[str, ChildrenDone]] = {}
         self._status_done: dict[str, dict[str, Any]] = {}
         self._fleet_refs: dict[str, dict[str, tuple[Any, list[children.FleetRef]]]] = {}
         self.image = image
@@ -155,11 +178,11 @@ class Reconciler:
         obs = Observed()
         listings = await asyncio.gather(*(self.reads.list(k, ns, labels=MANAGED_SELECTOR) for k in CHILD_KINDS),
                                         *(self.reads.list(k, ns) for k in RESOURCE_KINDS))
-        for kind, items in zip(CHILD_KINDS, listings):
+        for kind, items in zip(CHILD_KINDS, listings, strict=False):  # then RESOURCE_KINDS
             for child in items:
                 obs.children[(kind.kind, child["metadata"]["name"])] = child
         before, valid, made = self._valid.get(ns, {}), {}, 0
-        for kind, items in zip(RESOURCE_KINDS, listings[len(CHILD_KINDS):]):
+        for kind, items in zip(RESOURCE_KINDS, listings[len(CHILD_KINDS):], strict=True):
             for raw in items:
                 name, rv = raw["metadata"]["name"], raw["metadata"].get("resourceVersion", "")
                 key = f"{kind.kind}/{name}"
@@ -228,7 +251,7 @@ class Reconciler:
             else:
                 outcome.requeue_after = min(outcome.requeue_after or left, left)
             obs.pool_expiry[pool.name] = datetime.fromtimestamp(renewed + pool.spec.ttl_seconds,
-                                                                timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+                                                                UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return expired
 
     async def _resource_set(self, ns: str, obs: Observed, expired: set[str]) -> ResourceSet:
@@ -297,7 +320,8 @@ class Reconciler:
     async def _upstreams(self, ns: str, obs: Observed, scaled_on: dict[str, tuple[Upstream, Gateway]]) -> None:
         writes: list[Awaitable[None]] = []
         wanted: dict[str, set[str]] = {"ScaledObject": set(), "Deployment": set(), "Service": set()}
-        done, fresh = self._children_done.get(ns, {}), {}
+        done = self._children_done.get(ns, {})
+        fresh: dict[str, ChildrenDone] = {}
         self._children_done[ns] = fresh
         for key, (up, gw) in scaled_on.items():
             sig = self._children_inputs(key, up, gw, obs)
@@ -314,10 +338,9 @@ class Reconciler:
             ups: list[Awaitable[None]] = []
             profiles = {p.name: p for p in gw.spec.machine_profiles}
             for fleet in obs.fleets(key, up):
-                if fleet.rendered:
-                    if (why := fleets.problem(up, gw, fleet)) is not None:
-                        problems.append(why)  # no ScaledObject either: KEDA would scale nothing
-                        continue
+                if fleet.rendered and (blocked := fleets.problem(up, gw, fleet)) is not None:
+                    problems.append(blocked)  # no ScaledObject either: KEDA would scale nothing
+                    continue
                 mine.append(("ScaledObject", fleet.name))
                 kept = gateway_written(obs.children.get(("ScaledObject", fleet.name)), children.scaler_address(gw))
                 so = children.scaled_object(up, gw, fleet, kept)
@@ -461,14 +484,16 @@ class Reconciler:
             await self.kube.merge_patch(DEPLOYMENT, ns, name, {"spec": {"replicas": 0}})
             log.info("pool fleet scaled to 0", extra={"namespace": ns, "object": name})
         elif not status.get("replicas") and \
-                status.get("observedGeneration", meta.get("generation")) == meta.get("generation"):  # none: no controller
+                status.get("observedGeneration", meta.get("generation")) == meta.get("generation"):
+            # (no observedGeneration: no controller runs it, so nothing to wait for)
             await self.kube.delete(DEPLOYMENT, ns, name)
             log.info("pool fleet deleted", extra={"namespace": ns, "object": name})
         self._applied.pop(("Deployment", ns, name), None)
 
     async def _statuses(self, ns: str, obs: Observed, outcome: Outcome, expired: set[str]) -> None:
         live = await self._live_workers(ns, obs)
-        done, fresh = self._status_done.get(ns, {}), {}
+        done = self._status_done.get(ns, {})
+        fresh: dict[str, Any] = {}
         self._status_done[ns] = fresh
         todo = []
         for key, raw in obs.raw.items():
@@ -606,7 +631,7 @@ class Reconciler:
         await bounded(deletes)  # thousands when many Upstreams go at once
 
 
-async def bounded(coros: list[Awaitable[None]], limit: int = 8) -> None:
+async def bounded(coros: Sequence[Awaitable[None]], limit: int = 8) -> None:
     """Run writes concurrently, a few at a time: the API server, not us, is the slow part."""
     gate = asyncio.Semaphore(limit)
 

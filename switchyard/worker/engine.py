@@ -117,7 +117,8 @@ async def _post(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> 
         async with http.post(url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}) as resp:
             if resp.status != 200:
                 raise await _failed(resp)
-            return orjson.loads(await resp.read())  # type: ignore[no-any-return]
+            answer: dict[str, Any] = orjson.loads(await resp.read())
+            return answer
     except aiohttp.ClientError as exc:
         raise TransientError(f"the engine does not answer: {exc}") from exc
 

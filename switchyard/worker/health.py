@@ -7,7 +7,7 @@ gateways stop counting it at once.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from aiohttp import web
 

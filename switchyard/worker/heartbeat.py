@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -63,11 +63,12 @@ class Heartbeater:
                 if not failing:
                     log.warning("heartbeat failed", extra={"worker": self._cfg.worker_id, "error": str(exc)})
                 failing = True
-            await asyncio.sleep(self._cfg.heartbeat_interval_s if not failing else min(1.0, self._cfg.heartbeat_interval_s))
+            interval = self._cfg.heartbeat_interval_s
+            await asyncio.sleep(interval if not failing else min(1.0, interval))
 
     async def delete(self) -> None:
         try:
-            kv = self._kv or await asyncio.wait_for(ensure_workers_bucket(self._js), 3.0)
+            kv = self._kv if self._kv is not None else await asyncio.wait_for(ensure_workers_bucket(self._js), 3.0)
             await asyncio.wait_for(kv.delete(self.key), 3.0)
         except Exception as exc:  # noqa: BLE001 - the TTL removes it anyway
             log.warning("could not delete heartbeat", extra={"worker": self._cfg.worker_id, "error": str(exc)})

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from concurrent.futures import Executor
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 from .context import Context
 from .errors import PermanentError
@@ -38,13 +39,13 @@ def load_handler(spec: str) -> Handler:
 
 
 def is_async(handler: Callable[..., Any]) -> bool:
-    call = getattr(handler, "__call__", None)
+    call = type(handler).__call__  # an object's __call__ (what calling it runs); a function's is never async
     return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
 
 
 def is_generator(handler: Callable[..., Any]) -> bool:
     """A streaming handler: a generator function, sync or async (or an object whose __call__ is one)."""
-    call = getattr(handler, "__call__", None)
+    call = type(handler).__call__
     return any(inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f) for f in (handler, call))
 
 
@@ -66,7 +67,7 @@ class StreamingInvoker:
     def __init__(self, handler: Handler, executor: Executor) -> None:
         self._handler = handler
         self._executor = executor
-        call = getattr(handler, "__call__", None)
+        call = type(handler).__call__
         self.interruptible = inspect.isasyncgenfunction(handler) or inspect.isasyncgenfunction(call)
         self._inline = bool(getattr(handler, _INLINE, False))
 
@@ -77,7 +78,7 @@ class StreamingInvoker:
         finally:
             await gen.aclose()
 
-    async def chunks(self, items: list[Any], ctx: Context) -> AsyncIterator[Any]:
+    async def chunks(self, items: list[Any], ctx: Context) -> AsyncGenerator[Any, None]:
         """Closing this iterator closes the handler's generator, so its `finally` runs."""
         if self.interruptible:
             agen = self._handler(items, ctx)

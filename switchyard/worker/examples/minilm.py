@@ -19,7 +19,7 @@ import math
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -56,6 +56,18 @@ def _gelu(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + _erf(x * np.float32(1.0 / math.sqrt(2.0))))
 
 
+class _Block(TypedDict):
+    """One encoder layer's weights: linear layers and LayerNorms as (weight, bias)."""
+
+    qkv_w: np.ndarray
+    qkv_b: np.ndarray
+    out: tuple[np.ndarray, np.ndarray]
+    ln1: tuple[np.ndarray, np.ndarray]
+    inter: tuple[np.ndarray, np.ndarray]
+    output: tuple[np.ndarray, np.ndarray]
+    ln2: tuple[np.ndarray, np.ndarray]
+
+
 def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
     mu = x.mean(-1, keepdims=True)
     var = ((x - mu) ** 2).mean(-1, keepdims=True)
@@ -85,7 +97,7 @@ class MiniLM:
         def lin(name: str) -> tuple[np.ndarray, np.ndarray]:
             return np.ascontiguousarray(w[name + ".weight"].T), w[name + ".bias"]
 
-        self.blocks = []
+        self.blocks: list[_Block] = []
         for i in range(self.layers):
             p = f"encoder.layer.{i}."
             q, k, v = (lin(p + f"attention.self.{n}") for n in ("query", "key", "value"))

@@ -17,12 +17,15 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
 from ..deadletters import ADVISORY_SUBJECT, REASON
+from ..jetstream import NATS_FAILURES
 from ..subjects import WORK_STREAM, Lane
 from .metrics import Metrics
 
 log = logging.getLogger("switchyard.gateway.advisories")
 
 QUEUE_GROUP = "sy_gateways_deadletters"
+# The consumer deleted meanwhile, NATS away, or not a lane's consumer (its description is no lane subject).
+NO_LANE: tuple[type[BaseException], ...] = (*NATS_FAILURES, ValueError)
 
 
 class DeadLetters:
@@ -57,7 +60,9 @@ class DeadLetters:
             try:
                 info = await self._js.consumer_info(WORK_STREAM, consumer)
                 lane = Lane.from_subject(info.config.description or info.config.filter_subject or "")
-            except Exception:  # noqa: BLE001 - deleted meanwhile, NATS away, or not a lane's consumer
+            except NO_LANE as exc:
+                log.debug("no lane for a consumer", extra={"consumer": consumer,
+                                                           "error": str(exc) or type(exc).__name__})
                 return None
             if lane.consumer != consumer:
                 return None  # a consumer whose description claims another lane

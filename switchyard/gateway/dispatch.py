@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from contextlib import suppress
 from typing import Awaitable, Callable
 
 import nats
@@ -28,9 +27,10 @@ from nats.js.kv import KeyValue
 from ..api.table import QueueLimits
 from ..errors import ApiError
 from ..jetstream import (
-    apply_queue_limits, ensure_coldstart_bucket, ensure_jobs_bucket, ensure_results_bucket, ensure_work_stream,
-    ensure_workers_bucket, kv_get,
+    NATS_FAILURES, apply_queue_limits, ensure_coldstart_bucket, ensure_jobs_bucket, ensure_results_bucket,
+    ensure_work_stream, ensure_workers_bucket, kv_get,
 )
+from ..logs import swallowed
 from ..messages import JobRecord, Result, WorkItem
 from ..subjects import INBOX_PREFIX, RESULTS_BUCKET, cancel_subject, job_cancel_subject, token
 
@@ -398,7 +398,7 @@ class Dispatcher:
         except (nats.errors.Error, asyncio.TimeoutError) as exc:
             raise unavailable(str(exc) or type(exc).__name__) from None
         finally:
-            with suppress(Exception):
+            with swallowed(log, "stop a job listing's watcher", NATS_FAILURES):
                 await watcher.stop()
         return out
 

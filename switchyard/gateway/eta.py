@@ -29,11 +29,13 @@ import nats.js.errors
 import orjson
 from nats.js.kv import KeyValue
 
-from ..jetstream import kv_get
+from ..jetstream import NATS_FAILURES, kv_get
 from ..subjects import WORK_PREFIX, Lane
 from .metrics import Metrics
 
 log = logging.getLogger("switchyard.gateway.eta")
+# What reading a lane's cold-start history raises: NATS away, or a record this version cannot read.
+UNREADABLE: tuple[type[BaseException], ...] = (*NATS_FAILURES, ValueError, KeyError, TypeError)
 
 HISTORY = 20  # samples kept per lane: recent enough to follow a new image or node type
 WATCH_INTERVAL_S = 0.05  # the sample's end is when this loop notices the worker: keep that error small
@@ -105,7 +107,9 @@ class ColdStarts:
                 episode = await kv_get(kv, f"ep.{lane_key(lane)}")
                 started = float(orjson.loads(episode.value)["started_at"]) if episode else None
                 samples = await self._samples(kv, lane)
-            except Exception:  # noqa: BLE001 - an unreadable history is no history
+            except UNREADABLE as exc:  # an unreadable history is no history
+                log.debug("cold-start history unreadable; the default ETA", extra={
+                    "lane": lane.subject, "error": str(exc) or type(exc).__name__})
                 started, samples = None, []
         total, now = estimate(samples, default_s), self._clock()
         return [remaining(total, now - (started if started is not None else q)) for q in queued_at]

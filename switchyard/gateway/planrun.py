@@ -44,7 +44,8 @@ from nats.js.kv import KeyValue
 from ..api.table import KeyRoute, PlannerRoute, RoutingTable
 from ..contracts import FINAL_STATES
 from ..errors import ApiError
-from ..jetstream import ensure_runs_bucket
+from ..jetstream import NATS_FAILURES, ensure_runs_bucket
+from ..logs import swallowed
 from ..messages import JobRecord, Result, as_dict
 from ..subjects import JOBS_BUCKET, job_cancel_subject, job_key
 from ..tasks import cancel_all, forever
@@ -270,7 +271,7 @@ class PlanRuns:
             renew.cancel()
             if counting is not None:
                 counting.cancel()
-            with suppress(Exception):
+            with swallowed(log, "unsubscribe a plan run's cancel subject", NATS_FAILURES, run=key):
                 await sub.unsubscribe()
         fut = self._finished.get(key)
         if fut is not None and not fut.done() and d.run.state in FINAL_STATES:
@@ -408,7 +409,7 @@ class PlanRuns:
 
         sub = await nc.subscribe(f"$KV.{JOBS_BUCKET}.{key}", cb=on_update)
         try:
-            with suppress(Exception):
+            with swallowed(log, "flush before reading a plan step", NATS_FAILURES, job=key):
                 await nc.flush()  # subscribed before the first read: no update falls in between
             rec: JobRecord | None = None
             read = True
@@ -434,7 +435,7 @@ class PlanRuns:
                     with suppress(ValueError, TypeError):
                         rec = JobRecord.decode(data)
         finally:
-            with suppress(Exception):
+            with swallowed(log, "unsubscribe a plan step's record", NATS_FAILURES, job=key):
                 await sub.unsubscribe()
 
     async def _stop_steps(self, run: RunRecord, waits: dict[str, asyncio.Task[JobRecord]]) -> None:
@@ -474,7 +475,7 @@ class PlanRuns:
             except (nats.errors.Error, asyncio.TimeoutError, ValueError) as exc:
                 log.warning("could not cancel a plan step", extra={"job": key, "error": str(exc)})
                 break
-        with suppress(Exception):
+        with swallowed(log, "tell a plan step's worker to stop", NATS_FAILURES, level=logging.WARNING, job=key):
             await nc.publish(job_cancel_subject(key), b"")  # its worker stops it if it runs
         return state
 
@@ -558,7 +559,7 @@ class PlanRuns:
                     if until < now and key not in self._driving:
                         await self._take_over(kv, key)
         finally:
-            with suppress(Exception):
+            with swallowed(log, "stop the plan-run watcher", NATS_FAILURES):
                 await watcher.stop()
 
     async def _take_over(self, kv: KeyValue, key: str) -> None:

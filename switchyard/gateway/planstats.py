@@ -28,7 +28,8 @@ import nats.js.errors
 import orjson
 from nats.js.kv import KeyValue
 
-from ..jetstream import ensure_planstats_bucket, kv_get
+from ..jetstream import NATS_FAILURES, ensure_planstats_bucket, kv_get
+from ..logs import swallowed
 from ..messages import as_dict
 from ..subjects import PLANSTATS_BUCKET, token
 from ..tasks import forever
@@ -203,6 +204,6 @@ class PlanStats:
                     with suppress(ValueError, TypeError):
                         target[entry.key] = Counts.decode(entry.value)
         finally:
-            with suppress(Exception):
+            with swallowed(log, "stop the plan-stats watcher", NATS_FAILURES):
                 await watcher.stop()
 

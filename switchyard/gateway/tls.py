@@ -175,7 +175,8 @@ def not_after(cert: Path) -> float | None:
     """The leaf certificate's expiry as Unix time, for the metrics; None when it cannot be read."""
     try:  # the ssl module's own PEM decoder (no parser dependency in the gateway)
         return ssl.cert_time_to_seconds(ssl._ssl._test_decode_cert(str(cert))["notAfter"])  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001 - a gauge left unset, never a failed reload
+    except (OSError, ValueError, KeyError) as exc:  # ssl.SSLError is an OSError: a gauge left unset, no failed reload
+        log.warning("certificate expiry unreadable", extra={"cert": str(cert), "error": str(exc)})
         return None
 
 

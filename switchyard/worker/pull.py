@@ -20,7 +20,8 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from ..jetstream import ensure_work_stream, lane_consumer_config
+from ..jetstream import NATS_FAILURES, ensure_work_stream, lane_consumer_config
+from ..logs import swallowed
 from ..subjects import WORK_STREAM, Lane
 
 log = logging.getLogger("switchyard.worker")
@@ -183,8 +184,7 @@ class LanePuller:
         self._stopping = True
         if self._sub is not None:
             sub, self._sub = self._sub, None
-            try:
+            # Disconnected or closing: the server drops the interest anyway.
+            with swallowed(log, "drain a lane's pull subscription", NATS_FAILURES, lane=self.lane.subject):
                 await asyncio.wait_for(sub.drain(), 3.0)
-            except Exception:  # noqa: BLE001 - disconnected or closing: the server drops the interest anyway
-                pass
         self._end()

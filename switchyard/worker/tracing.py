@@ -21,6 +21,7 @@ import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator
 
+import nats.errors
 from nats.aio.msg import Msg
 
 from ..messages import Result, WorkItem
@@ -160,7 +161,7 @@ def _stored_ns(msg: Msg, item: WorkItem, now_ns: int) -> int:
     """When JetStream stored the item (its timestamp, from the server's clock); never after now."""
     try:
         stored = int(msg.metadata.timestamp.timestamp() * 1e9)
-    except Exception:  # noqa: BLE001 - not a JetStream delivery: the gateway's enqueue time instead
+    except nats.errors.NotJSMessageError:  # not a JetStream delivery: the gateway's enqueue time instead
         stored = int(float(item.enqueued_at) * 1e9) if isinstance(item.enqueued_at, (int, float)) else now_ns
     return min(stored, now_ns)
 
@@ -168,5 +169,5 @@ def _stored_ns(msg: Msg, item: WorkItem, now_ns: int) -> int:
 def _consumer(msg: Msg) -> str:
     try:
         return msg.metadata.consumer
-    except Exception:  # noqa: BLE001
+    except nats.errors.NotJSMessageError:
         return ""

@@ -78,11 +78,11 @@ class DeadLetter:
                              use_bin_type=True)
 
     @classmethod
-    def decode(cls, raw: bytes, seq: int) -> "DeadLetter":
+    def decode(cls, raw: bytes, seq: int) -> DeadLetter:
         data = msgpack.unpackb(raw, raw=False)
         if not isinstance(data, dict) or data.get("v") != VERSION or not isinstance(data.get("item"), dict):
             raise ValueError("not a dead letter")
-        names = set(WorkItem.__slots__)  # type: ignore[attr-defined]
+        names = set(WorkItem.__slots__)
         item = WorkItem(**{k: v for k, v in data["item"].items() if k in names})
         return cls(item=item, error=data.get("error"), attempt=int(data.get("attempt") or 0),
                    worker=str(data.get("worker") or ""), failed_at=float(data.get("failed_at") or 0.0),

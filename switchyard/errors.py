@@ -6,7 +6,8 @@ Every error leaves the gateway as `{"error": {"code", "message"}}` with the stat
 from __future__ import annotations
 
 import logging
-from typing import Literal, Mapping
+from collections.abc import Mapping
+from typing import Literal
 
 log = logging.getLogger("switchyard.errors")
 

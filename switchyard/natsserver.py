@@ -18,8 +18,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 
 def nats_server_binary() -> str:
@@ -53,8 +54,8 @@ class NatsServer:
         self.port = port or free_port()
         self._auto_port = port is None  # ours to re-pick if another process takes it first
         self.monitor_port = free_port()
-        self._tmp = None if store_dir else tempfile.mkdtemp(prefix="sy-nats-")
-        self.store_dir = store_dir or self._tmp
+        self.store_dir = store_dir or tempfile.mkdtemp(prefix="sy-nats-")
+        self._tmp = None if store_dir else self.store_dir  # ours to remove
         os.makedirs(self.store_dir, exist_ok=True)
         self.log_file = log_file or os.path.join(self.store_dir, "nats-server.log")
         self.name = name
@@ -86,15 +87,14 @@ class NatsServer:
                          f"  listen: {q(f'127.0.0.1:{self.cluster_port}')}\n  routes: [{routes}]\n}}")
         return "\n".join(lines) + "\n"
 
-    def start(self, timeout: float = 15.0) -> "NatsServer":
+    def start(self, timeout: float = 15.0) -> NatsServer:
         for attempt in range(3):
             conf = os.path.join(self.store_dir, "nats-server.conf")
             Path(conf).write_text(self.config())
             size = os.path.getsize(self.log_file) if os.path.exists(self.log_file) else 0
-            log = open(self.log_file, "ab")
-            self.proc = subprocess.Popen([nats_server_binary(), "-c", conf], stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-            log.close()
+            with open(self.log_file, "ab") as log:  # the child keeps its own copy of the descriptor
+                self.proc = subprocess.Popen([nats_server_binary(), "-c", conf], stdout=log,
+                                             stderr=subprocess.STDOUT, start_new_session=True)
             try:
                 self._wait_ready(timeout)
                 return self
@@ -165,7 +165,7 @@ class NatsServer:
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
-    def __enter__(self) -> "NatsServer":
+    def __enter__(self) -> NatsServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -177,8 +177,8 @@ class NatsCluster:
 
     def __init__(self, size: int = 3, *, sync_always: bool = False, name: str = "switchyard",
                  base_dir: str | None = None) -> None:
-        self._tmp = None if base_dir else tempfile.mkdtemp(prefix="sy-nats-cluster-")
-        base = base_dir or self._tmp
+        base = base_dir or tempfile.mkdtemp(prefix="sy-nats-cluster-")
+        self._tmp = None if base_dir else base  # ours to remove
         cluster_ports = [free_port() for _ in range(size)]  # one list, shared: a re-picked port shows in all
         self.servers = [
             NatsServer(store_dir=os.path.join(base, f"n{i}"), name=f"n{i}", sync_always=sync_always,
@@ -198,7 +198,7 @@ class NatsCluster:
     def server(self, name: str) -> NatsServer:
         return next(s for s in self.servers if s.name == name)
 
-    def start(self, timeout: float = 30.0) -> "NatsCluster":
+    def start(self, timeout: float = 30.0) -> NatsCluster:
         try:
             for s in self.servers:
                 s.start()
@@ -223,7 +223,7 @@ class NatsCluster:
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
-    def __enter__(self) -> "NatsCluster":
+    def __enter__(self) -> NatsCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

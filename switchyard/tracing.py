@@ -15,7 +15,8 @@ import os
 import re
 import socket
 import threading
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .extras import require
 

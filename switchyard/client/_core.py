@@ -6,9 +6,10 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Iterator, Mapping
+from typing import Any
 from urllib.parse import quote
 
 from .. import __version__

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from collections.abc import AsyncIterator, Callable
 from inspect import isawaitable
-from typing import Any, Mapping
+from types import TracebackType
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -18,8 +18,15 @@ from multidict import CIMultiDictProxy
 
 from . import _core
 from .errors import (
-    CapacityTimeout, PoolExpired, RequestTimeout, SwitchyardError, TransportError, Unavailable, UnknownJob,
-    UnknownPool, error_from_response,
+    CapacityTimeout,
+    PoolExpired,
+    RequestTimeout,
+    SwitchyardError,
+    TransportError,
+    Unavailable,
+    UnknownJob,
+    UnknownPool,
+    error_from_response,
 )
 from .models import Accepted, Event, InferenceResult, Job, JobPage, ModelInfo, PoolInfo
 
@@ -80,7 +87,7 @@ class AsyncClient:
 
     # -- lifecycle -------------------------------------------------------------
 
-    async def __aenter__(self) -> "AsyncClient":
+    async def __aenter__(self) -> AsyncClient:
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -347,7 +354,7 @@ class AsyncClient:
                         if event.id is not None:
                             last = event.id
                         yield event
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
                 if not reconnect:
                     raise TransportError(0, None, f"GET {self.url}/v1/events: {exc or type(exc).__name__}") from exc
             except Unavailable:
@@ -484,7 +491,7 @@ class AsyncClient:
                     0, None, f"could not connect to {self.url} within {self._client_timeout.sock_connect}s",
                     request_id)
                 failure.__cause__ = exc
-            except asyncio.TimeoutError as exc:
+            except TimeoutError as exc:
                 # The gateway may be working on it; resending would only wait twice.
                 raise RequestTimeout(0, None, f"{method} {path}: no answer within {self.timeout}s",
                                      request_id) from exc

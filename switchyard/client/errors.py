@@ -7,7 +7,8 @@ does not know yet, and for non-JSON bodies from proxies in front of the gateway)
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
@@ -242,12 +243,13 @@ _BY_STATUS: dict[int, type[SwitchyardError]] = {
 def error_for(status: int | None, code: str, message: str, request_id: str | None = None, *,
               retry_after: float | None = None, error_id: str | None = None) -> SwitchyardError:
     """The typed error for a code; `status=None` takes the code's status (job results carry none)."""
-    if status is None:  # "cancelled" is a job's outcome, not a gateway answer: its class says its status
-        status = STATUS.get(code) or getattr(_BY_CODE.get(code), "default_status", 500)
-    cls = _BY_CODE.get(code) or _BY_STATUS.get(status)
+    # "cancelled" is a job's outcome, not a gateway answer: its class says its status
+    by_code = _BY_CODE.get(code)
+    answered = status if status is not None else STATUS.get(code) or (by_code.default_status if by_code else 500)
+    cls = by_code or _BY_STATUS.get(answered)
     if cls is None:
-        cls = ServerError if status >= 500 else SwitchyardError
-    return cls(status, code, message, request_id, retry_after=retry_after, error_id=error_id)
+        cls = ServerError if answered >= 500 else SwitchyardError
+    return cls(answered, code, message, request_id, retry_after=retry_after, error_id=error_id)
 
 
 def error_from_response(status: int, body: bytes, headers: Mapping[str, str], *,

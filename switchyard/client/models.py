@@ -28,7 +28,7 @@ class InferenceResult:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], *, request_id: str | None = None,
-                  job_id: str | None = None) -> "InferenceResult":
+                  job_id: str | None = None) -> InferenceResult:
         return cls(
             id=str(data.get("id", "")),
             model=str(data.get("model", "")),
@@ -63,7 +63,7 @@ class Accepted:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], *, retry_after: float | None, location: str | None,
-                  request_id: str | None) -> "Accepted":
+                  request_id: str | None) -> Accepted:
         job_id = data.get("job_id") or (location.rstrip("/").rpartition("/")[2] if location else "")
         wait = data.get("estimated_wait_s")
         return cls(
@@ -115,7 +115,7 @@ class Job:
                               self.id)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Job":
+    def from_json(cls, data: dict[str, Any]) -> Job:
         job_id = str(data.get("id", ""))
         state = str(data.get("state", ""))
         outcome = data.get("result")
@@ -154,7 +154,7 @@ class JobPage:
     next_cursor: str | None = None
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "JobPage":
+    def from_json(cls, data: dict[str, Any]) -> JobPage:
         cursor = data.get("next_cursor")
         return cls(jobs=[Job.from_json(j) for j in data.get("jobs") or [] if isinstance(j, dict)],
                    next_cursor=cursor if isinstance(cursor, str) else None)
@@ -180,7 +180,7 @@ class ModelInfo:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ModelInfo":
+    def from_json(cls, data: dict[str, Any]) -> ModelInfo:
         return cls(
             id=str(data.get("id", "")),
             operations=list(data.get("operations") or []),
@@ -227,8 +227,9 @@ class PoolInfo:
         return sum(int(r.get("reserved", 0)) for r in rows)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "PoolInfo":
-        workers = data.get("workers") if isinstance(data.get("workers"), dict) else {}
+    def from_json(cls, data: dict[str, Any]) -> PoolInfo:
+        workers = data.get("workers")
+        workers = workers if isinstance(workers, dict) else {}
         return cls(
             name=str(data.get("name", "")),
             tenant=data.get("tenant"),

@@ -16,9 +16,10 @@ import asyncio
 import functools
 import threading
 import weakref
+from collections.abc import Callable, Coroutine
 from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
-from typing import Any, Callable, Concatenate, Coroutine, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from .async_client import AsyncClient
 
@@ -29,11 +30,11 @@ R = TypeVar("R")
 
 
 def _blocking(method: Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, R]]
-              ) -> Callable[Concatenate["Client", P], R]:
+              ) -> Callable[Concatenate[Client, P], R]:
     """Turn an AsyncClient coroutine method into a blocking Client method (same signature)."""
 
     @functools.wraps(method)
-    def call(self: "Client", /, *args: P.args, **kwargs: P.kwargs) -> R:
+    def call(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> R:
         return self._run(method(self._async, *args, **kwargs))
 
     call.__qualname__ = f"Client.{method.__name__}"
@@ -78,7 +79,7 @@ class Client:
     def close(self) -> None:
         self._finalizer()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -7,6 +7,10 @@ with representative values, so what is parsed is what Prometheus would be sent.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the `test` extra: only the checks import it
+    import promql_parser
 
 GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$namespace": ".*"}
 
@@ -17,7 +21,7 @@ def expand(expr: str) -> str:
     return expr
 
 
-def parse(expr: str):  # type: ignore[no-untyped-def]
+def parse(expr: str) -> promql_parser.Expr:
     """The parsed expression; ValueError with the parser's message when it is not valid PromQL."""
     import promql_parser  # the `test` extra: only the checks need it
 

@@ -32,7 +32,7 @@ class ControllerManager(ServerHelper):
 
     def start(self) -> ControllerManager:
         self.bin_dir = self.bin_dir or ensure_built()
-        self._make_workdir("switchyard-kcm-")
+        workdir = self._make_workdir("switchyard-kcm-")
         try:
             (self.port,) = _free_ports(1)
             kc = str(self.cp.kubeconfig)
@@ -41,9 +41,9 @@ class ControllerManager(ServerHelper):
                 f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
                 "--leader-elect=false", "--use-service-account-credentials=false",
                 f"--secure-port={self.port}", "--bind-address=127.0.0.1",
-                f"--cert-dir={self.workdir}", f"--controllers={','.join(self.controllers)}",
+                f"--cert-dir={workdir}", f"--controllers={','.join(self.controllers)}",
                 f"--horizontal-pod-autoscaler-sync-period={self.hpa_sync_period}",
-            ], self.workdir / "kube-controller-manager.log").start()
+            ], workdir / "kube-controller-manager.log").start()
             _wait_http(f"https://127.0.0.1:{self.port}/healthz", self.server, self.start_timeout)
         except BaseException:
             self.stop()

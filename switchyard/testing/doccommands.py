@@ -128,7 +128,8 @@ def doc_files(root: Path = ROOT) -> list[Path]:
 def _fences(path: Path) -> list[tuple[str, int, str, list[str]]]:
     """(tag, first body line number, section, body lines) of every fence in a Markdown file."""
     out: list[tuple[str, int, str, list[str]]] = []
-    section, tag, start, body = "", None, 0, []
+    section, tag, start = "", None, 0
+    body: list[str] = []
     opener = ""
     for number, line in enumerate(path.read_text().splitlines(), 1):
         stripped = line.strip()

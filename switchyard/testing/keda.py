@@ -69,10 +69,10 @@ class KedaOperator(ServerHelper):
 
     def start(self) -> KedaOperator:
         self.bin_dir = self.bin_dir or ensure_built()
-        self._make_workdir("switchyard-keda-")
+        workdir = self._make_workdir("switchyard-keda-")
         try:
             make_certs(self.certs)
-            (self.workdir / "ca-dir").mkdir()
+            (workdir / "ca-dir").mkdir()
             self.cp.kubectl("apply", "-f", "-", check=True, input=json.dumps(
                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}}))
             self.health_port, self.grpc_port = _free_ports(2)
@@ -80,11 +80,11 @@ class KedaOperator(ServerHelper):
                 str(self.bin_dir / "keda"), "--metrics-bind-address=0",
                 f"--health-probe-bind-address=127.0.0.1:{self.health_port}",
                 f"--metrics-service-bind-address=127.0.0.1:{self.grpc_port}",
-                f"--cert-dir={self.certs}", f"--ca-dir={self.workdir / 'ca-dir'}",
+                f"--cert-dir={self.certs}", f"--ca-dir={workdir / 'ca-dir'}",
                 # Rotation would write a Secret and exit 0 on the first start ("so pod can be restarted").
                 "--enable-cert-rotation=false", "--leader-elect=false",
                 "--zap-log-level=info", "--zap-encoder=console",
-            ], self.workdir / "keda.log", env=self.env).start()
+            ], workdir / "keda.log", env=self.env).start()
             _wait_http(f"http://127.0.0.1:{self.health_port}/readyz", self.server, self.start_timeout)
         except BaseException:
             self.stop()

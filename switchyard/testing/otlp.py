@@ -18,7 +18,8 @@ from typing import Any
 
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
 )
 
 PATH = "/v1/traces"
@@ -45,7 +46,7 @@ class OtlpSink:
     _runner: web.AppRunner | None = None
     url: str = ""
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> "OtlpSink":
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> OtlpSink:
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_post(PATH, self._export)
         self._runner = web.AppRunner(app, access_log=None)

@@ -22,7 +22,7 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(die_with_parent(self.argv), stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT, env={**os.environ, **self.env})

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from ..contracts import Obj
@@ -21,14 +22,17 @@ from .metrics import OperatorMetrics
 from .status import now_micro
 
 log = logging.getLogger("switchyard.operator.election")
+# The API server away or refusing (aiohttp's ServerDisconnectedError is no OSError): the round fails, the loop goes on.
+UNREACHABLE: tuple[type[BaseException], ...] = (TimeoutError, ApiException, OSError, aiohttp.ClientError)
 
 
 class LeaderElection:
     def __init__(self, kube: Kube, namespace: str, identity: str, *, name: str = "switchyard-operator",
                  lease_s: int = 15, renew_s: float = 5.0, retry_s: float = 2.0,
                  on_elected: Callable[[], Awaitable[None]] | None = None,
-                 metrics: OperatorMetrics | None = None) -> None:
+                 metrics: OperatorMetrics | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.kube, self.namespace, self.identity, self.name = kube, namespace, identity, name
+        self._clock = clock  # local and monotonic: expiry is judged by when we saw the lease change
         self.lease_s, self.renew_s, self.retry_s = lease_s, renew_s, retry_s
         self.on_elected = on_elected
         self.metrics = metrics
@@ -40,15 +44,20 @@ class LeaderElection:
     async def run(self) -> None:
         try:
             while True:
-                try:
-                    won = await self._try()
-                except (TimeoutError, ApiException, OSError) as exc:
-                    log.warning("lease unreachable", extra={"error": str(exc)})
-                    won = self.is_leader and time.monotonic() - self._renewed_at < self.lease_s - self.renew_s
-                await self._set(won)
+                await self.step()
                 await asyncio.sleep(self.renew_s if self.is_leader else self.retry_s)
         finally:
             await self.release()
+
+    async def step(self) -> None:
+        """One round: take or renew the Lease, and become (or stop being) the leader accordingly."""
+        try:
+            won = await self._try()
+        except UNREACHABLE as exc:
+            log.warning("lease unreachable", extra={"error": str(exc)})
+            # Still the leader while the lease we last renewed cannot have been taken by another.
+            won = self.is_leader and self._clock() - self._renewed_at < self.lease_s - self.renew_s
+        await self._set(won)
 
     async def _set(self, leader: bool) -> None:
         if leader and not self.is_leader:
@@ -70,12 +79,12 @@ class LeaderElection:
         lease = await self.kube.get(LEASE, self.namespace, self.name)
         if lease is None:
             await self.kube.create(self._lease({}, transitions=0))
-            self._renewed_at = time.monotonic()
+            self._renewed_at = self._clock()
             return True
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity") or ""
         seen = (holder, spec.get("renewTime") or "")
-        now = time.monotonic()
+        now = self._clock()
         if seen != self._seen:
             self._seen, self._seen_at = seen, now
         duration = spec.get("leaseDurationSeconds") or self.lease_s
@@ -88,7 +97,7 @@ class LeaderElection:
             if exc.status == 409:
                 return False  # another candidate wrote first
             raise
-        self._renewed_at = time.monotonic()
+        self._renewed_at = self._clock()
         return True
 
     def _lease(self, current: Obj, transitions: int) -> Obj:
@@ -113,5 +122,5 @@ class LeaderElection:
             if lease and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
                 lease["spec"].update(holderIdentity="", leaseDurationSeconds=1)
                 await self.kube.replace(lease)
-        except Exception as exc:  # noqa: BLE001 - best effort: the lease expires anyway
+        except UNREACHABLE as exc:  # best effort: the lease expires anyway
             log.warning("could not release the lease", extra={"error": str(exc)})

@@ -23,8 +23,8 @@ from nats.js.kv import KeyValue
 from .api.table import QueueLimits
 from .deadletters import dead_stream_config, ensure_dead_stream
 from .subjects import (
-    COLDSTART_BUCKET, DEDUPE_WINDOW_S, EVENTS_PREFIX, EVENTS_STREAM, JOBS_BUCKET, PLANSTATS_BUCKET, POOLS_BUCKET,
-    RESULTS_BUCKET, RUNS_BUCKET, WORK_PREFIX, WORK_STREAM, WORKERS_BUCKET, Lane,
+    COLDSTART_BUCKET, DEDUPE_WINDOW_S, EVENTS_PREFIX, EVENTS_STREAM, JOBS_BUCKET, LIMITS_BUCKET, PLANSTATS_BUCKET,
+    POOLS_BUCKET, RESULTS_BUCKET, RUNS_BUCKET, WORK_PREFIX, WORK_STREAM, WORKERS_BUCKET, Lane,
 )
 
 HEARTBEAT_TTL_S = 10.0
@@ -160,6 +160,15 @@ async def ensure_planstats_bucket(js: JetStreamContext, dedupe_window_s: float =
     if abs((info.config.duplicate_window or 0.0) - dedupe_window_s) > 0.5:
         await js.update_stream(dataclasses.replace(info.config, duplicate_window=dedupe_window_s))
     return kv
+
+
+LIMITS_MAX_AGE_S = 32 * 86_400  # longer than any window (a month): a counter untouched this long counts nothing
+
+
+async def ensure_limits_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
+    """spec.policy counters (gateway/policy/ledger.py): file storage, so a NATS restart keeps every count."""
+    return await _bucket(js, KeyValueConfig(bucket=LIMITS_BUCKET, ttl=LIMITS_MAX_AGE_S, storage=StorageType.FILE,
+                                            history=1, replicas=replicas))
 
 
 EVENTS_MAX_AGE_S = 3600.0  # how far back Last-Event-ID can resume (gateway/events.py)

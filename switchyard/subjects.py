@@ -22,6 +22,7 @@ COLDSTART_BUCKET = "sy_coldstart"  # measured cold starts per lane, shared by ga
 POOLS_BUCKET = "sy_pools"  # standalone mode: pools made through POST /v1/pools
 RESULTS_BUCKET = "sy_results"  # results of requests answered at once, re-fetchable for a short while
 RUNS_BUCKET = "sy_runs"  # Planner runs: each step's state, key = job_key(tenant, run id)
+LIMITS_BUCKET = "sy_limits"  # spec.policy counters, key = <kind>.<token(limit)>.<token(subject)>
 PLANSTATS_BUCKET = "sy_planstats"  # Planner run counts, key = <token(planner)>.<token(tenant)>
 EVENTS_STREAM = "SWITCHYARD_EVENTS"  # job.status and capacity.update events, for SSE resume
 EVENTS_PREFIX = "sy.events"  # + <kind>.<tenant token>

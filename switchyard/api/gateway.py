@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import re
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -218,6 +219,125 @@ class Tracing(Model):
                     "trace but its sampled flag cannot force tracing on.")
 
 
+LimitKind = Literal["requests", "items", "tokens", "concurrent"]
+LimitScope = Literal["key", "tenant", "ip", "global"]
+BUILTIN_STAGES = ("limits", "defaults")  # the stages every gateway has; others come from entry points
+
+
+class Limit(Model):
+    """One limit of the `limits` stage, counted across every gateway replica (docs/policy.md)."""
+
+    name: str = Field(pattern=DNS_LABEL, max_length=63,
+                      description="Names the limit in RateLimit-Policy / RateLimit headers, errors and metrics.")
+    kind: LimitKind = Field(description="requests, items (a request's items), tokens (generate and chat: "
+                                        "input + output tokens the worker reports) or concurrent (requests "
+                                        "in flight).")
+    per: LimitScope = Field(default="key", description="Counted per key, per tenant, per client IP, or once "
+                                                       "for everyone (global).")
+    tiers: list[str] | None = Field(default=None, max_length=32,
+                                    description="Applies only to keys of these tiers (spec.auth.apiKeys[].tier). "
+                                                "Empty: every request, anonymous ones included.")
+    limit: int = Field(ge=1, le=10**12, description="Units allowed per window (or at once, for concurrent).")
+    window_seconds: int | None = Field(default=None, ge=1, le=86_400,
+                                       description="A fixed window of this many seconds (aligned to the Unix "
+                                                   "epoch). Not with period or kind concurrent.")
+    period: Literal["day", "month"] | None = Field(default=None,
+                                                   description="A quota per calendar day or month (UTC). Not "
+                                                               "with windowSeconds or kind concurrent.")
+
+    @model_validator(mode="after")
+    def _one_window(self) -> "Limit":
+        if self.kind == "concurrent":
+            if self.window_seconds is not None or self.period is not None:
+                raise ValueError(f"limit {self.name!r}: a concurrent limit has no windowSeconds or period")
+        elif (self.window_seconds is None) == (self.period is None):
+            raise ValueError(f"limit {self.name!r}: set exactly one of windowSeconds and period")
+        for tier in self.tiers or ():
+            if not re.match(DNS_LABEL, tier):
+                raise ValueError(f"limit {self.name!r}: tier {tier!r} is not a DNS label")
+        return self
+
+
+class PolicyStage(Model):
+    """One stage of the policy chain: a built-in (limits, defaults) or one installed as an entry point."""
+
+    name: str = Field(pattern=DNS_LABEL, max_length=63,
+                      description="limits, defaults, or the name of an entry point in the group switchyard.policy "
+                                  "installed on the gateway. A name that is not installed refuses inference with "
+                                  "503 policy_unavailable; it is never skipped.")
+    enabled: bool = Field(default=True, description="false keeps the stage in the resource without running it.")
+    limits: list[Limit] | None = Field(default=None, max_length=64, description="The limits stage only.")
+    params: dict[str, Any] | None = Field(default=None, description="The defaults stage only: params set on "
+                                                                    "every request that does not send them.")
+    config: dict[str, Any] | None = Field(default=None, description="A custom stage only: handed to its "
+                                                                    "factory, which validates it.")
+
+    @model_validator(mode="after")
+    def _fields_of_its_kind(self) -> "PolicyStage":
+        given = {f for f in ("limits", "params", "config") if getattr(self, f) is not None}
+        wanted = {"limits": "limits", "defaults": "params"}.get(self.name, "config")
+        stray = sorted(given - {wanted})
+        if stray:
+            raise ValueError(f"stage {self.name!r} takes {wanted!r}, not {', '.join(map(repr, stray))}")
+        if self.name == "limits" and not self.limits:
+            raise ValueError("stage 'limits' needs at least one limit")
+        return self
+
+
+class Policy(Model):
+    """The policy chain run on every inference request after authentication (docs/policy.md)."""
+
+    stages: list[PolicyStage] = Field(default_factory=list, max_length=32,
+                                      description="Run in this order, on every protocol (HTTP, OpenAI, gRPC, "
+                                                  "WebSocket). Empty: no stage.")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "Policy":
+        names = [s.name for s in self.stages]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"policy.stages names {', '.join(dupes)} more than once")
+        limits = [lim.name for s in self.stages for lim in s.limits or ()]
+        dupes = sorted({n for n in limits if limits.count(n) > 1})
+        if dupes:
+            raise ValueError(f"policy limit names must be unique: {', '.join(dupes)}")
+        return self
+
+
+class UsageAnomaly(Model):
+    """When a key's request rate is an anomaly (docs/usage.md#anomalies): its requests in the last window
+    reach `factor` times its average per window over the baseline before it, and at least minRequests."""
+
+    window_seconds: int = Field(default=300, ge=10, le=86_400, description="The recent window a key's rate is "
+                                                                           "measured over.")
+    baseline_seconds: int = Field(default=3600, ge=60, le=7 * 86_400,
+                                  description="The trailing time before the window whose average is the key's "
+                                              "baseline; at least windowSeconds.")
+    factor: float = Field(default=10.0, ge=1.5, le=1000.0, description="How many times its baseline a key's "
+                                                                        "window must reach to be flagged.")
+    min_requests: int = Field(default=100, ge=1, le=1_000_000_000,
+                              description="Fewer requests than this in the window are never an anomaly, so a "
+                                          "quiet key's few requests are not flagged.")
+
+    @model_validator(mode="after")
+    def _baseline_covers_window(self) -> "UsageAnomaly":
+        if self.baseline_seconds < self.window_seconds:
+            raise ValueError(f"baselineSeconds ({self.baseline_seconds}) must be at least windowSeconds "
+                             f"({self.window_seconds})")
+        return self
+
+
+class Usage(Model):
+    """Usage accounting (docs/usage.md): the ledger workers append to, and the anomaly rule."""
+
+    retention_days: int = Field(default=35, ge=1, le=400,
+                                description="How long the usage ledger (the SWITCHYARD_USAGE stream) keeps a "
+                                            "record: GET /v1/usage reads no further back. A change applies to "
+                                            "the stream at once, old records included.")
+    anomaly: UsageAnomaly = Field(default_factory=UsageAnomaly, description="Flagging a key's rate jumping "
+                                                                             "by an order of magnitude.")
+
+
 class GatewaySpec(Model):
     listeners: Listeners = Field(default_factory=Listeners, description="Ports the gateway listens on.")
     auth: Auth = Field(default_factory=Auth, description="API keys; without keys and anonymous off, every request gets 401.")
@@ -231,6 +351,9 @@ class GatewaySpec(Model):
     scaler: Scaler = Field(default_factory=Scaler, description="How KEDA reaches the gateways' external scaler.")
     pool_api: PoolApi = Field(default_factory=PoolApi, description="Limits of POST /v1/pools.")
     openai: OpenAiApi = Field(default_factory=OpenAiApi, description="The OpenAI-compatible endpoints.")
+    policy: Policy = Field(default_factory=Policy, description="The policy chain: limits, quotas, concurrency "
+                                                             "and transforms, per tier, key, client IP or "
+                                                             "globally (docs/policy.md).")
     tracing: Tracing = Field(default_factory=Tracing, description="OpenTelemetry traces over OTLP/HTTP; off "
                                                                   "unless an endpoint is set. Hot-reloaded.")
     machine_profiles: list[MachineProfile] = Field(

@@ -32,6 +32,7 @@ from .kvpools import KvPoolStore
 from .listener import GuardedAppRunner
 from .metrics import Metrics
 from .openai_api import discovery
+from .policy import headers as policy_headers
 from .openai_api import routes as openai_routes
 from .openai_api.errors import openai_error_response
 from .registry import Registry
@@ -85,6 +86,7 @@ def build_app(st: GatewayState, *, access_log: bool = True) -> web.Application:
     r.add_post("/v1/{op}/{model:.+}", inference.infer)
     events.setup(app, st)  # GET /v1/events, and the bridges that feed it
     websocket.setup(app)  # GET /v1/ws
+    policy_headers.setup(app)  # RateLimit-Policy / RateLimit on admitted requests
     openapi.setup(app)  # GET /openapi.json, GET /docs: every route above, described
     return app
 
@@ -199,7 +201,8 @@ async def start(st: GatewayState, listen: Listen, *, access_log: bool = True,
         await st.registry.start(st.dispatcher.nc, st.dispatcher.workers)
         await _observe(st)
 
-    tasks = [asyncio.create_task(connect_then_watch()), asyncio.create_task(st.eta.watch())]
+    tasks = [asyncio.create_task(connect_then_watch()), asyncio.create_task(st.eta.watch()),
+             asyncio.create_task(st.policy.tend_forever())]
     if st.pool_store is not None:
         tasks.append(asyncio.create_task(st.pool_store.run()))
     if tls is not None:

@@ -108,6 +108,10 @@ class ChunkStream:
         self._ended = False  # the final chunk was handed out, or the stream was closed
         self._closed = False
         self.client_gone: Callable[[], bool] | None = None
+        # Called once as the stream ends, with the final chunk's usage (None: it ended otherwise): the
+        # policy chain settles a token reservation and frees a concurrency slot with it.
+        self.on_end: Callable[[dict[str, int] | None], None] | None = None
+        self._usage: dict[str, int] | None = None
 
     # -- inbox side -----------------------------------------------------------------------
 
@@ -141,6 +145,7 @@ class ChunkStream:
             raise StopAsyncIteration from None
         if chunk.final:
             self._ended = True
+            self._usage = chunk.usage
             await self._finish(cancel=chunk.error is not None)
         elif self.yielded == 0:
             self._st.metrics.time_to_first_token.labels(
@@ -177,6 +182,8 @@ class ChunkStream:
         self._closed = True
         self._ended = True
         self._st.dispatcher.end_stream(self._token)
+        if self.on_end is not None:
+            self.on_end(self._usage)
         if cancel:
             await self._st.dispatcher.cancel(self.item)
 

@@ -67,6 +67,7 @@ from .streaming import ChunkStream
 from .joblist import DEFAULT_LIMIT, JobQuery, find_jobs
 from .jobs import cancel, delete, describe_job, record_view  # record_view: GET /v1/jobs/{id}'s view of a record
 from .state import STATE, GatewayState
+from .policy.peer import transport_peer
 from .submit import MAX_ITEMS, Accepted, Submission, check_operation, close_orphan, result_error, submit, submit_stream
 
 log = logging.getLogger("switchyard.gateway.websocket")
@@ -288,7 +289,7 @@ class Connection:
                          request_id=msg.request_id or os.urandom(16).hex(), key=self.key,
                          machine_profile=msg.machine_profile, pool=msg.pool, bundle=msg.bundle,
                          prefer=(f"wait={msg.wait}",) if msg.wait is not None else (),
-                         respond_async=msg.respond_async)
+                         respond_async=msg.respond_async, client_ip=transport_peer(self._transport))
         task = asyncio.create_task(self._stream(msg.id, sub, table) if msg.stream else self._run(msg.id, sub, table))
         self._track(msg.id, task, msg.stream)
 

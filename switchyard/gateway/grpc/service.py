@@ -32,6 +32,7 @@ from ..http import MAX_REQUEST_ID, REQUEST_ID
 from ..inference import result_body
 from ..joblist import DEFAULT_LIMIT, JobQuery, find_jobs
 from ..jobs import cancel, delete, describe_job
+from ..policy.peer import grpc_peer
 from ..resolve import Resolution
 from ..state import GatewayState
 from ..submit import Accepted, Hooks, Outcome, Submission, check_items, check_operation, close_orphan, result_error, submit, submit_stream
@@ -169,7 +170,7 @@ class InferenceService:
                           machine_profile=req.machine_profile or None, pool=req.pool or None,
                           bundle=req.bundle or None,
                           prefer=(f"wait={req.wait_seconds}",) if req.HasField("wait_seconds") else (),
-                          respond_async=req.respond_async)
+                          respond_async=req.respond_async, client_ip=grpc_peer(context))
 
     async def get_job(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.Job:
         key, req = _read(raw, pb.GetJobRequest, self.st.table(), context)

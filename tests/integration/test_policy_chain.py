@@ -1,0 +1,188 @@
+"""spec.policy on one real gateway (real nats-server, a real worker): token reservations settled to the
+worker's usage (streams included), quotas, limits per client IP and per tier, the RateLimit headers, the
+`defaults` transform, and custom stages from an entry point (a test-only distribution put on sys.path)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dataplane import ECHO, gateway, worker
+from policy_manifests import bearer, policy_config
+
+from switchyard.natsserver import NatsServer
+
+DAY = 86_400
+STAGES = """      - name: defaults
+        params: {max_tokens: 100}
+      - name: limits
+        limits:
+          - {name: tpm, kind: tokens, per: key, limit: 3000, windowSeconds: 86400, tiers: [tok]}
+          - {name: daily-items, kind: items, per: tenant, period: day, limit: 5, tiers: [quota]}
+          - {name: per-ip, kind: requests, per: ip, limit: 3, windowSeconds: 86400, tiers: [ipt]}"""
+
+USAGE = {"input_tokens": 10, "output_tokens": 5}
+
+
+async def reporting(items: list[Any], ctx: Any) -> AsyncIterator[Any]:
+    """Streams its items back with the max_tokens it got, reporting 15 tokens per request."""
+    ctx.usage = dict(USAGE)
+    for item in items:
+        yield {"max_tokens": ctx.params.get("max_tokens"), "item": item}
+
+
+def same_day(started: float) -> None:
+    if int(started // DAY) != int(time.time() // DAY):
+        pytest.skip("the test straddled a UTC midnight: its daily windows changed under it")
+
+
+def rate_limit(headers: dict[str, str]) -> dict[str, dict[str, int]]:
+    """RateLimit: "name";r=1;t=2, ... as {name: {r: 1, t: 2}}."""
+    out: dict[str, dict[str, int]] = {}
+    for member in headers["RateLimit"].split(", "):
+        name, *params = member.split(";")
+        out[name.strip('"')] = {k: int(v) for k, v in (p.split("=") for p in params)}
+    return out
+
+
+async def test_policy_limits_on_one_gateway(nats_server: NatsServer, tmp_path: Path) -> None:
+    started = time.time()
+    async with gateway(nats_server.url, policy_config(tmp_path / "config", STAGES)) as gw, \
+            worker(nats_server.url, reporting):
+        await gw.wait_for_workers(ECHO)
+
+        # Tokens: the first request reserves its declared maximum plus its input's bytes ...
+        r = await gw.infer(op="generate", headers=bearer("tokens"), params={"max_tokens": 1000})
+        assert r.status == 200, r.body
+        assert r.headers["RateLimit-Policy"] == '"tpm";q=3000;w=86400'
+        reserved = 1000 + len(b'[{"text":"hi"}]')
+        assert rate_limit(r.headers)["tpm"]["r"] == 3000 - reserved
+        assert 0 < rate_limit(r.headers)["tpm"]["t"] <= DAY
+        # ... and settles to the 15 tokens the worker reported: without settling, the third would be refused.
+        for _ in range(5):
+            r = await gw.infer(op="generate", headers=bearer("tokens"), params={"max_tokens": 1000})
+            assert r.status == 200, r.body
+        # Streams settle at their final chunk.
+        for _ in range(3):
+            async with gw.http.post(gw.url + "/v1/generate/test/echo", json={"items": [{"text": "hi"}],
+                                    "params": {"max_tokens": 1000}},
+                                    headers={**bearer("tokens"), "Accept": "text/event-stream"}) as resp:
+                body = await resp.text()
+                assert resp.status == 200, body
+                assert "event: done" in body and '"input_tokens":10' in body
+                assert resp.headers["RateLimit-Policy"] == '"tpm";q=3000;w=86400'
+        # The defaults stage: a request without max_tokens gets the Gateway's 100 (and is reserved as such).
+        r = await gw.infer(op="generate", headers=bearer("tokens"))
+        assert r.status == 200 and r.body["items"][0]["max_tokens"] == 100
+        # A request that can never fit is refused as bad input, not as a wait.
+        r = await gw.infer(op="generate", headers=bearer("tokens"), params={"max_tokens": 2990})
+        assert r.status == 400 and r.body["error"]["code"] == "bad_request"
+        assert "can never be admitted" in r.body["error"]["message"]
+        # What is left after 10 settled requests (150 tokens) still takes a 2,800-token reservation.
+        r = await gw.infer(op="generate", headers=bearer("tokens"), params={"max_tokens": 2800})
+        assert r.status == 200, r.body
+        # An encode request is not counted by a tokens limit.
+        r = await gw.infer(headers=bearer("tokens"))
+        assert r.status == 200 and "RateLimit" not in r.headers
+
+        # A daily quota of 5 items per tenant: 3, then 3 more is past it.
+        r = await gw.infer(headers=bearer("quota"), items=[1, 2, 3])
+        assert r.status == 200 and rate_limit(r.headers)["daily-items"]["r"] == 2
+        r = await gw.infer(headers=bearer("quota"), items=[4, 5, 6])
+        assert r.status == 429 and r.body["error"]["code"] == "quota_exceeded"
+        midnight = (int(time.time()) // DAY + 1) * DAY
+        assert abs(int(r.headers["Retry-After"]) - (midnight - time.time())) <= 5
+        assert rate_limit(r.headers)["daily-items"]["r"] == 0
+        r = await gw.infer(headers=bearer("quota"), items=[4, 5])  # what is left still fits
+        assert r.status == 200
+
+        # Per client IP: two keys of tier ipt from the same address share 3 requests.
+        assert (await gw.infer(headers=bearer("ip-a"))).status == 200
+        assert (await gw.infer(headers=bearer("ip-b"))).status == 200
+        assert (await gw.infer(headers=bearer("ip-a"))).status == 200
+        r = await gw.infer(headers=bearer("ip-b"))
+        assert r.status == 429 and r.body["error"]["code"] == "rate_limited"
+        assert "per ip" in r.body["error"]["message"]
+        assert r.headers["RateLimit-Policy"] == '"per-ip";q=3;w=86400'
+        assert 0 < int(r.headers["Retry-After"]) <= DAY
+
+        # Per tier: a key of another tier is under none of these limits (and gets no RateLimit headers).
+        for _ in range(6):
+            r = await gw.infer(headers=bearer("other"), items=[1, 2, 3])
+            assert r.status == 200 and "RateLimit" not in r.headers
+
+        # The OpenAI API goes through the same chain.
+        async with gw.http.post(gw.url + "/v1/embeddings", json={"model": "test/echo", "input": "x"},
+                                headers=bearer("ip-a")) as resp:
+            assert resp.status == 429, await resp.text()
+            assert (await resp.json())["error"]["code"] == "rate_limited"
+
+        metrics = await gw.metrics()
+        assert 'switchyard_gateway_policy_decisions_total{limit="per-ip",outcome="limited",tenant="ip-b"} 1.0' \
+            in metrics
+        same_day(started)
+
+
+# -- custom stages --------------------------------------------------------------------------------
+
+PLUGIN = '''
+from switchyard.errors import ApiError
+
+
+def factory(config):
+    word = config["refuse"]
+    if not isinstance(word, str):
+        raise ValueError("refuse must be a string")
+
+    async def stage(request):
+        if request.params.get("word") == word:
+            raise ApiError("forbidden", f"the word {word!r} is not allowed by the policy")
+        request.headers["X-Checked"] = "yes"
+    return stage
+'''
+
+
+@pytest.fixture
+def test_plugin(tmp_path: Path) -> Iterator[None]:
+    """A test-only distribution with an entry point in the group switchyard.policy, put on sys.path
+    (importlib.metadata finds it as it finds an installed package)."""
+    site = tmp_path / "site"
+    dist = site / "switchyard_test_plugin-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: switchyard-test-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[switchyard.policy]\nword-filter = switchyard_test_plugin:factory\n")
+    (site / "switchyard_test_plugin.py").write_text(PLUGIN)
+    sys.path.insert(0, str(site))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(site))
+        sys.modules.pop("switchyard_test_plugin", None)
+
+
+async def test_a_custom_stage_from_an_entry_point_runs_in_the_chain(nats_server: NatsServer, tmp_path: Path,
+                                                                     test_plugin: None) -> None:
+    stages = "      - name: word-filter\n        config: {refuse: boom}"
+    async with gateway(nats_server.url, policy_config(tmp_path / "config", stages)) as gw, \
+            worker(nats_server.url, reporting):
+        await gw.wait_for_workers(ECHO)
+        r = await gw.infer(headers=bearer("other"), params={"word": "boom"})
+        assert r.status == 403 and "'boom' is not allowed" in r.body["error"]["message"]
+        r = await gw.infer(headers=bearer("other"), params={"word": "fine"})
+        assert r.status == 200, r.body
+
+
+async def test_a_stage_that_is_not_installed_refuses_inference(nats_server: NatsServer, tmp_path: Path) -> None:
+    stages = "      - name: not-installed-anywhere\n        config: {}"
+    async with gateway(nats_server.url, policy_config(tmp_path / "config", stages)) as gw, \
+            worker(nats_server.url, reporting):
+        await gw.wait_for_workers(ECHO)
+        r = await gw.infer(headers=bearer("other"))
+        assert r.status == 503 and r.body["error"]["code"] == "policy_unavailable"
+        assert "'not-installed-anywhere', which is not installed" in r.body["error"]["message"]
+        await asyncio.sleep(0)

@@ -35,13 +35,14 @@ import asyncio
 import json
 import os
 import platform
-import statistics
 import ssl
+import statistics
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +50,11 @@ import nats
 import nats.js.errors
 import orjson
 
-from switchyard.client import Accepted, Client
+from switchyard.client import Accepted, Client, InferenceResult
 from switchyard.gateway.eta import lane_key
 from switchyard.natsserver import NatsServer
-from switchyard.testing import keda as keda_testing
 from switchyard.subjects import COLDSTART_BUCKET, Lane
+from switchyard.testing import keda as keda_testing
 from switchyard.testing.coldstart import FLEET, KEY, MODEL, SERVICE, ColdStartStack, install, wait
 from switchyard.testing.controlplane import ControlPlane
 from switchyard.testing.keda import KedaOperator
@@ -147,7 +148,7 @@ class Recorder:
                 pass
             time.sleep(0.01)
 
-    def first(self, series: list[tuple[float, float]], after: float, want: Any = None,
+    def first(self, series: Sequence[tuple[float, float]], after: float, want: Any = None,
               at_least: float | None = None) -> float:
         """When the series first took a new value (or `want`, or a value >= `at_least`) after `after`."""
         def ok(v: float) -> bool:
@@ -174,7 +175,7 @@ def one_round(stack: ColdStartStack, rec: Recorder, client: Client, lane: Lane) 
     assert isinstance(accepted, Accepted) and accepted.estimated_wait_s is not None, accepted
     result = client.encode(stack.model, ["cold"], wait_for_capacity=True, capacity_timeout=120, poll_interval=0.05)
     t_result = time.time()
-    assert len(result.items) == 1, result
+    assert isinstance(result, InferenceResult) and len(result.items) == 1, result
     assert len(client.wait_for_job(accepted, 60, poll_interval=0.05).items) == 1  # never lost
     t_zero = rec.first(rec.replicas, t_result, 0)
     started, pod = wait(lambda: [(t, p) for t, p, w in node.events if w == "started" and t >= t0], 30,
@@ -251,11 +252,12 @@ def main() -> int:
                       + f"{r[ERROR_TENTHS] * 100:+.0f} %)" + (" (warm-up)" if i == 0 else ""), file=sys.stderr)
         stack_keda.stop()
     warm = rounds[1:]  # the ETA after one warm-up
-    summary = {k: {"p50_ms": pct([r[k] for r in rs], 50) * 1000, "p95_ms": pct([r[k] for r in rs], 95) * 1000,
-                   "min_ms": min(r[k] for r in rs) * 1000, "max_ms": max(r[k] for r in rs) * 1000}
-               for k, rs in [*((k, rounds) for k in (*STEPS, LIVE)),
-                             *((k, warm) for k in (ETA, GATEWAY_SAMPLE, ETA_TENTHS))]}
-    eta_error = {}
+    summary: dict[str, dict[str, float]] = {
+        k: {"p50_ms": pct([r[k] for r in rs], 50) * 1000, "p95_ms": pct([r[k] for r in rs], 95) * 1000,
+            "min_ms": min(r[k] for r in rs) * 1000, "max_ms": max(r[k] for r in rs) * 1000}
+        for k, rs in [*((k, rounds) for k in (*STEPS, LIVE)),
+                      *((k, warm) for k in (ETA, GATEWAY_SAMPLE, ETA_TENTHS))]}
+    eta_error: dict[str, dict[str, Any]] = {}
     for k in (ERROR, ERROR_TENTHS):
         errors = [abs(r[k]) * 100 for r in warm]
         eta_error[k] = {"p50_pct": pct(errors, 50), "p95_pct": pct(errors, 95), "min_pct": min(errors),

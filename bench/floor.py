@@ -12,6 +12,7 @@ import asyncio
 import signal
 
 import nats
+from nats.aio.msg import Msg
 
 from switchyard.messages import Result, WorkItem
 from switchyard.worker.context import Context
@@ -23,7 +24,7 @@ SUBJECT = "bench.floor.echo"
 async def serve(url: str) -> None:
     nc = await nats.connect(url)
 
-    async def on_request(msg) -> None:  # type: ignore[no-untyped-def]
+    async def on_request(msg: Msg) -> None:
         item = WorkItem.decode(msg.data)
         ctx = Context(op=item.op, model=item.model, bundle=item.bundle, machine_profile=item.machine_profile,
                       pool=item.pool, request_id=item.id, params=item.params)

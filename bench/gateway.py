@@ -28,10 +28,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from switchyard.cli.dev import demo_key, examples_dir
 from switchyard.messages import Result, WorkItem
@@ -301,7 +302,8 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
             f"{ok(s['p50_delta_ms'] <= TARGETS['p50_delta_ms'])}",
             f"target p99 <= +{TARGETS['p99_delta_ms']} ms over the floor: best {s['p99_delta_ms']:+.3f} ms, "
             f"{ok(s['p99_delta_ms'] <= TARGETS['p99_delta_ms'])}",
-            f"target >= {TARGETS['rps']:.0f} req/s at c={n}: best {s['rps']:.0f} req/s, {ok(s['rps'] >= TARGETS['rps'])}",
+            f"target >= {TARGETS['rps']:.0f} req/s at c={n}: best {s['rps']:.0f} req/s, "
+            f"{ok(s['rps'] >= TARGETS['rps'])}",
         ]
     return "\n".join(lines)
 

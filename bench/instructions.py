@@ -54,7 +54,7 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="sy-callgrind-"))
     if args.process == "gateway":
         base = bench_gateway.switchyard_command()
-        bench_gateway.switchyard_command = lambda: callgrind(out, base)  # type: ignore[assignment]
+        bench_gateway.switchyard_command = lambda: callgrind(out, base)
     else:
         spawn = bench_gateway.spawn
 
@@ -62,7 +62,7 @@ def main() -> None:
             is_worker = "switchyard.worker" in argv
             return spawn(*(callgrind(out, list(argv)) if is_worker else argv), quiet=quiet)
 
-        bench_gateway.spawn = spawn_worker_under_valgrind  # type: ignore[assignment]
+        bench_gateway.spawn = spawn_worker_under_valgrind
     body = json.dumps({"items": ITEMS}).encode()
     with bench_gateway.stack(access_log=args.access_log, timeout=300) as st:
         pid = str(st.pids[args.process])

@@ -22,11 +22,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from kubernetes_asyncio import client
 
-from switchyard.informer import Informer
+from switchyard.informer import Informer, Obj
 from switchyard.kubeclient import api_client
 from switchyard.natsserver import NatsServer, free_port
 from switchyard.testing.controlplane import ControlPlane
@@ -57,20 +59,20 @@ async def watch_burst(cp: ControlPlane, n: int, timeout: float = 300) -> dict[st
     scaled: dict[str, float] = {}
     compiled: dict[str, float] = {}
 
-    def lister(group: str, version: str, plural: str):  # type: ignore[no-untyped-def]
-        async def list_fn(namespace: str, **kw):  # type: ignore[no-untyped-def]
+    def lister(group: str, version: str, plural: str) -> Callable[..., Awaitable[Any]]:
+        async def list_fn(namespace: str, **kw: Any) -> Any:
             return await custom.list_namespaced_custom_object(group, version, namespace, plural, **kw)
         list_fn.__doc__ = custom.list_namespaced_custom_object.__doc__
         return list_fn
 
-    def record(into: dict[str, float]):  # type: ignore[no-untyped-def]
-        def on(kind: str, obj: dict) -> None:
+    def record(into: dict[str, float]) -> Callable[[str, Obj], None]:
+        def on(kind: str, obj: Obj) -> None:
             name = obj["metadata"]["name"]
             if name.startswith("bench-"):
                 into.setdefault(name, time.monotonic())
         return on
 
-    def on_configmap(kind: str, obj: dict) -> None:
+    def on_configmap(kind: str, obj: Obj) -> None:
         if obj["metadata"]["name"] != "main-routing":
             return
         now = time.monotonic()
@@ -78,13 +80,19 @@ async def watch_burst(cp: ControlPlane, n: int, timeout: float = 300) -> dict[st
             if model.startswith("bench/model-"):
                 compiled.setdefault("bench-" + model.rsplit("-", 1)[1], now)
 
+    def synced(on: Callable[[str, Obj], None]) -> Callable[[list[Obj]], None]:
+        def sync(items: list[Obj]) -> None:
+            for o in items:
+                on("ADDED", o)
+        return sync
+
     informers = [
         Informer("upstreams", lister("switchyard.dev", "v1alpha1", "upstreams"), namespace=NS,
-                 on_sync=lambda items: [record(stored)("ADDED", o) for o in items], on_event=record(stored)),
+                 on_sync=synced(record(stored)), on_event=record(stored)),
         Informer("scaledobjects", lister("keda.sh", "v1alpha1", "scaledobjects"), namespace=NS,
-                 on_sync=lambda items: [record(scaled)("ADDED", o) for o in items], on_event=record(scaled)),
+                 on_sync=synced(record(scaled)), on_event=record(scaled)),
         Informer("configmaps", core.list_namespaced_config_map, namespace=NS,
-                 on_sync=lambda items: [on_configmap("ADDED", o) for o in items], on_event=on_configmap),
+                 on_sync=synced(on_configmap), on_event=on_configmap),
     ]
     tasks = [asyncio.create_task(i.run()) for i in informers]
     try:
@@ -133,7 +141,7 @@ def main() -> None:
         cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/upstreams.switchyard.dev", check=True)
         cp.kubectl("create", "namespace", NS, check=True)
         kubeconfig = cp.service_account_kubeconfig("switchyard-system", "switchyard-operator")
-        log = open(work / "operator.log", "ab")
+        log = open(work / "operator.log", "ab")  # noqa: SIM115 - the two processes' output, open while they run
         procs.append(subprocess.Popen([sys.executable, "-m", "switchyard.cli.main", "operator", "--kubeconfig",
                                        str(kubeconfig), "--namespaces", NS, "--lease-namespace",
                                        "switchyard-system", "--log-level", "WARNING"], stdout=log, stderr=log))

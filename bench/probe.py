@@ -12,6 +12,7 @@ import gc
 import json
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -164,7 +165,7 @@ class Latency:
                 "non200": self.non200}
 
 
-def sequential(call, n: int, warmup: int = 200) -> Latency:  # type: ignore[no-untyped-def]
+def sequential(call: Callable[[], bool], n: int, warmup: int = 200) -> Latency:
     """Concurrency 1: `n` calls one after the other; `call()` returns True when the answer is good."""
     bad = 0
     for _ in range(warmup):

@@ -338,8 +338,8 @@ def main() -> None:
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     ops = [] if args.no_operator else operator(sizes)
     for o in ops:
-        for p in ("steady_pass", "change_pass"):
-            o[f"{p}_rw"] = f"{o[f'{p}_lists']}/{o[f'{p}_reads']}/{o[f'{p}_writes']}"
+        for phase in ("steady_pass", "change_pass"):
+            o[f"{phase}_rw"] = f"{o[f'{phase}_lists']}/{o[f'{phase}_reads']}/{o[f'{phase}_writes']}"
     print(f"machine: {info.get('cpu', '?')}, {info['cores']} cores, {info.get('ram_gib', '?')} GiB; "
           f"load before {info['load_before']:.2f}, after {os.getloadavg()[0]:.2f}")
     print(report(rows or [{"models": n} for n in sizes], ops))

@@ -79,8 +79,10 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             "p99_delta_ms": med(lambda x: x["gateway_c1"]["p99_ms"] - x["floor_c1"]["p99_ms"]),
             "rps": med(lambda x: x["gateway_cN"]["rps"]),
             "rps_of_floor": med(lambda x: x["gateway_cN"]["rps"] / x["floor_cN"]["rps"]),
-            "gateway_us_per_request": med(lambda x: x["gateway_cN"]["cores"]["gateway"] / x["gateway_cN"]["rps"] * 1e6),
-            "nats_us_per_request": med(lambda x: x["gateway_cN"]["cores"]["nats-server"] / x["gateway_cN"]["rps"] * 1e6),
+            "gateway_us_per_request": med(lambda x: x["gateway_cN"]["cores"]["gateway"] / x["gateway_cN"]["rps"]
+                                          * 1e6),
+            "nats_us_per_request": med(lambda x: x["gateway_cN"]["cores"]["nats-server"] / x["gateway_cN"]["rps"]
+                                       * 1e6),
             "non200": sum(x["gateway_cN"]["non200"] + x["gateway_c1"]["non200"] for x in runs),
         }
     return out
@@ -101,10 +103,12 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
         x = s[mode]
         lines.append(f"{mode:<14}{x['p50_delta_ms']:>+10.3f} ms{x['p99_delta_ms']:>+10.3f} ms{x['rps']:>13.0f}"
                      f"{x['rps_of_floor']:>9.0%} {x['gateway_us_per_request']:>10.0f}{x['nats_us_per_request']:>13.0f}"
-                     f"{x['non200']:>9}" + ("" if x["valid_rounds"] else "  INVALID (non-200 answers or socket errors)"))
+                     f"{x['non200']:>9}"
+                     + ("" if x["valid_rounds"] else "  INVALID (non-200 answers or socket errors)"))
     off, kept = s["off"], s["kept"]
     lines.append(f"kept vs off: p50 {kept['p50_delta_ms'] - off['p50_delta_ms']:+.3f} ms, "
-                 f"p99 {kept['p99_delta_ms'] - off['p99_delta_ms']:+.3f} ms, throughput {kept['rps'] / off['rps'] - 1:+.1%}, "
+                 f"p99 {kept['p99_delta_ms'] - off['p99_delta_ms']:+.3f} ms, "
+                 f"throughput {kept['rps'] / off['rps'] - 1:+.1%}, "
                  f"CPU per request: gateway {kept['gateway_us_per_request'] - off['gateway_us_per_request']:+.0f} us, "
                  f"nats-server {kept['nats_us_per_request'] - off['nats_us_per_request']:+.0f} us")
     return "\n".join(lines)

@@ -7,7 +7,7 @@ a laptop works in the cluster.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from .gateway import Gateway, GatewaySpec
@@ -16,10 +16,9 @@ from .loader import ResourceSet
 from .planner import Planner
 from .pool import DEFAULT_POOL, Pool
 from .table import (
-    BundleRoute, CorsRoute, GrpcLimits, HttpLimits, KeyRoute, QueueLimits, ModelRoute, PlannerRoute, PoolApiLimits, PoolRoute, RoutingTable, StepRoute,
+    BreakerRoute, BundleRoute, CorsRoute, FallbackRoute, GrpcLimits, HttpLimits, KeyRoute, QueueLimits, ModelRoute, PlannerRoute, PoolApiLimits, PoolRoute, RoutingTable, StepRoute,
     TracingRoute,
 )
-from .table import LimitRoute, PolicyRoute, StageRoute
 from .upstream import Upstream
 
 
@@ -55,6 +54,7 @@ def compile_table(rs: ResourceSet, *, gateway: str | None = None, epoch: int = 1
     mine = lambda ref: ref is None or ref == name  # noqa: E731
 
     models = _models([u for u in rs.upstreams if mine(u.spec.gateway_ref)], issues, memo)
+    aliases = _shaping([u for u in rs.upstreams if mine(u.spec.gateway_ref)], models, issues)
     pools = _pools([p for p in rs.pools if mine(p.spec.gateway_ref)], models, issues)
     if spec.default_pool not in pools and gw is not None:
         issues.append(ConfigIssue(gw.ref, "spec.defaultPool", f"pool {spec.default_pool!r} does not exist"))
@@ -79,6 +79,7 @@ def compile_table(rs: ResourceSet, *, gateway: str | None = None, epoch: int = 1
         pools=MappingProxyType(pools),
         keys=keys,
         planners=MappingProxyType(planners),
+        aliases=MappingProxyType(aliases),
         http=HttpLimits(
             max_connections=spec.listeners.http.max_connections,
             header_timeout_s=spec.listeners.http.header_timeout_seconds,
@@ -97,20 +98,8 @@ def compile_table(rs: ResourceSet, *, gateway: str | None = None, epoch: int = 1
                  if spec.tracing.endpoint else None),
         openai_wait_s=spec.openai.default_wait_seconds,
         grpc=_grpc_limits(spec),
-        policy=_policy(spec),
     )
     return CompileResult(table, tuple(issues))
-
-
-def _policy(spec: GatewaySpec) -> PolicyRoute:
-    """spec.policy as the table carries it; whether a custom stage is installed is checked where it runs."""
-    return PolicyRoute(tuple(
-        StageRoute(s.name, s.enabled,
-                   tuple(LimitRoute(lim.name, lim.kind, lim.per, lim.limit, lim.window_seconds, lim.period,
-                                    tuple(lim.tiers) if lim.tiers else None) for lim in s.limits or ()),
-                   MappingProxyType(dict(s.params)) if s.params is not None else None,
-                   MappingProxyType(dict(s.config)) if s.config is not None else None)
-        for s in spec.policy.stages))
 
 
 def _grpc_limits(spec: GatewaySpec) -> GrpcLimits | None:
@@ -156,14 +145,44 @@ def _models(upstreams: list[Upstream], issues: list[ConfigIssue], memo: RouteMem
     return out
 
 
+def _shaping(upstreams: list[Upstream], models: dict[str, ModelRoute], issues: list[ConfigIssue]) -> dict[str, str]:
+    """Aliases (unique across models and aliases: the first Upstream by name keeps one) and fallbacks
+    (naming a served model). A conflicting alias or a dangling fallback is reported and left out;
+    the model itself still serves."""
+    aliases: dict[str, str] = {}
+    for u in sorted(upstreams, key=lambda u: u.name):
+        route = models.get(u.spec.model)
+        if route is None or route.upstream != u.name:
+            continue  # left out already (its model is another Upstream's)
+        kept = []
+        for i, alias in enumerate(route.aliases):
+            taken = (f"model {alias!r} is served by Upstream {models[alias].upstream}" if alias in models else
+                     f"alias {alias!r} already names {aliases[alias]!r}" if alias in aliases else None)
+            if taken:
+                issues.append(ConfigIssue(u.ref, f"spec.aliases[{i}]", f"{taken}; the alias is left out"))
+                continue
+            aliases[alias] = route.model
+            kept.append(alias)
+        fallback = route.fallback
+        if fallback is not None and fallback.model not in models:
+            issues.append(ConfigIssue(u.ref, "spec.fallback.model",
+                                      f"no Upstream on this Gateway serves model {fallback.model!r} "
+                                      "(name a model, not an alias); the fallback is left out"))
+            fallback = None
+        if len(kept) != len(route.aliases) or fallback is not route.fallback:
+            models[route.model] = replace(route, aliases=tuple(kept), fallback=fallback)
+    return aliases
+
+
 def _route(u: Upstream) -> ModelRoute:
     s = u.spec
+    cb = s.circuit_breaker
     return ModelRoute(
         model=s.model,
         upstream=u.name,
         operations=tuple(sorted(set(s.operations))),
         bundles=tuple(
-            BundleRoute(b.name, b.priority, tuple(b.profiles))
+            BundleRoute(b.name, b.priority, tuple(b.profiles), b.weight)
             for b in sorted(s.bundles, key=lambda b: (b.priority, b.name))
         ),
         profiles=MappingProxyType({p.name: MappingProxyType(dict(p.params)) for p in s.profiles}),
@@ -173,6 +192,10 @@ def _route(u: Upstream) -> ModelRoute:
         max_attempts=s.max_attempts,
         worker_service=s.workers.service,
         cold_start_s=float(s.scaling.cold_start_seconds),
+        aliases=tuple(s.aliases),
+        breaker=(BreakerRoute(cb.consecutive_failures, float(cb.cool_off_seconds), cb.half_open_probes)
+                 if cb is not None else None),
+        fallback=FallbackRoute(s.fallback.model, float(s.fallback.after_seconds)) if s.fallback else None,
     )
 
 

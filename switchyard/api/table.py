@@ -22,9 +22,27 @@ class BundleRoute:
     name: str
     priority: int
     profiles: tuple[str, ...] = ()  # empty: serves every profile
+    weight: int | None = None  # percent of the model's split (routing.py); None: not in the split
 
     def serves(self, profile: str | None) -> bool:
         return not self.profiles or profile is None or profile in self.profiles
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerRoute:
+    """spec.circuitBreaker: a lane's circuit opens after this many consecutive worker failures."""
+
+    consecutive_failures: int
+    cool_off_s: float
+    half_open_probes: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackRoute:
+    """spec.fallback: where a request goes when the model's lane cannot start a worker within after_s."""
+
+    model: str
+    after_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +58,9 @@ class ModelRoute:
     max_attempts: int
     worker_service: str
     cold_start_s: float = DEFAULT_COLD_START_S  # the ETA of a 202 until a cold start is measured
+    aliases: tuple[str, ...] = ()  # other names of the model (RoutingTable.aliases maps them to it)
+    breaker: BreakerRoute | None = None  # None: no circuit breaker on its lanes
+    fallback: FallbackRoute | None = None
     # Its JSON form, made once: the operator reuses routes of unchanged Upstreams from pass to
     # pass (compile.RouteMemo), so a table of 10,000 models does not rebuild 10,000 dicts each time.
     wire: dict[str, Any] | None = field(default=None, init=False, compare=False, repr=False)
@@ -144,44 +165,6 @@ class TracingRoute:
 
 
 @dataclass(frozen=True, slots=True)
-class LimitRoute:
-    """spec.policy.stages[].limits[]: one limit (switchyard/gateway/policy/ counts it)."""
-
-    name: str
-    kind: str  # requests | items | tokens | concurrent
-    per: str  # key | tenant | ip | global
-    limit: int
-    window_s: int | None = None  # a fixed window; None with a period or for concurrent
-    period: str | None = None  # day | month (UTC calendar quotas)
-    tiers: tuple[str, ...] | None = None  # only keys of these tiers; None: every request
-
-
-@dataclass(frozen=True, slots=True)
-class StageRoute:
-    name: str
-    enabled: bool = True
-    limits: tuple[LimitRoute, ...] = ()
-    params: Mapping[str, Any] | None = None  # the defaults stage
-    config: Mapping[str, Any] | None = None  # a custom stage
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyRoute:
-    stages: tuple[StageRoute, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class UsageRoute:
-    """spec.usage: the usage ledger's retention, and the anomaly rule (gateway/usage_anomaly.py)."""
-
-    retention_days: int = 35
-    anomaly_window_s: float = 300.0
-    anomaly_baseline_s: float = 3600.0
-    anomaly_factor: float = 10.0
-    anomaly_min_requests: int = 100
-
-
-@dataclass(frozen=True, slots=True)
 class RoutingTable:
     epoch: int
     gateway: str
@@ -201,7 +184,7 @@ class RoutingTable:
     openai_wait_s: int = 0  # spec.openai.defaultWaitSeconds: the hold of an OpenAI request without Prefer: wait
     grpc: GrpcLimits | None = None  # spec.listeners.grpc; None: no gRPC listener
     sync_result_ttl_seconds: int = 300  # spec.jobs.syncResultTtlSeconds: synchronous results kept to re-fetch
-    policy: PolicyRoute = field(default_factory=PolicyRoute)  # spec.policy: the chain's stages
+    aliases: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # alias -> model
     hash: str = field(default="")
 
     def __post_init__(self) -> None:
@@ -211,6 +194,10 @@ class RoutingTable:
     def bundles(self) -> dict[str, list[str]]:
         """Every bundle name and the models it serves."""
         return bundles_of(self.models.values())
+
+    def model_of(self, name: str) -> str:
+        """The model a name stands for: an alias's model, else the name itself."""
+        return self.aliases.get(name, name)
 
     def machine_profiles(self) -> list[str]:
         return sorted({mp for r in self.models.values() for mp in r.machine_profiles})
@@ -288,7 +275,7 @@ class RoutingTable:
                 "keepaliveTimeoutSeconds": self.grpc.keepalive_timeout_s,
                 "minPingIntervalSeconds": self.grpc.min_ping_interval_s,
             }} if self.grpc is not None else {}),
-            **({"policy": _policy_to_dict(self.policy)} if self.policy.stages else {}),  # the hash stays without
+            **({"aliases": dict(sorted(self.aliases.items()))} if self.aliases else {}),
         }
 
     def to_json(self) -> bytes:
@@ -331,7 +318,7 @@ class RoutingTable:
             tracing=_tracing_from_dict(d.get("tracing")),
             openai_wait_s=int(d.get("openaiDefaultWaitSeconds", 0)),
             grpc=_grpc_from_dict(d.get("grpc")),
-            policy=_policy_from_dict(d.get("policy")),
+            aliases=_frozen(dict(d.get("aliases", {}))),
             planners=_frozen({
                 k: PlannerRoute(
                     name=k,
@@ -371,10 +358,22 @@ def _model_to_dict(r: ModelRoute) -> dict[str, Any]:
 
 
 def _model_wire(r: ModelRoute) -> dict[str, Any]:
+    # aliases, circuitBreaker, fallback and a bundle's weight only when set: tables without them keep their hash.
+    shaping: dict[str, Any] = {}
+    if r.aliases:
+        shaping["aliases"] = list(r.aliases)
+    if r.breaker is not None:
+        shaping["circuitBreaker"] = {"consecutiveFailures": r.breaker.consecutive_failures,
+                                     "coolOffSeconds": r.breaker.cool_off_s,
+                                     "halfOpenProbes": r.breaker.half_open_probes}
+    if r.fallback is not None:
+        shaping["fallback"] = {"model": r.fallback.model, "afterSeconds": r.fallback.after_s}
     return {
+        **shaping,
         "upstream": r.upstream,
         "operations": list(r.operations),
-        "bundles": [{"name": b.name, "priority": b.priority, "profiles": list(b.profiles)} for b in r.bundles],
+        "bundles": [{"name": b.name, "priority": b.priority, "profiles": list(b.profiles),
+                     **({"weight": b.weight} if b.weight is not None else {})} for b in r.bundles],
         "profiles": {k: dict(v) for k, v in sorted(r.profiles.items())},
         "machineProfiles": list(r.machine_profiles),
         "defaultMachineProfile": r.default_machine_profile,
@@ -390,7 +389,8 @@ def _model_from_dict(model: str, v: Mapping[str, Any]) -> ModelRoute:
         model=model,
         upstream=v["upstream"],
         operations=tuple(v["operations"]),
-        bundles=tuple(BundleRoute(b["name"], int(b["priority"]), tuple(b["profiles"])) for b in v["bundles"]),
+        bundles=tuple(BundleRoute(b["name"], int(b["priority"]), tuple(b["profiles"]), _opt_int(b.get("weight")))
+                      for b in v["bundles"]),
         profiles=_frozen({k: _frozen(dict(p)) for k, p in v["profiles"].items()}),
         machine_profiles=tuple(v["machineProfiles"]),
         default_machine_profile=v["defaultMachineProfile"],
@@ -398,7 +398,21 @@ def _model_from_dict(model: str, v: Mapping[str, Any]) -> ModelRoute:
         max_attempts=int(v["maxAttempts"]),
         worker_service=v["workerService"],
         cold_start_s=float(v.get("coldStartSeconds", DEFAULT_COLD_START_S)),  # absent in tables written before it
+        aliases=tuple(v.get("aliases", ())),
+        breaker=_breaker_from_dict(v.get("circuitBreaker")),
+        fallback=(FallbackRoute(v["fallback"]["model"], float(v["fallback"]["afterSeconds"]))
+                  if v.get("fallback") else None),
     )
+
+
+def _breaker_from_dict(v: Mapping[str, Any] | None) -> BreakerRoute | None:
+    if not v:
+        return None
+    return BreakerRoute(int(v["consecutiveFailures"]), float(v["coolOffSeconds"]), int(v.get("halfOpenProbes", 1)))
+
+
+def _opt_int(v: Any) -> int | None:
+    return None if v is None else int(v)
 
 
 def _http_from_dict(v: Mapping[str, Any]) -> HttpLimits:
@@ -441,31 +455,6 @@ def _tracing_from_dict(v: Mapping[str, Any] | None) -> TracingRoute | None:
     if not v:
         return None
     return TracingRoute(endpoint=str(v["endpoint"]), sample_ratio=float(v.get("sampleRatio", 1.0)))
-
-
-def _policy_to_dict(p: PolicyRoute) -> dict[str, Any]:
-    return {"stages": [
-        {"name": s.name, "enabled": s.enabled,
-         **({"limits": [{"name": lim.name, "kind": lim.kind, "per": lim.per, "limit": lim.limit,
-                         "windowSeconds": lim.window_s, "period": lim.period, "tiers": _opt_list(lim.tiers)}
-                        for lim in s.limits]} if s.limits else {}),
-         **({"params": dict(s.params)} if s.params is not None else {}),
-         **({"config": dict(s.config)} if s.config is not None else {})}
-        for s in p.stages]}
-
-
-def _policy_from_dict(v: Mapping[str, Any] | None) -> PolicyRoute:
-    if not v:
-        return PolicyRoute()
-    return PolicyRoute(tuple(
-        StageRoute(
-            name=s["name"], enabled=bool(s.get("enabled", True)),
-            limits=tuple(LimitRoute(lim["name"], lim["kind"], lim["per"], int(lim["limit"]),
-                                    lim.get("windowSeconds"), lim.get("period"), _opt_tuple(lim.get("tiers")))
-                         for lim in s.get("limits", ())),
-            params=_frozen(dict(s["params"])) if "params" in s else None,
-            config=_frozen(dict(s["config"])) if "config" in s else None)
-        for s in v.get("stages", ())))
 
 
 def _frozen(d: dict[str, Any]) -> Mapping[str, Any]:

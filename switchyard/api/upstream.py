@@ -22,6 +22,12 @@ class Bundle(Model):
         default_factory=list, max_length=32,
         description="Model profiles this bundle can serve; empty means every profile.",
     )
+    weight: int | None = Field(
+        default=None, ge=0, le=100,
+        description="Percent of the model's requests this bundle takes (a canary or A/B split). The weights set "
+                    "on an Upstream's bundles sum to 100; a request's bundle is a hash of its tenant and "
+                    "X-Request-ID, so the same id always gets the same bundle. X-Bundle overrides the split; "
+                    "without weights, priority decides.")
 
 
 class ModelProfile(Model):
@@ -55,6 +61,35 @@ class Scaling(Model):
         if self.min_replicas > self.max_replicas:
             raise ValueError("minReplicas must be <= maxReplicas")
         return self
+
+
+class CircuitBreaker(Model):
+    """Fail fast on a lane whose workers keep failing, then let probes through (per gateway process)."""
+
+    consecutive_failures: int = Field(
+        ge=1, le=1000,
+        description="Worker failures in a row on one lane (worker_error after every attempt, worker_lost, no "
+                    "result within timeoutSeconds) that open its circuit; a refused input (invalid_input) or "
+                    "a cancel is no failure, and a success resets the count.")
+    cool_off_seconds: int = Field(
+        default=30, ge=1, le=3600,
+        description="How long an open circuit answers 503 circuit_open (Retry-After: the time left) before "
+                    "it lets probes through.")
+    half_open_probes: int = Field(
+        default=1, ge=1, le=100,
+        description="Requests let through at once after the cool-off; a success closes the circuit, a "
+                    "failure opens it again.")
+
+
+class Fallback(Model):
+    """Another model to serve a request when this one cannot start a worker soon enough."""
+
+    model: str = Field(pattern=MODEL_ID, max_length=200,
+                       description="The model (an Upstream's spec.model on the same Gateway) to use instead.")
+    after_seconds: int = Field(
+        ge=1, le=86_400,
+        description="A request for a lane with no live worker whose learned cold-start ETA is longer than "
+                    "this goes to the fallback model, if that one has a live worker and the key may use it.")
 
 
 class Fleet(Model):
@@ -148,10 +183,27 @@ class UpstreamSpec(Model):
     gateway_ref: str | None = Field(
         default=None, description="Gateway that serves this model; empty means every Gateway."
     )
+    aliases: list[Annotated[str, Field(pattern=MODEL_ID, max_length=200)]] = Field(
+        default_factory=list, max_length=16,
+        description="Other names clients may call the model by; unique across the Gateway's models and aliases. "
+                    "An API key's models list names the model, not an alias.")
+    circuit_breaker: CircuitBreaker | None = Field(
+        default=None, description="Fail fast on a lane after consecutive worker failures; empty: off.")
+    fallback: Fallback | None = Field(
+        default=None, description="The model a request goes to when this one's lane has no live worker and "
+                                  "cannot start one within afterSeconds; empty: none.")
 
     @model_validator(mode="after")
     def _consistent(self) -> "UpstreamSpec":
         _unique("bundles", [b.name for b in self.bundles])
+        _unique("aliases", self.aliases)
+        if self.model in self.aliases:
+            raise ValueError(f"aliases: {self.model!r} is the model itself")
+        if self.fallback is not None and self.fallback.model in (self.model, *self.aliases):
+            raise ValueError("fallback.model: a model cannot fall back to itself")
+        weights = [b.weight for b in self.bundles if b.weight is not None]
+        if weights and sum(weights) != 100:
+            raise ValueError(f"bundles: the weights sum to {sum(weights)}; the weights set must sum to 100")
         _unique("profiles", [p.name for p in self.profiles])
         _unique("machineProfiles", self.machine_profiles)
         if self.default_machine_profile and self.default_machine_profile not in self.machine_profiles:

@@ -9,8 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..api.table import ModelRoute, bundles_of
 from ..errors import ApiError
+from ..subjects import ANONYMOUS_TENANT
 from .auth import authenticate
-from .http import json_response, read_json
+from .http import MAX_REQUEST_ID, REQUEST_ID, RID, json_response, read_json
 from .resolve import resolve
 from .state import GatewayState, state_of
 
@@ -23,7 +24,14 @@ def _describe(route: ModelRoute, st: GatewayState) -> dict[str, Any]:
         "operations": list(route.operations),
         "machine_profiles": list(route.machine_profiles),
         "default_machine_profile": route.default_machine_profile,
-        "bundles": [{"name": b.name, "priority": b.priority, "profiles": list(b.profiles)} for b in route.bundles],
+        "bundles": [{"name": b.name, "priority": b.priority, "profiles": list(b.profiles),
+                     **({"weight": b.weight} if b.weight is not None else {})} for b in route.bundles],
+        "aliases": list(route.aliases),
+        **({"fallback": {"model": route.fallback.model, "after_s": route.fallback.after_s}}
+           if route.fallback else {}),
+        **({"circuit_breaker": {"consecutive_failures": route.breaker.consecutive_failures,
+                                "cool_off_s": route.breaker.cool_off_s,
+                                "half_open_probes": route.breaker.half_open_probes}} if route.breaker else {}),
         "profiles": {k: dict(v) for k, v in route.profiles.items()},
         "timeout_s": route.timeout_s,
         "max_attempts": route.max_attempts,
@@ -55,7 +63,7 @@ async def list_models(request: web.Request) -> web.Response:
 async def get_model(request: web.Request) -> web.Response:
     st, routes = _visible(request)
     model = request.match_info["id"]
-    route = routes.get(model)
+    route = routes.get(st.table().model_of(model))  # an alias names its model
     if route is None:
         raise ApiError("unknown_model", f"model {model!r} is not served by this gateway")
     return json_response(_describe(route, st))
@@ -81,17 +89,31 @@ async def get_bundle(request: web.Request) -> web.Response:
 
 
 async def dry_run(request: web.Request) -> web.Response:
-    """Resolve like a request would, queue nothing, say what would happen."""
+    """Resolve like a request would, queue nothing, say what would happen.
+
+    The weighted split picks by tenant and request id: `request_id` in the body (else this request's
+    X-Request-ID) names the id whose bundle is shown. The fallback is not tried (its ETA read is a guess
+    at a moment); `fallback` in the model's details says whether one exists."""
     st = state_of(request)
     table = st.table()
     key = authenticate(table, request.headers.get("Authorization"))
     body = _resolve_body(await read_json(request, table.max_request_body_bytes))
+    if body.request_id is not None and (len(body.request_id) > MAX_REQUEST_ID
+                                        or not REQUEST_ID.match(body.request_id)):
+        raise ApiError("invalid_request_id", f"request_id must be an X-Request-ID: 1-{MAX_REQUEST_ID} characters "
+                                             "of A-Z a-z 0-9 _ = - and inner dots")
+    rid = body.request_id or request[RID]
     res = resolve(table, body.op, body.model, machine_profile=body.machine_profile,
-                  pool=body.pool, bundle=body.bundle, key=key)
+                  pool=body.pool, bundle=body.bundle, key=key, request_id=rid)
     st.check_pool(res.lane.pool)
     live = st.registry.serving(res.lane)
-    outcome = "queue" if live else ("reject_503" if res.pinned else "provision_202")
-    return json_response({**res.describe(), "live_workers": live, "outcome": outcome, "epoch": table.epoch})
+    circuit = st.breakers.state(res.lane)
+    if circuit == "closed":
+        circuit = st.breakers.state(res.lane, key.owner if key is not None else ANONYMOUS_TENANT)
+    outcome = ("reject_503" if circuit == "open" else "queue" if live else
+               "reject_503" if res.pinned else "provision_202")
+    return json_response({**res.describe(), "request_id": rid, "live_workers": live, "circuit": circuit,
+                          "outcome": outcome, "epoch": table.epoch})
 
 
 class ResolveBody(BaseModel):
@@ -104,9 +126,10 @@ class ResolveBody(BaseModel):
     machine_profile: str | None = None
     pool: str | None = None
     bundle: str | None = None
+    request_id: str | None = None  # whose bundle the weighted split shows; default this request's X-Request-ID
 
 
-_RESOLVE_SHAPE = '{"model": "...", "op"?, "machine_profile"?, "pool"?, "bundle"?}'
+_RESOLVE_SHAPE = '{"model": "...", "op"?, "machine_profile"?, "pool"?, "bundle"?, "request_id"?}'
 
 
 def _resolve_body(body: Any) -> ResolveBody:

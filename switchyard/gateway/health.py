@@ -58,6 +58,8 @@ def fleet(st: GatewayState) -> dict[str, Any]:
              "pool": lane.pool, "items": n}
             for lane, n in sorted(st.demand.by_lane.items(), key=lambda kv: kv[0].subject)
         ],
+        # Lanes with a circuit breaker that has seen a failure, as this process holds them (breaker.py).
+        "circuits": st.breakers.snapshot(),
         "config": {"epoch": table.epoch, "hash": table.hash} if table else None,
         "gateway": st.instance,
     }

@@ -16,9 +16,8 @@ from ..errors import ApiError
 from ..messages import Result
 from .auth import authenticate
 from .eta import retry_after
-from .policy.peer import transport_peer
 from .http import MACHINE_PROFILE, RID, json_response, read_json
-from .resolve import Resolution
+from .resolve import SERVED_BY, Resolution
 from .state import GatewayState, state_of
 from .streaming import ChunkStream
 from .submit import (
@@ -50,7 +49,7 @@ async def _infer(request: web.Request, st: GatewayState, table: RoutingTable,
     sub = Submission(op=op, model_ref=model_ref, items=items, params=params, request_id=request[RID], key=key,
                      machine_profile=h.get("X-Machine-Profile"), pool=h.get("X-Pool"), bundle=h.get("X-Bundle"),
                      prefer=prefer, respond_async=bool(prefer) and respond_async(prefer),
-                     deadline_s=job_deadline(h.get("X-Job-Deadline")), client_ip=transport_peer(request.transport))
+                     deadline_s=job_deadline(h.get("X-Job-Deadline")))
 
     def on_resolved(res: Resolution) -> None:
         request[MACHINE_PROFILE] = res.lane.machine_profile
@@ -58,8 +57,9 @@ async def _infer(request: web.Request, st: GatewayState, table: RoutingTable,
     if "text/event-stream" in h.get("Accept", "") and not sub.respond_async:
         streamed = await submit_stream(st, table, sub, Hooks(on_resolved, rt))
         if isinstance(streamed, Accepted):
-            return _accepted(streamed, {"Preference-Applied": streamed.preference_applied}
-                             if streamed.preference_applied else None)
+            return _accepted(streamed, {SERVED_BY: streamed.resolution.served_model,
+                                        **({"Preference-Applied": streamed.preference_applied}
+                                           if streamed.preference_applied else {})})
         return await _sse(request, streamed)  # type: ignore[return-value]
     return respond(await submit(st, table, sub, Hooks(on_resolved, rt)), model_ref)
 
@@ -67,7 +67,8 @@ async def _infer(request: web.Request, st: GatewayState, table: RoutingTable,
 async def _sse(request: web.Request, stream: ChunkStream) -> web.StreamResponse:
     """The stream as Server-Sent Events; a client that goes away cancels the item on its worker."""
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                       "X-Accel-Buffering": "no", "X-Request-ID": request[RID]})
+                                       "X-Accel-Buffering": "no", "X-Request-ID": request[RID],
+                                       SERVED_BY: stream.resolution.served_model})
     transport = request.transport
     stream.client_gone = lambda: transport is None or transport.is_closing()
     ended = False
@@ -98,15 +99,20 @@ def _event(name: str, data: Any, seq: int | None = None) -> bytes:
 
 
 def respond(outcome: Outcome, model_ref: str) -> web.Response:
-    """The native HTTP answer: 200 with the result, 202 with the job, or the worker's error."""
-    applied = {"Preference-Applied": outcome.preference_applied} if outcome.preference_applied else None
+    """The native HTTP answer: 200 with the result, 202 with the job, or the worker's error.
+
+    The body's `model` and X-Switchyard-Model name the model that served it: an alias's model, or
+    the fallback's (`model_ref` is what the caller named)."""
+    served = outcome.resolution.served_model
+    applied = {SERVED_BY: served, **({"Preference-Applied": outcome.preference_applied}
+                                     if outcome.preference_applied else {})}
     if isinstance(outcome, Accepted):
         return _accepted(outcome, applied)
     if not outcome.result.ok:
         err = result_error(outcome.result)
-        err.headers.update(applied or {})
+        err.headers.update(applied)
         raise err
-    return json_response(result_body(outcome.result, model_ref), headers=applied)
+    return json_response(result_body(outcome.result, served), headers=applied)
 
 
 def parse_body(body: Any) -> tuple[list[Any], dict[str, Any]]:

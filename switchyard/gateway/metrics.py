@@ -67,6 +67,14 @@ class Metrics:
             "switchyard_gateway_dead_letters",
             "Items failed after using up their attempts (maxAttempts), per lane, from JetStream's advisories",
             LANE, registry=r)
+        self.circuit_state = Gauge(
+            "switchyard_gateway_circuit_state",
+            "Circuit breaker of a lane in this gateway process (spec.circuitBreaker): 0 closed, 1 half-open, "
+            "2 open; only lanes that have seen a worker failure", LANE, registry=r)
+        self.circuit_opened = Counter(
+            "switchyard_gateway_circuit_opened",
+            "Times a circuit opened (consecutive worker failures, or a failed half-open probe), by scope: the "
+            "lane's own, or one tenant's on the lane (its requests alone failed)", [*LANE, "scope"], registry=r)
         self.ready = Gauge(
             "switchyard_gateway_ready", "1 when /readyz answers 200: NATS connected and a routing table loaded",
             registry=r)

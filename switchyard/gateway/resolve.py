@@ -1,13 +1,23 @@
-"""Resolve a request to its lane: model[:profile] -> bundle -> machine profile -> pool."""
+"""Resolve a request to its lane: model[:profile] -> bundle -> machine profile -> pool.
+
+A model's name may be an alias (spec.aliases). The bundle is, in this order: the caller's X-Bundle;
+else the weighted split (spec.bundles[].weight) among the compatible bundles, picked by a hash of the
+tenant and request id, so a retry or a duplicate lands on the same lane and is deduplicated there;
+else the compatible bundle of lowest priority.
+"""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
-from ..api.table import KeyRoute, ModelRoute, RoutingTable
+from ..api.table import BundleRoute, KeyRoute, ModelRoute, RoutingTable
 from ..errors import ApiError
-from ..subjects import Lane
+from ..subjects import ANONYMOUS_TENANT, Lane
+
+SERVED_BY = "X-Switchyard-Model"  # response header: the model[:profile] that served (an alias's, a fallback's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +26,9 @@ class Resolution:
     route: ModelRoute
     profile: str | None
     pinned: bool  # the caller named the pool: no 202, a 503 when it has no worker
+    split: tuple[BundleRoute, ...] = ()  # the weighted bundles this request was split among; () = no split
+    named: str = ""  # the name the caller used, when it was an alias
+    fallback_from: str = ""  # the model[:profile] whose lane could not start in time (spec.fallback)
 
     def params(self, request_params: Mapping[str, Any]) -> dict[str, Any]:
         """Profile defaults under the request's own params."""
@@ -33,7 +46,15 @@ class Resolution:
             "pool": self.lane.pool,
             "pinned_pool": self.pinned,
             "subject": self.lane.subject,
+            **({"alias": self.named} if self.named else {}),
+            **({"fallback_from": self.fallback_from} if self.fallback_from else {}),
+            **({"split": [{"bundle": b.name, "weight": b.weight} for b in self.split]} if self.split else {}),
         }
+
+    @property
+    def served_model(self) -> str:
+        """The model[:profile] that serves the request (an alias's or a fallback's model, not the name asked)."""
+        return f"{self.lane.model}:{self.profile}" if self.profile else self.lane.model
 
 
 def resolve(
@@ -45,8 +66,10 @@ def resolve(
     pool: str | None = None,
     bundle: str | None = None,
     key: KeyRoute | None = None,
+    request_id: str = "",
 ) -> Resolution:
-    model, _, profile = model_ref.partition(":")
+    name, _, profile = model_ref.partition(":")
+    model = table.model_of(name)
     route = table.models.get(model)
     if route is None:
         raise ApiError("unknown_model", f"model {model!r} is not served by gateway {table.gateway!r}")
@@ -73,8 +96,14 @@ def resolve(
     if key is not None and not key.allows_pool(pool):
         raise ApiError("forbidden", f"API key {key.name!r} may not use pool {pool!r}")
 
-    chosen = _bundle(route, profile or None, bundle)
-    return Resolution(Lane(model, chosen, mp, pool), route, profile or None, pinned)
+    split: tuple[BundleRoute, ...] = ()
+    if bundle is not None:
+        chosen = _named_bundle(route, profile or None, bundle)
+    else:
+        tenant = key.owner if key is not None else ANONYMOUS_TENANT  # as auth.tenant_of: ids are scoped by it
+        chosen, split = _bundle(route, profile or None, f"{tenant}\x00{request_id}")
+    return Resolution(Lane(model, chosen, mp, pool), route, profile or None, pinned, split,
+                      name if name != model else "")
 
 
 def split_machine_profile(mp: str | None, pool: str | None) -> tuple[str | None, str | None]:
@@ -93,15 +122,38 @@ def _default_pool(table: RoutingTable, key: KeyRoute | None) -> str:
     return key.pools[0]  # a tenant key limited to its own pools
 
 
-def _bundle(route: ModelRoute, profile: str | None, wanted: str | None) -> str:
+def _named_bundle(route: ModelRoute, profile: str | None, wanted: str) -> str:
+    """X-Bundle: any compatible bundle, in the split or not (weight 0 included): explicit wins."""
     compatible = [b.name for b in route.bundles if b.serves(profile)]
-    what = f"{route.model}:{profile}" if profile else route.model
-    if wanted is not None:
-        if wanted not in compatible:
-            raise ApiError("incompatible_bundle",
-                           f"bundle {wanted!r} is not compatible with model {what!r} "
-                           f"(compatible: {', '.join(compatible) or 'none'})")
-        return wanted
+    if wanted not in compatible:
+        what = f"{route.model}:{profile}" if profile else route.model
+        raise ApiError("incompatible_bundle",
+                       f"bundle {wanted!r} is not compatible with model {what!r} "
+                       f"(compatible: {', '.join(compatible) or 'none'})")
+    return wanted
+
+
+def _bundle(route: ModelRoute, profile: str | None, sticky: str) -> tuple[str, tuple[BundleRoute, ...]]:
+    compatible = [b for b in route.bundles if b.serves(profile)]
     if not compatible:
+        what = f"{route.model}:{profile}" if profile else route.model
         raise ApiError("incompatible_bundle", f"no bundle serves model {what!r}")
-    return compatible[0]  # bundles are sorted by priority, lowest first
+    split = tuple(b for b in compatible if b.weight)
+    if not split:
+        return compatible[0].name, ()  # bundles are sorted by priority, lowest first
+    return pick(split, sticky).name, split
+
+
+def pick(split: tuple[BundleRoute, ...], sticky: str) -> BundleRoute:
+    """The bundle `sticky` (tenant and request id) lands on: a point in [0, total weight) from its hash.
+
+    The weights of the bundles a profile leaves compatible are renormalized: 90/10 among three
+    bundles of which one cannot serve the profile is still that profile's whole split.
+    """
+    total = sum(b.weight or 0 for b in split)
+    point = int.from_bytes(hashlib.sha256(sticky.encode()).digest()[:8], "big") % total
+    for b in split:
+        point -= b.weight or 0
+        if point < 0:
+            return b
+    return split[-1]  # unreachable: the points sum to total

@@ -9,13 +9,13 @@ from aiohttp import web
 
 from ..api.table import RoutingTable
 from ..errors import ApiError
+from .breaker import Breakers
 from .config import TableHolder
 from .demand import Demand
 from .dispatch import Dispatcher
 from .eta import ColdStarts
 from .hold import Holds
 from .metrics import Metrics
-from .policy import PolicyEngine
 from .poolstore import PoolStore
 from .registry import Registry
 
@@ -32,14 +32,13 @@ class GatewayState:
     pool_store: PoolStore | None = None  # /v1/pools: Pool resources (cluster) or the sy_pools bucket
     holds: Holds = field(default_factory=Holds)  # Prefer: wait, per lane
     eta: ColdStarts = field(init=False)  # learned cold-start ETA of 202s
-    policy: PolicyEngine = field(init=False)  # spec.policy: the chain and its limits' counters
+    breakers: Breakers = field(init=False)  # spec.circuitBreaker, per lane, in this process
     plan_runs: Any = None  # planrun.PlanRuns, set by plans.setup(): the Planner runs this gateway drives
 
     def __post_init__(self) -> None:
         self.eta = ColdStarts(lambda: self.dispatcher.coldstart if self.dispatcher.connected else None,
                               self.registry.serving, metrics=self.metrics)
-        self.policy = PolicyEngine(self.dispatcher, self.metrics.registry, self.instance,
-                                   lambda: self.holder.table)
+        self.breakers = Breakers(metrics=self.metrics)
 
     def check_pool(self, pool: str) -> None:
         expired = self.pool_expired(pool) if pool else None

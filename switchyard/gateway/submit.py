@@ -33,7 +33,6 @@ from ..subjects import DEDUPE_WINDOW_S
 from .auth import tenant_of
 from .eta import remaining
 from .hold import hold_seconds
-from .policy.chain import NO_TICKET, Ticket
 from .progress import queue_position
 from .resolve import Resolution, resolve, split_machine_profile
 from .state import GatewayState
@@ -73,7 +72,6 @@ class Submission:
     prefer: Sequence[str] = ()  # Prefer header values (RFC 7240); only `wait` is read
     respond_async: bool = False  # `Prefer: respond-async` (native HTTP): a job at once, even with a live worker
     deadline_s: int | None = None  # X-Job-Deadline: must start within this; refused up front when the ETA is longer
-    client_ip: str | None = None  # the client's address, for spec.policy limits per IP
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,38 +127,12 @@ def job_deadline(raw: str | None) -> int | None:
 
 
 async def submit(st: GatewayState, table: RoutingTable, sub: Submission, hooks: Hooks | None = None) -> Outcome:
-    """The policy chain (spec.policy), then the request; the chain's ticket ends with the worker's usage."""
-    ticket = await admit(st, table, sub)
-    if ticket is NO_TICKET:
-        return await _submit(st, table, sub, hooks)
-    try:
-        outcome = await _submit(st, table, _with_params(sub, ticket), hooks)
-    except BaseException:
-        ticket.end(None)
-        raise
-    ticket.end(outcome.result.usage if isinstance(outcome, Answered) else None)  # a 202 job: the reservation stands
-    return outcome
-
-
-async def admit(st: GatewayState, table: RoutingTable, sub: Submission) -> Ticket:
-    """Run spec.policy's chain on the request (policy/): refused with its ApiError, or admitted."""
-    return await st.policy.admit(table, op=sub.op, model=sub.model_ref, items=sub.items, params=sub.params,
-                                 key=sub.key, tenant=tenant_of(sub.key), client_ip=sub.client_ip,
-                                 request_id=sub.request_id)
-
-
-def _with_params(sub: Submission, ticket: Ticket) -> Submission:
-    """The request as the chain's transforms left it."""
-    if ticket.params is None or ticket.params == sub.params:
-        return sub
-    return dataclasses.replace(sub, params=ticket.params)
-
-
-async def _submit(st: GatewayState, table: RoutingTable, sub: Submission, hooks: Hooks | None = None) -> Outcome:
     hooks = hooks or Hooks()
     if sub.respond_async:
         return await _async_job(st, table, sub, hooks)
     item, res = _prepare(st, table, sub, hooks)
+    if st.registry.serving(res.lane) == 0:
+        item, res = await _fallback(st, table, sub, item, res, hooks)
     if st.registry.serving(res.lane) == 0:
         return await _cold(st, table, sub, item, res, hooks.trace, streamed=False)  # type: ignore[return-value]
     if sub.deadline_s is not None:
@@ -170,24 +142,6 @@ async def _submit(st: GatewayState, table: RoutingTable, sub: Submission, hooks:
 
 async def submit_stream(st: GatewayState, table: RoutingTable, sub: Submission,
                         hooks: Hooks | None = None) -> Accepted | ChunkStream:
-    """_submit_stream() after the policy chain; a stream ends the chain's ticket with its final chunk's usage."""
-    ticket = await admit(st, table, sub)
-    if ticket is NO_TICKET:
-        return await _submit_stream(st, table, sub, hooks)
-    try:
-        opened = await _submit_stream(st, table, _with_params(sub, ticket), hooks)
-    except BaseException:
-        ticket.end(None)
-        raise
-    if isinstance(opened, ChunkStream):
-        opened.on_end = ticket.end
-    else:
-        ticket.end(None)
-    return opened
-
-
-async def _submit_stream(st: GatewayState, table: RoutingTable, sub: Submission,
-                         hooks: Hooks | None = None) -> Accepted | ChunkStream:
     """submit(), streamed: the item's chunks as the worker yields them (see streaming.py).
 
     A live worker: the ChunkStream at once. None: with `Prefer: wait`, the stream once it begins
@@ -196,6 +150,8 @@ async def _submit_stream(st: GatewayState, table: RoutingTable, sub: Submission,
     """
     hooks = hooks or Hooks()
     item, res = _prepare(st, table, sub, hooks)
+    if st.registry.serving(res.lane) == 0:
+        item, res = await _fallback(st, table, sub, item, res, hooks)
     if st.registry.serving(res.lane) == 0:
         return await _cold(st, table, sub, item, res, hooks.trace, streamed=True)  # type: ignore[return-value]
     return await open_stream(st, item, res)
@@ -242,9 +198,14 @@ def _prepare(st: GatewayState, table: RoutingTable, sub: Submission, hooks: Hook
     # An expired pool may already be gone from the table: say why before resolving.
     st.check_pool(split_machine_profile(sub.machine_profile, sub.pool)[1] or "")
     res = resolve(table, sub.op, sub.model_ref, machine_profile=sub.machine_profile, pool=sub.pool,
-                  bundle=sub.bundle, key=sub.key)
+                  bundle=sub.bundle, key=sub.key, request_id=sub.request_id)
     hooks.on_resolved(res)
     st.check_pool(res.lane.pool)
+    st.breakers.admit(res.lane, res.route, tenant_of(sub.key))  # circuit_open: nothing is queued, not even a job
+    return _item(sub, res, rt), res
+
+
+def _item(sub: Submission, res: Resolution, rt: Trace | None) -> WorkItem:
     item = WorkItem(
         id=sub.request_id, op=sub.op, model=res.lane.model, bundle=res.lane.bundle,
         machine_profile=res.lane.machine_profile, pool=res.lane.pool, items=sub.items,
@@ -253,7 +214,35 @@ def _prepare(st: GatewayState, table: RoutingTable, sub: Submission, hooks: Hook
     )
     if rt is not None:
         rt.resolved(item)
-    return item, res
+    return item
+
+
+async def _fallback(st: GatewayState, table: RoutingTable, sub: Submission, item: WorkItem, res: Resolution,
+                    hooks: Hooks) -> tuple[WorkItem, Resolution]:
+    """The lane has no live worker: spec.fallback's model instead, when it has one and the lane's learned
+    ETA is past fallback.afterSeconds; else the lane as it is (a 202). One hop: a fallback's own is not
+    followed. The fallback is resolved for the same key, so a key not allowed its model never gets it."""
+    fb = res.route.fallback
+    if fb is None or res.pinned:
+        return item, res
+    route = table.models.get(fb.model)
+    if route is None:
+        return item, res
+    mp = split_machine_profile(sub.machine_profile, None)[0]  # the caller's, if the fallback offers it
+    ref = f"{fb.model}:{res.profile}" if res.profile and res.profile in route.profiles else fb.model
+    try:
+        alt = resolve(table, sub.op, ref, machine_profile=mp if mp in route.machine_profiles else None,
+                      key=sub.key, request_id=sub.request_id)
+        if st.registry.serving(alt.lane) == 0:
+            return item, res
+        if await st.eta.for_job(res.lane, res.route.cold_start_s, time.time()) <= fb.after_s:
+            return item, res
+        st.breakers.admit(alt.lane, alt.route, tenant_of(sub.key))
+    except ApiError:  # not allowed this key, no such operation, its circuit open: the lane's own 202
+        return item, res
+    alt = dataclasses.replace(alt, fallback_from=res.served_model)
+    hooks.on_resolved(alt)
+    return _item(sub, alt, hooks.trace), alt
 
 
 async def _cold(st: GatewayState, table: RoutingTable, sub: Submission, item: WorkItem, res: Resolution,
@@ -322,6 +311,7 @@ async def _run(st: GatewayState, item: WorkItem, res: Resolution, rt: Trace | No
     finally:
         timer.cancel()
         waiter.cancel()
+    st.breakers.record(res.lane, res.route, item.tenant, result)  # no result in time counts as a failure
     if result is None:
         raise ApiError("deadline_exceeded",
                        f"no result within {timeout:g}s; the item will not run after its deadline")
@@ -399,6 +389,8 @@ async def _accept(st: GatewayState, item: WorkItem, res: Resolution, ttl_s: int,
         if waiter is None or wait_s is None or revision is None:
             return Accepted(item.id, res, await eta)
         outcome = await _hold(waiter, wait_s, item.id, res, await eta)
+        if isinstance(outcome, Answered):
+            st.breakers.record(res.lane, res.route, item.tenant, outcome.result)
         return await _positioned(st, outcome, item.key) if isinstance(outcome, Accepted) else outcome
     finally:
         if waiter is not None:

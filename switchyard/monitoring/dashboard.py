@@ -185,6 +185,16 @@ def dashboard() -> Dashboard:
             Panel("Dead letters per lane", "Items failed after using up maxAttempts, per second.",
                   (Query(_rate("switchyard_gateway_dead_letters_total", FLEET), FLEET_LEGEND),), width=8),
         )),
+        Row("Circuit breakers", (
+            Panel("Circuit state per lane", "spec.circuitBreaker per lane, the worst over gateway processes: "
+                  "0 closed, 1 half-open (probes let through), 2 open (503 circuit_open). Lanes appear after "
+                  "their first worker failure.",
+                  (Query(f"max by ({FLEET}) (switchyard_gateway_circuit_state{{{NS}}})", FLEET_LEGEND),)),
+            Panel("Circuits opened", "Circuits opened per lane in the last hour, by scope: the lane's own, or "
+                  "one tenant's on it (only that tenant's requests failed).",
+                  (Query(f"sum by ({FLEET}, scope) (increase(switchyard_gateway_circuit_opened_total{{{NS}}}[1h]))",
+                         FLEET_LEGEND + " ({{scope}})"),)),
+        )),
         Row("Limits hit", (
             Panel("Refused requests by limit", "Requests refused at a limit, by error code: payload_too_large "
                   "(maxRequestBodyBytes or NATS max_payload), too_deep (JSON nesting), queue_full (spec.queue), "

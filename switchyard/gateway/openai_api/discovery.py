@@ -34,7 +34,7 @@ async def list_models(request: web.Request) -> web.Response:
     for model, route in sorted(table.models.items()):
         if key is not None and not key.allows_model(model):
             continue
-        for name in [model, *(f"{model}:{p}" for p in sorted(route.profiles))]:
+        for name in [model, *(f"{model}:{p}" for p in sorted(route.profiles)), *route.aliases]:
             # created: the routing table keeps no creation time; 0 says "unknown" rather than a made-up date.
             data.append({"id": name, "object": "model", "created": 0, "owned_by": route.upstream})
     return json_response({"object": "list", "data": data})
@@ -46,6 +46,7 @@ async def get_model(request: web.Request) -> web.Response:
     key = authenticate(table, request.headers.get("Authorization"))
     name = request.match_info["id"]
     model, _, profile = name.partition(":")
+    model = table.model_of(model)  # an alias is listed, so it can be retrieved
     route = table.models.get(model)
     hidden = key is not None and not key.allows_model(model)
     if route is None or hidden or (profile and profile not in route.profiles):

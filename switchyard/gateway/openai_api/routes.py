@@ -25,8 +25,7 @@ from ..auth import authenticate, tenant_of
 from ..eta import retry_after
 from ..hold import wait_preference
 from ..http import MACHINE_PROFILE, RID, json_response, read_json
-from ..policy.peer import transport_peer
-from ..resolve import Resolution
+from ..resolve import SERVED_BY, Resolution
 from ..state import GatewayState, state_of
 from ..streaming import ChunkStream, StreamChunk
 from ..submit import Accepted, Hooks, Submission, result_error, submit, submit_stream
@@ -62,7 +61,7 @@ async def _handle(request: web.Request, st: GatewayState, table: RoutingTable, o
         prefer = (*prefer, f"wait={table.openai_wait_s}")
     sub = Submission(op=op, model_ref=body.model, items=items, params=body.params(), request_id=request[RID],
                      key=key, machine_profile=h.get("X-Machine-Profile"), pool=h.get("X-Pool"),
-                     bundle=h.get("X-Bundle"), prefer=prefer, client_ip=transport_peer(request.transport))
+                     bundle=h.get("X-Bundle"), prefer=prefer)
 
     def on_resolved(res: Resolution) -> None:
         request[MACHINE_PROFILE] = res.lane.machine_profile
@@ -71,7 +70,10 @@ async def _handle(request: web.Request, st: GatewayState, table: RoutingTable, o
     if getattr(body, "stream", False):
         return await _stream(request, st, table, sub, hooks, body)
     outcome = await submit(st, table, sub, hooks)
-    applied = {"Preference-Applied": outcome.preference_applied} if outcome.preference_applied else {}
+    served = outcome.resolution.served_model  # the body's `model` names it, as OpenAI names a dated snapshot
+    body = body.model_copy(update={"model": served})
+    applied = {SERVED_BY: served,
+               **({"Preference-Applied": outcome.preference_applied} if outcome.preference_applied else {})}
     if isinstance(outcome, Accepted):
         result = await _finished(st, sub, outcome)
         if result is None:
@@ -104,10 +106,11 @@ async def _stream(request: web.Request, st: GatewayState, table: RoutingTable, s
     else:
         stream = chunks = outcome
     options = body.stream_options
-    render = OpenAiStream(chat=sub.op == "chat", model=body.model, request_id=request[RID],
+    served = outcome.resolution.served_model
+    render = OpenAiStream(chat=sub.op == "chat", model=served, request_id=request[RID],
                           items=len(sub.items), include_usage=bool(options and options.include_usage))
     try:
-        return await sse.respond(request, chunks, render, {})
+        return await sse.respond(request, chunks, render, {SERVED_BY: served})
     finally:
         if stream is not None:
             await stream.aclose()  # before the final chunk (the client left): cancels the item on its worker

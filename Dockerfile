@@ -5,7 +5,9 @@
 #   docker build --target minilm -t ghcr.io/switchyard-dev/switchyard:0.1.0-minilm .   # the MiniLM example worker
 #
 # It holds only what it runs: the gateway, operator and worker extras (and uvloop). No
-# nats-server binary (NATS runs as its own StatefulSet, manifests/nats), no test tooling.
+# nats-server binary (NATS runs as its own StatefulSet, manifests/nats), no test tooling:
+# switchyard/testing stays out of the build context (.dockerignore) and of the wheel
+# (pyproject.toml's packages.find).
 # Runs as 65532 (non-root) on a read-only root filesystem: nothing is written outside
 # /tmp (mount an emptyDir there; the manifests and the operator's gateway pods do).
 

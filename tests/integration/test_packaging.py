@@ -104,3 +104,11 @@ def test_each_extra_alone_runs_its_component(wheel: Path, tmp_path: Path, extra:
     done = _ok(_run(bin_dir / "python", "-c", code, *COMPONENT_MODULES[extra], cwd=tmp_path))
     assert done.stdout.strip() == "ok"
 
+
+
+def test_the_wheel_ships_no_test_code(wheel: Path) -> None:
+    import zipfile
+
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "switchyard/gateway/app.py" in names and "switchyard/examples/gateway.yaml" in names
+    assert not [n for n in names if n.startswith("switchyard/testing/")]

@@ -90,3 +90,15 @@ def test_image_installs_only_what_it_runs() -> None:
         assert not dists & NOT_IN_IMAGE, f"the image installs {dists & NOT_IN_IMAGE}"
     assert any(IMAGE_COMPONENTS <= closure(extras)[1] for extras in groups), \
         "the image must install the gateway, operator and worker extras it runs"
+
+
+def test_test_code_is_neither_in_the_wheel_nor_in_the_image() -> None:
+    # switchyard/testing starts kube-apiservers, plays the kubelet and builds Go tools: tests only.
+    from setuptools import find_packages
+
+    found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    packages = find_packages(str(ROOT), include=found["include"], exclude=found["exclude"])
+    assert "switchyard.gateway" in packages and "switchyard.worker" in packages
+    assert not [p for p in packages if p.startswith("switchyard.testing")], packages
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    assert "switchyard/testing/" in ignored, "the image's build context must leave switchyard/testing out"

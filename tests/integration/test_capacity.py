@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from switchyard.natsserver import NatsServer
-
 from dataplane import ADMIN, ECHO, ECHO_ONLY, TENANT, gateway, until, worker
+
+from switchyard.natsserver import NatsServer
 
 OTHER = {"Authorization": "Bearer other-key-0123456789abcdef"}
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
-
 from cli_processes import installed_script, start, stop, wait_for_heartbeat
+
 from switchyard.cli.dev import minilm_available
 from switchyard.natsserver import NatsServer, free_port
 

@@ -11,8 +11,8 @@ from typing import Any
 import nats
 import nats.js.errors
 import orjson
-
 from dataplane import ADMIN, copy_manifests, gateway, job_final, until, worker
+
 from switchyard.client import AsyncClient
 from switchyard.gateway.eta import lane_key
 from switchyard.natsserver import NatsServer

@@ -10,8 +10,8 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-
 from dataplane import ADMIN, ECHO, gateway, worker
+
 from switchyard.gateway.http import GZIP_MIN_BYTES, accepts_gzip
 from switchyard.natsserver import NatsServer
 

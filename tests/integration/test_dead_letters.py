@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from switchyard.natsserver import NatsServer
-
 from dataplane import ADMIN, ECHO, gateway, job_final, worker
+
+from switchyard.natsserver import NatsServer
 
 OTHER = {"Authorization": "Bearer other-key-0123456789abcdef"}
 

@@ -44,12 +44,12 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-
 from cli_processes import stop, wait_for_heartbeat
-from switchyard.natsserver import NatsServer, free_port
-from switchyard.testing.gotools import GoToolBuildError, ensure_built
-from switchyard.testing import doccommands as dc
+
 from switchyard.gateway.joblist import STATES
+from switchyard.natsserver import NatsServer, free_port
+from switchyard.testing import doccommands as dc
+from switchyard.testing.gotools import GoToolBuildError, ensure_built
 
 ROOT = dc.ROOT
 ALL = dc.commands()

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from dataplane import ECHO, gateway, job_final, until, worker
+
 from switchyard.natsserver import NatsServer
 from switchyard.worker import Worker, WorkerConfig
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from dataplane import ADMIN, ECHO, ECHO_ONLY, OTHER, Events, events, gateway, job_final, until, worker
+
 from switchyard.client import AsyncClient
 from switchyard.gateway.events import MAX_STREAMS_PER_TENANT
 from switchyard.natsserver import NatsServer
 from switchyard.worker.handlers import echo
-
-from dataplane import ADMIN, ECHO, ECHO_ONLY, OTHER, Events, events, gateway, job_final, until, worker
 
 
 def states(evs: list[dict[str, Any]]) -> list[str]:

@@ -6,11 +6,12 @@ import asyncio
 from typing import Any
 
 import pytest
-
 from dataplane import ADMIN, ECHO, ECHO_ONLY, TENANT, gateway, job_final, until, worker
+
 from switchyard.natsserver import NatsServer
 from switchyard.subjects import Lane
 from switchyard.worker import PermanentError, TransientError
+
 
 def echo(items: list[Any], ctx: Any) -> list[Any]:
     return items

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from dataplane import until, worker
+from test_grpc import ECHO_ONLY, _echo_lane, echo, grpc_gateway, words
+
 from switchyard.natsserver import NatsServer
 from switchyard.testing.gotools import GoToolBuildError, ensure_built
-from test_grpc import ECHO_ONLY, grpc_gateway, words, echo, _echo_lane
 
 KEY = f"authorization: {ECHO_ONLY[0][1]}"
 

@@ -11,11 +11,11 @@ import math
 from typing import Any
 
 import grpc
-
 from dataplane import ECHO, blocking_handler, until, worker
+from test_grpc import ADMIN, ECHO_ONLY, OTHER, GrpcGateway, _plain, _value, grpc_gateway
+
 from switchyard.gateway.grpc import inference_pb2 as pb
 from switchyard.natsserver import NatsServer
-from test_grpc import ADMIN, ECHO_ONLY, OTHER, GrpcGateway, _plain, _value, grpc_gateway
 
 FINAL = ("succeeded", "failed", "expired", "cancelled")
 

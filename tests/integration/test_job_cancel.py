@@ -7,9 +7,9 @@ import asyncio
 import threading
 from typing import Any
 
-from switchyard.natsserver import NatsServer
-
 from dataplane import ADMIN, ECHO, blocking_handler, gateway, job_final, until, worker
+
+from switchyard.natsserver import NatsServer
 
 OTHER = {"Authorization": "Bearer other-key-0123456789abcdef"}
 ASYNC = {"Prefer": "respond-async"}

@@ -8,9 +8,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from switchyard.natsserver import NatsServer
-
 from dataplane import ADMIN, ECHO, copy_manifests, gateway, job_final, until, worker
+
+from switchyard.natsserver import NatsServer
 
 OTHER = {"Authorization": "Bearer other-key-0123456789abcdef"}
 OTHER_ROTATED = {"Authorization": "Bearer other-rotated-key-0123456789"}

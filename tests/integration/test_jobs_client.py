@@ -7,13 +7,19 @@ import asyncio
 from typing import Any
 
 import pytest
+from dataplane import ECHO, gateway, worker
 
 from switchyard.client import (
-    Accepted, AsyncClient, Client, DeadlineUnreachable, Forbidden, JobCancelled, JobNotFinished, UnknownJob,
+    Accepted,
+    AsyncClient,
+    Client,
+    DeadlineUnreachable,
+    Forbidden,
+    JobCancelled,
+    JobNotFinished,
+    UnknownJob,
 )
 from switchyard.natsserver import NatsServer
-
-from dataplane import ECHO, gateway, worker
 
 ADMIN_KEY = "admin-key-0123456789abcdef"
 OTHER_KEY = "other-key-0123456789abcdef"

@@ -12,9 +12,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-
 from dataplane import ADMIN, ECHO, gateway, job_final, until, worker
 from limits_manifests import manifests_with
+
 from switchyard.jsondepth import MAX_JSON_DEPTH
 from switchyard.natsserver import NatsServer
 from switchyard.subjects import WORK_STREAM

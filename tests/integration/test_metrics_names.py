@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from dataplane import ECHO, gateway, worker
+
 from switchyard.monitoring import rules
 from switchyard.monitoring.dashboard import dashboard
 from switchyard.monitoring.promql import exported_names, metric_names

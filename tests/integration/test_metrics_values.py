@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import nats
+from dataplane import ECHO, copy_manifests, gateway, job_final, until, worker
 from prometheus_client.parser import text_string_to_metric_families
 
-from dataplane import ECHO, copy_manifests, gateway, job_final, until, worker
 from switchyard.natsserver import NatsServer
 from switchyard.subjects import WORK_STREAM, Lane
 from switchyard.worker import TransientError

@@ -22,8 +22,17 @@ import pytest
 
 openai = pytest.importorskip("openai")
 
-from dataplane import (ADMIN, ECHO_ONLY, GatewayUnderTest, copy_manifests, gateway, job_final, kill,  # noqa: E402
-                       until, worker_process)
+from dataplane import (  # noqa: E402
+    ADMIN,
+    ECHO_ONLY,
+    GatewayUnderTest,
+    copy_manifests,
+    gateway,
+    job_final,
+    kill,
+    until,
+    worker_process,
+)
 
 from switchyard.natsserver import NatsServer  # noqa: E402
 from switchyard.subjects import Lane  # noqa: E402

@@ -6,10 +6,10 @@ import re
 from typing import Any
 
 import pytest
+from dataplane import ADMIN, ECHO, GatewayUnderTest, Reply, gateway, worker
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
-from dataplane import ADMIN, ECHO, GatewayUnderTest, Reply, gateway, worker
 from switchyard.natsserver import NatsServer
 
 pytestmark = pytest.mark.timeout(60)

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-
-from switchyard.natsserver import NatsServer, free_port
-
 from cli_processes import installed_script, start, stop
 from dataplane import ADMIN, copy_manifests, until, worker
+
+from switchyard.natsserver import NatsServer, free_port
 
 PLANNER = """
 apiVersion: switchyard.dev/v1alpha1

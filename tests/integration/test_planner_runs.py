@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dataplane import ADMIN, ECHO, ECHO_ONLY, GatewayUnderTest, copy_manifests, gateway, job_final, until, worker
 
 from switchyard.client import Accepted, AsyncClient
-from switchyard.natsserver import NatsServer
 from switchyard.gateway.plans import run_steps
+from switchyard.natsserver import NatsServer
 from switchyard.subjects import job_key
 from switchyard.worker.errors import PermanentError
-
-from dataplane import ADMIN, ECHO, ECHO_ONLY, GatewayUnderTest, copy_manifests, gateway, job_final, until, worker
 
 PLANNERS = """
 apiVersion: switchyard.dev/v1alpha1

@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 import pytest
+from dataplane import ADMIN, ECHO, GatewayUnderTest, copy_manifests, gateway, job_final, worker
+from test_openapi import _doc, check
 
 from switchyard.gateway.planrun import LEASE_S, RunRecord
 from switchyard.gateway.planstats import stats_key
@@ -19,9 +21,6 @@ from switchyard.messages import JobRecord
 from switchyard.natsserver import NatsServer
 from switchyard.subjects import PLANSTATS_BUCKET, job_key
 from switchyard.worker.errors import PermanentError
-
-from dataplane import ADMIN, ECHO, GatewayUnderTest, copy_manifests, gateway, job_final, worker
-from test_openapi import _doc, check
 
 OTHER = {"Authorization": "Bearer other-key-0123456789abcdef"}
 

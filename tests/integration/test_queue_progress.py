@@ -11,19 +11,23 @@ from typing import Any
 import nats
 import orjson
 import pytest
+from dataplane import ADMIN, OTHER, Events, events, gateway, job_final, until, worker
+from handlers_for_tests import slow_echo
 
-from switchyard.client import Accepted, AsyncClient, Job
 import switchyard.gateway.progress as progress_module
+from switchyard.client import Accepted, AsyncClient, Job
 from switchyard.gateway.events import PROGRESS
 from switchyard.gateway.progress import (
-    LEASE_KEY, LEASE_S, POSITION_SCAN_MAX, PROGRESS_EVERY_S, RESEND_S, take_lease,
+    LEASE_KEY,
+    LEASE_S,
+    POSITION_SCAN_MAX,
+    PROGRESS_EVERY_S,
+    RESEND_S,
+    take_lease,
 )
 from switchyard.jetstream import ensure_coldstart_bucket
 from switchyard.natsserver import NatsServer
 from switchyard.worker.handlers import echo
-
-from dataplane import ADMIN, OTHER, Events, events, gateway, job_final, until, worker
-from handlers_for_tests import slow_echo
 
 MINE = ["cold-0", "cold-1", "cold-2"]
 WAITING = ("queued",)

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from dataplane import ADMIN, ECHO, copy_manifests, gateway, job_final, kill, until, worker, worker_process
+
 from switchyard.client import AsyncClient
 from switchyard.natsserver import NatsServer
 

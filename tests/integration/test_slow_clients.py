@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-
 from dataplane import ADMIN, ECHO, gateway, until, worker
 from limits_manifests import manifests_with
+
 from switchyard.natsserver import NatsServer
 
 HEADER_S, BODY_S, IDLE_S = 2, 3, 2
@@ -46,7 +46,7 @@ async def trickle(url: str, start: bytes, rest: bytes) -> Outcome:
         while time.monotonic() < deadline:
             try:
                 data = await asyncio.wait_for(reader.read(4096), 1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if i < len(rest):
                     writer.write(rest[i:i + 1])
                     await writer.drain()

@@ -17,12 +17,21 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from dataplane import (
+    ADMIN,
+    ECHO,
+    GatewayUnderTest,
+    copy_manifests,
+    gateway,
+    job_final,
+    kill,
+    until,
+    worker,
+    worker_process,
+)
 
 from switchyard.messages import Chunk, Result
 from switchyard.worker.handlers import tokens
-from dataplane import (
-    ADMIN, ECHO, GatewayUnderTest, copy_manifests, gateway, job_final, kill, until, worker, worker_process,
-)
 
 pytestmark = pytest.mark.asyncio
 SSE = {**ADMIN, "Accept": "text/event-stream"}

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from dataplane import ADMIN, copy_manifests, gateway, worker
+from test_streaming import SSE, events
+
 from switchyard.natsserver import free_port
 from switchyard.subjects import Lane
 from switchyard.worker.engine import OpenAIEngine
-from test_streaming import SSE, events
 
 pytestmark = pytest.mark.asyncio
 MOCK = "Streaming through the queue works"

@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 from dataplane import ADMIN, ECHO, ECHO_ONLY, gateway, job_final, worker
+
 from switchyard.natsserver import NatsServer
 
 OTHER = {"Authorization": "Bearer other-key-0123456789abcdef"}

@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 import msgpack
 import nats
 import pytest
 import yaml
+from cli_processes import installed_script, start, stop, wait_for_heartbeat
+from dataplane import ADMIN, ECHO, GatewayUnderTest, copy_manifests, gateway, job_final, kill, until, worker_process
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -31,9 +34,6 @@ from switchyard.testing.otlp import OtlpSink
 from switchyard.worker import Worker, WorkerConfig
 from switchyard.worker.context import Context
 from switchyard.worker.tracing import WorkerTracing
-
-from cli_processes import installed_script, start, stop, wait_for_heartbeat
-from dataplane import ADMIN, ECHO, GatewayUnderTest, copy_manifests, gateway, job_final, kill, until, worker_process
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"

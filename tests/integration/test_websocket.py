@@ -11,8 +11,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-
 from dataplane import ADMIN, ECHO, ECHO_ONLY, copy_manifests, gateway, until, worker
+
 from switchyard.gateway import websocket
 from switchyard.natsserver import NatsServer
 

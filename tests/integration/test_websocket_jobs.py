@@ -9,11 +9,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
-
 from dataplane import ECHO, ECHO_ONLY, GatewayUnderTest, blocking_handler, gateway, until, worker
+from test_websocket import OTHER, infer, receive
+
 from switchyard.gateway import websocket
 from switchyard.natsserver import NatsServer
-from test_websocket import OTHER, infer, receive
 
 FINAL = ("succeeded", "failed", "expired", "cancelled")
 

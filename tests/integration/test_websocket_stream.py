@@ -13,11 +13,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-
 from dataplane import ADMIN, ECHO, ECHO_ONLY, gateway, job_final, until, worker
-from switchyard.subjects import Lane
+
 from switchyard.gateway import streaming, websocket
 from switchyard.natsserver import NatsServer
+from switchyard.subjects import Lane
 from switchyard.worker.handlers import tokens
 
 pytestmark = pytest.mark.asyncio

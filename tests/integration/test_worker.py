@@ -65,7 +65,7 @@ class Inbox:
         self._nc = nc
         self._q: asyncio.Queue[Result] = asyncio.Queue()
 
-    async def open(self) -> "Inbox":
+    async def open(self) -> Inbox:
         async def on(msg: Any) -> None:
             await self._q.put(Result.decode(msg.data))
         await self._nc.subscribe(self.subject, cb=on)

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from cluster import install
+
 from switchyard.natsserver import NatsServer
 from switchyard.testing import keda as keda_testing
 from switchyard.testing.controlplane import ControlPlane

@@ -8,13 +8,14 @@ and a Gateway changed while no operator runs (Progressing: observedGeneration is
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import lupa.lua51 as lupa_lua51  # the `test` extra
 import pytest
-
 from cluster import LOOP_PLANNER, ROOT, Proc, get, operator, wait
+
 from switchyard.testing.controlplane import ControlPlane
 
 SCRIPT = (ROOT / "manifests/argocd/health.lua").read_text()

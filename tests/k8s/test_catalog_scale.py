@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from cluster import OPERATOR_NS, OPERATOR_SA, Proc, get, wait
+
 from switchyard.natsserver import NatsServer, free_port
 from switchyard.testing import catalog as gen
 from switchyard.testing import http

@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from cluster import ROOT, Proc, operator
+
 from switchyard.testing import doccommands as dc
 from switchyard.testing.controllermanager import ControllerManager
 from switchyard.testing.controlplane import ControlPlane

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from cluster import OPERATOR_NS, ROOT, get
+
 from switchyard.monitoring import rules
 from switchyard.testing import doccommands as dc
 from switchyard.testing import helm as helm_testing

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from cluster import ROOT, Proc, get, operator, wait
+
 from switchyard.natsserver import NatsServer, free_port
 from switchyard.testing import http
 from switchyard.testing.controlplane import ControlPlane

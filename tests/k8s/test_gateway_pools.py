@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from cluster import ROOT, Proc, get, operator, wait
+
 from switchyard.api.pool import RENEWED_AT_ANNOTATION
 from switchyard.client import Client, PoolExists, PoolExpired, PoolProtected, PoolTooLarge, TooManyPools, UnknownPool
 from switchyard.natsserver import NatsServer, free_port

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from cluster import OPERATOR_NS, OPERATOR_SA, ROOT, get, operator, wait
+
 from switchyard.testing import doccommands as dc
 from switchyard.testing import helm as helm_testing
 from switchyard.testing.controlplane import ControlPlane

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from kubernetes_asyncio import client

@@ -19,17 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-
 from cluster import Proc, get, operator, wait
+
+from switchyard.contracts import STARTED_KEY
 from switchyard.gateway.externalscaler import externalscaler_pb2 as pb
 from switchyard.gateway.externalscaler import externalscaler_pb2_grpc as pb_grpc
-from switchyard.contracts import STARTED_KEY
 from switchyard.gateway.scaledobjects import RETOUCHES, SETTLE_S, STREAM_WAIT_S
 from switchyard.gateway.scaler import METRIC
 from switchyard.natsserver import NatsServer, free_port
 from switchyard.testing import http
-from switchyard.testing.controlplane import ControlPlane
 from switchyard.testing.controllermanager import ControllerManager
+from switchyard.testing.controlplane import ControlPlane
 from switchyard.testing.keda import KedaOperator, MetricsAdapter
 
 KEY = "sy-keda-test-key-0123456789abcdef"

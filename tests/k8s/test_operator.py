@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from cluster import LOOP_PLANNER, OPERATOR_NS, ROOT, Proc, get, kubectl_json, operator, wait
+
 from switchyard.testing.controlplane import ControlPlane
 
 EXAMPLES = ROOT / "examples"

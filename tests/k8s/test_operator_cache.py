@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from cluster import ROOT, get
+
 from switchyard.kubeclient import api_client
 from switchyard.operator.cache import Cache
 from switchyard.operator.kube import CONFIGMAP, UPSTREAM, Kube

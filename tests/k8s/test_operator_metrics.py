@@ -10,9 +10,9 @@ import signal
 import urllib.request
 from pathlib import Path
 
+from cluster import OPERATOR_NS, OPERATOR_SA, ROOT, Proc, get, wait
 from prometheus_client.parser import text_string_to_metric_families
 
-from cluster import OPERATOR_NS, OPERATOR_SA, ROOT, Proc, get, wait
 from switchyard.monitoring import rules
 from switchyard.monitoring.dashboard import dashboard
 from switchyard.monitoring.promql import metric_names

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from cluster import ROOT, Proc, get, operator, wait
+from test_gateway_cluster import KEY, endpoint_slice
+
 from switchyard.gateway.plannerstatus import FIELD_MANAGER
 from switchyard.natsserver import NatsServer, free_port
 from switchyard.testing import http
 from switchyard.testing.controlplane import ControlPlane
-
-from test_gateway_cluster import KEY, endpoint_slice
 
 PLANNERS = """
 apiVersion: switchyard.dev/v1alpha1

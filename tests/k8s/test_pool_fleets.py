@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
 from cluster import ROOT, Proc, get, kubectl_json, operator, wait
 from test_argocd_health import health as argocd_health  # manifests/argocd/health.lua in a real Lua 5.1
+
 from switchyard.api.pool import RENEWED_AT_ANNOTATION
 from switchyard.contracts import POOL_API_LABEL
 from switchyard.operator.children import RENEW_SKEW_S
@@ -53,14 +54,14 @@ def renew_time(cp: ControlPlane, ns: str, pool: str) -> float:
 
 def annotate(cp: ControlPlane, ns: str, pool: str, ts: float) -> None:
     """What a gateway does on POST /v1/pools/{name}/renew."""
-    value = datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    value = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     cp.kubectl("annotate", "pool", pool, "-n", ns, "--overwrite", f"{RENEWED_AT_ANNOTATION}={value}", check=True)
 
 
 def annotate_and_wait(cp: ControlPlane, ns: str, pool: str, ts: float, gpus: dict[str, int]) -> None:
     """Annotate with a spec change, which bumps the generation: status.observedGeneration then
     tells when a pass has seen the annotation."""
-    value = datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    value = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     cp.kubectl("patch", "pool", pool, "-n", ns, "--type=merge", "-p", json.dumps(
         {"metadata": {"annotations": {RENEWED_AT_ANNOTATION: value}}, "spec": {"gpus": gpus}}), check=True)
     generation = get(cp, ns, "pool", pool)["metadata"]["generation"]

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from cluster import ROOT, Proc, get, operator, wait
+
 from switchyard.testing.controlplane import ControlPlane
 
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
-from tlscerts import TestCA  # noqa: E402
+from tlscerts import TestCA
 
 
 @pytest.fixture

@@ -111,7 +111,8 @@ class FakeApiServer:
     calls: list[Call] = field(default_factory=list)
     down: bool = False  # True: every call fails as with the API server unreachable
     _rv: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    _uid: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _generated: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _uids: set[str] = field(default_factory=set)
 
     # -- what tests read ------------------------------------------------------------------
 
@@ -170,7 +171,7 @@ class FakeApiServer:
             obj = copy.deepcopy(body)
             meta = obj.setdefault("metadata", {})
             if not meta.get("name") and meta.get("generateName"):
-                meta["name"] = f"{meta['generateName']}{next(self._uid):05d}"
+                meta["name"] = f"{meta['generateName']}{next(self._generated):05d}"
             key = (r.plural, r.namespace, meta["name"])
             if key in self.objects:
                 raise _error(409, "AlreadyExists", f'{r.plural} "{meta["name"]}" already exists')
@@ -235,7 +236,13 @@ class FakeApiServer:
     def _stamp(self, obj: Obj) -> Obj:
         meta = obj.setdefault("metadata", {})
         meta["resourceVersion"] = str(next(self._rv))
-        meta.setdefault("uid", f"fake-uid-{next(self._uid)}")
+        if "uid" not in meta:  # readable and the same every run (golden files show owners' uids); never reused
+            uid = f"uid-{obj.get('kind', '').lower()}-{meta['name']}"
+            n = 1
+            while uid + (f"-{n}" if n > 1 else "") in self._uids:
+                n += 1
+            meta["uid"] = uid + (f"-{n}" if n > 1 else "")
+        self._uids.add(meta["uid"])
         meta.setdefault("generation", 1)
         return obj
 

@@ -16,8 +16,9 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import aiohttp
 import orjson
@@ -25,12 +26,41 @@ import pytest
 from aiohttp import web
 
 from switchyard.client import (
-    Accepted, AsyncClient, BadRequest, CapacityTimeout, Client, Conflict, DeadlineExceeded,
-    DuplicateRequest, Forbidden, IncompatibleBundle, InferenceResult, InvalidInput, NoCapacity,
-    NotFound, NotReady, PayloadTooLarge, QueueUnavailable, RequestTimeout, ServerError, SwitchyardError,
-    TransportError, Unauthorized, Unavailable, UnknownJob, UnknownModel, UnknownPool, WorkerError,
-    PoolExists, PoolExpired, PoolInfo, PoolProtected, PoolTooLarge, TooManyPools, DeadlineUnreachable,
+    Accepted,
+    AsyncClient,
+    BadRequest,
+    CapacityTimeout,
+    Client,
+    Conflict,
+    DeadlineExceeded,
+    DeadlineUnreachable,
+    DuplicateRequest,
+    Forbidden,
+    IncompatibleBundle,
+    InferenceResult,
+    InvalidInput,
     JobNotFinished,
+    NoCapacity,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
+    PoolExists,
+    PoolExpired,
+    PoolInfo,
+    PoolProtected,
+    PoolTooLarge,
+    QueueUnavailable,
+    RequestTimeout,
+    ServerError,
+    SwitchyardError,
+    TooManyPools,
+    TransportError,
+    Unauthorized,
+    Unavailable,
+    UnknownJob,
+    UnknownModel,
+    UnknownPool,
+    WorkerError,
 )
 from switchyard.client._core import RetryPolicy, normalize_items, parse_retry_after, poll_delays
 from switchyard.errors import STATUS
@@ -75,7 +105,7 @@ class FakeGateway:
         self._runner: web.AppRunner | None = None
 
     # lifecycle
-    def start(self) -> "FakeGateway":
+    def start(self) -> FakeGateway:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
         return self

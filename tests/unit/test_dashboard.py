@@ -73,7 +73,7 @@ def test_dashboard_layout() -> None:
     assert len(ids) == len(set(ids))
     for p in panels:
         pos = p["gridPos"]
-        assert 0 <= pos["x"] and pos["x"] + pos["w"] <= 24, p["title"]
+        assert pos["x"] >= 0 and pos["x"] + pos["w"] <= 24, p["title"]
         if p["type"] != "row":
             assert p["description"] and p["targets"], p["title"]
             assert len({t["refId"] for t in p["targets"]}) == len(p["targets"])

@@ -4,8 +4,8 @@ PlannerRuns) accepts, built from the counters' records (gateway/planstats.py).""
 from __future__ import annotations
 
 from switchyard.api.planner import Planner
-from switchyard.gateway.planstats import Counts, Failure
 from switchyard.gateway.plannerstatus import runs_status
+from switchyard.gateway.planstats import Counts, Failure
 
 T = 1_795_433_345.9  # 2026-11-23T11:29:05Z
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from translate_golden import TESTDATA, UPDATE_COMMAND, cases, existing, expected, outputs
 
 STALE = f"regenerate the golden files with `{UPDATE_COMMAND}` and review the diff"

@@ -6,10 +6,10 @@ import logging
 
 import pytest
 
+from switchyard.logs import JsonFormatter
 from switchyard.worker import PermanentError, TransientError
 from switchyard.worker.cli import build_parser, config_from_args, main
 from switchyard.worker.handlers import echo
-from switchyard.logs import JsonFormatter
 from switchyard.worker.pull import Slots
 
 

@@ -16,6 +16,7 @@ test_translate_golden.py fails, naming that command, when an output is stale, mi
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,13 +27,14 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
+from fakes import SERVER_FIELDS, FakeApiServer, matches  # noqa: E402  # tests/unit, beside this file
+
 from switchyard.api import compile_table  # noqa: E402
-from switchyard.api.gateway import Gateway  # noqa: E402
 from switchyard.api.issues import ConfigIssue  # noqa: E402
 from switchyard.api.loader import ResourceSet, load_dir, parse_objects  # noqa: E402
-from switchyard.api.pool import DEFAULT_POOL, Pool  # noqa: E402
-from switchyard.api.upstream import Upstream  # noqa: E402
-from switchyard.operator import children, fleets  # noqa: E402
+from switchyard.contracts import MANAGED_SELECTOR  # noqa: E402
+from switchyard.operator.kube import Kube  # noqa: E402
+from switchyard.operator.reconcile import CHILD_KINDS, Reconciler  # noqa: E402
 
 TESTDATA = Path(__file__).resolve().parent / "testdata" / "translate"
 EXAMPLES = ROOT / "examples"
@@ -74,62 +76,48 @@ def outputs(path: Path) -> dict[str, str]:
     if problems:
         return {".errors.txt": "".join(f"{p}\n" for p in problems)}
     return {".table.json": result.table.to_json().decode() + "\n",
-            ".children.yaml": dump_yaml(render_children(as_observed(rs)))}
+            ".children.yaml": dump_yaml(render_children(rs))}
 
 
-def as_observed(rs: ResourceSet) -> ResourceSet:
-    """The resources as the operator reads them: in a namespace, with uids, and the default pool
-    (which the operator creates wherever there is a Gateway)."""
-    out = ResourceSet(secrets=list(rs.secrets))
-    for obj in [*rs.gateways, *rs.upstreams, *rs.pools, *rs.planners]:
-        copy = obj.model_copy(deep=True)
-        copy.metadata.namespace = copy.metadata.namespace or NAMESPACE
-        copy.metadata.uid = f"uid-{copy.kind.lower()}-{copy.name}"
-        out.add(copy)
-    if rs.gateways and DEFAULT_POOL not in {p.name for p in out.pools}:
-        out.add(Pool.model_validate({"kind": "Pool", "metadata": {
-            "name": DEFAULT_POOL, "namespace": NAMESPACE, "uid": f"uid-pool-{DEFAULT_POOL}",
-            "labels": {"switchyard.dev/protected": "true"}}, "spec": {"ttlSeconds": 0}}))
+def as_stored(rs: ResourceSet) -> list[Obj]:
+    """The resources as the operator reads them from the API server: in a namespace, with uids."""
+    out = []
+    for obj in [*rs.gateways, *rs.upstreams, *rs.pools, *rs.planners, *rs.secrets]:
+        raw = obj.model_dump(mode="json", by_alias=True, exclude_none=True)
+        raw["metadata"]["namespace"] = raw["metadata"].get("namespace") or NAMESPACE
+        raw["metadata"]["uid"] = f"uid-{raw['kind'].lower()}-{raw['metadata']['name']}"
+        out.append(raw)
     return out
 
 
 def render_children(rs: ResourceSet) -> list[Obj]:
-    """Every object the operator applies for these resources, in the order it applies them
-    (operator/reconcile.py: gateways, then each Upstream's fleets, then pools' Leases and fleets)."""
-    gateways = sorted(rs.gateways, key=lambda g: g.name)
-    by_name = {g.name: g for g in gateways}
-    ups = sorted(rs.upstreams, key=lambda u: u.name)
-    scaled_on: list[tuple[Upstream, Gateway]] = [
-        (u, by_name[u.spec.gateway_ref or gateways[0].name]) for u in ups
-        if gateways and (u.spec.gateway_ref or gateways[0].name) in by_name]
-    out: list[Obj] = []
-    for gw in gateways:
-        table = compile_table(rs, gateway=gw.name).table
-        names = [f.name for up, g in scaled_on if g is gw for f in children.fleets(up)]
-        out += children.gateway_children(gw, table, IMAGE, names)
-    for up, gw in scaled_on:
-        profiles = {p.name: p for p in gw.spec.machine_profiles}
-        for fleet in children.fleets(up):
-            if fleet.rendered:
-                if fleets.problem(up, gw, fleet) is not None:
-                    continue  # the operator reports it on the Upstream and renders nothing for the fleet
-                out.append(fleets.fleet_deployment(up, gw, fleet, profiles[fleet.machine_profile or ""]))
-            out.append(children.scaled_object(up, gw, fleet))
-        if any(f.rendered for f in children.fleets(up)):
-            out.append(fleets.worker_service(up))
-    for pool in sorted(rs.pools, key=lambda p: p.name):
-        out.append(children.pool_lease(pool, NOW))
-        gw = by_name.get(pool.spec.gateway_ref or (gateways[0].name if gateways else ""))
-        if gw is None or not pool.spec.models:
-            continue
-        profiles = {p.name: p for p in gw.spec.machine_profiles}
-        for model in pool.spec.models:
-            up = next((u for u in ups if u.spec.model == model and u.spec.gateway_ref in (None, gw.name)), None)
-            if up is None:
-                continue
-            for pf in fleets.pool_fleets(pool, up, gw)[0]:
-                out.append(fleets.pool_deployment(pf, gw, profiles[pf.fleet.machine_profile or ""]))
-    return out
+    """Every object the operator applies for these resources: its own reconciler (operator/reconcile.py),
+    run on an in-memory API server (fakes.py) until a pass writes nothing more, and the children it
+    left there, by kind (in the order a pass writes them) and name. What the API server adds
+    (resourceVersion, uid, generation) is left out, and a Lease's times read NOW."""
+    api = FakeApiServer()
+    for raw in as_stored(rs):
+        api.put(raw)
+    asyncio.run(_settle(Reconciler(Kube(api), IMAGE), api))  # type: ignore[arg-type]  # the fake is the ApiClient
+    return [_as_rendered(obj) for kind in CHILD_KINDS for obj in api.all(kind.plural, NAMESPACE)
+            if matches(obj["metadata"].get("labels") or {}, MANAGED_SELECTOR)]
+
+
+async def _settle(reconciler: Reconciler, api: FakeApiServer, passes: int = 5) -> None:
+    for _ in range(passes):
+        api.calls.clear()
+        await reconciler.reconcile(NAMESPACE)
+        if not [c for c in api.writes() if c.sub != "status" and c.plural != "events"]:
+            return  # a pass with nothing left to apply
+    raise AssertionError(f"the operator still writes children after {passes} passes over the same resources")
+
+
+def _as_rendered(obj: Obj) -> Obj:
+    for field in SERVER_FIELDS:
+        obj["metadata"].pop(field, None)
+    if obj["kind"] == "Lease":
+        obj["spec"].update({k: NOW for k in ("acquireTime", "renewTime") if k in obj["spec"]})
+    return obj
 
 
 class _Dumper(yaml.SafeDumper):

@@ -19,6 +19,7 @@ from .table import (
     BreakerRoute, BundleRoute, CorsRoute, FallbackRoute, GrpcLimits, HttpLimits, KeyRoute, QueueLimits, ModelRoute, PlannerRoute, PoolApiLimits, PoolRoute, RoutingTable, StepRoute,
     TracingRoute,
 )
+from .table import LimitRoute, PolicyRoute, StageRoute
 from .upstream import Upstream
 
 
@@ -98,8 +99,20 @@ def compile_table(rs: ResourceSet, *, gateway: str | None = None, epoch: int = 1
                  if spec.tracing.endpoint else None),
         openai_wait_s=spec.openai.default_wait_seconds,
         grpc=_grpc_limits(spec),
+        policy=_policy(spec),
     )
     return CompileResult(table, tuple(issues))
+
+
+def _policy(spec: GatewaySpec) -> PolicyRoute:
+    """spec.policy as the table carries it; whether a custom stage is installed is checked where it runs."""
+    return PolicyRoute(tuple(
+        StageRoute(s.name, s.enabled,
+                   tuple(LimitRoute(lim.name, lim.kind, lim.per, lim.limit, lim.window_seconds, lim.period,
+                                    tuple(lim.tiers) if lim.tiers else None) for lim in s.limits or ()),
+                   MappingProxyType(dict(s.params)) if s.params is not None else None,
+                   MappingProxyType(dict(s.config)) if s.config is not None else None)
+        for s in spec.policy.stages))
 
 
 def _grpc_limits(spec: GatewaySpec) -> GrpcLimits | None:

@@ -165,6 +165,44 @@ class TracingRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitRoute:
+    """spec.policy.stages[].limits[]: one limit (switchyard/gateway/policy/ counts it)."""
+
+    name: str
+    kind: str  # requests | items | tokens | concurrent
+    per: str  # key | tenant | ip | global
+    limit: int
+    window_s: int | None = None  # a fixed window; None with a period or for concurrent
+    period: str | None = None  # day | month (UTC calendar quotas)
+    tiers: tuple[str, ...] | None = None  # only keys of these tiers; None: every request
+
+
+@dataclass(frozen=True, slots=True)
+class StageRoute:
+    name: str
+    enabled: bool = True
+    limits: tuple[LimitRoute, ...] = ()
+    params: Mapping[str, Any] | None = None  # the defaults stage
+    config: Mapping[str, Any] | None = None  # a custom stage
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRoute:
+    stages: tuple[StageRoute, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRoute:
+    """spec.usage: the usage ledger's retention, and the anomaly rule (gateway/usage_anomaly.py)."""
+
+    retention_days: int = 35
+    anomaly_window_s: float = 300.0
+    anomaly_baseline_s: float = 3600.0
+    anomaly_factor: float = 10.0
+    anomaly_min_requests: int = 100
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingTable:
     epoch: int
     gateway: str
@@ -185,6 +223,7 @@ class RoutingTable:
     grpc: GrpcLimits | None = None  # spec.listeners.grpc; None: no gRPC listener
     sync_result_ttl_seconds: int = 300  # spec.jobs.syncResultTtlSeconds: synchronous results kept to re-fetch
     aliases: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # alias -> model
+    policy: PolicyRoute = field(default_factory=PolicyRoute)  # spec.policy: the chain's stages
     hash: str = field(default="")
 
     def __post_init__(self) -> None:
@@ -276,6 +315,7 @@ class RoutingTable:
                 "minPingIntervalSeconds": self.grpc.min_ping_interval_s,
             }} if self.grpc is not None else {}),
             **({"aliases": dict(sorted(self.aliases.items()))} if self.aliases else {}),
+            **({"policy": _policy_to_dict(self.policy)} if self.policy.stages else {}),  # the hash stays without
         }
 
     def to_json(self) -> bytes:
@@ -319,6 +359,7 @@ class RoutingTable:
             openai_wait_s=int(d.get("openaiDefaultWaitSeconds", 0)),
             grpc=_grpc_from_dict(d.get("grpc")),
             aliases=_frozen(dict(d.get("aliases", {}))),
+            policy=_policy_from_dict(d.get("policy")),
             planners=_frozen({
                 k: PlannerRoute(
                     name=k,
@@ -455,6 +496,31 @@ def _tracing_from_dict(v: Mapping[str, Any] | None) -> TracingRoute | None:
     if not v:
         return None
     return TracingRoute(endpoint=str(v["endpoint"]), sample_ratio=float(v.get("sampleRatio", 1.0)))
+
+
+def _policy_to_dict(p: PolicyRoute) -> dict[str, Any]:
+    return {"stages": [
+        {"name": s.name, "enabled": s.enabled,
+         **({"limits": [{"name": lim.name, "kind": lim.kind, "per": lim.per, "limit": lim.limit,
+                         "windowSeconds": lim.window_s, "period": lim.period, "tiers": _opt_list(lim.tiers)}
+                        for lim in s.limits]} if s.limits else {}),
+         **({"params": dict(s.params)} if s.params is not None else {}),
+         **({"config": dict(s.config)} if s.config is not None else {})}
+        for s in p.stages]}
+
+
+def _policy_from_dict(v: Mapping[str, Any] | None) -> PolicyRoute:
+    if not v:
+        return PolicyRoute()
+    return PolicyRoute(tuple(
+        StageRoute(
+            name=s["name"], enabled=bool(s.get("enabled", True)),
+            limits=tuple(LimitRoute(lim["name"], lim["kind"], lim["per"], int(lim["limit"]),
+                                    lim.get("windowSeconds"), lim.get("period"), _opt_tuple(lim.get("tiers")))
+                         for lim in s.get("limits", ())),
+            params=_frozen(dict(s["params"])) if "params" in s else None,
+            config=_frozen(dict(s["config"])) if "config" in s else None)
+        for s in v.get("stages", ())))
 
 
 def _frozen(d: dict[str, Any]) -> Mapping[str, Any]:

@@ -16,6 +16,7 @@ from .dispatch import Dispatcher
 from .eta import ColdStarts
 from .hold import Holds
 from .metrics import Metrics
+from .policy import PolicyEngine
 from .poolstore import PoolStore
 from .registry import Registry
 
@@ -33,12 +34,15 @@ class GatewayState:
     holds: Holds = field(default_factory=Holds)  # Prefer: wait, per lane
     eta: ColdStarts = field(init=False)  # learned cold-start ETA of 202s
     breakers: Breakers = field(init=False)  # spec.circuitBreaker, per lane, in this process
+    policy: PolicyEngine = field(init=False)  # spec.policy: the chain and its limits' counters
     plan_runs: Any = None  # planrun.PlanRuns, set by plans.setup(): the Planner runs this gateway drives
 
     def __post_init__(self) -> None:
         self.eta = ColdStarts(lambda: self.dispatcher.coldstart if self.dispatcher.connected else None,
                               self.registry.serving, metrics=self.metrics)
         self.breakers = Breakers(metrics=self.metrics)
+        self.policy = PolicyEngine(self.dispatcher, self.metrics.registry, self.instance,
+                                   lambda: self.holder.table)
 
     def check_pool(self, pool: str) -> None:
         expired = self.pool_expired(pool) if pool else None

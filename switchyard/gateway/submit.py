@@ -33,6 +33,7 @@ from ..subjects import DEDUPE_WINDOW_S
 from .auth import tenant_of
 from .eta import remaining
 from .hold import hold_seconds
+from .policy.chain import NO_TICKET, Ticket
 from .progress import queue_position
 from .resolve import Resolution, resolve, split_machine_profile
 from .state import GatewayState
@@ -72,6 +73,7 @@ class Submission:
     prefer: Sequence[str] = ()  # Prefer header values (RFC 7240); only `wait` is read
     respond_async: bool = False  # `Prefer: respond-async` (native HTTP): a job at once, even with a live worker
     deadline_s: int | None = None  # X-Job-Deadline: must start within this; refused up front when the ETA is longer
+    client_ip: str | None = None  # the client's address, for spec.policy limits per IP
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,34 @@ def job_deadline(raw: str | None) -> int | None:
 
 
 async def submit(st: GatewayState, table: RoutingTable, sub: Submission, hooks: Hooks | None = None) -> Outcome:
+    """The policy chain (spec.policy), then the request; the chain's ticket ends with the worker's usage."""
+    ticket = await admit(st, table, sub)
+    if ticket is NO_TICKET:
+        return await _submit(st, table, sub, hooks)
+    try:
+        outcome = await _submit(st, table, _with_params(sub, ticket), hooks)
+    except BaseException:
+        ticket.end(None)
+        raise
+    ticket.end(outcome.result.usage if isinstance(outcome, Answered) else None)  # a 202 job: the reservation stands
+    return outcome
+
+
+async def admit(st: GatewayState, table: RoutingTable, sub: Submission) -> Ticket:
+    """Run spec.policy's chain on the request (policy/): refused with its ApiError, or admitted."""
+    return await st.policy.admit(table, op=sub.op, model=sub.model_ref, items=sub.items, params=sub.params,
+                                 key=sub.key, tenant=tenant_of(sub.key), client_ip=sub.client_ip,
+                                 request_id=sub.request_id)
+
+
+def _with_params(sub: Submission, ticket: Ticket) -> Submission:
+    """The request as the chain's transforms left it."""
+    if ticket.params is None or ticket.params == sub.params:
+        return sub
+    return dataclasses.replace(sub, params=ticket.params)
+
+
+async def _submit(st: GatewayState, table: RoutingTable, sub: Submission, hooks: Hooks | None = None) -> Outcome:
     hooks = hooks or Hooks()
     if sub.respond_async:
         return await _async_job(st, table, sub, hooks)
@@ -142,6 +172,24 @@ async def submit(st: GatewayState, table: RoutingTable, sub: Submission, hooks: 
 
 async def submit_stream(st: GatewayState, table: RoutingTable, sub: Submission,
                         hooks: Hooks | None = None) -> Accepted | ChunkStream:
+    """_submit_stream() after the policy chain; a stream ends the chain's ticket with its final chunk's usage."""
+    ticket = await admit(st, table, sub)
+    if ticket is NO_TICKET:
+        return await _submit_stream(st, table, sub, hooks)
+    try:
+        opened = await _submit_stream(st, table, _with_params(sub, ticket), hooks)
+    except BaseException:
+        ticket.end(None)
+        raise
+    if isinstance(opened, ChunkStream):
+        opened.on_end = ticket.end
+    else:
+        ticket.end(None)
+    return opened
+
+
+async def _submit_stream(st: GatewayState, table: RoutingTable, sub: Submission,
+                         hooks: Hooks | None = None) -> Accepted | ChunkStream:
     """submit(), streamed: the item's chunks as the worker yields them (see streaming.py).
 
     A live worker: the ChunkStream at once. None: with `Prefer: wait`, the stream once it begins

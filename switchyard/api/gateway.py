@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AwareDatetime, Field, field_validator, model_validator
 
 from .meta import DNS_LABEL, Model, Resource, Status
 from .pool import DEFAULT_POOL
+from .upstream import Operation
 
 # An OTLP/HTTP base URL: scheme, host[:port], an optional path; no query, userinfo or spaces.
 OTLP_ENDPOINT = r"^https?://[A-Za-z0-9.\[\]:_-]+(/[A-Za-z0-9._~/-]*)?$"
@@ -121,6 +123,29 @@ class SecretKeyRef(Model):
     key: str = Field(default="key", min_length=1, description="Key within the Secret; the value is the API key.")
 
 
+# Admin rights a key can hold one by one; `admin: true` holds them all (gateway/auth.py, docs/security.md).
+Scope = Literal["readAllJobs", "readFleet", "managePools", "readUsage"]
+
+
+def check_cidrs(cidrs: list[str], what: str) -> list[str]:
+    """Each an IPv4 or IPv6 network without host bits (10.0.0.0/8, not 10.0.0.1/8): a typo is not widened."""
+    for c in cidrs:
+        try:
+            ipaddress.ip_network(c, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"{what}: {c!r} is not a CIDR ({exc})") from None
+    return cidrs
+
+
+class KeyRotation(Model):
+    """This key is being replaced by `successor`: both work until `sunsetAt`, then this one gets 401."""
+
+    successor: str = Field(pattern=DNS_LABEL, max_length=63,
+                           description="Name of the key (in this list, of the same tenant) that replaces this one.")
+    sunset_at: AwareDatetime = Field(description="RFC 3339 time this key stops working. Until then its answers "
+                                                 "carry Deprecation and Sunset headers.")
+
+
 class ApiKey(Model):
     """One API key, read from a Secret and kept only as a SHA-256 hash once loaded."""
 
@@ -138,6 +163,38 @@ class ApiKey(Model):
     tier: str = Field(default="default", pattern=DNS_LABEL, max_length=63,
                       description="Service tier of the key (e.g. free, pro): the limits that apply to it are chosen "
                                   "by tier.")
+    operations: list[Operation] | None = Field(
+        default=None, max_length=9,
+        description="Operations this key may call (POST /v1/{op}/..., the OpenAI endpoints' generate and chat, "
+                    "Planner steps); empty means any.")
+    scopes: list[Scope] = Field(
+        default_factory=list, max_length=4,
+        description="Admin rights: readAllJobs (read and list every tenant's jobs and runs), readFleet (the "
+                    "detail of /health and the WebSocket status topic), managePools (as managePools: true), "
+                    "readUsage (GET /v1/usage). admin: true holds them all.")
+    not_before: AwareDatetime | None = Field(default=None, description="RFC 3339 time before which the key "
+                                                                        "gets 401 key_not_yet_valid.")
+    not_after: AwareDatetime | None = Field(default=None, description="RFC 3339 time from which the key gets "
+                                                                      "401 key_expired.")
+    allowed_cidrs: list[str] | None = Field(
+        default=None, max_length=64,
+        description="Client IPs the key may be used from (IPv4/IPv6 CIDRs); others get 403 ip_not_allowed. The "
+                    "client IP is the TCP peer, or X-Forwarded-For from spec.auth.trustedProxies. Empty: any.")
+    rotation: KeyRotation | None = Field(default=None, description="Retire this key in favour of a successor "
+                                                                   "after a grace period.")
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _cidrs(cls, v: list[str] | None) -> list[str] | None:
+        return check_cidrs(v, "allowedCidrs") if v is not None else None
+
+    @model_validator(mode="after")
+    def _window(self) -> ApiKey:
+        if self.not_before is not None and self.not_after is not None and self.not_after <= self.not_before:
+            raise ValueError(f"key {self.name!r}: notAfter must be later than notBefore")
+        if self.rotation is not None and self.rotation.successor == self.name:
+            raise ValueError(f"key {self.name!r}: rotation.successor names the key itself")
+        return self
 
 
 class Auth(Model):
@@ -145,6 +202,43 @@ class Auth(Model):
     anonymous: bool = Field(
         default=False, description="Serve requests without a key. Off by default."
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list, max_length=64,
+        description="CIDRs of proxies whose X-Forwarded-For names the client IP (for allowedCidrs and the "
+                    "failure limit). From any other peer the header is ignored. Empty: the TCP peer is the client.")
+    max_failures_per_minute: int = Field(
+        default=10, ge=1, le=10_000,
+        description="Unknown keys one client IP may present per minute, per gateway process; past it every "
+                    "request from that IP that presents a key gets 429 too_many_auth_failures.")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: list[str]) -> list[str]:
+        return check_cidrs(v, "trustedProxies")
+
+    @model_validator(mode="after")
+    def _keys_consistent(self) -> Auth:
+        by_name = {k.name: k for k in self.api_keys}
+        dupes = sorted({k.name for k in self.api_keys if [x.name for x in self.api_keys].count(k.name) > 1})
+        if dupes:
+            raise ValueError(f"apiKeys has duplicate names: {', '.join(dupes)}")
+        for k in self.api_keys:
+            if k.rotation is None:
+                continue
+            successor = by_name.get(k.rotation.successor)
+            if successor is None:
+                raise ValueError(f"key {k.name!r}: rotation.successor {k.rotation.successor!r} is not in apiKeys")
+            # The successor must act for the same tenant, or the old key's jobs would be lost to it.
+            if (successor.tenant or successor.name) != (k.tenant or k.name):
+                raise ValueError(f"key {k.name!r}: rotation.successor {successor.name!r} acts for tenant "
+                                 f"{successor.tenant or successor.name!r}, not {k.tenant or k.name!r}")
+            seen = {k.name}
+            while successor is not None and successor.rotation is not None:
+                if successor.name in seen:
+                    raise ValueError(f"key {k.name!r}: rotation successors form a cycle")
+                seen.add(successor.name)
+                successor = by_name.get(successor.rotation.successor)
+        return self
 
 
 class Cors(Model):

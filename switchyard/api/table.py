@@ -222,8 +222,8 @@ class RoutingTable:
     openai_wait_s: int = 0  # spec.openai.defaultWaitSeconds: the hold of an OpenAI request without Prefer: wait
     grpc: GrpcLimits | None = None  # spec.listeners.grpc; None: no gRPC listener
     sync_result_ttl_seconds: int = 300  # spec.jobs.syncResultTtlSeconds: synchronous results kept to re-fetch
-    aliases: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # alias -> model
     policy: PolicyRoute = field(default_factory=PolicyRoute)  # spec.policy: the chain's stages
+    aliases: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # alias -> model
     hash: str = field(default="")
 
     def __post_init__(self) -> None:
@@ -314,8 +314,8 @@ class RoutingTable:
                 "keepaliveTimeoutSeconds": self.grpc.keepalive_timeout_s,
                 "minPingIntervalSeconds": self.grpc.min_ping_interval_s,
             }} if self.grpc is not None else {}),
-            **({"aliases": dict(sorted(self.aliases.items()))} if self.aliases else {}),
             **({"policy": _policy_to_dict(self.policy)} if self.policy.stages else {}),  # the hash stays without
+            **({"aliases": dict(sorted(self.aliases.items()))} if self.aliases else {}),
         }
 
     def to_json(self) -> bytes:
@@ -358,8 +358,8 @@ class RoutingTable:
             tracing=_tracing_from_dict(d.get("tracing")),
             openai_wait_s=int(d.get("openaiDefaultWaitSeconds", 0)),
             grpc=_grpc_from_dict(d.get("grpc")),
-            aliases=_frozen(dict(d.get("aliases", {}))),
             policy=_policy_from_dict(d.get("policy")),
+            aliases=_frozen(dict(d.get("aliases", {}))),
             planners=_frozen({
                 k: PlannerRoute(
                     name=k,

@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..api.table import HttpLimits
 from . import capacity, deadletter_api, joblist
-from . import configs, events, health, inference, jobs, openapi, plans, pools, websocket
+from . import auth, configs, events, health, inference, jobs, openapi, plans, pools, websocket
 from ..jetstream import NATS_FAILURES
 from ..logs import Repeats
 from ..tasks import cancel_all
@@ -53,6 +53,7 @@ def build_app(st: GatewayState, *, access_log: bool = True) -> web.Application:
     # post) follows the same limit. It has no setter, and the table changes at runtime: set the attribute.
     st.holder.on_change(lambda t: setattr(app, "_client_max_size", t.max_request_body_bytes))
     app[STATE] = st
+    auth.setup(app)  # a rotating key's Deprecation and Sunset on every answer
     r = app.router
     r.add_get("/healthz", health.healthz)
     r.add_get("/readyz", health.readyz)

@@ -20,7 +20,7 @@ from aiohttp import web
 from ..api.table import KeyRoute
 from ..messages import Heartbeat
 from ..subjects import Lane
-from .auth import authenticate
+from .auth import authenticate_request
 from .http import json_response
 from .state import GatewayState, state_of
 
@@ -46,7 +46,7 @@ class Group:
 
 async def get_capacity(request: web.Request) -> web.Response:
     st = state_of(request)
-    key = authenticate(st.table(), request.headers.get("Authorization"))
+    key = authenticate_request(request, st.table())
     return json_response({"fleets": capacity_view(st, key)})
 
 

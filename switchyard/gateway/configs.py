@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..api.table import ModelRoute, bundles_of
 from ..errors import ApiError
 from ..subjects import ANONYMOUS_TENANT
-from .auth import authenticate
+from .auth import authenticate_request
 from .http import MAX_REQUEST_ID, REQUEST_ID, RID, json_response, read_json
 from .resolve import resolve
 from .state import GatewayState, state_of
@@ -44,7 +44,7 @@ def _visible(request: web.Request) -> tuple[GatewayState, dict[str, ModelRoute]]
     """The models this request's key may call: the only ones it is shown."""
     st = state_of(request)
     table = st.table()
-    key = authenticate(table, request.headers.get("Authorization"))
+    key = authenticate_request(request, table)
     routes = {m: r for m, r in table.models.items() if key is None or key.allows_model(m)}
     return st, routes
 
@@ -96,7 +96,7 @@ async def dry_run(request: web.Request) -> web.Response:
     at a moment); `fallback` in the model's details says whether one exists."""
     st = state_of(request)
     table = st.table()
-    key = authenticate(table, request.headers.get("Authorization"))
+    key = authenticate_request(request, table)
     body = _resolve_body(await read_json(request, table.max_request_body_bytes))
     if body.request_id is not None and (len(body.request_id) > MAX_REQUEST_ID
                                         or not REQUEST_ID.match(body.request_id)):

@@ -21,7 +21,7 @@ from ..deadletters import DeadLetter
 from ..errors import ApiError
 from ..messages import JobRecord
 from ..subjects import DEAD_PREFIX, DEAD_STREAM, token
-from .auth import authenticate
+from .auth import authenticate_request
 from .dispatch import unavailable
 from .http import json_response, read_json
 from .state import GatewayState, state_of
@@ -33,7 +33,7 @@ MAX_REQUEUE = 100  # letters in one POST /v1/deadletters/requeue
 
 def _admin(st: GatewayState, request: web.Request) -> KeyRoute | None:
     table = st.table()
-    key = authenticate(table, request.headers.get("Authorization"))
+    key = authenticate_request(request, table)
     # Anonymous callers act as admins only where no key exists: a gateway with keys and
     # anonymous access on must not show keyed tenants' items to whoever sends no key.
     if (key is None and table.keys) or (key is not None and not key.admin):

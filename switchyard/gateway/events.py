@@ -44,7 +44,7 @@ from ..jetstream import EVENTS_MAX_AGE_S, ensure_events_stream
 from ..messages import JobRecord
 from ..subjects import EVENTS_PREFIX, EVENTS_STREAM, JOBS_BUCKET, Lane, token
 from ..tasks import cancel_all, forever
-from .auth import authenticate, tenant_of
+from .auth import authenticate_request, tenant_of
 from .capacity import capacity_view
 from .progress import Progress, progress_subject
 from .state import GatewayState, state_of
@@ -332,7 +332,7 @@ CLOSING = web.AppKey("switchyard_events_closing", asyncio.Event)  # set on shutd
 
 async def get_events(request: web.Request) -> web.StreamResponse:
     st = state_of(request)
-    key = authenticate(st.table(), request.headers.get("Authorization"))
+    key = authenticate_request(request, st.table())
     after = last_event_id(request.headers.get("Last-Event-ID"))
     async with open_feed(st, key, after) as feed:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",

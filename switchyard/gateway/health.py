@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import ApiError
-from .auth import authenticate
+from .auth import authenticate_request, presents_key
 from .http import json_response
 from .state import GatewayState, state_of
 
@@ -30,9 +30,8 @@ async def health(request: web.Request) -> web.Response:
     st = state_of(request)
     table = st.holder.table
     status = "healthy" if st.dispatcher.connected and table is not None else "degraded"
-    auth = request.headers.get("Authorization")
-    key = authenticate(table, auth) if table is not None and auth else None
-    if key is None or not key.admin:
+    key = authenticate_request(request, table) if table is not None and presents_key(request.headers) else None
+    if key is None or not key.can("readFleet"):
         return json_response({"status": status})
     return json_response({"status": status, **fleet(st)})
 

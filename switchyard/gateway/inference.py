@@ -16,8 +16,8 @@ from ..errors import ApiError
 from ..messages import Result
 from .auth import authenticate
 from .eta import retry_after
-from .policy.peer import transport_peer
 from .http import MACHINE_PROFILE, RID, json_response, read_json
+from .policy.peer import transport_peer
 from .resolve import SERVED_BY, Resolution
 from .state import GatewayState, state_of
 from .streaming import ChunkStream
@@ -50,7 +50,8 @@ async def _infer(request: web.Request, st: GatewayState, table: RoutingTable,
     sub = Submission(op=op, model_ref=model_ref, items=items, params=params, request_id=request[RID], key=key,
                      machine_profile=h.get("X-Machine-Profile"), pool=h.get("X-Pool"), bundle=h.get("X-Bundle"),
                      prefer=prefer, respond_async=bool(prefer) and respond_async(prefer),
-                     deadline_s=job_deadline(h.get("X-Job-Deadline")), client_ip=transport_peer(request.transport))
+                     deadline_s=job_deadline(h.get("X-Job-Deadline")),
+                     client_ip=transport_peer(request.transport))
 
     def on_resolved(res: Resolution) -> None:
         request[MACHINE_PROFILE] = res.lane.machine_profile

@@ -24,7 +24,7 @@ from ..api.table import KeyRoute
 from ..contracts import JobState
 from ..errors import ApiError
 from ..messages import JobRecord
-from .auth import authenticate, tenant_of
+from .auth import authenticate_request, tenant_of
 from .http import REQUEST_ID, json_response
 from .jobs import record_view
 from .state import GatewayState, state_of
@@ -52,7 +52,7 @@ class JobQuery:
 
 async def list_jobs(request: web.Request) -> web.Response:
     st = state_of(request)
-    key = authenticate(st.table(), request.headers.get("Authorization"))
+    key = authenticate_request(request, st.table())
     return json_response(await find_jobs(st, key, query_of(request.query)))
 
 
@@ -75,8 +75,8 @@ async def find_jobs(st: GatewayState, key: KeyRoute | None, query: JobQuery) -> 
     """
     tenant = tenant_of(key)
     if query.tenant is not None:
-        if key is None or not key.admin:
-            raise ApiError("forbidden", "only an admin key lists another tenant's jobs")
+        if key is None or not key.can("readAllJobs"):
+            raise ApiError("forbidden", "only a key with the readAllJobs scope (or admin) lists another tenant's jobs")
         tenant = query.tenant
         if not REQUEST_ID.match(tenant) or "." in tenant:
             raise ApiError("bad_request", f"invalid tenant {tenant[:64]!r}")

@@ -23,7 +23,7 @@ from ..api.table import DEFAULT_COLD_START_S, KeyRoute
 from ..errors import ApiError
 from ..messages import JobRecord, Result
 from ..subjects import Lane, job_key
-from .auth import authenticate, tenant_of
+from .auth import authenticate_request, tenant_of
 from .http import REQUEST_ID, json_response
 from .inference import result_body
 from .progress import POSITION_SCAN_MAX, queue_position
@@ -41,19 +41,19 @@ run_steps_hook: RunSteps | None = None
 
 async def get_job(request: web.Request) -> web.Response:
     st = state_of(request)
-    key = authenticate(st.table(), request.headers.get("Authorization"))
+    key = authenticate_request(request, st.table())
     return json_response(await describe_job(st, key, request.match_info["id"], request.query.get("tenant")))
 
 
 async def cancel_job(request: web.Request) -> web.Response:
     st = state_of(request)
-    key = authenticate(st.table(), request.headers.get("Authorization"))
+    key = authenticate_request(request, st.table())
     return json_response(await cancel(st, key, request.match_info["id"], request.query.get("tenant")))
 
 
 async def delete_job(request: web.Request) -> web.Response:
     st = state_of(request)
-    key = authenticate(st.table(), request.headers.get("Authorization"))
+    key = authenticate_request(request, st.table())
     return json_response(await delete(st, key, request.match_info["id"], request.query.get("tenant")))
 
 
@@ -69,7 +69,7 @@ async def cancel(st: GatewayState, key: KeyRoute | None, job_id: str, asked: str
 
 
 async def _cancel(st: GatewayState, key: KeyRoute | None, job_id: str, asked: str | None) -> dict[str, object]:
-    jkey = _job_key(key, job_id, asked)
+    jkey = _job_key(key, job_id, asked, write=True)
     while True:
         found = await st.dispatcher.job_entry(jkey)
         if found is None:
@@ -100,7 +100,7 @@ async def delete(st: GatewayState, key: KeyRoute | None, job_id: str, asked: str
 
     Every protocol's delete (HTTP here, gRPC's DeleteJob, WebSocket's job.delete).
     """
-    jkey = _job_key(key, job_id, asked)
+    jkey = _job_key(key, job_id, asked, write=True)
     found = await st.dispatcher.job_entry(jkey)
     if found is None:
         raise ApiError("unknown_job", f"no job {job_id!r}")
@@ -112,10 +112,11 @@ async def delete(st: GatewayState, key: KeyRoute | None, job_id: str, asked: str
     return {"id": job_id, "deleted": True}
 
 
-def _job_key(key: KeyRoute | None, job_id: str, asked: str | None) -> str:
-    """The bucket key of the job this key may touch (its own tenant's; an admin names any)."""
+def _job_key(key: KeyRoute | None, job_id: str, asked: str | None, write: bool = False) -> str:
+    """The bucket key of the job this key may touch: its own tenant's; a key with readAllJobs names any
+    to read, an admin key any to cancel or delete too."""
     tenant = tenant_of(key)
-    if asked is not None and key is not None and key.admin:
+    if asked is not None and key is not None and (key.admin if write else key.can("readAllJobs")):
         tenant = asked
     if not REQUEST_ID.match(job_id) or not REQUEST_ID.match(tenant):
         raise ApiError("unknown_job", f"no job {job_id!r}")

@@ -82,6 +82,10 @@ class Metrics:
             "switchyard_gateway_nats_connected", "1 when the NATS connection is up", registry=r)
         self.config_epoch = Gauge(
             "switchyard_gateway_config_epoch", "Epoch of the routing table being served", registry=r)
+        self.deprecated_key_requests = Counter(
+            "switchyard_gateway_deprecated_key_requests",
+            "Requests authenticated by a key being rotated out (spec.auth.apiKeys[].rotation), before its "
+            "sunset; key names come from the Gateway, so the labels stay bounded", ["tenant", "key"], registry=r)
         self.client_disconnects = Counter(
             "switchyard_gateway_client_disconnects", "Clients gone before their answer (the work still runs)",
             registry=r)

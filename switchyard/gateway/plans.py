@@ -20,7 +20,7 @@ from ..errors import ApiError
 from ..subjects import Lane, job_key
 from ..tasks import cancel_all
 from . import jobs
-from .auth import authenticate, tenant_of
+from .auth import authenticate_request, tenant_of
 from .hold import wait_preference
 from .http import RID, json_response, read_json
 from .inference import parse_body
@@ -58,13 +58,14 @@ def _runs(st: GatewayState) -> PlanRuns:
 
 
 def may_run(key: KeyRoute | None, planner: PlannerRoute) -> bool:
-    return key is None or all(key.allows_model(s.model.partition(":")[0]) for s in planner.steps)
+    return key is None or all(key.allows_model(s.model.partition(":")[0]) and key.allows_operation(s.operation)
+                              for s in planner.steps)
 
 
 async def list_plans(request: web.Request) -> web.Response:
     st = state_of(request)
     table = st.table()
-    key = authenticate(table, request.headers.get("Authorization"))
+    key = authenticate_request(request, table)
     stats = _runs(st).stats
     if not stats.synced.is_set():  # counts not read from NATS yet: zeros would be a wrong answer
         with suppress(asyncio.TimeoutError):
@@ -73,7 +74,7 @@ async def list_plans(request: web.Request) -> web.Response:
             raise ApiError("not_ready", "the Planners' run counts are not loaded from NATS yet",
                            headers={"Retry-After": "1"})
     # Run counts (planstats.py): the key's own tenant's runs; every tenant's for an admin key.
-    tenant = None if key is not None and key.admin else tenant_of(key)
+    tenant = None if key is not None and key.can("readAllJobs") else tenant_of(key)
     return json_response({"planners": [
         {"name": p.name, "output": p.output,
          "steps": [{"name": s.name, "model": s.model, "operation": s.operation, "depends_on": list(s.depends_on)}
@@ -85,13 +86,14 @@ async def list_plans(request: web.Request) -> web.Response:
 async def run_plan(request: web.Request) -> web.Response:
     st = state_of(request)
     table = st.table()
-    key = authenticate(table, request.headers.get("Authorization"))
+    key = authenticate_request(request, table)
     name = request.match_info["planner"]
     planner = table.planners.get(name)
     if planner is None:
         raise ApiError("unknown_planner", f"no Planner {name!r} on gateway {table.gateway!r}")
     if not may_run(key, planner):
-        raise ApiError("forbidden", f"API key {key.name if key else ''!r} may not use every model of Planner {name!r}")
+        raise ApiError("forbidden", f"API key {key.name if key else ''!r} may not use every model and operation "
+                                    f"of Planner {name!r}")
     h = request.headers
     if "X-Bundle" in h:
         raise ApiError("bad_request", "X-Bundle does not apply to a plan run: its steps call different models, "

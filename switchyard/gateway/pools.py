@@ -20,7 +20,7 @@ from ..api.meta import DNS_LABEL
 from ..api.pool import DEFAULT_POOL
 from ..api.table import KeyRoute, RoutingTable
 from ..errors import ApiError
-from .auth import authenticate
+from .auth import authenticate_request
 from .http import json_response, read_json
 from .poolstore import LeaseLapsed, NameTaken, PoolRecord, PoolStore, iso
 from .state import GatewayState, state_of
@@ -39,8 +39,8 @@ MAX_BODY = 64 * 1024
 def _manager(request: web.Request) -> tuple[GatewayState, RoutingTable, KeyRoute, PoolStore]:
     st = state_of(request)
     table = st.table()
-    key = authenticate(table, request.headers.get("Authorization"))
-    if key is None or not (key.admin or key.manage_pools):
+    key = authenticate_request(request, table)
+    if key is None or not key.can("managePools"):
         who = f"API key {key.name!r}" if key is not None else "an anonymous request"
         raise ApiError("forbidden", f"{who} may not manage pools: it needs managePools (or admin)")
     if st.pool_store is None:

@@ -68,6 +68,9 @@ def resolve(
     key: KeyRoute | None = None,
     request_id: str = "",
 ) -> Resolution:
+    if op is not None and key is not None and not key.allows_operation(op):  # before any model is looked up
+        raise ApiError("forbidden", f"API key {key.name!r} may not call {op!r} (its operations: "
+                                    f"{', '.join(key.operations or ())})")
     name, _, profile = model_ref.partition(":")
     model = table.model_of(name)
     route = table.models.get(model)

@@ -33,16 +33,16 @@ class GatewayState:
     pool_store: PoolStore | None = None  # /v1/pools: Pool resources (cluster) or the sy_pools bucket
     holds: Holds = field(default_factory=Holds)  # Prefer: wait, per lane
     eta: ColdStarts = field(init=False)  # learned cold-start ETA of 202s
-    breakers: Breakers = field(init=False)  # spec.circuitBreaker, per lane, in this process
     policy: PolicyEngine = field(init=False)  # spec.policy: the chain and its limits' counters
+    breakers: Breakers = field(init=False)  # spec.circuitBreaker, per lane, in this process
     plan_runs: Any = None  # planrun.PlanRuns, set by plans.setup(): the Planner runs this gateway drives
 
     def __post_init__(self) -> None:
         self.eta = ColdStarts(lambda: self.dispatcher.coldstart if self.dispatcher.connected else None,
                               self.registry.serving, metrics=self.metrics)
-        self.breakers = Breakers(metrics=self.metrics)
         self.policy = PolicyEngine(self.dispatcher, self.metrics.registry, self.instance,
                                    lambda: self.holder.table)
+        self.breakers = Breakers(metrics=self.metrics)
 
     def check_pool(self, pool: str) -> None:
         expired = self.pool_expired(pool) if pool else None

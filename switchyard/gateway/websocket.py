@@ -58,7 +58,7 @@ from ..errors import ApiError
 from ..jsondepth import MAX_JSON_DEPTH, too_deep
 from ..messages import JobRecord
 from ..subjects import JOBS_BUCKET
-from .auth import authenticate, tenant_of
+from .auth import Credentials, authenticate_request, request_credentials, tenant_of, verify
 from .events import Feed, open_feed
 from .health import fleet
 from .http import MAX_REQUEST_ID, REQUEST_ID
@@ -77,7 +77,6 @@ MAX_SUBSCRIPTIONS = 4  # per connection
 PING_S = 20.0  # server pings; no pong within half of it closes the connection
 SEND_BUFFER_BYTES = 64 * 1024  # written past this, a send waits for the socket to drain
 SEND_STALL_S = 30.0  # a send that cannot finish in this long: the client stopped reading
-KEY_IN_URL = ("key", "api_key", "apikey", "token", "access_token", "authorization")
 WEBSOCKETS = web.AppKey("switchyard_websockets", set)
 
 Id = Annotated[str, Field(min_length=1, max_length=MAX_REQUEST_ID, pattern=REQUEST_ID.pattern)]
@@ -160,11 +159,8 @@ def setup(app: web.Application) -> None:
 async def handle(request: web.Request) -> web.StreamResponse:
     st = request.app[STATE]
     table = st.table()
-    if any(k.lower() in KEY_IN_URL for k in request.query):
-        raise ApiError("bad_request", "never put an API key in the URL; send 'Authorization: Bearer <key>' "
-                                      "with the upgrade request")
-    authorization = request.headers.get("Authorization")
-    key = authenticate(table, authorization)  # 401 before any upgrade
+    creds = request_credentials(request, table)  # a key in the URL: 400, before anything
+    key = authenticate_request(request, table)  # 401 (and every other key check) before any upgrade
     # No permessage-deflate: frames stay bounded as sent. writer_limit: aiohttp checks for a full socket
     # only every writer_limit bytes written (256 KiB by default).
     ws = web.WebSocketResponse(heartbeat=PING_S, autoping=True, max_msg_size=table.max_request_body_bytes,
@@ -175,7 +171,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     request.app[WEBSOCKETS].add(ws)
     try:
-        await Connection(st, ws, authorization, key, request.transport).run()
+        await Connection(st, ws, creds, key, request.transport).run()
     finally:
         request.app[WEBSOCKETS].discard(ws)
     return ws
@@ -184,9 +180,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
 class Connection:
     """One client's socket: its key, its requests in flight and its subscriptions."""
 
-    def __init__(self, st: GatewayState, ws: web.WebSocketResponse, authorization: str | None,
+    def __init__(self, st: GatewayState, ws: web.WebSocketResponse, creds: Credentials,
                  key: KeyRoute | None, transport: asyncio.BaseTransport | None = None) -> None:
-        self.st, self.ws, self.authorization, self.key = st, ws, authorization, key
+        self.st, self.ws, self.creds, self.key = st, ws, creds, key
         self._transport = transport  # to drop a client that stopped reading (no close frame can reach it)
         self.in_flight: dict[str, asyncio.Task[None]] = {}
         self.streams: set[str] = set()  # the ids in in_flight that stream
@@ -228,9 +224,12 @@ class Connection:
         try:
             # The key is checked against the current table: a key removed by a reload ends the connection,
             # and one whose models or pools changed is held to the new ones from this message on.
-            self.key = authenticate(table, self.authorization)
+            # So is one past its notAfter or its rotation's sunset.
+            self.key = verify(self.st, table, self.creds)
         except ApiError as exc:
-            await self._error(msg.id, ApiError("unauthorized", f"{exc.message}; the key was revoked"))
+            revoked = exc.code == "unauthorized"
+            await self._error(msg.id, ApiError(exc.code, f"{exc.message}; the key was revoked" if revoked
+                                               else exc.message, status=exc.status))
             await self.ws.close(code=1008, message=b"API key revoked")
             return
         if isinstance(msg, Infer):
@@ -401,15 +400,14 @@ class Connection:
         if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
             return await self._error(msg.id, ApiError(
                 "bad_request", f"this connection holds {MAX_SUBSCRIPTIONS} subscriptions, its limit"))
-        admin = self.key is not None and self.key.admin
-        if msg.topic == "status" and not admin:
-            return await self._error(msg.id, ApiError("forbidden", "the status topic needs an admin key "
-                                                                   "(it maps the fleet)"))
+        if msg.topic == "status" and not (self.key is not None and self.key.can("readFleet")):
+            return await self._error(msg.id, ApiError("forbidden", "the status topic needs the readFleet scope "
+                                                                   "or an admin key (it maps the fleet)"))
         tenant = tenant_of(self.key)
         if msg.tenant is not None and msg.tenant != tenant:
-            if not admin:  # the same answer as a job of another tenant: nothing to probe
-                return await self._error(msg.id, ApiError("forbidden", "only admin keys watch another "
-                                                                       "tenant's jobs"))
+            if not (self.key is not None and self.key.can("readAllJobs")):  # the same answer as a job of another tenant
+                return await self._error(msg.id, ApiError("forbidden", "only keys with the readAllJobs scope "
+                                                                       "(or admin) watch another tenant's jobs"))
             if not REQUEST_ID.match(msg.tenant) or "." in msg.tenant:
                 return await self._error(msg.id, ApiError("bad_request", "tenant must be a tenant name"))
             tenant = msg.tenant

@@ -16,7 +16,7 @@ from switchyard.api.table import KeyRoute, RoutingTable
 from switchyard.errors import STATUS, ApiError
 from switchyard.gateway import openapi
 from switchyard.gateway.app import build_app, new_state
-from switchyard.gateway.auth import authenticate
+from switchyard.gateway.auth import find_key
 from switchyard.gateway.inference import parse_body
 from switchyard.gateway.submit import MAX_ITEMS
 from switchyard.gateway.pools import MAX_MODELS, _validate
@@ -126,7 +126,7 @@ BAD_POOLS: list[Any] = [None, [], "p1", {"gpus": {"cpu": 1}}, {"name": "", "gpus
 
 
 def _admin(table: RoutingTable) -> KeyRoute:
-    key = authenticate(table, "Bearer admin-key-0123456789abcdef")
+    key = find_key(table, "admin-key-0123456789abcdef")
     assert key is not None and key.admin
     return key
 

@@ -26,7 +26,7 @@ from google.protobuf.message import DecodeError, Message
 from ...api.table import KeyRoute, RoutingTable
 from ...errors import ApiError
 from ...messages import Result
-from ..auth import authenticate
+from ..auth import authenticate_grpc
 from ..eta import retry_after
 from ..http import MAX_REQUEST_ID, REQUEST_ID
 from ..inference import result_body
@@ -161,7 +161,7 @@ class InferenceService:
             await opened.aclose()  # before the end (client gone, error): cancels the item on its worker
 
     def _submission(self, raw: bytes, table: RoutingTable, context: grpc.aio.ServicerContext) -> Submission:
-        key, req = _read(raw, pb.InferRequest, table, context)
+        key, req = _read(self.st, raw, pb.InferRequest, table, context)
         check_operation(req.op)
         items = [to_python(v) for v in req.items]
         check_items(items)
@@ -173,11 +173,11 @@ class InferenceService:
                           respond_async=req.respond_async, client_ip=grpc_peer(context))
 
     async def get_job(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.Job:
-        key, req = _read(raw, pb.GetJobRequest, self.st.table(), context)
+        key, req = _read(self.st, raw, pb.GetJobRequest, self.st.table(), context)
         return _job(await describe_job(self.st, key, req.job_id, req.tenant or None))
 
     async def list_jobs(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
-        key, req = _read(raw, pb.ListJobsRequest, self.st.table(), context)
+        key, req = _read(self.st, raw, pb.ListJobsRequest, self.st.table(), context)
         query = JobQuery(states=frozenset(req.state), model=req.model or None, kind=req.kind or None,
                          since=req.since if req.HasField("since") else None,
                          until=req.until if req.HasField("until") else None,
@@ -186,12 +186,12 @@ class InferenceService:
         return pb.ListJobsResponse(jobs=[_job(view) for view in page["jobs"]], next_cursor=page["next_cursor"] or "")
 
     async def cancel_job(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.CancelJobResponse:
-        key, req = _read(raw, pb.CancelJobRequest, self.st.table(), context)
+        key, req = _read(self.st, raw, pb.CancelJobRequest, self.st.table(), context)
         body = await cancel(self.st, key, req.job_id, req.tenant or None)  # shielded inside (jobs.py)
         return pb.CancelJobResponse(job=_job(body), cancelled=bool(body["cancelled"]), message=str(body["message"]))
 
     async def delete_job(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.DeleteJobResponse:
-        key, req = _read(raw, pb.DeleteJobRequest, self.st.table(), context)
+        key, req = _read(self.st, raw, pb.DeleteJobRequest, self.st.table(), context)
         body = await delete(self.st, key, req.job_id, req.tenant or None)
         return pb.DeleteJobResponse(job_id=str(body["id"]), deleted=bool(body["deleted"]))
 
@@ -226,24 +226,17 @@ def _hooks() -> Hooks:
     return Hooks(on_resolved)
 
 
-def _metadata(context: grpc.aio.ServicerContext, name: str) -> str | None:
-    for k, v in context.invocation_metadata() or ():
-        if k == name:
-            return v if isinstance(v, str) else None
-    return None
-
-
 def _check_size(raw: bytes, table: RoutingTable) -> None:
     limit = table.grpc.max_receive_bytes if table.grpc is not None else table.max_request_body_bytes
     if len(raw) > limit:
         raise ApiError("payload_too_large", f"request message is {len(raw)} bytes; the limit is {limit}")
 
 
-def _read(raw: bytes, cls: type[M], table: RoutingTable, context: grpc.aio.ServicerContext,
+def _read(st: GatewayState, raw: bytes, cls: type[M], table: RoutingTable, context: grpc.aio.ServicerContext,
           ) -> tuple[KeyRoute | None, M]:
-    """Every RPC's start: the size limit first, then the key, then the message."""
+    """Every RPC's start: the size limit first, then the key (the HTTP API's rules), then the message."""
     _check_size(raw, table)
-    key = authenticate(table, _metadata(context, "authorization"))
+    key = authenticate_grpc(st, table, context)
     return key, _parse(cls, raw)
 
 

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from ... import __version__
 from ...errors import ApiError
-from ..auth import authenticate
+from ..auth import authenticate_request
 from ..http import json_response
 from ..state import state_of
 
@@ -29,7 +29,7 @@ async def list_models(request: web.Request) -> web.Response:
     """The models the key may call, each profile too (`model:profile` is a name the body's `model` takes)."""
     st = state_of(request)
     table = st.table()
-    key = authenticate(table, request.headers.get("Authorization"))
+    key = authenticate_request(request, table)
     data: list[dict[str, Any]] = []
     for model, route in sorted(table.models.items()):
         if key is not None and not key.allows_model(model):
@@ -43,7 +43,7 @@ async def list_models(request: web.Request) -> web.Response:
 async def get_model(request: web.Request) -> web.Response:
     """One entry of the list (OpenAI's models.retrieve); 404 for a model the key may not call, as for none."""
     table = state_of(request).table()
-    key = authenticate(table, request.headers.get("Authorization"))
+    key = authenticate_request(request, table)
     name = request.match_info["id"]
     model, _, profile = name.partition(":")
     model = table.model_of(model)  # an alias is listed, so it can be retrieved
@@ -58,7 +58,7 @@ async def metadata(request: web.Request) -> web.Response:
     """What this gateway serves, for service discovery: endpoints and the operations behind them."""
     st = state_of(request)
     table = st.table()
-    key = authenticate(table, request.headers.get("Authorization"))
+    key = authenticate_request(request, table)
     operations = sorted({op for m, r in table.models.items() if key is None or key.allows_model(m)
                          for op in r.operations})
     return json_response({

@@ -1,8 +1,10 @@
 """Golden files for Switchyard's two translators, like Envoy Gateway's testdata in/out pairs.
 
 - resources -> the routing table (`compile_table`, as standalone mode loads them) in canonical
-  JSON: `<case>.table.json`;
-- resources -> every child object the operator renders for them, in YAML: `<case>.children.yaml`;
+  JSON: `<case>.table.json` (`<case>.<gateway>.table.json` each, for a namespace with several Gateways);
+- resources -> every child object the operator renders for them, in YAML: `<case>.children.yaml`. They
+  come from the operator's own reconciler, run on an in-memory API server (fakes.py), so nothing here
+  repeats how it decides what to render;
 - an input that does not compile -> its issues, one a line: `<case>.errors.txt` (and nothing else:
   standalone mode refuses such a config).
 
@@ -69,14 +71,18 @@ def load(path: Path) -> tuple[ResourceSet, list[ConfigIssue]]:
 
 
 def outputs(path: Path) -> dict[str, str]:
-    """Output suffix -> content, for one case's input."""
+    """Output suffix -> content, for one case's input. Several Gateways (a cluster's namespace; standalone
+    mode serves one) give one table each, `<case>.<gateway>.table.json`."""
     rs, issues = load(path)
-    result = compile_table(rs)
-    problems = [*issues, *result.issues]
+    names = sorted(g.name for g in rs.gateways)
+    results = {name: compile_table(rs, gateway=name) for name in names} if len(names) > 1 else \
+        {"": compile_table(rs)}
+    problems = [*issues, *(i for r in results.values() for i in r.issues)]
     if problems:
         return {".errors.txt": "".join(f"{p}\n" for p in problems)}
-    return {".table.json": result.table.to_json().decode() + "\n",
-            ".children.yaml": dump_yaml(render_children(rs))}
+    out = {f"{'.' if name else ''}{name}.table.json": r.table.to_json().decode() + "\n"
+           for name, r in results.items()}
+    return {**out, ".children.yaml": dump_yaml(render_children(rs))}
 
 
 def as_stored(rs: ResourceSet) -> list[Obj]:

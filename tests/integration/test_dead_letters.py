@@ -68,7 +68,7 @@ async def test_a_dead_letter_is_kept_listed_and_requeued_until_it_succeeds(nats_
 
         broken["on"] = False
         ids = [d["id"] for d in found]
-        r = await gw.call("POST", "/v1/deadletters/requeue", headers=ADMIN, json={"ids": ids + [999999]})
+        r = await gw.call("POST", "/v1/deadletters/requeue", headers=ADMIN, json={"ids": [*ids, 999999]})
         assert r.status == 200
         outcome = {x["id"]: x for x in r.body["requeued"]}
         assert all(outcome[i]["requeued"] for i in ids) and outcome[999999]["requeued"] is False

@@ -259,9 +259,11 @@ async def test_metrics(nats_server: NatsServer) -> None:
         assert (await gw.infer()).status == 200
         await asyncio.sleep(2.5)  # one refresh of the worker gauges
         text = await gw.metrics()
-        assert 'switchyard_gateway_requests_total{endpoint="/v1/{op}/{model}",machine_profile="cpu",status="200"} 1.0' in text
+        assert ('switchyard_gateway_requests_total{endpoint="/v1/{op}/{model}",machine_profile="cpu",status="200"} 1.0'
+                in text)
         assert "switchyard_gateway_nats_connected 1.0" in text
         assert "switchyard_gateway_config_epoch 1.0" in text
-        assert 'switchyard_gateway_workers_live{bundle="default",machine_profile="cpu",model="test/echo",pool="default"} 1.0' in text
+        assert ('switchyard_gateway_workers_live{bundle="default",machine_profile="cpu",model="test/echo",'
+                'pool="default"} 1.0' in text)
         assert "switchyard_gateway_worker_in_flight{" in text
         assert "switchyard_gateway_request_latency_seconds_bucket" in text

@@ -151,8 +151,9 @@ async def test_sync_client_every_endpoint(live: GatewayUnderTest) -> None:
     b64, flt = out["emb_b64"], out["emb_float"]
     assert [d.index for d in flt.data] == [0, 1] and len(flt.data[0].embedding) == 8
     assert math.isclose(sum(x * x for x in flt.data[1].embedding), 1.0, rel_tol=1e-6)
-    for a, b in zip(b64.data, flt.data):  # float32 on the wire: equal to float32 precision
-        assert all(math.isclose(x, y, rel_tol=1e-5, abs_tol=1e-6) for x, y in zip(a.embedding, b.embedding))
+    for a, b in zip(b64.data, flt.data, strict=True):  # float32 on the wire: equal to float32 precision
+        assert all(math.isclose(x, y, rel_tol=1e-5, abs_tol=1e-6)
+                   for x, y in zip(a.embedding, b.embedding, strict=True))
     assert flt.usage.prompt_tokens == 3 and len(out["emb_dims"].data[0].embedding) == 3
 
     pngs = [base64.b64decode(d.b64_json) for d in out["images"].data]
@@ -395,7 +396,8 @@ async def test_stream_true_answers_openai_server_sent_events(live: GatewayUnderT
     text = {i: "".join(c.choices[0].delta.content or "" for c in chat if c.choices and c.choices[0].index == i)
             for i in (0, 1)}
     assert text == {0: "hello there world", 1: "hello there world"}
-    finishes = {c.choices[0].index: c.choices[0].finish_reason for c in chat if c.choices and c.choices[0].finish_reason}
+    finishes = {c.choices[0].index: c.choices[0].finish_reason
+                for c in chat if c.choices and c.choices[0].finish_reason}
     assert finishes == {0: "stop", 1: "stop"}
     assert chat[-1].choices == [] and chat[-1].usage.total_tokens == 12  # include_usage: the last chunk
     assert all(c.usage is None for c in chat[:-1])

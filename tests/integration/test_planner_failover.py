@@ -65,7 +65,7 @@ async def test_sigkill_of_the_gateway_mid_run_another_replica_completes_it_once(
         urls.append(f"http://127.0.0.1:{port}")
     try:
         async with aiohttp.ClientSession() as http, worker(nats_server.url, tag, concurrency=4):
-            for url, name in zip(urls, ("first", "second")):
+            for url, name in zip(urls, ("first", "second"), strict=True):
                 await ready(http, url, tmp_path / f"{name}.log")
             async with http.post(urls[0] + "/v1/plans/chain", headers={**ADMIN, "X-Request-ID": "survivor"},
                                  json={"items": ["x"]}) as resp:

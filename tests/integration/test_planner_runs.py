@@ -246,7 +246,7 @@ async def test_bad_requests_and_other_keys(nats_server: NatsServer, tmp_path: Pa
         assert (await gw.call("GET", "/v1/jobs/shared-id", headers=other)).status == 404
         r = await gw.call("POST", "/v1/plans/diamond", headers={**other, "X-Request-ID": "shared-id"},
                           json={"items": [2]})
-        assert r.status == 202 and [s["state"] for s in r.body["steps"]][0] == "queued"
+        assert r.status == 202 and r.body["steps"][0]["state"] == "queued"
         assert await run_steps(gw.state, job_key("other", "shared-id")) is not None
 
 
@@ -275,7 +275,8 @@ spec:
         assert job.body["state"] == "cancelled"
         deadline = asyncio.get_running_loop().time() + 15
         while True:
-            steps = {s["name"]: s["state"] for s in (await gw.call("GET", "/v1/jobs/stop-me", headers=ADMIN)).body["steps"]}
+            job = await gw.call("GET", "/v1/jobs/stop-me", headers=ADMIN)
+            steps = {s["name"]: s["state"] for s in job.body["steps"]}
             if steps == {"a": "cancelled", "b": "cancelled"}:
                 break
             assert asyncio.get_running_loop().time() < deadline, steps

@@ -81,7 +81,7 @@ async def test_slowloris_connections_are_closed_and_normal_requests_still_work(
     async with gateway(nats_server.url, slow_config(tmp_path)) as gw, worker(nats_server.url, echo):
         await gw.wait_for_workers(ECHO)
         tasks = {kind: [asyncio.create_task(trickle(gw.url, *parts)) for _ in range(count)]
-                 for (kind, parts), count in zip(kinds.items(), (70, 70, 60))}
+                 for (kind, parts), count in zip(kinds.items(), (70, 70, 60), strict=True)}
         await asyncio.sleep(1.0)
         # The gateway still serves while 200 slow connections are open.
         r = await gw.infer(items=["meanwhile"])
@@ -176,7 +176,7 @@ async def test_timeouts_follow_a_reload_for_new_connections(nats_server: NatsSer
     config = slow_config(tmp_path, headerTimeoutSeconds=600)
     async with gateway(nats_server.url, config) as gw:
         slow_config(tmp_path)  # back to 2 s: rewrites the manifests in place
-        await until(lambda: gw.state.holder.table is not None and gw.state.holder.table.http.header_timeout_s == HEADER_S,
-                    10, "reload applied")
+        await until(lambda: gw.state.holder.table is not None
+                    and gw.state.holder.table.http.header_timeout_s == HEADER_S, 10, "reload applied")
         o = await trickle(gw.url, b"GET /heal", b"thz HTTP/1.1\r\n" + b"X: " + b"a" * 100)
         assert o.closed_by_server

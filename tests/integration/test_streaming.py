@@ -181,7 +181,7 @@ async def test_client_disconnect_stops_the_generator(nats_server, kind: str) -> 
         await gw.wait_for_workers(ECHO)
         resp = await gw.http.post(f"{gw.url}/v1/generate/test/echo", json={"items": ["go"]}, headers=SSE)
         got = 0
-        async for name, _ in events(resp):
+        async for _name, _ in events(resp):
             got += 1
             if got == 3:
                 break

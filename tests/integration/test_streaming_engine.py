@@ -70,7 +70,8 @@ def _start(binary: str, d: Path) -> tuple[subprocess.Popen[bytes], str]:
         port = free_port()
         proc = subprocess.Popen([binary, "--config", str(d / "config.yaml"), "--host", "127.0.0.1",
                                  "--port", str(port)], cwd=d, env=env, stdout=subprocess.DEVNULL,
-                                stderr=open(d / "litellm.log", "wb"), start_new_session=True)
+                                stderr=open(d / "litellm.log", "wb"),  # noqa: SIM115 - the child's, for its life
+                                start_new_session=True)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while proc.poll() is None and time.monotonic() < deadline:

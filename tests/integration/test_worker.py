@@ -120,7 +120,7 @@ async def short_ack_wait(js: JetStreamContext, seconds: float, lane: Lane = LANE
 
 
 def spawn_worker(url: str, worker_id: str, log_dir: Path, *extra: str) -> subprocess.Popen[bytes]:
-    log = open(log_dir / f"{worker_id}.log", "wb")
+    log = open(log_dir / f"{worker_id}.log", "wb")  # noqa: SIM115 - closed below, once the child has it
     cmd = [sys.executable, "-m", "switchyard.worker", "--nats", url, "--model", LANE.model,
            "--handler", "switchyard.worker.handlers:sleep", "--worker-id", worker_id,
            "--heartbeat-interval", "0.2", "--concurrency", "2", *extra]
@@ -637,6 +637,6 @@ async def test_minilm_encode_through_the_worker(nats_server: NatsServer, nats_cl
     assert res.ok, res.error
     a, b, c = (o["dense"] for o in res.items)  # type: ignore[union-attr]
     assert len(a) == 384
-    dot = lambda x, y: sum(p * q for p, q in zip(x, y))  # noqa: E731 - unit vectors
+    dot = lambda x, y: sum(p * q for p, q in zip(x, y, strict=True))  # noqa: E731 - unit vectors
     assert dot(a, b) > dot(a, c)
     assert refused.state == "failed" and refused.error["code"] == "invalid_input"  # type: ignore[index]

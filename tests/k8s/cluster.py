@@ -66,7 +66,7 @@ class Proc:
 
     def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.log = log
-        self._out = open(log, "ab")
+        self._out = open(log, "ab")  # noqa: SIM115 - the process's output, closed when it is stopped
         self.proc = subprocess.Popen([sys.executable, "-m", "switchyard.cli.main", *args], stdout=self._out,
                                      stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
                                      start_new_session=True)

@@ -109,8 +109,8 @@ def test_ten_thousand_upstreams_reach_a_gateway(installed: ControlPlane, namespa
              "--heartbeat-interval", "0.5"], env={**os.environ, "POD_NAME": "scale-worker-0"},
             start_new_session=True)
         cp.kubectl("apply", "-f", "-", input=endpoint_slice(ns, "scale-worker", "scale-worker-0"), check=True)
-        status, body = wait(lambda: (r := post(f"{url}/v1/encode/{last}", {"items": [{"text": "last"}]}))
-                            [0] == 200 and r, 60, "the last of 10,000 models served")
+        _status, body = wait(lambda: (r := post(f"{url}/v1/encode/{last}", {"items": [{"text": "last"}]}))
+                             [0] == 200 and r, 60, "the last of 10,000 models served")
         assert body["items"] == [{"text": "last"}]
 
         # One Upstream changes: one shard and the index are rewritten, and the gateway serves it.

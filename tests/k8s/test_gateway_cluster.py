@@ -65,11 +65,13 @@ def test_gateway_serves_end_to_end_after_kubectl_apply(installed: ControlPlane, 
         # Kubernetes takes the pod out of service: the gateway stops counting it at once.
         cp.kubectl("apply", "-f", "-", input=endpoint_slice(ns, "echo-worker", "echo-worker-7d9f-x2", False),
                    check=True)
-        wait(lambda: http.call(f"{url}/v1/encode/switchyard/echo", KEY, {"items": [1]})[0] == 202, 20, "202 once not ready")
+        wait(lambda: http.call(f"{url}/v1/encode/switchyard/echo", KEY, {"items": [1]})[0] == 202, 20,
+             "202 once not ready")
         # A config change reaches the running gateway without a restart.
         cp.kubectl("patch", "upstream", "bge-m3", "-n", ns, "--type=merge", "-p",
                    '{"spec": {"operations": ["encode", "score", "rerank"]}}', check=True)
-        wait(lambda: http.call(f"{url}/v1/rerank/BAAI/bge-m3", KEY, {"items": [1]})[0] == 202, 30, "new operation served")
+        wait(lambda: http.call(f"{url}/v1/rerank/BAAI/bge-m3", KEY, {"items": [1]})[0] == 202, 30,
+             "new operation served")
         # The operator's status reports the ready endpoint per machine profile.
         cp.kubectl("apply", "-f", "-", input=endpoint_slice(ns, "echo-worker", "echo-worker-7d9f-x2", True),
                    check=True)
@@ -105,9 +107,9 @@ def test_expired_pool_lease_answers_410(installed: ControlPlane, namespace: str,
         wait(lambda: http.status(f"{url}/readyz") == 200, 30, "gateway ready")
         first, _ = http.call(f"{url}/v1/encode/BAAI/bge-m3", KEY, {"items": [1]}, **{"X-Pool": "brief"})
         assert first == 503  # pinned pool, no worker: refused, nothing queued
-        status, body = wait(lambda: (r := http.call(f"{url}/v1/encode/BAAI/bge-m3", KEY, {"items": [1]},
-                                                **{"X-Pool": "brief"})) and r[0] == 410 and r, 30,
-                            "410 after the lease lapses")
+        _status, body = wait(lambda: (r := http.call(f"{url}/v1/encode/BAAI/bge-m3", KEY, {"items": [1]},
+                                                 **{"X-Pool": "brief"})) and r[0] == 410 and r, 30,
+                             "410 after the lease lapses")
         assert body["error"]["code"] == "pool_expired" and "lease" in body["error"]["message"]
         cond = wait(lambda: [c for c in get(cp, ns, "pool", "brief")["status"]["conditions"]
                              if c["type"] == "Ready" and c["reason"] == "LeaseExpired"], 30, "LeaseExpired")

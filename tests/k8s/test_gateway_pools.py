@@ -166,9 +166,9 @@ def test_a_pool_renewed_by_the_sdk_outlives_its_ttl_and_lapses_without_it(cluste
         wait(lambda: sy.get_pool("dropped").state == "expired", 30, "unrenewed pool expires")
         with pytest.raises(PoolExpired):
             sy.renew_pool("dropped")
-        status, body = wait(lambda: (r := http.call(f"{url}/v1/encode/{BGE}", TEAM_A, {"items": [1]},
-                                                    **{"X-Pool": "dropped"})) and r[0] == 410 and r, 30,
-                            "410 for the lapsed pool")
+        _status, body = wait(lambda: (r := http.call(f"{url}/v1/encode/{BGE}", TEAM_A, {"items": [1]},
+                                                     **{"X-Pool": "dropped"})) and r[0] == 410 and r, 30,
+                             "410 for the lapsed pool")
         assert body["error"]["code"] == "pool_expired"
         sy.delete_pool("dropped")
         sy.delete_pool("kept")

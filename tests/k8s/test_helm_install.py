@@ -79,7 +79,8 @@ def test_docs_helm_install_gives_a_running_operator(helm_dir: Path, helm_cluster
 
         # Until the operator has seen the Pool its API keys name, the Gateway may be Invalid for a moment.
         cond = wait(lambda: (c := ready()) and c["status"] == "True" and c, 30, "gateway/main Ready=True")
-        assert cond["reason"] and cond["observedGeneration"] == get(cp, demo, "gateway", "main")["metadata"]["generation"]
+        generation = get(cp, demo, "gateway", "main")["metadata"]["generation"]
+        assert cond["reason"] and cond["observedGeneration"] == generation
         assert wait(lambda: get(cp, demo, "deployment", "main-gateway"), 10, "the gateway Deployment")
         lease = get(cp, OPERATOR_NS, "lease", "switchyard-operator")
         assert lease is not None and lease["spec"]["holderIdentity"] == "helm"

@@ -96,14 +96,16 @@ def test_request_scales_workers_from_zero_and_back(installed: ControlPlane, keda
         gw_b, url_b, _ = start_gateway(cp, ns, nats, tmp_path, "gateway-b", scaler_b)
         procs.append(gw_b)
         wait(lambda: so_ready(cp, ns) == "True", 60, f"ScaledObject Ready\n{keda.log_tail()}")
-        wait(lambda: http.metric(f"http://127.0.0.1:{metrics_a}/metrics", "switchyard_gateway_scaler_streams") >= 1, 30, "KEDA's stream open")
+        wait(lambda: http.metric(f"http://127.0.0.1:{metrics_a}/metrics", "switchyard_gateway_scaler_streams") >= 1, 30,
+             "KEDA's stream open")
         assert replicas(cp, ns) == 0
 
         # The replica KEDA does not talk to accepts the request.
         status, body = http.call(f"{url_b}/v1/encode/{MODEL}", KEY, {"items": [{"text": "cold"}]})
         assert status == 202, body
         job = body["job_id"]
-        wait(lambda: http.metric(f"http://127.0.0.1:{metrics_a}/metrics", 'switchyard_gateway_scaler_pushes_total{active="true"}') >= 1, 30,
+        wait(lambda: http.metric(f"http://127.0.0.1:{metrics_a}/metrics",
+                                 'switchyard_gateway_scaler_pushes_total{active="true"}') >= 1, 30,
              "StreamIsActive pushed true")
         wait(lambda: replicas(cp, ns) == 1, 30, f"KEDA scaled the workers to 1\n{keda.log_tail()}")
 

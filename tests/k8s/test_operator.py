@@ -67,7 +67,8 @@ def test_apply_creates_children_with_owner_references(installed: ControlPlane, n
     assert gpu["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert wait(lambda: get(cp, ns, "service", "minilm-worker"), 10, "rendered worker Service")
     so = get(cp, ns, "scaledobject", "bge-m3")["spec"]
-    assert (so["idleReplicaCount"], so["minReplicaCount"], so["maxReplicaCount"], so["cooldownPeriod"]) == (0, 1, 8, 600)
+    counts = (so["idleReplicaCount"], so["minReplicaCount"], so["maxReplicaCount"], so["cooldownPeriod"])
+    assert counts == (0, 1, 8, 600)
     assert so["scaleTargetRef"] == {"name": "bge-m3-worker"}
     assert so["triggers"][0]["type"] == "external-push"
     assert so["triggers"][0]["metadata"]["scalerAddress"] == f"main-gateway.{ns}.svc:9091"

@@ -1,4 +1,5 @@
-"""manifests/argocd/: the argocd-cm snippet holds health.lua for every kind, and docs/install.md shows both files as they are.
+"""manifests/argocd/: the argocd-cm snippet holds health.lua for every kind, and docs/install.md shows both files as
+they are.
 
 The script itself runs over live objects in tests/k8s/test_argocd_health.py.
 """

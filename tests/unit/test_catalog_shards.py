@@ -60,7 +60,7 @@ def test_ten_thousand_models_fit_well_inside_the_object_limit() -> None:
 def test_one_changed_model_rewrites_one_shard() -> None:
     before = catalog.split(table_of(2_000, epoch=1))
     after = catalog.split(table_of(2_000, epoch=2, **{"1234": "other-worker"}))
-    changed = [a.index for a, b in zip(after.shards, before.shards) if a.payload != b.payload]
+    changed = [a.index for a, b in zip(after.shards, before.shards, strict=True) if a.payload != b.payload]
     assert changed == [catalog.bucket(gen.model_name(1234), len(after.shards))]
     assert after.index["epoch"] == 2 and after.index["hash"] != before.index["hash"]
 

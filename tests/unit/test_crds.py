@@ -54,7 +54,8 @@ def nodes(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str,
 def test_committed_crds_are_generated(out_dir: Path) -> None:
     expected = gen.rendered()
     present = {p.name for p in out_dir.glob("*.yaml")} if out_dir.is_dir() else set()
-    stale = sorted(n for n, text in expected.items() if not (out_dir / n).is_file() or (out_dir / n).read_text() != text)
+    stale = sorted(n for n, text in expected.items()
+                   if not (out_dir / n).is_file() or (out_dir / n).read_text() != text)
     extra = sorted(present - set(expected))
     rel = out_dir.relative_to(ROOT)
     assert not stale, f"{rel}/ differs from the models ({', '.join(stale)}): {REGENERATE}"
@@ -132,7 +133,8 @@ def test_what_cel_iterates_is_bounded(kind: Any) -> None:
                 assert "maxItems" in inner, f"{kind.KIND}{sub}: a CEL rule at {path} walks this list; set maxItems"
             if inner["type"] == "object" and "additionalProperties" in inner:
                 assert "maxProperties" in inner, f"{kind.KIND}{sub}: a CEL rule walks this map; set maxProperties"
-            if inner["type"] == "string" and "enum" not in inner and sub.endswith((".name", "[]", "Profile", ".output")):
+            if inner["type"] == "string" and "enum" not in inner and \
+                    sub.endswith((".name", "[]", "Profile", ".output")):
                 assert "maxLength" in inner, f"{kind.KIND}{sub}: compared by a CEL rule; set maxLength"
 
 

@@ -127,7 +127,8 @@ def write_rules(tmp_path: Path) -> Path:
 def test_promtool_check_rules(promtool: Path, tmp_path: Path) -> None:
     done = subprocess.run([str(promtool), "check", "rules", str(write_rules(tmp_path))], capture_output=True,
                           text=True, timeout=60)
-    assert done.returncode == 0 and f"SUCCESS: {len(rules.ALERTS)} rules found" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 0 and f"SUCCESS: {len(rules.ALERTS)} rules found" in done.stdout, \
+        done.stdout + done.stderr
 
 
 def test_every_alert_has_a_firing_case() -> None:

@@ -2,8 +2,8 @@
 
 The convention for what counts as a command is in switchyard/testing/doccommands.py.
 Where they run: tests/integration/test_docs_local.py (gateway, worker, curl, pip, make demo,
-every Python snippet that is not a listed fragment), tests/k8s/test_docs_kubectl.py (kubectl, against a real API server) and
-tests/k8s/test_helm_install.py (the "With Helm" section of docs/install.md, with the real helm).
+every Python snippet that is not a listed fragment), tests/k8s/test_docs_kubectl.py (kubectl, against a real API
+server) and tests/k8s/test_helm_install.py (the "With Helm" section of docs/install.md, with the real helm).
 
 `make test` is the one command that cannot run inside the tests (it would run them
 recursively); this file asserts instead that it runs the same pytest command CI runs.

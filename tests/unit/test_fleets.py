@@ -162,7 +162,8 @@ def test_a_pool_renders_the_upstream_fleet_on_each_reserved_profile_with_its_poo
     up, gw = upstream(), gateway()
     (pf,), problems = fleets.pool_fleets(pool(gpus={"l4": 2, "cpu": 0}), up, gw)  # cpu 0: nothing reserved
     assert problems == [] and pf.replicas == 2
-    assert (pf.fleet.deployment, pf.fleet.machine_profile, pf.fleet.run_bundle) == ("pool-team-a-bge-l4", "l4", "default")
+    assert (pf.fleet.deployment, pf.fleet.machine_profile, pf.fleet.run_bundle) == \
+        ("pool-team-a-bge-l4", "l4", "default")
     dep = fleets.pool_deployment(pf, gw, gw.spec.machine_profiles[1])
     assert dep["spec"]["replicas"] == 2  # held by the operator: no ScaledObject scales a pool fleet
     owner = dep["metadata"]["ownerReferences"][0]
@@ -182,7 +183,8 @@ def test_a_pool_renders_the_upstream_fleet_on_each_reserved_profile_with_its_poo
     # The rest is the Upstream's rendering: scheduling, GPUs, security, probes, grace.
     assert pod["spec"]["nodeSelector"] == own["spec"]["template"]["spec"]["nodeSelector"]
     assert c["resources"] == own["spec"]["template"]["spec"]["containers"][0]["resources"]
-    assert pod["spec"]["terminationGracePeriodSeconds"] == own["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    grace = own["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert pod["spec"]["terminationGracePeriodSeconds"] == grace
 
 
 def test_a_profile_the_upstream_does_not_offer_renders_nothing_for_that_model() -> None:

@@ -1,4 +1,5 @@
-"""spec.listeners.grpc: validated against maxRequestBodyBytes, compiled into the routing table, rendered by the operator."""
+"""spec.listeners.grpc: validated against maxRequestBodyBytes, compiled into the routing table, rendered by the
+operator."""
 
 from __future__ import annotations
 

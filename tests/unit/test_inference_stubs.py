@@ -23,7 +23,8 @@ def test_a_changed_proto_is_caught(tmp_path: Path) -> None:
     proto_dir = tmp_path / "proto"
     (proto_dir / generate.PROTO.parent).mkdir(parents=True)
     text = (generate.PROTO_DIR / generate.PROTO).read_text()
-    (proto_dir / generate.PROTO).write_text(text.replace("string bundle = 8;", "string bundle = 8;\n  string x = 99;", 1))
+    added = text.replace("string bundle = 8;", "string bundle = 8;\n  string x = 99;", 1)
+    (proto_dir / generate.PROTO).write_text(added)
     out = tmp_path / "out"
     out.mkdir()
     generate.generate(out, proto_dir)

@@ -45,8 +45,8 @@ def test_without_tls_nothing_is_mounted_and_probes_stay_http() -> None:
     assert tls_files(build_parser().parse_args(container["args"])) is None
 
 
-@pytest.mark.parametrize("tls", [{"secretName": "../etc"}, {"secretName": "Cert"}, {"secretName": "c", "minVersion": "1.1"},
-                                 {"secretName": "c", "verify": False}, {}])
+@pytest.mark.parametrize("tls", [{"secretName": "../etc"}, {"secretName": "Cert"},
+                                 {"secretName": "c", "minVersion": "1.1"}, {"secretName": "c", "verify": False}, {}])
 def test_bad_tls_blocks_are_refused(tls: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         gateway(listeners={"tls": tls})

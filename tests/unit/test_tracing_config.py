@@ -92,7 +92,8 @@ def test_an_item_without_trace_context_is_packed_as_before_and_old_items_decode(
 
 @pytest.mark.parametrize("carrier", [
     None, "00-x", 5, [], {}, {"traceparent": 1}, {"traceparent": b"00-" + TRACE_ID.encode()},
-    {"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01" + "0" * 10}, {"traceparent": f"00-{'0' * 32}-00f067aa0ba902b7-01"},
+    {"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01" + "0" * 10},
+    {"traceparent": f"00-{'0' * 32}-00f067aa0ba902b7-01"},
     {"traceparent": f"00-{TRACE_ID}-{'0' * 16}-01"}, {"traceparent": "00-" + "g" * 32 + "-00f067aa0ba902b7-01"},
 ])
 def test_extract_ignores_what_is_not_a_valid_traceparent(carrier: object) -> None:

@@ -34,7 +34,7 @@ def ctx(op: str = "encode") -> Context:
 
 
 def cos(a: list[float], b: list[float]) -> float:
-    return sum(x * y for x, y in zip(a, b))  # unit vectors
+    return sum(x * y for x, y in zip(a, b, strict=True))  # unit vectors
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def encode() -> Any:
 
 def test_matches_sentence_transformers(encode: Any) -> None:
     out = encode(list(REFERENCE), ctx())
-    for (text, ref), got in zip(REFERENCE.items(), out):
+    for (text, ref), got in zip(REFERENCE.items(), out, strict=True):
         assert len(got["dense"]) == 384
         assert got["dense"][:8] == pytest.approx(ref, abs=2e-6), text
 

@@ -7,6 +7,7 @@ a laptop works in the cluster.
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
@@ -74,6 +75,8 @@ def compile_table(rs: ResourceSet, *, gateway: str | None = None, epoch: int = 1
         anonymous=spec.auth.anonymous,
         result_ttl_seconds=spec.jobs.result_ttl_seconds,
         sync_result_ttl_seconds=spec.jobs.sync_result_ttl_seconds,
+        trusted_proxies=tuple(spec.auth.trusted_proxies),
+        max_auth_failures=spec.auth.max_failures_per_minute,
         cors=CorsRoute(tuple(spec.cors.allow_origins), tuple(spec.cors.allow_headers),
                        spec.cors.max_age_seconds),
         models=MappingProxyType(models),
@@ -252,8 +255,19 @@ def _keys(gw: Gateway, rs: ResourceSet, pools: dict[str, PoolRoute], models: dic
         if bad:
             issues.append(ConfigIssue(gw.ref, field, f"names unknown pool or model {bad[0]!r}"))
             continue
-        out.append(KeyRoute(k.name, hash_key(value), _opt(k.pools), _opt(k.models), k.tenant or "", k.admin,
-                            k.manage_pools, k.tier))
+        rot = k.rotation
+        out.append(KeyRoute(
+            k.name, hash_key(value), _opt(k.pools), _opt(k.models), k.tenant or "", k.admin,
+            k.manage_pools or "managePools" in k.scopes, k.tier, operations=_opt(list(k.operations or ())),
+            scopes=frozenset(k.scopes), not_before=_stamp(k.not_before), not_after=_stamp(k.not_after),
+            allowed_cidrs=tuple(k.allowed_cidrs) if k.allowed_cidrs is not None else None,
+            successor=rot.successor if rot else "", sunset_at=rot.sunset_at.timestamp() if rot else None))
+    # A successor left out above (its Secret missing, say) leaves the old key without one: say so, keep it.
+    names = {r.name for r in out}
+    for i, k in enumerate(gw.spec.auth.api_keys):
+        if k.rotation is not None and k.name in names and k.rotation.successor not in names:
+            issues.append(ConfigIssue(gw.ref, f"{field_of(i)}.rotation.successor",
+                                      f"successor {k.rotation.successor!r} was left out of the table"))
     return tuple(out)
 
 
@@ -279,6 +293,14 @@ def _planners(planners: list[Planner], models: dict[str, ModelRoute],
                                 MappingProxyType(dict(s.params))) for s in p.spec.steps)
         out[p.name] = PlannerRoute(p.name, steps, p.spec.output or steps[-1].name)
     return out
+
+
+def field_of(i: int) -> str:
+    return f"spec.auth.apiKeys[{i}]"
+
+
+def _stamp(t: datetime | None) -> float | None:
+    return t.timestamp() if t is not None else None
 
 
 def hash_key(key: bytes) -> str:

@@ -89,10 +89,24 @@ class KeyRoute:
     admin: bool = False  # reads every tenant's jobs and the /health detail, manages every pool
     manage_pools: bool = False  # creates, renews and deletes its tenant's pools (/v1/pools)
     tier: str = "default"  # spec.auth.apiKeys[].tier: which limits apply
+    operations: tuple[str, ...] | None = None  # None: every operation
+    scopes: frozenset[str] = frozenset()  # admin rights held one by one (api.gateway.Scope)
+    not_before: float | None = None  # unix seconds; before it: 401 key_not_yet_valid
+    not_after: float | None = None  # from it: 401 key_expired
+    allowed_cidrs: tuple[str, ...] | None = None  # client IPs it may come from; None: any
+    successor: str = ""  # rotation: the key replacing this one ("" when not rotating)
+    sunset_at: float | None = None  # rotation: when this key stops working
 
     @property
     def owner(self) -> str:
         return self.tenant or self.name
+
+    def can(self, scope: str) -> bool:
+        """Holds this admin right (api.gateway.Scope)? An admin key holds every one."""
+        return self.admin or scope in self.scopes or (scope == "managePools" and self.manage_pools)
+
+    def allows_operation(self, op: str) -> bool:
+        return self.operations is None or op in self.operations
 
     def allows_pool(self, pool: str) -> bool:
         return self.pools is None or pool in self.pools
@@ -222,6 +236,8 @@ class RoutingTable:
     openai_wait_s: int = 0  # spec.openai.defaultWaitSeconds: the hold of an OpenAI request without Prefer: wait
     grpc: GrpcLimits | None = None  # spec.listeners.grpc; None: no gRPC listener
     sync_result_ttl_seconds: int = 300  # spec.jobs.syncResultTtlSeconds: synchronous results kept to re-fetch
+    trusted_proxies: tuple[str, ...] = ()  # spec.auth.trustedProxies: CIDRs whose X-Forwarded-For is believed
+    max_auth_failures: int = 10  # spec.auth.maxFailuresPerMinute: unknown keys per client IP per minute
     policy: PolicyRoute = field(default_factory=PolicyRoute)  # spec.policy: the chain's stages
     aliases: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # alias -> model
     hash: str = field(default="")
@@ -273,8 +289,7 @@ class RoutingTable:
             },
             "keys": [
                 {"name": k.name, "sha256": k.sha256, "pools": _opt_list(k.pools), "models": _opt_list(k.models),
-                 "tenant": k.tenant, "admin": k.admin, "managePools": k.manage_pools,
-                 **({"tier": k.tier} if k.tier != "default" else {})}  # absent when default: the hash stays
+                 "tenant": k.tenant, "admin": k.admin, "managePools": k.manage_pools, **_key_extras(k)}
                 for k in self.keys
             ],
             "http": {
@@ -308,6 +323,8 @@ class RoutingTable:
             **tracing,
             # Only when set: tables without it keep the hash they had before the field existed.
             **({"openaiDefaultWaitSeconds": self.openai_wait_s} if self.openai_wait_s else {}),
+            **({"auth": {"trustedProxies": list(self.trusted_proxies), "maxFailuresPerMinute": self.max_auth_failures}}
+               if self.trusted_proxies or self.max_auth_failures != 10 else {}),
             **({"grpc": {
                 "maxReceiveBytes": self.grpc.max_receive_bytes, "maxSendBytes": self.grpc.max_send_bytes,
                 "keepaliveTimeSeconds": self.grpc.keepalive_time_s,
@@ -349,7 +366,7 @@ class RoutingTable:
             keys=tuple(
                 KeyRoute(k["name"], k["sha256"], _opt_tuple(k.get("pools")), _opt_tuple(k.get("models")),
                          k.get("tenant", ""), bool(k.get("admin", False)), bool(k.get("managePools", False)),
-                         str(k.get("tier", "default")))
+                         **_key_extras_from(k))
                 for k in d["keys"]
             ),
             http=_http_from_dict(d.get("http", {})),
@@ -357,6 +374,8 @@ class RoutingTable:
             pool_api=_pool_api_from_dict(d.get("poolApi", {})),
             tracing=_tracing_from_dict(d.get("tracing")),
             openai_wait_s=int(d.get("openaiDefaultWaitSeconds", 0)),
+            trusted_proxies=tuple(d.get("auth", {}).get("trustedProxies", ())),
+            max_auth_failures=int(d.get("auth", {}).get("maxFailuresPerMinute", 10)),
             grpc=_grpc_from_dict(d.get("grpc")),
             policy=_policy_from_dict(d.get("policy")),
             aliases=_frozen(dict(d.get("aliases", {}))),
@@ -389,6 +408,45 @@ def content_hash(d: Mapping[str, Any]) -> str:
     """SHA-256 over everything but the epoch and the hash itself."""
     body = {k: v for k, v in d.items() if k not in ("epoch", "hash")}
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _key_extras(k: KeyRoute) -> dict[str, Any]:
+    """The fields added to keys after the table format settled, each only when set: tables of keys
+    without them keep the hash they had."""
+    out: dict[str, Any] = {}
+    if k.tier != "default":
+        out["tier"] = k.tier
+    if k.operations is not None:
+        out["operations"] = list(k.operations)
+    if k.scopes:
+        out["scopes"] = sorted(k.scopes)
+    if k.not_before is not None:
+        out["notBefore"] = k.not_before
+    if k.not_after is not None:
+        out["notAfter"] = k.not_after
+    if k.allowed_cidrs is not None:
+        out["allowedCidrs"] = list(k.allowed_cidrs)
+    if k.successor:
+        out["rotation"] = {"successor": k.successor, "sunsetAt": k.sunset_at}
+    return out
+
+
+def _key_extras_from(k: Mapping[str, Any]) -> dict[str, Any]:
+    rotation = k.get("rotation") or {}
+    return {
+        "tier": str(k.get("tier", "default")),
+        "operations": _opt_tuple(k.get("operations")) if "operations" in k else None,
+        "scopes": frozenset(k.get("scopes", ())),
+        "not_before": _opt_float(k.get("notBefore")),
+        "not_after": _opt_float(k.get("notAfter")),
+        "allowed_cidrs": tuple(k["allowedCidrs"]) if k.get("allowedCidrs") is not None else None,
+        "successor": str(rotation.get("successor", "")),
+        "sunset_at": _opt_float(rotation.get("sunsetAt")),
+    }
+
+
+def _opt_float(v: Any) -> float | None:
+    return float(v) if v is not None else None
 
 
 def _model_to_dict(r: ModelRoute) -> dict[str, Any]:

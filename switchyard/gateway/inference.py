@@ -14,7 +14,7 @@ from aiohttp import web
 from ..api.table import RoutingTable
 from ..errors import ApiError
 from ..messages import Result
-from .auth import authenticate
+from .auth import authenticate_request
 from .eta import retry_after
 from .http import MACHINE_PROFILE, RID, json_response, read_json
 from .policy.peer import transport_peer
@@ -43,7 +43,7 @@ async def _infer(request: web.Request, st: GatewayState, table: RoutingTable,
     if op == "configs":
         raise ApiError("method_not_allowed", "config endpoints are read-only on the gateway")
     check_operation(op)
-    key = authenticate(table, request.headers.get("Authorization"))
+    key = authenticate_request(request, table)
     items, params = parse_body(await read_json(request, table.max_request_body_bytes))
     h = request.headers
     prefer = h.getall("Prefer", ())

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from ..api.table import RoutingTable
 from ..errors import ApiError
+from .authfailures import FailureLimiter
 from .breaker import Breakers
 from .config import TableHolder
 from .demand import Demand
@@ -32,6 +33,7 @@ class GatewayState:
     pool_expired: Callable[[str], str | None] = field(default=lambda pool: None)
     pool_store: PoolStore | None = None  # /v1/pools: Pool resources (cluster) or the sy_pools bucket
     holds: Holds = field(default_factory=Holds)  # Prefer: wait, per lane
+    auth_failures: FailureLimiter = field(default_factory=FailureLimiter)  # unknown keys per client IP
     eta: ColdStarts = field(init=False)  # learned cold-start ETA of 202s
     policy: PolicyEngine = field(init=False)  # spec.policy: the chain and its limits' counters
     breakers: Breakers = field(init=False)  # spec.circuitBreaker, per lane, in this process

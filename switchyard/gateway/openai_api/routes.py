@@ -21,7 +21,7 @@ from ...api.table import RoutingTable
 from ...errors import ApiError
 from ...messages import Result
 from ...subjects import job_key
-from ..auth import authenticate, tenant_of
+from ..auth import authenticate_request, tenant_of
 from ..eta import retry_after
 from ..hold import wait_preference
 from ..http import MACHINE_PROFILE, RID, json_response, read_json
@@ -51,7 +51,7 @@ async def _call(request: web.Request, op: str, body_cls: type[BaseModel],
 async def _handle(request: web.Request, st: GatewayState, table: RoutingTable, op: str,
                   body_cls: type[BaseModel], respond: Callable[[Any, Result, str, int], web.StreamResponse],
                   rt: Trace | None) -> web.StreamResponse:
-    key = authenticate(table, request.headers.get("Authorization"))
+    key = authenticate_request(request, table)
     body: Any = parse(body_cls, await read_json(request, table.max_request_body_bytes))
     items = body.items()
     _fits(st, items)

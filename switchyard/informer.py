@@ -16,13 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from .contracts import Obj
+from .runtime import Backoff
 
 log = logging.getLogger("switchyard.informer")
 
@@ -34,22 +36,23 @@ READ_TIMEOUT_S = 75  # no byte for this long: the connection is dead
 class Informer:
     def __init__(self, name: str, list_fn: ListFn, *,
                  on_sync: Callable[[list[Obj]], None], on_event: Callable[[str, Obj], None],
-                 namespace: str | None = None, relist_s: float | None = None, **selectors: str) -> None:
+                 namespace: str | None = None, relist_s: float | None = None,
+                 on_relist: Callable[[], None] = lambda: None, **selectors: str) -> None:
         self.name = name
         self._list = list_fn
         self._args = (namespace,) if namespace else ()
         self._selectors = {k: v for k, v in selectors.items() if v}
         self._on_sync, self._on_event = on_sync, on_event
         self.relist_s = relist_s
-        self.relists = 0
+        self._on_relist = on_relist  # each full list (the operator exports them as a metric)
         self.synced = asyncio.Event()
 
     async def run(self) -> None:
-        backoff = 0.5
+        backoff = Backoff(0.5, 10.0)
         while True:
             try:
                 rv = await self._relist()
-                backoff = 0.5
+                backoff.reset()
                 await self._watch(rv)
                 continue  # relist_s is up: list afresh
             except ApiException as exc:
@@ -58,10 +61,9 @@ class Informer:
                     continue
                 log.warning("API error", extra={"informer": self.name, "status": exc.status,
                                                 "reason": str(exc.reason)})
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 log.warning("API server unreachable", extra={"informer": self.name, "error": repr(exc)})
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
+            await backoff.sleep()
 
     async def _relist(self) -> str:
         resp = await self._list(*self._args, **self._selectors, _preload_content=False,
@@ -70,7 +72,7 @@ class Informer:
         if not 200 <= resp.status <= 299:  # unread content is not checked by the client: a Status
             raise ApiException(status=resp.status, reason=str(body.get("message") or body.get("reason")))
         self._on_sync(body.get("items") or [])
-        self.relists += 1
+        self._on_relist()
         self.synced.set()
         return body["metadata"]["resourceVersion"]
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import gc
 import logging
 from collections.abc import Callable, Sequence
@@ -22,7 +23,8 @@ from dataclasses import dataclass
 
 from kubernetes_asyncio import client
 
-from ..informer import Informer, Obj, path_lister
+from ..contracts import Obj
+from ..informer import Informer, path_lister
 from .kube import Kind
 
 log = logging.getLogger("switchyard.operator.cache")
@@ -37,7 +39,8 @@ class Watched:
 
 class Cache:
     def __init__(self, api: client.ApiClient, watched: Sequence[Watched], *, namespaces: Sequence[str] = (),
-                 on_change: Callable[[str], None] | None = None, relist_s: float | None = None) -> None:
+                 on_change: Callable[[str], None] | None = None, relist_s: float | None = None,
+                 on_relist: Callable[[str], None] = lambda plural: None) -> None:
         self.watched = {w.kind.kind: w for w in watched}
         self.on_change = on_change or (lambda ns: None)
         # kind -> namespace -> name -> object as last seen (listed, watched, or answered to our write)
@@ -45,7 +48,7 @@ class Cache:
         self.informers = [
             Informer(f"{w.kind.plural}{'@' + ns if ns else ''}", path_lister(api, w.kind.path(ns)),
                      on_sync=self._synced(w, ns), on_event=self._event(w), relist_s=relist_s,
-                     label_selector=w.labels or "")
+                     on_relist=functools.partial(on_relist, w.kind.plural), label_selector=w.labels or "")
             for w in watched for ns in ([*namespaces] if namespaces else [None])
         ]
 

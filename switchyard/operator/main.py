@@ -25,14 +25,14 @@ async def run(args: argparse.Namespace) -> None:
     api = await api_client(args.kubeconfig)
     kube = Kube(api, TokenBucket(args.max_writes_per_second))
     namespaces = args.namespaces.split(",") if args.namespaces else ()
+    metrics = OperatorMetrics()
     # Every replica keeps its cache warm; each event is a hint that its namespace needs a pass.
     cache = Cache(api, WATCHED, namespaces=namespaces, on_change=lambda ns: queue.enqueue(ns),
-                  relist_s=args.relist_seconds)
+                  relist_s=args.relist_seconds, on_relist=lambda kind: metrics.relists.labels(kind).inc())
     kube.observer = cache
     reconciler = Reconciler(kube, image=args.image, catalog_limits=catalog.Limits(
         inline_bytes=args.catalog_inline_bytes, max_bytes=args.catalog_max_bytes),
         writes_per_pass=args.writes_per_pass, reads=cache)
-    metrics = OperatorMetrics()
     elector: LeaderElection
 
     queue = NamespaceQueue(metrics.counted(reconciler.reconcile), active=lambda: elector.is_leader,

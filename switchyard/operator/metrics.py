@@ -32,6 +32,10 @@ class OperatorMetrics:
         self.reconcile_latency = Histogram(
             "switchyard_operator_reconcile_duration_seconds", "Duration of one namespace pass",
             buckets=RECONCILE_BUCKETS, registry=r)
+        self.relists = Counter(
+            "switchyard_operator_watch_relists", "Full lists of a watched kind by the cache: the first, one after "
+            "a watch fell out of etcd's window (410) or the API server was away, and the --relist-seconds repair",
+            ["kind"], registry=r)
         for outcome in ("ok", "error"):  # both series exist from the start: a rate of errors is 0, not absent
             self.reconciles.labels(outcome)
 

@@ -9,10 +9,12 @@ from collections.abc import Awaitable, Callable
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from ..runtime import Backoff
 from .kube import api_error
 from .reconcile import Outcome
 
 log = logging.getLogger("switchyard.operator.queue")
+RETRY = Backoff(0.5, 60.0)  # a namespace's pass after its n-th failure in a row (the queue counts them)
 
 
 class NamespaceQueue:
@@ -72,7 +74,7 @@ class NamespaceQueue:
                 log.debug("reconciled", extra={"namespace": ns, "ms": round((time.perf_counter() - started) * 1e3)})
             except Exception as exc:  # noqa: BLE001 - retried with backoff, never fatal
                 n = self._failures[ns] = self._failures.get(ns, 0) + 1
-                delay = min(0.5 * 2 ** (n - 1), 60.0)
+                delay = RETRY.delay(n)
                 detail = api_error(exc) if isinstance(exc, ApiException) else repr(exc)
                 log.warning("reconcile failed; retrying", extra={"namespace": ns, "attempt": n,
                                                                  "retry_in_s": delay, "error": detail})

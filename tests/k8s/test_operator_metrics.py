@@ -64,6 +64,9 @@ def test_leader_gauge_and_reconcile_counts(installed: ControlPlane, namespace: s
         quiet = scrape(ports[standby])  # a standby runs no pass, so it counts none
         assert quiet["switchyard_operator_reconciles_total{outcome=ok}"] == 0
         assert quiet["switchyard_operator_reconciles_total{outcome=error}"] == 0
+        # Both replicas keep their cache: each listed every watched kind once (a relist would count more).
+        for metrics in (led, quiet):
+            assert metrics["switchyard_operator_watch_relists_total{kind=upstreams}"] >= 1
 
         # Every operator series the dashboard and the alerts name is on a running operator's /metrics.
         exposed = {name.split("{")[0] for name in led}

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import aiohttp
 from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+# What a call to the API server raises when it is away, restarting or refuses (an ApiException: a status,
+# 403 and 409 included): the failures a background loop expects, logs and retries. aiohttp's
+# ServerDisconnectedError is no OSError, hence ClientError.
+KUBE_FAILURES: tuple[type[BaseException], ...] = (ApiException, aiohttp.ClientError, OSError, TimeoutError)
 
 
 async def api_client(kubeconfig: str | None = None) -> client.ApiClient:

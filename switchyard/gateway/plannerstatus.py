@@ -25,7 +25,8 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from ..api.planner import Planner, PlannerRuns
 from ..contracts import API_VERSION, GROUP, VERSION
-from ..kubeclient import api_client
+from ..kubeclient import KUBE_FAILURES, api_client
+from ..logs import Repeats
 from .config import TableHolder
 from .planstats import Counts, PlanStats
 
@@ -56,6 +57,7 @@ class PlannerStatusWriter:
                  every_s: float = EVERY_S) -> None:
         self.holder, self.stats, self.namespace, self.kubeconfig = holder, stats, namespace, kubeconfig
         self.every_s = every_s
+        self._failures = Repeats(log)  # the API server away: a line a minute, not one a round
         self._written: dict[str, dict[str, Any]] = {}  # planner -> the runs this replica last applied
 
     async def run(self) -> None:
@@ -66,8 +68,12 @@ class PlannerStatusWriter:
             while True:
                 try:
                     await self.write_changed(objects)
-                except Exception as exc:  # noqa: BLE001 - API server away: the next round tries again
-                    log.warning("cannot write Planner run counts", extra={"error": repr(exc)})
+                except KUBE_FAILURES as exc:  # API server away: the next round tries again
+                    self._failures.failed("writing Planner run counts", exc)
+                except Exception as exc:  # noqa: BLE001 - a bug: logged with its traceback; later rounds still run
+                    self._failures.failed("writing Planner run counts", exc, level=logging.ERROR, exc_info=True)
+                else:
+                    self._failures.recovered("writing Planner run counts")
                 await asyncio.sleep(self.every_s)
         finally:
             await api.close()
@@ -95,7 +101,6 @@ class PlannerStatusWriter:
                     log.warning("the gateway's Role may not patch planners/status: the Planner's run counts "
                                 "stay out of its status", extra={"planner": name})
                     continue
-                log.warning("cannot write a Planner's run counts; trying again",
-                            extra={"planner": name, "status": exc.status, "reason": exc.reason})
+                self._failures.failed("writing a Planner's run counts", exc, planner=name, status=exc.status)
                 continue
             self._written[name] = runs

@@ -13,17 +13,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from ..contracts import Obj
+from ..kubeclient import KUBE_FAILURES
 from .kube import LEASE, Kube
 from .metrics import OperatorMetrics
 from .status import now_micro
 
 log = logging.getLogger("switchyard.operator.election")
-# The API server away or refusing (aiohttp's ServerDisconnectedError is no OSError): the round fails, the loop goes on.
-UNREACHABLE: tuple[type[BaseException], ...] = (TimeoutError, ApiException, OSError, aiohttp.ClientError)
 
 
 class LeaderElection:
@@ -53,7 +51,7 @@ class LeaderElection:
         """One round: take or renew the Lease, and become (or stop being) the leader accordingly."""
         try:
             won = await self._try()
-        except UNREACHABLE as exc:
+        except KUBE_FAILURES as exc:
             log.warning("lease unreachable", extra={"error": str(exc)})
             # Still the leader while the lease we last renewed cannot have been taken by another.
             won = self.is_leader and self._clock() - self._renewed_at < self.lease_s - self.renew_s
@@ -122,5 +120,5 @@ class LeaderElection:
             if lease and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
                 lease["spec"].update(holderIdentity="", leaseDurationSeconds=1)
                 await self.kube.replace(lease)
-        except UNREACHABLE as exc:  # best effort: the lease expires anyway
+        except KUBE_FAILURES as exc:  # best effort: the lease expires anyway
             log.warning("could not release the lease", extra={"error": str(exc)})

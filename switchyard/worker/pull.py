@@ -12,12 +12,13 @@ import asyncio
 import json
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
+from nats.js.api import DEFAULT_PREFIX
 from nats.js.errors import NotFoundError
 
 from ..jetstream import NATS_FAILURES, ensure_work_stream, lane_consumer_config
@@ -59,7 +60,7 @@ class Slots:
 class LanePuller:
     def __init__(self, nc: NATS, js: JetStreamContext, lane: Lane, slots: Slots,
                  dispatch: Callable[[Msg], None], *, ack_wait_s: float, expires_s: float,
-                 max_batch: int) -> None:
+                 max_batch: int, api_prefix: str = DEFAULT_PREFIX) -> None:
         self.lane = lane
         self._nc = nc
         self._js = js
@@ -69,7 +70,8 @@ class LanePuller:
         self._expires_s = max(1.0, expires_s)
         self._hb_s = max(0.5, min(5.0, self._expires_s / 3))
         self._max_batch = max_batch
-        self._next_subject = f"{js._prefix}.CONSUMER.MSG.NEXT.{WORK_STREAM}.{lane.consumer}"
+        # `js`'s own API prefix (the default unless made for a domain); nats-py keeps it private.
+        self._next_subject = f"{api_prefix}.CONSUMER.MSG.NEXT.{WORK_STREAM}.{lane.consumer}"
         self._sub: Subscription | None = None
         self._inbox = ""
         self._credits = 0  # messages the open request may still bring
@@ -153,7 +155,7 @@ class LanePuller:
                 return
             try:
                 await asyncio.wait_for(self._ended.wait(), timeout=remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def _end(self) -> None:
@@ -176,7 +178,7 @@ class LanePuller:
         if status == "100":  # idle heartbeat
             return
         if status not in ("404", "408"):  # 404/408: no messages / expired, the normal end
-            self._error = f"{status} {msg.headers.get('Description', '')}".strip()
+            self._error = f"{status} {(msg.headers or {}).get('Description', '')}".strip()
         self._end()
 
     async def close(self) -> None:

@@ -461,9 +461,10 @@ _ANSWERS: list[type[BaseModel]] = [Error, OpenAiError, InferenceResult, Provisio
 
 _OBJECT: dict[str, Any] = {"type": "object"}
 _PUBLIC: list[dict[str, list[str]]] = []  # no key needed
-_KEYED = [{"bearer": []}]
-# Errors every keyed call may answer (auth, the middleware's limits, the queue), beyond its own.
-_COMMON = (400, 401, 403, 405, 408, 413, 500, 503)
+_KEYED: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]  # either header carries the key
+# Errors every keyed call may answer (auth and its failure limit, the middleware's limits, the queue), beyond
+# its own.
+_COMMON = (400, 401, 403, 405, 408, 413, 429, 500, 503)
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -679,7 +680,10 @@ def build() -> dict[str, Any]:
             "schemas": schemas,
             "responses": _error_responses(schemas),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "an API key of the Gateway's spec.keys"}},
+                                           "description": "an API key of the Gateway's spec.keys"},
+                                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                                           "description": "the same key in X-API-Key instead of Authorization; "
+                                                          "never in the query string (400 api_key_in_url)"}},
         },
         "x-error-codes": dict(STATUS),
     }

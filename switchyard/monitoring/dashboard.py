@@ -107,6 +107,7 @@ def _quantile(q: float, metric: str, by: str, window: str = RI) -> str:
 FIVE_XX = 'status=~"5.."'
 ERRORS = "switchyard_gateway_errors_total"
 LIMIT_CODES = "payload_too_large|too_deep|queue_full|too_many_pools|pool_too_large"
+AUTH_CODES = "unauthorized|key_expired|key_not_yet_valid|ip_not_allowed|too_many_auth_failures|api_key_in_url"
 LANE_GROUP = "namespace, pool, machine_profile, bundle"
 FLEET = "namespace, pool, machine_profile, bundle, model"
 FLEET_LEGEND = "{{model}} · {{machine_profile}} · {{pool}}/{{bundle}}"
@@ -212,6 +213,16 @@ def dashboard() -> Dashboard:
                   (Query(f"sum by (instance) (switchyard_gateway_http_connections{{{NS}}})", "open {{instance}}"),
                    Query(f"sum(rate(switchyard_gateway_client_disconnects_total{{{NS}}}[{RI}]))", "disconnects/s")),
                   width=8),
+        )),
+        Row("API keys", (
+            Panel("Refused keys by code", "Requests refused by the key check (docs/security.md#api-keys): unknown "
+                  "or missing keys, keys outside their window or CIDRs, client IPs held back for guessing, keys "
+                  "in the URL. A jump in too_many_auth_failures is someone guessing.",
+                  (Query(_rate(ERRORS, "code", match=f'code=~"{AUTH_CODES}"'), "{{code}}"),), unit="reqps"),
+            Panel("Keys being rotated out, still in use", "Requests authenticated by a key past which a "
+                  "successor is named (rotation), before its sunset: its clients have yet to move.",
+                  (Query(_rate("switchyard_gateway_deprecated_key_requests_total", "tenant, key"),
+                         "{{tenant}} / {{key}}"),), unit="reqps"),
         )),
         Row("Gateways and operator", (
             Panel("Gateways ready", "Gateways whose /readyz answers 200 (NATS connected, routing table "

@@ -64,7 +64,9 @@ def test_keyed_and_public_operations() -> None:
     assert doc["components"]["securitySchemes"]["bearer"] == {
         "type": "http", "scheme": "bearer", "description": "an API key of the Gateway's spec.keys"}
     assert doc["paths"]["/openapi.json"]["get"]["security"] == []
-    assert doc["paths"]["/v1/pools"]["post"]["security"] == [{"bearer": []}]
+    assert doc["paths"]["/v1/pools"]["post"]["security"] == [{"bearer": []}, {"apiKey": []}]
+    assert doc["components"]["securitySchemes"]["apiKey"]["name"] == "X-API-Key"
+    assert "429" in doc["paths"]["/v1/pools"]["post"]["responses"]  # too_many_auth_failures, on every keyed call
 
 
 def test_request_schemas_are_the_models_json_schema() -> None:

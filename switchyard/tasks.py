@@ -13,6 +13,9 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, NoReturn
 
+from .errors import ApiError
+from .logs import Repeats
+
 log = logging.getLogger("switchyard.tasks")
 
 
@@ -36,8 +39,10 @@ async def forever(step: Callable[[], Awaitable[Any]], *, pause_s: float, what: s
                   pause_first: bool = False) -> NoReturn:
     """Run `step` again and again: a watch that ends when NATS goes away, or a periodic pass.
 
-    A failure is the expected kind (NATS away or restarting): logged at debug, and the step runs
-    again after `pause_s` (before each run instead, with `pause_first`). Only a cancel ends it."""
+    The step runs again after `pause_s` (before each run instead, with `pause_first`) whatever it
+    raised: only a cancel ends it. A failure is logged through logs.Repeats, once a minute while
+    it repeats; one of an unexpected kind (not NATS or the network: a bug) with its traceback."""
+    failures = Repeats(logger)
     while True:
         if pause_first:
             await asyncio.sleep(pause_s)
@@ -45,10 +50,21 @@ async def forever(step: Callable[[], Awaitable[Any]], *, pause_s: float, what: s
             await step()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - see the docstring: run the step again
-            logger.debug(f"{what} failed; again", extra={"error": str(exc) or type(exc).__name__})
+        except Exception as exc:  # noqa: BLE001 - a task's top level: it must outlive a bug, logged below
+            failures.failed(what, exc, exc_info=not expected(exc))
+        else:
+            failures.recovered(what)
         if not pause_first:
             await asyncio.sleep(pause_s)
+
+
+def expected(exc: BaseException) -> bool:
+    """A failure of NATS or the network (or the 503 a gateway answers for it), which a loop retries
+    without a traceback. nats-py's errors are told by their module: this module imports no client
+    library (the operator runs without nats-py)."""
+    if isinstance(exc, ApiError):
+        return exc.status == 503
+    return isinstance(exc, (OSError, TimeoutError)) or type(exc).__module__.split(".")[0] == "nats"
 
 
 class Background:

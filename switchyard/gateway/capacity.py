@@ -56,9 +56,9 @@ def capacity_view(st: GatewayState, key: KeyRoute | None) -> list[dict[str, obje
     admin = key.admin if key is not None else not st.table().keys
     out = []
     for (pool, mp, bundle), g in sorted(groups.items()):
-        if key is not None and not key.admin:
-            if not key.allows_pool(pool) or not any(key.allows_model(m) for m in g.models):
-                continue
+        if key is not None and not key.admin and \
+                (not key.allows_pool(pool) or not any(key.allows_model(m) for m in g.models)):
+            continue
         row: dict[str, object] = {
             "pool": pool, "machine_profile": mp, "bundle": bundle,
             "models": sorted(g.models if admin or key is None else {m for m in g.models if key.allows_model(m)}),

@@ -22,7 +22,7 @@ import logging
 import math
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import nats.errors
 import nats.js.errors
@@ -161,7 +161,7 @@ class ColdStarts:
             keys = [k for k in await kv.keys() if k.startswith("ep.")]
         except nats.js.errors.NoKeysError:
             return True
-        except (nats.errors.Error, asyncio.TimeoutError):
+        except (TimeoutError, nats.errors.Error):
             return False
         for key in keys:
             try:

@@ -9,14 +9,15 @@ import re
 import time
 import uuid
 import zlib
-from typing import Any, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from ..api.table import RoutingTable
-from ..errors import ApiError
+from ..errors import ApiError, ErrorCode
 from ..jsondepth import MAX_JSON_DEPTH, too_deep
 from .listener import BodyTimeout
 
@@ -49,7 +50,7 @@ def error_response(exc: ApiError) -> web.Response:
     return json_response(exc.body(), status=exc.status, headers=exc.headers or None)
 
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+_HTTP_CODES: dict[int, ErrorCode] = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
 def _from_http_exception(exc: web.HTTPException) -> ApiError:
@@ -85,7 +86,7 @@ def make_middleware(current_table: Callable[[], RoutingTable | None], metrics: A
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         start = time.perf_counter()
         table = current_table()
-        render = error_response
+        render: ErrorRenderer = error_response
         if shapes:  # by the route's template ("/v1/models/{id}"), else the path (405: no route matched)
             matched = request.match_info.route.resource
             render = shapes.get(matched.canonical if matched is not None else request.path, error_response)
@@ -111,7 +112,7 @@ def make_middleware(current_table: Callable[[], RoutingTable | None], metrics: A
                 resp, code = render(err), err.code
             except ClientDisconnected:
                 resp = _gone(request, rid, metrics, "while sending the body")
-            except Exception:  # noqa: BLE001 - every failure still answers in our format
+            except Exception:
                 log.exception("unhandled error", extra={"request_id": rid})
                 resp, code = render(ApiError("internal", "internal error; quote the request id")), "internal"
             # A prepared stream (a WebSocket, SSE) has answered already: its end is not a disconnect.

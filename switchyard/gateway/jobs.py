@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -156,7 +156,7 @@ def record_view(record: JobRecord) -> dict[str, object]:
     result = None
     attempts = record.attempt
     if record.result is not None:
-        fields = {k: v for k, v in record.result.items() if k in Result.__slots__}  # type: ignore[attr-defined]
+        fields = {k: v for k, v in record.result.items() if k in Result.__slots__}
         result = result_body(Result(**fields), record.model)
         attempts = max(attempts, int(record.result.get("attempt") or 0))
     body: dict[str, object] = {

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -121,7 +122,7 @@ class KubePoolStore(PoolStore):
         patch = {"metadata": {"annotations": {RENEWED_AT_ANNOTATION: iso(at)}}}
         try:
             obj = await api.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, patch,
-                                                           _content_type=MERGE_PATCH)
+                                                           _content_type=MERGE_PATCH)  # type: ignore[call-arg]  # taken through **kwargs; kubernetes_asyncio's stub omits it
         except ApiException as exc:
             if exc.status == 404:
                 return None

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -58,7 +59,7 @@ _REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Payload Too Large"
 class GuardedHandler(RequestHandler):
     """aiohttp's per-connection protocol, with the watchdog and the connection cap."""
 
-    def __init__(self, manager: "GuardedServer", *, limits: HttpLimits, **kwargs: Any) -> None:
+    def __init__(self, manager: GuardedServer, *, limits: HttpLimits, **kwargs: Any) -> None:
         # aiohttp's own keep-alive timer also runs from the connection's start; the watchdog below
         # owns every phase, so aiohttp's is only a backstop that must not fire first.
         backstop = limits.header_timeout_s + limits.body_timeout_s + limits.keep_alive_timeout_s

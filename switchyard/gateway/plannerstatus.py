@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from ..api.planner import Planner, PlannerRuns
+from ..api.planner import Planner, PlannerFailure, PlannerRuns
 from ..contracts import API_VERSION, GROUP, VERSION
 from ..kubeclient import KUBE_FAILURES, api_client
 from ..logs import Repeats
@@ -38,7 +38,7 @@ APPLY_PATCH = "application/apply-patch+yaml"
 
 
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def runs_status(counts: Counts) -> dict[str, Any]:
@@ -47,7 +47,7 @@ def runs_status(counts: Counts) -> dict[str, Any]:
     runs = PlannerRuns(started=counts.started, running=counts.running, succeeded=counts.succeeded,
                        failed=counts.failed, cancelled=counts.cancelled,
                        last_run_at=iso(counts.last_run_at) if counts.last_run_at else None,
-                       last_failure={"at": iso(failure.at), "step": failure.step, "code": failure.code[:64]}
+                       last_failure=PlannerFailure(at=iso(failure.at), step=failure.step, code=failure.code[:64])
                        if failure else None)
     return runs.model_dump(by_alias=True, exclude_none=True)
 
@@ -91,7 +91,7 @@ class PlannerStatusWriter:
             try:
                 await objects.patch_namespaced_custom_object_status(
                     GROUP, VERSION, self.namespace, Planner.PLURAL, name, body, field_manager=FIELD_MANAGER,
-                    force=True, _content_type=APPLY_PATCH)
+                    force=True, _content_type=APPLY_PATCH)  # type: ignore[call-arg]  # taken through **kwargs; kubernetes_asyncio's stub omits it
             except ApiException as exc:
                 if exc.status == 404:  # removed since the table was compiled: nothing to write
                     self._written[name] = runs

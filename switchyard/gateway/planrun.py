@@ -31,9 +31,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field, fields
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import nats.errors
 import nats.js.errors
@@ -117,7 +118,7 @@ class RunRecord:
         return orjson.dumps({"v": 1, **as_dict(self), "steps": [as_dict(s) for s in self.steps]})
 
     @classmethod
-    def decode(cls, raw: bytes) -> "RunRecord":
+    def decode(cls, raw: bytes) -> RunRecord:
         data = orjson.loads(raw)
         known = {f.name for f in fields(cls)}  # a field a newer gateway added is left out, not an error
         data = {k: v for k, v in data.items() if k in known}
@@ -211,7 +212,7 @@ class PlanRuns:
         except nats.errors.MaxPayloadError:
             await self.st.dispatcher.delete_job(run.key, revision)
             raise ApiError("payload_too_large", "the run's request does not fit in one NATS message") from None
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error) as exc:
             await self.st.dispatcher.delete_job(run.key, revision)
             raise unavailable(f"cannot record the run: {exc or type(exc).__name__}") from None
         driven = self._drive(run, run_revision)
@@ -264,7 +265,7 @@ class PlanRuns:
             log.info("plan run taken over by another gateway", extra={"run": key})
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - the lease lapses and another gateway (or this one) resumes it
+        except Exception:
             log.exception("plan run stopped; it resumes once its lease lapses", extra={"run": key})
             return
         finally:
@@ -427,7 +428,7 @@ class PlanRuns:
                     return rec
                 try:
                     data = await asyncio.wait_for(updates.get(), RECHECK_S)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     read = True
                     continue
                 read = not data  # a delete or purge: read what is left
@@ -472,7 +473,7 @@ class PlanRuns:
                 break
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue  # the worker moved it on meanwhile: read it again
-            except (nats.errors.Error, asyncio.TimeoutError, ValueError) as exc:
+            except (TimeoutError, nats.errors.Error, ValueError) as exc:
                 log.warning("could not cancel a plan step", extra={"job": key, "error": str(exc)})
                 break
         with swallowed(log, "tell a plan step's worker to stop", NATS_FAILURES, level=logging.WARNING, job=key):

@@ -10,8 +10,9 @@ refuses the run before anything is recorded.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from contextlib import suppress
-from typing import Any, AsyncIterator
+from typing import Any
 
 from aiohttp import web
 

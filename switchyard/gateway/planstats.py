@@ -19,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import nats.errors
 import nats.js.errors
@@ -67,7 +68,7 @@ class Counts:
     def running(self) -> int:
         return max(0, self.started - self.succeeded - self.failed - self.cancelled)
 
-    def add(self, other: "Counts") -> None:
+    def add(self, other: Counts) -> None:
         self.started += other.started
         self.succeeded += other.succeeded
         self.failed += other.failed
@@ -89,7 +90,7 @@ class Counts:
         return orjson.dumps({"v": 1, **as_dict(self)})
 
     @classmethod
-    def decode(cls, raw: bytes) -> "Counts":
+    def decode(cls, raw: bytes) -> Counts:
         data = orjson.loads(raw)
         data.pop("v", None)
         failure = data.pop("last_failure", None)
@@ -163,7 +164,7 @@ class PlanStats:
                 if exc.err_code in WRONG_LAST_SEQUENCE:
                     continue  # another gateway counted meanwhile: read again
                 raise unavailable(f"cannot count the plan run: {exc}") from None
-            except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            except (TimeoutError, nats.errors.Error) as exc:
                 raise unavailable(f"cannot count the plan run: {exc or type(exc).__name__}") from None
         raise unavailable(f"cannot count the plan run: {CAS_TRIES} concurrent writers in a row")
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -184,7 +185,7 @@ async def renew_pool(request: web.Request) -> web.Response:
 
 
 async def delete_pool(request: web.Request) -> web.Response:
-    st, table, key, store = _manager(request)
+    _st, table, key, store = _manager(request)
     name = request.match_info["name"]
     if name in (DEFAULT_POOL, table.default_pool):
         raise ApiError("pool_protected", f"pool {name!r} is the default pool: it cannot be deleted")

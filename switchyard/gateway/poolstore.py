@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import abc
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
-
+from datetime import UTC, datetime
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,7 @@ class PoolRecord:
     gateway: str | None = None  # cluster mode: spec.gatewayRef
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
-    def same_spec(self, other: "PoolRecord") -> bool:
+    def same_spec(self, other: PoolRecord) -> bool:
         """An identical re-POST by the same tenant (an idempotent retry)."""
         return (self.tenant, dict(self.gpus), sorted(self.models), self.ttl_seconds) == (
             other.tenant, dict(other.gpus), sorted(other.models), other.ttl_seconds)
@@ -47,7 +47,7 @@ class PoolRecord:
                 "ttl_seconds": self.ttl_seconds, "renewed_at": self.renewed_at}
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "PoolRecord":
+    def from_json(cls, d: Mapping[str, Any]) -> PoolRecord:
         return cls(str(d["name"]), str(d.get("tenant") or ""), {str(k): int(v) for k, v in d["gpus"].items()},
                    tuple(str(m) for m in d.get("models") or ()), int(d["ttl_seconds"]), float(d["renewed_at"]))
 
@@ -123,7 +123,7 @@ def iso(ts: float | None) -> str | None:
     """RFC 3339 UTC with microseconds, the format of the renewed-at annotation."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_time(value: str | None) -> float | None:

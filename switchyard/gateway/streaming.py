@@ -48,10 +48,11 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from ..errors import ApiError
+from ..errors import ApiError, ErrorCode
 from ..messages import Chunk, Result, WorkItem, decode_reply
 from .resolve import Resolution
 from .state import GatewayState
@@ -130,7 +131,7 @@ class ChunkStream:
 
     # -- consumer side --------------------------------------------------------------------
 
-    def __aiter__(self) -> "ChunkStream":
+    def __aiter__(self) -> ChunkStream:
         return self
 
     async def __anext__(self) -> StreamChunk:
@@ -164,7 +165,7 @@ class ChunkStream:
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return False
         return True
 
@@ -275,7 +276,7 @@ class ChunkStream:
             return
         try:
             await asyncio.wait_for(self._arrived.wait(), max(0.001, wait))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if self.client_gone is not None and self.client_gone():
                 raise _ClientGone from None
             # Only a worker that already streamed something matters: before that, its death means
@@ -291,11 +292,13 @@ def _lost(sent: int) -> ApiError:
                                    "sent; they cannot be taken back, so the stream ends here. Retry the request")
 
 
+# A worker's error codes a stream passes on as they are; any other is a worker_error.
+_CHUNK_CODES: dict[str, ErrorCode] = {"invalid_input": "invalid_input", "deadline_exceeded": "deadline_exceeded"}
+
+
 def _chunk_error(c: Chunk) -> ApiError:
     err = c.error or {}
-    code = err.get("code", "worker_error")
-    if code not in ("invalid_input", "deadline_exceeded", "worker_error"):
-        code = "worker_error"
+    code = _CHUNK_CODES.get(err.get("code") or "", "worker_error")
     return ApiError(code, err.get("message") or "the worker failed mid-stream", error_id=err.get("error_id"))
 
 

@@ -19,9 +19,10 @@ import asyncio
 import hashlib
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -123,7 +124,7 @@ class ReloadingTls:
             await asyncio.sleep(self.files.poll_s)
             try:
                 await asyncio.to_thread(self.check)
-            except Exception:  # noqa: BLE001 - keep serving the pair we have; try again next poll
+            except Exception:
                 log.exception("TLS reload check failed")
 
 

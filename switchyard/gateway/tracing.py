@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -30,11 +31,12 @@ log = logging.getLogger("switchyard.gateway.tracing")
 SERVICE = "switchyard-gateway"
 ROUTE = "/v1/{op}/{model}"
 
-_current: tuple[TracingRoute, Any, Any] | None = None  # (route, provider, (tracer, sampler)): one per process
+# (route, provider, (tracer, sampler)): one per process
+_current: tuple[TracingRoute, Any, tuple[Tracer, TraceIdRatioBased]] | None = None
 _unavailable = False  # the tracing extra is missing: said once, then requests run untraced
 
 
-def tracer_for(route: TracingRoute) -> "tuple[Tracer, TraceIdRatioBased] | None":
+def tracer_for(route: TracingRoute) -> tuple[Tracer, TraceIdRatioBased] | None:
     """The tracer and sampler for this spec.tracing; a changed one replaces (and flushes) the previous provider."""
     global _current, _unavailable
     current = _current
@@ -43,8 +45,9 @@ def tracer_for(route: TracingRoute) -> "tuple[Tracer, TraceIdRatioBased] | None"
     if _unavailable:
         return None
     try:
-        from .. import tracing
         from opentelemetry.sdk.trace.sampling import ALWAYS_ON, TraceIdRatioBased
+
+        from .. import tracing
     except ImportError as exc:
         _unavailable = True
         log.error("spec.tracing is set but tracing cannot start; requests run untraced", extra={"error": str(exc)})
@@ -68,7 +71,7 @@ def reset() -> None:
 
 
 async def traced(route: TracingRoute, request: web.Request,
-                 handle: Callable[["Trace | None"], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+                 handle: Callable[[Trace | None], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     """Run `handle` inside the request's SERVER span (untraced when the tracer cannot start).
 
     The gateway is where traces start: it samples by its own ratio, on the caller's trace id
@@ -117,7 +120,7 @@ class UnsampledTrace:
     def begin_publish(self, item: WorkItem, subject: str) -> None:
         item.trace_context = {"traceparent": f"00-{self.trace_id:032x}-{_random_id(64):016x}-00"}
 
-    def published(self, ack: "PubAck", size: int | None = None) -> None:
+    def published(self, ack: PubAck, size: int | None = None) -> None:
         pass
 
     def not_published(self, why: str) -> None:
@@ -129,7 +132,7 @@ class RequestTrace:
 
     __slots__ = ("_tracer", "span", "_publish")
 
-    def __init__(self, tracer: "Tracer", request: web.Request, parent: "Context | None") -> None:
+    def __init__(self, tracer: Tracer, request: web.Request, parent: Context | None) -> None:
         from opentelemetry.trace import SpanKind
 
         self._tracer = tracer
@@ -170,7 +173,7 @@ class RequestTrace:
         self._publish = span
         item.trace_context = tracing.inject(span)
 
-    def published(self, ack: "PubAck", size: int | None = None) -> None:
+    def published(self, ack: PubAck, size: int | None = None) -> None:
         span, self._publish = self._publish, None
         if span is None:
             return

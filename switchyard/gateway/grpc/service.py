@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -26,16 +26,26 @@ from google.protobuf.message import DecodeError, Message
 from ...api.table import KeyRoute, RoutingTable
 from ...errors import ApiError
 from ...messages import Result
-from ..auth import authenticate_grpc
+from ..auth import authenticate_grpc, grpc_client_ip
 from ..eta import retry_after
 from ..http import MAX_REQUEST_ID, REQUEST_ID
 from ..inference import result_body
 from ..joblist import DEFAULT_LIMIT, JobQuery, find_jobs
 from ..jobs import cancel, delete, describe_job
-from ..policy.peer import grpc_peer
 from ..resolve import Resolution
 from ..state import GatewayState
-from ..submit import Accepted, Hooks, Outcome, Submission, check_items, check_operation, close_orphan, result_error, submit, submit_stream
+from ..submit import (
+    Accepted,
+    Hooks,
+    Outcome,
+    Submission,
+    check_items,
+    check_operation,
+    close_orphan,
+    result_error,
+    submit,
+    submit_stream,
+)
 from . import inference_pb2 as pb
 from .status import grpc_code, trailers
 from .values import from_python, struct_from_python, struct_to_python, to_python
@@ -44,6 +54,8 @@ log = logging.getLogger("switchyard.gateway.grpc")
 
 SERVICE = "switchyard.v1.Inference"
 M = TypeVar("M", bound=Message)
+# Requests arrive as bytes: the service decodes them itself (to answer a bad one with its own status).
+Context: TypeAlias = "grpc.aio.ServicerContext[bytes, Message]"
 
 
 class InferenceService:
@@ -70,10 +82,10 @@ class InferenceService:
                 response_serializer=pb.InferStreamResponse.SerializeToString),
         })
 
-    def _guarded(self, method: str, fn: Callable[[bytes, grpc.aio.ServicerContext], Awaitable[M]],
-                 ) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[M]]:
+    def _guarded(self, method: str, fn: Callable[[bytes, Context], Awaitable[M]],
+                 ) -> Callable[[bytes, Context], Awaitable[M]]:
         """Every ApiError becomes its status; anything else INTERNAL, logged, never its text. Counted in the metrics."""
-        async def call(raw: bytes, context: grpc.aio.ServicerContext) -> M:
+        async def call(raw: bytes, context: Context) -> M:
             seen = Observed(f"/{SERVICE}/{method}")
             _OBSERVED.set(seen)
             try:
@@ -88,10 +100,10 @@ class InferenceService:
                 seen.count(self.st)
         return call
 
-    def _guarded_stream(self, method: str, fn: Callable[[bytes, grpc.aio.ServicerContext], AsyncIterator[M]],
-                        ) -> Callable[[bytes, grpc.aio.ServicerContext], AsyncIterator[M]]:
+    def _guarded_stream(self, method: str, fn: Callable[[bytes, Context], AsyncIterator[M]],
+                        ) -> Callable[[bytes, Context], AsyncIterator[M]]:
         """_guarded() for a server stream: an error before or after messages ends the call with its status."""
-        async def call(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[M]:
+        async def call(raw: bytes, context: Context) -> AsyncIterator[M]:
             seen = Observed(f"/{SERVICE}/{method}")
             _OBSERVED.set(seen)
             try:
@@ -106,7 +118,7 @@ class InferenceService:
                 seen.count(self.st)
         return call
 
-    async def _fail(self, context: grpc.aio.ServicerContext, seen: "Observed", exc: BaseException) -> None:
+    async def _fail(self, context: Context, seen: Observed, exc: BaseException) -> None:
         """Abort with the status of `exc` (an ApiError's, else INTERNAL); a cancelled call is only counted."""
         if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
             seen.status = 499  # the client went away (or its deadline passed), as HTTP counts it
@@ -121,14 +133,14 @@ class InferenceService:
         seen.status, seen.code = err.status, err.code
         await context.abort(grpc_code(err), err.message, trailing_metadata=trailers(err))
 
-    async def infer(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.InferResponse:
+    async def infer(self, raw: bytes, context: Context) -> pb.InferResponse:
         table = self.st.table()  # this request keeps this table, whatever reloads meanwhile
         sub = self._submission(raw, table, context)
         # Shielded: a client that cancels or hits its deadline never stops a record or a publish half way.
         outcome = await asyncio.shield(asyncio.ensure_future(submit(self.st, table, sub, _hooks())))
         return _response(outcome, sub)
 
-    async def infer_stream(self, raw: bytes, context: grpc.aio.ServicerContext,
+    async def infer_stream(self, raw: bytes, context: Context,
                            ) -> AsyncIterator[pb.InferStreamResponse]:
         table = self.st.table()
         sub = self._submission(raw, table, context)
@@ -160,7 +172,7 @@ class InferenceService:
         finally:
             await opened.aclose()  # before the end (client gone, error): cancels the item on its worker
 
-    def _submission(self, raw: bytes, table: RoutingTable, context: grpc.aio.ServicerContext) -> Submission:
+    def _submission(self, raw: bytes, table: RoutingTable, context: Context) -> Submission:
         key, req = _read(self.st, raw, pb.InferRequest, table, context)
         check_operation(req.op)
         items = [to_python(v) for v in req.items]
@@ -170,13 +182,13 @@ class InferenceService:
                           machine_profile=req.machine_profile or None, pool=req.pool or None,
                           bundle=req.bundle or None,
                           prefer=(f"wait={req.wait_seconds}",) if req.HasField("wait_seconds") else (),
-                          respond_async=req.respond_async, client_ip=grpc_peer(context))
+                          respond_async=req.respond_async, client_ip=grpc_client_ip(context, table))
 
-    async def get_job(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.Job:
+    async def get_job(self, raw: bytes, context: Context) -> pb.Job:
         key, req = _read(self.st, raw, pb.GetJobRequest, self.st.table(), context)
         return _job(await describe_job(self.st, key, req.job_id, req.tenant or None))
 
-    async def list_jobs(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
+    async def list_jobs(self, raw: bytes, context: Context) -> pb.ListJobsResponse:
         key, req = _read(self.st, raw, pb.ListJobsRequest, self.st.table(), context)
         query = JobQuery(states=frozenset(req.state), model=req.model or None, kind=req.kind or None,
                          since=req.since if req.HasField("since") else None,
@@ -185,12 +197,12 @@ class InferenceService:
         page = await find_jobs(self.st, key, query)
         return pb.ListJobsResponse(jobs=[_job(view) for view in page["jobs"]], next_cursor=page["next_cursor"] or "")
 
-    async def cancel_job(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.CancelJobResponse:
+    async def cancel_job(self, raw: bytes, context: Context) -> pb.CancelJobResponse:
         key, req = _read(self.st, raw, pb.CancelJobRequest, self.st.table(), context)
         body = await cancel(self.st, key, req.job_id, req.tenant or None)  # shielded inside (jobs.py)
         return pb.CancelJobResponse(job=_job(body), cancelled=bool(body["cancelled"]), message=str(body["message"]))
 
-    async def delete_job(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.DeleteJobResponse:
+    async def delete_job(self, raw: bytes, context: Context) -> pb.DeleteJobResponse:
         key, req = _read(self.st, raw, pb.DeleteJobRequest, self.st.table(), context)
         body = await delete(self.st, key, req.job_id, req.tenant or None)
         return pb.DeleteJobResponse(job_id=str(body["id"]), deleted=bool(body["deleted"]))
@@ -232,7 +244,7 @@ def _check_size(raw: bytes, table: RoutingTable) -> None:
         raise ApiError("payload_too_large", f"request message is {len(raw)} bytes; the limit is {limit}")
 
 
-def _read(st: GatewayState, raw: bytes, cls: type[M], table: RoutingTable, context: grpc.aio.ServicerContext,
+def _read(st: GatewayState, raw: bytes, cls: type[M], table: RoutingTable, context: Context,
           ) -> tuple[KeyRoute | None, M]:
     """Every RPC's start: the size limit first, then the key (the HTTP API's rules), then the message."""
     _check_size(raw, table)

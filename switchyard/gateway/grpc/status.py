@@ -39,7 +39,7 @@ def grpc_code(err: ApiError) -> grpc.StatusCode:
 
 def trailers(err: ApiError) -> tuple[tuple[str, str], ...]:
     """switchyard-error-code always; the error id and Retry-After (as `retry-after`) when the error has them."""
-    out = [(ERROR_CODE, err.code)]
+    out: list[tuple[str, str]] = [(ERROR_CODE, err.code)]
     if err.error_id:
         out.append((ERROR_ID, err.error_id))
     retry = err.headers.get("Retry-After")

@@ -17,9 +17,9 @@ A result the mapping cannot read is the worker's fault: 502 worker_error, never 
 from __future__ import annotations
 
 import array
-import re
 import base64
 import binascii
+import re
 import sys
 import time
 from typing import Any

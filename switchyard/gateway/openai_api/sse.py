@@ -162,7 +162,7 @@ def joined(result: Result, n: int, *, chat: bool) -> Result:
         texts[index] += text if isinstance(text, str) else ""
         reasons[index] = _finish_reason(piece, seq) or reasons[index]
     one = ({"message": {"role": "assistant", "content": t}, "finish_reason": r} if chat
-           else {"text": t, "finish_reason": r} for t, r in zip(texts, reasons))
+           else {"text": t, "finish_reason": r} for t, r in zip(texts, reasons, strict=True))
     return dataclasses.replace(result, items=list(one))
 
 

@@ -259,6 +259,18 @@ class ConfigBundleRef(BaseModel):
     name: str
     priority: int
     profiles: list[str]
+    weight: int | None = None  # its share of the weighted split (docs/routing.md); absent: not in it
+
+
+class ConfigFallback(BaseModel):
+    model: str
+    after_s: float
+
+
+class ConfigBreaker(BaseModel):
+    consecutive_failures: int
+    cool_off_s: float
+    half_open_probes: int
 
 
 class ConfigModel(BaseModel):
@@ -268,6 +280,9 @@ class ConfigModel(BaseModel):
     machine_profiles: list[str]
     default_machine_profile: str
     bundles: list[ConfigBundleRef]
+    aliases: list[str]
+    fallback: ConfigFallback | None = None
+    circuit_breaker: ConfigBreaker | None = None
     profiles: dict[str, dict[str, Any]]
     timeout_s: float
     max_attempts: int
@@ -292,6 +307,11 @@ class ConfigBundleList(BaseModel):
     bundles: list[ConfigBundle]
 
 
+class SplitShare(BaseModel):
+    bundle: str
+    weight: int
+
+
 class Resolved(BaseModel):
     """POST /v1/configs/resolve: where the request would go, and what would happen (nothing is queued)."""
 
@@ -303,7 +323,11 @@ class Resolved(BaseModel):
     pool: str
     pinned_pool: bool
     subject: str
+    alias: str | None = None  # the name asked, when it was an alias of `model`
+    split: list[SplitShare] | None = None  # the weighted bundles the request was split among
+    request_id: str  # whose place in the split `bundle` is
     live_workers: int
+    circuit: Literal["closed", "open", "half_open"]
     outcome: Literal["queue", "reject_503", "provision_202"]
     epoch: int
 
@@ -506,7 +530,7 @@ def _header(name: str, description: str) -> dict[str, Any]:
 _ROUTING_HEADERS = (
     _header("X-Machine-Profile", "run on this machine profile"),
     _header("X-Pool", "run in this pool"),
-    _header("X-Bundle", "run on workers of this bundle"),
+    _header("X-Bundle", "run on workers of this bundle (wins over the Upstream's weighted split)"),
     _header("X-Request-ID", "idempotency key and job id; echoed on the answer"),
     _header("Prefer", "`wait=N`: hold up to N seconds through a cold start instead of answering 202; "
                       "`respond-async` (native HTTP): answer 202 with the job at once, even with a live worker"),

@@ -99,7 +99,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
 def _error(status: int, reason: str, message: str) -> ApiException:
     exc = ApiException(status=status, reason=reason)
     exc.body = json.dumps({"kind": "Status", "status": "Failure", "message": message, "reason": reason,
-                           "code": status})
+                           "code": status}).encode()  # the response's bytes, as the real client keeps them
     return exc
 
 

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Marks a finished install; tests point it elsewhere so `make demo` does not reinstall their venv.
 STAMP ?= $(VENV)/.installed
 
-.PHONY: demo test test-unit test-integration test-k8s bench golden install crds clean
+.PHONY: demo test lint test-unit test-integration test-k8s bench golden install crds clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,11 @@ demo: $(STAMP)  ## NATS + gateway on examples/ + an echo worker; prints a curl l
 
 test: $(STAMP)  ## every test: unit, integration (real nats-server), k8s (real kube-apiserver)
 	$(BIN)/python -m pytest -q -ra
+
+lint: $(STAMP)  ## ruff, mypy and import-linter's layers (.importlinter), each at zero; see docs/architecture.md
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

@@ -33,6 +33,8 @@ CHALLENGE = {"WWW-Authenticate": "Bearer"}
 KEY_IN_URL = frozenset({"key", "api_key", "apikey", "api-key", "x-api-key", "token", "access_token",
                         "auth", "authorization", "bearer"})
 ROTATING = web.RequestKey("switchyard_rotating_key", dict)  # the Deprecation/Sunset headers to send
+# The client IP the key was checked with: what spec.policy's `per: ip` limits count by.
+CLIENT_IP = web.RequestKey("switchyard_client_ip", str)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,10 +142,18 @@ def request_credentials(request: web.Request, table: RoutingTable) -> Credential
 
 def authenticate_request(request: web.Request, table: RoutingTable) -> KeyRoute | None:
     """Every HTTP handler's key check; a rotating key's answer gets Deprecation and Sunset (see setup)."""
-    key = verify(state_of(request), table, request_credentials(request, table))
+    creds = request_credentials(request, table)
+    if creds.client_ip is not None:
+        request[CLIENT_IP] = str(creds.client_ip)
+    key = verify(state_of(request), table, creds)
     if key is not None and key.successor:
         request[ROTATING] = rotation_headers(table, key, time.time())
     return key
+
+
+def request_client_ip(request: web.Request) -> str | None:
+    """The client IP authenticate_request() saw (X-Forwarded-For from a trusted proxy included)."""
+    return request.get(CLIENT_IP)
 
 
 def setup(app: web.Application) -> None:
@@ -158,15 +168,29 @@ def setup(app: web.Application) -> None:
 # -- gRPC -----------------------------------------------------------------------------------------
 
 
-def authenticate_grpc(st: GatewayState, table: RoutingTable, context: Any) -> KeyRoute | None:
-    """metadata `authorization` or `x-api-key`, the client IP from context.peer() (x-forwarded-for from a
-    trusted proxy); a rotating key's deprecation and sunset go back as trailing metadata."""
+def _metadata(context: Any) -> dict[str, str]:
     md: dict[str, str] = {}
     for k, v in context.invocation_metadata() or ():
         if isinstance(v, str):
             md.setdefault(k, v)
-    ip = client_ip(grpc_peer(context.peer()), md.get("x-forwarded-for"), table.trusted_proxies)
-    key = verify(st, table, credentials(md.get("authorization"), md.get("x-api-key"), ip))
+    return md
+
+
+def _grpc_ip(context: Any, md: Mapping[str, str], table: RoutingTable) -> Address | None:
+    return client_ip(grpc_peer(context.peer()), md.get("x-forwarded-for"), table.trusted_proxies)
+
+
+def grpc_client_ip(context: Any, table: RoutingTable) -> str | None:
+    """The client IP of a call, as authenticate_grpc() sees it."""
+    ip = _grpc_ip(context, _metadata(context), table)
+    return str(ip) if ip is not None else None
+
+
+def authenticate_grpc(st: GatewayState, table: RoutingTable, context: Any) -> KeyRoute | None:
+    """metadata `authorization` or `x-api-key`, the client IP from context.peer() (x-forwarded-for from a
+    trusted proxy); a rotating key's deprecation and sunset go back as trailing metadata."""
+    md = _metadata(context)
+    key = verify(st, table, credentials(md.get("authorization"), md.get("x-api-key"), _grpc_ip(context, md, table)))
     if key is not None and key.successor:
         context.set_trailing_metadata(tuple((k.lower(), v) for k, v in
                                             rotation_headers(table, key, time.time()).items()))

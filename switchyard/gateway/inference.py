@@ -14,10 +14,9 @@ from aiohttp import web
 from ..api.table import RoutingTable
 from ..errors import ApiError
 from ..messages import Result
-from .auth import authenticate_request
+from .auth import authenticate_request, request_client_ip
 from .eta import retry_after
 from .http import MACHINE_PROFILE, RID, json_response, read_json
-from .policy.peer import transport_peer
 from .resolve import SERVED_BY, Resolution
 from .state import GatewayState, state_of
 from .streaming import ChunkStream
@@ -51,7 +50,7 @@ async def _infer(request: web.Request, st: GatewayState, table: RoutingTable,
                      machine_profile=h.get("X-Machine-Profile"), pool=h.get("X-Pool"), bundle=h.get("X-Bundle"),
                      prefer=prefer, respond_async=bool(prefer) and respond_async(prefer),
                      deadline_s=job_deadline(h.get("X-Job-Deadline")),
-                     client_ip=transport_peer(request.transport))
+                     client_ip=request_client_ip(request))
 
     def on_resolved(res: Resolution) -> None:
         request[MACHINE_PROFILE] = res.lane.machine_profile

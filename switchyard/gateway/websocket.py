@@ -67,7 +67,6 @@ from .streaming import ChunkStream
 from .joblist import DEFAULT_LIMIT, JobQuery, find_jobs
 from .jobs import cancel, delete, describe_job, record_view  # record_view: GET /v1/jobs/{id}'s view of a record
 from .state import STATE, GatewayState
-from .policy.peer import transport_peer
 from .submit import MAX_ITEMS, Accepted, Submission, check_operation, close_orphan, result_error, submit, submit_stream
 
 log = logging.getLogger("switchyard.gateway.websocket")
@@ -250,6 +249,10 @@ class Connection:
 
     # -- infer -----------------------------------------------------------------------------
 
+    def _client_ip(self) -> str | None:
+        """The client IP the upgrade was authenticated with: spec.policy's `per: ip` limits count by it."""
+        return str(self.creds.client_ip) if self.creds.client_ip is not None else None
+
     async def _admit(self, msg_id: str) -> bool:
         """Room for one more request in flight (an infer, a stream, a job call) under an id not in use."""
         if msg_id in self.in_flight:
@@ -288,7 +291,7 @@ class Connection:
                          request_id=msg.request_id or os.urandom(16).hex(), key=self.key,
                          machine_profile=msg.machine_profile, pool=msg.pool, bundle=msg.bundle,
                          prefer=(f"wait={msg.wait}",) if msg.wait is not None else (),
-                         respond_async=msg.respond_async, client_ip=transport_peer(self._transport))
+                         respond_async=msg.respond_async, client_ip=self._client_ip())
         task = asyncio.create_task(self._stream(msg.id, sub, table) if msg.stream else self._run(msg.id, sub, table))
         self._track(msg.id, task, msg.stream)
 

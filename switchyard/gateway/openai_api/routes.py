@@ -21,11 +21,10 @@ from ...api.table import RoutingTable
 from ...errors import ApiError
 from ...messages import Result
 from ...subjects import job_key
-from ..auth import authenticate_request, tenant_of
+from ..auth import authenticate_request, request_client_ip, tenant_of
 from ..eta import retry_after
 from ..hold import wait_preference
 from ..http import MACHINE_PROFILE, RID, json_response, read_json
-from ..policy.peer import transport_peer
 from ..resolve import SERVED_BY, Resolution
 from ..state import GatewayState, state_of
 from ..streaming import ChunkStream, StreamChunk
@@ -62,7 +61,7 @@ async def _handle(request: web.Request, st: GatewayState, table: RoutingTable, o
         prefer = (*prefer, f"wait={table.openai_wait_s}")
     sub = Submission(op=op, model_ref=body.model, items=items, params=body.params(), request_id=request[RID],
                      key=key, machine_profile=h.get("X-Machine-Profile"), pool=h.get("X-Pool"),
-                     bundle=h.get("X-Bundle"), prefer=prefer, client_ip=transport_peer(request.transport))
+                     bundle=h.get("X-Bundle"), prefer=prefer, client_ip=request_client_ip(request))
 
     def on_resolved(res: Resolution) -> None:
         request[MACHINE_PROFILE] = res.lane.machine_profile

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from ..jetstream import ensure_workers_bucket
+from ..jetstream import NATS_FAILURES, ensure_workers_bucket
 from ..messages import Heartbeat
 from .config import WorkerConfig
 
@@ -59,9 +59,10 @@ class Heartbeater:
                 failing = False
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - keep beating through NATS outages
-                if not failing:
-                    log.warning("heartbeat failed", extra={"worker": self._cfg.worker_id, "error": str(exc)})
+            except Exception as exc:  # keep beating through NATS outages, and past a bug
+                if not failing:  # once per outage; a bug (not NATS) with its traceback
+                    log.warning("heartbeat failed", exc_info=None if isinstance(exc, NATS_FAILURES) else exc,
+                                extra={"worker": self._cfg.worker_id, "error": str(exc) or type(exc).__name__})
                 failing = True
             interval = self._cfg.heartbeat_interval_s
             await asyncio.sleep(interval if not failing else min(1.0, interval))

@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from switchyard.gateway.app import directory_source, new_state
+from switchyard.gateway.app import new_state
+from switchyard.gateway.config import directory
 from switchyard.gateway.progress import MAX_READS_PER_PASS, POSITION_SCAN_MAX, PROGRESS_PREFIX, Progress, scan_lane
 from switchyard.gateway.submit import Accepted, Submission, submit
 from switchyard.natsserver import NatsServer
@@ -57,8 +58,8 @@ spec:
 async def one_size(nats_url: str, lanes: int, jobs: int, rounds: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "gateway.yaml").write_text(GATEWAY + "".join(UPSTREAM.format(i=i) for i in range(lanes)))
-        st = new_state(nats_url)
-        directory_source(st, tmp).load()
+        st = new_state(nats_url, directory(tmp))
+        st.source.load()
         await st.dispatcher.connect()
         nc = st.dispatcher.nc
         assert nc is not None and st.dispatcher.js is not None

@@ -18,7 +18,9 @@ import aiohttp
 
 from .. import logs, runtime
 from ..api import load_dir
-from ..gateway.app import Listen, directory_source, new_state, serve_forever, start
+from ..gateway.app import Listen, new_state, serve_forever, start
+from ..gateway.config import directory
+from ..gateway.state import GatewayState
 from ..natsserver import NatsServer, free_port
 from ..subjects import Lane
 
@@ -68,9 +70,8 @@ def run_dev(args: argparse.Namespace) -> int:
     nats = NatsServer(port=_port_or_free(args.nats_port)).start()
     workers: list[subprocess.Popen[bytes]] = []
     try:
-        st = new_state(nats.url)
-        source = directory_source(st, config_dir)
-        source.load()
+        st = new_state(nats.url, directory(config_dir))
+        st.source.load()
         workers.append(_worker(nats.url, ECHO_MODEL, "default", "switchyard.worker.handlers:echo"))
         with_minilm = minilm_available()
         if with_minilm:
@@ -81,7 +82,7 @@ def run_dev(args: argparse.Namespace) -> int:
         key = demo_key(config_dir)
 
         async def main() -> int:
-            running = await start(st, Listen("127.0.0.1", port, metrics_port), background=[source.watch])
+            running = await start(st, Listen("127.0.0.1", port, metrics_port))
             await _wait_for_worker(st, Lane(ECHO_MODEL, "default", "cpu", "default"))
             url = f"http://127.0.0.1:{port}"
             def curl(model: str) -> str:
@@ -135,7 +136,7 @@ def _port_or_free(port: int) -> int:
             return free_port()
 
 
-async def _wait_for_worker(st, lane: Lane, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+async def _wait_for_worker(st: GatewayState, lane: Lane, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while st.registry.serving(lane) == 0:
         if time.monotonic() > deadline:

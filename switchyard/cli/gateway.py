@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from .. import logs, runtime
 from ..api import CompileError
-from ..gateway.app import Listen, directory_source, new_state, serve_forever, start
+from ..gateway.app import Listen, new_state, serve_forever, start
+from ..gateway.config import directory
 from ..gateway.tls import TlsConfigError, TlsFiles, server_context
 
 
@@ -32,41 +34,30 @@ def run_gateway(args: argparse.Namespace) -> int:
     except TlsConfigError as exc:
         print(f"switchyard gateway: {exc}", file=sys.stderr)
         return 2
-    st = new_state(args.nats)
-    background: list[Callable[[], Awaitable[None]]]
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = []
     nudger = None
     if args.config_dir:
-        source = directory_source(st, args.config_dir, gateway=args.gateway)
+        st = new_state(args.nats, directory(args.config_dir, gateway=args.gateway))
         try:
-            source.load()
+            st.source.load()
         except (CompileError, FileNotFoundError) as exc:
             print(f"switchyard gateway: invalid config in {args.config_dir}:", file=sys.stderr)
             for issue in getattr(exc, "issues", [exc]):
                 print(f"  {issue}", file=sys.stderr)
             return 2
-        background = [source.watch]
     elif getattr(args, "catalog_dir", None):
-        from ..gateway.catalogdir import CatalogDirConfig
+        from ..gateway.catalogdir import catalog_dir
 
-        catalog_source = CatalogDirConfig(args.catalog_dir, st.holder)
+        st = new_state(args.nats, catalog_dir(args.catalog_dir))
         try:
-            catalog_source.load()
+            st.source.load()
         except (OSError, ValueError, KeyError) as exc:
             print(f"switchyard gateway: no complete catalog in {args.catalog_dir}: {exc}", file=sys.stderr)
             return 2
-        background = [catalog_source.watch]
     else:
-        from ..gateway.cluster import ClusterConfig
+        from ..gateway.cluster import cluster
 
-        cluster = ClusterConfig(st.holder, st.registry, namespace=args.namespace, configmap=args.configmap,
-                                kubeconfig=args.kubeconfig)
-        st.pool_expired = cluster.pool_expired
-        from ..gateway.kubepools import KubePoolStore
-
-        # /v1/pools writes Pool resources; the operator compiles them and keeps their Leases.
-        st.pool_store = KubePoolStore(args.namespace, lambda: st.holder.table.gateway if st.holder.table else None,
-                                      cluster.pool_expires_at, args.kubeconfig)
-        background = [cluster.run]
+        st = new_state(args.nats, cluster(args.namespace, args.configmap, args.kubeconfig))
 
         async def planner_status() -> None:  # status.runs of the Planners (plannerstatus.py)
             from ..gateway.plannerstatus import PlannerStatusWriter

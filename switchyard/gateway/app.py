@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import socket
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -21,14 +21,15 @@ from . import auth, configs, events, health, inference, jobs, openapi, plans, po
 from ..jetstream import NATS_FAILURES
 from ..logs import Repeats
 from ..tasks import cancel_all
-from .config import DirectoryConfig, TableHolder
+from ..runtime import StopSignals
+from .config import TableHolder
+from .configsource import Manual, SourceFactory, SourceParts
 from .advisories import DeadLetters
 from .demand import Demand
 from .grpc.server import GrpcServer
 from .grpc.server import serve as serve_grpc
 from .dispatch import Dispatcher
 from .http import make_middleware
-from .kvpools import KvPoolStore
 from .listener import GuardedAppRunner
 from .metrics import Metrics
 from .openai_api import discovery
@@ -101,35 +102,27 @@ def build_metrics_app(metrics: Metrics) -> web.Application:
     return app
 
 
-def new_state(nats_url: str, holder: TableHolder | None = None, instance: str | None = None) -> GatewayState:
+def new_state(nats_url: str, source: SourceFactory = Manual, instance: str | None = None) -> GatewayState:
+    """A gateway's state, complete: its config source (configsource.py) is built here with the parts it
+    uses, and decides which heartbeats the registry counts."""
     instance = instance or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     metrics = Metrics()
-    holder = holder or TableHolder()
-    registry = Registry()
+    holder = TableHolder()
     holder.on_change(lambda t: metrics.config_epoch.set(t.epoch))
+    registry: Registry  # made below, once the source is; the dispatcher calls it only after connecting
+
+    async def resync() -> None:
+        await registry.resync()
+
     dispatcher = Dispatcher(nats_url, instance, on_state=lambda up: metrics.nats_connected.set(1 if up else 0),
-                            on_reconnect=registry.resync,
+                            on_reconnect=resync,
                             jobs_ttl_s=lambda: holder.table.result_ttl_seconds if holder.table else 3600.0,
                             sync_ttl_s=lambda: holder.table.sync_result_ttl_seconds if holder.table else 0.0,
                             queue_limits=lambda: holder.table.queue if holder.table else None)
     holder.on_change(lambda t: dispatcher.queue_changed())  # hot reload of spec.queue
-    return GatewayState(instance, holder, dispatcher, registry, Demand(metrics), metrics)
-
-
-def directory_source(st: GatewayState, path: str | os.PathLike[str], gateway: str | None = None) -> DirectoryConfig:
-    """Standalone mode's config source, with its reloads counted in the metrics.
-
-    The pools made through /v1/pools live in NATS KV: they are compiled in with the
-    directory, recompiled whenever the bucket changes, and expire by their KV records.
-    """
-    store = KvPoolStore(lambda: (st.dispatcher.nc, st.dispatcher.js)
-                        if st.dispatcher.connected and st.dispatcher.nc and st.dispatcher.js else None,
-                        replicas=lambda: st.holder.table.queue.replicas if st.holder.table else 1)
-    source = DirectoryConfig(path, st.holder, gateway=gateway, extra_pools=store.resources,
-                             on_reload=lambda outcome: st.metrics.config_reloads.labels(outcome).inc())
-    store.on_change(source.refresh)
-    st.pool_store, st.pool_expired = store, store.pool_expired
-    return source
+    config = source(SourceParts(holder, dispatcher, metrics))
+    registry = Registry(admit=config.admits)
+    return GatewayState(instance, holder, dispatcher, registry, Demand(metrics), metrics, config)
 
 
 @dataclass
@@ -163,7 +156,7 @@ class Running:
 
 
 async def start(st: GatewayState, listen: Listen, *, access_log: bool = True,
-                background: list[Callable[[], Awaitable[None]]] = ()) -> Running:
+                background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()) -> Running:
     # Loaded first: a certificate that does not load fails startup before anything listens.
     tls = None
     if listen.tls is not None:
@@ -204,8 +197,7 @@ async def start(st: GatewayState, listen: Listen, *, access_log: bool = True,
 
     tasks = [asyncio.create_task(connect_then_watch()), asyncio.create_task(st.eta.watch()),
              asyncio.create_task(st.policy.tend_forever())]
-    if st.pool_store is not None:
-        tasks.append(asyncio.create_task(st.pool_store.run()))
+    tasks.append(asyncio.create_task(st.source.run()))  # the table (reloads), pools, ready endpoints
     if tls is not None:
         tasks.append(asyncio.create_task(tls.watch()))
     tasks += [asyncio.create_task(fn()) for fn in background]
@@ -274,10 +266,7 @@ async def _observe(st: GatewayState) -> None:
 
 async def serve_forever(running: Running) -> None:
     """Run until SIGTERM or SIGINT, then shut down cleanly."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down")
-    await running.stop()
+    with StopSignals() as signals:
+        await signals.stopping.wait()
+        log.info("shutting down")
+        await running.stop()

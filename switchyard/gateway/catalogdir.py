@@ -14,30 +14,42 @@ import logging
 from pathlib import Path
 
 from ..api import catalog
+from ..api.table import RoutingTable
 from .config import TableHolder
+from .configsource import ConfigSource, SourceFactory
 
 log = logging.getLogger("switchyard.gateway.catalogdir")
 
 
-class CatalogDirConfig:
-    def __init__(self, path: str | Path, holder: TableHolder) -> None:
+def catalog_dir(path: str | Path, interval_s: float = 1.0) -> SourceFactory:
+    """This source for `new_state()`."""
+    return lambda parts: CatalogDirConfig(path, parts.holder, interval_s)
+
+
+class CatalogDirConfig(ConfigSource):
+    """No /v1/pools here: the catalog is a compiled table, with no place to compile pools into."""
+
+    def __init__(self, path: str | Path, holder: TableHolder, interval_s: float = 1.0) -> None:
         self.path = Path(path)
         self.holder = holder
+        self.interval_s = interval_s
         self._signature: tuple[float, ...] = ()
 
     def _scan(self) -> tuple[float, ...]:
         return tuple(p.stat().st_mtime_ns for p in (self.path / catalog.INDEX_KEY, self.path / catalog.INLINE_FILE)
                      if p.exists())
 
-    def load(self) -> None:
+    def load(self) -> RoutingTable:
         """Strict: raises (FileNotFoundError, ValueError) when the directory holds no complete catalog."""
         signature = self._scan()
-        self.holder.swap(catalog.read_dir(self.path))
+        table = catalog.read_dir(self.path)
+        self.holder.swap(table)
         self._signature = signature
+        return table
 
-    async def watch(self, interval_s: float = 1.0) -> None:
+    async def run(self) -> None:
         while True:
-            await asyncio.sleep(interval_s)
+            await asyncio.sleep(self.interval_s)
             try:
                 if self._scan() != self._signature:
                     self.load()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -24,22 +24,30 @@ from kubernetes_asyncio import client
 
 from ..api import catalog
 from ..api.table import RoutingTable
-from ..contracts import POOL_LABEL, SERVICE_LABEL, TABLE_KEY, endpoint_ready
+from ..contracts import POOL_LABEL, SERVICE_LABEL, TABLE_KEY, Obj, endpoint_ready
+from ..informer import Informer
 from ..kubeclient import api_client
 from ..messages import Heartbeat
 from .config import TableHolder
-from ..informer import Informer, Obj
-from .registry import Registry
+from .configsource import ConfigSource, SourceFactory
+from .kubepools import KubePoolStore
 
 log = logging.getLogger("switchyard.gateway.cluster")
 
 
 
-class ClusterConfig:
-    def __init__(self, holder: TableHolder, registry: Registry, *, namespace: str, configmap: str,
-                 kubeconfig: str | None = None) -> None:
-        self.holder, self.registry = holder, registry
+def cluster(namespace: str, configmap: str, kubeconfig: str | None = None) -> SourceFactory:
+    """Cluster mode's source for `new_state()`."""
+    return lambda parts: ClusterConfig(parts.holder, namespace=namespace, configmap=configmap, kubeconfig=kubeconfig)
+
+
+class ClusterConfig(ConfigSource):
+    def __init__(self, holder: TableHolder, *, namespace: str, configmap: str, kubeconfig: str | None = None) -> None:
+        self.holder = holder
         self.namespace, self.configmap, self.kubeconfig = namespace, configmap, kubeconfig
+        # /v1/pools writes Pool resources; the operator compiles them and keeps their Leases (watched here).
+        self.pool_store = self.pools = KubePoolStore(namespace, lambda: holder.table.gateway if holder.table else None,
+                                                     self.pool_expires_at, kubeconfig)
         self._slices: dict[str, Obj] = {}  # slice name -> slice
         self._ready: set[str] = set()  # pod names (and hostnames) ready in some worker Service
         self._leases: dict[str, tuple[datetime | None, int]] = {}  # pool -> (renewed, duration)
@@ -47,9 +55,11 @@ class ClusterConfig:
         self._index: dict[str, Any] | None = None  # the newest catalog index seen, not yet installed
         self._index_changed = asyncio.Event()
         self._shards: dict[int, tuple[str, dict[str, Any]]] = {}  # shard -> (digest, models), fetched
-        self.shard_reads = 0  # shard ConfigMaps fetched, for bench/scale.py
 
     # -- wiring ------------------------------------------------------------------
+
+    def load(self) -> None:
+        return None  # the table comes with the ConfigMap's first listing, in run()
 
     async def run(self) -> None:
         api = await api_client(self.kubeconfig)
@@ -64,9 +74,8 @@ class ClusterConfig:
             Informer("leases", coord.list_namespaced_lease, namespace=ns, label_selector=POOL_LABEL,
                      on_sync=self._sync_leases, on_event=self._lease_event),
         ]
-        self.registry.admit = self._admit
         try:
-            await asyncio.gather(*(i.run() for i in self.informers), self._load_catalogs(core))
+            await asyncio.gather(*(i.run() for i in self.informers), self._load_catalogs(core), self.pools.run())
         finally:
             await api.close()
 
@@ -123,7 +132,6 @@ class ClusterConfig:
                 resp = await core.read_namespaced_config_map(catalog.shard_object(self.configmap, i),
                                                              self.namespace, _preload_content=False)
                 body = await resp.json()
-            self.shard_reads += 1
             payload = base64.b64decode((body.get("binaryData") or {}).get(catalog.SHARD_KEY, ""))
             self._shards[i] = catalog.decode_shard(payload)
 
@@ -160,7 +168,9 @@ class ClusterConfig:
                 ready.update(n for n in (ref.get("name"), ep.get("hostname")) if n)
         self._ready = ready
 
-    def _admit(self, beat: Heartbeat) -> bool:
+    def admits(self, beat: Heartbeat) -> bool:
+        """A heartbeat counts only while its pod is a ready endpoint of a worker Service: a pod Kubernetes
+        takes out of service stops getting synchronous work at once, not when its heartbeats lapse."""
         return beat.host in self._ready or beat.worker_id in self._ready
 
     # -- pool leases -----------------------------------------------------------------
@@ -191,8 +201,8 @@ class ClusterConfig:
     def pool_expired(self, pool: str) -> str | None:
         """When the pool's lease lapsed, the time it did (ISO 8601); else None."""
         expiry = self.pool_expires_at(pool)
-        if expiry is not None and expiry < datetime.now(timezone.utc).timestamp():
-            return datetime.fromtimestamp(expiry, timezone.utc).isoformat(timespec="seconds")
+        if expiry is not None and expiry < datetime.now(UTC).timestamp():
+            return datetime.fromtimestamp(expiry, UTC).isoformat(timespec="seconds")
         return None
 
 

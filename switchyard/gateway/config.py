@@ -1,4 +1,4 @@
-"""Where the gateway's routing table comes from, and how it is swapped.
+"""How the gateway's routing table is swapped, and standalone mode's source: a directory of manifests.
 
 Requests read `holder.table` once when they start, so a reload never changes
 the config under a request in flight.
@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 from ..api import CompileError, compile_table, load_dir
 from ..api.pool import Pool
 from ..api.table import RoutingTable
+from .configsource import ConfigSource, SourceFactory, SourceParts
+from .kvpools import KvPoolStore
 
 log = logging.getLogger("switchyard.gateway.config")
 
@@ -41,24 +43,53 @@ class TableHolder:
         return True
 
 
-class DirectoryConfig:
+def directory(path: str | Path, gateway: str | None = None, interval_s: float = 1.0) -> SourceFactory:
+    """Standalone mode's source for `new_state()`: the manifests in `path`, polled every `interval_s`,
+    with the pools made through /v1/pools in NATS KV and reloads counted in the metrics."""
+
+    def make(parts: SourceParts) -> DirectoryConfig:
+        d = parts.dispatcher
+        store = KvPoolStore(lambda: (d.nc, d.js) if d.connected and d.nc and d.js else None,
+                            replicas=lambda: parts.holder.table.queue.replicas if parts.holder.table else 1)
+        source = DirectoryConfig(path, parts.holder, gateway=gateway, pool_store=store, interval_s=interval_s,
+                                 on_reload=lambda outcome: parts.metrics.config_reloads.labels(outcome).inc())
+        store.on_change(source.refresh)  # a pool made, renewed or deleted: compile it in (or out)
+        return source
+
+    return make
+
+
+class DirectoryConfig(ConfigSource):
     """Standalone mode: compile the YAML manifests in a directory, reload on change.
 
-    `extra_pools` are the pools made through /v1/pools (kept in NATS KV): compiled in
+    The pools of `pool_store` (made through /v1/pools, kept in NATS KV) are compiled in
     with the directory, but a pool the manifests declare themselves wins, and one that no
     longer compiles (its model was removed from the directory) is left out with a log
-    line instead of failing the whole config.
+    line instead of failing the whole config. They expire by their KV records.
     """
 
     def __init__(self, path: str | Path, holder: TableHolder, gateway: str | None = None,
                  on_reload: Callable[[str], None] = lambda outcome: None,
-                 extra_pools: Callable[[], list[Pool]] = list) -> None:
+                 pool_store: KvPoolStore | None = None, interval_s: float = 1.0) -> None:
         self.path = Path(path)
         self.holder = holder
         self.gateway = gateway
         self.on_reload = on_reload
-        self.extra_pools = extra_pools
+        self.pool_store = self.pools = pool_store
+        self.interval_s = interval_s
         self._signature: tuple[tuple[str, float, int], ...] = ()
+
+    def extra_pools(self) -> list[Pool]:
+        return self.pools.resources() if self.pools is not None else []
+
+    def pool_expired(self, pool: str) -> str | None:
+        return self.pools.pool_expired(pool) if self.pools is not None else None
+
+    async def run(self) -> None:
+        if self.pools is None:
+            await self.watch(self.interval_s)
+        else:
+            await asyncio.gather(self.watch(self.interval_s), self.pools.run())
 
     def load(self) -> RoutingTable:
         """Compile strictly: any issue raises CompileError naming resource and field."""
@@ -88,7 +119,7 @@ class DirectoryConfig:
         files = sorted(p for p in self.path.rglob("*") if p.suffix in {".yaml", ".yml", ".json"})
         return tuple((str(p), p.stat().st_mtime, p.stat().st_size) for p in files)
 
-    async def watch(self, interval_s: float = 1.0) -> None:
+    async def watch(self, interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
             try:

@@ -40,13 +40,15 @@ class Seen:
 
 
 class Registry:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 admit: Callable[[Heartbeat], bool] = lambda beat: True) -> None:
         self._clock = clock
+        # Whether a fresh beat counts (ConfigSource.admits): cluster mode also requires the worker to be
+        # a ready endpoint of its Service.
+        self._admit = admit
         self._workers: dict[str, Seen] = {}
         self._kv: KeyValue | None = None
         self._failures = Repeats(log)
-        # Cluster mode: also require the worker to be a ready endpoint of its Service.
-        self.admit: Callable[[Heartbeat], bool] | None = None
 
     async def start(self, nc: NATS, kv: KeyValue) -> None:
         self._kv = kv
@@ -92,7 +94,7 @@ class Registry:
         return [s.beat for s in self._workers.values() if self._live(s, now)]
 
     def _live(self, seen: Seen, now: float) -> bool:
-        return seen.fresh(now) and (self.admit is None or self.admit(seen.beat))
+        return seen.fresh(now) and self._admit(seen.beat)
 
     def alive(self, worker_id: str) -> bool:
         """Still beating, draining or not: a draining worker finishes what it holds (streams included)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -12,6 +12,7 @@ from ..errors import ApiError
 from .authfailures import FailureLimiter
 from .breaker import Breakers
 from .config import TableHolder
+from .configsource import ConfigSource
 from .demand import Demand
 from .dispatch import Dispatcher
 from .eta import ColdStarts
@@ -29,9 +30,9 @@ class GatewayState:
     registry: Registry
     demand: Demand
     metrics: Metrics
-    # When a pool's lease lapsed, the time it did (cluster mode: its Lease; standalone: its KV record).
-    pool_expired: Callable[[str], str | None] = field(default=lambda pool: None)
-    pool_store: PoolStore | None = None  # /v1/pools: Pool resources (cluster) or the sy_pools bucket
+    # Where the table comes from, which heartbeats count, when a pool's lease lapsed, where /v1/pools
+    # keeps pools: a directory (standalone), a catalog, or Kubernetes (cluster mode). configsource.py
+    source: ConfigSource
     holds: Holds = field(default_factory=Holds)  # Prefer: wait, per lane
     auth_failures: FailureLimiter = field(default_factory=FailureLimiter)  # unknown keys per client IP
     eta: ColdStarts = field(init=False)  # learned cold-start ETA of 202s
@@ -46,8 +47,13 @@ class GatewayState:
                                    lambda: self.holder.table)
         self.breakers = Breakers(metrics=self.metrics)
 
+    @property
+    def pool_store(self) -> PoolStore | None:
+        """/v1/pools: Pool resources (cluster mode) or the sy_pools bucket (standalone); None: not offered."""
+        return self.source.pool_store
+
     def check_pool(self, pool: str) -> None:
-        expired = self.pool_expired(pool) if pool else None
+        expired = self.source.pool_expired(pool) if pool else None
         if expired:
             raise ApiError("pool_expired", f"pool {pool!r} expired at {expired}: its lease was not renewed")
 

@@ -22,8 +22,9 @@ from typing import Any, AsyncIterator, Callable
 import aiohttp
 import orjson
 
-from switchyard.gateway.app import Listen, Running, directory_source, new_state, start
-from switchyard.gateway.config import DirectoryConfig
+from switchyard.gateway.app import Listen, Running, new_state, start
+from switchyard.gateway.config import directory
+from switchyard.gateway.configsource import ConfigSource
 from switchyard.natsserver import free_port
 from switchyard.subjects import Lane
 from switchyard.worker import Worker, WorkerConfig
@@ -44,7 +45,7 @@ class Reply:
 
 
 class GatewayUnderTest:
-    def __init__(self, running: Running, url: str, metrics_url: str, source: DirectoryConfig) -> None:
+    def __init__(self, running: Running, url: str, metrics_url: str, source: ConfigSource) -> None:
         self.running, self.url, self.metrics_url, self.source = running, url, metrics_url, source
         self.http = aiohttp.ClientSession()
 
@@ -81,13 +82,11 @@ class GatewayUnderTest:
 
 @asynccontextmanager
 async def gateway(nats_url: str, config_dir: Path = MANIFESTS) -> AsyncIterator[GatewayUnderTest]:
-    st = new_state(nats_url)
-    source = directory_source(st, config_dir)
-    source.load()
+    st = new_state(nats_url, directory(config_dir, interval_s=0.2))
+    st.source.load()
     port, mport = free_port(), free_port()
-    running = await start(st, Listen("127.0.0.1", port, mport), access_log=False,
-                          background=[lambda: source.watch(0.2)])
-    gw = GatewayUnderTest(running, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{mport}/metrics", source)
+    running = await start(st, Listen("127.0.0.1", port, mport), access_log=False)
+    gw = GatewayUnderTest(running, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{mport}/metrics", st.source)
     try:
         await until(lambda: st.dispatcher.connected, 15, "gateway connected to NATS")
         yield gw

@@ -19,7 +19,8 @@ from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dataplane import MANIFESTS, GatewayUnderTest, copy_manifests, until, worker
-from switchyard.gateway.app import Listen, directory_source, new_state, start
+from switchyard.gateway.app import Listen, new_state, start
+from switchyard.gateway.config import DirectoryConfig, directory
 from switchyard.gateway.grpc import inference_pb2 as pb
 from switchyard.gateway.grpc import inference_pb2_grpc as pb_grpc
 from switchyard.gateway.tls import TlsFiles
@@ -69,12 +70,11 @@ def _value(x: Any) -> struct_pb2.Value:
 @asynccontextmanager
 async def grpc_gateway(nats_url: str, config_dir: Path = MANIFESTS, tls: TlsFiles | None = None,
                        channel_credentials: grpc.ChannelCredentials | None = None) -> AsyncIterator[GrpcGateway]:
-    st = new_state(nats_url)
-    source = directory_source(st, config_dir)
-    source.load()
+    st = new_state(nats_url, directory(config_dir))
+    st.source.load()
     port, gport = free_port(), free_port()
     running = await start(st, Listen("127.0.0.1", port, None, grpc_port=gport, tls=tls), access_log=False)
-    gw = GatewayUnderTest(running, f"http://127.0.0.1:{port}", "", source)
+    gw = GatewayUnderTest(running, f"http://127.0.0.1:{port}", "", st.source)
     g = GrpcGateway(gw, f"127.0.0.1:{gport}", channel_credentials)
     try:
         await until(lambda: st.dispatcher.connected, 15, "gateway connected to NATS")
@@ -297,7 +297,7 @@ async def test_without_a_table_at_start_the_listener_comes_with_the_first_one(na
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await pb_grpc.InferenceStub(channel).Infer(pb.InferRequest(), metadata=ADMIN, timeout=2)
             assert info.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-        directory_source(st, MANIFESTS).load()
+        DirectoryConfig(MANIFESTS, st.holder).load()  # as cluster mode's ConfigMap would bring it
         await until(lambda: running.grpc is not None, 10, "the gRPC listener started with the table")
         assert running.grpc.port == gport
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gport}") as channel:

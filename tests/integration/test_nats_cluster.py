@@ -21,7 +21,8 @@ import yaml
 from nats.aio.client import Client as NATS
 
 from dataplane import ADMIN, ECHO, GatewayUnderTest, copy_manifests, gateway, job_final, until, worker
-from switchyard.gateway.app import Listen, directory_source, new_state, start
+from switchyard.gateway.app import Listen, new_state, start
+from switchyard.gateway.config import DirectoryConfig, directory
 from switchyard.natsserver import NatsCluster, NatsServer, free_port, nats_server_binary
 from switchyard.subjects import COLDSTART_BUCKET, JOBS_BUCKET, WORK_STREAM, WORKERS_BUCKET, Lane
 
@@ -219,7 +220,7 @@ async def test_a_gateway_that_has_no_table_yet_changes_nothing(cluster: NatsClus
         try:
             await until(lambda: st.dispatcher.connected, 15, "gateway connected without a table")
             assert {want for want, _ in (await replicas(nc)).values()} == {3}
-            directory_source(st, conf).load()  # the table arrives
+            DirectoryConfig(conf, st.holder).load()  # the table arrives, as cluster mode's ConfigMap would
             await until(lambda: st.dispatcher._applied is not None, 15, "spec.queue applied")
             assert {want for want, _ in (await replicas(nc)).values()} == {3}
         finally:
@@ -229,14 +230,12 @@ async def test_a_gateway_that_has_no_table_yet_changes_nothing(cluster: NatsClus
 async def test_replicas_a_single_server_cannot_hold_keep_the_gateway_unready(
         nats_server: NatsServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     conf = manifests(tmp_path / "conf", nats_server.url, 3)
-    st = new_state(nats_server.url)
-    source = directory_source(st, conf)
-    source.load()
+    st = new_state(nats_server.url, directory(conf, interval_s=0.2))
+    st.source.load()
     port = free_port()
     with caplog.at_level(logging.ERROR, logger="switchyard.gateway.nats"):
-        running = await start(st, Listen("127.0.0.1", port, None), access_log=False,
-                              background=[lambda: source.watch(0.2)])
-        gw = GatewayUnderTest(running, f"http://127.0.0.1:{port}", "", source)
+        running = await start(st, Listen("127.0.0.1", port, None), access_log=False)
+        gw = GatewayUnderTest(running, f"http://127.0.0.1:{port}", "", st.source)
         try:
             await until(lambda: any("replicas" in r.getMessage() + str(getattr(r, "error", ""))
                                     for r in caplog.records), 15, "an error naming the replicas")

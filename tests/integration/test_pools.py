@@ -216,7 +216,7 @@ async def test_limits_protection_and_expiry(nats_server: NatsServer, tmp_path: P
         # Another tenant is not bound by team-a's count.
         assert (await gw.call("POST", "/v1/pools", headers=B, json=body("b-one"))).status == 201
         # A lapsed lease: the pool's requests answer 410, and a renewal does not revive it.
-        await until(lambda: gw.state.pool_expired("two") is not None, 10, "pool 'two' lapsed")
+        await until(lambda: gw.state.source.pool_expired("two") is not None, 10, "pool 'two' lapsed")
         pinned = await gw.call("POST", "/v1/encode/test/echo", headers={**A, "X-Pool": "two"},
                                json={"items": [{"text": "late"}]})
         assert pinned.status == 410 and pinned.body["error"]["code"] == "pool_expired", pinned.body
@@ -332,7 +332,7 @@ async def test_sdk_sync_client_renews_until_delete_and_leaks_no_thread(nats_serv
         finally:
             kill(proc)
         assert not _client_threads(), "the client's background thread outlived close()"
-        await until(lambda: gw.state.pool_expired("sdk-closed") is not None, 15, "the unrenewed pool lapses")
+        await until(lambda: gw.state.source.pool_expired("sdk-closed") is not None, 15, "the unrenewed pool lapses")
 
 
 async def test_sdk_async_client_errors_and_renewal_task(nats_server: NatsServer, tmp_path: Path) -> None:
@@ -351,7 +351,7 @@ async def test_sdk_async_client_errors_and_renewal_task(nats_server: NatsServer,
             await sy.delete_pool("sdk-async")
             assert task.done() and sy.renewing() == []
             brief = await sy.create_pool("brief", {"cpu": 1}, ttl_s=1, renew=False)
-            await until(lambda: gw.state.pool_expired("brief") is not None, 10, "pool lapsed")
+            await until(lambda: gw.state.source.pool_expired("brief") is not None, 10, "pool lapsed")
             with pytest.raises(PoolExpired):
                 await sy.renew_pool(brief.name)
         async with AsyncClient(gw.url, KEYS["a-user"]) as plain:

@@ -17,7 +17,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from switchyard.gateway.app import Listen, Running, directory_source, new_state, start
+from switchyard.gateway.app import Listen, Running, new_state, start
+from switchyard.gateway.config import directory
 from switchyard.gateway.tls import TlsConfigError, TlsFiles
 from switchyard.natsserver import NatsServer, free_port
 
@@ -31,9 +32,8 @@ from tlscerts import Leaf, TestCA, serial_of
 @asynccontextmanager
 async def tls_gateway(nats_url: str, files: TlsFiles,
                       config: Path = MANIFESTS) -> AsyncIterator[tuple[Running, int, int]]:
-    st = new_state(nats_url)
-    source = directory_source(st, config)
-    source.load()
+    st = new_state(nats_url, directory(config))
+    st.source.load()
     port, mport = free_port(), free_port()
     running = await start(st, Listen("127.0.0.1", port, mport, tls=files), access_log=False)
     try:

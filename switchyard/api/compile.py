@@ -53,10 +53,13 @@ def compile_table(rs: ResourceSet, *, gateway: str | None = None, epoch: int = 1
     gw = _pick_gateway(rs.gateways, gateway, issues)
     name = gw.name if gw else (gateway or "standalone")
     spec = gw.spec if gw else GatewaySpec()
-    mine = lambda ref: ref is None or ref == name  # noqa: E731
 
-    models = _models([u for u in rs.upstreams if mine(u.spec.gateway_ref)], issues, memo)
-    aliases = _shaping([u for u in rs.upstreams if mine(u.spec.gateway_ref)], models, issues)
+    def mine(ref: str | None) -> bool:
+        return ref is None or ref == name
+
+    upstreams = [u for u in rs.upstreams if mine(u.spec.gateway_ref)]
+    models = _models(upstreams, issues, memo)
+    aliases = _shaping(upstreams, models, issues)
     pools = _pools([p for p in rs.pools if mine(p.spec.gateway_ref)], models, issues)
     if spec.default_pool not in pools and gw is not None:
         issues.append(ConfigIssue(gw.ref, "spec.defaultPool", f"pool {spec.default_pool!r} does not exist"))

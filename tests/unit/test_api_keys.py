@@ -55,7 +55,8 @@ def test_every_attribute_reaches_the_table_and_its_hash() -> None:
     full = compiled(gateway(
         key("old", tenant="acme", operations=["encode"], scopes=["readAllJobs", "readUsage"],
             notBefore="2026-01-01T00:00:00Z", notAfter="2027-01-01T00:00:00+02:00",
-            allowedCidrs=["10.0.0.0/8", "2001:db8::/32"], rotation={"successor": "new", "sunsetAt": "2026-06-01T00:00:00Z"}),
+            allowedCidrs=["10.0.0.0/8", "2001:db8::/32"],
+            rotation={"successor": "new", "sunsetAt": "2026-06-01T00:00:00Z"}),
         key("new", tenant="acme"), trustedProxies=["192.168.0.0/16"], maxFailuresPerMinute=5),
         secret("old"), secret("new", "n" * 32))
     old = full.keys[0]

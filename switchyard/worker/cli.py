@@ -3,28 +3,30 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import re
 import sys
 import threading
-from typing import Any, Coroutine
+from collections.abc import Mapping
 
 from ..api.gateway import OTLP_ENDPOINT
 from .config import WorkerConfig, default_worker_id
 from .loader import load_handler
-from .. import logs
+from .. import logs, runtime
+from ..settings import load
 from .runtime import serve
+from .settings import WorkerSettings
 
 log = logging.getLogger("switchyard.worker")
 OTLP_URL = re.compile(OTLP_ENDPOINT)  # the same URLs as the Gateway's spec.tracing.endpoint
 
 
-def build_parser(prog: str = "python -m switchyard.worker") -> argparse.ArgumentParser:
-    env = os.environ.get
+def build_parser(prog: str = "python -m switchyard.worker",
+                 environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    env = load(WorkerSettings, environ)
     p = argparse.ArgumentParser(prog=prog, description="Pull work items from NATS and run a handler on them.")
-    p.add_argument("--nats", default=env("SWITCHYARD_NATS_URL", "nats://127.0.0.1:4222"),
+    p.add_argument("--nats", default=env.nats_url,
                    help="NATS URL(s), comma-separated (env SWITCHYARD_NATS_URL)")
     p.add_argument("--model", action="append", required=True, help="model id served; repeat for several")
     p.add_argument("--bundle", default="default")
@@ -39,14 +41,14 @@ def build_parser(prog: str = "python -m switchyard.worker") -> argparse.Argument
     p.add_argument("--nak-delay", type=float, default=1.0, help="retry backoff base, seconds")
     p.add_argument("--health-port", type=int, default=None,
                    help="serve /healthz and /readyz (for Kubernetes probes) on this port")
-    p.add_argument("--health-host", default=env("SWITCHYARD_HEALTH_HOST", "0.0.0.0"),
+    p.add_argument("--health-host", default=env.health_host,
                    help="address of the health port; rendered fleets bind the pod IP (env SWITCHYARD_HEALTH_HOST)")
     p.add_argument("--otlp-endpoint", default=None, type=_otlp_endpoint,
                    help="send OpenTelemetry traces to this OTLP/HTTP collector base URL (/v1/traces is appended), "
                         "e.g. http://otel-collector:4318; without it the standard OTEL_EXPORTER_OTLP_ENDPOINT "
                         "(or _TRACES_ENDPOINT) turns tracing on; with neither, tracing is off. Needs the "
                         "'tracing' extra")
-    p.add_argument("--log-level", default=env("SWITCHYARD_LOG_LEVEL", "INFO"))
+    p.add_argument("--log-level", default=env.log_level)
     return p
 
 
@@ -63,19 +65,6 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         worker_id=args.worker_id or default_worker_id(), ack_wait_s=args.ack_wait,
         heartbeat_interval_s=args.heartbeat_interval, drain_timeout_s=args.drain_timeout,
         nak_delay_s=args.nak_delay)
-
-
-def _run(coro: Coroutine[Any, Any, None]) -> None:
-    """uvloop when it is installed (the `uvloop` extra) and not turned off with SWITCHYARD_UVLOOP=0."""
-    if os.environ.get("SWITCHYARD_UVLOOP", "1") != "0":
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            uvloop.run(coro)
-            return
-    asyncio.run(coro)
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m switchyard.worker") -> int:
@@ -96,8 +85,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m switchyard.worker
         except MissingExtra as exc:
             log.error("bad worker configuration", extra={"error": str(exc)})
             return 2
-    _run(serve(config, health_port=args.health_port, health_host=args.health_host,
-               otlp_endpoint=args.otlp_endpoint))
+    # uvloop when it is installed (the `uvloop` extra) and not turned off with SWITCHYARD_UVLOOP=0.
+    runtime.run(lambda: serve(config, health_port=args.health_port, health_host=args.health_host,
+                              otlp_endpoint=args.otlp_endpoint), uvloop=load(WorkerSettings).uvloop)
     if any(t.name.startswith("sy-handler") and t.is_alive() for t in threading.enumerate()):
         # A sync handler outlived the drain: do not hang in the interpreter's thread join.
         logging.shutdown()

@@ -9,7 +9,10 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..runtime import Backoff
+from ..settings import load
 from ..subjects import Lane
+from .settings import WorkerSettings
 
 _KEY_BAD = re.compile(r"[^-_=.a-zA-Z0-9]")
 
@@ -20,7 +23,7 @@ def default_worker_id() -> str:
 
 def default_host() -> str:
     """The pod name in Kubernetes (POD_NAME from the downward API, else the hostname, which is the pod name)."""
-    return os.environ.get("POD_NAME") or socket.gethostname()
+    return load(WorkerSettings).pod_name or socket.gethostname()
 
 
 def kv_key(worker_id: str) -> str:
@@ -70,4 +73,4 @@ class WorkerConfig:
         return kv_key(self.worker_id)
 
     def retry_delay(self, attempt: int) -> float:
-        return min(self.nak_max_delay_s, self.nak_delay_s * (2 ** max(0, attempt - 1)))
+        return Backoff(self.nak_delay_s, self.nak_max_delay_s).delay(attempt)

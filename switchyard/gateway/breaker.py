@@ -11,7 +11,7 @@ requests (inputs that crash the handler, say) opens a circuit for that tenant al
 the lane's own circuit opens only when the streak spans several tenants.
 
 Only outcomes this process waits for count (a synchronous request's result or its timeout, a
-hold's result). A probe whose outcome it never sees (it became a 202 job) frees its slot after
+hold's result, a stream's end). A probe whose outcome it never sees (it became a 202 job) frees its slot after
 the model's timeoutSeconds, so a half-open lane cannot stay shut for want of an answer.
 Replicas do not share the state: each opens on the failures it saw itself.
 """
@@ -52,6 +52,9 @@ class Circuit:
         self.failures, self.tenants, self.opened_at, self.probes = 0, set(), None, []
 
 
+NEUTRAL_CODES = frozenset({"invalid_input", "cancelled"})  # the caller's input, the caller's cancel
+
+
 def failed(result: Result | None) -> bool | None:
     """Does this outcome count against the lane? True: a failure; False: a success; None: neither.
 
@@ -62,7 +65,7 @@ def failed(result: Result | None) -> bool | None:
         return True
     if result.ok:
         return False
-    if result.state in ("cancelled", "expired") or (result.error or {}).get("code") == "invalid_input":
+    if result.state in ("cancelled", "expired") or (result.error or {}).get("code") in NEUTRAL_CODES:
         return None
     return True
 
@@ -104,8 +107,16 @@ class Breakers:
 
     def record(self, lane: Lane, route: ModelRoute, tenant: str, result: Result | None) -> None:
         """The outcome of `tenant`'s request that this process waited for (`None`: no result in time)."""
+        self._record(lane, route, tenant, failed(result))
+
+    def record_error(self, lane: Lane, route: ModelRoute, tenant: str, error: ApiError | None) -> None:
+        """How a stream ended: None (it finished), or its error (worker_error, worker_lost, stream_gap,
+        deadline_exceeded count; invalid_input and cancelled do not)."""
+        self._record(lane, route, tenant, None if error is not None and error.code in NEUTRAL_CODES
+                     else error is not None)
+
+    def _record(self, lane: Lane, route: ModelRoute, tenant: str, verdict: bool | None) -> None:
         cfg = route.breaker
-        verdict = failed(result)
         if cfg is None or verdict is None:
             return
         now = self._clock()

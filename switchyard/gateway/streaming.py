@@ -147,6 +147,8 @@ class ChunkStream:
         if chunk.final:
             self._ended = True
             self._usage = chunk.usage
+            res = self.resolution  # a stream that ran to its end, or failed: the lane's circuit breaker counts it
+            self._st.breakers.record_error(res.lane, res.route, self.item.tenant, chunk.error)
             await self._finish(cancel=chunk.error is not None)
         elif self.yielded == 0:
             self._st.metrics.time_to_first_token.labels(

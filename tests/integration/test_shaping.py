@@ -62,6 +62,17 @@ spec:
 ---
 apiVersion: switchyard.dev/v1alpha1
 kind: Upstream
+metadata: {name: streamy}
+spec:
+  model: test/streamy
+  operations: [generate]
+  machineProfiles: [cpu]
+  maxAttempts: 1
+  circuitBreaker: {consecutiveFailures: 2, coolOffSeconds: 600}
+  workers: {service: streamy}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: Upstream
 metadata: {name: primary}
 spec:
   model: test/primary
@@ -262,6 +273,30 @@ async def test_one_tenants_poison_inputs_do_not_shut_the_lane_for_others(
         assert "this tenant" in r.body["error"]["message"]
         assert (await encode(gw, "test/flaky", ADMIN)).status == 200  # the other tenants' lane is open
         assert [(c["tenant"], c["state"]) for c in await circuits(gw)] == [(None, "closed"), ("other", "open")]
+
+
+async def breaks_mid_stream(items: list[Any], ctx: Any) -> AsyncIterator[Any]:
+    yield "one"
+    raise RuntimeError("the model is broken")
+
+
+async def test_streams_that_fail_count_toward_the_breaker(nats_server: NatsServer, tmp_path: Path) -> None:
+    lane = Lane("test/streamy", "default", "cpu", "default")
+    sse = {"Accept": "text/event-stream"}
+    async with gateway(nats_server.url, config_dir(tmp_path)) as gw, worker(nats_server.url, breaks_mid_stream,
+                                                                             model="test/streamy"):
+        await gw.wait_for_workers(lane)
+        for headers in (ADMIN, OTHER):
+            async with gw.http.post(f"{gw.url}/v1/generate/test/streamy", json={"items": [{"prompt": "p"}]},
+                                    headers={**headers, **sse}) as resp:
+                assert resp.status == 200
+                body = await resp.text()
+            assert "event: error" in body and "worker_error" in body
+        seq = await last_seq(gw)
+        r = await gw.call("POST", "/v1/generate/test/streamy", headers={**ADMIN, **sse},
+                          json={"items": [{"prompt": "p"}]})
+        assert (r.status, r.body["error"]["code"]) == (503, "circuit_open")
+        assert await last_seq(gw) == seq
 
 
 async def test_alias_resolves_listed_and_named_in_the_answer(nats_server: NatsServer, tmp_path: Path) -> None:

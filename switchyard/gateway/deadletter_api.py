@@ -9,6 +9,7 @@ the jobs bucket, whether the first request waited for it or not): the job record
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -25,6 +26,8 @@ from .auth import authenticate_request
 from .dispatch import unavailable
 from .http import json_response, read_json
 from .state import GatewayState, state_of
+
+log = logging.getLogger("switchyard.gateway.deadletters")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -121,8 +124,9 @@ async def _requeue_one(st: GatewayState, seq: int, ttl_s: int) -> dict[str, Any]
     await st.dispatcher.publish(item, letter.lane, (data, headers))
     try:
         await st.dispatcher.js.delete_msg(DEAD_STREAM, seq)  # type: ignore[union-attr]
-    except Exception:  # noqa: BLE001 - a letter left behind is re-queued at most once more (dedup window)
-        pass
+    except (nats.errors.Error, TimeoutError) as exc:  # left behind: re-queued at most once more (dedup window)
+        log.warning("a re-queued dead letter was not deleted",
+                    extra={"seq": seq, "error": str(exc) or type(exc).__name__})
     return {"id": seq, "requeued": True, "job_id": item.id, "tenant": item.tenant}
 
 

@@ -40,7 +40,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from ..api.table import DEFAULT_COLD_START_S, KeyRoute
 from ..errors import ApiError
-from ..jetstream import EVENTS_MAX_AGE_S, ensure_events_stream
+from ..jetstream import EVENTS_MAX_AGE_S, NATS_FAILURES, ensure_events_stream
+from ..logs import swallowed
 from ..messages import JobRecord
 from ..subjects import EVENTS_PREFIX, EVENTS_STREAM, JOBS_BUCKET, Lane, token
 from ..tasks import cancel_all, forever
@@ -126,7 +127,7 @@ async def _bridge(st: GatewayState) -> None:
     finally:
         # nats-py's fetch() never marks what it took as done, so a drain at close would wait its whole
         # timeout (30 s) for this subscription: leave it first (the durable consumer stays).
-        with suppress(Exception):
+        with swallowed(log, "unsubscribe the events bridge", NATS_FAILURES):
             await sub.unsubscribe()
 
 
@@ -317,13 +318,13 @@ async def open_feed(st: GatewayState, key: KeyRoute | None, after: int | None) -
         yield Feed(sub, key, gap, live)
     finally:
         if live is not None:
-            with suppress(Exception):
+            with swallowed(log, "unsubscribe an events feed's progress", NATS_FAILURES, tenant=tenant):
                 await live.unsubscribe()
         _open[slot] -= 1
         if not _open[slot]:
             del _open[slot]
         if sub is not None:
-            with suppress(Exception):
+            with swallowed(log, "unsubscribe an events feed", NATS_FAILURES, tenant=tenant):
                 await sub.unsubscribe()  # the ephemeral consumer goes with its interest
 
 

@@ -55,7 +55,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from ..api.table import KeyRoute, RoutingTable
 from ..errors import ApiError
+from ..jetstream import NATS_FAILURES
 from ..jsondepth import MAX_JSON_DEPTH, too_deep
+from ..logs import swallowed
 from ..messages import JobRecord
 from ..subjects import JOBS_BUCKET
 from .auth import Credentials, authenticate_request, request_credentials, tenant_of, verify
@@ -444,7 +446,7 @@ class Connection:
                 if record is not None:
                     await self._send({"type": "job", "id": sub_id, "job": record_view(record)})
         finally:
-            with suppress(Exception):
+            with swallowed(log, "unsubscribe a job watch", NATS_FAILURES, subscription=sub_id):
                 await sub.unsubscribe()
 
     async def _events(self, sub_id: str, feed: Feed, exits: AsyncExitStack) -> None:
@@ -493,7 +495,8 @@ def _record(m: Msg) -> JobRecord | None:
         return None
     try:
         return JobRecord.decode(m.data)
-    except Exception:  # noqa: BLE001 - a record this version cannot read is skipped, not fatal
+    except (ValueError, TypeError) as exc:  # a record this version cannot read is skipped, not fatal
+        log.debug("unreadable job record", extra={"subject": m.subject, "error": str(exc)})
         return None
 
 

@@ -7,6 +7,7 @@ import logging
 import math
 import signal
 import time
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 
 import nats
@@ -15,6 +16,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from .. import earlystop
+from ..jetstream import NATS_FAILURES
+from ..logs import swallowed
 from ..subjects import CANCEL_PREFIX, JOB_CANCEL_PREFIX
 from ..tasks import cancel_all
 from .config import WorkerConfig
@@ -169,10 +172,8 @@ class Worker:
             for f in list(self._flights.values()):
                 if now - f.last_progress >= every:
                     f.last_progress = now
-                    try:
-                        await f.msg.in_progress()
-                    except Exception:  # noqa: BLE001 - disconnected: the next tick tries again
-                        pass
+                    with swallowed(log, "in-progress ack", NATS_FAILURES, subject=f.msg.subject):
+                        await f.msg.in_progress()  # disconnected: the next tick tries again
 
     async def _on_reconnected(self) -> None:
         self.reconnects += 1
@@ -181,7 +182,8 @@ class Worker:
         for p in self._pullers:
             p.reset()
         if self._heartbeat is not None and not self._stopping:
-            task = asyncio.create_task(_quiet(self._heartbeat.beat()))  # show up again without waiting a tick
+            # Show up again without waiting a tick.
+            task = asyncio.create_task(_quiet(self._heartbeat.beat(), "heartbeat after a reconnect"))
             self._side.add(task)
             task.add_done_callback(self._side.discard)
 
@@ -208,7 +210,7 @@ class Worker:
             if self._heartbeat is not None:
                 # Say "draining" now, not at the next tick: gateways stop sending work meant for us
                 # (it would wait in the stream until its deadline) and answer 202 instead.
-                await _quiet(asyncio.wait_for(self._heartbeat.beat(), 2.0))
+                await _quiet(asyncio.wait_for(self._heartbeat.beat(), 2.0), "draining heartbeat")
             for p in self._pullers:
                 await p.close()
             await self._hand_back()
@@ -217,10 +219,8 @@ class Worker:
             await cancel_all([*self._bg, *self._side])
             if self._heartbeat is not None:
                 await self._heartbeat.delete()
-            try:
+            with swallowed(log, "flush before closing", NATS_FAILURES, worker=self.worker_id):
                 await self._nc.flush(timeout=2)
-            except Exception:  # noqa: BLE001
-                pass
             await self._nc.close()
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
@@ -261,11 +261,10 @@ class Worker:
         await self.stop()
 
 
-async def _quiet(coro: object) -> None:
-    try:
-        await coro  # type: ignore[misc]
-    except Exception:  # noqa: BLE001
-        pass
+async def _quiet(coro: Awaitable[object], what: str) -> None:
+    """A heartbeat beside the loop's: NATS away is logged by the loop (Heartbeater.run) as well."""
+    with swallowed(log, what, NATS_FAILURES):
+        await coro
 
 
 async def serve(config: WorkerConfig, health_port: int | None = None, health_host: str = "0.0.0.0",

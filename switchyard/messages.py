@@ -161,7 +161,6 @@ class Heartbeat:
     in_flight: int = 0
     healthy: bool = True
     started_at: float = 0.0
-    sent_at: float = field(default_factory=time.time)
     interval_s: float = 2.0
     host: str = ""  # pod name in Kubernetes: matched against the worker Service's EndpointSlices
     draining: bool = False  # stopping: finishes what it holds, takes nothing new; gateways drop it at once

@@ -30,7 +30,6 @@ class Heartbeater:
         self._kv: KeyValue | None = None
         self.started_at = time.time()
         self.key = config.heartbeat_key
-        self.beats = 0  # successful puts, for tests and metrics
 
     async def beat(self) -> None:
         hb = Heartbeat(worker_id=self._cfg.worker_id, models=list(self._cfg.models), bundle=self._cfg.bundle,
@@ -47,7 +46,6 @@ class Heartbeater:
             # The bucket is memory-stored: a NATS restart loses it, so bind (or create) it afresh next time.
             self._kv = None
             raise
-        self.beats += 1
 
     async def run(self) -> None:
         failing = False

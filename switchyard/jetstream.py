@@ -24,7 +24,8 @@ from .api.table import QueueLimits
 from .deadletters import dead_stream_config, ensure_dead_stream
 from .subjects import (
     COLDSTART_BUCKET, DEDUPE_WINDOW_S, EVENTS_PREFIX, EVENTS_STREAM, JOBS_BUCKET, LIMITS_BUCKET, PLANSTATS_BUCKET,
-    POOLS_BUCKET, RESULTS_BUCKET, RUNS_BUCKET, WORK_PREFIX, WORK_STREAM, WORKERS_BUCKET, Lane,
+    POOLS_BUCKET, RESULTS_BUCKET, RUNS_BUCKET, USAGE_PREFIX, USAGE_STREAM, WORK_PREFIX, WORK_STREAM,
+    WORKERS_BUCKET, Lane,
 )
 
 HEARTBEAT_TTL_S = 10.0
@@ -188,6 +189,35 @@ async def ensure_events_stream(js: JetStreamContext, replicas: int = 1) -> None:
         await js.add_stream(events_stream_config(replicas))
     except BadRequestError:
         pass  # exists
+
+
+USAGE_RETENTION_DAYS = 35  # a month's bill plus a few days to send it; spec.usage.retentionDays
+USAGE_DEDUPE_WINDOW_S = DEDUPE_WINDOW_S  # a worker's retried publish of one attempt's record is stored once
+
+
+def usage_stream_config(retention_days: int = USAGE_RETENTION_DAYS, replicas: int = 1) -> StreamConfig:
+    # Limits retention, file storage: a ledger read by time range (GET /v1/usage), forgotten by age only.
+    # Never discard new: a worker's record is refused only if the server's storage is full.
+    return StreamConfig(name=USAGE_STREAM, subjects=[f"{USAGE_PREFIX}.>"], retention=RetentionPolicy.LIMITS,
+                        storage=StorageType.FILE, discard=DiscardPolicy.OLD, max_age=retention_days * 86_400.0,
+                        duplicate_window=USAGE_DEDUPE_WINDOW_S, num_replicas=replicas)
+
+
+async def apply_usage_stream(js: JetStreamContext, retention_days: int, replicas: int = 1) -> None:
+    """The gateway's side: the ledger as spec.usage says (a changed retention applies to what it holds)."""
+    cfg = usage_stream_config(retention_days, replicas)
+    try:
+        await js.add_stream(cfg)
+    except BadRequestError:
+        await js.update_stream(cfg)
+
+
+async def ensure_usage_stream(js: JetStreamContext) -> None:
+    """The worker's side: create the ledger if it is missing, with the default retention; never change it."""
+    try:
+        await js.add_stream(usage_stream_config())
+    except BadRequestError:
+        pass  # exists with the gateway's config
 
 
 async def kv_get(kv: KeyValue, key: str) -> KeyValue.Entry | None:

@@ -5,6 +5,7 @@ Result    worker  -> gateway inbox (core NATS), and into the jobs bucket when ke
 Chunk     worker  -> gateway inbox (core NATS): one piece of a streamed result (item.stream)
 Heartbeat worker  -> workers bucket, key = worker id
 JobRecord gateway/worker -> jobs bucket, key = <tenant>.<request id> (subjects.job_key)
+UsageRecord worker -> usage ledger (subjects.usage_subject), one per finished attempt
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ class WorkItem:
     # The gateway streams the result: chunks go to `reply` as the handler yields them, and the
     # worker listens for a cancel on subjects.cancel_subject(reply). Not on the wire when False.
     stream: bool = False
+    # The name (never the secret) of the API key that sent it, for the usage ledger. Not on the wire
+    # when empty (anonymous requests, items queued before the field existed).
+    key_name: str = ""
 
     @property
     def key(self) -> str:
@@ -81,6 +85,8 @@ class WorkItem:
             del data["trace_context"]  # tracing off adds nothing to the item
         if not self.stream:
             del data["stream"]
+        if not self.key_name:
+            del data["key_name"]
         return msgpack.packb(data, use_bin_type=True)
 
     @classmethod
@@ -204,4 +210,49 @@ class JobRecord:
 
     @classmethod
     def decode(cls, raw: bytes) -> "JobRecord":
+        return _unpack(cls, raw)
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    """What one attempt of one work item used: appended by the worker that ran it to the usage ledger.
+
+    Every attempt that a worker finished is a record, the retried ones included (they held the GPU too);
+    `final` marks the attempt that ended the item, so an item counts as a request once. The ledger stores
+    it once whatever the retries of the publish (Nats-Msg-Id = `msg_id`). An attempt whose worker died
+    mid-item leaves no record: nobody measured it.
+    """
+
+    id: str  # the request id
+    tenant: str
+    key_name: str  # the API key's name ("" when anonymous)
+    op: str
+    model: str
+    bundle: str
+    machine_profile: str
+    pool: str
+    attempt: int
+    final: bool  # this attempt ended the item (succeeded, failed for good, expired, cancelled)
+    state: str  # succeeded | failed | expired | cancelled | retried
+    items: int  # inputs in the item
+    input_tokens: int = 0
+    output_tokens: int = 0
+    compute_s: float = 0.0  # the handler's wall time in this attempt (0 when it never ran)
+    gpus: float = 0.0  # GPUs the worker holds (its --gpus)
+    worker: str = ""
+    at: float = field(default_factory=time.time)  # when the attempt ended (the worker's clock)
+
+    @property
+    def gpu_seconds(self) -> float:
+        return self.compute_s * self.gpus
+
+    @property
+    def msg_id(self) -> str:
+        return f"{job_key(self.tenant, self.id)}.{self.attempt}"
+
+    def encode(self) -> bytes:
+        return _pack(self)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "UsageRecord":
         return _unpack(cls, raw)

@@ -28,6 +28,8 @@ EVENTS_STREAM = "SWITCHYARD_EVENTS"  # job.status and capacity.update events, fo
 EVENTS_PREFIX = "sy.events"  # + <kind>.<tenant token>
 DEAD_STREAM = "SWITCHYARD_DEAD"  # items failed after their last attempt (dead letters)
 DEAD_PREFIX = "sy.dead"  # + <lane subject tail>
+USAGE_STREAM = "SWITCHYARD_USAGE"  # the usage ledger: one record per finished attempt (docs/usage.md)
+USAGE_PREFIX = "sy.usage"  # + <tenant token>
 JOB_CANCEL_PREFIX = "_sy.jobcancel"  # + token(job key): stop a job wherever it is (jobs API)
 INBOX_PREFIX = "_sy.inbox"  # + <gateway instance>.<sequence>
 CANCEL_PREFIX = "_sy.cancel"  # + <gateway instance>.<sequence>: stop a streamed item (cancel_subject)
@@ -42,6 +44,11 @@ def job_key(tenant: str, request_id: str) -> str:
     Scoped by tenant, so two tenants choosing the same X-Request-ID never meet.
     """
     return f"{tenant}.{request_id}" if tenant else request_id
+
+
+def usage_subject(tenant: str) -> str:
+    """Where a worker appends the usage records of a tenant's items (the ledger, USAGE_STREAM)."""
+    return f"{USAGE_PREFIX}.{token(tenant or ANONYMOUS_TENANT)}"
 
 
 def job_cancel_subject(key: str) -> str:

@@ -21,6 +21,7 @@ from .table import (
     TracingRoute,
 )
 from .table import LimitRoute, PolicyRoute, StageRoute
+from .table import UsageRoute
 from .upstream import Upstream
 
 
@@ -106,6 +107,9 @@ def compile_table(rs: ResourceSet, *, gateway: str | None = None, epoch: int = 1
         openai_wait_s=spec.openai.default_wait_seconds,
         grpc=_grpc_limits(spec),
         policy=_policy(spec),
+        usage=UsageRoute(spec.usage.retention_days, float(spec.usage.anomaly.window_seconds),
+                         float(spec.usage.anomaly.baseline_seconds), spec.usage.anomaly.factor,
+                         spec.usage.anomaly.min_requests),
     )
     return CompileResult(table, tuple(issues))
 

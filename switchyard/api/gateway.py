@@ -432,6 +432,64 @@ class Usage(Model):
                                                                              "by an order of magnitude.")
 
 
+class UsageAnomaly(Model):
+    """When a key's request rate is an anomaly (docs/usage.md#anomalies): its requests in the last window
+    reach `factor` times its average per window over the baseline before it, and at least minRequests."""
+
+    window_seconds: int = Field(default=300, ge=10, le=86_400, description="The recent window a key's rate is "
+                                                                           "measured over.")
+    baseline_seconds: int = Field(default=3600, ge=60, le=7 * 86_400,
+                                  description="The trailing time before the window whose average is the key's "
+                                              "baseline; at least windowSeconds.")
+    factor: float = Field(default=10.0, ge=1.5, le=1000.0, description="How many times its baseline a key's "
+                                                                        "window must reach to be flagged.")
+    min_requests: int = Field(default=100, ge=1, le=1_000_000_000,
+                              description="Fewer requests than this in the window are never an anomaly, so a "
+                                          "quiet key's few requests are not flagged.")
+
+    @model_validator(mode="after")
+    def _baseline_covers_window(self) -> "UsageAnomaly":
+        if self.baseline_seconds < self.window_seconds:
+            raise ValueError(f"baselineSeconds ({self.baseline_seconds}) must be at least windowSeconds "
+                             f"({self.window_seconds})")
+        return self
+
+
+class Usage(Model):
+    """Usage accounting (docs/usage.md): the ledger workers append to, and the anomaly rule."""
+
+    retention_days: int = Field(default=35, ge=1, le=400,
+                                description="How long the usage ledger (the SWITCHYARD_USAGE stream) keeps a "
+                                            "record: GET /v1/usage reads no further back. A change applies to "
+                                            "the stream at once, old records included.")
+    anomaly: UsageAnomaly = Field(default_factory=UsageAnomaly, description="Flagging a key's rate jumping "
+                                                                             "by an order of magnitude.")
+
+
+PriorityClass = Literal["high", "normal", "low"]  # subjects.PRIORITY_CLASSES: the order workers serve them in
+
+
+class Priority(Model):
+    """Priority classes of requests (docs/policy.md#priority-and-fairness): workers take high before normal
+    before low when several wait on a lane, and the tenants of a class in turn."""
+
+    tiers: dict[str, PriorityClass] = Field(
+        default_factory=dict, max_length=64,
+        description="The class of the requests of each tier's keys (spec.auth.apiKeys[].tier). A tier not "
+                    "named here, and a request without a key, is normal.")
+    header_tiers: list[str] = Field(
+        default_factory=list, max_length=64,
+        description="Keys of these tiers may choose a request's class with the X-Priority header (high, normal "
+                    "or low). A key of any other tier that sends it gets 403.")
+
+    @model_validator(mode="after")
+    def _tiers_are_labels(self) -> "Priority":
+        for tier in [*self.tiers, *self.header_tiers]:
+            if not re.match(DNS_LABEL, tier):
+                raise ValueError(f"priority: tier {tier!r} is not a DNS label")
+        return self
+
+
 class GatewaySpec(Model):
     listeners: Listeners = Field(default_factory=Listeners, description="Ports the gateway listens on.")
     auth: Auth = Field(default_factory=Auth, description="API keys; without keys and anonymous off, every request gets 401.")
@@ -450,6 +508,8 @@ class GatewaySpec(Model):
                                                              "globally (docs/policy.md).")
     tracing: Tracing = Field(default_factory=Tracing, description="OpenTelemetry traces over OTLP/HTTP; off "
                                                                   "unless an endpoint is set. Hot-reloaded.")
+    usage: Usage = Field(default_factory=Usage, description="Usage accounting: the ledger's retention and "
+                                                            "anomalies.")
     machine_profiles: list[MachineProfile] = Field(
         default_factory=list, max_length=32,
         description="Scheduling of each machine profile (node selector, tolerations, GPU resources) for the "

@@ -217,6 +217,33 @@ class UsageRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class UsageRoute:
+    """spec.usage: the usage ledger's retention, and the anomaly rule (gateway/usage_anomaly.py)."""
+
+    retention_days: int = 35
+    anomaly_window_s: float = 300.0
+    anomaly_baseline_s: float = 3600.0
+    anomaly_factor: float = 10.0
+    anomaly_min_requests: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class PriorityRoute:
+    """spec.priority: the class of each tier's requests, and the tiers whose keys may send X-Priority."""
+
+    tiers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    header_tiers: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tiers": dict(sorted(self.tiers.items())), "headerTiers": list(self.header_tiers)}
+
+    @classmethod
+    def from_dict(cls, v: Mapping[str, Any] | None) -> "PriorityRoute":
+        v = v or {}
+        return cls(MappingProxyType(dict(v.get("tiers", {}))), tuple(v.get("headerTiers", ())))
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingTable:
     epoch: int
     gateway: str
@@ -240,6 +267,7 @@ class RoutingTable:
     max_auth_failures: int = 10  # spec.auth.maxFailuresPerMinute: unknown keys per client IP per minute
     policy: PolicyRoute = field(default_factory=PolicyRoute)  # spec.policy: the chain's stages
     aliases: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # alias -> model
+    usage: UsageRoute = field(default_factory=UsageRoute)  # spec.usage
     hash: str = field(default="")
 
     def __post_init__(self) -> None:
@@ -333,6 +361,8 @@ class RoutingTable:
             }} if self.grpc is not None else {}),
             **({"policy": _policy_to_dict(self.policy)} if self.policy.stages else {}),  # the hash stays without
             **({"aliases": dict(sorted(self.aliases.items()))} if self.aliases else {}),
+            # Only when set: tables without it keep the hash they had before the field existed.
+            **({"usage": _usage_to_dict(self.usage)} if self.usage != UsageRoute() else {}),
         }
 
     def to_json(self) -> bytes:
@@ -379,6 +409,7 @@ class RoutingTable:
             grpc=_grpc_from_dict(d.get("grpc")),
             policy=_policy_from_dict(d.get("policy")),
             aliases=_frozen(dict(d.get("aliases", {}))),
+            usage=_usage_from_dict(d.get("usage")),
             planners=_frozen({
                 k: PlannerRoute(
                     name=k,
@@ -512,6 +543,19 @@ def _breaker_from_dict(v: Mapping[str, Any] | None) -> BreakerRoute | None:
 
 def _opt_int(v: Any) -> int | None:
     return None if v is None else int(v)
+
+
+def _usage_to_dict(u: UsageRoute) -> dict[str, Any]:
+    return {"retentionDays": u.retention_days, "anomalyWindowSeconds": u.anomaly_window_s,
+            "anomalyBaselineSeconds": u.anomaly_baseline_s, "anomalyFactor": u.anomaly_factor,
+            "anomalyMinRequests": u.anomaly_min_requests}
+
+
+def _usage_from_dict(v: Mapping[str, Any] | None) -> UsageRoute:
+    if not v:
+        return UsageRoute()
+    return UsageRoute(int(v["retentionDays"]), float(v["anomalyWindowSeconds"]), float(v["anomalyBaselineSeconds"]),
+                      float(v["anomalyFactor"]), int(v["anomalyMinRequests"]))
 
 
 def _http_from_dict(v: Mapping[str, Any]) -> HttpLimits:

@@ -44,7 +44,7 @@ from .errors import (
     UnknownPool,
     WorkerError,
 )
-from .models import Accepted, Event, InferenceResult, Job, JobPage, ModelInfo, PoolInfo
+from .models import Accepted, Event, InferenceResult, Job, JobPage, ModelInfo, PoolInfo, UsageRow
 from .sync_client import Client
 
 __all__ = [
@@ -55,5 +55,5 @@ __all__ = [
     "PayloadTooLarge", "InvalidInput", "ServerError", "WorkerError", "Unavailable", "NoCapacity",
     "QueueUnavailable", "NotReady", "DeadlineExceeded", "CapacityTimeout", "TransportError",
     "RequestTimeout", "PoolExists", "PoolExpired", "PoolProtected", "TooManyPools", "PoolTooLarge",
-    "JobNotFinished", "DeadlineUnreachable", "JobCancelled", "JobPage", "Event",
+    "JobNotFinished", "DeadlineUnreachable", "JobCancelled", "JobPage", "Event", "UsageRow",
 ]

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from inspect import isawaitable
 from types import TracebackType
 from typing import Any
@@ -28,7 +29,7 @@ from .errors import (
     UnknownPool,
     error_from_response,
 )
-from .models import Accepted, Event, InferenceResult, Job, JobPage, ModelInfo, PoolInfo
+from .models import Accepted, Event, InferenceResult, Job, JobPage, ModelInfo, PoolInfo, UsageRow
 
 __all__ = ["AsyncClient"]
 
@@ -300,6 +301,18 @@ class AsyncClient:
 
     # -- planners and events ------------------------------------------------------------
 
+    async def usage(self, start: datetime | str, end: datetime | str | None = None, *,
+                    group_by: str | list[str] = "tenant", tenant: str | None = None) -> list[UsageRow]:
+        """Keys with the readUsage scope (admin keys): the usage ledger summed per group over [start, end)
+        (end: now), at most 31 days (`GET /v1/usage`, docs/usage.md). A datetime without a time zone is
+        refused rather than guessed."""
+        groups = ",".join(group_by) if isinstance(group_by, list) else group_by
+        query = _core.drop_none({"from": _rfc3339(start), "to": _rfc3339(end) if end is not None else None,
+                                 "group_by": groups, "tenant": tenant})
+        data = (await self._send("GET", "/v1/usage?" + urlencode(query))).json()
+        rows = data.get("usage") if isinstance(data, dict) else None
+        return [UsageRow.from_json(r) for r in rows or [] if isinstance(r, dict)]
+
     async def plans(self) -> list[dict[str, Any]]:
         """The Planners this key may run, with their steps and run counts (`GET /v1/plans`)."""
         data = (await self._send("GET", "/v1/plans")).json()
@@ -525,6 +538,14 @@ class AsyncClient:
 
 
 EVENTS_READ_TIMEOUT_S = 35.0  # the gateway sends a keepalive after 10 s without events
+
+
+def _rfc3339(when: datetime | str) -> str:
+    if isinstance(when, str):
+        return when
+    if when.tzinfo is None:
+        raise ValueError("a usage range needs aware datetimes (e.g. datetime.now(timezone.utc))")
+    return when.isoformat()
 
 
 async def _sse_events(content: aiohttp.StreamReader) -> AsyncIterator[Event]:

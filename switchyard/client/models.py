@@ -9,7 +9,8 @@ from typing import Any
 from ..contracts import FINAL_STATES, JobState
 from .errors import SwitchyardError, error_for
 
-__all__ = ["InferenceResult", "Accepted", "Job", "JobPage", "JobState", "ModelInfo", "PoolInfo", "FINAL_STATES"]
+__all__ = ["InferenceResult", "Accepted", "Job", "JobPage", "JobState", "ModelInfo", "PoolInfo", "UsageRow",
+           "FINAL_STATES"]
 
 
 
@@ -241,6 +242,42 @@ class PoolInfo:
             workers={str(k): dict(v) for k, v in workers.items() if isinstance(v, dict)},
             raw=data,
         )
+
+
+@dataclass(slots=True)
+class UsageRow:
+    """One group of `GET /v1/usage` (docs/usage.md): the group's columns (those asked for in `group_by`; the
+    others None) and its counts over the range."""
+
+    requests: int
+    items: int
+    attempts: int
+    input_tokens: int
+    output_tokens: int
+    compute_seconds: float
+    gpu_seconds: float
+    tenant: str | None = None
+    key: str | None = None
+    model: str | None = None
+    machine_profile: str | None = None
+    pool: str | None = None
+    bundle: str | None = None
+    op: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UsageRow:
+        def text(name: str) -> str | None:
+            value = data.get(name)
+            return str(value) if value is not None else None
+
+        return cls(requests=int(data.get("requests", 0)), items=int(data.get("items", 0)),
+                   attempts=int(data.get("attempts", 0)), input_tokens=int(data.get("input_tokens", 0)),
+                   output_tokens=int(data.get("output_tokens", 0)),
+                   compute_seconds=float(data.get("compute_seconds", 0.0)),
+                   gpu_seconds=float(data.get("gpu_seconds", 0.0)), tenant=text("tenant"), key=text("key"),
+                   model=text("model"), machine_profile=text("machine_profile"), pool=text("pool"),
+                   bundle=text("bundle"), op=text("op"), raw=data)
 
 
 @dataclass(slots=True)

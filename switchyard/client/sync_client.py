@@ -99,6 +99,7 @@ class Client:
     dead_letters = _blocking(AsyncClient.dead_letters)
     dead_letter = _blocking(AsyncClient.dead_letter)
     requeue_dead_letters = _blocking(AsyncClient.requeue_dead_letters)
+    usage = _blocking(AsyncClient.usage)
     plans = _blocking(AsyncClient.plans)
     run_plan = _blocking(AsyncClient.run_plan)  # events(): AsyncClient only (an endless async iterator)
     models = _blocking(AsyncClient.models)

@@ -16,7 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..api.table import HttpLimits
-from . import capacity, deadletter_api, joblist
+from . import capacity, deadletter_api, joblist, usage
 from . import auth, configs, events, health, inference, jobs, openapi, plans, pools, websocket
 from ..jetstream import NATS_FAILURES
 from ..logs import Repeats
@@ -87,6 +87,7 @@ def build_app(st: GatewayState, *, access_log: bool = True) -> web.Application:
     plans.setup(app)  # GET /v1/plans, POST /v1/plans/{planner}: before the route below would take them
     r.add_post("/v1/{op}/{model:.+}", inference.infer)
     events.setup(app, st)  # GET /v1/events, and the bridges that feed it
+    usage.setup(app, st)  # GET /v1/usage, the usage counters and the anomaly watch
     websocket.setup(app)  # GET /v1/ws
     policy_headers.setup(app)  # RateLimit-Policy / RateLimit on admitted requests
     openapi.setup(app)  # GET /openapi.json, GET /docs: every route above, described

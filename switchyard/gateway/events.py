@@ -49,6 +49,8 @@ from .auth import authenticate_request, tenant_of
 from .capacity import capacity_view
 from .progress import Progress, progress_subject
 from .state import GatewayState, state_of
+from .usage_anomaly import USAGE_EVENTS
+from .usage_api import reads_usage
 
 log = logging.getLogger("switchyard.gateway.events")
 
@@ -263,6 +265,8 @@ class Feed:
         if msg.subject == CAPACITY_EVENTS:
             data = visible_capacity(data, self.key)
             return [] if data is None else [(seq, "capacity.update", data)]
+        if msg.subject.startswith(USAGE_EVENTS + "."):  # only in the feeds of keys that read usage
+            return [(seq, "usage.anomaly", data)]
         job = data.get("id")
         if data.get("state") == "queued":
             self._moved_on.pop(job, None)  # queued (again: a re-queued dead letter): its progress counts
@@ -299,7 +303,10 @@ async def open_feed(st: GatewayState, key: KeyRoute | None, after: int | None) -
     try:
         await ensure_events_stream(js, st.holder.table.queue.replicas if st.holder.table else 1)
         gap = None
-        config = ConsumerConfig(filter_subjects=[job_subject(tenant), CAPACITY_EVENTS], inactive_threshold=60.0)
+        subjects = [job_subject(tenant), CAPACITY_EVENTS]
+        if reads_usage(st.holder.table, key):  # usage.anomaly events name every tenant's keys
+            subjects.append(f"{USAGE_EVENTS}.>")
+        config = ConsumerConfig(filter_subjects=subjects, inactive_threshold=60.0)
         if after is None:
             config.deliver_policy = DeliverPolicy.NEW
         else:

@@ -195,6 +195,35 @@ class Requeued(BaseModel):
     requeued: list[dict[str, Any]]
 
 
+class UsageRow(BaseModel):
+    """One group: its columns (those of group_by, in the order tenant, key, model, machine_profile, pool,
+    bundle, op), then the counts (docs/usage.md)."""
+
+    tenant: str | None = None
+    key: str | None = None
+    model: str | None = None
+    machine_profile: str | None = None
+    pool: str | None = None
+    bundle: str | None = None
+    op: str | None = None
+    requests: int
+    items: int
+    attempts: int
+    input_tokens: int
+    output_tokens: int
+    compute_seconds: float
+    gpu_seconds: float
+
+
+class UsageReport(BaseModel):
+    from_: str = Field(alias="from")
+    to: str
+    group_by: list[str]
+    tenant: str | None
+    records: int
+    usage: list[UsageRow]
+
+
 class PoolWorkers(BaseModel):
     reserved: int
     ready: int
@@ -474,7 +503,8 @@ class PlannerList(BaseModel):
 
 _REQUESTS: list[type[BaseModel]] = [InferenceBody, PoolBody, ResolveBody, ChatBody, CompletionBody, EmbeddingBody,
                                     ImageBody, SpeechBody, RequeueBody]
-_JOBS: list[type[BaseModel]] = [JobList, JobCancelled, JobDeleted, Capacity, DeadLetterList, DeadLetter, Requeued]
+_JOBS: list[type[BaseModel]] = [JobList, JobCancelled, JobDeleted, Capacity, DeadLetterList, DeadLetter, Requeued,
+                                UsageReport]
 _ANSWERS: list[type[BaseModel]] = [Error, OpenAiError, InferenceResult, Provisioning, Job, Pool, PoolList,
                                    PoolDeleted, Status, Ready, Health, Version, OpenAiModel, OpenAiModelList,
                                    ConfigModelList, ConfigModel, ConfigBundleList, ConfigBundle, Resolved, Metadata,
@@ -627,6 +657,17 @@ def _paths() -> dict[str, Any]:
                                              params=(_path("seq", "its id"),))},
         "/v1/deadletters/requeue": {"post": _op("deadletters", "re-queue dead letters as jobs (admin keys)",
                                                 {"200": _json(_ref(Requeued))}, body=RequeueBody)},
+        "/v1/usage": {"get": _op(
+            "usage", "the usage ledger summed per group over a time range (keys with readUsage; docs/usage.md)",
+            {"200": {"description": "JSON, or CSV (`format=csv` or `Accept: text/csv`): a header row, one row "
+                                    "per group", "content": {"application/json": {"schema": _ref(UsageReport)},
+                                                             "text/csv": {"schema": {"type": "string"}}}}},
+            params=(_query("from", "RFC 3339 with an offset (required)"),
+                    _query("to", "RFC 3339 with an offset, exclusive (now); at most 31 days after from"),
+                    _query("group_by", "comma-separated: tenant, key, model, machine_profile, pool, bundle, op "
+                                       "(tenant)"),
+                    _query("tenant", "one tenant only"), _query("format", "json or csv"),
+                    _header("Accept", "`text/csv`: CSV")))},
         "/v1/pools": {
             "post": _op("pools", "create a pool (idempotent for the same spec)",
                         {"201": _json(_ref(Pool), "created"), "200": _json(_ref(Pool), "exists with this spec")},
@@ -648,9 +689,10 @@ def _paths() -> dict[str, Any]:
                     _path("model", "model id, optionally `model:profile`"), *_ROUTING_HEADERS))},
         "/v1/plans": {"get": _op("plans", "the Planners the key may run", {"200": _json(_ref(PlannerList))})},
         "/v1/events": {"get": _op(
-            "events", "live events as Server-Sent Events: the key's job.status, job.progress, capacity.update "
-                      "(docs/jobs.md)",
-            {"200": {"description": "`id: <seq>`, `event: job.status | capacity.update | gap`, `data: {...}`; "
+            "events", "live events as Server-Sent Events: the key's job.status, job.progress, capacity.update, "
+                      "and usage.anomaly for keys with readUsage (docs/jobs.md, docs/usage.md)",
+            {"200": {"description": "`id: <seq>`, `event: job.status | capacity.update | usage.anomaly | gap`, "
+                                    "`data: {...}`; "
                                     "`event: job.progress` (no id: a queued job's queue_position and "
                                     "estimated_wait_s); `: keepalive` comments",
                      "content": {"text/event-stream": {"schema": {"type": "string"}}}}},

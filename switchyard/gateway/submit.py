@@ -258,7 +258,7 @@ def _item(sub: Submission, res: Resolution, rt: Trace | None) -> WorkItem:
         id=sub.request_id, op=sub.op, model=res.lane.model, bundle=res.lane.bundle,
         machine_profile=res.lane.machine_profile, pool=res.lane.pool, items=sub.items,
         params=res.params(sub.params), profile=res.profile, max_attempts=res.route.max_attempts,
-        tenant=tenant_of(sub.key),
+        tenant=tenant_of(sub.key), key_name=sub.key.name if sub.key is not None else "",
     )
     if rt is not None:
         rt.resolved(item)

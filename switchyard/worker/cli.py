@@ -34,6 +34,9 @@ def build_parser(prog: str = "python -m switchyard.worker",
     p.add_argument("--pool", default="default")
     p.add_argument("--handler", required=True, help="module:function, e.g. switchyard.worker.handlers:echo")
     p.add_argument("--concurrency", type=int, default=4, help="work items in flight")
+    p.add_argument("--gpus", type=float, default=None,
+                   help="GPUs this worker holds, for the GPU-seconds of the usage ledger (default: the devices "
+                        "in NVIDIA_VISIBLE_DEVICES or CUDA_VISIBLE_DEVICES, else 0)")
     p.add_argument("--worker-id", default=None, help="default: hostname-pid-random")
     p.add_argument("--ack-wait", type=float, default=30.0, help="seconds (when this worker creates the consumer)")
     p.add_argument("--heartbeat-interval", type=float, default=2.0)
@@ -64,7 +67,7 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         machine_profile=args.machine_profile, pool=args.pool, concurrency=args.concurrency,
         worker_id=args.worker_id or default_worker_id(), ack_wait_s=args.ack_wait,
         heartbeat_interval_s=args.heartbeat_interval, drain_timeout_s=args.drain_timeout,
-        nak_delay_s=args.nak_delay)
+        nak_delay_s=args.nak_delay, gpus=args.gpus)
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m switchyard.worker") -> int:

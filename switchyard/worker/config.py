@@ -26,6 +26,26 @@ def default_host() -> str:
     return load(WorkerSettings).pod_name or socket.gethostname()
 
 
+DEVICE_VARIABLES = ("NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")
+
+
+def visible_gpus(env: dict[str, str] | None = None) -> float:
+    """GPUs this process was given, from the device list the NVIDIA device plugin (or the user) set.
+
+    `all` cannot be counted, and `none`/`void`/empty mean none: 0 then, so set --gpus instead.
+    """
+    env = dict(os.environ) if env is None else env
+    for name in DEVICE_VARIABLES:
+        value = env.get(name)
+        if value is None:
+            continue
+        value = value.strip()
+        if value.lower() in ("", "none", "void", "all", "nodevfiles"):
+            return 0.0
+        return float(len([d for d in value.split(",") if d.strip()]))
+    return 0.0
+
+
 def kv_key(worker_id: str) -> str:
     """A KV key for the worker id: only [-_=.a-zA-Z0-9], no leading/trailing dot."""
     key = _KEY_BAD.sub("_", worker_id).strip(".")
@@ -51,6 +71,9 @@ class WorkerConfig:
     nak_max_delay_s: float = 60.0
     pull_expires_s: float = 10.0  # life of one pull request on the server
     name: str = "switchyard-worker"
+    # GPUs this worker holds, for GPU-seconds in the usage ledger; None: counted from the device list
+    # NVIDIA_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES (worker/usage.py), else 0.
+    gpus: float | None = None
 
     def __post_init__(self) -> None:
         names = list(dict.fromkeys(([self.model] if self.model else []) + list(self.models)))
@@ -60,6 +83,10 @@ class WorkerConfig:
         self.model = names[0]
         if self.concurrency < 1:
             raise ValueError("concurrency must be >= 1")
+        if self.gpus is None:
+            self.gpus = visible_gpus()
+        if self.gpus < 0:
+            raise ValueError("gpus must be >= 0")
         if not callable(self.handler):
             raise TypeError("handler must be callable (see load_handler for 'module:function')")
 

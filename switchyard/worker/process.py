@@ -25,6 +25,7 @@ from .context import Context
 from .errors import PermanentError, TransientError
 from .loader import Invoker, StreamingInvoker
 from .tracing import Delivery, WorkerTracing
+from .usage import UsageLedger, usage_record
 
 log = logging.getLogger("switchyard.worker")
 
@@ -50,6 +51,7 @@ class Processor:
         self.cancels = Cancels()  # runtime.py subscribes it to the cancel subjects
         self.record_retry_s = 10.0  # how long to keep retrying a jobs-bucket write (NATS restarts)
         self._holding: Counter[str] = Counter()  # tenant -> items in flight (heartbeat: GET /v1/capacity)
+        self.usage = UsageLedger(js)  # one record per finished attempt (worker/usage.py)
 
     def holders(self) -> dict[str, int]:
         return {tenant: n for tenant, n in self._holding.items() if n > 0}
@@ -253,6 +255,10 @@ class Processor:
                     exc_info=not isinstance(exc, TransientError))
         if trace is not None:
             trace.retry(delay)
+        # The attempt held the GPU all the same: it is usage, though not the item's end.
+        tried = Result(id=item.id, ok=False, state="failed", attempt=item.attempt, timing=_timing(item, started, t0))
+        await self.usage.append(usage_record(item, tried, final=False, gpus=self._cfg.gpus or 0.0,
+                                             worker=self._worker_id))
         await settle(msg.nak, delay=delay)
 
     async def _finish(self, msg: Msg, item: WorkItem, res: Result, trace: Delivery | None = None,
@@ -282,6 +288,9 @@ class Processor:
         except Exception as exc:  # noqa: BLE001 - leave it unacked: it is redelivered after ack_wait
             log.error("could not deliver result, leaving item unacked", extra=_fields(item, error=str(exc)))
             return
+        # Before the ack: once acked, nothing would run this again to count it.
+        await self.usage.append(usage_record(item, res, final=True, gpus=self._cfg.gpus or 0.0,
+                                             worker=self._worker_id))
         if dead_letter:
             try:
                 await keep_dead_letter(self._js, msg.subject, item, res)

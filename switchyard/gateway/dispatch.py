@@ -32,6 +32,7 @@ from ..jetstream import (
 )
 from ..logs import swallowed
 from ..messages import JobRecord, Result, WorkItem
+from ..runtime import Backoff
 from ..subjects import INBOX_PREFIX, RESULTS_BUCKET, cancel_subject, job_cancel_subject, token
 
 log = logging.getLogger("switchyard.gateway.nats")
@@ -185,7 +186,7 @@ class Dispatcher:
     async def _prepare_until_applied(self) -> None:
         """Apply spec.queue until JetStream takes it (a cluster short of peers, a single server
         asked for replicas, a leader election), and again if the table changed meanwhile."""
-        delay = 0.5
+        backoff = Backoff(0.5, 5.0)
         while not self._closing:
             try:
                 await self._prepare()
@@ -197,8 +198,7 @@ class Dispatcher:
                 log.error("cannot apply the Gateway's spec.queue to JetStream; retrying",
                           extra={"replicas": limits.replicas if limits else None,
                                  "error": str(exc) or type(exc).__name__})
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            await backoff.sleep()
 
     def queue_changed(self) -> None:
         """A new table: apply its spec.queue (replicas, limits) unless it is what JetStream has."""

@@ -19,6 +19,7 @@ from nats.js.kv import KeyValue
 from ..deadletters import keep_dead_letter, term_dead_letter
 from ..jetstream import ensure_jobs_bucket
 from ..messages import Chunk, JobRecord, Result, WorkItem, as_dict
+from ..runtime import Backoff
 from .cancels import Cancels
 from .config import WorkerConfig
 from .context import Context
@@ -311,20 +312,20 @@ class Processor:
                         tenant=item.tenant, deadline=item.deadline, op=item.op, attempt=item.attempt,
                         created_at=item.enqueued_at, started_at=time.time() if state == "running" else 0.0)
         deadline = time.monotonic() + self.record_retry_s
-        delay = 0.1
+        backoff = Backoff(0.1, 1.0)
         while True:
             try:
                 if self._jobs is None:
                     self._jobs = await ensure_jobs_bucket(self._js)
                 return await _advance(self._jobs, item.key, rec)
             except Exception as exc:  # noqa: BLE001 - NATS down or JetStream not ready yet
+                delay = backoff.next()
                 if time.monotonic() + delay > deadline:
                     if required:
                         raise
                     log.warning("could not write job record", extra=_fields(item, state=state, error=str(exc)))
                     return True
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
 
 
 async def _advance(jobs: KeyValue, key: str, rec: JobRecord) -> bool:

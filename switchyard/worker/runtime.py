@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import signal
 import time
 from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,9 +14,9 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from .. import earlystop
 from ..jetstream import NATS_FAILURES
 from ..logs import swallowed
+from ..runtime import Backoff, StopSignals
 from ..subjects import CANCEL_PREFIX, JOB_CANCEL_PREFIX
 from ..tasks import cancel_all
 from .config import WorkerConfig
@@ -274,29 +273,17 @@ async def serve(config: WorkerConfig, health_port: int | None = None, health_hos
     Traces go over OTLP/HTTP to `otlp_endpoint`, or where the standard OTEL_EXPORTER_OTLP_*
     variables say; with neither, tracing is off and OpenTelemetry is never imported.
     """
-    loop = asyncio.get_running_loop()
     tracing = WorkerTracing.start(otlp_endpoint) if wanted(otlp_endpoint) else None
     worker = Worker(config, tracing)
-    stop = asyncio.Event()
     health = await start_health_server(health_port, worker.healthy, health_host) if health_port else None
-
-    def on_signal() -> None:
-        if stop.is_set():
-            worker.abort()
-        stop.set()
-
-    sigs = (signal.SIGTERM, signal.SIGINT)
-    for sig in sigs:
-        loop.add_signal_handler(sig, on_signal)
-    if earlystop.requested():  # told to stop while still importing: never start
-        stop.set()
+    # A SIGTERM noted while still importing (earlystop) stops it before it starts.
+    signals = StopSignals(on_repeat=worker.abort)
     try:
-        if await _start_retrying(worker, stop):
-            await stop.wait()
-            await worker.stop()
+        with signals:
+            if await _start_retrying(worker, signals.stopping):
+                await signals.stopping.wait()
+                await worker.stop()
     finally:
-        for sig in sigs:
-            loop.remove_signal_handler(sig)
         if health is not None:
             await health.cleanup()
         if tracing is not None:
@@ -305,12 +292,13 @@ async def serve(config: WorkerConfig, health_port: int | None = None, health_hos
 
 async def _start_retrying(worker: Worker, stop: asyncio.Event) -> bool:
     """NATS may come up after the worker (a fresh cluster): keep trying until it does or we are told to stop."""
-    delay = 0.5
+    backoff = Backoff(0.5, 10.0)
     while not stop.is_set():
         try:
             await worker.start()
             return True
         except (OSError, asyncio.TimeoutError, nats.errors.Error) as exc:
+            delay = backoff.next()
             log.warning("cannot start worker, retrying", extra={"worker": worker.worker_id,
                                                                 "error": str(exc) or type(exc).__name__,
                                                                 "retry_in_s": delay})
@@ -318,5 +306,4 @@ async def _start_retrying(worker: Worker, stop: asyncio.Event) -> bool:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             except asyncio.TimeoutError:
                 pass
-            delay = min(delay * 2, 10.0)
     return False

@@ -10,9 +10,7 @@ attributes) for assertions; the bench's sink only counts them and drops them.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gzip
-import signal
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +19,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+
+from ..runtime import StopSignals, run
 
 PATH = "/v1/traces"
 MAX_BODY = 64 * 1024 * 1024
@@ -90,11 +90,9 @@ def _value(v: Any) -> Any:
 
 async def _serve(port: int) -> None:
     sink = await OtlpSink(keep=False).start(port=port)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    print(f"ready {sink.url}", flush=True)
-    await stop.wait()
+    with StopSignals() as signals:
+        print(f"ready {sink.url}", flush=True)
+        await signals.stopping.wait()
     print(f"received {sink.count} spans in {sink.requests} requests", flush=True)
     await sink.stop()
 
@@ -102,4 +100,5 @@ async def _serve(port: int) -> None:
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description="OTLP/HTTP trace sink that counts and drops spans")
     p.add_argument("--port", type=int, required=True)
-    asyncio.run(_serve(p.parse_args().port))
+    port = p.parse_args().port
+    run(lambda: _serve(port), uvloop=False)

@@ -109,3 +109,18 @@ async def test_a_worker_long_gone_is_forgotten(clock: FakeClock) -> None:
     clock.advance(61)
     reg.live()
     assert reg._workers == {}, "kept no longer than a minute past its last beat"
+
+
+async def test_admit_decides_which_fresh_workers_count(clock: FakeClock) -> None:
+    """Cluster mode's rule (a ready endpoint of the worker's Service) as any admit: a fresh beat that is not
+    admitted serves nothing, and a stale one is not revived by admission."""
+    ready = {"w1"}
+    reg = Registry(clock=clock, admit=lambda hb: hb.worker_id in ready)
+    await reg._on_msg(put("w1", beat("w1")))
+    await reg._on_msg(put("w2", beat("w2")))
+    assert [b.worker_id for b in reg.live()] == ["w1"] and reg.serving(LANE) == 1
+    ready.add("w2")  # its endpoint became ready: counted from the next look, no beat needed
+    assert reg.serving(LANE) == 2
+    clock.advance(7)
+    assert reg.serving(LANE) == 0, "admitted but stale: not live"
+    assert reg.alive("w1") is False

@@ -30,6 +30,7 @@ import orjson
 from nats.js.kv import KeyValue
 
 from ..jetstream import NATS_FAILURES, kv_get
+from ..tasks import expected
 from ..subjects import WORK_PREFIX, Lane
 from .metrics import Metrics
 
@@ -84,8 +85,9 @@ class ColdStarts:
             samples = await self._samples(kv, lane)
             # The ETA the opener answers (estimated_wait_s): what the accuracy is judged against.
             started = await self._open(kv, lane, now, stale_after_s, remaining(estimate(samples, default_s), 0))
-        except Exception as exc:  # noqa: BLE001 - the item is queued: an ETA must never fail its 202
+        except Exception as exc:  # the item is queued: an ETA must never fail its 202
             log.warning("cold-start history unavailable; using the default ETA",
+                        exc_info=None if expected(exc) else exc,
                         extra={"lane": lane.subject, "error": str(exc) or type(exc).__name__})
             return remaining(default_s, 0)
         self._watched[lane] = stale_after_s
@@ -152,8 +154,8 @@ class ColdStarts:
                 stale_after_s = self._watched.pop(lane)
                 try:
                     await self.record(kv, lane, stale_after_s)
-                except Exception as exc:  # noqa: BLE001 - keep watching the other lanes
-                    log.warning("could not record a cold start",
+                except Exception as exc:  # keep watching the other lanes
+                    log.warning("could not record a cold start", exc_info=None if expected(exc) else exc,
                                 extra={"lane": lane.subject, "error": str(exc) or type(exc).__name__})
 
     async def _resume(self, kv: KeyValue) -> bool:

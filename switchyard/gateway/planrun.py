@@ -49,7 +49,7 @@ from ..jetstream import NATS_FAILURES, ensure_runs_bucket
 from ..logs import swallowed
 from ..messages import JobRecord, Result, as_dict
 from ..subjects import JOBS_BUCKET, job_cancel_subject, job_key
-from ..tasks import cancel_all, forever
+from ..tasks import cancel_all, expected, forever
 from .dispatch import read_entry, unavailable
 from .planstats import OUTCOMES, PlanStats
 from .state import GatewayState
@@ -281,8 +281,9 @@ class PlanRuns:
     async def _count_start(self, d: _Driven) -> None:
         try:
             await self.stats.started(d.run.planner, d.run.tenant, d.run.key, d.run.created_at)
-        except Exception as exc:  # noqa: BLE001 - NATS away: _finish counts it (the same id) before the end
-            log.warning("could not count a plan run's start yet", extra={"run": d.run.key, "error": repr(exc)})
+        except Exception as exc:  # NATS away: _finish counts it (the same id) before the end
+            log.warning("could not count a plan run's start yet", exc_info=None if expected(exc) else exc,
+                        extra={"run": d.run.key, "error": repr(exc)})
             return
         if d.run.counted == "":
             d.run.counted = "start"  # written with the next save; counted again (a duplicate) if it never is

@@ -69,5 +69,6 @@ class Heartbeater:
         try:
             kv = self._kv if self._kv is not None else await asyncio.wait_for(ensure_workers_bucket(self._js), 3.0)
             await asyncio.wait_for(kv.delete(self.key), 3.0)
-        except Exception as exc:  # noqa: BLE001 - the TTL removes it anyway
-            log.warning("could not delete heartbeat", extra={"worker": self._cfg.worker_id, "error": str(exc)})
+        except Exception as exc:  # the TTL removes it anyway
+            log.warning("could not delete heartbeat", exc_info=None if isinstance(exc, NATS_FAILURES) else exc,
+                        extra={"worker": self._cfg.worker_id, "error": str(exc) or type(exc).__name__})

@@ -8,9 +8,23 @@ Standard library only, so any component (and the SDK, which has no extras) can i
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 Obj = dict[str, Any]  # a Kubernetes object as on the wire
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ObjectKey:
+    """Names one object by its parts, so nothing parses a "Kind/name" string back."""
+
+    kind: str
+    name: str
+    namespace: str = ""  # "": within one namespace (an operator pass), the one at hand
+
+    def __str__(self) -> str:
+        """The printed form messages, conditions and logs have always used: Kind/namespace/name or Kind/name."""
+        return f"{self.kind}/{self.namespace}/{self.name}" if self.namespace else f"{self.kind}/{self.name}"
 
 GROUP = "switchyard.dev"
 VERSION = "v1alpha1"

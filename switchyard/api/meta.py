@@ -11,6 +11,7 @@ from pydantic.alias_generators import to_camel
 from ..contracts import API_VERSION as API_VERSION
 from ..contracts import GROUP as GROUP
 from ..contracts import VERSION as VERSION
+from ..contracts import ObjectKey
 
 # DNS-1123 label: what Kubernetes accepts for most object names.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -85,10 +86,13 @@ class Resource(BaseModel, Generic[SpecT, StatusT]):
         return self.metadata.name
 
     @property
+    def key(self) -> ObjectKey:
+        return ObjectKey(self.KIND, self.name, self.metadata.namespace or "")
+
+    @property
     def ref(self) -> str:
         """How errors name this object: Kind/namespace/name."""
-        ns = self.metadata.namespace
-        return f"{self.KIND}/{ns}/{self.name}" if ns else f"{self.KIND}/{self.name}"
+        return str(self.key)
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> Resource[SpecT, StatusT]:

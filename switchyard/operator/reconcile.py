@@ -22,8 +22,8 @@ from typing import Any, Protocol
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from ..api import ConfigIssue, compile_table
 from ..api import catalog as cat
+from ..api import compile_table
 from ..api.compile import RouteMemo
 from ..api.gateway import Gateway
 from ..api.issues import issues_from_validation
@@ -39,6 +39,7 @@ from ..contracts import (
     POOL_LABEL,
     SERVICE_LABEL,
     Obj,
+    ObjectKey,
     endpoint_ready,
     gateway_written,
 )
@@ -76,36 +77,42 @@ WATCHED = (*(Watched(k, MANAGED_SELECTOR) for k in CHILD_KINDS), *(Watched(k) fo
 # compiles afresh, so the routing table (written first, never budgeted) never waits
 # behind the burst: a change reaches gateways within one short pass.
 WRITES_PER_PASS = 400
+DEFAULT_POOL_KEY = ObjectKey("Pool", DEFAULT_POOL)
 # An Upstream's children as last found current: (what they were derived from, its problems, (kind, name) it owns).
 ChildrenDone = tuple[Any, list[str], list[tuple[str, str]]]
 
 
 @dataclass
 class Observed:
-    raw: dict[str, Obj] = field(default_factory=dict)  # "Kind/name" -> object as read
-    models: dict[str, Any] = field(default_factory=dict)  # "Kind/name" -> validated model
-    issues: dict[str, list[str]] = field(default_factory=dict)  # "Kind/name" -> problems
+    raw: dict[ObjectKey, Obj] = field(default_factory=dict)  # (kind, name) -> object as read
+    models: dict[ObjectKey, Any] = field(default_factory=dict)  # (kind, name) -> validated model
+    issues: dict[ObjectKey, list[str]] = field(default_factory=dict)  # (kind, name) -> problems
     pool_expiry: dict[str, str] = field(default_factory=dict)  # pool name -> when its lease lapses
     children: dict[tuple[str, str], Obj] = field(default_factory=dict)  # (kind, name) -> managed child
     pool_fleets: dict[str, list[fleets.PoolFleet]] = field(default_factory=dict)  # pool -> fleets it runs
-    unrendered: dict[str, list[str]] = field(default_factory=dict)  # pool -> why some workers are not run
+    unrendered: dict[ObjectKey, list[str]] = field(default_factory=dict)  # pool -> why some workers are not run
     too_large: dict[str, str] = field(default_factory=dict)  # gateway -> why its catalog cannot be stored
     budget: int = 0  # writes of Upstream children and statuses this pass may still make
-    deferred: set[str] = field(default_factory=set)  # "Kind/name" whose writes wait for the next pass
-    # "Upstream/name" -> (the validated Upstream, its fleets): made once per Upstream object, which
+    deferred: set[ObjectKey] = field(default_factory=set)  # objects whose writes wait for the next pass
+    # An Upstream's key -> (the validated Upstream, its fleets): made once per Upstream object, which
     # stays the same object across passes while its resourceVersion does (Reconciler._valid)
-    fleet_refs: dict[str, tuple[Any, list[FleetRef]]] = field(default_factory=dict)
-    fleet_refs_before: dict[str, tuple[Any, list[FleetRef]]] = field(default_factory=dict)
+    fleet_refs: dict[ObjectKey, tuple[Any, list[FleetRef]]] = field(default_factory=dict)
+    fleet_refs_before: dict[ObjectKey, tuple[Any, list[FleetRef]]] = field(default_factory=dict)
     validated: int = 0  # resources validated afresh this pass (changed since the last one)
+    named: dict[str, ObjectKey] = field(default_factory=dict)  # a model's printed ref (its issues') -> its key
 
-    def fleets(self, key: str, up: Upstream) -> list[FleetRef]:
+    def add_model(self, key: ObjectKey, model: Any) -> None:
+        self.models[key] = model
+        self.named[model.ref] = key
+
+    def fleets(self, key: ObjectKey, up: Upstream) -> list[FleetRef]:
         held = self.fleet_refs.get(key) or self.fleet_refs_before.get(key)
         if held is None or held[0] is not up:
             held = (up, children.fleets(up))
         self.fleet_refs[key] = held
         return held[1]
 
-    def problem(self, key: str, text: str, into: dict[str, list[str]] | None = None) -> None:
+    def problem(self, key: ObjectKey, text: str, into: dict[ObjectKey, list[str]] | None = None) -> None:
         target = self.issues if into is None else into
         target.setdefault(key, [])
         if text not in target[key]:
@@ -132,12 +139,12 @@ class Reconciler:
         self._valid: dict[str, dict[tuple[str, str], tuple[str, Any, list[str]]]] = {}
         # Per namespace and Gateway: the routes of unchanged Upstreams, reused by compile_table.
         self._routes: dict[tuple[str, str], RouteMemo] = {}
-        # Per namespace, "Upstream/name" -> what its children and status were derived from when
+        # Per namespace, an Upstream's key -> what its children and status were derived from when
         # they were last found (or made) current: an Upstream whose inputs did not move is skipped,
         # so a change to one of 10,000 renders one Upstream's children and one status.
-        self._children_done: dict[str, dict[str, ChildrenDone]] = {}
-        self._status_done: dict[str, dict[str, Any]] = {}
-        self._fleet_refs: dict[str, dict[str, tuple[Any, list[children.FleetRef]]]] = {}
+        self._children_done: dict[str, dict[ObjectKey, ChildrenDone]] = {}
+        self._status_done: dict[str, dict[ObjectKey, Any]] = {}
+        self._fleet_refs: dict[str, dict[ObjectKey, tuple[Any, list[FleetRef]]]] = {}
         self.image = image
         self.catalog_limits = catalog_limits
         self.writes_per_pass = writes_per_pass
@@ -149,7 +156,7 @@ class Reconciler:
         obs = await self._observe(ns)
         obs.budget = self.writes_per_pass
         outcome = Outcome()
-        gateways = sorted((m for k, m in obs.models.items() if k.startswith("Gateway/")), key=lambda g: g.name)
+        gateways = sorted((m for k, m in obs.models.items() if k.kind == "Gateway"), key=lambda g: g.name)
         if gateways:
             await self._ensure_default_pool(ns, obs)
         expired = await self._pool_leases(ns, obs, outcome)
@@ -185,7 +192,7 @@ class Reconciler:
         for kind, items in zip(RESOURCE_KINDS, listings[len(CHILD_KINDS):], strict=True):
             for raw in items:
                 name, rv = raw["metadata"]["name"], raw["metadata"].get("resourceVersion", "")
-                key = f"{kind.kind}/{name}"
+                key = ObjectKey(kind.kind, name)
                 obs.raw[key] = raw
                 held = before.get((kind.kind, name))
                 if held is None or held[0] != rv or not rv:
@@ -193,7 +200,7 @@ class Reconciler:
                     made += 1
                 valid[(kind.kind, name)] = held
                 if held[1] is not None:
-                    obs.models[key] = held[1]
+                    obs.add_model(key, held[1])
                 for text in held[2]:
                     obs.problem(key, text)
         self._valid[ns] = valid
@@ -202,22 +209,22 @@ class Reconciler:
         return obs
 
     @staticmethod
-    def _validate(kind: str, key: str, raw: Obj) -> tuple[Any, list[str]]:
+    def _validate(kind: str, key: ObjectKey, raw: Obj) -> tuple[Any, list[str]]:
         try:
             return KINDS[kind].model_validate(raw), []
         except ValidationError as exc:
-            return None, [f"{issue.field}: {issue.message}" for issue in issues_from_validation(key, exc)]
+            return None, [f"{issue.field}: {issue.message}" for issue in issues_from_validation(str(key), exc)]
 
     async def _ensure_default_pool(self, ns: str, obs: Observed) -> None:
         """`default` always exists: recreated whenever it is missing."""
-        if f"Pool/{DEFAULT_POOL}" in obs.raw:
+        if DEFAULT_POOL_KEY in obs.raw:
             return
         raw = await self.kube.create({"apiVersion": "switchyard.dev/v1alpha1", "kind": "Pool",
                                       "metadata": {"name": DEFAULT_POOL, "namespace": ns,
                                                    "labels": {"switchyard.dev/protected": "true"}},
                                       "spec": {"ttlSeconds": 0}})
-        obs.raw[f"Pool/{DEFAULT_POOL}"] = raw
-        obs.models[f"Pool/{DEFAULT_POOL}"] = Pool.model_validate(raw)
+        obs.raw[DEFAULT_POOL_KEY] = raw
+        obs.add_model(DEFAULT_POOL_KEY, Pool.model_validate(raw))
         log.info("created the default pool", extra={"namespace": ns})
 
     async def _pool_leases(self, ns: str, obs: Observed, outcome: Outcome) -> set[str]:
@@ -228,7 +235,7 @@ class Reconciler:
         expired: set[str] = set()
         now = time.time()
         for key, pool in obs.models.items():
-            if not key.startswith("Pool/"):
+            if key.kind != "Pool":
                 continue
             lease = leases.get(pool.name)
             if lease is None:
@@ -257,7 +264,7 @@ class Reconciler:
     async def _resource_set(self, ns: str, obs: Observed, expired: set[str]) -> ResourceSet:
         rs = ResourceSet()
         for key, model in obs.models.items():
-            if key.startswith("Pool/") and model.name in expired:
+            if key.kind == "Pool" and model.name in expired:
                 continue
             rs.add(model)
         wanted = {k.secret_ref.name for g in rs.gateways for k in g.spec.auth.api_keys}
@@ -276,7 +283,8 @@ class Reconciler:
         result = compile_table(rs, gateway=gw.name,
                                memo=self._routes.setdefault((gw.metadata.namespace or "", gw.name), {}))
         for issue in result.issues:
-            obs.problem(_key(issue), f"{issue.field}: {issue.message}" if issue.field else issue.message)
+            if (key := obs.named.get(issue.ref)) is not None:  # every issue names one of the pass's models
+                obs.problem(key, f"{issue.field}: {issue.message}" if issue.field else issue.message)
         current = obs.children.get(("ConfigMap", children.routing_name(gw.name)))
         old = (current or {}).get("metadata", {}).get("annotations") or {}
         old_epoch = int(old.get(children.EPOCH_ANNOTATION, "0") or 0)
@@ -302,12 +310,12 @@ class Reconciler:
                     self._applied.pop(("ConfigMap", gw.metadata.namespace or "", name), None)
         return table if catalog is not None else None
 
-    def _scaled_on(self, obs: Observed, gateways: list[Gateway]) -> dict[str, tuple[Upstream, Gateway]]:
+    def _scaled_on(self, obs: Observed, gateways: list[Gateway]) -> dict[ObjectKey, tuple[Upstream, Gateway]]:
         """Upstream key -> (Upstream, the Gateway whose scaler KEDA asks); a problem where there is none."""
         by_name = {g.name: g for g in gateways}
         out = {}
         for key, up in obs.models.items():
-            if not key.startswith("Upstream/"):
+            if key.kind != "Upstream":
                 continue
             target = up.spec.gateway_ref or (gateways[0].name if gateways else None)
             if target is None or target not in by_name:
@@ -317,11 +325,11 @@ class Reconciler:
             out[key] = (up, by_name[target])
         return out
 
-    async def _upstreams(self, ns: str, obs: Observed, scaled_on: dict[str, tuple[Upstream, Gateway]]) -> None:
+    async def _upstreams(self, ns: str, obs: Observed, scaled_on: dict[ObjectKey, tuple[Upstream, Gateway]]) -> None:
         writes: list[Awaitable[None]] = []
         wanted: dict[str, set[str]] = {"ScaledObject": set(), "Deployment": set(), "Service": set()}
         done = self._children_done.get(ns, {})
-        fresh: dict[str, ChildrenDone] = {}
+        fresh: dict[ObjectKey, ChildrenDone] = {}
         self._children_done[ns] = fresh
         for key, (up, gw) in scaled_on.items():
             sig = self._children_inputs(key, up, gw, obs)
@@ -361,7 +369,7 @@ class Reconciler:
         await bounded(writes)
         # A valid Upstream's children that no fleet wants any more (fleets changed, or no Gateway
         # left to scale on): never leave KEDA scaling a Deployment on a stale trigger.
-        owners = {f"upstream.{k.split('/', 1)[1]}" for k in obs.models if k.startswith("Upstream/")}
+        owners = {f"upstream.{k.name}" for k in obs.models if k.kind == "Upstream"}
         for (kind, name), child in list(obs.children.items()):
             if kind in wanted and name not in wanted[kind] and \
                     (child["metadata"].get("labels") or {}).get(children.OWNER_LABEL) in owners:
@@ -370,7 +378,7 @@ class Reconciler:
                 log.info("deleted a child no fleet wants", extra={"namespace": ns, "kind": kind, "object": name})
 
     @staticmethod
-    def _children_inputs(key: str, up: Upstream, gw: Gateway, obs: Observed) -> Any:
+    def _children_inputs(key: ObjectKey, up: Upstream, gw: Gateway, obs: Observed) -> Any:
         """What an Upstream's children are rendered from: it, its Gateway, and its children as they are."""
         def rv(obj: Obj | None) -> str | None:
             return obj["metadata"].get("resourceVersion") if obj is not None else None
@@ -378,12 +386,12 @@ class Reconciler:
         refs = obs.fleets(key, up)
         names = [("ScaledObject", f.name) for f in refs] + [("Deployment", f.deployment) for f in refs if f.rendered] \
             + [("Service", up.spec.workers.service)]
-        return (rv(obs.raw.get(key)), rv(obs.raw.get(f"Gateway/{gw.name}")),
+        return (rv(obs.raw.get(key)), rv(obs.raw.get(ObjectKey("Gateway", gw.name))),
                 tuple(rv(obs.children.get(n)) for n in names))
 
-    async def _upstream_children(self, key: str, writes: list[Awaitable[None]],
+    async def _upstream_children(self, key: ObjectKey, writes: list[Awaitable[None]],
                                  done: tuple[Any, list[str], list[tuple[str, str]]], obs: Observed,
-                                 into: dict[str, Any]) -> None:
+                                 into: dict[ObjectKey, Any]) -> None:
         for write in writes:
             await write
         # All written (or found current): skipped until an input moves. Not with a problem: a
@@ -391,7 +399,7 @@ class Reconciler:
         if key not in obs.deferred and not done[1]:
             into[key] = done
 
-    async def _fleet(self, key: str, dep: Obj, so: Obj, obs: Observed, problems: list[str]) -> None:
+    async def _fleet(self, key: ObjectKey, dep: Obj, so: Obj, obs: Observed, problems: list[str]) -> None:
         """A rendered fleet's Deployment, then its ScaledObject. Created at 0 replicas once, then applied
         without `replicas` (KEDA's). A Deployment of that name the Upstream does not own is left alone."""
         name, mine = dep["metadata"]["name"], dep["metadata"]["labels"][children.OWNER_LABEL]
@@ -416,9 +424,9 @@ class Reconciler:
         """Pool fleets: while a valid pool's Lease is live, each of its models' rendered fleets on the
         profiles it reserves, at gpus[profile] replicas; any other pool fleet is retired."""
         by_name = {g.name: g for g in gateways}
-        ups = [m for k, m in obs.models.items() if k.startswith("Upstream/")]
+        ups = [m for k, m in obs.models.items() if k.kind == "Upstream"]
         writes: list[Awaitable[None]] = []
-        for key, pool in sorted((k, m) for k, m in obs.models.items() if k.startswith("Pool/")):
+        for key, pool in sorted((k, m) for k, m in obs.models.items() if k.kind == "Pool"):
             if pool.name in expired or obs.issues.get(key) or not pool.spec.models or not gateways:
                 continue
             # The Gateway whose NATS and machine profiles the workers use: as for Upstreams, the
@@ -457,7 +465,7 @@ class Reconciler:
             if kind == "Deployment" and name not in wanted and _is_pool_fleet(child):
                 await self._retire(ns, child)
 
-    async def _pool_fleet(self, key: str, dep: Obj, pf: fleets.PoolFleet, obs: Observed) -> None:
+    async def _pool_fleet(self, key: ObjectKey, dep: Obj, pf: fleets.PoolFleet, obs: Observed) -> None:
         """A pool fleet's Deployment, replicas included; one of that name it does not own is left alone."""
         name, mine = dep["metadata"]["name"], dep["metadata"]["labels"][children.OWNER_LABEL]
         current = obs.children.get(("Deployment", name))
@@ -493,23 +501,24 @@ class Reconciler:
     async def _statuses(self, ns: str, obs: Observed, outcome: Outcome, expired: set[str]) -> None:
         live = await self._live_workers(ns, obs)
         done = self._status_done.get(ns, {})
-        fresh: dict[str, Any] = {}
+        fresh: dict[ObjectKey, Any] = {}
         self._status_done[ns] = fresh
         todo = []
         for key, raw in obs.raw.items():
             sig = None
-            if key.startswith("Upstream/"):  # the many: skipped while what their status says is unchanged
+            if key.kind == "Upstream":  # the many: skipped while what their status says is unchanged
                 sig = (raw["metadata"].get("resourceVersion"), tuple(obs.issues.get(key, [])),
-                       tuple(sorted(live.get(key.split("/", 1)[1], {}).items())), key in obs.deferred)
+                       tuple(sorted(live.get(key.name, {}).items())), key in obs.deferred)
                 if sig[0] and done.get(key) == sig:
                     fresh[key] = sig
                     continue
             todo.append(self._status(key, raw, obs, outcome, expired, live, sig, fresh))
         await bounded(todo)
 
-    async def _status(self, key: str, raw: Obj, obs: Observed, outcome: Outcome, expired: set[str],
-                      live: dict[str, dict[str, int]], sig: Any = None, done: dict[str, Any] | None = None) -> None:
-        kind, name = key.split("/", 1)
+    async def _status(self, key: ObjectKey, raw: Obj, obs: Observed, outcome: Outcome, expired: set[str],
+                      live: dict[str, dict[str, int]], sig: Any = None,
+                      done: dict[ObjectKey, Any] | None = None) -> None:
+        kind, name = key.kind, key.name
         problems = obs.issues.get(key, [])
         prev = (raw.get("status") or {}).get("conditions")
         gen = raw["metadata"].get("generation")
@@ -565,7 +574,7 @@ class Reconciler:
 
     async def _live_workers(self, ns: str, obs: Observed) -> dict[str, dict[str, int]]:
         """Ready endpoints of each Upstream's worker Service, by machine profile."""
-        ups = {k.split("/", 1)[1]: m for k, m in obs.models.items() if k.startswith("Upstream/")}
+        ups = {k.name: m for k, m in obs.models.items() if k.kind == "Upstream"}
         if not ups:
             return {}
         by_service: dict[str, list[Obj]] = {}
@@ -585,7 +594,7 @@ class Reconciler:
             out[name] = dict(counts)
         return out
 
-    async def _ensure(self, obj: Obj, obs: Observed, budget_for: str | None = None) -> None:
+    async def _ensure(self, obj: Obj, obs: Observed, budget_for: ObjectKey | None = None) -> None:
         """Server-side apply, unless this exact object is what we applied and nobody touched it since.
 
         `budget_for`: the resource whose child this is; its write counts against the pass's
@@ -603,7 +612,7 @@ class Reconciler:
         self._applied[key] = (digest, result["metadata"]["resourceVersion"])
 
     @staticmethod
-    def _spend(obs: Observed, key: str) -> bool:
+    def _spend(obs: Observed, key: ObjectKey) -> bool:
         """One write from the pass's budget (checked and spent before any await: writes run
         concurrently); False, and `key` deferred, once it is spent."""
         if obs.budget <= 0:
@@ -645,11 +654,6 @@ async def bounded(coros: Sequence[Awaitable[None]], limit: int = 8) -> None:
 def _is_pool_fleet(dep: Obj) -> bool:
     labels = dep["metadata"].get("labels") or {}
     return POOL_LABEL in labels and labels.get(children.OWNER_LABEL, "").startswith("pool.")
-
-
-def _key(issue: ConfigIssue) -> str:
-    parts = issue.ref.split("/")
-    return f"{parts[0]}/{parts[-1]}"
 
 
 def _pool_workers(obs: Observed, pool: str) -> dict[str, dict[str, int]]:

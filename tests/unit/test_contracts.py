@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from switchyard.contracts import endpoint_ready
+from switchyard.api import Pool
+from switchyard.contracts import ObjectKey, endpoint_ready
 
 REPO = Path(__file__).resolve().parents[2]
 PKG = REPO / "switchyard"
@@ -27,6 +28,14 @@ PKG = REPO / "switchyard"
 ])
 def test_which_endpoint_is_ready(endpoint: dict, ready: bool) -> None:
     assert endpoint_ready(endpoint) is ready
+
+
+def test_an_object_key_prints_as_refs_always_did() -> None:
+    pool = Pool.model_validate({"apiVersion": "switchyard.dev/v1alpha1", "kind": "Pool",
+                                "metadata": {"name": "batch", "namespace": "team-a"}, "spec": {"ttlSeconds": 0}})
+    assert pool.key == ObjectKey("Pool", "batch", "team-a") and pool.ref == "Pool/team-a/batch"
+    assert str(ObjectKey("Pool", "batch")) == "Pool/batch"  # within one namespace's operator pass
+    assert ObjectKey("Pool", "a") != ObjectKey("Pool", "a", "ns") and ObjectKey("Pool", "a") < ObjectKey("Pool", "b")
 
 
 def _imports(path: Path) -> set[str]:

@@ -38,10 +38,16 @@ CONCURRENT_RETRY_AFTER_S = 1
 
 def token_reservation(items: list[Any], params: Mapping[str, Any]) -> int:
     """Tokens a generate/chat request may use at most: declared output per item, plus its input's bytes."""
-    declared = params.get("max_tokens") or params.get("max_completion_tokens") or DEFAULT_MAX_TOKENS
+    declared = params.get("max_tokens")
+    if declared is None:
+        declared = params.get("max_completion_tokens")
+    if declared is None:
+        declared = DEFAULT_MAX_TOKENS
     try:
+        if isinstance(declared, bool) or float(declared) != int(declared):
+            raise ValueError(declared)
         out = int(declared)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ApiError("bad_request", f"max_tokens must be a whole number, got {str(declared)[:32]!r}") from None
     if out < 1:
         raise ApiError("bad_request", f"max_tokens must be at least 1, got {out}")

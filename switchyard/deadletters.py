@@ -51,10 +51,12 @@ def dead_stream_config(replicas: int = 1) -> StreamConfig:
     )
 
 
-def dead_subject(lane_subject: str) -> str:
-    """sy.work.<pool>.<mp>.<bundle>.<model> -> sy.dead.<pool>.<mp>.<bundle>.<model>."""
-    if not lane_subject.startswith(WORK_PREFIX + "."):
-        raise ValueError(f"not a work subject: {lane_subject!r}")
+def dead_subject(work_subject: str) -> str:
+    """sy.work.<pool>.<mp>.<bundle>.<model>[.<class>.<tenant>] -> sy.dead.<pool>.<mp>.<bundle>.<model>: one
+    subject per lane, whatever queue the item waited on (the letter keeps that in `lane`)."""
+    if not work_subject.startswith(WORK_PREFIX + "."):
+        raise ValueError(f"not a work subject: {work_subject!r}")
+    lane_subject = ".".join(work_subject.split(".")[:6])
     return DEAD_PREFIX + lane_subject[len(WORK_PREFIX):]
 
 
@@ -67,7 +69,7 @@ class DeadLetter:
     attempt: int
     worker: str
     failed_at: float
-    lane: str  # the work subject it came from
+    lane: str  # the work subject it came from (its queue: re-queued there, class and tenant kept)
     seq: int = 0  # its sequence in the dead-letter stream (its id in the API)
 
     def encode(self) -> bytes:

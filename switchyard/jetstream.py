@@ -24,8 +24,8 @@ from .api.table import QueueLimits
 from .deadletters import dead_stream_config, ensure_dead_stream
 from .subjects import (
     COLDSTART_BUCKET, DEDUPE_WINDOW_S, EVENTS_PREFIX, EVENTS_STREAM, JOBS_BUCKET, LIMITS_BUCKET, PLANSTATS_BUCKET,
-    POOLS_BUCKET, RESULTS_BUCKET, RUNS_BUCKET, USAGE_PREFIX, USAGE_STREAM, WORK_PREFIX, WORK_STREAM,
-    WORKERS_BUCKET, Lane,
+    POOLS_BUCKET, RESULTS_BUCKET, RUNS_BUCKET, USAGE_PREFIX, USAGE_STREAM, WORK_PREFIX, WORK_STREAM, WORKERS_BUCKET,
+    Lane, consumer_name,
 )
 
 HEARTBEAT_TTL_S = 10.0
@@ -267,10 +267,20 @@ LANE_INACTIVE_S = 3600.0
 def lane_consumer_config(lane: Lane, ack_wait_s: float = 30.0, max_ack_pending: int = 1024,
                          inactive_s: float = LANE_INACTIVE_S) -> ConsumerConfig:
     """One durable pull consumer per lane, shared by all of the lane's workers."""
+    return work_consumer_config(lane.subject, ack_wait_s, max_ack_pending, inactive_s)
+
+
+def work_consumer_config(subject: str, ack_wait_s: float = 30.0, max_ack_pending: int = 1024,
+                         inactive_s: float = LANE_INACTIVE_S) -> ConsumerConfig:
+    """The durable pull consumer of one work subject (a lane's own, or one of its queues of a class and
+    tenant), shared by every worker of the lane; made by a worker when it first pulls from it. Its
+    description is the subject: gateways read a dead letter's lane from it. A queue's consumer leaves
+    after the same hour without a pull as a lane's: not sooner, as a worker holding long items pulls
+    nothing while it holds them."""
     return ConsumerConfig(
-        durable_name=lane.consumer,
-        description=lane.subject,
-        filter_subject=lane.subject,
+        durable_name=consumer_name(subject),
+        description=subject,
+        filter_subject=subject,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=ack_wait_s,
         max_deliver=-1,  # attempts are counted by the worker so the last one can report

@@ -18,7 +18,7 @@ from typing import Any
 import msgpack
 
 from .contracts import FINAL_STATES
-from .subjects import job_key
+from .subjects import DEFAULT_CLASS, job_key
 
 VERSION = 1
 
@@ -70,6 +70,9 @@ class WorkItem:
     # The gateway streams the result: chunks go to `reply` as the handler yields them, and the
     # worker listens for a cancel on subjects.cancel_subject(reply). Not on the wire when False.
     stream: bool = False
+    # Its priority class (subjects.PRIORITY_CLASSES), also a token of the subject it waits on. Not on the
+    # wire when normal.
+    priority: str = DEFAULT_CLASS
     # The name (never the secret) of the API key that sent it, for the usage ledger. Not on the wire
     # when empty (anonymous requests, items queued before the field existed).
     key_name: str = ""
@@ -85,6 +88,8 @@ class WorkItem:
             del data["trace_context"]  # tracing off adds nothing to the item
         if not self.stream:
             del data["stream"]
+        if self.priority == DEFAULT_CLASS:
+            del data["priority"]
         if not self.key_name:
             del data["key_name"]
         return msgpack.packb(data, use_bin_type=True)

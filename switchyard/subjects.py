@@ -1,10 +1,13 @@
 """NATS names: the work subject scheme, streams, KV buckets and inboxes.
 
-A lane is (model, bundle, machine profile, pool); each lane is one subject
+A lane is (model, bundle, machine profile, pool). Its items wait on the SWITCHYARD_WORK stream,
+one subject per priority class and tenant (a *queue*), so a worker can serve the classes in order
+and the tenants in turn (worker/fairness.py, docs/policy.md):
 
-    sy.work.<pool>.<machine_profile>.<bundle>.<model>
+    sy.work.<pool>.<machine_profile>.<bundle>.<model>.<class>.<tenant>
 
-on the SWITCHYARD_WORK stream. Every part goes through `token()`, so a model id
+The lane's own subject (the first six tokens) is where gateways before the priority classes
+put every item; workers still serve it. Every part goes through `token()`, so a model id
 such as "BAAI/bge-m3" can never add tokens or wildcards to a subject.
 """
 
@@ -33,7 +36,12 @@ USAGE_PREFIX = "sy.usage"  # + <tenant token>
 JOB_CANCEL_PREFIX = "_sy.jobcancel"  # + token(job key): stop a job wherever it is (jobs API)
 INBOX_PREFIX = "_sy.inbox"  # + <gateway instance>.<sequence>
 CANCEL_PREFIX = "_sy.cancel"  # + <gateway instance>.<sequence>: stop a streamed item (cancel_subject)
+RING_PREFIX = "_sy.ring"  # + <work subject tail>: core NATS, "an item was queued here" for idle workers
 DEDUPE_WINDOW_S = 120.0
+
+# Priority classes, highest first: a worker serves a class only while every higher one is empty.
+PRIORITY_CLASSES = ("high", "normal", "low")
+DEFAULT_CLASS = "normal"
 
 ANONYMOUS_TENANT = "_anonymous"  # not a DNS label, so no key's tenant can be named so
 
@@ -100,16 +108,85 @@ class Lane:
 
     @property
     def consumer(self) -> str:
-        """Durable consumer shared by every worker of this lane."""
-        return "lane_" + hashlib.sha256(self.subject.encode()).hexdigest()[:24]
+        """Durable consumer shared by every worker of this lane, for its own subject (older gateways')."""
+        return consumer_name(self.subject)
+
+    @property
+    def queues(self) -> str:
+        """Every queue of the lane (its classes and tenants), as one subject filter."""
+        return self.subject + ".>"
+
+    def queue(self, priority: str, tenant: str) -> str:
+        """The subject of one class and tenant on this lane."""
+        return _queue(self.subject, priority, tenant or ANONYMOUS_TENANT)
 
     @classmethod
-    def from_subject(cls, subject: str) -> "Lane":
+    def from_subject(cls, subject: str) -> Lane:
+        """The lane of a work subject: the lane's own, or one of its queues."""
         parts = subject.split(".")
-        if len(parts) != 6 or ".".join(parts[:2]) != WORK_PREFIX:
+        if len(parts) not in (6, 8) or ".".join(parts[:2]) != WORK_PREFIX:
             raise ValueError(f"not a work subject: {subject!r}")
-        pool, mp, bundle, model = (untoken(p) for p in parts[2:])
+        pool, mp, bundle, model = (untoken(p) for p in parts[2:6])
         return cls(model=model, bundle=bundle, machine_profile=mp, pool=pool)
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    """One queue of a lane: its items of one priority class and tenant (or the lane's own subject)."""
+
+    subject: str
+    priority: str  # DEFAULT_CLASS for the lane's own subject
+    tenant: str  # "" for the lane's own subject
+
+    @property
+    def rank(self) -> int:
+        """0 is served first; a class this worker does not know goes after the known ones."""
+        try:
+            return PRIORITY_CLASSES.index(self.priority)
+        except ValueError:
+            return len(PRIORITY_CLASSES)
+
+    @property
+    def consumer(self) -> str:
+        return consumer_name(self.subject)
+
+    @classmethod
+    def from_subject(cls, subject: str) -> Queue:
+        parts = subject.split(".")
+        if len(parts) == 8 and ".".join(parts[:2]) == WORK_PREFIX:
+            return cls(subject, untoken(parts[6]), untoken(parts[7]))
+        if len(parts) == 6 and ".".join(parts[:2]) == WORK_PREFIX:
+            return cls(subject, DEFAULT_CLASS, "")
+        raise ValueError(f"not a work subject: {subject!r}")
+
+
+def queue_subject(subject: str, priority: str, tenant: str) -> str:
+    """The queue of an item published to `subject`: a lane's own subject gets the class and tenant tokens,
+    a queue's subject (a dead letter's, queued again) stays as it is."""
+    return _queue(subject, priority, tenant or ANONYMOUS_TENANT) if subject.count(".") == 5 else subject
+
+
+def consumer_name(subject: str) -> str:
+    """The durable consumer of a work subject: the same name for every worker, and never too long."""
+    return "lane_" + hashlib.sha256(subject.encode()).hexdigest()[:24]
+
+
+def ring_subject(work_subject: str) -> str:
+    """Where a gateway says an item was queued on `work_subject` (a queue's), for workers waiting idle."""
+    return RING_PREFIX + work_subject[len(WORK_PREFIX):]
+
+
+def ring_filter(lane: Lane) -> str:
+    return RING_PREFIX + lane.subject[len(WORK_PREFIX):] + ".>"
+
+
+def work_subject_of_ring(ring: str) -> str:
+    return WORK_PREFIX + ring[len(RING_PREFIX):]
+
+
+@lru_cache(maxsize=4096)
+def _queue(lane_subject: str, priority: str, tenant: str) -> str:
+    return f"{lane_subject}.{token(priority)}.{token(tenant)}"
 
 
 @lru_cache(maxsize=4096)

@@ -22,6 +22,7 @@ from .table import (
 )
 from .table import LimitRoute, PolicyRoute, StageRoute
 from .table import UsageRoute
+from .table import PriorityRoute
 from .upstream import Upstream
 
 
@@ -106,6 +107,7 @@ def compile_table(rs: ResourceSet, *, gateway: str | None = None, epoch: int = 1
                  if spec.tracing.endpoint else None),
         openai_wait_s=spec.openai.default_wait_seconds,
         grpc=_grpc_limits(spec),
+        priority=PriorityRoute(MappingProxyType(dict(spec.priority.tiers)), tuple(spec.priority.header_tiers)),
         policy=_policy(spec),
         usage=UsageRoute(spec.usage.retention_days, float(spec.usage.anomaly.window_seconds),
                          float(spec.usage.anomaly.baseline_seconds), spec.usage.anomaly.factor,

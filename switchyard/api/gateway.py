@@ -264,8 +264,9 @@ class Queue(Model):
     max_bytes: int = Field(default=1024**3, ge=1024 * 1024,
                            description="Bytes the work stream may hold; past it new work gets 503 queue_full.")
     max_messages_per_lane: int = Field(default=100_000, ge=1,
-                                       description="Queued items per lane; past it new work on that lane gets "
-                                                   "503 queue_full.")
+                                       description="Queued items per lane, counted per tenant and priority "
+                                                   "class (one queue each); past it new work of that tenant and "
+                                                   "class on that lane gets 503 queue_full.")
 
 
 class Jobs(Model):
@@ -506,6 +507,8 @@ class GatewaySpec(Model):
     policy: Policy = Field(default_factory=Policy, description="The policy chain: limits, quotas, concurrency "
                                                              "and transforms, per tier, key, client IP or "
                                                              "globally (docs/policy.md).")
+    priority: Priority = Field(default_factory=Priority, description="Priority classes of requests by key "
+                                                                    "tier, and who may set X-Priority.")
     tracing: Tracing = Field(default_factory=Tracing, description="OpenTelemetry traces over OTLP/HTTP; off "
                                                                   "unless an endpoint is set. Hot-reloaded.")
     usage: Usage = Field(default_factory=Usage, description="Usage accounting: the ledger's retention and "

@@ -260,6 +260,7 @@ class RoutingTable:
     queue: QueueLimits = field(default_factory=QueueLimits)
     pool_api: PoolApiLimits = field(default_factory=PoolApiLimits)
     tracing: TracingRoute | None = None  # None: tracing off (the request path checks only this)
+    priority: PriorityRoute = field(default_factory=PriorityRoute)  # spec.priority
     openai_wait_s: int = 0  # spec.openai.defaultWaitSeconds: the hold of an OpenAI request without Prefer: wait
     grpc: GrpcLimits | None = None  # spec.listeners.grpc; None: no gRPC listener
     sync_result_ttl_seconds: int = 300  # spec.jobs.syncResultTtlSeconds: synchronous results kept to re-fetch
@@ -350,6 +351,8 @@ class RoutingTable:
             },
             **tracing,
             # Only when set: tables without it keep the hash they had before the field existed.
+            **({"priority": self.priority.to_dict()} if self.priority != PriorityRoute() else {}),
+            # Only when set: tables without it keep the hash they had before the field existed.
             **({"openaiDefaultWaitSeconds": self.openai_wait_s} if self.openai_wait_s else {}),
             **({"auth": {"trustedProxies": list(self.trusted_proxies), "maxFailuresPerMinute": self.max_auth_failures}}
                if self.trusted_proxies or self.max_auth_failures != 10 else {}),
@@ -403,6 +406,7 @@ class RoutingTable:
             queue=_queue_from_dict(d.get("queue", {})),
             pool_api=_pool_api_from_dict(d.get("poolApi", {})),
             tracing=_tracing_from_dict(d.get("tracing")),
+            priority=PriorityRoute.from_dict(d.get("priority")),
             openai_wait_s=int(d.get("openaiDefaultWaitSeconds", 0)),
             trusted_proxies=tuple(d.get("auth", {}).get("trustedProxies", ())),
             max_auth_failures=int(d.get("auth", {}).get("maxFailuresPerMinute", 10)),

@@ -3,7 +3,8 @@
 Every gateway replica subscribes in one queue group, so each advisory is counted by
 exactly one replica: the sum over replicas is the number of dead letters. The
 advisory names the lane's consumer, not its subject; the consumer's description is
-the lane's subject (jetstream.lane_consumer_config), read once per consumer.
+the subject it pulls (jetstream.work_consumer_config: a lane's own, or one of its queues of a class
+and tenant), read once per consumer.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from nats.js import JetStreamContext
 
 from ..deadletters import ADVISORY_SUBJECT, REASON
 from ..jetstream import NATS_FAILURES
-from ..subjects import WORK_STREAM, Lane
+from ..subjects import WORK_STREAM, Lane, consumer_name
 from .metrics import Metrics
 
 log = logging.getLogger("switchyard.gateway.advisories")
@@ -59,12 +60,13 @@ class DeadLetters:
         if lane is None and self._js is not None:
             try:
                 info = await self._js.consumer_info(WORK_STREAM, consumer)
-                lane = Lane.from_subject(info.config.description or info.config.filter_subject or "")
+                subject = info.config.description or info.config.filter_subject or ""
+                lane = Lane.from_subject(subject)  # a lane's own consumer, or one of its queues'
             except NO_LANE as exc:
                 log.debug("no lane for a consumer", extra={"consumer": consumer,
                                                            "error": str(exc) or type(exc).__name__})
                 return None
-            if lane.consumer != consumer:
-                return None  # a consumer whose description claims another lane
+            if consumer_name(subject) != consumer:
+                return None  # a consumer whose description claims another subject
             self._lanes[consumer] = lane
         return lane

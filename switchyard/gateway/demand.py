@@ -29,8 +29,8 @@ GroupKey = tuple[str, str, str]  # pool, machine_profile, bundle
 
 
 def group_filter(key: GroupKey) -> str:
-    """The work subjects of one lane group: sy.work.<pool>.<profile>.<bundle>.*"""
-    return ".".join([WORK_PREFIX, *(token(part) for part in key), "*"])
+    """The work subjects of one lane group: sy.work.<pool>.<profile>.<bundle>.> (its lanes and their queues)"""
+    return ".".join([WORK_PREFIX, *(token(part) for part in key), ">"])
 
 
 class Demand:
@@ -59,12 +59,13 @@ class Demand:
 
     async def poll(self, js: JetStreamContext) -> None:
         info = await js.stream_info(WORK_STREAM, subjects_filter=f"{WORK_PREFIX}.>")
-        lanes = {}
+        lanes: dict[Lane, int] = {}
         for subject, count in (info.state.subjects or {}).items():
             try:
-                lanes[Lane.from_subject(subject)] = count
+                lane = Lane.from_subject(subject)  # a lane's items wait on a queue per class and tenant
             except ValueError:
                 continue
+            lanes[lane] = lanes.get(lane, 0) + count
         self.by_lane = lanes
         self._export_usage(info)
         await self._read_oldest(js)
@@ -73,7 +74,8 @@ class Demand:
     def _export_usage(self, info: StreamInfo) -> None:
         used, limit = self.metrics.stream_used, self.metrics.stream_limit
         used.labels("bytes").set(info.state.bytes or 0)
-        # Per-subject counts: max_msgs_per_subject is a per-lane limit, so its usage is the fullest lane.
+        # Per-subject counts: max_msgs_per_subject is a limit per queue (a lane's class and tenant), so its
+        # usage is the fullest queue.
         used.labels("messages_per_lane").set(max((info.state.subjects or {}).values(), default=0))
         for resource, value in (("bytes", info.config.max_bytes), ("messages_per_lane",
                                                                       info.config.max_msgs_per_subject)):

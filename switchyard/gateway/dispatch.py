@@ -33,7 +33,9 @@ from ..jetstream import (
 from ..logs import swallowed
 from ..messages import JobRecord, Result, WorkItem
 from ..runtime import Backoff
-from ..subjects import INBOX_PREFIX, RESULTS_BUCKET, cancel_subject, job_cancel_subject, token
+from ..subjects import (
+    INBOX_PREFIX, RESULTS_BUCKET, cancel_subject, job_cancel_subject, queue_subject, ring_subject, token,
+)
 
 log = logging.getLogger("switchyard.gateway.nats")
 
@@ -59,7 +61,8 @@ STORE_FAILED = 10077  # JSStreamStoreFailedF: "maximum messages|bytes|messages p
 INSUFFICIENT_RESOURCES = 10023  # the server's JetStream storage is full
 MESSAGE_TOO_LARGE = 10054  # JSStreamMessageExceedsMaximumErr: over the stream's max_msg_size
 _LIMIT_HINTS = {
-    "maximum messages per subject exceeded": "this lane holds spec.queue.maxMessagesPerLane items",
+    "maximum messages per subject exceeded": "this lane holds spec.queue.maxMessagesPerLane items of this "
+                                             "tenant and priority class",
     "maximum bytes exceeded": "the work stream holds spec.queue.maxBytes bytes",
 }
 
@@ -247,8 +250,12 @@ class Dispatcher:
         assert self.js is not None
         data, headers = packed or self.pack(item)
         size = len(data) + _headers_size(headers)
+        subject = queue_subject(subject, item.priority, item.tenant)  # the item's class and tenant on its lane
         try:
-            return await self._js_publish(subject, data, headers)
+            ack = await self._js_publish(subject, data, headers)
+            if self.nc is not None:  # wakes the lane's idle workers (worker/fairness.py)
+                await self.nc.publish(ring_subject(subject), b"")
+            return ack
         except (nats.errors.TimeoutError, asyncio.TimeoutError):
             raise unavailable("no acknowledgement from JetStream in time") from None
         except nats.js.errors.NoStreamResponseError:

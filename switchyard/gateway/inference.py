@@ -49,7 +49,7 @@ async def _infer(request: web.Request, st: GatewayState, table: RoutingTable,
     sub = Submission(op=op, model_ref=model_ref, items=items, params=params, request_id=request[RID], key=key,
                      machine_profile=h.get("X-Machine-Profile"), pool=h.get("X-Pool"), bundle=h.get("X-Bundle"),
                      prefer=prefer, respond_async=bool(prefer) and respond_async(prefer),
-                     deadline_s=job_deadline(h.get("X-Job-Deadline")),
+                     deadline_s=job_deadline(h.get("X-Job-Deadline")), priority=h.get("X-Priority"),
                      client_ip=request_client_ip(request))
 
     def on_resolved(res: Resolution) -> None:

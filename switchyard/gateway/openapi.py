@@ -561,6 +561,8 @@ _ROUTING_HEADERS = (
     _header("X-Machine-Profile", "run on this machine profile"),
     _header("X-Pool", "run in this pool"),
     _header("X-Bundle", "run on workers of this bundle (wins over the Upstream's weighted split)"),
+    _header("X-Priority", "`high`, `normal` or `low`: the priority class, for keys of a tier in the Gateway's "
+                          "`spec.priority.headerTiers` only (403 forbidden for others)"),
     _header("X-Request-ID", "idempotency key and job id; echoed on the answer"),
     _header("Prefer", "`wait=N`: hold up to N seconds through a cold start instead of answering 202; "
                       "`respond-async` (native HTTP): answer 202 with the job at once, even with a live worker"),

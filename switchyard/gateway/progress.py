@@ -22,9 +22,12 @@ a feed subscribes to its own tenant's only, so no tenant sees another's jobs or 
 (beyond its own position).
 
 Positions are counted by reading the lane's stored items by sequence (a work-queue stream allows
-one consumer per lane, the workers'), at most POSITION_SCAN_MAX deep: a job further back has
-position null. Items ahead that no longer wait (a job running or ended, e.g. cancelled while
-queued: its worker acks it without running it) are not counted; so `0` means next.
+one consumer per subject, the workers'), at most POSITION_SCAN_MAX deep: a job further back has
+position null. The items read are put in the order workers serve them: the priority classes in
+order, and the tenants of a class in turn (worker/fairness.py). Items on the lane's own subject
+(queued by a gateway older than the classes) are not read. Items ahead that no longer wait (a job
+running or ended, e.g. cancelled while queued: its worker acks it without running it) are not
+counted; so `0` means next.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from ..api.table import DEFAULT_COLD_START_S
 from ..errors import ApiError
 from ..jetstream import kv_get
 from ..messages import JobRecord
-from ..subjects import WORK_STREAM, Lane, token
+from ..subjects import DEFAULT_CLASS, PRIORITY_CLASSES, WORK_STREAM, Lane, Queue, token
 from ..tasks import forever
 from .eta import WRONG_LAST_SEQUENCE
 from .state import GatewayState
@@ -70,6 +73,7 @@ def progress_subject(tenant: str) -> str:
 class Entry:
     key: str  # the item's Nats-Msg-Id: <tenant>.<request id>, the job key of a job
     record: JobRecord | None  # None: a request answered at once (no job), or its record is gone
+    queue: str = ""  # the subject it waits on: its class and tenant (subjects.Queue)
 
     @property
     def queued(self) -> bool:
@@ -91,14 +95,30 @@ class LaneScan:
     complete: bool  # False: the scan stopped at its limit with items left unread
 
     def positions(self) -> dict[str, int]:
-        """Job key -> waiting items ahead of it, for each queued job read."""
+        """Job key -> waiting items ahead of it, for each queued job read, in the order workers serve them
+        (worker/fairness.py): the classes in order, and within a class the tenants in turn, an item each."""
+        lines: dict[str, list[Entry]] = {}  # queue -> its waiting items, queues in order of their first item
+        for entry in self.entries:
+            if entry.waiting:
+                lines.setdefault(entry.queue, []).append(entry)
         out: dict[str, int] = {}
         ahead = 0
-        for entry in self.entries:
-            if entry.queued:
-                out[entry.key] = ahead
-            ahead += entry.waiting
+        for rank in sorted({_rank(q) for q in lines}):
+            turns = [line for q, line in lines.items() if _rank(q) == rank]
+            for i in range(max(len(line) for line in turns)):
+                for line in turns:
+                    if i < len(line):
+                        if line[i].queued:
+                            out[line[i].key] = ahead
+                        ahead += 1
         return out
+
+
+def _rank(queue: str) -> int:
+    try:
+        return Queue.from_subject(queue).rank
+    except ValueError:  # not read from a queue (a test's entry): served as normal
+        return PRIORITY_CLASSES.index(DEFAULT_CLASS)
 
 
 async def scan_lane(st: GatewayState, lane: Lane, limit: int = POSITION_SCAN_MAX,
@@ -109,10 +129,11 @@ async def scan_lane(st: GatewayState, lane: Lane, limit: int = POSITION_SCAN_MAX
     if js is None or not st.dispatcher.connected:
         raise ApiError("queue_unavailable", "not connected to NATS", headers={"Retry-After": "2"})
     keys: list[str] = []
+    queues: list[str] = []
     seq, complete = 1, False
     while len(keys) < limit:
         try:
-            msg = await js.get_msg(WORK_STREAM, seq=seq, subject=lane.subject, next=True)
+            msg = await js.get_msg(WORK_STREAM, seq=seq, subject=lane.queues, next=True)
         except nats.js.errors.NotFoundError:
             complete = True  # no stored item past `seq`
             break
@@ -120,11 +141,12 @@ async def scan_lane(st: GatewayState, lane: Lane, limit: int = POSITION_SCAN_MAX
             raise ApiError("queue_unavailable", f"cannot read the lane: {exc or type(exc).__name__}",
                            headers={"Retry-After": "2"}) from None
         keys.append((msg.headers or {}).get("Nats-Msg-Id", ""))
+        queues.append(msg.subject or "")
         seq = (msg.seq or seq) + 1
         if keys[-1] == stop_at:
             break
     records = await asyncio.gather(*(st.dispatcher.job(k) if k else _none() for k in keys))
-    return LaneScan([Entry(k, r) for k, r in zip(keys, records)], complete)
+    return LaneScan([Entry(k, r, q) for k, r, q in zip(keys, records, queues, strict=True)], complete)
 
 
 async def _none() -> None:

@@ -80,12 +80,16 @@ class Target:
         return ".".join([WORK_PREFIX, *(token(p) if p else "*" for p in parts), token(self.model)])
 
     def demand(self, counts: Counts) -> int:
+        """Items stored on the target's lanes: their own subjects and their queues (a class and tenant each)."""
         want = self.subject_filter.split(".")
         return sum(n for subject, n in counts.items()
-                   if _matches(want, subject.split(".")))
+                   if _matches(want, subject.split(".")[:LANE_TOKENS]) and subject.count(".") in (5, 7))
 
     def active(self, demand: int) -> bool:
         return demand > self.activation_threshold
+
+
+LANE_TOKENS = 6  # sy.work.<pool>.<profile>.<bundle>.<model>; a queue adds <class>.<tenant>
 
 
 def _matches(pattern: list[str], subject: list[str]) -> bool:
@@ -195,7 +199,8 @@ class ExternalScaler(pb_grpc.ExternalScalerServicer):
     async def _demand(self, ref: pb.ScaledObjectRef, context: grpc.aio.ServicerContext) -> tuple[Target, int]:
         target = await _target(ref, context)
         try:
-            return target, target.demand(await self._counts(target.subject_filter))
+            counts = {**await self._counts(target.subject_filter), **await self._counts(target.subject_filter + ".>")}
+            return target, target.demand(counts)
         except Unavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
             raise  # unreachable: abort raises

@@ -34,6 +34,7 @@ from .auth import tenant_of
 from .eta import remaining
 from .hold import hold_seconds
 from .policy.chain import NO_TICKET, Ticket
+from .priority import priority_class
 from .progress import queue_position
 from .resolve import Resolution, resolve, split_machine_profile
 from .state import GatewayState
@@ -73,6 +74,7 @@ class Submission:
     prefer: Sequence[str] = ()  # Prefer header values (RFC 7240); only `wait` is read
     respond_async: bool = False  # `Prefer: respond-async` (native HTTP): a job at once, even with a live worker
     deadline_s: int | None = None  # X-Job-Deadline: must start within this; refused up front when the ETA is longer
+    priority: str | None = None  # X-Priority as sent (priority.py); None: the key's tier decides
     client_ip: str | None = None  # the client's address, for spec.policy limits per IP
 
 
@@ -250,14 +252,15 @@ def _prepare(st: GatewayState, table: RoutingTable, sub: Submission, hooks: Hook
     hooks.on_resolved(res)
     st.check_pool(res.lane.pool)
     st.breakers.admit(res.lane, res.route, tenant_of(sub.key))  # circuit_open: nothing is queued, not even a job
-    return _item(sub, res, rt), res
+    return _item(table, sub, res, rt), res
 
 
-def _item(sub: Submission, res: Resolution, rt: Trace | None) -> WorkItem:
+def _item(table: RoutingTable, sub: Submission, res: Resolution, rt: Trace | None) -> WorkItem:
     item = WorkItem(
         id=sub.request_id, op=sub.op, model=res.lane.model, bundle=res.lane.bundle,
         machine_profile=res.lane.machine_profile, pool=res.lane.pool, items=sub.items,
         params=res.params(sub.params), profile=res.profile, max_attempts=res.route.max_attempts,
+        priority=priority_class(table, sub.key, sub.priority),
         tenant=tenant_of(sub.key), key_name=sub.key.name if sub.key is not None else "",
     )
     if rt is not None:
@@ -290,7 +293,7 @@ async def _fallback(st: GatewayState, table: RoutingTable, sub: Submission, item
         return item, res
     alt = dataclasses.replace(alt, fallback_from=res.served_model)
     hooks.on_resolved(alt)
-    return _item(sub, alt, hooks.trace), alt
+    return _item(table, sub, alt, hooks.trace), alt
 
 
 async def _cold(st: GatewayState, table: RoutingTable, sub: Submission, item: WorkItem, res: Resolution,

@@ -24,7 +24,8 @@ from .health import start_health_server
 from .heartbeat import Heartbeater
 from .loader import StreamingInvoker, make_invoker
 from .process import Processor, settle
-from .pull import LanePuller, Slots
+from .fairness import FairPuller
+from .pull import Slots
 from .tracing import WorkerTracing, wanted
 
 log = logging.getLogger("switchyard.worker")
@@ -45,7 +46,7 @@ class Worker:
         self.config = config
         self.tracing = tracing  # None: tracing off (the default); see worker/tracing.py
         self._nc: NATS | None = None
-        self._pullers: list[LanePuller] = []
+        self._pullers: list[FairPuller] = []
         self._slots = Slots(config.concurrency)
         self._flights: dict[int, _Flight] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -75,7 +76,7 @@ class Worker:
         return self._nc
 
     @property
-    def pullers(self) -> list[LanePuller]:
+    def pullers(self) -> list[FairPuller]:
         return self._pullers
 
     @property
@@ -115,8 +116,8 @@ class Worker:
             # lane cannot starve the others for a whole request lifetime.
             share = max(1, math.ceil(cfg.concurrency / len(cfg.lanes)))
             for lane in cfg.lanes:
-                p = LanePuller(self._nc, js, lane, self._slots, self._dispatch, ack_wait_s=cfg.ack_wait_s,
-                               expires_s=cfg.pull_expires_s, max_batch=share)
+                p = FairPuller(self._nc, js, lane, self._slots, self._dispatch, ack_wait_s=cfg.ack_wait_s,
+                               max_batch=share)
                 await p.open()
                 self._pullers.append(p)
             self._heartbeat = Heartbeater(js, cfg, lambda: len(self._flights), self.healthy,

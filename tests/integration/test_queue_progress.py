@@ -74,12 +74,13 @@ async def test_followers_see_position_and_eta_move_until_the_job_runs(nats_serve
             await until(lambda: all(progress(mine, job) for job in MINE) and progress(theirs, "cold-theirs"),
                         20, "the first job.progress of every job")
             first = {job: progress(mine, job)[0] for job in MINE}
-            assert [first[job]["queue_position"] for job in MINE] == [0, 1, 2]
+            # Tenants take turns on a lane (docs/fairness.md): ours first, theirs, then our other two.
+            assert [first[job]["queue_position"] for job in MINE] == [0, 2, 3]
             for event in first.values():
                 assert event["state"] == "queued" and event["model"] == "test/echo"
                 assert event["estimated_wait_s"] > 1  # the lane is cold: the learned (here default) ETA
-            # The other tenant sees its own job, counted behind ours, and not one of our ids; we never see its.
-            assert progress(theirs, "cold-theirs")[0]["queue_position"] == 3
+            # The other tenant sees its own job, counted behind our first, and not one of our ids; we never see its.
+            assert progress(theirs, "cold-theirs")[0]["queue_position"] == 1
             assert {e["data"]["id"] for e in theirs.events if e["event"].startswith("job.")} == {"cold-theirs"}
             assert not mine.of("job.progress", "cold-theirs") and not mine.of("job.status", "cold-theirs")
             # The SSE events have no id (a snapshot, not history): Last-Event-ID never points at one.
@@ -90,7 +91,7 @@ async def test_followers_see_position_and_eta_move_until_the_job_runs(nats_serve
                 return [m["data"] for m in over_ws if m.get("event") == "job.progress" and m["data"]["id"] == job]
 
             await until(lambda: all(ws_progress(job) for job in MINE), 15, "job.progress over the WebSocket")
-            assert [ws_progress(job)[0]["queue_position"] for job in MINE] == [0, 1, 2]
+            assert [ws_progress(job)[0]["queue_position"] for job in MINE] == [0, 2, 3]
             assert all(m["event_id"] is None and m["id"] == "e" for m in over_ws if m.get("event") == "job.progress")
             assert not [m for m in over_ws if m.get("data", {}).get("id") == "cold-theirs"]
 
@@ -103,7 +104,8 @@ async def test_followers_see_position_and_eta_move_until_the_job_runs(nats_serve
                 assert min(e["queue_position"] for e in last) < 2, last
                 assert min(e["estimated_wait_s"] for e in last) < first["cold-2"]["estimated_wait_s"], last
                 assert any(e["estimated_wait_s"] == 1.0 for e in last), last  # "in line": a worker is live
-                assert min(e["queue_position"] for e in progress(theirs, "cold-theirs")) < 3
+                # <= 1: which tenant a starting worker serves first is not fixed, so theirs may run first.
+                assert min(e["queue_position"] for e in progress(theirs, "cold-theirs")) <= 1
                 # Once running (then final), a job hears no more progress, on either transport.
                 for job in MINE:
                     assert not after_it_moved_on(mine, job), mine.events

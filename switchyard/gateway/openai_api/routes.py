@@ -61,7 +61,8 @@ async def _handle(request: web.Request, st: GatewayState, table: RoutingTable, o
         prefer = (*prefer, f"wait={table.openai_wait_s}")
     sub = Submission(op=op, model_ref=body.model, items=items, params=body.params(), request_id=request[RID],
                      key=key, machine_profile=h.get("X-Machine-Profile"), pool=h.get("X-Pool"),
-                     bundle=h.get("X-Bundle"), prefer=prefer, client_ip=request_client_ip(request))
+                     bundle=h.get("X-Bundle"), prefer=prefer, priority=h.get("X-Priority"),
+                     client_ip=request_client_ip(request))
 
     def on_resolved(res: Resolution) -> None:
         request[MACHINE_PROFILE] = res.lane.machine_profile

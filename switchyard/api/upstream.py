@@ -16,8 +16,10 @@ Operation = Literal["encode", "score", "generate", "chat", "extract", "rerank", 
 class Bundle(Model):
     """A worker runtime able to serve this model; the lowest priority wins."""
 
-    name: str = Field(pattern=DNS_LABEL, max_length=63, description="Bundle name; workers announce the bundle they run.")
-    priority: int = Field(default=100, ge=0, le=1_000_000, description="Lower wins when several bundles are compatible.")
+    name: str = Field(pattern=DNS_LABEL, max_length=63,
+                      description="Bundle name; workers announce the bundle they run.")
+    priority: int = Field(default=100, ge=0, le=1_000_000,
+                          description="Lower wins when several bundles are compatible.")
     profiles: list[Label] = Field(
         default_factory=list, max_length=32,
         description="Model profiles this bundle can serve; empty means every profile.",
@@ -42,11 +44,13 @@ class ModelProfile(Model):
 class Scaling(Model):
     min_replicas: int = Field(default=0, ge=0, le=10_000, description="0 lets KEDA scale the workers to zero.")
     max_replicas: int = Field(default=1, ge=1, le=10_000, description="Upper bound for KEDA.")
-    target_pending_per_replica: int = Field(default=4, ge=1, le=100_000, description="Queued items one worker is expected to absorb.")
+    target_pending_per_replica: int = Field(default=4, ge=1, le=100_000,
+                                            description="Queued items one worker is expected to absorb.")
     activation_threshold: int = Field(
         default=0, ge=0, description="Pending items above which workers scale up from zero."
     )
-    cooldown_seconds: int = Field(default=300, ge=0, le=86_400, description="Idle time before scaling back to minReplicas.")
+    cooldown_seconds: int = Field(default=300, ge=0, le=86_400,
+                                  description="Idle time before scaling back to minReplicas.")
     polling_interval_seconds: int = Field(
         default=30, ge=1, le=3600,
         description="How often KEDA polls the scaler (IsActive, GetMetrics). Scale-up from zero is pushed at "
@@ -57,7 +61,7 @@ class Scaling(Model):
                     "estimated_wait_s and Retry-After until the gateways have measured a cold start.")
 
     @model_validator(mode="after")
-    def _min_le_max(self) -> "Scaling":
+    def _min_le_max(self) -> Scaling:
         if self.min_replicas > self.max_replicas:
             raise ValueError("minReplicas must be <= maxReplicas")
         return self
@@ -136,7 +140,7 @@ class WorkerTemplate(Model):
                                                 description="Container volumeMounts of those volumes.")
 
     @model_validator(mode="after")
-    def _checked(self) -> "WorkerTemplate":
+    def _checked(self) -> WorkerTemplate:
         for arg in self.args:
             if arg.split("=", 1)[0] in FLEET_FLAGS:
                 raise ValueError(f"workers.template.args: {arg.split('=', 1)[0]} is set by the operator")
@@ -170,13 +174,18 @@ class WorkerRef(Model):
 
 class UpstreamSpec(Model):
     model: str = Field(pattern=MODEL_ID, max_length=200, description="Model id clients call, e.g. BAAI/bge-m3.")
-    operations: list[Operation] = Field(min_length=1, max_length=9, description="Operations the model supports (POST /v1/{op}/{model}).")
-    bundles: list[Bundle] = Field(default_factory=lambda: [Bundle(name="default", priority=0)], min_length=1, max_length=16,
-                                  description="Runtimes able to serve the model.")
-    profiles: list[ModelProfile] = Field(default_factory=list, max_length=32, description="Named variants of the model.")
-    machine_profiles: list[Label] = Field(min_length=1, max_length=16, description="Machine profiles (GPU types) offered, e.g. l4, a100-80gb.")
-    default_machine_profile: str | None = Field(default=None, description="Used when a request names none; default the first.")
-    timeout_seconds: float = Field(default=60.0, gt=0, le=3600, description="How long a synchronous request waits for its result.")
+    operations: list[Operation] = Field(min_length=1, max_length=9,
+                                        description="Operations the model supports (POST /v1/{op}/{model}).")
+    bundles: list[Bundle] = Field(default_factory=lambda: [Bundle(name="default", priority=0)], min_length=1,
+                                  max_length=16, description="Runtimes able to serve the model.")
+    profiles: list[ModelProfile] = Field(default_factory=list, max_length=32,
+                                         description="Named variants of the model.")
+    machine_profiles: list[Label] = Field(min_length=1, max_length=16,
+                                          description="Machine profiles (GPU types) offered, e.g. l4, a100-80gb.")
+    default_machine_profile: str | None = Field(default=None,
+                                                description="Used when a request names none; default the first.")
+    timeout_seconds: float = Field(default=60.0, gt=0, le=3600,
+                                   description="How long a synchronous request waits for its result.")
     max_attempts: int = Field(default=3, ge=1, le=20, description="Deliveries before an item is failed.")
     scaling: Scaling = Field(default_factory=Scaling, description="KEDA scaling of the worker Deployment.")
     workers: WorkerRef = Field(description="The worker Service and Deployment.")
@@ -194,7 +203,7 @@ class UpstreamSpec(Model):
                                   "cannot start one within afterSeconds; empty: none.")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "UpstreamSpec":
+    def _consistent(self) -> UpstreamSpec:
         _unique("bundles", [b.name for b in self.bundles])
         _unique("aliases", self.aliases)
         if self.model in self.aliases:

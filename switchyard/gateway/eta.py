@@ -30,8 +30,8 @@ import orjson
 from nats.js.kv import KeyValue
 
 from ..jetstream import NATS_FAILURES, kv_get
-from ..tasks import expected
 from ..subjects import WORK_PREFIX, Lane
+from ..tasks import expected
 from .metrics import Metrics
 
 log = logging.getLogger("switchyard.gateway.eta")

@@ -22,6 +22,7 @@ from .policy import PolicyEngine
 from .poolstore import PoolStore
 from .registry import Registry
 
+
 @dataclass
 class GatewayState:
     instance: str

@@ -65,10 +65,10 @@ from .events import Feed, open_feed
 from .health import fleet
 from .http import MAX_REQUEST_ID, REQUEST_ID
 from .inference import result_body
-from .streaming import ChunkStream
 from .joblist import DEFAULT_LIMIT, JobQuery, find_jobs
 from .jobs import cancel, delete, describe_job, record_view  # record_view: GET /v1/jobs/{id}'s view of a record
 from .state import STATE, GatewayState
+from .streaming import ChunkStream
 from .submit import MAX_ITEMS, Accepted, Submission, check_operation, close_orphan, result_error, submit, submit_stream
 
 log = logging.getLogger("switchyard.gateway.websocket")
@@ -78,7 +78,7 @@ MAX_SUBSCRIPTIONS = 4  # per connection
 PING_S = 20.0  # server pings; no pong within half of it closes the connection
 SEND_BUFFER_BYTES = 64 * 1024  # written past this, a send waits for the socket to drain
 SEND_STALL_S = 30.0  # a send that cannot finish in this long: the client stopped reading
-WEBSOCKETS = web.AppKey("switchyard_websockets", set)
+WEBSOCKETS = web.AppKey("switchyard_websockets", set[web.WebSocketResponse])
 
 Id = Annotated[str, Field(min_length=1, max_length=MAX_REQUEST_ID, pattern=REQUEST_ID.pattern)]
 
@@ -151,7 +151,8 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/v1/ws", handle)
 
     async def close_all(app: web.Application) -> None:
-        for ws in list(app[WEBSOCKETS]):
+        sockets = app[WEBSOCKETS]
+        for ws in list(sockets):
             await ws.close(code=1001, message=b"gateway shutting down")
 
     app.on_shutdown.append(close_all)
@@ -182,7 +183,7 @@ class Connection:
     """One client's socket: its key, its requests in flight and its subscriptions."""
 
     def __init__(self, st: GatewayState, ws: web.WebSocketResponse, creds: Credentials,
-                 key: KeyRoute | None, transport: asyncio.BaseTransport | None = None) -> None:
+                 key: KeyRoute | None, transport: asyncio.Transport | None = None) -> None:
         self.st, self.ws, self.creds, self.key = st, ws, creds, key
         self._transport = transport  # to drop a client that stopped reading (no close frame can reach it)
         self.in_flight: dict[str, asyncio.Task[None]] = {}
@@ -302,7 +303,7 @@ class Connection:
             outcome = await submit(self.st, table, sub)
         except ApiError as exc:
             return await self._error(msg_id, exc)
-        except Exception:  # noqa: BLE001 - every failure still answers in our format
+        except Exception:
             log.exception("websocket request failed", extra={"request_id": sub.request_id})
             return await self._error(msg_id, ApiError("internal", "internal error; quote the request id"),
                                      sub.request_id)
@@ -325,7 +326,7 @@ class Connection:
             raise
         except ApiError as exc:
             return await self._error(msg_id, exc, sub.request_id)
-        except Exception:  # noqa: BLE001 - every failure still answers in our format
+        except Exception:
             log.exception("websocket stream failed", extra={"request_id": sub.request_id})
             return await self._error(msg_id, ApiError("internal", "internal error; quote the request id"),
                                      sub.request_id)
@@ -392,7 +393,7 @@ class Connection:
                 answer = {"type": "deleted", "job_id": body["id"]}
         except ApiError as exc:
             return await self._error(msg.id, exc)
-        except Exception:  # noqa: BLE001 - every failure still answers in our format
+        except Exception:
             log.exception("websocket job call failed", extra={"type": msg.type})
             return await self._error(msg.id, ApiError("internal", "internal error"))
         await self._send({**answer, "id": msg.id})
@@ -473,7 +474,7 @@ class Connection:
                 await asyncio.wait_for(self.ws.send_str(frame), SEND_STALL_S)
         except (ConnectionError, RuntimeError):  # the client went away meanwhile
             pass
-        except asyncio.TimeoutError:
+        except TimeoutError:
             # It takes nothing: drop it (ending the read loop, which cancels its streams). The frame that
             # timed out was written whole before the wait (uncompressed), so nothing half-sent follows.
             log.info("websocket client stopped reading; connection dropped")

@@ -10,11 +10,11 @@ import sys
 import threading
 from collections.abc import Mapping
 
+from .. import logs, runtime
 from ..api.gateway import OTLP_ENDPOINT
+from ..settings import load
 from .config import WorkerConfig, default_worker_id
 from .loader import load_handler
-from .. import logs, runtime
-from ..settings import load
 from .runtime import serve
 from .settings import WorkerSettings
 

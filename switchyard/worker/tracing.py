@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -46,10 +47,10 @@ def wanted(endpoint: str | None) -> bool:
 
 
 class WorkerTracing:
-    def __init__(self, provider: "TracerProvider") -> None:
-        from .. import tracing
-
+    def __init__(self, provider: TracerProvider) -> None:
         from opentelemetry.sdk.trace.sampling import ParentBased
+
+        from .. import tracing
 
         self.provider = provider
         self._tracer: Tracer = provider.get_tracer(tracing.SCOPE)
@@ -58,7 +59,7 @@ class WorkerTracing:
         self._follows_parent = isinstance(provider.sampler, ParentBased)
 
     @classmethod
-    def start(cls, endpoint: str | None = None) -> "WorkerTracing":
+    def start(cls, endpoint: str | None = None) -> WorkerTracing:
         """endpoint: an OTLP/HTTP base URL; None reads the standard OTEL_EXPORTER_OTLP_* variables."""
         from .. import tracing
 
@@ -68,7 +69,7 @@ class WorkerTracing:
         self.provider.shutdown()  # flushes what is still batched
 
     @contextmanager
-    def delivery(self, item: WorkItem, msg: Msg, worker_id: str) -> Iterator["Delivery | None"]:
+    def delivery(self, item: WorkItem, msg: Msg, worker_id: str) -> Iterator[Delivery | None]:
         """The CONSUMER span of one delivery, with the queue wait as its own span beside it;
         None when the item's trace is not sampled."""
         from opentelemetry.trace import SpanKind, Status, StatusCode, get_current_span, set_span_in_context
@@ -112,7 +113,7 @@ class Delivery:
 
     __slots__ = ("_tracer", "span")
 
-    def __init__(self, tracer: "Tracer", span: "Span") -> None:
+    def __init__(self, tracer: Tracer, span: Span) -> None:
         self._tracer, self.span = tracer, span
 
     def attempt(self, attempt: int, max_attempts: int) -> None:

@@ -15,10 +15,10 @@ from typing import Any
 
 import grpc
 import pytest
+from dataplane import MANIFESTS, GatewayUnderTest, copy_manifests, until, worker
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from dataplane import MANIFESTS, GatewayUnderTest, copy_manifests, until, worker
 from switchyard.gateway.app import Listen, new_state, start
 from switchyard.gateway.config import DirectoryConfig, directory
 from switchyard.gateway.grpc import inference_pb2 as pb
@@ -217,7 +217,7 @@ async def test_the_gateway_specs_grpc_limit_applies(nats_server: NatsServer, tmp
         "  maxRequestBodyBytes: 4096\n  listeners: {grpc: {maxReceiveMessageBytes: 2048, keepaliveTimeSeconds: 5}}\n"))
     async with grpc_gateway(nats_server.url, config) as g:
         assert g.gw.state.holder.table.grpc.max_receive_bytes == 2048
-        got, details, trailers = await g.refused(g.infer(ECHO_ONLY, items=["x" * 3000]))
+        got, details, _trailers = await g.refused(g.infer(ECHO_ONLY, items=["x" * 3000]))
         assert got == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit is 2048" in details
         r = await g.gw.call("POST", "/v1/encode/test/echo", headers={"Authorization": ECHO_ONLY[0][1]},
                             json={"items": ["x" * 3000]})

@@ -11,16 +11,17 @@ import subprocess
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import nats
 import pytest
 import yaml
+from dataplane import ADMIN, ECHO, GatewayUnderTest, copy_manifests, gateway, job_final, until, worker
 from nats.aio.client import Client as NATS
 
-from dataplane import ADMIN, ECHO, GatewayUnderTest, copy_manifests, gateway, job_final, until, worker
 from switchyard.gateway.app import Listen, new_state, start
 from switchyard.gateway.config import DirectoryConfig, directory
 from switchyard.natsserver import NatsCluster, NatsServer, free_port, nats_server_binary
@@ -136,11 +137,10 @@ def test_the_cluster_manifest_config_forms_a_jetstream_cluster(tmp_path: Path) -
                 n += k
             assert n == 7 and "nats-headless" not in conf, "the manifest's nats.conf changed shape"
             (tmp_path / f"nats-{i}.conf").write_text(conf)
-            log = open(tmp_path / f"nats-{i}.log", "wb")
-            procs.append(subprocess.Popen([nats_server_binary(), "-c", str(tmp_path / f"nats-{i}.conf")],
-                                          env={**os.environ, "POD_NAME": f"nats-{i}"}, stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True))
-            log.close()
+            with open(tmp_path / f"nats-{i}.log", "wb") as log:  # the child keeps its own descriptor
+                procs.append(subprocess.Popen([nats_server_binary(), "-c", str(tmp_path / f"nats-{i}.conf")],
+                                              env={**os.environ, "POD_NAME": f"nats-{i}"}, stdout=log,
+                                              stderr=subprocess.STDOUT, start_new_session=True))
         deadline = time.monotonic() + 30
         for i, (_, monitor_port, _) in enumerate(ports):
             while True:
@@ -285,7 +285,7 @@ class Traffic:
             try:
                 r = await asyncio.wait_for(self.gw.infer(lane.model, items=[{"text": rid}], headers=headers), 60)
                 self.answers[rid] = (r.status, r.body)
-            except (asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, OSError) as exc:
                 self.answers[rid] = (0, repr(exc))
             if self.answers[rid][0] in (200, 202):
                 self.accepted += 1

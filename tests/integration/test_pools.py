@@ -17,11 +17,19 @@ from typing import Any
 
 import pytest
 import yaml
-
 from dataplane import ADMIN, gateway, kill, until, worker_process
 from limits_manifests import manifests_with
+
 from switchyard.client import (
-    AsyncClient, Client, Forbidden, PoolExists, PoolExpired, PoolProtected, PoolTooLarge, TooManyPools, UnknownPool,
+    AsyncClient,
+    Client,
+    Forbidden,
+    PoolExists,
+    PoolExpired,
+    PoolProtected,
+    PoolTooLarge,
+    TooManyPools,
+    UnknownPool,
 )
 from switchyard.natsserver import NatsServer
 from switchyard.subjects import Lane

@@ -16,17 +16,16 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-
-from switchyard.gateway.app import Listen, Running, new_state, start
-from switchyard.gateway.config import directory
-from switchyard.gateway.tls import TlsConfigError, TlsFiles
-from switchyard.natsserver import NatsServer, free_port
-
 from cli_processes import installed_script
 from cli_processes import start as start_process
 from cli_processes import stop as stop_process
 from dataplane import ADMIN, MANIFESTS, copy_manifests, until
 from tlscerts import Leaf, TestCA, serial_of
+
+from switchyard.gateway.app import Listen, Running, new_state, start
+from switchyard.gateway.config import directory
+from switchyard.gateway.tls import TlsConfigError, TlsFiles
+from switchyard.natsserver import NatsServer, free_port
 
 
 @asynccontextmanager
@@ -78,7 +77,6 @@ async def test_rotation_keeps_open_connections_and_new_ones_get_the_new_certific
     first.write(files.cert, files.key)
     async with tls_gateway(nats_server.url, files) as (running, port, mport):
         assert running.tls is not None
-        url = f"https://127.0.0.1:{port}"
         # One keep-alive HTTP/1.1 connection, held open across the rotation.
         reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ca.client_context(),
                                                       server_hostname="127.0.0.1")
@@ -188,15 +186,15 @@ async def test_standalone_cli_serves_https_from_files(nats_server: NatsServer, t
     base = [installed_script(), "gateway", "--config-dir", str(MANIFESTS), "--nats", nats_server.url,
             "--port", str(port), "--metrics-port", str(mport)]
 
-    only_cert = subprocess.run(base + ["--tls-cert", str(cert)], capture_output=True, text=True, timeout=60)
+    only_cert = subprocess.run([*base, "--tls-cert", str(cert)], capture_output=True, text=True, timeout=60)
     assert only_cert.returncode == 2
     assert "--tls-cert and --tls-key go together" in only_cert.stderr
-    wrong = subprocess.run(base + ["--tls-cert", str(cert), "--tls-key", str(cert)],
+    wrong = subprocess.run([*base, "--tls-cert", str(cert), "--tls-key", str(cert)],
                            capture_output=True, text=True, timeout=60)
     assert wrong.returncode == 2
     assert "cannot load the TLS certificate" in wrong.stderr
 
-    proc = start_process(base + ["--tls-cert", str(cert), "--tls-key", str(key)], tmp_path / "gateway.log")
+    proc = start_process([*base, "--tls-cert", str(cert), "--tls-key", str(key)], tmp_path / "gateway.log")
     try:
         await until(lambda: _port_open(port) or proc.poll() is not None, 30, "the gateway listening")
         assert proc.poll() is None, (tmp_path / "gateway.log").read_text()
@@ -264,7 +262,8 @@ async def test_a_handshake_that_never_comes_is_cut_off(nats_server: NatsServer, 
     config = copy_manifests(tmp_path / "config")
     manifest = config / "gateway.yaml"
     manifest.write_text(manifest.read_text().replace(
-        "  maxRequestBodyBytes: 4096\n", "  maxRequestBodyBytes: 4096\n  listeners: {http: {headerTimeoutSeconds: 1}}\n"))
+        "  maxRequestBodyBytes: 4096\n",
+        "  maxRequestBodyBytes: 4096\n  listeners: {http: {headerTimeoutSeconds: 1}}\n"))
     ca = TestCA()
     files = tls_files(tmp_path)
     ca.issue().write(files.cert, files.key)

@@ -1,4 +1,5 @@
-"""The OpenAPI document: valid OpenAPI 3.1, every route documented, and the described bodies agree with the hand checks."""
+"""The OpenAPI document: valid OpenAPI 3.1, every route documented, and the described bodies agree with the hand
+checks."""
 
 from __future__ import annotations
 
@@ -12,14 +13,13 @@ from pydantic import ValidationError
 
 from switchyard.api import compile_table, load_dir
 from switchyard.api.table import KeyRoute, RoutingTable
-
 from switchyard.errors import STATUS, ApiError
 from switchyard.gateway import openapi
 from switchyard.gateway.app import build_app, new_state
 from switchyard.gateway.auth import find_key
 from switchyard.gateway.inference import parse_body
-from switchyard.gateway.submit import MAX_ITEMS
 from switchyard.gateway.pools import MAX_MODELS, _validate
+from switchyard.gateway.submit import MAX_ITEMS
 
 MANIFESTS = Path(__file__).parents[1] / "integration" / "manifests"
 

@@ -88,7 +88,7 @@ def test_image_installs_only_what_it_runs() -> None:
         dists, names = closure(extras)
         assert not names & {"dev", "test"}, f"the image installs {names & {'dev', 'test'}}"
         assert not dists & NOT_IN_IMAGE, f"the image installs {dists & NOT_IN_IMAGE}"
-    assert any(IMAGE_COMPONENTS <= closure(extras)[1] for extras in groups), \
+    assert any(closure(extras)[1] >= IMAGE_COMPONENTS for extras in groups), \
         "the image must install the gateway, operator and worker extras it runs"
 
 

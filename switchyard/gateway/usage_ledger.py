@@ -89,8 +89,11 @@ async def _read(js: JetStreamContext, consumer: str, end: dt.datetime, count: in
                 break  # the range's last records aged out meanwhile
             except nats.errors.Error as exc:
                 raise unavailable(str(exc) or type(exc).__name__) from None
+            # Stream order is time order: when a batch's last record is inside the range, all of it is
+            # (parsing each message's metadata would cost more than summing it).
+            whole = bool(msgs) and msgs[-1].metadata.timestamp < end
             for msg in msgs:
-                if msg.metadata.timestamp >= end:
+                if not whole and msg.metadata.timestamp >= end:
                     return read
                 read += 1
                 try:

@@ -50,6 +50,7 @@ bench: $(STAMP)  ## gateway vs direct NATS request-reply floor; see docs/perform
 	$(BIN)/python -m bench.progress
 	$(BIN)/python -m bench.scale
 	$(BIN)/python -m bench.fairness
+	$(BIN)/python -m bench.policy
 	$(BIN)/python -m bench.usage
 
 golden: $(STAMP)  ## rewrite the translators' golden files (tests/unit/testdata/translate/) after a deliberate change

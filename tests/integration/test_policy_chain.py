@@ -11,9 +11,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from dataplane import ECHO, gateway, worker
 from policy_manifests import bearer, policy_config
+from test_grpc import grpc_gateway
 
 from switchyard.natsserver import NatsServer
 
@@ -185,4 +187,28 @@ async def test_a_stage_that_is_not_installed_refuses_inference(nats_server: Nats
         r = await gw.infer(headers=bearer("other"))
         assert r.status == 503 and r.body["error"]["code"] == "policy_unavailable"
         assert "'not-installed-anywhere', which is not installed" in r.body["error"]["message"]
-        await asyncio.sleep(0)
+
+
+async def test_grpc_and_websocket_refusals_carry_the_same_code(nats_server: NatsServer, tmp_path: Path) -> None:
+    """The chain runs in the core: gRPC answers RESOURCE_EXHAUSTED (code and retry-after in the trailers),
+    the WebSocket the request's error frame; both for one limit counted across the protocols."""
+    stages = ("      - name: limits\n        limits:\n"
+              "          - {name: per-ip, kind: requests, per: ip, limit: 2, windowSeconds: 86400, tiers: [ipt]}")
+    async with grpc_gateway(nats_server.url, policy_config(tmp_path / "config", stages)) as g, \
+            worker(nats_server.url, reporting):
+        await g.gw.wait_for_workers(ECHO)
+        ip_a = tuple((k.lower(), v) for k, v in bearer("ip-a").items())
+        assert (await g.infer(ip_a)).WhichOneof("outcome") == "result"
+        async with g.gw.http.ws_connect(g.gw.url + "/v1/ws", headers=bearer("ip-b")) as ws:
+            await ws.send_json({"type": "infer", "id": "one", "op": "encode", "model": "test/echo",
+                                "items": [{"text": "hi"}]})
+            ok = await asyncio.wait_for(ws.receive_json(), 30)
+            assert ok["type"] == "result" and ok["id"] == "one", ok
+            await ws.send_json({"type": "infer", "id": "two", "op": "encode", "model": "test/echo",
+                                "items": [{"text": "hi"}]})
+            refused = await asyncio.wait_for(ws.receive_json(), 30)
+            assert refused["type"] == "error" and refused["id"] == "two", refused
+            assert refused["error"]["code"] == "rate_limited"
+        code, details, trailers = await g.refused(g.infer(ip_a))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit 'per-ip'" in details
+        assert trailers["switchyard-error-code"] == "rate_limited" and int(trailers["retry-after"]) >= 1

@@ -225,7 +225,9 @@ class UsageRecord:
     Every attempt that a worker finished is a record, the retried ones included (they held the GPU too);
     `final` marks the attempt that ended the item, so an item counts as a request once. The ledger stores
     it once whatever the retries of the publish (Nats-Msg-Id = `msg_id`). An attempt whose worker died
-    mid-item leaves no record: nobody measured it.
+    mid-item leaves no record: nobody measured it. An item is one accepted submission, `item_key`: a
+    request id reused once its dedup window passed, or a re-queued dead letter, is another item, whose
+    attempts count again from 1.
     """
 
     id: str  # the request id
@@ -246,14 +248,19 @@ class UsageRecord:
     gpus: float = 0.0  # GPUs the worker holds (its --gpus)
     worker: str = ""
     at: float = field(default_factory=time.time)  # when the attempt ended (the worker's clock)
+    enqueued_at: float = 0.0  # the item's WorkItem.enqueued_at, set once by the gateway that queued it
 
     @property
     def gpu_seconds(self) -> float:
         return self.compute_s * self.gpus
 
     @property
+    def item_key(self) -> str:
+        return f"{job_key(self.tenant, self.id)}@{round(self.enqueued_at * 1e6)}"
+
+    @property
     def msg_id(self) -> str:
-        return f"{job_key(self.tenant, self.id)}.{self.attempt}"
+        return f"{self.item_key}.{self.attempt}"
 
     def encode(self) -> bytes:
         return _pack(self)

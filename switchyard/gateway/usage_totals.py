@@ -4,7 +4,8 @@ What each column counts, from the records workers append (one per finished attem
 
 - `requests`: accepted work items that ended (their final record), whatever the outcome: succeeded,
   failed, expired, cancelled. An item counts once even if a worker died between its final record and
-  its ack and a second worker ran it again (the same item key is seen twice in one report).
+  its ack and a second worker ran it again (the same item key is seen twice in one report); a request
+  id reused later is another item (UsageRecord.item_key).
 - `items`: the inputs of requests that succeeded (what was served).
 - `attempts`: every attempt a worker finished, the retried ones included.
 - `input_tokens`, `output_tokens`: what handlers reported in ctx.usage, every attempt.
@@ -18,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..messages import UsageRecord
-from ..subjects import job_key
 
 GROUPS = ("tenant", "key", "model", "machine_profile", "pool", "bundle", "op")  # the column order, always
 COUNTS = ("requests", "items", "attempts", "input_tokens", "output_tokens", "compute_seconds", "gpu_seconds")
@@ -67,7 +67,7 @@ class Aggregate:
         totals.compute_seconds += record.compute_s
         totals.gpu_seconds += record.gpu_seconds
         if record.final:
-            key = job_key(record.tenant, record.id)
+            key = record.item_key
             if key not in self._ended:
                 self._ended.add(key)
                 totals.requests += 1

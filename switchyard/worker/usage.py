@@ -2,9 +2,11 @@
 
 The worker is the only part that sees every attempt (a 202 job's included) and measures what it cost:
 the handler's wall time in that attempt, times the GPUs the worker holds. Records go to
-`sy.usage.<tenant token>` on the SWITCHYARD_USAGE stream with `Nats-Msg-Id` = `<item key>.<attempt>`,
-so a publish retried after a lost PubAck is stored once. The gateways read the ledger for
-GET /v1/usage, their metrics and anomalies (switchyard/gateway/usage_*.py, docs/usage.md).
+`sy.usage.<tenant token>` on the SWITCHYARD_USAGE stream with `Nats-Msg-Id` = `<tenant>.<request
+id>@<enqueued_at, µs>.<attempt>` (UsageRecord.msg_id), so a publish retried after a lost PubAck is
+stored once, and a request id a tenant reuses later is never mistaken for the earlier item. The
+gateways read the ledger for GET /v1/usage, their metrics and anomalies (switchyard/gateway/usage_*.py,
+docs/usage.md).
 
 A record is appended before the item is acked. If NATS cannot take it within the retry budget the
 attempt's usage is lost and logged (the item is still acked: running it again would cost more).
@@ -39,7 +41,8 @@ def usage_record(item: WorkItem, res: Result, *, final: bool, gpus: float, worke
         machine_profile=item.machine_profile, pool=item.pool, attempt=item.attempt, final=final,
         state=res.state if final else "retried", items=len(item.items) if isinstance(item.items, list) else 0,
         input_tokens=_tokens(res.usage, "input_tokens"), output_tokens=_tokens(res.usage, "output_tokens"),
-        compute_s=round(max(0.0, float(compute_ms)) / 1000.0, 6), gpus=gpus, worker=worker)
+        compute_s=round(max(0.0, float(compute_ms)) / 1000.0, 6), gpus=gpus, worker=worker,
+        enqueued_at=item.enqueued_at)
 
 
 class UsageLedger:

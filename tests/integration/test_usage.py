@@ -159,10 +159,17 @@ async def test_retried_attempts_count_once_as_a_request(nats_server: NatsServer)
         kill(doomed)
 
 
+BILLING = {"Authorization": "Bearer billing-key-0123456789abcdef"}
+
+
 def with_usage(dest: Path, **spec: Any) -> Path:
+    """The test manifests with spec.usage set, and a `billing` key (tenant billing) holding only readUsage."""
     path = copy_manifests(dest) / "gateway.yaml"
     docs = list(yaml.safe_load_all(path.read_text()))
     docs[0]["spec"]["usage"] = spec
+    docs[0]["spec"]["auth"]["apiKeys"].append({"name": "billing", "secretRef": {"name": "keys", "key": "billing"},
+                                               "scopes": ["readUsage"]})
+    docs[1]["stringData"]["billing"] = BILLING["Authorization"].split()[1]
     path.write_text(yaml.safe_dump_all(docs))
     return dest
 
@@ -207,9 +214,10 @@ async def test_two_gateways_count_exactly_and_one_anomaly_is_one_event(nats_serv
 
 
 async def test_usage_is_for_keys_that_read_usage_and_every_bad_input_is_refused(nats_server: NatsServer,
-                                                                                monkeypatch: Any) -> None:
+                                                                                monkeypatch: Any,
+                                                                                tmp_path: Path) -> None:
     start = since()
-    async with gateway(nats_server.url) as gw, worker(nats_server.url, counting):
+    async with gateway(nats_server.url, with_usage(tmp_path)) as gw, worker(nats_server.url, counting):
         await gw.wait_for_workers(ECHO)
         assert (await gw.infer(items=["a"])).status == 200
         assert (await gw.infer(items=["b", "c"], headers=ECHO_ONLY)).status == 200
@@ -221,6 +229,11 @@ async def test_usage_is_for_keys_that_read_usage_and_every_bad_input_is_refused(
                 assert r.status == 403 and r.body["error"]["code"] == "forbidden", r.body
         r = await gw.call("GET", f"/v1/usage?from={start}")
         assert r.status == 401
+        # The readUsage scope alone (no admin) reads every tenant's usage, and only that: not another's jobs.
+        rows = (await usage(gw, start, headers=BILLING))["usage"]
+        assert [(u["tenant"], u["requests"]) for u in rows] == [("admin", 1), ("echo-only", 1)]
+        listed = await gw.call("GET", "/v1/jobs?tenant=echo-only", headers=BILLING)
+        assert listed.status == 403, listed.body
         # The SDK, async and sync: typed rows, and Forbidden for a key that does not read usage.
         begin = dt.datetime.fromisoformat(start)
         async with AsyncClient(gw.url, api_key=ADMIN_KEY) as client:

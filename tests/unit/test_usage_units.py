@@ -119,11 +119,17 @@ def test_totals_count_a_request_once_and_every_attempt_s_gpu_time() -> None:
     ]
 
 
-def test_the_same_request_id_of_two_tenants_is_two_requests() -> None:
+def test_the_same_request_id_of_two_tenants_or_reused_later_is_two_requests() -> None:
     agg = Aggregate(["key"])
     agg.add(record(tenant="a", key_name="k"))
     agg.add(record(tenant="b", key_name="k"))
     assert agg.rows()[0]["requests"] == 2
+    # A tenant reusing a request id once its dedup window passed sends a new item: it counts, and its
+    # records are never dropped by the ledger as duplicates of the first item's (another Nats-Msg-Id).
+    again = record(tenant="a", key_name="k", enqueued_at=1_000_000.5)
+    assert again.msg_id != record(tenant="a", key_name="k").msg_id
+    agg.add(again)
+    assert agg.rows()[0]["requests"] == 3
 
 
 def test_csv_is_rfc_4180_and_round_trips_through_the_csv_module() -> None:
@@ -168,12 +174,12 @@ def test_group_by_takes_known_columns_only() -> None:
 
 def test_a_worker_s_record_of_an_attempt() -> None:
     item = WorkItem(id="r", op="generate", model="m", bundle="b", machine_profile="l4", pool="p",
-                    items=[1, 2], tenant="acme", key_name="acme-key")
+                    items=[1, 2], tenant="acme", key_name="acme-key", enqueued_at=1_795_000_000.25)
     res = Result(id="r", ok=True, timing={"queue_ms": 5.0, "compute_ms": 1500.0},
                  usage={"input_tokens": 7, "output_tokens": -3, "other": 9})  # a handler's odd numbers
     rec = usage_record(item, res, final=True, gpus=4.0, worker="w")
     assert (rec.items, rec.input_tokens, rec.output_tokens, rec.compute_s, rec.gpu_seconds) == (2, 7, 0, 1.5, 6.0)
-    assert rec.msg_id == "acme.r.1" and rec.key_name == "acme-key"
+    assert rec.msg_id == "acme.r@1795000000250000.1" and rec.key_name == "acme-key"
     retried = usage_record(item, Result(id="r", ok=False, state="failed"), final=False, gpus=4.0, worker="w")
     assert retried.state == "retried" and retried.compute_s == 0.0
     assert UsageRecord.decode(rec.encode()) == rec

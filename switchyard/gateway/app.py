@@ -20,7 +20,7 @@ from . import capacity, deadletter_api, joblist, usage
 from . import auth, configs, events, health, inference, jobs, openapi, plans, pools, websocket
 from ..jetstream import NATS_FAILURES
 from ..logs import Repeats
-from ..tasks import cancel_all
+from ..tasks import Background
 from ..runtime import StopSignals
 from .config import TableHolder
 from .configsource import Manual, SourceFactory, SourceParts
@@ -139,7 +139,7 @@ class Listen:
 class Running:
     """A started gateway: HTTP sites plus background tasks; `stop()` undoes it all."""
 
-    def __init__(self, st: GatewayState, runners: list[web.AppRunner], tasks: list[asyncio.Task[None]],
+    def __init__(self, st: GatewayState, runners: list[web.AppRunner], tasks: Background,
                  scaler: ScalerServer | None = None) -> None:
         self.state, self._runners, self._tasks, self.scaler = st, runners, tasks, scaler
         self.tls: ReloadingTls | None = None  # the listeners' certificate, when TLS is on
@@ -152,7 +152,7 @@ class Running:
             await self.scaler.stop()
         for runner in self._runners:
             await runner.cleanup()  # stops accepting, lets in-flight requests finish
-        await cancel_all(self._tasks)
+        await self._tasks.stop()
         await self.state.dispatcher.close()
 
 
@@ -196,12 +196,15 @@ async def start(st: GatewayState, listen: Listen, *, access_log: bool = True,
         await st.registry.start(st.dispatcher.nc, st.dispatcher.workers)
         await _observe(st)
 
-    tasks = [asyncio.create_task(connect_then_watch()), asyncio.create_task(st.eta.watch()),
-             asyncio.create_task(st.policy.tend_forever())]
-    tasks.append(asyncio.create_task(st.source.run()))  # the table (reloads), pools, ready endpoints
+    tasks = Background()
+    tasks.start(connect_then_watch(), name="nats")
+    tasks.start(st.eta.watch(), name="eta")
+    tasks.start(st.policy.tend_forever(), name="policy")
+    tasks.start(st.source.run(), name="config")  # the table (reloads), pools, ready endpoints
     if tls is not None:
-        tasks.append(asyncio.create_task(tls.watch()))
-    tasks += [asyncio.create_task(fn()) for fn in background]
+        tasks.start(tls.watch(), name="tls")
+    for fn in background:
+        tasks.start(fn())
     log.info("gateway listening", extra={"host": listen.host, "port": listen.port,
                                          "metrics_port": listen.metrics_port, "instance": st.instance,
                                          "tls": tls is not None})
@@ -209,7 +212,7 @@ async def start(st: GatewayState, listen: Listen, *, access_log: bool = True,
     running.tls = tls
     running.grpc = grpc_server
     if listen.grpc_port is not None and grpc_server is None:  # cluster mode: its options come with the table
-        tasks.append(asyncio.create_task(_grpc_once_loaded(running, listen.host, listen.grpc_port, tls)))
+        tasks.start(_grpc_once_loaded(running, listen.host, listen.grpc_port, tls), name="grpc")
     return running
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -122,3 +124,37 @@ def test_backoff_by_attempt_number_never_overflows() -> None:
 def test_backoff_refuses_settings_that_never_grow_or_never_pause(first: float, cap: float, factor: float) -> None:
     with pytest.raises(ValueError):
         Backoff(first, cap, factor)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _calls(path: Path) -> set[str]:
+    """Dotted names called in a module: `loop.add_signal_handler`, `asyncio.run`, ..."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            base = node.func.value
+            names.add(f"{base.id if isinstance(base, ast.Name) else '?'}.{node.func.attr}")
+            names.add(f"*.{node.func.attr}")
+    return names
+
+
+def test_every_entry_point_runs_and_stops_through_runtime() -> None:
+    # One copy of each: the loop choice (uvloop or asyncio) and the signal stanza.
+    own = ROOT / "switchyard" / "runtime.py"
+    for path in (ROOT / "switchyard").rglob("*.py"):
+        if path == own:
+            continue
+        calls = _calls(path)
+        rel = path.relative_to(ROOT)
+        assert "*.add_signal_handler" not in calls, f"{rel}: use runtime.StopSignals"
+        assert not {"asyncio.run", "uvloop.run", "uvloop.new_event_loop"} & calls, f"{rel}: use runtime.run"
+
+
+def test_the_commands_do_not_import_the_cli_that_imports_them() -> None:
+    # cli.main imports cli.gateway and cli.dev (lazily, for the extras); they must not import it back.
+    for name in ("gateway.py", "dev.py", "settings.py"):
+        tree = ast.parse((ROOT / "switchyard" / "cli" / name).read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert "main" not in imported and "switchyard.cli.main" not in imported, name

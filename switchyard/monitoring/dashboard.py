@@ -224,6 +224,23 @@ def dashboard() -> Dashboard:
                   (Query(_rate("switchyard_gateway_deprecated_key_requests_total", "tenant, key"),
                          "{{tenant}} / {{key}}"),), unit="reqps"),
         )),
+        Row("Usage", (
+            Panel("GPU-seconds by tenant", "GPUs held per second by each tenant's items (handler wall time x the "
+                  "worker's GPUs, every attempt, from the usage ledger): 2 means two GPUs busy on its work. "
+                  "Per key, and for billing: GET /v1/usage (docs/usage.md).",
+                  (Query(_rate("switchyard_usage_gpu_seconds_total", "tenant"), "{{tenant}}"),), width=6),
+            Panel("Tokens by tenant", "Tokens handlers reported per second (ctx.usage), input and output.",
+                  (Query(_rate("switchyard_usage_tokens_total", "tenant, direction"), "{{tenant}} {{direction}}"),),
+                  width=6),
+            Panel("Requests and items by tenant", "Work items that ended (any outcome) and the inputs of those "
+                  "that succeeded, per second, from the usage ledger.",
+                  (Query(_rate("switchyard_usage_requests_total", "tenant"), "requests {{tenant}}"),
+                   Query(_rate("switchyard_usage_items_total", "tenant"), "items {{tenant}}")), unit="reqps", width=6),
+            Panel("Usage anomalies (1h)", "A key's requests in 5 minutes past 10 times its trailing hour "
+                  "(spec.usage.anomaly), per tenant; the usage.anomaly event names the key.",
+                  (Query(f"sum by (tenant) (increase(switchyard_usage_anomalies_total{{{NS}}}[1h]))", "{{tenant}}"),),
+                  width=6),
+        )),
         Row("Gateways and operator", (
             Panel("Gateways ready", "Gateways whose /readyz answers 200 (NATS connected, routing table "
                   "loaded), of those scraped.",

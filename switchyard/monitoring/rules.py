@@ -65,6 +65,16 @@ ALERTS = (
           "For 2 minutes no operator replica has been leader (or none is scraped): Gateway, Upstream and Pool "
           "changes are not reconciled and pool leases are not enforced. Check the operator pods and the "
           "Lease switchyard-operator in their namespace."),
+    Alert("SwitchyardUsageAnomaly",
+          # As dead letters: a tenant's first anomaly creates its series at 1, which increase() cannot see.
+          "sum by (namespace, tenant) (increase(switchyard_usage_anomalies_total[15m])) > 0 or "
+          "sum by (namespace, tenant) (switchyard_usage_anomalies_total unless "
+          "switchyard_usage_anomalies_total offset 15m) > 0",
+          "0m", "warning",
+          "A key of tenant {{ $labels.tenant }} jumped to 10 times its usual request rate",
+          "{{ $value }} usage anomalies for tenant {{ $labels.tenant }} in {{ $labels.namespace }} in the last 15 "
+          "minutes: a key's requests in 5 minutes reached 10 times its trailing hour's (spec.usage.anomaly). "
+          "The usage.anomaly event and the gateway log line name the key."),
     Alert("SwitchyardStreamNearLimit",
           "max by (namespace, resource) (switchyard_gateway_stream_used) / "
           f"max by (namespace, resource) (switchyard_gateway_stream_limit) > {STREAM_NEAR_LIMIT}",

@@ -12,9 +12,10 @@ import re
 from pathlib import Path
 
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from switchyard.gateway.metrics import Metrics
+from switchyard.gateway.usage_metrics import UsageMetrics
 from switchyard.monitoring import __main__ as generate
 from switchyard.monitoring import rules
 from switchyard.monitoring.dashboard import dashboard
@@ -47,6 +48,7 @@ def test_the_parser_is_real() -> None:
 def test_every_metric_named_is_exported() -> None:
     exported = exported_names(generate_latest(Metrics().registry).decode())
     exported |= exported_names(generate_latest(OperatorMetrics().registry).decode())
+    exported |= exported_names(generate_latest(UsageMetrics(CollectorRegistry()).registry).decode())
     named = metric_names(ALL)
     assert named and named <= exported, sorted(named - exported)
     # And the other way: every gateway metric the docs table lists is on some panel or alert, or said why not.
@@ -61,7 +63,7 @@ def test_every_metric_named_is_exported() -> None:
 def test_alerts_are_well_formed_and_documented() -> None:
     doc = (ROOT / "docs/observability.md").read_text()
     names = [a.name for a in rules.ALERTS]
-    assert len(names) == len(set(names)) == 5
+    assert len(names) == len(set(names)) == 6
     for a in rules.ALERTS:
         assert re.fullmatch(r"\d+[smh]", a.for_) and a.severity in ("warning", "critical")
         assert f"### {a.name}" in doc, f"docs/observability.md has no section for {a.name}"

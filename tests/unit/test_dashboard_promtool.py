@@ -65,6 +65,7 @@ class Case:
 
 
 LANE = {**A, "model": "m"}
+TENANT = {"namespace": "a", "tenant": "acme"}
 CASES = [
     Case("demand and no live worker for 15 m", [
         series("switchyard_gateway_pending_demand", A, "3x30"),
@@ -88,6 +89,11 @@ CASES = [
     Case("one more dead letter on a known lane", [
         series("switchyard_gateway_dead_letters_total", LANE, "2x20 3x20")], "SwitchyardDeadLetters", "30m",
          [(LANE, "1.0714285714285714")]),
+    Case("a tenant's first usage anomaly (a new series at 1)", [
+        series("switchyard_usage_anomalies_total", TENANT, "_x5 1x25")], "SwitchyardUsageAnomaly", "7m",
+         [(TENANT, "1")]),
+    Case("that anomaly, 20 m later", [
+        series("switchyard_usage_anomalies_total", TENANT, "_x5 1x25")], "SwitchyardUsageAnomaly", "25m"),
     Case("a gateway not ready for 5 m", [
         series("switchyard_gateway_ready", {"namespace": "a", "pod": "main-gateway-1"}, "0x10")],
          "SwitchyardGatewayNotReady", "6m", [({"namespace": "a", "pod": "main-gateway-1"}, "0")]),

@@ -147,7 +147,7 @@ NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
 def test_range_bounds_and_bad_times() -> None:
     start, end = time_range({"from": "2026-11-24T11:00:00+01:00"}, NOW)
     assert start == dt.datetime(2026, 11, 24, 10, 0, tzinfo=dt.UTC) and end == NOW
-    assert time_range({"from": "2026-10-24T12:00:00Z", "to": "2026-11-24T12:00:00Z"}, NOW)[0].month == 10
+    assert time_range({"from": "2026-10-24T12:00:00Z", "to": "2026-11-24T12:00:00Z"}, NOW)[0].month == 10  # 31 days
     bad = [
         ({}, '"from" is required'),
         ({"from": "yesterday"}, "RFC 3339"),
@@ -155,6 +155,7 @@ def test_range_bounds_and_bad_times() -> None:
         ({"from": "2026-11-24T10:00:00"}, "offset"),  # no offset: the gateway's time zone would decide
         ({"from": "2026-11-24T12:00:00Z", "to": "2026-11-24T12:00:00Z"}, "must be after"),
         ({"from": "2026-10-01T00:00:00Z", "to": "2026-11-24T00:00:00Z"}, "at most 31 days"),
+        ({"from": "2026-10-24T11:59:59Z", "to": "2026-11-24T12:00:00Z"}, "at most 31 days"),  # a second past it
     ]
     for query, message in bad:
         with pytest.raises(ApiError) as err:

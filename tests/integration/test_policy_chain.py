@@ -17,6 +17,7 @@ from dataplane import ECHO, gateway, worker
 from policy_manifests import bearer, policy_config
 from test_grpc import grpc_gateway
 
+from switchyard.gateway.policy.ledger import LEASE_IDLE_S
 from switchyard.natsserver import NatsServer
 
 DAY = 86_400
@@ -34,6 +35,7 @@ USAGE = {"input_tokens": 10, "output_tokens": 5}
 async def reporting(items: list[Any], ctx: Any) -> AsyncIterator[Any]:
     """Streams its items back with the max_tokens it got, reporting 15 tokens per request."""
     ctx.usage = dict(USAGE)
+    await asyncio.sleep(float(ctx.params.get("sleep", 0)))
     for item in items:
         yield {"max_tokens": ctx.params.get("max_tokens"), "item": item}
 
@@ -127,6 +129,24 @@ async def test_policy_limits_on_one_gateway(nats_server: NatsServer, tmp_path: P
         metrics = await gw.metrics()
         assert 'switchyard_gateway_policy_decisions_total{limit="per-ip",outcome="limited",tenant="ip-b"} 1.0' \
             in metrics
+        same_day(started)
+
+
+async def test_a_long_request_settles_after_its_block_was_given_back(nats_server: NatsServer,
+                                                                     tmp_path: Path) -> None:
+    """The replica gives an idle block back (LEASE_IDLE_S) while a request runs; the request's unused
+    reservation still comes back when it settles."""
+    started = time.time()
+    async with gateway(nats_server.url, policy_config(tmp_path / "config", STAGES)) as gw, \
+            worker(nats_server.url, reporting):
+        await gw.wait_for_workers(ECHO)
+        reserved = 1000 + len(b'[{"text":"hi"}]')
+        r = await gw.infer(op="generate", headers=bearer("tokens"), params={"max_tokens": 1000,
+                                                                           "sleep": LEASE_IDLE_S + 1.5})
+        assert r.status == 200 and rate_limit(r.headers)["tpm"]["r"] == 3000 - reserved
+        r = await gw.infer(op="generate", headers=bearer("tokens"), params={"max_tokens": 1000})
+        assert r.status == 200
+        assert rate_limit(r.headers)["tpm"]["r"] == 3000 - sum(USAGE.values()) - reserved
         same_day(started)
 
 

@@ -33,7 +33,7 @@ class PolicyEngine:
         self._dispatcher = dispatcher  # gateway.dispatch.Dispatcher: its JetStream context
         self._table = table  # () -> RoutingTable | None: the bucket's replicas
         self._kv: KeyValue | None = None
-        self.ledger = Ledger(self._bucket, instance)
+        self.ledger = Ledger(self._bucket, instance, lost=self._forget_bucket)
         self.decisions = Counter(
             "switchyard_gateway_policy_decisions",
             "Policy limit decisions by limit, tenant and outcome (admitted, limited)",
@@ -70,6 +70,9 @@ class PolicyEngine:
             table = self._table() if self._table is not None else None
             self._kv = await ensure_limits_bucket(d.js, table.queue.replicas if table is not None else 1)
         return self._kv
+
+    def _forget_bucket(self) -> None:
+        self._kv = None
 
     async def tend_forever(self) -> None:
         """Give back idle leases and slots, renew held slots: a few times a second."""

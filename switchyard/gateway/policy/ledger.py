@@ -46,6 +46,7 @@ CAS_TRIES = 32  # replicas writing one counter at once; past this the request ge
 SHARE = 4  # a block is 1/SHARE of what remains after the request
 LEASE_IDLE_S = 1.0  # an untouched block is given back after this
 SLOT_IDLE_S = 0.25  # a released concurrency slot stays with this replica this long for the next request
+CACHE_MAX = 10_000  # counters whose last revision is kept (a CAS without a read first)
 SLOT_TTL_S = 10.0  # a replica's concurrency slots lapse this long after its last renewal (it died)
 RETRY_AFTER_UNAVAILABLE_S = "2"
 
@@ -87,8 +88,9 @@ KvSource = Callable[[], Awaitable[KeyValue]]
 
 
 class Ledger:
-    def __init__(self, bucket: KvSource, instance: str) -> None:
+    def __init__(self, bucket: KvSource, instance: str, lost: Callable[[], None] | None = None) -> None:
         self._bucket = bucket
+        self._lost = lost  # the bucket failed us: bind it again next time (it may have been deleted)
         self.instance = instance
         self.leases: dict[str, Lease] = {}
         self.slots: dict[str, Slots] = {}
@@ -162,11 +164,20 @@ class Ledger:
         self.leases[key] = lease = Lease(window, ends, held + block - n, now, int(value["used"]))  # type: ignore[call-overload]
         return lease
 
-    def give_back_local(self, key: str, window: int, n: int) -> None:
-        """Units taken and not spent (a later limit refused, or a token reservation settled lower)."""
+    def give_back_local(self, key: str, window: int, ends: float, n: int, now: float) -> None:
+        """Units taken and not spent (a later limit refused, or a token reservation settled lower).
+
+        They stay counted in the entry, so they go to this replica's lease (one is made if the block
+        was given back meanwhile), from which return_idle() gives them back to everyone.
+        """
         lease = self.leases.get(key)
         if lease is not None and lease.window == window:
             lease.left += n
+        elif (lease is None or lease.window < window) and ends > now:
+            cached = self._cache.get(key)
+            seen = cached.value.get("used") if cached is not None and cached.value.get("w") == window else None
+            # Without the counter as last seen, the RateLimit estimate assumes the window full but for these units.
+            self.leases[key] = Lease(window, ends, n, now, int(seen) if isinstance(seen, int) else 1 << 62)
 
     async def charge(self, key: str, window: int, n: int) -> None:
         """Units spent past what was reserved (a worker reported more tokens): counted even past the limit."""
@@ -185,6 +196,9 @@ class Ledger:
 
     async def return_idle(self, now: float) -> None:
         """Give back blocks untouched for LEASE_IDLE_S, and drop those of windows that ended."""
+        if len(self._cache) > CACHE_MAX:  # entries last seen for keys nothing is held for: only a shortcut
+            for key in [k for k in self._cache if k not in self.leases and k not in self.slots]:
+                self._forget(key)
         for key, lease in list(self.leases.items()):
             if lease.ends <= now:
                 self.leases.pop(key, None)  # its window is over: the counter starts afresh anyway
@@ -208,8 +222,7 @@ class Ledger:
                 lease.left += back  # NATS away: keep it (nothing was written)
                 continue
             if lease.left == 0 and self.leases.get(key) is lease:
-                self.leases.pop(key, None)
-                self._forget(key)
+                self.leases.pop(key, None)  # the entry as last written stays cached until the window ends
 
     # -- concurrency -----------------------------------------------------------------------------
 
@@ -322,6 +335,8 @@ class Ledger:
                 raise unavailable(str(exc)) from None
             except NATS_FAILURES as exc:
                 self._cache.pop(key, None)
+                if self._lost is not None:
+                    self._lost()
                 raise unavailable(str(exc) or type(exc).__name__) from None
         raise unavailable(f"{CAS_TRIES} concurrent writers in a row")
 

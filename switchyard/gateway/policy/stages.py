@@ -124,13 +124,13 @@ class LimitsStage:
         reset = max(1, math.ceil(ends - now))
         if lease is None:
             return Standing(limit.name, limit.limit, window_length(limit), -1, reset)
-        request.on_end(lambda usage: self._settle(limit, key, window, units, usage))
+        request.on_end(lambda usage: self._settle(limit, key, window, ends, units, usage))
         return Standing(limit.name, limit.limit, window_length(limit), _remaining(limit, lease), reset)
 
-    def _settle(self, limit: LimitRoute, key: str, window: int, reserved: int, usage: Usage) -> None:
-        """A refused or failed request gives its units back; a token reservation settles to the usage."""
+    def _settle(self, limit: LimitRoute, key: str, window: int, ends: float, reserved: int, usage: Usage) -> None:
+        """A refused request gives its units back; a token reservation settles to the usage."""
         if usage is REFUSED:
-            self.ledger.give_back_local(key, window, reserved)
+            self.ledger.give_back_local(key, window, ends, reserved, time.time())
             return
         if limit.kind != "tokens":
             return
@@ -138,7 +138,7 @@ class LimitsStage:
         if actual is None:
             return  # no usage reported (or a 202 job): the reservation stands
         if actual < reserved:
-            self.ledger.give_back_local(key, window, reserved - actual)
+            self.ledger.give_back_local(key, window, ends, reserved - actual, time.time())
         elif actual > reserved:
             self.ledger.spawn(self.ledger.charge(key, window, actual - reserved))
 

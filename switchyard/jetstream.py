@@ -15,7 +15,13 @@ import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import (
-    AckPolicy, ConsumerConfig, DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig,
+    AckPolicy,
+    ConsumerConfig,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
 )
 from nats.js.errors import BadRequestError
 from nats.js.kv import KeyValue
@@ -23,9 +29,23 @@ from nats.js.kv import KeyValue
 from .api.table import QueueLimits
 from .deadletters import dead_stream_config, ensure_dead_stream
 from .subjects import (
-    COLDSTART_BUCKET, DEDUPE_WINDOW_S, EVENTS_PREFIX, EVENTS_STREAM, JOBS_BUCKET, LIMITS_BUCKET, PLANSTATS_BUCKET,
-    POOLS_BUCKET, RESULTS_BUCKET, RUNS_BUCKET, USAGE_PREFIX, USAGE_STREAM, WORK_PREFIX, WORK_STREAM, WORKERS_BUCKET,
-    Lane, consumer_name,
+    COLDSTART_BUCKET,
+    DEDUPE_WINDOW_S,
+    EVENTS_PREFIX,
+    EVENTS_STREAM,
+    JOBS_BUCKET,
+    LIMITS_BUCKET,
+    PLANSTATS_BUCKET,
+    POOLS_BUCKET,
+    RESULTS_BUCKET,
+    RUNS_BUCKET,
+    USAGE_PREFIX,
+    USAGE_STREAM,
+    WORK_PREFIX,
+    WORK_STREAM,
+    WORKERS_BUCKET,
+    Lane,
+    consumer_name,
 )
 
 HEARTBEAT_TTL_S = 10.0
@@ -220,13 +240,22 @@ async def ensure_usage_stream(js: JetStreamContext) -> None:
         pass  # exists with the gateway's config
 
 
-async def kv_get(kv: KeyValue, key: str) -> KeyValue.Entry | None:
+@dataclasses.dataclass(frozen=True, slots=True)
+class LiveEntry:
+    """A KV entry that holds a value (nats-py's Entry has value None on delete and purge markers)."""
+
+    key: str
+    value: bytes
+    revision: int | None
+
+
+async def kv_get(kv: KeyValue, key: str) -> LiveEntry | None:
     """The key's live entry; None when it is absent, deleted or purged (those read as not found or empty)."""
     try:
         entry = await kv.get(key)
     except nats.js.errors.NotFoundError:  # KeyNotFoundError and KeyDeletedError
         return None
-    return entry if entry.value else None
+    return LiveEntry(entry.key, entry.value, entry.revision) if entry.value else None
 
 
 async def _bucket(js: JetStreamContext, cfg: KeyValueConfig) -> KeyValue:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, fields
-from functools import lru_cache
 from typing import Any
 
 import msgpack
@@ -24,9 +23,14 @@ VERSION = 1
 
 
 
-@lru_cache(maxsize=None)
+_NAMES: dict[type, tuple[str, ...]] = {}  # a dataclass's field names, read once per class (hot path)
+
+
 def _names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(cls))
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
 
 
 def as_dict(obj: Any) -> dict[str, Any]:
@@ -95,7 +99,7 @@ class WorkItem:
         return msgpack.packb(data, use_bin_type=True)
 
     @classmethod
-    def decode(cls, raw: bytes) -> "WorkItem":
+    def decode(cls, raw: bytes) -> WorkItem:
         return _unpack(cls, raw)
 
     def expired(self, now: float | None = None) -> bool:
@@ -118,7 +122,7 @@ class Result:
         return _pack(self)
 
     @classmethod
-    def decode(cls, raw: bytes) -> "Result":
+    def decode(cls, raw: bytes) -> Result:
         return _unpack(cls, raw)
 
 
@@ -147,11 +151,11 @@ class Chunk:
         return msgpack.packb({"v": VERSION, "chunk": True, **as_dict(self)}, use_bin_type=True)
 
     @classmethod
-    def decode(cls, raw: bytes) -> "Chunk":
+    def decode(cls, raw: bytes) -> Chunk:
         return _unpack(cls, raw)
 
 
-def decode_reply(raw: bytes) -> "Result | Chunk":
+def decode_reply(raw: bytes) -> Result | Chunk:
     """What a streamed item's inbox receives: chunks, or one Result (a non-generator handler, or
     an item that ended before it ran: expired, out of attempts)."""
     data = msgpack.unpackb(raw, raw=False)
@@ -182,7 +186,7 @@ class Heartbeat:
         return _pack(self)
 
     @classmethod
-    def decode(cls, raw: bytes) -> "Heartbeat":
+    def decode(cls, raw: bytes) -> Heartbeat:
         return _unpack(cls, raw)
 
 
@@ -214,7 +218,7 @@ class JobRecord:
         return _pack(self)
 
     @classmethod
-    def decode(cls, raw: bytes) -> "JobRecord":
+    def decode(cls, raw: bytes) -> JobRecord:
         return _unpack(cls, raw)
 
 
@@ -266,5 +270,5 @@ class UsageRecord:
         return _pack(self)
 
     @classmethod
-    def decode(cls, raw: bytes) -> "UsageRecord":
+    def decode(cls, raw: bytes) -> UsageRecord:
         return _unpack(cls, raw)

@@ -7,8 +7,8 @@ a laptop works in the cluster.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
 from dataclasses import dataclass, replace
+from datetime import datetime
 from types import MappingProxyType
 
 from .gateway import Gateway, GatewaySpec
@@ -17,14 +17,28 @@ from .loader import ResourceSet
 from .planner import Planner
 from .pool import DEFAULT_POOL, Pool
 from .table import (
-    BreakerRoute, BundleRoute, CorsRoute, FallbackRoute, GrpcLimits, HttpLimits, KeyRoute, QueueLimits, ModelRoute, PlannerRoute, PoolApiLimits, PoolRoute, RoutingTable, StepRoute,
+    BreakerRoute,
+    BundleRoute,
+    CorsRoute,
+    FallbackRoute,
+    GrpcLimits,
+    HttpLimits,
+    KeyRoute,
+    LimitRoute,
+    ModelRoute,
+    PlannerRoute,
+    PolicyRoute,
+    PoolApiLimits,
+    PoolRoute,
+    PriorityRoute,
+    QueueLimits,
+    RoutingTable,
+    StageRoute,
+    StepRoute,
     TracingRoute,
+    UsageRoute,
 )
-from .table import LimitRoute, PolicyRoute, StageRoute
-from .table import UsageRoute
-from .table import PriorityRoute
 from .upstream import Upstream
-
 
 # id(Upstream) -> (that Upstream, its route): the caller's memo across compiles. The operator
 # keeps validated Upstreams by resourceVersion, so an unchanged one is the same object next

@@ -17,8 +17,9 @@ import asyncio
 import base64
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
+import aiohttp
 import orjson
 from kubernetes_asyncio import client
 
@@ -28,6 +29,7 @@ from ..contracts import POOL_LABEL, SERVICE_LABEL, TABLE_KEY, Obj, endpoint_read
 from ..informer import Informer
 from ..kubeclient import api_client
 from ..messages import Heartbeat
+from ..tasks import together
 from .config import TableHolder
 from .configsource import ConfigSource, SourceFactory
 from .kubepools import KubePoolStore
@@ -75,7 +77,7 @@ class ClusterConfig(ConfigSource):
                      on_sync=self._sync_leases, on_event=self._lease_event),
         ]
         try:
-            await asyncio.gather(*(i.run() for i in self.informers), self._load_catalogs(core), self.pools.run())
+            await together(*(i.run() for i in self.informers), self._load_catalogs(core), self.pools.run())
         finally:
             await api.close()
 
@@ -129,8 +131,9 @@ class ClusterConfig(ConfigSource):
 
         async def fetch(i: int) -> None:
             async with gate:
-                resp = await core.read_namespaced_config_map(catalog.shard_object(self.configmap, i),
-                                                             self.namespace, _preload_content=False)
+                # _preload_content=False: the raw response (its JSON read once), not the V1ConfigMap the stub says.
+                resp = cast(aiohttp.ClientResponse, await core.read_namespaced_config_map(
+                    catalog.shard_object(self.configmap, i), self.namespace, _preload_content=False))
                 body = await resp.json()
             payload = base64.b64decode((body.get("binaryData") or {}).get(catalog.SHARD_KEY, ""))
             self._shards[i] = catalog.decode_shard(payload)

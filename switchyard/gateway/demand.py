@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import suppress
-from typing import Callable
 
 import nats.errors
 from nats.js import JetStreamContext

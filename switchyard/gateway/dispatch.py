@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import nats
 import nats.errors
@@ -27,14 +27,27 @@ from nats.js.kv import KeyValue
 from ..api.table import QueueLimits
 from ..errors import ApiError
 from ..jetstream import (
-    NATS_FAILURES, apply_queue_limits, ensure_coldstart_bucket, ensure_jobs_bucket, ensure_results_bucket,
-    ensure_work_stream, ensure_workers_bucket, kv_get,
+    NATS_FAILURES,
+    LiveEntry,
+    apply_queue_limits,
+    ensure_coldstart_bucket,
+    ensure_jobs_bucket,
+    ensure_results_bucket,
+    ensure_work_stream,
+    ensure_workers_bucket,
+    kv_get,
 )
 from ..logs import swallowed
 from ..messages import JobRecord, Result, WorkItem
 from ..runtime import Backoff
 from ..subjects import (
-    INBOX_PREFIX, RESULTS_BUCKET, cancel_subject, job_cancel_subject, queue_subject, ring_subject, token,
+    INBOX_PREFIX,
+    RESULTS_BUCKET,
+    cancel_subject,
+    job_cancel_subject,
+    queue_subject,
+    ring_subject,
+    token,
 )
 
 log = logging.getLogger("switchyard.gateway.nats")
@@ -46,11 +59,11 @@ def unavailable(why: str) -> ApiError:
     return ApiError("queue_unavailable", f"work queue unavailable: {why}", headers={"Retry-After": RETRY_AFTER_S})
 
 
-async def read_entry(kv: KeyValue, key: str) -> KeyValue.Entry | None:
+async def read_entry(kv: KeyValue, key: str) -> LiveEntry | None:
     """kv_get on a request's path: NATS away or slow answers 503 queue_unavailable, not a 500."""
     try:
         return await kv_get(kv, key)
-    except (nats.errors.Error, asyncio.TimeoutError) as exc:
+    except (TimeoutError, nats.errors.Error) as exc:
         raise unavailable(str(exc) or type(exc).__name__) from None
 
 
@@ -158,7 +171,7 @@ class Dispatcher:
                     error_cb=self._error, allow_reconnect=True,
                 )
                 break
-            except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, nats.errors.Error) as exc:
                 log.warning("NATS not reachable yet", extra={"url": self.url, "error": str(exc)})
                 await asyncio.sleep(1.0)
         self.js = self.nc.jetstream(timeout=self.publish_timeout)
@@ -256,7 +269,7 @@ class Dispatcher:
             if self.nc is not None:  # wakes the lane's idle workers (worker/fairness.py)
                 await self.nc.publish(ring_subject(subject), b"")
             return ack
-        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, nats.errors.TimeoutError):
             raise unavailable("no acknowledgement from JetStream in time") from None
         except nats.js.errors.NoStreamResponseError:
             raise unavailable("the work stream does not answer") from None
@@ -346,7 +359,7 @@ class Dispatcher:
             if existing is None:  # deleted in between: a lost race, try once more
                 return record, await jobs.create(key, record.encode())
             return existing, None
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error) as exc:
             raise unavailable(f"cannot record the job: {exc or type(exc).__name__}") from None
 
     async def delete_job(self, key: str, revision: int) -> None:
@@ -372,7 +385,7 @@ class Dispatcher:
             return True
         except nats.js.errors.KeyWrongLastSequenceError:
             return False
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error) as exc:
             raise unavailable(str(exc) or type(exc).__name__) from None
 
     async def purge_job(self, key: str, revision: int) -> bool:
@@ -384,7 +397,7 @@ class Dispatcher:
             return True
         except nats.js.errors.KeyWrongLastSequenceError:
             return False
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error) as exc:
             raise unavailable(str(exc) or type(exc).__name__) from None
 
     async def tenant_jobs(self, tenant: str, limit: int) -> list[JobRecord]:
@@ -393,7 +406,7 @@ class Dispatcher:
         out: list[JobRecord] = []
         try:
             watcher = await jobs.watch(f"{tenant}.>", ignore_deletes=True, meta_only=False)
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error) as exc:
             raise unavailable(str(exc) or type(exc).__name__) from None
         try:
             while len(out) < limit:
@@ -402,7 +415,7 @@ class Dispatcher:
                     break
                 if entry.value and entry.operation is None:
                     out.append(JobRecord.decode(entry.value))
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error) as exc:
             raise unavailable(str(exc) or type(exc).__name__) from None
         finally:
             with swallowed(log, "stop a job listing's watcher", NATS_FAILURES):

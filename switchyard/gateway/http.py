@@ -64,9 +64,14 @@ def request_id(request: web.Request) -> str:
     rid = request.headers.get("X-Request-ID")
     if rid is None:
         return os.urandom(16).hex()  # 32 random hex digits like uuid4().hex, without a UUID object (hot path)
+    return check_request_id(rid)
+
+
+def check_request_id(rid: str, what: str = "X-Request-ID") -> str:
+    """`rid` if it is a valid request id (also a NATS KV key), else 400 invalid_request_id naming `what`."""
     if len(rid) > MAX_REQUEST_ID or not REQUEST_ID.match(rid):
         raise ApiError("invalid_request_id",
-                       f"X-Request-ID must be 1-{MAX_REQUEST_ID} characters of A-Z a-z 0-9 _ = - "
+                       f"{what} must be 1-{MAX_REQUEST_ID} characters of A-Z a-z 0-9 _ = - "
                        "and inner dots")
     return rid
 
@@ -112,7 +117,7 @@ def make_middleware(current_table: Callable[[], RoutingTable | None], metrics: A
                 resp, code = render(err), err.code
             except ClientDisconnected:
                 resp = _gone(request, rid, metrics, "while sending the body")
-            except Exception:
+            except Exception:  # every failure still answers in our format
                 log.exception("unhandled error", extra={"request_id": rid})
                 resp, code = render(ApiError("internal", "internal error; quote the request id")), "internal"
             # A prepared stream (a WebSocket, SSE) has answered already: its end is not a disconnect.

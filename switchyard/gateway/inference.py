@@ -21,11 +21,19 @@ from .resolve import SERVED_BY, Resolution
 from .state import GatewayState, state_of
 from .streaming import ChunkStream
 from .submit import (
-    Accepted, Hooks, Outcome, Submission, check_items, check_operation, job_deadline, respond_async, result_error, submit,
+    Accepted,
+    Hooks,
+    Outcome,
+    Submission,
+    check_items,
+    check_operation,
+    job_deadline,
+    respond_async,
+    result_error,
+    submit,
     submit_stream,
 )
 from .tracing import Trace, traced
-
 
 
 async def infer(request: web.Request) -> web.StreamResponse:
@@ -123,7 +131,7 @@ def parse_body(body: Any) -> tuple[list[Any], dict[str, Any]]:
     if unknown:
         raise ApiError("bad_request", f"unknown body field(s): {', '.join(sorted(unknown))}")
     items, params = body.get("items"), body.get("params", {})
-    check_items(items)
+    items = check_items(items)
     if not isinstance(params, dict):
         raise ApiError("bad_request", '"params" must be an object')
     return items, params

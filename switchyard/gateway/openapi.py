@@ -22,10 +22,10 @@ from .. import __version__
 from ..api.meta import DNS_LABEL
 from ..errors import STATUS
 from .configs import ResolveBody
-from .submit import MAX_ITEMS, OPERATIONS
 from .openai_api.bodies import ChatBody, CompletionBody, EmbeddingBody, ImageBody, SpeechBody
 from .openai_api.errors import error_type
 from .pools import DEFAULT_TTL_S, MAX_MODELS, MAX_NAME
+from .submit import MAX_ITEMS, OPERATIONS
 
 OPENAPI_PATH = "/openapi.json"
 DOCS_PATH = "/docs"
@@ -46,7 +46,8 @@ class PoolBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(min_length=1, max_length=MAX_NAME, pattern=DNS_LABEL)
-    gpus: dict[str, Annotated[int, Field(ge=0)]] = Field(min_length=1, description="workers per machine profile, e.g. {\"l4\": 1}")
+    gpus: dict[str, Annotated[int, Field(ge=0)]] = Field(min_length=1,
+                                                         description="workers per machine profile, e.g. {\"l4\": 1}")
     models: list[str] = Field(default_factory=list, max_length=MAX_MODELS, json_schema_extra={"uniqueItems": True})
     ttl_seconds: int = Field(default=DEFAULT_TTL_S, ge=1,
                              description="at most spec.poolApi.maxTtlSeconds (the default, when that is lower)")
@@ -122,7 +123,8 @@ class Job(BaseModel):
     started_at: float | None
     updated_at: float
     deadline: float | None
-    history: list[dict[str, Any]] | None = Field(default=None, description="earlier outcomes of a re-queued dead letter")
+    history: list[dict[str, Any]] | None = Field(default=None,
+                                                 description="earlier outcomes of a re-queued dead letter")
     estimated_wait_s: float | None = Field(default=None, description="while queued")
     queue_position: int | None = Field(default=None, description="while queued: waiting items ahead of it on its "
                                                                   "lane (null: further back than 50, see queue_note)")
@@ -630,8 +632,8 @@ def _paths() -> dict[str, Any]:
                                                errors=(404,), params=(id_,))},
         "/v1/configs/bundles": {"get": _op("configs", "bundles and their models",
                                            {"200": _json(_ref(ConfigBundleList))})},
-        "/v1/configs/bundles/{id}": {"get": _op("configs", "one bundle", {"200": _json(_ref(ConfigBundle))}, errors=(404,),
-                                                params=(id_,))},
+        "/v1/configs/bundles/{id}": {"get": _op("configs", "one bundle", {"200": _json(_ref(ConfigBundle))},
+                                                errors=(404,), params=(id_,))},
         "/v1/configs/resolve": {"post": _op("configs", "dry run: where a request would go",
                                             {"200": _json(_ref(Resolved))}, errors=(404, 409), body=ResolveBody)},
         "/v1/jobs/{id}": {"get": _op("jobs", "a job's state and result", {"200": _json(_ref(Job))}, errors=(404,),

@@ -265,7 +265,7 @@ class PlanRuns:
             log.info("plan run taken over by another gateway", extra={"run": key})
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception:  # the lease lapses and another gateway (or this one) resumes it
             log.exception("plan run stopped; it resumes once its lease lapses", extra={"run": key})
             return
         finally:
@@ -462,6 +462,7 @@ class PlanRuns:
         for _ in range(10):
             try:
                 entry = await jobs.get(key)
+                assert entry.value is not None  # kv.get raises KeyDeletedError on a delete marker
                 rec = JobRecord.decode(entry.value)
                 if rec.final:
                     state = rec.state
@@ -518,6 +519,7 @@ class PlanRuns:
         for _ in range(10):
             try:
                 entry = await jobs.get(run.key)
+                assert entry.value is not None  # kv.get raises KeyDeletedError on a delete marker
                 rec = JobRecord.decode(entry.value)
                 if rec.final:
                     return rec.state if rec.state in OUTCOMES else run.state

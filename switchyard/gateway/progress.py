@@ -267,7 +267,7 @@ class Progress:
         assert nc is not None
         now = time.time()
         published = 0
-        for (key, record), eta_s in zip(jobs, etas):
+        for (key, record), eta_s in zip(jobs, etas, strict=True):  # one ETA per job
             position = positions[key]
             last = last_sent.get(key)
             if not due(last, position, eta_s, now):

@@ -29,8 +29,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 import grpc
+from google.protobuf.message import Message
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -44,6 +46,7 @@ METRIC = "switchyard-pending"  # KEDA shows it as s<i>-switchyard-pending
 POLL_INTERVAL_S = 0.2
 
 Counts = Mapping[str, int]  # work subject -> stored items
+Context: TypeAlias = "grpc.aio.ServicerContext[Message, Message]"  # KEDA's calls: protobuf in, protobuf out
 
 
 class Unavailable(Exception):
@@ -62,7 +65,7 @@ class Target:
     activation_threshold: float = 0.0
 
     @classmethod
-    def from_metadata(cls, md: Mapping[str, str]) -> "Target":
+    def from_metadata(cls, md: Mapping[str, str]) -> Target:
         if not md.get("model"):
             raise ValueError("trigger metadata has no `model`")
         per_replica = float(md.get("targetPendingPerReplica") or 4)
@@ -93,7 +96,7 @@ LANE_TOKENS = 6  # sy.work.<pool>.<profile>.<bundle>.<model>; a queue adds <clas
 
 
 def _matches(pattern: list[str], subject: list[str]) -> bool:
-    return len(pattern) == len(subject) and all(p in ("*", s) for p, s in zip(pattern, subject))
+    return len(pattern) == len(subject) and all(p in ("*", s) for p, s in zip(pattern, subject, strict=True))
 
 
 async def read_counts(js: JetStreamContext, subject_filter: str = f"{WORK_PREFIX}.>") -> dict[str, int]:
@@ -158,7 +161,7 @@ class Activity:
                 counts = await self._read()
             except Unavailable:
                 pass  # unknown is not idle: push nothing until JetStream answers again
-            except Exception as exc:  # keep the loop alive; the next tick retries
+            except Exception as exc:  # noqa: BLE001 - the loop outlives any failure: logged, the next tick retries
                 log.warning("reading the work stream failed", extra={"error": repr(exc)})
             else:
                 for w in list(self._watchers):
@@ -196,7 +199,7 @@ class ExternalScaler(pb_grpc.ExternalScalerServicer):
     async def _all_counts(self) -> dict[str, int]:
         return await self._counts(f"{WORK_PREFIX}.>")
 
-    async def _demand(self, ref: pb.ScaledObjectRef, context: grpc.aio.ServicerContext) -> tuple[Target, int]:
+    async def _demand(self, ref: pb.ScaledObjectRef, context: Context) -> tuple[Target, int]:
         target = await _target(ref, context)
         try:
             counts = {**await self._counts(target.subject_filter), **await self._counts(target.subject_filter + ".>")}
@@ -205,13 +208,13 @@ class ExternalScaler(pb_grpc.ExternalScalerServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
             raise  # unreachable: abort raises
 
-    async def IsActive(self, request: pb.ScaledObjectRef,  # noqa: N802 (names from the proto)
-                       context: grpc.aio.ServicerContext) -> pb.IsActiveResponse:
+    async def IsActive(self, request: pb.ScaledObjectRef,  # the methods' names are the proto's
+                       context: Context) -> pb.IsActiveResponse:
         target, demand = await self._demand(request, context)
         return pb.IsActiveResponse(result=target.active(demand))
 
-    async def StreamIsActive(self, request: pb.ScaledObjectRef,  # noqa: N802
-                             context: grpc.aio.ServicerContext) -> AsyncIterator[pb.IsActiveResponse]:
+    async def StreamIsActive(self, request: pb.ScaledObjectRef,
+                             context: Context) -> AsyncIterator[pb.IsActiveResponse]:
         target = await _target(request, context)
         key, opened = f"{request.namespace}/{request.name}", time.monotonic()
         self.open_streams.setdefault(key, []).append(opened)
@@ -224,27 +227,27 @@ class ExternalScaler(pb_grpc.ExternalScalerServicer):
             if not self.open_streams[key]:
                 del self.open_streams[key]
 
-    async def GetMetricSpec(self, request: pb.ScaledObjectRef,  # noqa: N802
-                            context: grpc.aio.ServicerContext) -> pb.GetMetricSpecResponse:
+    async def GetMetricSpec(self, request: pb.ScaledObjectRef,
+                            context: Context) -> pb.GetMetricSpecResponse:
         # Answered without NATS: KEDA needs it to make the HPA, whatever the queue's state.
         target = await _target(request, context)
         return pb.GetMetricSpecResponse(metricSpecs=[pb.MetricSpec(metricName=METRIC,
                                                                    targetSizeFloat=target.per_replica)])
 
-    async def GetMetrics(self, request: pb.GetMetricsRequest,  # noqa: N802
-                         context: grpc.aio.ServicerContext) -> pb.GetMetricsResponse:
+    async def GetMetrics(self, request: pb.GetMetricsRequest,
+                         context: Context) -> pb.GetMetricsResponse:
         _, demand = await self._demand(request.scaledObjectRef, context)
         return pb.GetMetricsResponse(metricValues=[pb.MetricValue(
             metricName=request.metricName or METRIC, metricValue=demand, metricValueFloat=float(demand))])
 
-    async def StreamMetricSpec(self, request: pb.ScaledObjectRef,  # noqa: N802
-                               context: grpc.aio.ServicerContext) -> AsyncIterator[pb.GetMetricSpecResponse]:
+    async def StreamMetricSpec(self, request: pb.ScaledObjectRef,
+                               context: Context) -> AsyncIterator[pb.GetMetricSpecResponse]:
         # Optional in the protocol: KEDA falls back to GetMetricSpec, whose answer never changes.
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "metric specs are static; use GetMetricSpec")
         yield pb.GetMetricSpecResponse()  # unreachable; makes this an async generator
 
 
-async def _target(ref: pb.ScaledObjectRef, context: grpc.aio.ServicerContext) -> Target:
+async def _target(ref: pb.ScaledObjectRef, context: Context) -> Target:
     try:
         return Target.from_metadata(ref.scalerMetadata)
     except ValueError as exc:

@@ -51,11 +51,13 @@ def check_operation(op: str) -> None:
         raise ApiError("not_found", f"unknown operation {op!r} (operations: {', '.join(sorted(OPERATIONS))})")
 
 
-def check_items(items: Any) -> None:
+def check_items(items: Any) -> list[Any]:
+    """`items` when it is a non-empty array within the limit; else a 400."""
     if not isinstance(items, list) or not items:
         raise ApiError("bad_request", '"items" must be a non-empty array')
     if len(items) > MAX_ITEMS:
         raise ApiError("bad_request", f'"items" holds {len(items)} entries; the limit is {MAX_ITEMS}')
+    return items
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,10 +239,16 @@ async def _async_job(st: GatewayState, table: RoutingTable, sub: Submission, hoo
     return outcome  # type: ignore[return-value]
 
 
+_CLOSING: set[asyncio.Future[None]] = set()
+
+
 def close_orphan(opening: asyncio.Future[Accepted | ChunkStream]) -> None:
     """Done-callback for a shielded submit_stream() whose caller left: cancel the stream once it opens."""
-    if not opening.cancelled() and opening.exception() is None and isinstance(opening.result(), ChunkStream):
-        asyncio.ensure_future(opening.result().aclose())
+    stream = opening.result() if not opening.cancelled() and opening.exception() is None else None
+    if isinstance(stream, ChunkStream):
+        closing = asyncio.ensure_future(stream.aclose())
+        _CLOSING.add(closing)  # the loop holds tasks weakly: keep it until it is done
+        closing.add_done_callback(_CLOSING.discard)
 
 
 def _prepare(st: GatewayState, table: RoutingTable, sub: Submission, hooks: Hooks) -> tuple[WorkItem, Resolution]:

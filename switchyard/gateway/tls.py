@@ -124,7 +124,7 @@ class ReloadingTls:
             await asyncio.sleep(self.files.poll_s)
             try:
                 await asyncio.to_thread(self.check)
-            except Exception:
+            except Exception:  # keep serving the pair we have; try again next poll
                 log.exception("TLS reload check failed")
 
 

@@ -303,7 +303,7 @@ class Connection:
             outcome = await submit(self.st, table, sub)
         except ApiError as exc:
             return await self._error(msg_id, exc)
-        except Exception:
+        except Exception:  # every failure still answers in our format
             log.exception("websocket request failed", extra={"request_id": sub.request_id})
             return await self._error(msg_id, ApiError("internal", "internal error; quote the request id"),
                                      sub.request_id)
@@ -326,7 +326,7 @@ class Connection:
             raise
         except ApiError as exc:
             return await self._error(msg_id, exc, sub.request_id)
-        except Exception:
+        except Exception:  # every failure still answers in our format
             log.exception("websocket stream failed", extra={"request_id": sub.request_id})
             return await self._error(msg_id, ApiError("internal", "internal error; quote the request id"),
                                      sub.request_id)
@@ -393,7 +393,7 @@ class Connection:
                 answer = {"type": "deleted", "job_id": body["id"]}
         except ApiError as exc:
             return await self._error(msg.id, exc)
-        except Exception:
+        except Exception:  # every failure still answers in our format
             log.exception("websocket job call failed", extra={"type": msg.type})
             return await self._error(msg.id, ApiError("internal", "internal error"))
         await self._send({**answer, "id": msg.id})

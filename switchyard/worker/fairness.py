@@ -288,5 +288,5 @@ class FairPuller:
         for sub in subs:
             # Disconnected or closing: the server drops the interest anyway.
             with swallowed(log, "drain a lane's subscriptions", NATS_FAILURES, lane=self.lane.subject):
-                await asyncio.wait_for(sub.drain(), 3.0)  # type: ignore[no-untyped-call]
+                await asyncio.wait_for(sub.drain(), 3.0)
         self._end()

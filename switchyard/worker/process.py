@@ -214,7 +214,7 @@ class Processor:
             res.timing = _timing(item, started, t0)
             await self._finish(msg, item, res, trace, term=True, reply=self._final(item, seq, res))
             return
-        except Exception as exc:
+        except Exception as exc:  # a handler bug or TransientError
             if seq == 0:
                 await self._retry_or_fail(msg, item, exc, started, t0, trace)
                 return
@@ -318,7 +318,7 @@ class Processor:
                 if self._jobs is None:
                     self._jobs = await ensure_jobs_bucket(self._js)
                 return await _advance(self._jobs, item.key, rec)
-            except Exception as exc:
+            except Exception as exc:  # NATS down or JetStream not ready yet
                 delay = backoff.next()
                 if time.monotonic() + delay > deadline:
                     if required:

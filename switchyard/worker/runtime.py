@@ -20,11 +20,11 @@ from ..runtime import Backoff, StopSignals
 from ..subjects import CANCEL_PREFIX, JOB_CANCEL_PREFIX
 from ..tasks import cancel_all
 from .config import WorkerConfig
+from .fairness import FairPuller
 from .health import start_health_server
 from .heartbeat import Heartbeater
 from .loader import StreamingInvoker, make_invoker
 from .process import Processor, settle
-from .fairness import FairPuller
 from .pull import Slots
 from .tracing import WorkerTracing, wanted
 
@@ -157,7 +157,7 @@ class Worker:
         try:
             assert self._processor is not None
             await self._processor.handle(msg)
-        except Exception:  # noqa: BLE001 - Processor handles its own errors; this is a bug guard
+        except Exception:  # Processor handles its own errors; this is a bug guard
             log.exception("unexpected error processing a work item", extra={"subject": msg.subject})
         finally:
             del self._flights[key]
@@ -178,7 +178,8 @@ class Worker:
     async def _on_reconnected(self) -> None:
         self.reconnects += 1
         log.info("reconnected to NATS, re-issuing pull requests",
-                 extra={"worker": self.worker_id, "server": str(self.nc.connected_url.netloc if self.nc.connected_url else "")})
+                 extra={"worker": self.worker_id,
+                        "server": str(self.nc.connected_url.netloc if self.nc.connected_url else "")})
         for p in self._pullers:
             p.reset()
         if self._heartbeat is not None and not self._stopping:
@@ -250,10 +251,10 @@ class Worker:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             for f in left:
-                if not getattr(f.msg, "_ackd", False):
+                if not f.msg.is_acked:
                     await settle(f.msg.nak)  # redelivered now to another worker, not after ack_wait
 
-    async def __aenter__(self) -> "Worker":
+    async def __aenter__(self) -> Worker:
         await self.start()
         return self
 
@@ -298,13 +299,13 @@ async def _start_retrying(worker: Worker, stop: asyncio.Event) -> bool:
         try:
             await worker.start()
             return True
-        except (OSError, asyncio.TimeoutError, nats.errors.Error) as exc:
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
             delay = backoff.next()
             log.warning("cannot start worker, retrying", extra={"worker": worker.worker_id,
                                                                 "error": str(exc) or type(exc).__name__,
                                                                 "retry_in_s": delay})
             try:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
     return False

@@ -10,8 +10,8 @@ the item stays queued as a job either way.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import msgpack
 from aiohttp import web

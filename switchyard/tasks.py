@@ -92,3 +92,17 @@ class Background:
 
     async def stop(self) -> None:
         await cancel_all(self.tasks)
+
+
+async def together(*steps: Coroutine[Any, Any, Any]) -> None:
+    """Run loops that belong together (a config source's watches) until one ends, which none is meant
+    to: then stop the others for sure and raise what ended it. Cancelled, it stops them all
+    (asyncio.gather leaves the others running after a failure, past the gateway's stop)."""
+    tasks = Background()
+    for step in steps:
+        tasks.start(step)
+    try:
+        for task in await tasks.until_one_ends(asyncio.Event()):
+            task.result()  # its exception, if it failed
+    finally:
+        await tasks.stop()

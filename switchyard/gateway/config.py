@@ -15,6 +15,7 @@ from pathlib import Path
 from ..api import CompileError, compile_table, load_dir
 from ..api.pool import Pool
 from ..api.table import RoutingTable
+from ..tasks import together
 from .configsource import ConfigSource, SourceFactory, SourceParts
 from .kvpools import KvPoolStore
 
@@ -89,7 +90,7 @@ class DirectoryConfig(ConfigSource):
         if self.pools is None:
             await self.watch(self.interval_s)
         else:
-            await asyncio.gather(self.watch(self.interval_s), self.pools.run())
+            await together(self.watch(self.interval_s), self.pools.run())
 
     def load(self) -> RoutingTable:
         """Compile strictly: any issue raises CompileError naming resource and field."""

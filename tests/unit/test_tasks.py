@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from switchyard.tasks import Background, cancel_all
+import pytest
+
+from switchyard.tasks import Background, cancel_all, together
 
 
 async def test_a_loop_that_swallowed_its_first_cancellation_still_stops() -> None:
@@ -63,3 +65,38 @@ async def test_background_returns_nothing_ended_when_told_to_stop() -> None:
     assert not forever.done()
     await tasks.stop()
     assert forever.cancelled()
+
+
+async def test_together_stops_the_rest_when_one_fails_and_raises_its_error() -> None:
+    started: list[str] = []
+    stopped: list[str] = []
+
+    async def loop(name: str) -> None:
+        started.append(name)
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            stopped.append(name)
+
+    async def fail() -> None:
+        await asyncio.sleep(0.01)
+        raise RuntimeError("the pools bucket is gone")
+
+    with pytest.raises(RuntimeError, match="pools bucket"):
+        await asyncio.wait_for(together(loop("watch"), loop("informer"), fail()), 30)
+    assert sorted(stopped) == sorted(started) == ["informer", "watch"]  # none left running
+
+
+async def test_together_cancelled_stops_every_loop() -> None:
+    stopped: list[str] = []
+
+    async def loop(name: str) -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            stopped.append(name)
+
+    task = asyncio.create_task(together(loop("a"), loop("b")))
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(cancel_all([task]), 30)
+    assert task.cancelled() and sorted(stopped) == ["a", "b"]

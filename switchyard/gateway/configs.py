@@ -11,7 +11,7 @@ from ..api.table import ModelRoute, bundles_of
 from ..errors import ApiError
 from ..subjects import ANONYMOUS_TENANT
 from .auth import authenticate_request
-from .http import MAX_REQUEST_ID, REQUEST_ID, RID, json_response, read_json
+from .http import RID, check_request_id, json_response, read_json
 from .resolve import resolve
 from .state import GatewayState, state_of
 
@@ -98,11 +98,7 @@ async def dry_run(request: web.Request) -> web.Response:
     table = st.table()
     key = authenticate_request(request, table)
     body = _resolve_body(await read_json(request, table.max_request_body_bytes))
-    if body.request_id is not None and (len(body.request_id) > MAX_REQUEST_ID
-                                        or not REQUEST_ID.match(body.request_id)):
-        raise ApiError("invalid_request_id", f"request_id must be an X-Request-ID: 1-{MAX_REQUEST_ID} characters "
-                                             "of A-Z a-z 0-9 _ = - and inner dots")
-    rid = body.request_id or request[RID]
+    rid = check_request_id(body.request_id, "request_id") if body.request_id is not None else request[RID]
     res = resolve(table, body.op, body.model, machine_profile=body.machine_profile,
                   pool=body.pool, bundle=body.bundle, key=key, request_id=rid)
     st.check_pool(res.lane.pool)

@@ -30,7 +30,6 @@ from ..informer import Informer
 from ..kubeclient import api_client
 from ..messages import Heartbeat
 from ..tasks import together
-from ..tasks import together
 from .config import TableHolder
 from .configsource import ConfigSource, SourceFactory
 from .kubepools import KubePoolStore

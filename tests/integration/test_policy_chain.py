@@ -150,6 +150,25 @@ async def test_a_long_request_settles_after_its_block_was_given_back(nats_server
         same_day(started)
 
 
+async def test_a_gateway_that_stops_gives_its_block_back(nats_server: NatsServer, tmp_path: Path) -> None:
+    """A replica stopping cleanly (SIGTERM) gives back the block it leased: another admits the whole limit."""
+    stages = ("      - name: limits\n        limits:\n"
+              "          - {name: per-key, kind: requests, per: key, limit: 40, windowSeconds: 86400}")
+    config = policy_config(tmp_path / "config", stages)
+    started = time.time()
+    async with worker(nats_server.url, reporting):
+        async with gateway(nats_server.url, config) as first:
+            await first.wait_for_workers(ECHO)
+            r = await first.infer(headers=bearer("other"))
+            assert r.status == 200 and rate_limit(r.headers)["per-key"]["r"] == 39
+            assert first.state.policy.ledger.leases  # it holds a block beyond this request
+        async with gateway(nats_server.url, config) as second:
+            await second.wait_for_workers(ECHO)
+            answers = [(await second.infer(headers=bearer("other"))).status for _ in range(40)]
+            assert answers == [200] * 39 + [429], answers
+    same_day(started)
+
+
 # -- custom stages --------------------------------------------------------------------------------
 
 PLUGIN = '''

@@ -17,6 +17,7 @@ from nats.js.kv import KeyValue
 from prometheus_client import CollectorRegistry, Counter
 
 from ...api.table import KeyRoute, PolicyRoute, RoutingTable
+from ...errors import ApiError
 from ...jetstream import ensure_limits_bucket
 from .chain import NO_TICKET, BuiltIn, Chain, PolicyRequest, Ticket, build
 from .ledger import Ledger, unavailable
@@ -25,6 +26,7 @@ from .stages import DefaultsStage, LimitsStage
 log = logging.getLogger("switchyard.gateway.policy")
 
 TEND_EVERY_S = 0.25
+GIVE_BACK_AT_STOP_S = 0.4  # within one round of tasks.cancel_all()
 
 
 class PolicyEngine:
@@ -75,14 +77,22 @@ class PolicyEngine:
         self._kv = None
 
     async def tend_forever(self) -> None:
-        """Give back idle leases and slots, renew held slots: a few times a second."""
-        while True:
-            await asyncio.sleep(TEND_EVERY_S)
-            if not self.ledger.leases and not self.ledger.slots:
-                continue
-            now = time.time()
+        """Give back idle leases and slots, renew held slots: a few times a second. Stopped (the gateway
+        shuts down), it gives back every block and spare slot it holds first, briefly: what a SIGKILL loses."""
+        try:
+            while True:
+                await asyncio.sleep(TEND_EVERY_S)
+                if not self.ledger.leases and not self.ledger.slots:
+                    continue
+                now = time.time()
+                try:
+                    await self.ledger.return_idle(now)
+                    await self.ledger.tend_slots(now)
+                except Exception:
+                    log.exception("policy ledger housekeeping failed; again next round")
+        except asyncio.CancelledError:
             try:
-                await self.ledger.return_idle(now)
-                await self.ledger.tend_slots(now)
-            except Exception:
-                log.exception("policy ledger housekeeping failed; again next round")
+                await asyncio.wait_for(self.ledger.give_back_all(time.time()), GIVE_BACK_AT_STOP_S)
+            except (TimeoutError, asyncio.CancelledError, ApiError):
+                log.warning("policy blocks not all given back at shutdown; they are lost for their window")
+            raise

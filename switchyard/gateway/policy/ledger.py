@@ -224,6 +224,15 @@ class Ledger:
             if lease.left == 0 and self.leases.get(key) is lease:
                 self.leases.pop(key, None)  # the entry as last written stays cached until the window ends
 
+    async def give_back_all(self, now: float) -> None:
+        """Every block and spare slot held here goes back (the gateway is stopping)."""
+        for lease in self.leases.values():
+            lease.touched = float("-inf")
+        for s in self.slots.values():
+            s.idle_since = float("-inf")
+        await self.return_idle(now)
+        await self.tend_slots(now)
+
     # -- concurrency -----------------------------------------------------------------------------
 
     def acquire_local(self, key: str) -> Slots | None:

@@ -34,11 +34,12 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, ConsumerInfo
+from nats.js.api import DEFAULT_PREFIX, ConsumerConfig, ConsumerInfo
 from nats.js.errors import BadRequestError, NotFoundError
 
 from ..jetstream import NATS_FAILURES, ensure_work_stream, lane_consumer_config, work_consumer_config
 from ..logs import swallowed
+from ..runtime import Backoff
 from ..subjects import WORK_STREAM, Lane, Queue, ring_filter, work_subject_of_ring
 from .pull import Slots
 
@@ -85,8 +86,10 @@ class FairPuller:
     """Pulls one lane's items for a worker, a batch from one queue at a time (see the module's doc)."""
 
     def __init__(self, nc: NATS, js: JetStreamContext, lane: Lane, slots: Slots,
-                 dispatch: Callable[[Msg], None], *, ack_wait_s: float, max_batch: int) -> None:
+                 dispatch: Callable[[Msg], None], *, ack_wait_s: float, max_batch: int,
+                 api_prefix: str = DEFAULT_PREFIX) -> None:
         self.lane = lane
+        self._api_prefix = api_prefix  # `js`'s (the default unless made for a domain); nats-py keeps it private
         self._nc = nc
         self._js = js
         self._slots = slots
@@ -107,8 +110,6 @@ class FairPuller:
         self._last_scan = 0.0
         self._stopping = False
         self.ack_wait_s = ack_wait_s  # the lane consumer's, once bound
-        self.requests = 0
-        self.resets = 0
         self.scans = 0
 
     async def ensure_consumer(self) -> None:
@@ -150,7 +151,6 @@ class FairPuller:
         """The server may have lost our request (reconnect): stop waiting for it, and scan again."""
         self._last_scan = 0.0
         if self._credits or not self._ended.is_set():
-            self.resets += 1
             self._error = "reset"
             self._end()
         self._wake.set()
@@ -187,7 +187,7 @@ class FairPuller:
                         continue
 
     async def run(self) -> None:
-        backoff = 0.1
+        backoff = Backoff(0.1, 2.0)
         while not self._stopping:
             if (time.monotonic() - self._last_scan >= RESCAN_S or not self.turns) and not await self._scan_or_wait():
                 continue
@@ -208,10 +208,9 @@ class FairPuller:
             elif self._error and self._error != "reset" and not self._stopping:
                 log.warning("pull request ended", extra={"lane": queue.subject, "reason": self._error})
                 self._consumers.discard(queue.consumer)  # made again (or bound) before the next pull
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                await backoff.sleep()
             elif not self._error:
-                backoff = 0.1
+                backoff.reset()
 
     async def _scan_or_wait(self) -> bool:
         """Scan when due; with nothing to serve, wait for a ring or the next scan. True: go on serving."""
@@ -238,16 +237,14 @@ class FairPuller:
         self._ended.clear()
         try:
             await self._ensure_queue(queue)
-            self.requests += 1
             req = {"batch": n, "no_wait": True}
-            await self._nc.publish(f"{self._js._prefix}.CONSUMER.MSG.NEXT.{WORK_STREAM}.{queue.consumer}",
+            await self._nc.publish(f"{self._api_prefix}.CONSUMER.MSG.NEXT.{WORK_STREAM}.{queue.consumer}",
                                    json.dumps(req).encode(), reply=self._inbox)
             await asyncio.wait_for(self._ended.wait(), timeout=REQUEST_TIMEOUT_S)
         except asyncio.CancelledError:
             self._end()
             raise
         except TimeoutError:
-            self.resets += 1
             self._error = "no answer"
         except NATS_FAILURES as exc:  # disconnected: the reconnect resets us
             self._error = f"request failed: {exc or type(exc).__name__}"

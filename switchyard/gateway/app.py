@@ -8,34 +8,48 @@ import os
 import socket
 import uuid
 from collections import Counter
-from dataclasses import dataclass
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..api.table import HttpLimits
-from . import capacity, deadletter_api, joblist, usage
-from . import auth, configs, events, health, inference, jobs, openapi, plans, pools, websocket
 from ..jetstream import NATS_FAILURES
 from ..logs import Repeats
-from ..tasks import Background
 from ..runtime import StopSignals
+from ..tasks import Background
+from . import (
+    auth,
+    capacity,
+    configs,
+    deadletter_api,
+    events,
+    health,
+    inference,
+    joblist,
+    jobs,
+    openapi,
+    plans,
+    pools,
+    usage,
+    websocket,
+)
+from .advisories import DeadLetters
 from .config import TableHolder
 from .configsource import Manual, SourceFactory, SourceParts
-from .advisories import DeadLetters
 from .demand import Demand
+from .dispatch import Dispatcher
 from .grpc.server import GrpcServer
 from .grpc.server import serve as serve_grpc
-from .dispatch import Dispatcher
 from .http import make_middleware
 from .listener import GuardedAppRunner
 from .metrics import Metrics
 from .openai_api import discovery
-from .policy import headers as policy_headers
 from .openai_api import routes as openai_routes
 from .openai_api.errors import openai_error_response
+from .policy import headers as policy_headers
 from .registry import Registry
 from .scaler import ScalerServer
 from .scaler import serve as serve_scaler

@@ -29,7 +29,9 @@ async def health(request: web.Request) -> web.Response:
     """Status for anyone; workers, pools and backlogs only for an admin key (they map the fleet)."""
     st = state_of(request)
     table = st.holder.table
-    status = "healthy" if st.dispatcher.connected and table is not None else "degraded"
+    # A policy chain that cannot run refuses every inference request (policy_unavailable): not healthy.
+    healthy = st.dispatcher.connected and table is not None and st.policy.broken(table) is None
+    status = "healthy" if healthy else "degraded"
     key = authenticate_request(request, table) if table is not None and presents_key(request.headers) else None
     if key is None or not key.can("readFleet"):
         return json_response({"status": status})
@@ -60,5 +62,8 @@ def fleet(st: GatewayState) -> dict[str, Any]:
         # Lanes with a circuit breaker that has seen a failure, as this process holds them (breaker.py).
         "circuits": st.breakers.snapshot(),
         "config": {"epoch": table.epoch, "hash": table.hash} if table else None,
+        # spec.policy's stages, and why they cannot run when a listed one is missing (docs/policy.md).
+        "policy": {"stages": [s.name for s in table.policy.stages if s.enabled],
+                   "broken": st.policy.broken(table)} if table else None,
         "gateway": st.instance,
     }

@@ -226,6 +226,11 @@ async def test_a_stage_that_is_not_installed_refuses_inference(nats_server: Nats
         r = await gw.infer(headers=bearer("other"))
         assert r.status == 503 and r.body["error"]["code"] == "policy_unavailable"
         assert "'not-installed-anywhere', which is not installed" in r.body["error"]["message"]
+        # /health says so: degraded for anyone, the reason for a key that may read the fleet.
+        assert (await gw.call("GET", "/health")).body == {"status": "degraded"}
+        detail = (await gw.call("GET", "/health", headers=bearer("admin"))).body
+        assert detail["status"] == "degraded" and detail["policy"]["stages"] == ["not-installed-anywhere"]
+        assert "which is not installed" in detail["policy"]["broken"]
 
 
 async def test_grpc_and_websocket_refusals_carry_the_same_code(nats_server: NatsServer, tmp_path: Path) -> None:

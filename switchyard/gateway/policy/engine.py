@@ -53,6 +53,10 @@ class PolicyEngine:
             self._built = built = (policy, chain)
         return built[1]
 
+    def broken(self, table: RoutingTable) -> str | None:
+        """Why the table's chain cannot run (a stage not installed, a config refused); None when it can."""
+        return self.chain(table.policy).broken if table.policy.stages else None
+
     async def admit(self, table: RoutingTable, *, op: str, model: str, items: list[Any], params: dict[str, Any],
                     key: KeyRoute | None, tenant: str, client_ip: str | None, request_id: str) -> Ticket:
         """Run the chain on one request: its Ticket, or the ApiError of the stage that refused it."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
-from dataplane import ECHO, gateway, worker
+from dataplane import ECHO, gateway, until, worker
 from policy_manifests import bearer, policy_config
 from test_grpc import grpc_gateway
 
@@ -167,6 +167,31 @@ async def test_a_gateway_that_stops_gives_its_block_back(nats_server: NatsServer
             answers = [(await second.infer(headers=bearer("other"))).status for _ in range(40)]
             assert answers == [200] * 39 + [429], answers
     same_day(started)
+
+
+async def test_limited_requests_fail_closed_while_nats_is_away(nats_server: NatsServer, tmp_path: Path) -> None:
+    """NATS away: a request that needs the counters gets 503 limits_unavailable (never admitted uncounted);
+    one no limit applies to fails on the queue as before; counting resumes when NATS is back."""
+    stages = ("      - name: limits\n        limits:\n"
+              "          - {name: per-key, kind: requests, per: key, limit: 100, windowSeconds: 86400,"
+              " tiers: [default]}")
+    async with gateway(nats_server.url, policy_config(tmp_path / "config", stages)) as gw, \
+            worker(nats_server.url, reporting):
+        await gw.wait_for_workers(ECHO)
+        nats_server.stop()
+        await until(lambda: not gw.state.dispatcher.connected, 30, "the gateway sees NATS gone")
+        r = await gw.infer(headers=bearer("other"))  # tier default: limited, and no block held yet
+        assert r.status == 503 and r.body["error"]["code"] == "limits_unavailable", r.body
+        assert r.headers["Retry-After"] == "2"
+        r = await gw.infer(headers=bearer("tokens"))  # tier tok: no limit applies
+        assert r.status == 503 and r.body["error"]["code"] == "queue_unavailable", r.body
+        nats_server.start()
+        await until(lambda: gw.state.dispatcher.connected, 60, "the gateway back on NATS")
+        deadline = time.monotonic() + 60
+        while (r := await gw.infer(headers=bearer("other"))).status != 200:
+            assert r.status in (202, 503) and time.monotonic() < deadline, (r.status, r.body)
+            await asyncio.sleep(0.5)
+        assert rate_limit(r.headers)["per-key"]["r"] < 100
 
 
 # -- custom stages --------------------------------------------------------------------------------

@@ -74,7 +74,7 @@ class Informer:
         self._on_sync(body.get("items") or [])
         self._on_relist()
         self.synced.set()
-        return body["metadata"]["resourceVersion"]
+        return str(body["metadata"]["resourceVersion"])
 
     async def _watch(self, rv: str) -> None:
         until = None if self.relist_s is None else time.monotonic() + self.relist_s

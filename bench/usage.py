@@ -12,7 +12,9 @@ On a real nats-server (file storage), the SWITCHYARD_USAGE ledger filled with `-
   of refusing a range past the limit;
 - append: one worker's UsageLedger.append (a JetStream publish with its Nats-Msg-Id, awaited for the
   PubAck) at p50 and p99, sequentially; floor: a core-NATS request-reply round trip to a responder in
-  the same process (the least any acknowledged message costs).
+  the same process (the least any acknowledged message costs);
+- follow: what every gateway replica's anomaly watch spends per record once it has it (decode, then
+  the detector's add: gateway/usage_anomaly.py), CPU only; floor: the decode alone.
 
 Results go to bench/results/usage.json.
 """
@@ -32,6 +34,7 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from switchyard.gateway.usage_anomaly import AnomalyRule, Detector
 from switchyard.gateway.usage_ledger import _config, _pending, scan
 from switchyard.gateway.usage_totals import Aggregate
 from switchyard.jetstream import apply_usage_stream
@@ -116,7 +119,19 @@ async def one_round(nc: NATS, js: JetStreamContext, appends: int, start: dt.date
         await nc.request("bench.floor", payload, timeout=5)
         floor_rt.append(time.perf_counter() - t)
     await sub.unsubscribe()
-    return {"records": n, "scan_s": scan_s, "scan_per_s": n / scan_s, "floor_read_s": floor_s,
+    raw = [record(i).encode() for i in range(min(n, 100_000))]
+    t = time.perf_counter()
+    for data in raw:
+        UsageRecord.decode(data)
+    decode_s = time.perf_counter() - t
+    detector = Detector(AnomalyRule())
+    t = time.perf_counter()
+    for i, data in enumerate(raw):
+        rec = UsageRecord.decode(data)
+        detector.add(rec.tenant, rec.key_name, 1_795_000_000.0 + i * 0.01)  # 100 records a second
+    follow_s = time.perf_counter() - t
+    return {"records": n, "follow_us": follow_s / len(raw) * 1e6, "decode_us": decode_s / len(raw) * 1e6,
+            "scan_s": scan_s, "scan_per_s": n / scan_s, "floor_read_s": floor_s,
             "floor_read_per_s": n / floor_s, "count_s": count_s,
             "append_p50_us": statistics.median(append) * 1e6,
             "append_p99_us": sorted(append)[int(0.99 * len(append))] * 1e6,
@@ -162,6 +177,8 @@ def cli() -> None:
     print(f"  count before reading       {b['count_s'] * 1000:>12.1f} ms")
     print(f"  append (worker, p50/p99)   {b['append_p50_us']:>9.0f} / {b['append_p99_us']:.0f} us")
     print(f"  floor: request-reply       {b['floor_rt_p50_us']:>9.0f} / {b['floor_rt_p99_us']:.0f} us")
+    print(f"  follow (per replica)       {b['follow_us']:>12.1f} us/record")
+    print(f"  floor: decode only         {b['decode_us']:>12.1f} us/record")
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")
 

@@ -46,6 +46,7 @@ bench: $(STAMP)  ## gateway vs direct NATS request-reply floor; see docs/perform
 	$(BIN)/python -m bench.coldstart
 	$(BIN)/python -m bench.streaming
 	$(BIN)/python -m bench.syncresults
+	$(BIN)/python -m bench.shaping
 	$(BIN)/python -m bench.planner
 	$(BIN)/python -m bench.progress
 	$(BIN)/python -m bench.scale

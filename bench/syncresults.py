@@ -23,6 +23,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +66,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"machine": info, "rounds": rounds}
 
 
-def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per mode, medians over valid rounds: distance from the round's own floor, req/s, CPU per request."""
+def summarize(rounds: list[dict[str, Any]], modes: Iterable[str] = MODES) -> dict[str, Any]:
+    """Per mode, medians over valid rounds: distance from the round's own floor, req/s, CPU per request.
+
+    (bench/shaping.py compares its two modes the same way.)"""
     out: dict[str, Any] = {}
-    for mode in MODES:
+    for mode in modes:
         runs = [r[mode] for r in rounds]
         ok = [x for x in runs if x["gateway_cN"]["valid"] and x["gateway_c1"]["non200"] == 0]
         use = ok or runs
@@ -88,7 +91,9 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def report(r: dict[str, Any], args: argparse.Namespace) -> str:
+def report(r: dict[str, Any], args: argparse.Namespace, what: str = "sync results",
+           base: str = "off", other: str = "kept") -> str:
+    """The table of both modes, then `other` against `base`."""
     m, s = r["machine"], r["summary"]
     n = args.concurrency
     lines = [
@@ -96,17 +101,17 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
         f"load avg {m['load_before']:.2f} before, {m['load_after']:.2f} after; {args.repeat} round(s), each mode on "
         f"fresh processes; medians over valid rounds; floor = direct NATS request-reply, measured beside each run",
         "",
-        f"{'sync results':<14}{'p50 - floor':>13}{'p99 - floor':>13}{f'req/s c={n}':>13}{'of floor':>10}"
+        f"{what:<14}{'p50 - floor':>13}{'p99 - floor':>13}{f'req/s c={n}':>13}{'of floor':>10}"
         f"{'gw us/req':>11}{'nats us/req':>13}{'non-200':>9}",
     ]
-    for mode in MODES:
+    for mode in (base, other):
         x = s[mode]
         lines.append(f"{mode:<14}{x['p50_delta_ms']:>+10.3f} ms{x['p99_delta_ms']:>+10.3f} ms{x['rps']:>13.0f}"
                      f"{x['rps_of_floor']:>9.0%} {x['gateway_us_per_request']:>10.0f}{x['nats_us_per_request']:>13.0f}"
                      f"{x['non200']:>9}"
                      + ("" if x["valid_rounds"] else "  INVALID (non-200 answers or socket errors)"))
-    off, kept = s["off"], s["kept"]
-    lines.append(f"kept vs off: p50 {kept['p50_delta_ms'] - off['p50_delta_ms']:+.3f} ms, "
+    off, kept = s[base], s[other]
+    lines.append(f"{other} vs {base}: p50 {kept['p50_delta_ms'] - off['p50_delta_ms']:+.3f} ms, "
                  f"p99 {kept['p99_delta_ms'] - off['p99_delta_ms']:+.3f} ms, "
                  f"throughput {kept['rps'] / off['rps'] - 1:+.1%}, "
                  f"CPU per request: gateway {kept['gateway_us_per_request'] - off['gateway_us_per_request']:+.0f} us, "

@@ -13,10 +13,13 @@ import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import nats.js.errors
 from aiohttp import web
+from nats.js import JetStreamContext
 
 from ..api.table import UsageRoute
-from ..jetstream import apply_usage_stream, ensure_events_stream
+from ..jetstream import apply_usage_stream, ensure_events_stream, usage_stream_config
+from ..subjects import USAGE_STREAM
 from ..tasks import cancel_all, forever
 from . import usage_api
 from .state import GatewayState
@@ -39,24 +42,36 @@ def rule_of(usage: UsageRoute) -> AnomalyRule:
 
 
 async def apply_forever(st: GatewayState, ready: asyncio.Event) -> None:
-    """Keep the ledger as spec.usage and spec.queue say; `ready` once it exists."""
-    applied: tuple[int, int] | None = None
+    """Keep the ledger as spec.usage and spec.queue say; `ready` once it exists.
+
+    Checked every APPLY_EVERY_S, not only when the table changes: a NATS server that lost its state,
+    or a worker that made the ledger first (with the default retention), is put right within seconds.
+    """
 
     async def apply() -> None:
-        nonlocal applied
         while True:
             js = st.dispatcher.js
             table = st.holder.table
             if st.dispatcher.connected and js is not None and table is not None:
-                wanted = (table.usage.retention_days, table.queue.replicas)
-                if wanted != applied:
-                    await apply_usage_stream(js, *wanted)
-                    await ensure_events_stream(js, table.queue.replicas)  # where anomalies go
-                    applied = wanted
-                    ready.set()
+                days, replicas = table.usage.retention_days, table.queue.replicas
+                if not await _as_wanted(js, days, replicas):
+                    await apply_usage_stream(js, days, replicas)
+                    await ensure_events_stream(js, replicas)  # where anomalies go
+                    log.info("usage ledger applied", extra={"retention_days": days, "replicas": replicas})
+                ready.set()
             await asyncio.sleep(APPLY_EVERY_S if ready.is_set() else 0.2)
 
     await forever(apply, pause_s=1.0, what="usage ledger config", logger=log)
+
+
+async def _as_wanted(js: JetStreamContext, days: int, replicas: int) -> bool:
+    try:
+        info = await js.stream_info(USAGE_STREAM)
+    except nats.js.errors.NotFoundError:
+        return False
+    config = usage_stream_config(days, replicas)
+    return (abs((info.config.max_age or 0.0) - (config.max_age or 0.0)) < 1.0
+            and (info.config.num_replicas or 1) == replicas)
 
 
 def setup(app: web.Application, st: GatewayState) -> None:

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import nats
+import nats.js.errors
 import pytest
 import yaml
 from dataplane import (
@@ -32,7 +34,9 @@ from dataplane import (
 
 from switchyard.client import AsyncClient, Client, Forbidden, UsageRow
 from switchyard.gateway import usage_api
+from switchyard.jetstream import ensure_usage_stream
 from switchyard.natsserver import NatsServer
+from switchyard.subjects import USAGE_STREAM
 from switchyard.worker import TransientError
 
 GPUS = 2.0
@@ -304,3 +308,39 @@ async def test_usage_is_for_keys_that_read_usage_and_every_bad_input_is_refused(
         assert "holds 2 usage records" in r.body["error"]["message"]
         monkeypatch.setattr(usage_api, "MAX_SCAN", 2)
         assert (await gw.call("GET", f"/v1/usage?from={start}", headers=ADMIN)).status == 200
+
+
+async def test_the_gateway_keeps_the_ledger_as_spec_usage_says(nats_server: NatsServer, tmp_path: Path) -> None:
+    """spec.usage.retentionDays on the stream; a ledger a worker made first (default retention), or one the
+    server lost, is put right by the gateway within seconds, and usage is still counted."""
+    week = 7 * 86_400.0
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+
+    async def max_age() -> float | None:
+        try:
+            return float((await js.stream_info(USAGE_STREAM)).config.max_age or 0.0)
+        except nats.js.errors.NotFoundError:
+            return None
+
+    async def becomes(value: float) -> None:
+        for _ in range(300):
+            if await max_age() == value:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"the ledger's max_age is {await max_age()}, not {value}")
+
+    try:
+        await ensure_usage_stream(js)  # a worker came first: the default retention
+        assert await max_age() == 35 * 86_400.0
+        start = since()
+        async with gateway(nats_server.url, with_usage(tmp_path, retentionDays=7)) as gw, \
+                worker(nats_server.url, counting):
+            await becomes(week)
+            await js.delete_stream(USAGE_STREAM)  # lost (a NATS server that lost its store)
+            await becomes(week)
+            await gw.wait_for_workers(ECHO)
+            assert (await gw.infer(items=["after"])).status == 200
+            assert [(r["tenant"], r["requests"]) for r in await settled(gw, start, 1)] == [("admin", 1)]
+    finally:
+        await nc.close()

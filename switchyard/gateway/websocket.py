@@ -313,7 +313,7 @@ class Connection:
             await self._error(msg_id, result_error(outcome.result), sub.request_id)
         else:
             await self._send({"type": "result", "id": msg_id, "request_id": sub.request_id,
-                              "result": result_body(outcome.result, sub.model_ref)})
+                              "result": result_body(outcome.result, outcome.resolution.served_model)})
 
     async def _stream(self, msg_id: str, sub: Submission, table: RoutingTable) -> None:
         opening = asyncio.ensure_future(submit_stream(self.st, table, sub))

@@ -314,6 +314,11 @@ async def test_alias_resolves_listed_and_named_in_the_answer(nats_server: NatsSe
         assert details.body["id"] == "test/primary" and details.body["aliases"] == ["primary-latest"]
         hidden = await encode(gw, "primary-latest", {"Authorization": "Bearer other-key-0123456789abcdef"})
         assert hidden.status == 200  # `other` may use every model; scopes name models, not aliases
+        async with gw.http.ws_connect(gw.url + "/v1/ws", headers=ADMIN) as ws:  # the WebSocket names it too
+            await ws.send_json({"type": "infer", "id": "m1", "op": "encode", "model": "primary-latest",
+                                "items": [{"text": "hi"}]})
+            answer = await ws.receive_json(timeout=30)
+        assert (answer["type"], answer["result"]["model"]) == ("result", "test/primary"), answer
 
 
 def test_alias_conflict_is_refused_at_load(tmp_path: Path) -> None:

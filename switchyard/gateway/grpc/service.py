@@ -309,7 +309,7 @@ def _response(outcome: Outcome, sub: Submission) -> pb.InferResponse:
     if not result.ok:
         raise result_error(result)
     return pb.InferResponse(request_id=sub.request_id, preference_applied=applied,
-                            result=_result(result_body(result, sub.model_ref)))
+                            result=_result(result_body(result, outcome.resolution.served_model)))
 
 
 def _result(body: dict[str, Any]) -> pb.Result:

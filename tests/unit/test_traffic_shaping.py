@@ -236,3 +236,26 @@ def test_a_lost_probe_frees_its_slot_after_the_timeout_and_no_breaker_means_no_s
     plain = table_of(upstream("m")).models["org/m"]
     b.admit(lane, plain, "a")  # the breaker was taken off the Upstream: its state goes
     assert b.snapshot() == [] and b.state(lane, "a") == "closed"
+
+
+@pytest.mark.parametrize("spec,ok", [
+    ({"aliases": [f"a{i}" for i in range(16)]}, True),
+    ({"aliases": [f"a{i}" for i in range(17)]}, False),
+    ({"aliases": ["a" * 200]}, True),
+    ({"aliases": ["a" * 201]}, False),
+    ({"aliases": ["has space"]}, False),
+    ({"aliases": ["-leading-dash"]}, False),
+    ({"circuitBreaker": {"consecutiveFailures": 1000, "coolOffSeconds": 1, "halfOpenProbes": 100}}, True),
+    ({"circuitBreaker": {"consecutiveFailures": 1001}}, False),
+    ({"circuitBreaker": {"consecutiveFailures": 1, "coolOffSeconds": 0}}, False),
+    ({"circuitBreaker": {"consecutiveFailures": 1, "halfOpenProbes": 101}}, False),
+    ({"circuitBreaker": {"consecutiveFailures": 1, "halfOpenProbes": 0}}, False),
+    ({"fallback": {"model": "org/f", "afterSeconds": 86_400}}, True),
+    ({"fallback": {"model": "org/f", "afterSeconds": 86_401}}, False),
+    ({"fallback": {"model": "org/f"}}, False),
+    ({"bundles": [{"name": "a", "weight": 100}, {"name": "b", "weight": 0}]}, True),
+    ({"bundles": [{"name": "a", "weight": 0}]}, False),  # the weights set sum to 0, not 100
+])
+def test_shaping_fields_at_and_past_their_limits(spec: dict[str, Any], ok: bool) -> None:
+    table, issues = compiled(upstream("m", **spec), upstream("f"))
+    assert ("org/m" in table.models and not issues) is ok, issues

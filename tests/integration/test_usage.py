@@ -35,9 +35,11 @@ from dataplane import (
 from switchyard.client import AsyncClient, Client, Forbidden, UsageRow
 from switchyard.gateway import usage_api
 from switchyard.jetstream import ensure_usage_stream
+from switchyard.messages import Result, WorkItem
 from switchyard.natsserver import NatsServer
 from switchyard.subjects import USAGE_STREAM
 from switchyard.worker import TransientError
+from switchyard.worker.usage import UsageLedger, usage_record
 
 GPUS = 2.0
 ADMIN_KEY = ADMIN["Authorization"].split()[1]
@@ -342,5 +344,25 @@ async def test_the_gateway_keeps_the_ledger_as_spec_usage_says(nats_server: Nats
             await gw.wait_for_workers(ECHO)
             assert (await gw.infer(items=["after"])).status == 200
             assert [(r["tenant"], r["requests"]) for r in await settled(gw, start, 1)] == [("admin", 1)]
+    finally:
+        await nc.close()
+
+
+async def test_a_record_nats_cannot_take_is_logged_as_lost_not_retried_forever(nats_server: NatsServer,
+                                                                               caplog: Any) -> None:
+    nc = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+    try:
+        ledger = UsageLedger(nc.jetstream(timeout=0.5), retry_s=1.0)
+        item = WorkItem(id="r1", op="encode", model="test/echo", bundle="default", machine_profile="cpu",
+                        pool="default", items=["x"], tenant="acme", key_name="acme-key")
+        record = usage_record(item, Result(id="r1", ok=True, timing={"compute_ms": 5.0}), final=True, gpus=1.0,
+                              worker="w")
+        assert await ledger.append(record)  # made the ledger (no gateway yet) and stored it
+        nats_server.stop()  # a real outage, not a stand-in
+        assert not await ledger.append(record)
+        assert ledger.lost == 1
+        assert any(r.getMessage() == "usage record lost" and r.request_id == "r1" for r in caplog.records)
+        nats_server.start()  # back, so the client closes cleanly
+        await until(lambda: nc.is_connected, 20, "the client reconnected")
     finally:
         await nc.close()

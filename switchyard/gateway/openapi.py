@@ -572,6 +572,13 @@ _ROUTING_HEADERS = (
     _header("X-Job-Deadline", "seconds within which the item must start: refused (422 deadline_unreachable) "
                               "when the learned ETA is longer, else it ends `expired` if it has not started"),
 )
+# spec.policy (docs/policy.md): on every inference answer a limit applied to, admitted or 429.
+_RATELIMIT = {
+    "RateLimit-Policy": {"schema": {"type": "string"}, "description": "the limits that applied, e.g. "
+                         "`\"per-key\";q=600;w=60` (q: the limit, w: its window in seconds)"},
+    "RateLimit": {"schema": {"type": "string"}, "description": "what is left of each, e.g. "
+                  "`\"per-key\";r=431;t=17` (r: remaining, t: seconds until the window ends)"},
+}
 _SSE = ("Server-Sent Events: `event: chunk` (data `{seq, payload}`) per chunk, then `event: done` "
         "(data `{id, chunks, usage, timing}`) or `event: error` (data `{error: {code, message}, chunks}`)")
 _OPENAI_SSE = "with `\"stream\": true`: OpenAI's chunk objects as Server-Sent Events, ending with `data: [DONE]`"
@@ -589,10 +596,12 @@ def _paths() -> dict[str, Any]:
     native_ok = {
         "200": {"description": "the result, or the stream with `Accept: text/event-stream`",
                 "content": {"application/json": {"schema": _ref(InferenceResult)},
-                            "text/event-stream": {"schema": {"type": "string", "description": _SSE}}}},
+                            "text/event-stream": {"schema": {"type": "string", "description": _SSE}}},
+                "headers": _RATELIMIT},
         "202": _json(_ref(Provisioning), "no live worker: queued as a job",
                      headers={"Location": {"schema": {"type": "string"}, "description": "/v1/jobs/{id}"},
-                              "Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}),
+                              "Retry-After": {"schema": {"type": "integer"}, "description": "seconds"},
+                              **_RATELIMIT}),
     }
     def streamed(model: type[BaseModel]) -> dict[str, Any]:
         ok = _json(_ref(model), f"OpenAI's response object; {_OPENAI_SSE}")

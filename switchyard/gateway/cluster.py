@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -39,13 +41,16 @@ log = logging.getLogger("switchyard.gateway.cluster")
 
 
 def cluster(namespace: str, configmap: str, kubeconfig: str | None = None) -> SourceFactory:
-    """Cluster mode's source for `new_state()`."""
-    return lambda parts: ClusterConfig(parts.holder, namespace=namespace, configmap=configmap, kubeconfig=kubeconfig)
+    """Cluster mode's source for `new_state()`, its watches' relists counted in the metrics."""
+    return lambda parts: ClusterConfig(parts.holder, namespace=namespace, configmap=configmap, kubeconfig=kubeconfig,
+                                       on_relist=lambda name: parts.metrics.watch_relists.labels(name).inc())
 
 
 class ClusterConfig(ConfigSource):
-    def __init__(self, holder: TableHolder, *, namespace: str, configmap: str, kubeconfig: str | None = None) -> None:
+    def __init__(self, holder: TableHolder, *, namespace: str, configmap: str, kubeconfig: str | None = None,
+                 on_relist: Callable[[str], None] = lambda informer: None) -> None:
         self.holder = holder
+        self._on_relist = on_relist
         self.namespace, self.configmap, self.kubeconfig = namespace, configmap, kubeconfig
         # /v1/pools writes Pool resources; the operator compiles them and keeps their Leases (watched here).
         self.pool_store = self.pools = KubePoolStore(namespace, lambda: holder.table.gateway if holder.table else None,
@@ -69,11 +74,14 @@ class ClusterConfig(ConfigSource):
         ns = self.namespace
         self.informers = [
             Informer("configmap", core.list_namespaced_config_map, namespace=ns,
+                     on_relist=functools.partial(self._on_relist, "configmap"),
                      field_selector=f"metadata.name={self.configmap}",
                      on_sync=self._sync_table, on_event=lambda t, o: self._sync_table([] if t == "DELETED" else [o])),
             Informer("endpointslices", discovery.list_namespaced_endpoint_slice, namespace=ns,
+                     on_relist=functools.partial(self._on_relist, "endpointslices"),
                      on_sync=self._sync_slices, on_event=self._slice_event),
             Informer("leases", coord.list_namespaced_lease, namespace=ns, label_selector=POOL_LABEL,
+                     on_relist=functools.partial(self._on_relist, "leases"),
                      on_sync=self._sync_leases, on_event=self._lease_event),
         ]
         try:

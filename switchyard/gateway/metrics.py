@@ -99,6 +99,9 @@ class Metrics:
             "(headers, body, idle)", ["phase"], registry=r)
         self.config_reloads = Counter(
             "switchyard_gateway_config_reloads", "Routing table reloads by outcome", ["outcome"], registry=r)
+        self.watch_relists = Counter(
+            "switchyard_gateway_watch_relists", "Cluster mode: full lists of a watched kind (configmap, "
+            "endpointslices, leases): the first, then one per broken watch", ["informer"], registry=r)
         self.tls_expiry = Gauge(
             "switchyard_gateway_tls_certificate_expiry_timestamp_seconds",
             "Unix time the TLS certificate now served expires, by file (absent without TLS)", ["cert"], registry=r)

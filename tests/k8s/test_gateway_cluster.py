@@ -42,12 +42,17 @@ def test_gateway_serves_end_to_end_after_kubectl_apply(installed: ControlPlane, 
         wait(lambda: get(cp, ns, "rolebinding", "main-gateway"), 30, "gateway RBAC")
         # The gateway runs as the ServiceAccount the operator made, with the Role it made.
         sa_kubeconfig = cp.service_account_kubeconfig(ns, "main-gateway")
-        port = free_port()
+        port, mport = free_port(), free_port()
         gateway = Proc(["gateway", "--configmap", "main-routing", "--namespace", ns, "--kubeconfig",
                         str(sa_kubeconfig), "--nats", nats.url, "--port", str(port), "--metrics-port",
-                        str(free_port()), "--log-level", "INFO"], tmp_path / "gateway.log")
+                        str(mport), "--log-level", "INFO"], tmp_path / "gateway.log")
         url = f"http://127.0.0.1:{port}"
         wait(lambda: http.status(f"{url}/readyz") == 200, 30, "gateway ready")
+        # Its three watches listed once each (the ConfigMap's list is what made it ready).
+        relists = f"http://127.0.0.1:{mport}/metrics"
+        for informer in ("configmap", "endpointslices", "leases"):
+            wait(lambda i=informer: http.metric(relists, f'switchyard_gateway_watch_relists_total{{informer="{i}"}}')
+                 >= 1, 30, f"{informer} listed")
         worker = subprocess.Popen(
             [sys.executable, "-m", "switchyard.worker", "--nats", nats.url, "--model", "switchyard/echo",
              "--machine-profile", "cpu", "--handler", "switchyard.worker.handlers:echo",

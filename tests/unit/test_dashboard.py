@@ -57,7 +57,7 @@ def test_every_metric_named_is_exported() -> None:
         re.sub(r"_(bucket|count|sum|total)$", "", n) for n in named}
     # Relists: for a look when watches misbehave (docs/api.md), not a panel of their own.
     assert families <= {"switchyard_operator_reconcile_duration_seconds",
-                        "switchyard_operator_watch_relists"}, sorted(families)
+                        "switchyard_operator_watch_relists", "switchyard_gateway_watch_relists"}, sorted(families)
 
 
 def test_alerts_are_well_formed_and_documented() -> None:

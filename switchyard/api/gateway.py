@@ -433,40 +433,6 @@ class Usage(Model):
                                                                              "by an order of magnitude.")
 
 
-class UsageAnomaly(Model):
-    """When a key's request rate is an anomaly (docs/usage.md#anomalies): its requests in the last window
-    reach `factor` times its average per window over the baseline before it, and at least minRequests."""
-
-    window_seconds: int = Field(default=300, ge=10, le=86_400, description="The recent window a key's rate is "
-                                                                           "measured over.")
-    baseline_seconds: int = Field(default=3600, ge=60, le=7 * 86_400,
-                                  description="The trailing time before the window whose average is the key's "
-                                              "baseline; at least windowSeconds.")
-    factor: float = Field(default=10.0, ge=1.5, le=1000.0, description="How many times its baseline a key's "
-                                                                        "window must reach to be flagged.")
-    min_requests: int = Field(default=100, ge=1, le=1_000_000_000,
-                              description="Fewer requests than this in the window are never an anomaly, so a "
-                                          "quiet key's few requests are not flagged.")
-
-    @model_validator(mode="after")
-    def _baseline_covers_window(self) -> "UsageAnomaly":
-        if self.baseline_seconds < self.window_seconds:
-            raise ValueError(f"baselineSeconds ({self.baseline_seconds}) must be at least windowSeconds "
-                             f"({self.window_seconds})")
-        return self
-
-
-class Usage(Model):
-    """Usage accounting (docs/usage.md): the ledger workers append to, and the anomaly rule."""
-
-    retention_days: int = Field(default=35, ge=1, le=400,
-                                description="How long the usage ledger (the SWITCHYARD_USAGE stream) keeps a "
-                                            "record: GET /v1/usage reads no further back. A change applies to "
-                                            "the stream at once, old records included.")
-    anomaly: UsageAnomaly = Field(default_factory=UsageAnomaly, description="Flagging a key's rate jumping "
-                                                                             "by an order of magnitude.")
-
-
 PriorityClass = Literal["high", "normal", "low"]  # subjects.PRIORITY_CLASSES: the order workers serve them in
 
 

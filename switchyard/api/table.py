@@ -217,17 +217,6 @@ class UsageRoute:
 
 
 @dataclass(frozen=True, slots=True)
-class UsageRoute:
-    """spec.usage: the usage ledger's retention, and the anomaly rule (gateway/usage_anomaly.py)."""
-
-    retention_days: int = 35
-    anomaly_window_s: float = 300.0
-    anomaly_baseline_s: float = 3600.0
-    anomaly_factor: float = 10.0
-    anomaly_min_requests: int = 100
-
-
-@dataclass(frozen=True, slots=True)
 class PriorityRoute:
     """spec.priority: the class of each tier's requests, and the tiers whose keys may send X-Priority."""
 

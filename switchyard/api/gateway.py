@@ -415,7 +415,7 @@ class UsageAnomaly(Model):
                                           "quiet key's few requests are not flagged.")
 
     @model_validator(mode="after")
-    def _baseline_covers_window(self) -> "UsageAnomaly":
+    def _baseline_covers_window(self) -> UsageAnomaly:
         if self.baseline_seconds < self.window_seconds:
             raise ValueError(f"baselineSeconds ({self.baseline_seconds}) must be at least windowSeconds "
                              f"({self.window_seconds})")

@@ -164,9 +164,7 @@ async def _submit(st: GatewayState, table: RoutingTable, sub: Submission, hooks:
     hooks = hooks or Hooks()
     if sub.respond_async:
         return await _async_job(st, table, sub, hooks)
-    item, res = _prepare(st, table, sub, hooks)
-    if st.registry.serving(res.lane) == 0:
-        item, res = await _fallback(st, table, sub, item, res, hooks)
+    item, res = await _lane(st, table, sub, hooks)
     if st.registry.serving(res.lane) == 0:
         return await _cold(st, table, sub, item, res, hooks.trace, streamed=False)  # type: ignore[return-value]
     if sub.deadline_s is not None:
@@ -201,9 +199,7 @@ async def _submit_stream(st: GatewayState, table: RoutingTable, sub: Submission,
     Tracing covers the resolve (not the publish or each chunk).
     """
     hooks = hooks or Hooks()
-    item, res = _prepare(st, table, sub, hooks)
-    if st.registry.serving(res.lane) == 0:
-        item, res = await _fallback(st, table, sub, item, res, hooks)
+    item, res = await _lane(st, table, sub, hooks)
     if st.registry.serving(res.lane) == 0:
         return await _cold(st, table, sub, item, res, hooks.trace, streamed=True)  # type: ignore[return-value]
     return await open_stream(st, item, res)
@@ -252,15 +248,37 @@ def close_orphan(opening: asyncio.Future[Accepted | ChunkStream]) -> None:
 
 
 def _prepare(st: GatewayState, table: RoutingTable, sub: Submission, hooks: Hooks) -> tuple[WorkItem, Resolution]:
-    rt = hooks.trace
+    res = _resolved(st, table, sub, hooks)
+    st.breakers.admit(res.lane, res.route, tenant_of(sub.key))  # circuit_open: nothing is queued, not even a job
+    return _item(table, sub, res, hooks.trace), res
+
+
+def _resolved(st: GatewayState, table: RoutingTable, sub: Submission, hooks: Hooks) -> Resolution:
     # An expired pool may already be gone from the table: say why before resolving.
     st.check_pool(split_machine_profile(sub.machine_profile, sub.pool)[1] or "")
     res = resolve(table, sub.op, sub.model_ref, machine_profile=sub.machine_profile, pool=sub.pool,
                   bundle=sub.bundle, key=sub.key, request_id=sub.request_id)
     hooks.on_resolved(res)
     st.check_pool(res.lane.pool)
-    st.breakers.admit(res.lane, res.route, tenant_of(sub.key))  # circuit_open: nothing is queued, not even a job
-    return _item(table, sub, res, rt), res
+    return res
+
+
+async def _lane(st: GatewayState, table: RoutingTable, sub: Submission, hooks: Hooks) -> tuple[WorkItem, Resolution]:
+    """_prepare() for a request answered now: spec.fallback's model instead when the lane cannot serve it
+    (its circuit is open, or it has no live worker and cannot start one within fallback.afterSeconds)."""
+    res = _resolved(st, table, sub, hooks)
+    try:
+        st.breakers.admit(res.lane, res.route, tenant_of(sub.key))
+    except ApiError:
+        taken = await _fallback(st, table, sub, res, hooks, circuit_open=True)
+        if taken is None:
+            raise  # circuit_open: nothing is queued, not even a job
+        return taken
+    if st.registry.serving(res.lane) == 0:
+        taken = await _fallback(st, table, sub, res, hooks, circuit_open=False)
+        if taken is not None:
+            return taken
+    return _item(table, sub, res, hooks.trace), res
 
 
 def _item(table: RoutingTable, sub: Submission, res: Resolution, rt: Trace | None) -> WorkItem:
@@ -276,29 +294,30 @@ def _item(table: RoutingTable, sub: Submission, res: Resolution, rt: Trace | Non
     return item
 
 
-async def _fallback(st: GatewayState, table: RoutingTable, sub: Submission, item: WorkItem, res: Resolution,
-                    hooks: Hooks) -> tuple[WorkItem, Resolution]:
-    """The lane has no live worker: spec.fallback's model instead, when it has one and the lane's learned
-    ETA is past fallback.afterSeconds; else the lane as it is (a 202). One hop: a fallback's own is not
-    followed. The fallback is resolved for the same key, so a key not allowed its model never gets it."""
+async def _fallback(st: GatewayState, table: RoutingTable, sub: Submission, res: Resolution, hooks: Hooks,
+                    circuit_open: bool) -> tuple[WorkItem, Resolution] | None:
+    """spec.fallback's model and its item, when its lane has a live worker and `res`'s lane cannot serve:
+    its circuit is open, or its learned ETA is past fallback.afterSeconds. None: keep to the lane (its
+    503, or its 202). One hop: a fallback's own is not followed. The fallback is resolved for the same
+    key, so a key not allowed its model never gets it."""
     fb = res.route.fallback
     if fb is None or res.pinned:
-        return item, res
+        return None
     route = table.models.get(fb.model)
     if route is None:
-        return item, res
+        return None
     mp = split_machine_profile(sub.machine_profile, None)[0]  # the caller's, if the fallback offers it
     ref = f"{fb.model}:{res.profile}" if res.profile and res.profile in route.profiles else fb.model
     try:
         alt = resolve(table, sub.op, ref, machine_profile=mp if mp in route.machine_profiles else None,
                       key=sub.key, request_id=sub.request_id)
         if st.registry.serving(alt.lane) == 0:
-            return item, res
-        if await st.eta.for_job(res.lane, res.route.cold_start_s, time.time()) <= fb.after_s:
-            return item, res
+            return None
+        if not circuit_open and await st.eta.for_job(res.lane, res.route.cold_start_s, time.time()) <= fb.after_s:
+            return None
         st.breakers.admit(alt.lane, alt.route, tenant_of(sub.key))
-    except ApiError:  # not allowed this key, no such operation, its circuit open: the lane's own 202
-        return item, res
+    except ApiError:  # not allowed this key, no such operation, its circuit open: keep to the lane
+        return None
     alt = dataclasses.replace(alt, fallback_from=res.served_model)
     hooks.on_resolved(alt)
     return _item(table, sub, alt, hooks.trace), alt

@@ -73,6 +73,18 @@ spec:
 ---
 apiVersion: switchyard.dev/v1alpha1
 kind: Upstream
+metadata: {name: fragile}
+spec:
+  model: test/fragile
+  operations: [encode]
+  machineProfiles: [cpu]
+  maxAttempts: 1
+  circuitBreaker: {consecutiveFailures: 2, coolOffSeconds: 600}
+  fallback: {model: test/backup, afterSeconds: 600}
+  workers: {service: fragile}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: Upstream
 metadata: {name: primary}
 spec:
   model: test/primary
@@ -362,3 +374,22 @@ async def test_fallback_when_the_primary_cannot_start_in_time_only_for_keys_allo
             assert (r.status, r.headers["X-Switchyard-Model"]) == (200, "test/primary")
         await until(lambda: gw.state.registry.serving(Lane("test/primary", "default", "cpu", "default")) == 0,
                     30, "the primary's worker gone")
+
+
+async def test_an_open_circuit_sends_requests_answered_now_to_the_fallback(
+        nats_server: NatsServer, tmp_path: Path) -> None:
+    FAILING["on"] = True
+    async with gateway(nats_server.url, config_dir(tmp_path)) as gw, \
+            worker(nats_server.url, flaky, model="test/fragile"), worker(nats_server.url, vectors, model="test/backup"):
+        await gw.wait_for_workers(Lane("test/fragile", "default", "cpu", "default"))
+        await gw.wait_for_workers(Lane("test/backup", "default", "cpu", "default"))
+        for headers in (ADMIN, OTHER):  # the fragile lane is live: its own workers fail, twice, two tenants
+            r = await encode(gw, "test/fragile", headers)
+            assert (r.status, r.headers["X-Switchyard-Model"]) == (502, "test/fragile")
+        calls = CALLS["all"]
+        r = await encode(gw, "test/fragile", OTHER)  # its circuit is open: the fallback serves
+        assert (r.status, r.headers["X-Switchyard-Model"], r.body["model"]) == (200, "test/backup", "test/backup")
+        assert CALLS["all"] == calls  # the failing handler was not called
+        queued = await encode(gw, "test/fragile", {**ADMIN, "Prefer": "respond-async"})
+        assert (queued.status, queued.body["error"]["code"]) == (503, "circuit_open")  # a job asked for that model
+    FAILING["on"] = False

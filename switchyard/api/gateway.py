@@ -83,7 +83,7 @@ class Listeners(Model):
                                                               "and metrics listeners. Empty: plain HTTP and gRPC.")
 
     @model_validator(mode="after")
-    def _grpc_port_is_its_own(self) -> "Listeners":
+    def _grpc_port_is_its_own(self) -> Listeners:
         if self.grpc is not None and self.grpc.port in (self.http.port, self.metrics.port, self.scaler.port):
             raise ValueError(f"listeners.grpc.port {self.grpc.port} is taken by another listener")
         return self
@@ -242,7 +242,8 @@ class Auth(Model):
 
 
 class Cors(Model):
-    allow_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS; '*' for any. Empty: CORS off.")
+    allow_origins: list[str] = Field(default_factory=list,
+                                     description="Origins allowed by CORS; '*' for any. Empty: CORS off.")
     allow_headers: list[str] = Field(
         default_factory=lambda: ["Authorization", "Content-Type", "X-Request-ID",
                                  "X-Machine-Profile", "X-Pool", "X-Bundle", "Prefer"]
@@ -341,7 +342,7 @@ class Limit(Model):
                                                                "with windowSeconds or kind concurrent.")
 
     @model_validator(mode="after")
-    def _one_window(self) -> "Limit":
+    def _one_window(self) -> Limit:
         if self.kind == "concurrent":
             if self.window_seconds is not None or self.period is not None:
                 raise ValueError(f"limit {self.name!r}: a concurrent limit has no windowSeconds or period")
@@ -368,7 +369,7 @@ class PolicyStage(Model):
                                                                     "factory, which validates it.")
 
     @model_validator(mode="after")
-    def _fields_of_its_kind(self) -> "PolicyStage":
+    def _fields_of_its_kind(self) -> PolicyStage:
         given = {f for f in ("limits", "params", "config") if getattr(self, f) is not None}
         wanted = {"limits": "limits", "defaults": "params"}.get(self.name, "config")
         stray = sorted(given - {wanted})
@@ -387,7 +388,7 @@ class Policy(Model):
                                                   "WebSocket). Empty: no stage.")
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "Policy":
+    def _unique_names(self) -> Policy:
         names = [s.name for s in self.stages]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -450,7 +451,7 @@ class Priority(Model):
                     "or low). A key of any other tier that sends it gets 403.")
 
     @model_validator(mode="after")
-    def _tiers_are_labels(self) -> "Priority":
+    def _tiers_are_labels(self) -> Priority:
         for tier in [*self.tiers, *self.header_tiers]:
             if not re.match(DNS_LABEL, tier):
                 raise ValueError(f"priority: tier {tier!r} is not a DNS label")
@@ -459,7 +460,8 @@ class Priority(Model):
 
 class GatewaySpec(Model):
     listeners: Listeners = Field(default_factory=Listeners, description="Ports the gateway listens on.")
-    auth: Auth = Field(default_factory=Auth, description="API keys; without keys and anonymous off, every request gets 401.")
+    auth: Auth = Field(default_factory=Auth,
+                       description="API keys; without keys and anonymous off, every request gets 401.")
     default_pool: str = Field(default=DEFAULT_POOL, pattern=DNS_LABEL, description="Pool of requests that name none.")
     max_request_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=1024**3,
                                         description="Larger bodies get 413.")
@@ -488,7 +490,7 @@ class GatewaySpec(Model):
     image: str | None = Field(default=None, description="Gateway image; default the operator's own.")
 
     @model_validator(mode="after")
-    def _unique_profiles(self) -> "GatewaySpec":
+    def _unique_profiles(self) -> GatewaySpec:
         names = [p.name for p in self.machine_profiles]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -496,7 +498,7 @@ class GatewaySpec(Model):
         return self
 
     @model_validator(mode="after")
-    def _grpc_within_body_limit(self) -> "GatewaySpec":
+    def _grpc_within_body_limit(self) -> GatewaySpec:
         # One request size for every protocol: gRPC may not take more than HTTP does.
         grpc = self.listeners.grpc
         if grpc is not None and (grpc.max_receive_message_bytes or 0) > self.max_request_body_bytes:

@@ -7,9 +7,10 @@ process. Both go through `switchyard.api.compile`, so they cannot disagree.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import orjson
 
@@ -74,7 +75,7 @@ class PoolRoute:
     models: tuple[str, ...] = ()  # models its dedicated workers serve (rendered by the operator)
     tenant: str = ""  # "": any key its `pools` list allows; else only that tenant's keys and admin keys
 
-    def allows(self, key: "KeyRoute | None") -> bool:
+    def allows(self, key: KeyRoute | None) -> bool:
         """May `key` send work to this pool? (A key's own `pools` list is checked separately.)"""
         return not self.tenant or (key is not None and (key.admin or key.owner == self.tenant))
 
@@ -227,7 +228,7 @@ class PriorityRoute:
         return {"tiers": dict(sorted(self.tiers.items())), "headerTiers": list(self.header_tiers)}
 
     @classmethod
-    def from_dict(cls, v: Mapping[str, Any] | None) -> "PriorityRoute":
+    def from_dict(cls, v: Mapping[str, Any] | None) -> PriorityRoute:
         v = v or {}
         return cls(MappingProxyType(dict(v.get("tiers", {}))), tuple(v.get("headerTiers", ())))
 
@@ -275,7 +276,7 @@ class RoutingTable:
     def machine_profiles(self) -> list[str]:
         return sorted({mp for r in self.models.values() for mp in r.machine_profiles})
 
-    def with_epoch(self, epoch: int) -> "RoutingTable":
+    def with_epoch(self, epoch: int) -> RoutingTable:
         return replace(self, epoch=epoch)  # the hash leaves the epoch out: it stays valid
 
     # -- serialization -----------------------------------------------------
@@ -361,11 +362,11 @@ class RoutingTable:
         return orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> "RoutingTable":
+    def from_json(cls, raw: bytes | str) -> RoutingTable:
         return cls.from_dict(orjson.loads(raw))
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RoutingTable":
+    def from_dict(cls, d: Mapping[str, Any]) -> RoutingTable:
         if d.get("formatVersion") != FORMAT_VERSION:
             raise ValueError(f"unsupported routing table formatVersion {d.get('formatVersion')!r}")
         cors = d["cors"]

@@ -21,7 +21,7 @@ install: $(STAMP)
 demo: $(STAMP)  ## NATS + gateway on examples/ + an echo worker; prints a curl line
 	$(BIN)/switchyard dev
 
-test: $(STAMP)  ## every test: unit, integration (real nats-server), k8s (real kube-apiserver)
+test: lint  ## make lint, then every test: unit, integration (real nats-server), k8s (real kube-apiserver)
 	$(BIN)/python -m pytest -q -ra
 
 lint: $(STAMP)  ## ruff, mypy and import-linter's layers (.importlinter), each at zero; see docs/architecture.md

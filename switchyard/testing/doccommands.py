@@ -214,7 +214,7 @@ MONITORING_SECTIONS = ("Monitoring with kustomize", "Monitoring with Helm")
 
 
 def kind(cmd: Command) -> str:
-    """How the tests run it: gateway, worker, demo, make-test, curl, grpcurl, pip, kubectl, helm, monitoring,
+    """How the tests run it: gateway, worker, demo, make-test, make-lint, curl, grpcurl, pip, kubectl, helm, monitoring,
     skip, or unknown."""
     if skip_reason(cmd) is not None:
         return "skip"
@@ -231,6 +231,8 @@ def kind(cmd: Command) -> str:
         return "demo"
     if words == ["make", "test"]:
         return "make-test"
+    if words == ["make", "lint"]:  # run by `make test` first (tests/unit/test_docs_listed.py checks it does)
+        return "make-lint"
     if words[:1] == ["curl"]:
         return "curl"
     if words[:1] == ["grpcurl"]:  # the built one on PATH (tests/controlplane/build-tool.sh grpcurl)

@@ -47,7 +47,7 @@ def test_python_snippets_run_or_are_listed_fragments() -> None:
             compile(snippet.code, snippet.where, "exec")  # a script: runs in test_docs_local.py
 
 
-def test_make_test_runs_the_pytest_command_ci_runs(tmp_path: Path) -> None:
+def test_make_test_runs_the_lint_and_pytest_commands_ci_runs(tmp_path: Path) -> None:
     # CI runs .ci/run, which must end by running the README's test command.
     ci = [line.strip() for line in (ROOT / ".ci/run").read_text().splitlines()
           if line.strip() and not line.lstrip().startswith("#")]
@@ -58,8 +58,15 @@ def test_make_test_runs_the_pytest_command_ci_runs(tmp_path: Path) -> None:
     env = {**os.environ, "VENV": sys.prefix, "STAMP": str(stamp)}
     done = subprocess.run(["make", "-n", "test"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    [line] = [ln for ln in done.stdout.splitlines() if "pytest" in ln]
+    lines = done.stdout.splitlines()
+    [line] = [ln for ln in lines if "pytest" in ln]
     words = shlex.split(line)
+    # `make lint` first (docs/architecture.md): ruff, mypy and import-linter, each as `make lint` runs them.
+    lint = subprocess.run(["make", "-n", "lint"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    checks = [ln for ln in lint.stdout.splitlines() if ln.strip()]
+    assert [shlex.split(c) for c in checks] == [[f"{sys.prefix}/bin/ruff", "check", "."], [f"{sys.prefix}/bin/mypy"],
+                                                [f"{sys.prefix}/bin/lint-imports"]], checks
+    assert lines == [*checks, line], lines
     assert words[:3] == [f"{sys.prefix}/bin/python", "-m", "pytest"], words
     # No selection: the whole suite (pyproject's testpaths), every test CI runs.
     assert all(w.startswith("-") and w not in ("-k", "-m") for w in words[3:]), words

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from ..api.table import TracingRoute
 from ..messages import WorkItem
+from ..subjects import queue_subject
 
 if TYPE_CHECKING:
     from nats.js.api import PubAck
@@ -161,6 +162,8 @@ class RequestTrace:
         from opentelemetry.trace import SpanKind, set_span_in_context
 
         from .. import tracing
+
+        subject = queue_subject(subject, item.priority, item.tenant)  # where dispatch.publish puts it
 
         span = self._tracer.start_span(f"send {subject}", context=set_span_in_context(self.span),
                                        kind=SpanKind.PRODUCER, attributes={

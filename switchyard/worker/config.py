@@ -70,7 +70,6 @@ class WorkerConfig:
     drain_timeout_s: float = 30.0
     nak_delay_s: float = 1.0  # retry backoff base: nak_delay_s * 2**(attempt-1)
     nak_max_delay_s: float = 60.0
-    pull_expires_s: float = 10.0  # life of one pull request on the server
     name: str = "switchyard-worker"
     # GPUs this worker holds, for GPU-seconds in the usage ledger; None: counted from the device list
     # NVIDIA_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES (worker/usage.py), else 0.

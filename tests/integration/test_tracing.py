@@ -235,7 +235,7 @@ async def test_tracing_on_puts_the_publish_context_in_the_item(nats_server: Nats
 async def queued_item(gw: GatewayUnderTest, rid: str) -> bytes:
     js = gw.state.dispatcher.js
     assert js is not None
-    msg = await js.get_last_msg("SWITCHYARD_WORK", ECHO.subject)
+    msg = await js.get_last_msg("SWITCHYARD_WORK", ECHO.queue("normal", "admin"))  # its class and tenant
     assert WorkItem.decode(msg.data).id == rid
     return msg.data
 

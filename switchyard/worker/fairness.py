@@ -14,8 +14,9 @@ How it learns which queues have items, cheaply:
 - items on the lane's own subject (from gateways older than the classes) wake it by arriving
   (a core subscription on that subject, the payload is ignored);
 - a scan of the stream's per-subject counts (`stream_info` with the lane's subjects) at start,
-  whenever every known queue came back empty, and every RESCAN_S: it finds what rang while the
-  worker was away, redeliveries (a nak's delay, an ack_wait that ran out) and old items.
+  after a reconnect and every RESCAN_S: it finds what rang while the worker was away,
+  redeliveries (a nak's delay, an ack_wait that ran out), old items, and the rest of a queue
+  that another worker of the lane emptied only in part.
 
 Each pull is a `no_wait` request of at most the free slots: it returns at once with what the queue
 has, so no credit is ever parked on one tenant's empty queue while another's wait.
@@ -213,15 +214,16 @@ class FairPuller:
                 backoff.reset()
 
     async def _scan_or_wait(self) -> bool:
-        """Scan when due; with nothing to serve, wait for a ring or the next scan. True: go on serving."""
-        if time.monotonic() - self._last_scan >= RESCAN_S or self._wake.is_set():
-            self._wake.clear()
+        """Scan when due; with nothing to serve, wait for a ring or the next scan. True: go on serving.
+        A ring names its queue, so it needs no scan: an idle worker pulls at once."""
+        if time.monotonic() - self._last_scan >= RESCAN_S:
             try:
                 await self.scan()
             except NATS_FAILURES as exc:
                 log.debug("lane scan failed",
                           extra={"lane": self.lane.subject, "error": str(exc) or type(exc).__name__})
                 self._last_scan = time.monotonic()  # try again at the next RESCAN_S
+        self._wake.clear()  # before the look at the turns: a ring from now on wakes the wait below
         if self.turns:
             return True
         wait = max(0.0, self._last_scan + RESCAN_S - time.monotonic())

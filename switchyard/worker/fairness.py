@@ -18,8 +18,11 @@ How it learns which queues have items, cheaply:
   redeliveries (a nak's delay, an ack_wait that ran out), old items, and the rest of a queue
   that another worker of the lane emptied only in part.
 
-Each pull is a `no_wait` request of at most the free slots: it returns at once with what the queue
-has, so no credit is ever parked on one tenant's empty queue while another's wait.
+Each pull asks for at most the free slots. It is a `no_wait` request, answered at once with what
+the queue has, so no credit is parked on one tenant's empty queue while another's wait; except when
+no queue is in line: then the queue that just had items is asked with a request that waits
+LINGER_S, so the next item of a steady stream needs no ring and no extra round trip (a ring
+meanwhile waits at most that long).
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ from .pull import Slots
 log = logging.getLogger("switchyard.worker")
 
 RESCAN_S = 1.0  # a scan at least this often: redeliveries and anything whose ring was missed
+# With nothing else to serve, the queue that just had items is asked with a pull request that waits
+# this long: a steady stream's next item needs no ring and no round trip. A ring meanwhile waits at
+# most this long (and for what the request brings: at most the free slots, one batch).
+LINGER_S = 0.02
 REQUEST_TIMEOUT_S = 5.0  # a no_wait pull answers at once; this long without an end means it was lost
 
 
@@ -107,6 +114,7 @@ class FairPuller:
         self._error = ""
         self._wake = asyncio.Event()
         self._pulling: Queue | None = None  # the queue of the request in flight
+        self._linger: Queue | None = None  # the queue the last pull took items from (see _lingering)
         self._rang = False  # it rang while that request was in flight
         self._last_scan = 0.0
         self._stopping = False
@@ -190,17 +198,20 @@ class FairPuller:
     async def run(self) -> None:
         backoff = Backoff(0.1, 2.0)
         while not self._stopping:
-            if (time.monotonic() - self._last_scan >= RESCAN_S or not self.turns) and not await self._scan_or_wait():
+            linger = self._lingering()
+            if linger is None and (time.monotonic() - self._last_scan >= RESCAN_S or not self.turns) \
+                    and not await self._scan_or_wait():
                 continue
             # Slots first, then the pick: a class or tenant that rang while every slot was busy is seen.
             n = await self._slots.reserve(self._max_batch)
-            queue = None if self._stopping else self.turns.next()
+            queue = None if self._stopping else self.turns.next() if self.turns else linger
             if queue is None:
                 self._slots.release(n)
                 continue
             self._pulling, self._rang = queue, False
-            got = await self._pull(queue, n)
+            got = await self._pull(queue, n, LINGER_S if queue is linger and queue not in self.turns else 0.0)
             self._pulling = None
+            self._linger = queue if got and not self._error else None
             if got < n and not self._error and not self._rang:
                 self.turns.discard(queue)  # drained (or its items are in flight): until it rings or a scan
             if self._error.startswith("503") and queue.consumer in self._consumers:
@@ -212,6 +223,13 @@ class FairPuller:
                 await backoff.sleep()
             elif not self._error:
                 backoff.reset()
+
+    def _lingering(self) -> Queue | None:
+        """The queue to wait on a little with an open pull request when no other has items: the one that
+        just had some (the next item of a steady stream then comes with no ring and no round trip)."""
+        if self.turns or self._linger is None or time.monotonic() - self._last_scan >= RESCAN_S:
+            return None
+        return self._linger
 
     async def _scan_or_wait(self) -> bool:
         """Scan when due; with nothing to serve, wait for a ring or the next scan. True: go on serving.
@@ -233,13 +251,14 @@ class FairPuller:
             pass
         return bool(self.turns)
 
-    async def _pull(self, queue: Queue, n: int) -> int:
-        """Ask `queue` for up to n items (no_wait): returns how many came."""
+    async def _pull(self, queue: Queue, n: int, linger_s: float = 0.0) -> int:
+        """Ask `queue` for up to n items, at once (no_wait) or waiting up to linger_s: how many came."""
         self._credits, self._error = n, ""
         self._ended.clear()
         try:
             await self._ensure_queue(queue)
-            req = {"batch": n, "no_wait": True}
+            req: dict[str, object] = {"batch": n, "expires": int(linger_s * 1e9)} if linger_s else \
+                {"batch": n, "no_wait": True}
             await self._nc.publish(f"{self._api_prefix}.CONSUMER.MSG.NEXT.{WORK_STREAM}.{queue.consumer}",
                                    json.dumps(req).encode(), reply=self._inbox)
             await asyncio.wait_for(self._ended.wait(), timeout=REQUEST_TIMEOUT_S)

@@ -128,3 +128,20 @@ def test_positions_follow_the_order_workers_serve() -> None:
                      job("b", "1"), job("c", "1", "low"), job("c", "2", "high")], complete=True)
     # high first; then a and b in turn (a's running item is not ahead of anyone); low last
     assert scan.positions() == {"c.2": 0, "a.1": 1, "b.1": 2, "a.2": 3, "a.4": 4, "c.1": 5}
+
+
+def test_the_priority_examples_in_the_docs_are_valid_gateway_specs() -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from switchyard.api.gateway import GatewaySpec
+
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    blocks = [b for name in ("fairness.md", "policy.md")
+              for b in re.findall(r"```yaml\n(.*?)```", (docs / name).read_text(), re.S) if "priority:" in b]
+    assert len(blocks) == 2
+    for block in blocks:
+        spec = GatewaySpec.model_validate(yaml.safe_load(block)["spec"])
+        assert spec.priority.tiers and spec.priority.header_tiers

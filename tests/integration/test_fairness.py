@@ -25,6 +25,7 @@ LANE = Lane(MODEL, "default", "cpu", "default")
 A = {"Authorization": "Bearer fair-tenant-a-key-0123456789"}  # tier pro: may send X-Priority
 A_GOLD = {"Authorization": "Bearer fair-tenant-a-gold-0123456789"}  # the same tenant, tier gold: high
 B = {"Authorization": "Bearer fair-tenant-b-key-0123456789"}  # tier default: normal, may not send it
+OPS = {"Authorization": "Bearer fair-ops-admin-key-0123456789"}  # admin: dead letters
 
 CONFIG = f"""apiVersion: switchyard.dev/v1alpha1
 kind: Gateway
@@ -35,6 +36,7 @@ spec:
       - {{name: a, secretRef: {{name: keys, key: a}}, tier: pro}}
       - {{name: a-gold, secretRef: {{name: keys, key: a-gold}}, tenant: a, tier: gold}}
       - {{name: b, secretRef: {{name: keys, key: b}}}}
+      - {{name: ops, secretRef: {{name: keys, key: ops}}, admin: true}}
   priority:
     tiers: {{gold: high}}
     headerTiers: [pro]
@@ -46,6 +48,7 @@ stringData:
   a: {A["Authorization"][7:]}
   a-gold: {A_GOLD["Authorization"][7:]}
   b: {B["Authorization"][7:]}
+  ops: {OPS["Authorization"][7:]}
 ---
 apiVersion: switchyard.dev/v1alpha1
 kind: Upstream
@@ -55,6 +58,7 @@ spec:
   operations: [encode]
   machineProfiles: [cpu]
   timeoutSeconds: 60
+  maxAttempts: 2
   workers: {{service: fair}}
 """
 
@@ -178,3 +182,46 @@ async def test_items_wait_on_a_queue_per_class_and_tenant(nats_server: NatsServe
         async with aiohttp.ClientSession() as http, http.get(gw.metrics_url) as resp:
             text = await resp.text()
         assert 'switchyard_gateway_pending_demand{bundle="default",machine_profile="cpu",pool="default"} 4.0' in text
+
+
+async def test_a_dead_letter_is_counted_on_its_lane_and_requeued_to_its_own_queue(nats_server: NatsServer,
+                                                                                   tmp_path: Path) -> None:
+    """The MSG_TERMINATED advisory names a queue's consumer; the letter keeps the queue, so a re-queued
+    item keeps its class and tenant."""
+    def broken(items: list[Any], ctx: Any) -> list[Any]:
+        raise RuntimeError("down")
+
+    async with stack(nats_server.url, tmp_path) as gw:
+        job = await queue(gw, A, "doomed", priority="low")
+        async with worker(nats_server.url, broken, model=MODEL, nak_delay_s=0.05):
+            assert (await job_final(gw, job, headers=A, timeout=60)).body["state"] == "failed"
+            letters: list[dict[str, Any]] = []
+
+            async def found() -> bool:
+                letters[:] = (await gw.call("GET", "/v1/deadletters", headers=OPS)).body["dead_letters"]
+                return bool(letters)
+
+            deadline = time.monotonic() + 30
+            while not await found():
+                assert time.monotonic() < deadline, "no dead letter"
+                await asyncio.sleep(0.1)
+            counted = 'switchyard_gateway_dead_letters_total{bundle="default",machine_profile="cpu",model="test/fair",' \
+                      'pool="default"} 1.0'
+            await until_async(lambda: _metric_has(gw, counted), 30, "the dead letter counted on its lane")
+        assert [(d["tenant"], d["job_id"]) for d in letters] == [("a", job)]
+        r = await gw.call("POST", "/v1/deadletters/requeue", headers=OPS, json={"ids": [letters[0]["id"]]})
+        assert r.status == 200 and r.body["requeued"][0]["requeued"] is True
+        js = gw.state.dispatcher.js
+        subjects = (await js.stream_info(WORK_STREAM, subjects_filter=LANE.queues)).state.subjects
+        assert subjects == {LANE.queue("low", "a"): 1}
+
+
+async def _metric_has(gw: GatewayUnderTest, line: str) -> bool:
+    return line in await gw.metrics()
+
+
+async def until_async(cond: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await cond():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for: {what}"
+        await asyncio.sleep(0.1)

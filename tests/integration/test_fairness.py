@@ -205,8 +205,8 @@ async def test_a_dead_letter_is_counted_on_its_lane_and_requeued_to_its_own_queu
             while not await found():
                 assert time.monotonic() < deadline, "no dead letter"
                 await asyncio.sleep(0.1)
-            counted = 'switchyard_gateway_dead_letters_total{bundle="default",machine_profile="cpu",model="test/fair",' \
-                      'pool="default"} 1.0'
+            counted = ('switchyard_gateway_dead_letters_total{bundle="default",machine_profile="cpu",'
+                       'model="test/fair",pool="default"} 1.0')
             await until_async(lambda: _metric_has(gw, counted), 30, "the dead letter counted on its lane")
         assert [(d["tenant"], d["job_id"]) for d in letters] == [("a", job)]
         r = await gw.call("POST", "/v1/deadletters/requeue", headers=OPS, json={"ids": [letters[0]["id"]]})

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,8 +36,8 @@ from switchyard.gateway.breaker import Breakers
 from switchyard.gateway.resolve import resolve
 from switchyard.messages import Result
 
-from . import syncresults, wrk
-from .gateway import MODEL, ROOT, Bench, machine, stack
+from . import abtest, syncresults
+from .gateway import MODEL, ROOT, Bench, stack
 
 MODES = {"off": False, "on": True}
 SHAPING = {
@@ -62,21 +60,10 @@ def config(dest: Path, shaped: bool) -> Path:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    wrk.ensure_wrk()
-    info = machine()
-    rounds: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="sy-bench-shaping-") as tmp:
-        for i in range(args.repeat):
-            row = {}
-            for mode, shaped in MODES.items():
-                print(f"round {i + 1}/{args.repeat}, shaping {mode} (load {os.getloadavg()[0]:.2f})",
-                      file=sys.stderr, flush=True)
-                cfg = config(Path(tmp) / f"{mode}-{i}", shaped)
-                with stack(args.workers, args.worker_concurrency, config_dir=cfg) as st:
-                    row[mode] = Bench(args, st.nats_url, st.url, st.key, st.pids).round()
-            rounds.append(row)
-    info["load_after"] = os.getloadavg()[0]
-    return {"machine": info, "rounds": rounds}
+    def one(mode: str, work: Path) -> dict[str, Any]:
+        with stack(args.workers, args.worker_concurrency, config_dir=config(work, MODES[mode])) as st:
+            return Bench(args, st.nats_url, st.url, st.key, st.pids).round()
+    return abtest.rounds(args, "shaping", MODES, one)
 
 
 def in_process(tmp: Path, calls: int = 20_000, runs: int = 5) -> dict[str, float]:
@@ -99,19 +86,8 @@ def in_process(tmp: Path, calls: int = 20_000, runs: int = 5) -> dict[str, float
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--requests", type=int, default=2000, help="sequential requests per path at c=1")
-    p.add_argument("--seconds", type=float, default=10.0, help="duration of each throughput run")
-    p.add_argument("--concurrency", type=int, default=64)
-    p.add_argument("--repeat", type=int, default=3, help="rounds (both modes each round)")
-    p.add_argument("--wrk-threads", type=int, default=1)
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--worker-concurrency", type=int, default=64)
-    args = p.parse_args()
-    try:
-        results = run(args)
-    except wrk.WrkMissing as exc:
-        sys.exit(f"bench.shaping: {exc}")
+    args = abtest.parser(__doc__).parse_args()
+    results = run(args)
     results["summary"] = syncresults.summarize(results["rounds"], MODES)
     with tempfile.TemporaryDirectory(prefix="sy-bench-shaping-") as tmp:
         results["in_process_us"] = micro = in_process(Path(tmp))

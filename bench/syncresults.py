@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import sys
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -31,8 +28,8 @@ import yaml
 
 from switchyard.cli.dev import examples_dir
 
-from . import wrk
-from .gateway import ROOT, Bench, machine, stack
+from . import abtest
+from .gateway import ROOT, Bench, stack
 
 MODES = {"off": 0, "kept": 300}
 
@@ -49,21 +46,10 @@ def config(dest: Path, ttl_s: int) -> Path:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    wrk.ensure_wrk()
-    info = machine()
-    rounds: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="sy-bench-syncresults-") as tmp:
-        for i in range(args.repeat):
-            row = {}
-            for mode, ttl in MODES.items():
-                print(f"round {i + 1}/{args.repeat}, sync results {mode} (load {os.getloadavg()[0]:.2f})",
-                      file=sys.stderr, flush=True)
-                cfg = config(Path(tmp) / f"{mode}-{i}", ttl)
-                with stack(args.workers, args.worker_concurrency, config_dir=cfg) as st:
-                    row[mode] = Bench(args, st.nats_url, st.url, st.key, st.pids).round()
-            rounds.append(row)
-    info["load_after"] = os.getloadavg()[0]
-    return {"machine": info, "rounds": rounds}
+    def one(mode: str, work: Path) -> dict[str, Any]:
+        with stack(args.workers, args.worker_concurrency, config_dir=config(work, MODES[mode])) as st:
+            return Bench(args, st.nats_url, st.url, st.key, st.pids).round()
+    return abtest.rounds(args, "syncresults", MODES, one)
 
 
 def summarize(rounds: list[dict[str, Any]], modes: Iterable[str] = MODES) -> dict[str, Any]:
@@ -120,19 +106,8 @@ def report(r: dict[str, Any], args: argparse.Namespace, what: str = "sync result
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--requests", type=int, default=2000, help="sequential requests per path at c=1")
-    p.add_argument("--seconds", type=float, default=10.0, help="duration of each throughput run")
-    p.add_argument("--concurrency", type=int, default=64)
-    p.add_argument("--repeat", type=int, default=3, help="rounds (both modes each round)")
-    p.add_argument("--wrk-threads", type=int, default=1)
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--worker-concurrency", type=int, default=64)
-    args = p.parse_args()
-    try:
-        results = run(args)
-    except wrk.WrkMissing as exc:
-        sys.exit(f"bench.syncresults: {exc}")
+    args = abtest.parser(__doc__).parse_args()
+    results = run(args)
     results["summary"] = summarize(results["rounds"])
     text = report(results, args)
     print(text)

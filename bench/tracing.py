@@ -27,7 +27,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,8 +37,8 @@ import yaml
 from switchyard.cli.dev import examples_dir
 from switchyard.natsserver import free_port
 
-from . import wrk
-from .gateway import ROOT, Bench, machine, stack, wait_until
+from . import abtest
+from .gateway import ROOT, Bench, stack, wait_until
 
 MODES = ("off", "sampled out", "on")
 # The batch processor's defaults (a queue of 2048, 512 spans every 5 s) drop most spans at thousands of
@@ -93,7 +92,7 @@ def one(args: argparse.Namespace, mode: str, work: Path) -> dict[str, Any]:
         with stack(args.workers, args.worker_concurrency) as st:
             return Bench(args, st.nats_url, st.url, st.key, st.pids).round()
     with sink() as (endpoint, proc), batching(BSP):
-        config = traced_config(work / mode.replace(" ", "-"), endpoint, 0.0 if mode == "sampled out" else 1.0)
+        config = traced_config(work, endpoint, 0.0 if mode == "sampled out" else 1.0)
         with stack(args.workers, args.worker_concurrency, config_dir=config,
                    worker_args=("--otlp-endpoint", endpoint)) as st:
             out = Bench(args, st.nats_url, st.url, st.key, {**st.pids, "otlp sink": proc.pid}).round()
@@ -106,19 +105,7 @@ def one(args: argparse.Namespace, mode: str, work: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    wrk.ensure_wrk()
-    info = machine()
-    rounds: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="sy-bench-tracing-") as tmp:
-        for i in range(args.repeat):
-            row = {}
-            for mode in MODES:
-                print(f"round {i + 1}/{args.repeat}, tracing {mode} (load {os.getloadavg()[0]:.2f})",
-                      file=sys.stderr, flush=True)
-                row[mode] = one(args, mode, Path(tmp))
-            rounds.append(row)
-    info["load_after"] = os.getloadavg()[0]
-    return {"machine": info, "rounds": rounds}
+    return abtest.rounds(args, "tracing", MODES, lambda mode, work: one(args, mode, work))
 
 
 def _valid(x: dict[str, Any]) -> bool:
@@ -184,19 +171,8 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--requests", type=int, default=2000, help="sequential requests per path at c=1")
-    p.add_argument("--seconds", type=float, default=10.0, help="duration of each throughput run")
-    p.add_argument("--concurrency", type=int, default=64)
-    p.add_argument("--repeat", type=int, default=3, help="rounds (every mode each round)")
-    p.add_argument("--wrk-threads", type=int, default=1)
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--worker-concurrency", type=int, default=64)
-    args = p.parse_args()
-    try:
-        results = run(args)
-    except wrk.WrkMissing as exc:
-        sys.exit(f"bench.tracing: {exc}")
+    args = abtest.parser(__doc__).parse_args()
+    results = run(args)
     results["summary"] = summarize(results["rounds"])
     text = report(results, args)
     print(text)

@@ -21,7 +21,7 @@ from ..errors import ApiError
 from ..subjects import Lane, job_key
 from ..tasks import cancel_all
 from . import jobs
-from .auth import authenticate_request, tenant_of
+from .auth import authenticate_request, request_client_ip, tenant_of
 from .hold import wait_preference
 from .http import RID, json_response, read_json
 from .inference import parse_body
@@ -108,6 +108,12 @@ async def run_plan(request: web.Request) -> web.Response:
             raise ApiError("no_capacity", f"pool {res.lane.pool!r} has no live worker for step {step.name!r} "
                                           f"({res.lane.machine_profile}/{res.lane.bundle})",
                            headers={"Retry-After": str(NO_CAPACITY_RETRY_AFTER_S)})
+    # spec.policy: a run is one request whose items pass through every step (tokens limits count
+    # generate/chat requests only); queued, it holds no concurrency slot, as a 202 job holds none.
+    ticket = await st.policy.admit(table, op="plan", model=planner.name, items=items * len(planner.steps),
+                                   params=params, key=key, tenant=tenant_of(key),
+                                   client_ip=request_client_ip(request), request_id=request[RID])
+    ticket.end(None)
     runs = _runs(st)
     run = new_run(planner, request[RID], tenant_of(key), key, items, params, machine_profile, pool)
     record, created = await runs.start(run, table.result_ttl_seconds)

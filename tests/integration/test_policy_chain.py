@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
-from dataplane import ECHO, gateway, until, worker
+from dataplane import ECHO, gateway, job_final, until, worker
 from policy_manifests import bearer, policy_config
 from test_grpc import grpc_gateway
 
@@ -148,6 +148,42 @@ async def test_a_long_request_settles_after_its_block_was_given_back(nats_server
         assert r.status == 200
         assert rate_limit(r.headers)["tpm"]["r"] == 3000 - sum(USAGE.values()) - reserved
         same_day(started)
+
+
+PLANNER = """---
+apiVersion: switchyard.dev/v1alpha1
+kind: Planner
+metadata: {name: twice}
+spec:
+  steps:
+    - {name: a, model: test/echo, operation: encode}
+    - {name: b, model: test/echo, operation: encode, dependsOn: [a]}
+"""
+
+
+async def test_a_planner_run_passes_the_chain(nats_server: NatsServer, tmp_path: Path) -> None:
+    """A run is one request whose items count once per step: it cannot be used to get round a quota."""
+    config = policy_config(tmp_path / "config", STAGES)
+    with (config / "gateway.yaml").open("a") as f:
+        f.write(PLANNER)
+    started = time.time()
+    async with gateway(nats_server.url, config) as gw, worker(nats_server.url, reporting):
+        await gw.wait_for_workers(ECHO)
+        # Daily quota of 5 items per tenant: 2 items through 2 steps are 4 ...
+        r = await gw.call("POST", "/v1/plans/twice", headers={**bearer("quota"), "X-Request-ID": "run-1"},
+                          json={"items": [1, 2]})
+        assert r.status == 202, r.body
+        assert rate_limit(r.headers)["daily-items"]["r"] == 1
+        # ... so another run of 2 items is refused before anything is recorded, and 1 item still fits.
+        r = await gw.call("POST", "/v1/plans/twice", headers={**bearer("quota"), "X-Request-ID": "run-2"},
+                          json={"items": [3, 4]})
+        assert r.status == 429 and r.body["error"]["code"] == "quota_exceeded", r.body
+        r = await gw.call("GET", "/v1/jobs/run-2", headers=bearer("quota"))
+        assert r.status == 404 and r.body["error"]["code"] == "unknown_job"
+        assert (await gw.infer(headers=bearer("quota"), items=[5])).status == 200
+        final = await job_final(gw, "run-1", headers=bearer("quota"))
+        assert final.body["state"] == "succeeded", final.body
+    same_day(started)
 
 
 async def test_a_gateway_that_stops_gives_its_block_back(nats_server: NatsServer, tmp_path: Path) -> None:

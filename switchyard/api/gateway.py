@@ -245,9 +245,9 @@ class Cors(Model):
     allow_origins: list[str] = Field(default_factory=list,
                                      description="Origins allowed by CORS; '*' for any. Empty: CORS off.")
     allow_headers: list[str] = Field(
-        default_factory=lambda: ["Authorization", "Content-Type", "X-Request-ID",
-                                 "X-Machine-Profile", "X-Pool", "X-Bundle", "Prefer"]
-    )
+        default_factory=lambda: ["Authorization", "X-API-Key", "Content-Type", "X-Request-ID", "X-Machine-Profile",
+                                 "X-Pool", "X-Bundle", "X-Priority", "X-Job-Deadline", "Prefer"],
+        description="Request headers a browser may send; the default is every header the gateway reads.")
     max_age_seconds: int = Field(default=600, ge=0, le=86_400)
 
 

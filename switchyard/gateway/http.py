@@ -163,12 +163,17 @@ def _origin_allowed(origin: str | None, table: RoutingTable) -> bool:
     return origin is not None and ("*" in allowed or origin in allowed)
 
 
+# Response headers a browser script may read: ids, waits, limits, a key's rotation, the model that served.
+EXPOSED_HEADERS = ("X-Request-ID, Retry-After, Location, Preference-Applied, RateLimit-Policy, RateLimit, "
+                   "Deprecation, Sunset, X-Switchyard-Model")
+
+
 def _cors(request: web.Request, resp: web.StreamResponse, table: RoutingTable) -> None:
     origin = request.headers.get("Origin")
     if _origin_allowed(origin, table):
         resp.headers["Access-Control-Allow-Origin"] = origin  # type: ignore[assignment]
         _vary(resp, "Origin")
-        resp.headers["Access-Control-Expose-Headers"] = "X-Request-ID, Retry-After, Location, Preference-Applied"
+        resp.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
 
 
 # Response compression: JSON answers of at least GZIP_MIN_BYTES, when the client accepts gzip. Level 1:

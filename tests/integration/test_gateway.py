@@ -246,11 +246,14 @@ async def test_cors(nats_server: NatsServer) -> None:
         pre = await gw.call("OPTIONS", "/v1/encode/test/echo", headers={
             "Origin": "http://app.example", "Access-Control-Request-Method": "POST"})
         assert pre.status == 204 and pre.headers["Access-Control-Allow-Origin"] == "http://app.example"
-        assert "Authorization" in pre.headers["Access-Control-Allow-Headers"]
+        allowed = {h.strip() for h in pre.headers["Access-Control-Allow-Headers"].split(",")}
+        assert {"Authorization", "X-API-Key", "X-Priority", "X-Job-Deadline"} <= allowed  # every header read
         bad = await gw.call("OPTIONS", "/v1/encode/test/echo", headers={"Origin": "http://evil.example"})
         assert bad.status == 403 and "Access-Control-Allow-Origin" not in bad.headers
         r = await gw.call("GET", "/v1/models", headers={**ADMIN, "Origin": "http://app.example"})
         assert r.headers["Access-Control-Allow-Origin"] == "http://app.example"
+        exposed = {h.strip() for h in r.headers["Access-Control-Expose-Headers"].split(",")}
+        assert {"RateLimit", "RateLimit-Policy", "Deprecation", "Sunset", "X-Switchyard-Model"} <= exposed
 
 
 async def test_metrics(nats_server: NatsServer) -> None:

@@ -308,6 +308,13 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def save(name: str, data: dict[str, Any]) -> None:
+    """bench/results/<name>: a run's figures, as docs/performance.md quotes them."""
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / name).write_text(json.dumps(data, indent=2))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--requests", type=int, default=2000, help="sequential requests per path at c=1")
@@ -326,9 +333,7 @@ def main() -> None:
     results["summary"] = summarize(results, args)
     text = report(results, args)
     print(text)
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "latest.json").write_text(json.dumps({"args": vars(args), **results, "report": text}, indent=2))
+    save("latest.json", {"args": vars(args), **results, "report": text})
 
 
 if __name__ == "__main__":

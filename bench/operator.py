@@ -33,6 +33,8 @@ from switchyard.kubeclient import api_client
 from switchyard.natsserver import NatsServer, free_port
 from switchyard.testing.controlplane import ControlPlane
 
+from .gateway import save
+
 ROOT = Path(__file__).resolve().parents[1]
 NS = "bench"
 KEY = "sy-demo-key-0123456789abcdef"
@@ -190,9 +192,7 @@ def main() -> None:
           f"p99 {burst['p99_s']:.2f} s; whole burst done after {burst['all_s']:.2f} s")
     print(f"propagation (Upstream change -> gateway serving it): p50 {result['propagation']['p50_s']:.2f} s, "
           f"max {result['propagation']['max_s']:.2f} s over {len(props)} changes")
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "operator.json").write_text(json.dumps(result, indent=2))
+    save("operator.json", result)
 
 
 if __name__ == "__main__":

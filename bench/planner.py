@@ -34,7 +34,7 @@ from switchyard.messages import Result, WorkItem
 
 from . import probe
 from .floor import SUBJECT
-from .gateway import MODEL, ROOT, examples_dir, machine, spread, stack
+from .gateway import MODEL, examples_dir, machine, save, spread, stack
 
 CHAIN = 4
 PLANNERS = f"""
@@ -131,9 +131,7 @@ def main() -> None:
                "median_overhead_p50_ms": statistics.median(x["overhead_p50_ms"] for x in rounds)}
     text = report(results, args)
     print(text)
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "planner.json").write_text(json.dumps({"args": vars(args), **results, "report": text}, indent=2))
+    save("planner.json", {"args": vars(args), **results, "report": text})
 
 
 if __name__ == "__main__":

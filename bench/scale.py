@@ -57,7 +57,7 @@ from switchyard.testing import catalog as gen
 
 from . import probe, wrk
 from .floor import SUBJECT
-from .gateway import _get, cpu_seconds, machine, spawn, switchyard_command, wait_until
+from .gateway import _get, cpu_seconds, machine, save, spawn, switchyard_command, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 BODY = json.dumps({"items": [{"text": "The quick brown fox jumps over the lazy dog."}]}).encode()
@@ -345,9 +345,7 @@ def main() -> None:
     print(f"machine: {info.get('cpu', '?')}, {info['cores']} cores, {info.get('ram_gib', '?')} GiB; "
           f"load before {info['load_before']:.2f}, after {os.getloadavg()[0]:.2f}")
     print(report(rows or [{"models": n} for n in sizes], ops))
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "scale.json").write_text(json.dumps({"machine": info, "data_path": rows, "operator": ops}, indent=2))
+    save("scale.json", {"machine": info, "data_path": rows, "operator": ops})
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ Results go to bench/results/shaping.json.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 import time
@@ -37,7 +36,7 @@ from switchyard.gateway.resolve import resolve
 from switchyard.messages import Result
 
 from . import abtest, syncresults
-from .gateway import MODEL, ROOT, Bench, stack
+from .gateway import MODEL, Bench, save, stack
 
 MODES = {"off": False, "on": True}
 SHAPING = {
@@ -95,9 +94,7 @@ def main() -> None:
             + f"\nin process, resolve() + breaker admit and record: off {micro['off']:.2f} us, "
               f"on {micro['on']:.2f} us per request ({micro['on'] - micro['off']:+.2f} us)")
     print(text)
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "shaping.json").write_text(json.dumps({"args": vars(args), **results, "report": text}, indent=2))
+    save("shaping.json", {"args": vars(args), **results, "report": text})
 
 
 if __name__ == "__main__":

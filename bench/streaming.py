@@ -35,7 +35,7 @@ from switchyard.messages import Result, WorkItem
 
 from . import probe
 from .floor import SUBJECT
-from .gateway import ROOT, machine, spread, stack
+from .gateway import machine, save, spread, stack
 
 MODEL = "switchyard/echo"
 DONE = re.compile(rb"event: done\ndata: (\{.*?\})\n")
@@ -157,9 +157,7 @@ def main() -> None:
                "median_overhead_p50_ms": statistics.median(x["overhead_p50_ms"] for x in rounds)}
     text = report(results, args)
     print(text)
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "streaming.json").write_text(json.dumps({"args": vars(args), **results, "report": text}, indent=2))
+    save("streaming.json", {"args": vars(args), **results, "report": text})
 
 
 if __name__ == "__main__":

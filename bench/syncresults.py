@@ -17,7 +17,6 @@ Results go to bench/results/syncresults.json.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 from collections.abc import Iterable
@@ -29,7 +28,7 @@ import yaml
 from switchyard.cli.dev import examples_dir
 
 from . import abtest
-from .gateway import ROOT, Bench, stack
+from .gateway import Bench, save, stack
 
 MODES = {"off": 0, "kept": 300}
 
@@ -111,9 +110,7 @@ def main() -> None:
     results["summary"] = summarize(results["rounds"])
     text = report(results, args)
     print(text)
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "syncresults.json").write_text(json.dumps({"args": vars(args), **results, "report": text}, indent=2))
+    save("syncresults.json", {"args": vars(args), **results, "report": text})
 
 
 if __name__ == "__main__":

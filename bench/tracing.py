@@ -21,7 +21,6 @@ Results go to bench/results/tracing.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -38,7 +37,7 @@ from switchyard.cli.dev import examples_dir
 from switchyard.natsserver import free_port
 
 from . import abtest
-from .gateway import ROOT, Bench, stack, wait_until
+from .gateway import ROOT, Bench, save, stack, wait_until
 
 MODES = ("off", "sampled out", "on")
 # The batch processor's defaults (a queue of 2048, 512 spans every 5 s) drop most spans at thousands of
@@ -176,9 +175,7 @@ def main() -> None:
     results["summary"] = summarize(results["rounds"])
     text = report(results, args)
     print(text)
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "tracing.json").write_text(json.dumps({"args": vars(args), **results, "report": text}, indent=2))
+    save("tracing.json", {"args": vars(args), **results, "report": text})
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from aiohttp import web
 from ..api.table import KeyRoute, RoutingTable
 from ..errors import ApiError
 from ..subjects import ANONYMOUS_TENANT
+from .authfailures import PENDING, settle, too_many
 from .clientip import Address, bucket, client_ip, grpc_peer, parse_address, within
 from .state import GatewayState, state_of
 
@@ -76,16 +76,21 @@ def verify(st: GatewayState, table: RoutingTable, creds: Credentials, now: float
         raise ApiError("unauthorized", "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
                        headers=CHALLENGE)
     ip = bucket(creds.client_ip)
-    wait = st.auth_failures.retry_after(ip, table.max_auth_failures)
+    wait = st.auth_failures.retry_after(ip, table.max_auth_failures)  # in memory: no NATS round trip
     if wait is not None:
-        raise ApiError("too_many_auth_failures",
-                       f"more than {table.max_auth_failures} unknown API keys from this client IP in a minute; "
-                       f"retry in {math.ceil(wait)} s", headers={"Retry-After": str(math.ceil(wait))})
+        raise too_many(table.max_auth_failures, wait)
     found = find_key(table, creds.key)
     if found is None:
-        st.auth_failures.failed(ip)
+        st.auth_failures.failed(ip, table.max_auth_failures, st.policy.ledger)  # counted across the replicas too
         raise ApiError("unauthorized", "unknown API key", headers=CHALLENGE)
-    now = time.time() if now is None else now
+    check_key(found, creds, time.time() if now is None else now)
+    if found.successor:
+        st.metrics.deprecated_key_requests.labels(found.owner, found.name).inc()
+    return found
+
+
+def check_key(found: KeyRoute, creds: Credentials, now: float) -> None:
+    """A known key's window, rotation sunset and allowedCidrs (no failure is counted: it is a real key)."""
     if found.not_before is not None and now < found.not_before:
         raise ApiError("key_not_yet_valid", f"API key {found.name!r} is not valid until {_iso(found.not_before)}",
                        headers=CHALLENGE)
@@ -97,9 +102,12 @@ def verify(st: GatewayState, table: RoutingTable, creds: Credentials, now: float
     if found.allowed_cidrs is not None and not within(creds.client_ip, found.allowed_cidrs):
         where = str(creds.client_ip) if creds.client_ip is not None else "an unknown address"
         raise ApiError("ip_not_allowed", f"API key {found.name!r} may not be used from {where} (its allowedCidrs)")
-    if found.successor:
-        st.metrics.deprecated_key_requests.labels(found.owner, found.name).inc()
-    return found
+
+
+def valid_until(key: KeyRoute) -> float | None:
+    """When `key` stops being valid (its notAfter or its rotation's sunset); None: never."""
+    ends = [t for t in (key.not_after, key.sunset_at) if t is not None]
+    return min(ends) if ends else None
 
 
 def find_key(table: RoutingTable, presented: str) -> KeyRoute | None:
@@ -163,6 +171,26 @@ def setup(app: web.Application) -> None:
         resp.headers.update(request.get(ROTATING) or {})
 
     app.on_response_prepare.append(add_headers)
+
+    @web.middleware
+    async def count_failures(request: web.Request, handler: Any) -> web.StreamResponse:
+        """An unknown key's 401 waits for the count across the replicas: the failure that finds the
+        limit reached is answered 429, so the 401s of all replicas together never pass it."""
+        pending: list[Any] = []
+        reset = PENDING.set(pending)
+        try:
+            return await handler(request)  # type: ignore[no-any-return]
+        except ApiError as exc:
+            table = state_of(request).holder.table
+            if pending and exc.code == "unauthorized" and table is not None:
+                refusal = await settle(pending, table.max_auth_failures)
+                if refusal is not None:
+                    raise refusal from None
+            raise
+        finally:
+            PENDING.reset(reset)
+
+    app.middlewares.append(count_failures)  # inside the error middleware, which renders what this raises
 
 
 # -- gRPC -----------------------------------------------------------------------------------------

@@ -45,7 +45,16 @@ from ..logs import swallowed
 from ..messages import JobRecord
 from ..subjects import EVENTS_PREFIX, EVENTS_STREAM, JOBS_BUCKET, Lane, token
 from ..tasks import cancel_all, forever
-from .auth import authenticate_request, tenant_of
+from .auth import (
+    CHALLENGE,
+    Credentials,
+    authenticate_request,
+    check_key,
+    find_key,
+    request_credentials,
+    tenant_of,
+    valid_until,
+)
 from .capacity import capacity_view
 from .progress import Progress, progress_subject
 from .state import GatewayState, state_of
@@ -220,21 +229,25 @@ class Feed:
         # job moved on, arriving after its job.status, is dropped (bounded: the most recent MAX_MOVED_ON).
         self._moved_on: OrderedDict[str, None] = OrderedDict()
 
-    async def events(self, gone: Callable[[], bool]) -> AsyncIterator[tuple[int | None, str, Any]]:
+    async def events(self, gone: Callable[[], bool], stop: asyncio.Event | None = None,
+                     ) -> AsyncIterator[tuple[int | None, str, Any]]:
         """(sequence, kind, data) in stream order, job.progress (sequence None) as they come; (None, "", None)
         after KEEPALIVE_S without any. Ends when `gone()`: the client left (noticed within POLL_S) or the
-        gateway stops."""
+        gateway stops; or at once when `stop` is set."""
         quiet_since = time.monotonic()
         stored: asyncio.Future[Any] | None = None
         live: asyncio.Future[Any] | None = None
+        stopped = asyncio.ensure_future(stop.wait()) if stop is not None else None
         try:
-            while not gone():
+            while not gone() and not (stop is not None and stop.is_set()):
                 # A pending read is kept across rounds, never cancelled mid-way: a message it took is not lost.
                 stored = stored or asyncio.ensure_future(self.sub.next_msg(timeout=POLL_S))
                 if self.live is not None:
                     live = live or asyncio.ensure_future(self.live.next_msg(timeout=POLL_S))
-                done, _ = await asyncio.wait([f for f in (stored, live) if f is not None],
+                done, _ = await asyncio.wait([f for f in (stored, live, stopped) if f is not None],
                                              return_when=asyncio.FIRST_COMPLETED)
+                if stopped is not None and stopped in done:
+                    return
                 got = False
                 if stored in done:
                     msg, stored = _taken(stored), None
@@ -255,7 +268,7 @@ class Feed:
                     quiet_since = time.monotonic()
                     yield None, "", None
         finally:
-            for pending in (stored, live):
+            for pending in (stored, live, stopped):
                 if pending is not None:
                     pending.cancel()
 
@@ -338,10 +351,69 @@ async def open_feed(st: GatewayState, key: KeyRoute | None, after: int | None) -
 CLOSING = web.AppKey("switchyard_events_closing", asyncio.Event)  # set on shutdown: open streams end
 
 
+class KeyWatch:
+    """Ends a stream when its key stops being valid: a timer at its notAfter or rotation sunset (no
+    polling), and a check of the key against each new routing table (a reload that removed it or
+    changed its window or allowedCidrs), noticed within POLL_S. `ended` says why; `stop` is set then."""
+
+    def __init__(self, st: GatewayState, creds: Credentials, key: KeyRoute | None) -> None:
+        self.st, self.creds = st, creds
+        self.stop = asyncio.Event()
+        self.ended: ApiError | None = None
+        self._table = st.holder.table
+        self._timer: asyncio.TimerHandle | None = None
+        self._arm(key)
+
+    def _arm(self, key: KeyRoute | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        until = valid_until(key) if key is not None else None
+        self._timer = None if until is None else asyncio.get_running_loop().call_later(
+            max(0.0, until - time.time()), self.check)
+
+    def changed(self) -> bool:
+        """Cheap unless the table changed: then the key is checked again. True once the stream must end."""
+        if self.st.holder.table is not self._table and self.ended is None:
+            self._table = self.st.holder.table
+            self.check()
+        return self.ended is not None
+
+    def check(self) -> None:
+        table = self._table
+        if table is None or self.ended is not None:
+            return
+        try:
+            found = find_key(table, self.creds.key) if self.creds.key is not None else None
+            if found is None and (self.creds.key is not None or not table.anonymous):
+                raise ApiError("unauthorized", "the API key of this stream was removed from the gateway's "
+                                               "configuration", headers=CHALLENGE)
+            if found is not None:
+                check_key(found, self.creds, time.time())
+        except ApiError as exc:
+            self.ended = exc
+            self.stop.set()
+            return
+        self._arm(found)  # the reload may have moved its notAfter (or a timer fired a moment early)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
 async def get_events(request: web.Request) -> web.StreamResponse:
     st = state_of(request)
-    key = authenticate_request(request, st.table())
+    table = st.table()
+    key = authenticate_request(request, table)
     after = last_event_id(request.headers.get("Last-Event-ID"))
+    watch = KeyWatch(st, request_credentials(request, table), key)
+    try:
+        return await _stream(request, st, key, after, watch)
+    finally:
+        watch.close()
+
+
+async def _stream(request: web.Request, st: GatewayState, key: KeyRoute | None, after: int | None,
+                  watch: KeyWatch) -> web.StreamResponse:
     async with open_feed(st, key, after) as feed:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
@@ -353,8 +425,10 @@ async def get_events(request: web.Request) -> web.StreamResponse:
             if feed.gap is not None:
                 await resp.write(_sse("gap", feed.gap))
             async for seq, kind, data in feed.events(lambda: closing.is_set() or transport is None
-                                                     or transport.is_closing()):
+                                                     or transport.is_closing() or watch.changed(), watch.stop):
                 await resp.write(_sse(kind, data, seq))
+            if watch.ended is not None:  # the last event says why the stream ends (no id: nothing to resume)
+                await resp.write(_sse("error", watch.ended.body()))
         except (ConnectionError, asyncio.CancelledError):
             pass  # the client went away
         return resp

@@ -9,10 +9,11 @@ rotation sunset (401), its allowedCidrs (403). docs/security.md describes each.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import formatdate
@@ -23,9 +24,10 @@ from aiohttp import web
 from ..api.table import KeyRoute, RoutingTable
 from ..errors import ApiError
 from ..subjects import ANONYMOUS_TENANT
+from ..tasks import cancel_all
 from .authfailures import PENDING, settle, too_many
 from .clientip import Address, bucket, client_ip, grpc_peer, parse_address, within
-from .state import GatewayState, state_of
+from .state import STATE, GatewayState, state_of
 
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 # Query parameters that look like a key: refused outright, so a key never lands in a URL, a proxy's
@@ -191,6 +193,15 @@ def setup(app: web.Application) -> None:
             PENDING.reset(reset)
 
     app.middlewares.append(count_failures)  # inside the error middleware, which renders what this raises
+
+    async def share_blocks(app: web.Application) -> AsyncIterator[None]:
+        st = app[STATE]
+        d = st.dispatcher
+        task = asyncio.create_task(st.auth_failures.share_blocks(lambda: d.nc if d.connected else None))
+        yield
+        await cancel_all([task])
+
+    app.cleanup_ctx.append(share_blocks)
 
 
 # -- gRPC -----------------------------------------------------------------------------------------

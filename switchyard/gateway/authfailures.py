@@ -7,6 +7,10 @@ replicas answer 401 never pass it. Once the window's units are gone, the replica
 remembers the IP as blocked until the window ends and refuses its keys before hashing, with no NATS
 round trip; successful requests never touch NATS for this.
 
+The replica that finds an IP past its limit also says so on core NATS (BLOCKS_SUBJECT), so the other
+replicas refuse that IP's keys from memory too, without waiting for a failure of their own there: a right
+guess cannot show on a replica that had not heard yet, but for the moment the notice takes to arrive.
+
 Each process also counts failures itself (a window from the first failure), an LRU of a bounded size:
 a client cycling through addresses cannot grow memory, only push out the oldest entries. That count
 is the floor: with NATS away (the ledger answers limits_unavailable) the limit is per process, logged,
@@ -21,9 +25,14 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import suppress
 from contextvars import ContextVar
+from typing import Any
+
+import orjson
 
 from ..errors import ApiError
+from ..jetstream import NATS_FAILURES
 from ..subjects import token
 from .policy.ledger import Ledger
 
@@ -31,6 +40,8 @@ log = logging.getLogger("switchyard.gateway.auth")
 
 WINDOW_S = 60.0
 CAPACITY = 10_000  # client IPs remembered; the least recently failing is forgotten first
+BLOCKS_SUBJECT = "_sy.auth.blocked"  # core NATS, never stored: {"ip": bucket, "until": Unix seconds}
+MAX_IP_CHARS = 64  # an IPv6 /64 in full is 43; a notice naming more is not ours
 SHARED_WAIT_S = 2.0  # an HTTP failure's answer waits this long at most for the shared count
 
 # Set by an HTTP request's auth middleware: the shared counts its failures started, awaited before the
@@ -51,6 +62,7 @@ class FailureLimiter:
         self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()  # ip -> (window start, failures)
         self._blocked: OrderedDict[str, float] = OrderedDict()  # ip -> until (clock), from the shared count
         self._shared_down = False  # NATS away: logged once per outage
+        self._nc: Any = None  # the NATS connection blocks are told on, while share_blocks() runs
 
     def retry_after(self, ip: str, limit: int) -> float | None:
         """Seconds until `ip` may present a key again; None when it may now. No I/O."""
@@ -89,7 +101,8 @@ class FailureLimiter:
             ledger.spawn(_quiet(task))
 
     async def count_shared(self, ledger: Ledger, ip: str, limit: int) -> float | None:
-        """Take one failure of this window from the shared count: seconds the IP is now blocked for, else None."""
+        """Take one failure of this window from the shared count; the seconds the IP is blocked for when
+        this failure is past the limit (it is answered 429), else None."""
         now = time.time()
         window = int(now // self.window_s)
         ends = (window + 1) * self.window_s
@@ -105,14 +118,46 @@ class FailureLimiter:
         if self._shared_down:
             self._shared_down = False
             log.info("failed keys are counted across the replicas again")
-        if lease is not None:
+        # Blocked once the window's last unit is spent (by this failure, or before it: lease None), as the
+        # per-process count blocks at its limit; units another replica leased and has not spent are lost then.
+        if lease is not None and (lease.left > 0 or lease.seen_used < limit):
             return None
-        wait = ends - now
+        self.block(ip, ends - now)
+        if self._nc is not None:
+            with suppress(*NATS_FAILURES):  # else the others learn at their own next failure from it
+                await self._nc.publish(BLOCKS_SUBJECT, orjson.dumps({"ip": ip, "until": ends}))
+        return None if lease is not None else ends - now  # this failure was within the limit: its 401 stands
+
+    def block(self, ip: str, wait: float) -> None:
+        """Refuse `ip`'s keys for `wait` seconds (the rest of its window)."""
         self._blocked.pop(ip, None)
         self._blocked[ip] = self.clock() + wait
         while len(self._blocked) > self.capacity:
             self._blocked.popitem(last=False)
-        return wait
+
+    async def share_blocks(self, nc_of: Callable[[], Any]) -> None:
+        """Hear the other replicas' blocks and tell them ours, for as long as the gateway runs."""
+        while (nc := nc_of()) is None:
+            await asyncio.sleep(0.2)
+
+        async def heard(msg: Any) -> None:
+            try:
+                notice = orjson.loads(msg.data)
+                ip, until = notice["ip"], float(notice["until"])
+            except (ValueError, KeyError, TypeError):
+                return
+            wait = min(until - time.time(), self.window_s)  # never longer than one window, whoever says so
+            if isinstance(ip, str) and len(ip) <= MAX_IP_CHARS and wait > 0:
+                self.block(ip, wait)
+
+        sub = await nc.subscribe(BLOCKS_SUBJECT, cb=heard)
+        self._nc = nc
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self._nc = None
+            with suppress(*NATS_FAILURES):
+                await sub.unsubscribe()
 
     def __len__(self) -> int:
         return len(self._seen)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -94,6 +96,13 @@ async def test_failed_keys_are_limited_across_three_replicas(nats_server: NatsSe
             assert [s for s, _, _ in v6] == [401] * LIMIT + [429]
             assert (await call(http, urls[2], {**bearer("plain"), "X-Forwarded-For": "2001:db8:1:3::1"}))[0] == 202
 
+            # Guesses on one replica only: the others hear of the block (core NATS) and refuse that IP's good
+            # key from memory, with no failure of their own from it (bounded wait for the notice).
+            lone = [await call(http, urls[0], guess(200 + i, "203.0.113.8")) for i in range(LIMIT + 1)]
+            assert [s for s, _, _ in lone] == [401] * LIMIT + [429]
+            for url in urls[1:]:
+                await until(lambda url=url: _refused(url, "203.0.113.8"), 30, "the block heard")
+
             # NATS away: the limit falls back to each process's own count; never unlimited, and a good key
             # from another IP is not refused for it (it gets what NATS being away means for its request).
             nats_server.stop()
@@ -108,9 +117,19 @@ async def test_failed_keys_are_limited_across_three_replicas(nats_server: NatsSe
             stop(proc)
 
 
+def _refused(url: str, ip: str) -> bool:
+    """A good key from `ip` is refused as too many failures (blocking urllib: `until` takes a plain check)."""
+    req = urllib.request.Request(url + "/v1/jobs/none", headers={**bearer("plain"), "X-Forwarded-For": ip})
+    try:
+        with urllib.request.urlopen(req, timeout=5):
+            return False
+    except urllib.error.HTTPError as exc:
+        return exc.code == 429
+    except OSError:
+        return False
+
+
 def _not_ready(url: str) -> bool:
-    import urllib.error
-    import urllib.request
     try:
         with urllib.request.urlopen(url + "/readyz", timeout=5) as resp:
             return bool(resp.status != 200)

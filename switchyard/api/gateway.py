@@ -208,8 +208,9 @@ class Auth(Model):
                     "failure limit). From any other peer the header is ignored. Empty: the TCP peer is the client.")
     max_failures_per_minute: int = Field(
         default=10, ge=1, le=10_000,
-        description="Unknown keys one client IP may present per minute, per gateway process; past it every "
-                    "request from that IP that presents a key gets 429 too_many_auth_failures.")
+        description="Unknown keys one client IP may present per minute, counted across every gateway replica "
+                    "(per process while NATS is away); past it every request from that IP that presents a key gets "
+                    "429 too_many_auth_failures.")
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -707,7 +707,8 @@ def _paths() -> dict[str, Any]:
             {"200": {"description": "`id: <seq>`, `event: job.status | capacity.update | usage.anomaly | gap`, "
                                     "`data: {...}`; "
                                     "`event: job.progress` (no id: a queued job's queue_position and "
-                                    "estimated_wait_s); `: keepalive` comments",
+                                    "estimated_wait_s); `: keepalive` comments; a last `event: error` "
+                                    "(no id, data `{error: {code, message}}`) when the key stops being valid",
                      "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
             errors=(429,), params=(_header("Last-Event-ID", "resume right after this event id"),))},
         "/v1/plans/{planner}": {"post": _op(

@@ -354,13 +354,18 @@ CLOSING = web.AppKey("switchyard_events_closing", asyncio.Event)  # set on shutd
 class KeyWatch:
     """Ends a stream when its key stops being valid: a timer at its notAfter or rotation sunset (no
     polling), and a check of the key against each new routing table (a reload that removed it or
-    changed its window or allowedCidrs), noticed within POLL_S. `ended` says why; `stop` is set then."""
+    changed its window or allowedCidrs, its tenant or its readUsage right), noticed within POLL_S. `ended`
+    says why; `stop` is set then. A key narrowed otherwise (models, pools) keeps its stream, and `feed`'s
+    capacity events follow the new lists."""
 
     def __init__(self, st: GatewayState, creds: Credentials, key: KeyRoute | None) -> None:
         self.st, self.creds = st, creds
         self.stop = asyncio.Event()
         self.ended: ApiError | None = None
+        self.feed: Feed | None = None
         self._table = st.holder.table
+        # What the feed's subjects were chosen by (open_feed): a change needs a new feed, i.e. a reconnect.
+        self._subjects = (tenant_of(key), reads_usage(self._table, key))
         self._timer: asyncio.TimerHandle | None = None
         self._arm(key)
 
@@ -384,15 +389,22 @@ class KeyWatch:
             return
         try:
             found = find_key(table, self.creds.key) if self.creds.key is not None else None
-            if found is None and (self.creds.key is not None or not table.anonymous):
+            if found is None and self.creds.key is not None:
                 raise ApiError("unauthorized", "the API key of this stream was removed from the gateway's "
                                                "configuration", headers=CHALLENGE)
+            if found is None and not table.anonymous:
+                raise ApiError("unauthorized", "this gateway now requires an API key", headers=CHALLENGE)
             if found is not None:
                 check_key(found, self.creds, time.time())
+            if (tenant_of(found), reads_usage(table, found)) != self._subjects:
+                raise ApiError("forbidden", "the key's tenant or its readUsage right changed: reconnect for "
+                                            "the events it may read now")
         except ApiError as exc:
             self.ended = exc
             self.stop.set()
             return
+        if self.feed is not None:
+            self.feed.key = found
         self._arm(found)  # the reload may have moved its notAfter (or a timer fired a moment early)
 
     def close(self) -> None:
@@ -415,6 +427,7 @@ async def get_events(request: web.Request) -> web.StreamResponse:
 async def _stream(request: web.Request, st: GatewayState, key: KeyRoute | None, after: int | None,
                   watch: KeyWatch) -> web.StreamResponse:
     async with open_feed(st, key, after) as feed:
+        watch.feed = feed
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
         closing = request.app[CLOSING]

@@ -189,8 +189,10 @@ async def test_an_event_stream_ends_when_its_key_stops_being_valid(nats_server: 
         write_config(config, sunset=soon, **lenient)  # "old" is rotated out in 4 s
         add_key(config, "brief", notAfter=stamp(soon))  # "brief" expires in 4 s
         add_key(config, "doomed")
+        add_key(config, "moved")  # its own tenant, until the reload gives it another
         brief = {"Authorization": "Bearer brief-key-0123456789abcdef"}
         doomed = {"Authorization": "Bearer doomed-key-0123456789abcdef"}
+        moved = {"Authorization": "Bearer moved-key-0123456789abcdef"}
         deadline = time.monotonic() + 30
         while (await gw.call("GET", "/v1/jobs/x", headers=doomed)).status == 401:  # until the reload has it
             assert time.monotonic() < deadline, "the new keys never loaded"
@@ -199,18 +201,22 @@ async def test_an_event_stream_ends_when_its_key_stops_being_valid(nats_server: 
         async with gw.http.get(gw.url + "/v1/events", headers=brief) as a, \
                 gw.http.get(gw.url + "/v1/events", headers=bearer("old")) as b, \
                 gw.http.get(gw.url + "/v1/events", headers=doomed) as c, \
-                gw.http.get(gw.url + "/v1/events", headers=bearer("plain")) as d:
-            assert [r.status for r in (a, b, c, d)] == [200] * 4
-            # A reload that removes a key ends its stream.
+                gw.http.get(gw.url + "/v1/events", headers=bearer("plain")) as d, \
+                gw.http.get(gw.url + "/v1/events", headers=moved) as e:
+            assert [r.status for r in (a, b, c, d, e)] == [200] * 5
+            # A reload that removes a key ends its stream; one that moves a key to another tenant ends its
+            # stream too (it reads the old tenant's job events).
             docs = list(yaml.safe_load_all((config / "gateway.yaml").read_text()))
             for doc in docs:
                 if doc["kind"] == "Gateway":
-                    doc["spec"]["auth"]["apiKeys"] = [k for k in doc["spec"]["auth"]["apiKeys"]
-                                                      if k["name"] != "doomed"]
+                    doc["spec"]["auth"]["apiKeys"] = [{**k, "tenant": "elsewhere"} if k["name"] == "moved" else k
+                                                      for k in doc["spec"]["auth"]["apiKeys"] if k["name"] != "doomed"]
             (config / "gateway.yaml").write_text(yaml.safe_dump_all(docs))
             kind, data = await ends_with(c)
             assert (kind, data["error"]["code"]) == ("error", "unauthorized"), data
             assert "removed" in data["error"]["message"]
+            kind, data = await ends_with(e)
+            assert (kind, data["error"]["code"]) == ("error", "forbidden"), data
 
             # notAfter and a rotation's sunset pass while the streams are open: each ends with why.
             kind, data = await ends_with(a)

@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import nats
 import orjson
 import yaml
 from cli_processes import start, stop
 from dataplane import copy_manifests, until
 from test_key_rules import bearer, keyed_gateway, stamp, write_config
 
+from switchyard.gateway.authfailures import BLOCKS_SUBJECT
 from switchyard.natsserver import NatsServer, free_port
 
 LIMIT = 6  # spec.auth.maxFailuresPerMinute
@@ -102,6 +104,19 @@ async def test_failed_keys_are_limited_across_three_replicas(nats_server: NatsSe
             assert [s for s, _, _ in lone] == [401] * LIMIT + [429]
             for url in urls[1:]:
                 await until(lambda url=url: _refused(url, "203.0.113.8"), 30, "the block heard")
+
+            # A notice on the subject, as anyone on NATS could send it: never blocks past one window, and one
+            # that does not parse is dropped (the replicas keep answering).
+            nc = await nats.connect(nats_server.url)
+            try:
+                await nc.publish(BLOCKS_SUBJECT, b"not json")
+                await nc.publish(BLOCKS_SUBJECT, orjson.dumps({"ip": "192.0.2.99", "until": time.time() + 86_400}))
+                await nc.flush()
+            finally:
+                await nc.close()
+            await until(lambda: _refused(urls[1], "192.0.2.99"), 30, "the notice heard")
+            status, headers, _ = await call(http, urls[1], {**bearer("plain"), "X-Forwarded-For": "192.0.2.99"})
+            assert status == 429 and 0 < int(headers["Retry-After"]) <= 60
 
             # NATS away: the limit falls back to each process's own count; never unlimited, and a good key
             # from another IP is not refused for it (it gets what NATS being away means for its request).

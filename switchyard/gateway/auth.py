@@ -197,7 +197,12 @@ def setup(app: web.Application) -> None:
     async def share_blocks(app: web.Application) -> AsyncIterator[None]:
         st = app[STATE]
         d = st.dispatcher
-        task = asyncio.create_task(st.auth_failures.share_blocks(lambda: d.nc if d.connected else None))
+
+        async def connection() -> Any:
+            await d.ready.wait()  # set the moment it connects: subscribed before the first requests, mostly
+            return d.nc
+
+        task = asyncio.create_task(st.auth_failures.share_blocks(connection))
         yield
         await cancel_all([task])
 

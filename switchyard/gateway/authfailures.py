@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from contextvars import ContextVar
 from typing import Any
@@ -135,10 +135,10 @@ class FailureLimiter:
         while len(self._blocked) > self.capacity:
             self._blocked.popitem(last=False)
 
-    async def share_blocks(self, nc_of: Callable[[], Any]) -> None:
-        """Hear the other replicas' blocks and tell them ours, for as long as the gateway runs."""
-        while (nc := nc_of()) is None:
-            await asyncio.sleep(0.2)
+    async def share_blocks(self, connection: Callable[[], Awaitable[Any]]) -> None:
+        """Hear the other replicas' blocks and tell them ours, for as long as the gateway runs. `connection`
+        answers the NATS connection once it is up (the subscription then lasts across reconnects)."""
+        nc = await connection()
 
         async def heard(msg: Any) -> None:
             try:

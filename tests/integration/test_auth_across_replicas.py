@@ -56,7 +56,7 @@ async def ready(http: aiohttp.ClientSession, url: str, log: Path) -> None:
 
 async def a_fresh_minute() -> None:
     """The shared count's window is the clock's minute: start the guesses with most of one left, so the
-    window does not turn over in the middle of the count (a wait of at most 25 s, not an assertion)."""
+    window does not turn over in the middle of the count (a wait of at most 35 s, not an assertion)."""
     left = 60 - time.time() % 60
     if left < 35:
         await asyncio.sleep(left + 0.1)
@@ -74,6 +74,7 @@ async def test_failed_keys_are_limited_across_three_replicas(nats_server: NatsSe
         async with aiohttp.ClientSession() as http:
             for i, url in enumerate(urls):
                 await ready(http, url, tmp_path / f"gw{i}.log")
+            await until(lambda: _listening(nats_server) == 3, 30, "every replica hears block notices")
             await a_fresh_minute()
 
             # Guesses from one client IP, spread over the three replicas in turn: LIMIT of them in total are
@@ -94,6 +95,7 @@ async def test_failed_keys_are_limited_across_three_replicas(nats_server: NatsSe
                 assert (await call(http, url, bearer("plain")))[0] == 202
 
             # IPv6 counts per /64: addresses of one /64 share the count across the replicas.
+            await a_fresh_minute()  # for this and the next count, both short
             v6 = [await call(http, urls[i % 3], guess(i, f"2001:db8:1:2::{i + 1:x}")) for i in range(LIMIT + 1)]
             assert [s for s, _, _ in v6] == [401] * LIMIT + [429]
             assert (await call(http, urls[2], {**bearer("plain"), "X-Forwarded-For": "2001:db8:1:3::1"}))[0] == 202
@@ -142,6 +144,12 @@ def _refused(url: str, ip: str) -> bool:
         return exc.code == 429
     except OSError:
         return False
+
+
+def _listening(server: NatsServer) -> int:
+    """Subscriptions to the block notices on the server (one per replica)."""
+    _, subs = server.monitor(f"/subsz?subs=1&test={BLOCKS_SUBJECT}")
+    return len(subs.get("subscriptions_list") or [])
 
 
 def _not_ready(url: str) -> bool:

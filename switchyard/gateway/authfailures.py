@@ -8,8 +8,8 @@ remembers the IP as blocked until the window ends and refuses its keys before ha
 round trip; successful requests never touch NATS for this.
 
 The replica that finds an IP past its limit also says so on core NATS (BLOCKS_SUBJECT), so the other
-replicas refuse that IP's keys from memory too, without waiting for a failure of their own there: a right
-guess cannot show on a replica that had not heard yet, but for the moment the notice takes to arrive.
+replicas refuse that IP's keys from memory too, without waiting for a failure of their own there: only
+in the moment the notice takes to arrive could a right guess still show on a replica.
 
 Each process also counts failures itself (a window from the first failure), an LRU of a bounded size:
 a client cycling through addresses cannot grow memory, only push out the oldest entries. That count

@@ -55,7 +55,10 @@ def test_make_test_runs_the_lint_and_pytest_commands_ci_runs(tmp_path: Path) -> 
     # `make -n test` prints what it would run; the install step is marked done (STAMP) so it prints only that.
     stamp = tmp_path / ".installed"
     stamp.touch()
-    env = {**os.environ, "VENV": sys.prefix, "STAMP": str(stamp)}
+    # Under `make test` (CI) this runs inside make: without its variables, the nested make prints no
+    # "Entering directory" lines.
+    outer = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    env = {**outer, "VENV": sys.prefix, "STAMP": str(stamp)}
     done = subprocess.run(["make", "-n", "test"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()

@@ -32,9 +32,10 @@ from typing import Any
 
 from switchyard.gateway.app import new_state
 from switchyard.gateway.config import directory
-from switchyard.gateway.progress import MAX_READS_PER_PASS, POSITION_SCAN_MAX, PROGRESS_PREFIX, Progress, scan_lane
+from switchyard.gateway.progress import MAX_READS_PER_PASS, POSITION_SCAN_MAX, Progress, scan_lane
 from switchyard.gateway.submit import Accepted, Submission, submit
 from switchyard.natsserver import NatsServer
+from switchyard.subjects import PROGRESS_PREFIX
 
 from .gateway import machine
 

@@ -36,6 +36,8 @@ USAGE_PREFIX = "sy.usage"  # + <tenant token>
 JOB_CANCEL_PREFIX = "_sy.jobcancel"  # + token(job key): stop a job wherever it is (jobs API)
 INBOX_PREFIX = "_sy.inbox"  # + <gateway instance>.<sequence>
 CANCEL_PREFIX = "_sy.cancel"  # + <gateway instance>.<sequence>: stop a streamed item (cancel_subject)
+PROGRESS_PREFIX = "_sy.progress"  # + .<tenant token>: queue positions of a tenant's jobs (progress.py)
+AUTH_BLOCKS_SUBJECT = "_sy.auth.blocked"  # {"ip": bucket, "until": Unix seconds}: an IP past its auth failures
 RING_PREFIX = "_sy.ring"  # + <work subject tail>: core NATS, "an item was queued here" for idle workers
 DEDUPE_WINDOW_S = 120.0
 

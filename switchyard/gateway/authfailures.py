@@ -7,7 +7,7 @@ replicas answer 401 never pass it. Once the window's units are gone, the replica
 remembers the IP as blocked until the window ends and refuses its keys before hashing, with no NATS
 round trip; successful requests never touch NATS for this.
 
-The replica that finds an IP past its limit also says so on core NATS (BLOCKS_SUBJECT), so the other
+The replica that finds an IP past its limit also says so on core NATS (AUTH_BLOCKS_SUBJECT), so the other
 replicas refuse that IP's keys from memory too, without waiting for a failure of their own there: only
 in the moment the notice takes to arrive could a right guess still show on a replica.
 
@@ -33,14 +33,13 @@ import orjson
 
 from ..errors import ApiError
 from ..jetstream import NATS_FAILURES
-from ..subjects import token
+from ..subjects import AUTH_BLOCKS_SUBJECT, token
 from .policy.ledger import Ledger
 
 log = logging.getLogger("switchyard.gateway.auth")
 
 WINDOW_S = 60.0
 CAPACITY = 10_000  # client IPs remembered; the least recently failing is forgotten first
-BLOCKS_SUBJECT = "_sy.auth.blocked"  # core NATS, never stored: {"ip": bucket, "until": Unix seconds}
 MAX_IP_CHARS = 64  # an IPv6 /64 in full is 43; a notice naming more is not ours
 SHARED_WAIT_S = 2.0  # an HTTP failure's answer waits this long at most for the shared count
 
@@ -125,7 +124,7 @@ class FailureLimiter:
         self.block(ip, ends - now)
         if self._nc is not None:
             with suppress(*NATS_FAILURES):  # else the others learn at their own next failure from it
-                await self._nc.publish(BLOCKS_SUBJECT, orjson.dumps({"ip": ip, "until": ends}))
+                await self._nc.publish(AUTH_BLOCKS_SUBJECT, orjson.dumps({"ip": ip, "until": ends}))
         return None if lease is not None else ends - now  # this failure was within the limit: its 401 stands
 
     def block(self, ip: str, wait: float) -> None:
@@ -150,7 +149,7 @@ class FailureLimiter:
             if isinstance(ip, str) and len(ip) <= MAX_IP_CHARS and wait > 0:
                 self.block(ip, wait)
 
-        sub = await nc.subscribe(BLOCKS_SUBJECT, cb=heard)
+        sub = await nc.subscribe(AUTH_BLOCKS_SUBJECT, cb=heard)
         self._nc = nc
         try:
             await asyncio.Event().wait()

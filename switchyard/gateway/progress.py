@@ -46,14 +46,13 @@ from ..api.table import DEFAULT_COLD_START_S
 from ..errors import ApiError
 from ..jetstream import kv_get
 from ..messages import JobRecord
-from ..subjects import DEFAULT_CLASS, PRIORITY_CLASSES, WORK_STREAM, Lane, Queue, token
+from ..subjects import DEFAULT_CLASS, PRIORITY_CLASSES, PROGRESS_PREFIX, WORK_STREAM, Lane, Queue, token
 from ..tasks import forever
 from .eta import WRONG_LAST_SEQUENCE
 from .state import GatewayState
 
 log = logging.getLogger("switchyard.gateway.progress")
 
-PROGRESS_PREFIX = "_sy.progress"  # + .<tenant token>: core NATS, never stored
 PROGRESS_EVERY_S = 2.0  # one pass per interval (by the lease holder)
 RESEND_S = 5.0  # an unchanged job's progress is sent again this often
 ETA_REVISED_S = 2.0  # an ETA that moved this much more than the time passed is sent at once

@@ -25,8 +25,8 @@ from cli_processes import start, stop
 from dataplane import copy_manifests, until
 from test_key_rules import bearer, keyed_gateway, stamp, write_config
 
-from switchyard.gateway.authfailures import BLOCKS_SUBJECT
 from switchyard.natsserver import NatsServer, free_port
+from switchyard.subjects import AUTH_BLOCKS_SUBJECT
 
 LIMIT = 6  # spec.auth.maxFailuresPerMinute
 GUESSER = "203.0.113.7"  # the attacking client, as the trusted proxy names it
@@ -111,8 +111,8 @@ async def test_failed_keys_are_limited_across_three_replicas(nats_server: NatsSe
             # that does not parse is dropped (the replicas keep answering).
             nc = await nats.connect(nats_server.url)
             try:
-                await nc.publish(BLOCKS_SUBJECT, b"not json")
-                await nc.publish(BLOCKS_SUBJECT, orjson.dumps({"ip": "192.0.2.99", "until": time.time() + 86_400}))
+                await nc.publish(AUTH_BLOCKS_SUBJECT, b"not json")
+                await nc.publish(AUTH_BLOCKS_SUBJECT, orjson.dumps({"ip": "192.0.2.99", "until": time.time() + 86_400}))
                 await nc.flush()
             finally:
                 await nc.close()
@@ -148,7 +148,7 @@ def _refused(url: str, ip: str) -> bool:
 
 def _listening(server: NatsServer) -> int:
     """Subscriptions to the block notices on the server (one per replica)."""
-    _, subs = server.monitor(f"/subsz?subs=1&test={BLOCKS_SUBJECT}")
+    _, subs = server.monitor(f"/subsz?subs=1&test={AUTH_BLOCKS_SUBJECT}")
     return len(subs.get("subscriptions_list") or [])
 
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import msgpack
 import nats
 
@@ -89,3 +90,17 @@ async def wait_for_heartbeat(nats_url: str, model: str, proc: subprocess.Popen[A
         if time.monotonic() > deadline:
             raise AssertionError(f"no heartbeat for {model} after {timeout}s")
         await asyncio.sleep(0.2)
+
+
+async def ready(http: aiohttp.ClientSession, url: str, log: Path, timeout: float = 60.0) -> None:
+    """Until the gateway at `url` answers /readyz 200; its log's tail when it does not in time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            async with http.get(url + "/readyz") as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            pass
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        await asyncio.sleep(0.1)

@@ -21,7 +21,7 @@ import aiohttp
 import nats
 import orjson
 import yaml
-from cli_processes import start, stop
+from cli_processes import ready, start, stop
 from dataplane import copy_manifests, until
 from test_key_rules import bearer, keyed_gateway, stamp, write_config
 
@@ -40,18 +40,6 @@ async def call(http: aiohttp.ClientSession, url: str, headers: dict[str, str]) -
     async with http.post(url + "/v1/encode/test/echo", headers=headers, json={"items": ["x"]}) as resp:
         return resp.status, dict(resp.headers), await resp.json(content_type=None)
 
-
-async def ready(http: aiohttp.ClientSession, url: str, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            async with http.get(url + "/readyz") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientConnectionError:
-            pass
-        assert time.monotonic() < deadline, log.read_text()[-3000:]
-        await asyncio.sleep(0.1)
 
 
 async def a_fresh_minute() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from cli_processes import installed_script, start, stop
+from cli_processes import installed_script, ready, start, stop
 from dataplane import ADMIN, copy_manifests, until, worker
 
 from switchyard.natsserver import NatsServer, free_port
@@ -39,18 +39,6 @@ async def tag(items: list[Any], ctx: Any) -> list[Any]:
     return [{"tag": ctx.params["tag"], "in": item} for item in items]
 
 
-async def ready(http: aiohttp.ClientSession, url: str, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            async with http.get(url + "/readyz") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientConnectionError:
-            pass
-        assert time.monotonic() < deadline, log.read_text()[-3000:]
-        await asyncio.sleep(0.1)
-
 
 async def test_sigkill_of_the_gateway_mid_run_another_replica_completes_it_once(nats_server: NatsServer,
                                                                                  tmp_path: Path) -> None:
@@ -66,7 +54,7 @@ async def test_sigkill_of_the_gateway_mid_run_another_replica_completes_it_once(
     try:
         async with aiohttp.ClientSession() as http, worker(nats_server.url, tag, concurrency=4):
             for url, name in zip(urls, ("first", "second"), strict=True):
-                await ready(http, url, tmp_path / f"{name}.log")
+                await ready(http, url, tmp_path / f"{name}.log", timeout=30)
             async with http.post(urls[0] + "/v1/plans/chain", headers={**ADMIN, "X-Request-ID": "survivor"},
                                  json={"items": ["x"]}) as resp:
                 assert resp.status == 202, await resp.text()
